@@ -1,0 +1,20 @@
+/// Catalog failures.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("sqlite catalog: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("postgres catalog: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("catalog I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("catalog record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("catalog schema version {found} is newer than this binary supports ({supported})")]
+    TooNew { found: i64, supported: i64 },
+    #[error("catalog task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;

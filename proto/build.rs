@@ -1,0 +1,31 @@
+//! Compiles the project's `.proto` files with protox (pure Rust, no system `protoc`), emits
+//! prost types and an encoded descriptor set that drives the protobuf JSON mapping.
+
+use std::path::PathBuf;
+
+const FILES: &[&str] = &[
+    "google/v1/profile.proto",
+    "types/v1/types.proto",
+    "push/v1/push.proto",
+    "querier/v1/querier.proto",
+    "ingester/v1/ingester.proto",
+    "opentelemetry/proto/common/v1/common.proto",
+    "opentelemetry/proto/resource/v1/resource.proto",
+    "opentelemetry/proto/profiles/v1development/profiles.proto",
+    "opentelemetry/proto/collector/profiles/v1development/profiles_service.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(FILES, ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("descriptor_set.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
+    config.bytes(["."]);
+    config.compile_fds(fds)?;
+    Ok(())
+}

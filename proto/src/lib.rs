@@ -1,0 +1,154 @@
+//! Protobuf messages of every API Profusion speaks, generated from the `.proto` files under
+//! `proto/` (written for this project with the published field numbers), plus the canonical
+//! protobuf JSON mapping that Connect clients use with `application/json`.
+//!
+//! Owns: wire types and their encodings. Must not hold behaviour: no validation, no I/O.
+
+#![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+use std::sync::OnceLock;
+
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+
+pub mod google {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/google.v1.rs"));
+    }
+}
+pub mod types {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/types.v1.rs"));
+    }
+}
+pub mod push {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/push.v1.rs"));
+    }
+}
+pub mod querier {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/querier.v1.rs"));
+    }
+}
+pub mod ingester {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/ingester.v1.rs"));
+    }
+}
+pub mod opentelemetry {
+    pub mod proto {
+        pub mod common {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.common.v1.rs"));
+            }
+        }
+        pub mod resource {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.resource.v1.rs"));
+            }
+        }
+        pub mod profiles {
+            pub mod v1development {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.profiles.v1development.rs"
+                ));
+            }
+        }
+        pub mod collector {
+            pub mod profiles {
+                pub mod v1development {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/opentelemetry.proto.collector.profiles.v1development.rs"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Short paths to the OpenTelemetry profiles packages.
+pub mod otlp {
+    pub use crate::opentelemetry::proto::collector::profiles::v1development as collector;
+    pub use crate::opentelemetry::proto::common::v1 as common;
+    pub use crate::opentelemetry::proto::profiles::v1development as profiles;
+    pub use crate::opentelemetry::proto::resource::v1 as resource;
+}
+
+const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));
+
+/// The descriptors of every message above, for reflection-based JSON mapping.
+pub fn descriptor_pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(DESCRIPTOR_SET).expect("descriptor set built by build.rs is valid")
+    })
+}
+
+/// Why a JSON body could not be mapped to or from a message.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    #[error("unknown message type {0}")]
+    UnknownMessage(String),
+    #[error("invalid JSON for {message}: {source}")]
+    Invalid {
+        message: String,
+        source: serde_json::Error,
+    },
+    #[error("cannot convert {message}: {source}")]
+    Convert {
+        message: String,
+        source: prost::DecodeError,
+    },
+}
+
+/// Parses canonical protobuf JSON into a generated message. Unknown fields are rejected, as the
+/// protobuf JSON mapping requires, unless `ignore_unknown` is set (OTLP demands that receivers
+/// ignore them).
+pub fn from_json<M: prost::Message + prost::Name + Default>(
+    json: &[u8],
+    ignore_unknown: bool,
+) -> Result<M, JsonError> {
+    let name = M::full_name();
+    let desc = descriptor_pool()
+        .get_message_by_name(&name)
+        .ok_or_else(|| JsonError::UnknownMessage(name.clone()))?;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let options = prost_reflect::DeserializeOptions::new().deny_unknown_fields(!ignore_unknown);
+    let dynamic = DynamicMessage::deserialize_with_options(desc, &mut de, &options)
+        .and_then(|m| de.end().map(|()| m))
+        .map_err(|source| JsonError::Invalid {
+            message: name.clone(),
+            source,
+        })?;
+    dynamic.transcode_to::<M>().map_err(|source| JsonError::Convert {
+        message: name,
+        source,
+    })
+}
+
+/// Renders a generated message as canonical protobuf JSON (lowerCamel or declared JSON names,
+/// 64-bit integers as strings, default values omitted).
+pub fn to_json<M: prost::Message + prost::Name>(message: &M) -> Result<Vec<u8>, JsonError> {
+    let name = M::full_name();
+    let desc = descriptor_pool()
+        .get_message_by_name(&name)
+        .ok_or_else(|| JsonError::UnknownMessage(name.clone()))?;
+    let mut dynamic = DynamicMessage::new(desc);
+    dynamic
+        .transcode_from(message)
+        .map_err(|source| JsonError::Convert {
+            message: name.clone(),
+            source,
+        })?;
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::new(&mut out);
+    dynamic
+        .serialize_with_options(&mut ser, &SerializeOptions::new())
+        .map_err(|source| JsonError::Invalid {
+            message: name,
+            source,
+        })?;
+    Ok(out)
+}
