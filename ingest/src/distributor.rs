@@ -1,0 +1,222 @@
+//! The distributor: decodes, validates and normalizes incoming profiles, splits them into
+//! series, applies the tenant's rate limit, and routes each series to its ingesters on the ring,
+//! acknowledging once a quorum of replicas has it durably.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use profusion_proto::google::v1::Profile;
+use profusion_proto::ingester::v1::WriteRequest;
+
+use crate::error::{IngestError, Result};
+use crate::labels::{self, Labels};
+use crate::limits::Limits;
+use crate::metrics::IngestMetrics;
+use crate::pprof::{self, ConvertOptions, Converted};
+use crate::ratelimit::TenantRateLimiter;
+use crate::ring::Ring;
+
+/// The profile bytes of an incoming profile, or a profile another decoder already built.
+#[derive(Debug, Clone)]
+pub enum ProfileBody {
+    /// pprof, gzip-compressed or plain.
+    Raw(Bytes),
+    Decoded(Box<Profile>),
+}
+
+/// One profile as an ingest endpoint received it.
+#[derive(Debug, Clone)]
+pub struct IncomingProfile {
+    /// Series labels sent with it (`__name__`, `service_name`, user labels, ...).
+    pub labels: Labels,
+    pub body: ProfileBody,
+    /// The client's profile UUID; empty to have one assigned.
+    pub id: String,
+    pub options: ConvertOptions,
+}
+
+#[derive(Debug)]
+pub struct Distributor {
+    ring: Ring,
+    limits: Limits,
+    rate: TenantRateLimiter,
+    metrics: IngestMetrics,
+}
+
+impl Distributor {
+    pub fn new(ring: Ring, limits: Limits, metrics: IngestMetrics) -> Self {
+        Self {
+            ring,
+            limits,
+            rate: TenantRateLimiter::default(),
+            metrics,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Validates and converts profiles without storing them (the CPU part of a push).
+    pub fn prepare(&self, profiles: Vec<IncomingProfile>, now_nanos: i64) -> Result<Converted> {
+        let mut out = Converted::default();
+        for (i, incoming) in profiles.into_iter().enumerate() {
+            let converted = self.prepare_one(incoming, now_nanos).map_err(|e| {
+                self.metrics.reject(reason(&e));
+                e.at(format!("profile {i}"))
+            })?;
+            out.append(converted);
+        }
+        Ok(out)
+    }
+
+    fn prepare_one(&self, incoming: IncomingProfile, now_nanos: i64) -> Result<Converted> {
+        let IncomingProfile {
+            mut labels,
+            body,
+            id,
+            mut options,
+        } = incoming;
+        labels.set_default(labels::SERVICE_NAME, labels::UNKNOWN_SERVICE);
+        let id = if id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            uuid::Uuid::parse_str(&id)
+                .map_err(|e| IngestError::invalid(format!("profile ID {id:?} is not a UUID: {e}")))?
+                .to_string()
+        };
+        if options.fallback_time_nanos == 0 {
+            options.fallback_time_nanos = now_nanos;
+        }
+        let (profile, size) = match body {
+            ProfileBody::Raw(raw) => {
+                let (p, size) = pprof::decode(&raw, &self.limits)?;
+                (std::borrow::Cow::Owned(p), size)
+            }
+            ProfileBody::Decoded(p) => {
+                let size = prost::Message::encoded_len(p.as_ref());
+                if size > self.limits.max_profile_size_bytes {
+                    return Err(IngestError::exhausted(format!(
+                        "profile is {size} bytes uncompressed, more than the limit of {} bytes",
+                        self.limits.max_profile_size_bytes
+                    )));
+                }
+                (std::borrow::Cow::Owned(*p), size)
+            }
+        };
+        pprof::convert(&profile, &labels, &id, &options, &self.limits, now_nanos, size)
+    }
+
+    /// Stores converted profiles for `tenant`: rate limit, route, quorum write.
+    pub async fn write(&self, tenant: &str, converted: Converted) -> Result<()> {
+        if converted.profiles.is_empty() {
+            return Ok(());
+        }
+        if !self.rate.allow(
+            tenant,
+            converted.bytes as f64,
+            self.limits.ingestion_rate_bytes,
+            self.limits.ingestion_burst_bytes,
+        ) {
+            self.metrics.reject("rate_limited");
+            return Err(IngestError::exhausted(format!(
+                "tenant {tenant:?} is over its ingestion rate limit of {} bytes/s (burst {} bytes); \
+                 this push of {} bytes was refused",
+                self.limits.ingestion_rate_bytes, self.limits.ingestion_burst_bytes, converted.bytes
+            )));
+        }
+        let n_profiles = converted.profiles.len();
+        let bytes = converted.bytes;
+
+        // Replica set per series profile, and the profiles per instance.
+        let mut per_instance: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut replicas_of = Vec::with_capacity(n_profiles);
+        for (pi, p) in converted.profiles.iter().enumerate() {
+            let rendered = Labels::from_pairs(p.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))).render();
+            let replicas = self.ring.replicas(Ring::token_for(tenant, &rendered));
+            for &r in &replicas {
+                per_instance.entry(r).or_default().push(pi);
+            }
+            replicas_of.push(replicas);
+        }
+        let single = per_instance.len() == 1;
+        let mut requests = Vec::with_capacity(per_instance.len());
+        let Converted {
+            profiles,
+            stacks,
+            frames,
+            ..
+        } = converted;
+        if single {
+            let (&instance, _) = per_instance.iter().next().expect("one instance");
+            requests.push((
+                instance,
+                WriteRequest {
+                    tenant: tenant.to_owned(),
+                    profiles,
+                    stacks,
+                    frames,
+                },
+            ));
+        } else {
+            for (&instance, indexes) in &per_instance {
+                let ps: Vec<_> = indexes.iter().map(|&i| profiles[i].clone()).collect();
+                let used: HashSet<u64> = ps.iter().flat_map(|p| p.samples.iter().map(|s| s.stack_hash)).collect();
+                let st: Vec<_> = stacks.iter().filter(|s| used.contains(&s.hash)).cloned().collect();
+                let fr_used: HashSet<u64> = st.iter().flat_map(|s| s.frame_ids.iter().copied()).collect();
+                let fr = frames.iter().filter(|f| fr_used.contains(&f.id)).cloned().collect();
+                requests.push((
+                    instance,
+                    WriteRequest {
+                        tenant: tenant.to_owned(),
+                        profiles: ps,
+                        stacks: st,
+                        frames: fr,
+                    },
+                ));
+            }
+        }
+        let results = join_all(requests.into_iter().map(|(instance, req)| async move {
+            (instance, self.ring.instance(instance).write(req).await)
+        }))
+        .await;
+        let mut failed = HashMap::new();
+        for (instance, result) in results {
+            if let Err(e) = result {
+                tracing::warn!(instance = self.ring.instance(instance).instance_id(), error = %e, "ingester write failed");
+                failed.insert(instance, e);
+            }
+        }
+        let quorum = self.ring.quorum();
+        for replicas in &replicas_of {
+            let ok = replicas.iter().filter(|r| !failed.contains_key(r)).count();
+            if ok < quorum.min(replicas.len()) {
+                let (_, first) = failed.into_iter().next().expect("a failure");
+                self.metrics.reject("ingester_failure");
+                return Err(IngestError {
+                    kind: first.kind,
+                    message: format!("only {ok} of {} replicas stored the profile: {}", replicas.len(), first.message),
+                });
+            }
+        }
+        self.metrics.profiles_received.inc_by(n_profiles as u64);
+        self.metrics.bytes_received.inc_by(bytes as u64);
+        Ok(())
+    }
+
+    /// [`Self::prepare`] then [`Self::write`].
+    pub async fn push(&self, tenant: &str, profiles: Vec<IncomingProfile>) -> Result<()> {
+        let converted = self.prepare(profiles, crate::now_nanos())?;
+        self.write(tenant, converted).await
+    }
+}
+
+fn reason(e: &IngestError) -> &'static str {
+    match e.kind {
+        crate::error::ErrorKind::InvalidArgument => "invalid",
+        crate::error::ErrorKind::ResourceExhausted | crate::error::ErrorKind::TooLarge => "too_large",
+        crate::error::ErrorKind::Unsupported => "unsupported",
+        _ => "internal",
+    }
+}

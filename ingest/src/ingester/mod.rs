@@ -1,0 +1,317 @@
+//! The ingester: appends writes to its WAL, keeps them in a per-tenant head, and flushes the
+//! head into blocks.
+//!
+//! Flush protocol, per sealed WAL segment N, each step safe to crash after:
+//! 1. seal segment N (new writes go to N+1);
+//! 2. per tenant, encode a block whose id is derived from (ingester, N, tenant) and upload its
+//!    files, `meta.json` last;
+//! 3. register the block in the catalog with `source` and `wal_segment = N`;
+//! 4. drop generation N from memory and delete WAL segments up to N.
+//!
+//! On start, each remaining segment is replayed except for the tenants the catalog already
+//! holds a block of that segment for. A crash before step 3 re-flushes to the same block id (an
+//! overwrite, not a duplicate); a crash after it finds the segment's tenants registered and
+//! skips them.
+
+pub mod head;
+pub(crate) mod wal;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::path::Path as ObjectPath;
+use profusion_catalog::Catalog;
+use profusion_proto::ingester::v1::WriteRequest;
+use tokio::sync::Notify;
+
+use crate::block;
+use crate::error::{IngestError, Result};
+use crate::metrics::IngestMetrics;
+use head::Head;
+use wal::WalHandle;
+
+/// Ingester settings.
+#[derive(Debug, Clone)]
+pub struct IngesterConfig {
+    /// Stable identity; blocks record `ingester-<id>` as their source.
+    pub id: String,
+    pub wal_dir: PathBuf,
+    /// Flush a generation once it has been open this long.
+    pub max_block_duration: Duration,
+    /// Flush once the head holds this many bytes.
+    pub max_head_bytes: usize,
+    /// How often flush triggers are checked.
+    pub flush_check_interval: Duration,
+    /// Local directory behind the object store, if any: uploaded files are fsynced there.
+    pub local_store_root: Option<PathBuf>,
+}
+
+/// Where the distributor sends writes: an ingester in this process or, later, over the network.
+#[async_trait]
+pub trait IngesterClient: Send + Sync + std::fmt::Debug {
+    /// The instance id used on the ring.
+    fn instance_id(&self) -> &str;
+    /// Durably stores a write; returns once it is in the WAL and queryable.
+    async fn write(&self, request: WriteRequest) -> Result<()>;
+}
+
+/// An ingester running in this process.
+#[derive(Debug)]
+pub struct Ingester {
+    config: IngesterConfig,
+    source: String,
+    wal: WalHandle,
+    /// The WAL segment taking writes; every generation below it is sealed.
+    open_segment: AtomicU64,
+    head: Arc<Mutex<Head>>,
+    store: Arc<dyn ObjectStore>,
+    catalog: Arc<dyn Catalog>,
+    flush_lock: tokio::sync::Mutex<()>,
+    wake: Arc<Notify>,
+    metrics: IngestMetrics,
+}
+
+impl Ingester {
+    /// Recovers the WAL into the head, starts the WAL thread and the flush loop.
+    pub async fn open(
+        config: IngesterConfig,
+        store: Arc<dyn ObjectStore>,
+        catalog: Arc<dyn Catalog>,
+        metrics: IngestMetrics,
+    ) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.wal_dir)
+            .map_err(|e| IngestError::internal(format!("creating {}: {e}", config.wal_dir.display())))?;
+        let source = format!("ingester-{}", config.id);
+        let head = Arc::new(Mutex::new(Head::default()));
+        let segments = wal::list_segments(&config.wal_dir)?;
+        let mut replayed = 0usize;
+        for &seq in &segments {
+            let path = wal::segment_path(&config.wal_dir, seq);
+            let contents = wal::read_segment(&path)?;
+            if let Some(damage) = &contents.damage {
+                metrics.wal_corruptions.inc();
+                tracing::warn!(segment = %path.display(), %damage, records = contents.records.len(),
+                    "write-ahead log segment is damaged; the intact records before the damage are recovered");
+            }
+            let done = catalog
+                .tenants_flushed(&source, seq)
+                .await
+                .map_err(|e| IngestError::unavailable(format!("catalog: {e}")))?;
+            let mut h = head.lock().expect("head lock");
+            let generation = h.generation(seq, contents.created_millis);
+            for record in contents.records {
+                if !done.contains(&record.tenant) {
+                    replayed += record.profiles.len();
+                    generation.append(record);
+                }
+            }
+            if generation.tenants.is_empty() {
+                h.generations.remove(&seq);
+            }
+        }
+        if !segments.is_empty() {
+            tracing::info!(segments = segments.len(), profiles = replayed, "replayed write-ahead log");
+        }
+        let next = segments.last().map_or(1, |s| s + 1);
+        let apply_head = Arc::clone(&head);
+        let apply_metrics = metrics.clone();
+        let wal = WalHandle::start(
+            config.wal_dir.clone(),
+            next,
+            Box::new(move |seq, created, requests| {
+                let mut h = apply_head.lock().expect("head lock");
+                let generation = h.generation(seq, created);
+                for r in requests {
+                    apply_metrics.head_profiles.inc_by(r.profiles.len() as u64);
+                    generation.append(r);
+                }
+                apply_metrics.head_bytes.set(h.bytes() as i64);
+            }),
+        )?;
+        let ingester = Arc::new(Self {
+            config,
+            source,
+            wal,
+            open_segment: AtomicU64::new(next),
+            head,
+            store,
+            catalog,
+            flush_lock: tokio::sync::Mutex::new(()),
+            wake: Arc::new(Notify::new()),
+            metrics,
+        });
+        let weak = Arc::downgrade(&ingester);
+        let wake = Arc::clone(&ingester.wake);
+        let interval = ingester.config.flush_check_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = wake.notified() => {}
+                }
+                let Some(ingester) = weak.upgrade() else { break };
+                if let Err(e) = ingester.flush_if_due().await {
+                    tracing::error!(error = %e, "flush failed; the head is kept and the flush retried");
+                }
+            }
+        });
+        Ok(ingester)
+    }
+
+    /// The head, for readers and statistics.
+    pub fn head(&self) -> &Arc<Mutex<Head>> {
+        &self.head
+    }
+
+    async fn flush_if_due(&self) -> Result<()> {
+        let (due, sealed_pending) = {
+            let open = self.open_segment.load(Ordering::Acquire);
+            let h = self.head.lock().expect("head lock");
+            let over_size = h.bytes() >= self.config.max_head_bytes;
+            let over_age = h.generations.get(&open).is_some_and(|g| {
+                !g.tenants.is_empty() && g.opened.elapsed() >= self.config.max_block_duration
+            });
+            // Generations recovered from older segments are flushed right away.
+            let pending = h.generations.keys().next().is_some_and(|s| *s < open);
+            (over_size || over_age, pending)
+        };
+        if due {
+            self.flush().await
+        } else if sealed_pending {
+            self.flush_sealed().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Seals the open WAL segment and flushes every sealed generation into blocks.
+    pub async fn flush(&self) -> Result<()> {
+        let _guard = self.flush_lock.lock().await;
+        let sealed = self.wal.rotate().await?;
+        self.open_segment.store(sealed + 1, Ordering::Release);
+        self.flush_sealed_locked().await
+    }
+
+    async fn flush_sealed(&self) -> Result<()> {
+        let _guard = self.flush_lock.lock().await;
+        self.flush_sealed_locked().await
+    }
+
+    async fn flush_sealed_locked(&self) -> Result<()> {
+        loop {
+            let open = self.open_segment.load(Ordering::Acquire);
+            let target = {
+                let h = self.head.lock().expect("head lock");
+                h.generations.keys().next().copied().filter(|s| *s < open)
+            };
+            let Some(seq) = target else { return Ok(()) };
+            self.flush_generation(seq).await?;
+        }
+    }
+
+    async fn flush_generation(&self, seq: u64) -> Result<()> {
+        let started = std::time::Instant::now();
+        let (created, tenants) = {
+            let h = self.head.lock().expect("head lock");
+            let g = &h.generations[&seq];
+            let mut tenants: Vec<String> = g.tenants.keys().cloned().collect();
+            tenants.sort();
+            (g.created_millis, tenants)
+        };
+        let mut blocks = 0;
+        for tenant in tenants {
+            let id = block_id(&self.source, seq, &tenant, created);
+            let encoded = {
+                let h = self.head.lock().expect("head lock");
+                let th = &h.generations[&seq].tenants[&tenant];
+                if th.profiles.is_empty() {
+                    continue;
+                }
+                block::encode(&tenant, &id, th, &self.source, seq)?
+            };
+            for (name, bytes) in &encoded.files {
+                let path = ObjectPath::from_iter([tenant.as_str(), "blocks", id.as_str(), name]);
+                self.store
+                    .put(&path, bytes.clone().into())
+                    .await
+                    .map_err(|e| IngestError::unavailable(format!("uploading {path}: {e}")))?;
+                self.sync_local(&path)?;
+                self.metrics.block_bytes.inc_by(bytes.len() as u64);
+            }
+            self.catalog
+                .register_block(&encoded.catalog)
+                .await
+                .map_err(|e| IngestError::unavailable(format!("registering block {id}: {e}")))?;
+            blocks += 1;
+            tracing::info!(tenant = %tenant, block = %id, segment = seq,
+                profiles = encoded.catalog.num_profiles, samples = encoded.catalog.num_samples,
+                bytes = encoded.catalog.size_bytes, "flushed block");
+        }
+        {
+            let mut h = self.head.lock().expect("head lock");
+            h.generations.remove(&seq);
+            self.metrics.head_bytes.set(h.bytes() as i64);
+        }
+        wal::remove_segments_through(&self.config.wal_dir, seq)?;
+        self.metrics.flushes.inc();
+        tracing::debug!(segment = seq, blocks, elapsed_ms = started.elapsed().as_millis() as u64, "flushed WAL segment");
+        Ok(())
+    }
+
+    fn sync_local(&self, path: &ObjectPath) -> Result<()> {
+        let Some(root) = &self.config.local_store_root else {
+            return Ok(());
+        };
+        let mut file = root.clone();
+        for part in path.parts() {
+            file.push(part.as_ref());
+        }
+        let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+        sync(&file)
+            .and_then(|()| file.parent().map_or(Ok(()), sync))
+            .map_err(|e| IngestError::internal(format!("syncing {}: {e}", file.display())))
+    }
+
+    /// Flushes everything; called on graceful shutdown.
+    pub async fn shutdown(&self) -> Result<()> {
+        let has_data = self.head.lock().expect("head lock").num_profiles() > 0;
+        if has_data {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the flush loop to check its triggers now.
+    pub fn nudge(&self) {
+        self.wake.notify_one();
+    }
+}
+
+#[async_trait]
+impl IngesterClient for Ingester {
+    fn instance_id(&self) -> &str {
+        &self.config.id
+    }
+
+    async fn write(&self, request: WriteRequest) -> Result<()> {
+        self.wal.append(request).await?;
+        if self.head.lock().expect("head lock").bytes() >= self.config.max_head_bytes {
+            self.nudge();
+        }
+        Ok(())
+    }
+}
+
+/// Deterministic block id: a retried flush of the same segment writes the same block.
+pub fn block_id(source: &str, segment: u64, tenant: &str, created_millis: i64) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(source.as_bytes());
+    h.update(&[0]);
+    h.update(&segment.to_le_bytes());
+    h.update(tenant.as_bytes());
+    block::ulid(created_millis, h.digest128())
+}

@@ -1,0 +1,230 @@
+//! Series labels: the reserved names, fingerprints and validation shared by every ingest path.
+
+use profusion_proto::types::v1::LabelPair;
+
+use crate::error::{IngestError, Result};
+use crate::limits::Limits;
+
+pub const METRIC_NAME: &str = "__name__";
+pub const SERVICE_NAME: &str = "service_name";
+pub const SERVICE_NAME_PRIVATE: &str = "__service_name__";
+pub const PROFILE_TYPE: &str = "__profile_type__";
+pub const TYPE: &str = "__type__";
+pub const UNIT: &str = "__unit__";
+pub const PERIOD_TYPE: &str = "__period_type__";
+pub const PERIOD_UNIT: &str = "__period_unit__";
+pub const DELTA: &str = "__delta__";
+pub const SESSION_ID: &str = "__session_id__";
+pub const SPY_NAME: &str = "pyroscope_spy";
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// A set of labels kept sorted by name, without duplicate names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Labels(Vec<(String, String)>);
+
+impl Labels {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a set from pairs; a later pair replaces an earlier one of the same name.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut labels = Self::new();
+        for (k, v) in pairs {
+            labels.set(k, v);
+        }
+        labels
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        match self.0.binary_search_by(|(k, _)| k.cmp(&name)) {
+            Ok(i) => self.0[i].1 = value.into(),
+            Err(i) => self.0.insert(i, (name, value.into())),
+        }
+    }
+
+    /// Sets `name` only if it is absent.
+    pub fn set_default(&mut self, name: &str, value: impl Into<String>) {
+        if self.get(name).is_none() {
+            self.set(name, value);
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0.remove(i).1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// xxh64 over `name 0xff value 0xff` of the sorted labels: stable across processes.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        for (k, v) in &self.0 {
+            h.update(k.as_bytes());
+            h.update(&[0xff]);
+            h.update(v.as_bytes());
+            h.update(&[0xff]);
+        }
+        h.digest()
+    }
+
+    pub fn to_pairs(&self) -> Vec<LabelPair> {
+        self.0
+            .iter()
+            .map(|(name, value)| LabelPair {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    }
+
+    /// The Prometheus-style rendering `{a="1", b="2"}` used in messages and ring hashing.
+    pub fn render(&self) -> String {
+        let body: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!("{{{}}}", body.join(", "))
+    }
+}
+
+/// A valid Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Checks a series' labels as Pyroscope's distributor does; the message names the label.
+pub fn validate(labels: &Labels, limits: &Limits) -> Result<()> {
+    if labels.len() > limits.max_label_names_per_series {
+        return Err(IngestError::invalid(format!(
+            "series {} has {} labels, more than the limit of {}",
+            labels.render(),
+            labels.len(),
+            limits.max_label_names_per_series
+        )));
+    }
+    match labels.get(METRIC_NAME) {
+        None => {
+            return Err(IngestError::invalid(format!(
+                "series {} has no {METRIC_NAME} label",
+                labels.render()
+            )));
+        }
+        Some(name) if !is_valid_metric_name(name) => {
+            return Err(IngestError::invalid(format!(
+                "invalid {METRIC_NAME} {name:?}: must match [a-zA-Z_:][a-zA-Z0-9_:]*"
+            )));
+        }
+        Some(_) => {}
+    }
+    if labels.get(SERVICE_NAME).is_none_or(str::is_empty) {
+        return Err(IngestError::invalid(format!(
+            "series {} has no {SERVICE_NAME} label",
+            labels.render()
+        )));
+    }
+    for (name, value) in labels.iter() {
+        if name.is_empty() {
+            return Err(IngestError::invalid(format!(
+                "series {} has an empty label name",
+                labels.render()
+            )));
+        }
+        if name.len() > limits.max_label_name_length {
+            return Err(IngestError::invalid(format!(
+                "label name {:?}... is {} bytes long, more than the limit of {}",
+                truncate_chars(name, 64),
+                name.len(),
+                limits.max_label_name_length
+            )));
+        }
+        if value.len() > limits.max_label_value_length {
+            return Err(IngestError::invalid(format!(
+                "value of label {name:?} is {} bytes long, more than the limit of {}",
+                value.len(),
+                limits.max_label_value_length
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn truncate_chars(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
+/// Keeps the last `max` bytes of `s` (at a char boundary), as Pyroscope does for long symbols.
+pub fn keep_tail(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = s.len() - max;
+        while !s.is_char_boundary(cut) {
+            cut += 1;
+        }
+        s.drain(..cut);
+    }
+}
+
+/// Parses a profile type ID `name:sample_type:sample_unit:period_type:period_unit`.
+pub fn profile_type_id(
+    name: &str,
+    sample_type: &str,
+    sample_unit: &str,
+    period_type: &str,
+    period_unit: &str,
+) -> String {
+    format!("{name}:{sample_type}:{sample_unit}:{period_type}:{period_unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_stay_sorted_and_unique() {
+        let mut l = Labels::from_pairs([("b", "2"), ("a", "1"), ("b", "3")]);
+        l.set_default("a", "x");
+        assert_eq!(l.iter().collect::<Vec<_>>(), vec![("a", "1"), ("b", "3")]);
+        assert_eq!(l.render(), r#"{a="1", b="3"}"#);
+    }
+
+    #[test]
+    fn fingerprint_depends_on_every_label() {
+        let a = Labels::from_pairs([("a", "1"), ("b", "2")]);
+        let b = Labels::from_pairs([("b", "2"), ("a", "1")]);
+        let c = Labels::from_pairs([("a", "1"), ("b", "3")]);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn keep_tail_respects_char_boundaries() {
+        let mut s = "aé".repeat(3);
+        keep_tail(&mut s, 4);
+        assert_eq!(s, "aé");
+    }
+}

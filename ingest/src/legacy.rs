@@ -1,0 +1,802 @@
+//! Pyroscope's legacy `POST /ingest` API: the `name` and time grammars, format selection, the
+//! text formats (folded/"groups", `lines`, `trie`, `tree`) turned into synthetic pprof
+//! profiles, and pprof bodies, raw or multipart with `sample_type_config`.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use profusion_proto::google::v1::{Function, Line, Location, Profile, Sample, ValueType};
+
+use crate::distributor::{IncomingProfile, ProfileBody};
+use crate::error::{IngestError, Result};
+use crate::labels::{self, Labels};
+use crate::pprof::ConvertOptions;
+
+/// The query parameters of an `/ingest` request.
+#[derive(Debug, Clone, Default)]
+pub struct IngestParams {
+    pub name: Option<String>,
+    pub from: Option<String>,
+    pub until: Option<String>,
+    pub sample_rate: Option<String>,
+    pub spy_name: Option<String>,
+    pub units: Option<String>,
+    pub aggregation_type: Option<String>,
+    pub format: Option<String>,
+}
+
+impl IngestParams {
+    /// Reads the parameters from decoded query pairs; unknown keys are ignored.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut p = Self::default();
+        for (k, v) in pairs {
+            let slot = match k {
+                "name" => &mut p.name,
+                "from" => &mut p.from,
+                "until" => &mut p.until,
+                "sampleRate" => &mut p.sample_rate,
+                "spyName" => &mut p.spy_name,
+                "units" => &mut p.units,
+                "aggregationType" => &mut p.aggregation_type,
+                "format" => &mut p.format,
+                _ => continue,
+            };
+            *slot = Some(v.to_owned());
+        }
+        p
+    }
+}
+
+/// Body formats of `/ingest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Folded,
+    Lines,
+    Trie,
+    Tree,
+    Pprof,
+    Multipart,
+    Jfr,
+    Speedscope,
+}
+
+/// Picks the format as Pyroscope does: the `format` parameter, then the content type.
+pub fn detect_format(format: Option<&str>, content_type: &str) -> Result<Format> {
+    Ok(match format {
+        Some("trie") => Format::Trie,
+        Some("tree") => Format::Tree,
+        Some("lines") => Format::Lines,
+        Some("jfr") => Format::Jfr,
+        Some("pprof") if content_type.contains("multipart/form-data") => Format::Multipart,
+        Some("pprof") => Format::Pprof,
+        Some("speedscope") => Format::Speedscope,
+        Some("folded" | "groups" | "") | None => match content_type {
+            ct if ct.starts_with("binary/octet-stream+trie") => Format::Trie,
+            ct if ct.starts_with("binary/octet-stream+tree") => Format::Tree,
+            ct if ct.contains("multipart/form-data") => Format::Multipart,
+            _ => Format::Folded,
+        },
+        Some(other) => {
+            return Err(IngestError::invalid(format!(
+                "unknown format {other:?}: expected one of pprof, jfr, speedscope, trie, tree, lines, folded, groups"
+            )));
+        }
+    })
+}
+
+/// Splits `app.name{k=v,...}` into the app name and its tags.
+pub fn parse_name(name: &str) -> Result<(String, Vec<(String, String)>)> {
+    let (app, rest) = match name.find('{') {
+        Some(i) => (&name[..i], Some(&name[i + 1..])),
+        None => (name, None),
+    };
+    let app = app.trim();
+    if app.is_empty() {
+        return Err(IngestError::invalid(format!("name {name:?}: the application name is empty")));
+    }
+    if let Some(c) = app.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/'))) {
+        return Err(IngestError::invalid(format!(
+            "name {name:?}: character {c:?} is not allowed in an application name"
+        )));
+    }
+    let mut tags = Vec::new();
+    if let Some(rest) = rest {
+        let body = rest.trim_end().strip_suffix('}').ok_or_else(|| {
+            IngestError::invalid(format!("name {name:?}: missing closing '}}'"))
+        })?;
+        for pair in body.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                IngestError::invalid(format!("name {name:?}: tag {pair:?} is not key=value"))
+            })?;
+            let (k, v) = (k.trim(), v.trim());
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                return Err(IngestError::invalid(format!("name {name:?}: invalid tag key {k:?}")));
+            }
+            if k == labels::METRIC_NAME {
+                return Err(IngestError::invalid(format!("name {name:?}: tag key {k:?} is reserved")));
+            }
+            tags.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    Ok((app.to_owned(), tags))
+}
+
+/// Parses Pyroscope's time grammar into Unix nanoseconds: `now`, `now-1h` (s, m, h, d, w),
+/// `YYYYMMDD`, or a Unix time in s, ms, µs or ns told apart by its number of digits.
+pub fn parse_time(s: &str, now_nanos: i64) -> Result<i64> {
+    let s = s.trim();
+    if s.is_empty() || s == "now" {
+        return Ok(now_nanos);
+    }
+    if let Some(offset) = s.strip_prefix("now") {
+        let (sign, rest) = match offset.as_bytes().first() {
+            Some(b'-') => (-1i64, &offset[1..]),
+            Some(b'+') => (1, &offset[1..]),
+            _ => return Err(bad_time(s)),
+        };
+        let split = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| bad_time(s))?;
+        let n: i64 = rest[..split].parse().map_err(|_| bad_time(s))?;
+        let unit: i64 = match &rest[split..] {
+            "s" => 1,
+            "m" | "min" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 604_800,
+            "y" => 31_536_000,
+            _ => return Err(bad_time(s)),
+        };
+        return Ok(now_nanos.saturating_add(sign * n.saturating_mul(unit).saturating_mul(1_000_000_000)));
+    }
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_time(s));
+    }
+    if s.len() == 8 {
+        let (y, m, d) = (&s[..4], &s[4..6], &s[6..]);
+        if let (Ok(y), Ok(m), Ok(d)) = (y.parse::<i64>(), m.parse::<u32>(), d.parse::<u32>()) {
+            if (1970..=2200).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d) {
+                return Ok(days_from_civil(y, m, d) * 86_400 * 1_000_000_000);
+            }
+        }
+    }
+    let v: i64 = s.parse().map_err(|_| bad_time(s))?;
+    Ok(match s.len() {
+        0..=10 => v.saturating_mul(1_000_000_000),
+        11..=13 => v.saturating_mul(1_000_000),
+        14..=16 => v.saturating_mul(1_000),
+        _ => v,
+    })
+}
+
+fn bad_time(s: &str) -> IngestError {
+    IngestError::invalid(format!(
+        "invalid time {s:?}: expected now, now-<n><s|m|h|d|w>, YYYYMMDD or a Unix timestamp"
+    ))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// (`__name__`, sample type, unit) for a legacy name suffix.
+fn suffix_type(suffix: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    Some(match suffix {
+        "cpu" | "itimer" => ("process_cpu", "samples", "count"),
+        "wall" => ("wall", "samples", "count"),
+        "inuse_objects" => ("memory", "inuse_objects", "count"),
+        "alloc_objects" => ("memory", "alloc_objects", "count"),
+        "inuse_space" => ("memory", "inuse_space", "bytes"),
+        "alloc_space" => ("memory", "alloc_space", "bytes"),
+        "goroutines" => ("goroutine", "goroutines", "count"),
+        "mutex_count" => ("mutex", "contentions", "count"),
+        "mutex_duration" => ("mutex", "delay", "nanoseconds"),
+        "block_count" | "lock_count" => ("block", "contentions", "count"),
+        "block_duration" | "lock_duration" => ("block", "delay", "nanoseconds"),
+        "alloc_in_new_tlab_objects" => ("memory", "alloc_in_new_tlab_objects", "count"),
+        "alloc_outside_tlab_objects" => ("memory", "alloc_outside_tlab_objects", "count"),
+        "live" => ("memory", "live", "count"),
+        "alloc_in_new_tlab_bytes" => ("memory", "alloc_in_new_tlab_bytes", "bytes"),
+        "alloc_outside_tlab_bytes" => ("memory", "alloc_outside_tlab_bytes", "bytes"),
+        "exceptions" => ("exceptions", "samples", "count"),
+        "seconds" | "nanoseconds" | "microseconds" | "milliseconds" => ("wall", "samples", "count"),
+        "bytes" => ("memory", "samples", "bytes"),
+        _ => return None,
+    })
+}
+
+/// `__name__` of a pprof pushed through `/ingest`, from its sample types.
+fn infer_metric(sample_types: &[&str]) -> String {
+    if sample_types.contains(&"wall") {
+        return "wall".into();
+    }
+    for t in sample_types {
+        if t.contains("cpu") || *t == "samples" {
+            return "process_cpu".into();
+        }
+        if t.starts_with("alloc_") || t.starts_with("inuse_") || t.contains("space") || t.contains("objects") {
+            return "memory".into();
+        }
+        if t.starts_with("mutex_") || *t == "contentions" || *t == "delay" {
+            return "mutex".into();
+        }
+        if t.starts_with("block_") {
+            return "block".into();
+        }
+        if t.starts_with("goroutine") {
+            return "goroutines".into();
+        }
+    }
+    "process_cpu".into()
+}
+
+/// Series labels shared by every `/ingest` format.
+fn base_labels(app: &str, tags: &[(String, String)], metric: &str, spy: &str) -> Labels {
+    let mut l = Labels::new();
+    l.set(labels::METRIC_NAME, metric);
+    l.set(labels::DELTA, "false");
+    l.set(labels::SPY_NAME, spy);
+    for (k, v) in tags {
+        if !k.starts_with("__") || k == labels::SESSION_ID {
+            l.set(k.as_str(), v.as_str());
+        }
+    }
+    if l.get(labels::SERVICE_NAME).is_some() {
+        l.set_default("app_name", app);
+    } else {
+        l.set(labels::SERVICE_NAME, app);
+    }
+    l
+}
+
+/// One part of a `multipart/form-data` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub name: String,
+    pub data: Bytes,
+}
+
+/// Splits a `multipart/form-data` body; `content_type` carries the boundary.
+pub fn parse_multipart(content_type: &str, body: &Bytes) -> Result<Vec<Part>> {
+    let boundary = content_type
+        .split(';')
+        .filter_map(|p| p.trim().strip_prefix("boundary="))
+        .next()
+        .map(|b| b.trim_matches('"'))
+        .filter(|b| !b.is_empty() && b.len() <= 200)
+        .ok_or_else(|| IngestError::invalid("multipart body without a boundary in Content-Type"))?;
+    let delim = format!("--{boundary}");
+    let data = body.as_ref();
+    let mut parts = Vec::new();
+    let mut pos = find(data, delim.as_bytes(), 0)
+        .ok_or_else(|| IngestError::invalid("multipart body has no opening boundary"))?;
+    loop {
+        pos += delim.len();
+        if data[pos..].starts_with(b"--") {
+            return Ok(parts);
+        }
+        pos = skip_crlf(data, pos);
+        let header_end = find(data, b"\r\n\r\n", pos)
+            .ok_or_else(|| IngestError::invalid("multipart part without a header end"))?;
+        let headers = std::str::from_utf8(&data[pos..header_end])
+            .map_err(|_| IngestError::invalid("multipart part headers are not UTF-8"))?;
+        let name = headers
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-disposition"))
+            .flat_map(|l| l.split(';'))
+            .filter_map(|p| p.trim().strip_prefix("name="))
+            .map(|n| n.trim_matches('"').to_owned())
+            .next()
+            .unwrap_or_default();
+        let start = header_end + 4;
+        let end = find(data, format!("\r\n{delim}").as_bytes(), start)
+            .ok_or_else(|| IngestError::invalid(format!("multipart part {name:?} is not terminated")))?;
+        parts.push(Part {
+            name,
+            data: body.slice(start..end),
+        });
+        pos = end + 2;
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if from > hay.len() {
+        return None;
+    }
+    hay[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+fn skip_crlf(data: &[u8], pos: usize) -> usize {
+    if data[pos..].starts_with(b"\r\n") { pos + 2 } else { pos }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct SampleTypeConfig {
+    units: Option<String>,
+    #[serde(rename = "display-name")]
+    display_name: Option<String>,
+}
+
+/// Turns one `/ingest` request into profiles for the distributor. An empty result means the
+/// request is accepted but stores nothing (as Pyroscope does for span-profile text uploads).
+pub fn decode(
+    params: &IngestParams,
+    content_type: &str,
+    body: Bytes,
+    now_nanos: i64,
+    max_size: usize,
+) -> Result<Vec<IncomingProfile>> {
+    let name = params
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| IngestError::invalid("the name parameter is required"))?;
+    let (app, tags) = parse_name(name)?;
+    let from = parse_time(params.from.as_deref().unwrap_or("now"), now_nanos)?;
+    let until = parse_time(params.until.as_deref().unwrap_or("now"), now_nanos)?;
+    let spy = params.spy_name.as_deref().filter(|s| !s.is_empty()).unwrap_or("unknown");
+    let sample_rate = params
+        .sample_rate
+        .as_deref()
+        .and_then(|r| r.parse::<i64>().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(100);
+
+    match detect_format(params.format.as_deref(), content_type)? {
+        Format::Jfr => Err(IngestError::unsupported(
+            "format jfr is not supported yet; send pprof, folded, lines, trie or tree",
+        )),
+        Format::Speedscope => Err(IngestError::unsupported(
+            "format speedscope is not supported yet; send pprof, folded, lines, trie or tree",
+        )),
+        format @ (Format::Pprof | Format::Multipart) => {
+            let (raw, options) = if format == Format::Multipart {
+                pprof_from_multipart(content_type, &body)?
+            } else {
+                (body, ConvertOptions::default())
+            };
+            let (mut profile, _) = crate::pprof::decode(
+                &raw,
+                &crate::limits::Limits {
+                    max_profile_size_bytes: max_size,
+                    ..Default::default()
+                },
+            )?;
+            let types: Vec<String> = profile
+                .sample_type
+                .iter()
+                .map(|st| {
+                    let t = profile.string_table.get(st.r#type as usize).cloned().unwrap_or_default();
+                    options.sample_type_names.get(&t).cloned().unwrap_or(t)
+                })
+                .collect();
+            let metric = infer_metric(&types.iter().map(String::as_str).collect::<Vec<_>>());
+            if profile.duration_nanos == 0 && until > from {
+                profile.duration_nanos = until - from;
+            }
+            Ok(vec![IncomingProfile {
+                labels: base_labels(&app, &tags, &metric, spy),
+                body: ProfileBody::Decoded(Box::new(profile)),
+                id: String::new(),
+                options: ConvertOptions {
+                    fallback_time_nanos: from,
+                    fix_1970: true,
+                    prefix_function_with_filename: matches!(spy, "pyspy" | "rbspy" | "scripting"),
+                    ..options
+                },
+            }])
+        }
+        text => {
+            if tags.iter().any(|(k, _)| k == "profile_id") {
+                return Ok(Vec::new());
+            }
+            let (app, suffix) = match app.rsplit_once('.') {
+                Some((a, s)) => (a.to_owned(), s),
+                None => (app.clone(), "cpu"),
+            };
+            let (metric, mut sample_type, mut unit) = suffix_type(suffix).ok_or_else(|| {
+                IngestError::invalid(format!("unknown profile type {suffix:?} in name {name:?}"))
+            })?;
+            let (mut period_type, mut period_unit, mut period) = (sample_type, unit, 0i64);
+            if matches!(metric, "process_cpu" | "wall") {
+                period = 1_000_000_000 / sample_rate;
+                sample_type = if metric == "wall" { "wall" } else { "cpu" };
+                unit = "nanoseconds";
+                (period_type, period_unit) = ("cpu", "nanoseconds");
+            }
+            if body.len() > max_size {
+                return Err(IngestError::exhausted(format!(
+                    "profile is {} bytes, more than the limit of {max_size} bytes",
+                    body.len()
+                )));
+            }
+            let stacks = match text {
+                Format::Folded => parse_folded(&body, false)?,
+                Format::Lines => parse_folded(&body, true)?,
+                Format::Trie => parse_trie(&body)?,
+                _ => parse_tree(&body)?,
+            };
+            let multiplier = period.max(1);
+            let profile = synthetic_pprof(
+                &stacks,
+                multiplier,
+                (sample_type, unit),
+                (period_type, period_unit),
+                period,
+                from,
+                (until - from).max(0),
+            );
+            Ok(vec![IncomingProfile {
+                labels: base_labels(&app, &tags, metric, spy),
+                body: ProfileBody::Decoded(Box::new(profile)),
+                id: String::new(),
+                options: ConvertOptions {
+                    fallback_time_nanos: from,
+                    ..ConvertOptions::default()
+                },
+            }])
+        }
+    }
+}
+
+fn pprof_from_multipart(content_type: &str, body: &Bytes) -> Result<(Bytes, ConvertOptions)> {
+    let parts = parse_multipart(content_type, body)?;
+    if parts.iter().any(|p| p.name == "prev_profile") {
+        return Err(IngestError::invalid(
+            "unsupported client version: multipart part prev_profile (cumulative profiles) is not supported; upgrade the agent",
+        ));
+    }
+    let profile = parts
+        .iter()
+        .find(|p| p.name == "profile")
+        .ok_or_else(|| IngestError::invalid("multipart body has no profile part"))?
+        .data
+        .clone();
+    let mut options = ConvertOptions::default();
+    if let Some(cfg) = parts.iter().find(|p| p.name == "sample_type_config") {
+        let config: HashMap<String, SampleTypeConfig> = serde_json::from_slice(&cfg.data)
+            .map_err(|e| IngestError::invalid(format!("invalid sample_type_config JSON: {e}")))?;
+        for (ty, c) in config {
+            if let Some(units) = c.units {
+                options.sample_type_units.insert(ty.clone(), units);
+            }
+            if let Some(display) = c.display_name {
+                options.sample_type_names.insert(ty, display);
+            }
+        }
+    }
+    Ok((profile, options))
+}
+
+/// Folded text: `a;b;c 10` per line (value after the last space); with `lines`, each line is
+/// one sample and has no value.
+pub fn parse_folded(body: &[u8], lines: bool) -> Result<Vec<(Vec<String>, i64)>> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| IngestError::invalid(format!("body is not UTF-8 text: {e}")))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        if lines {
+            out.push((split_stack(line), 1));
+            continue;
+        }
+        let (stack, count) = line.rsplit_once(' ').ok_or_else(|| {
+            IngestError::invalid(format!("line {}: expected \"<stack> <count>\"", n + 1))
+        })?;
+        let count: i64 = count.trim().parse().map_err(|_| {
+            IngestError::invalid(format!("line {}: count {count:?} is not an integer", n + 1))
+        })?;
+        out.push((split_stack(stack), count));
+    }
+    Ok(out)
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn done(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+
+    fn uvarint(&mut self) -> Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self
+                .data
+                .get(self.pos)
+                .ok_or_else(|| IngestError::invalid(format!("truncated varint at byte {}", self.pos)))?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(IngestError::invalid(format!("varint too long at byte {}", self.pos)))
+    }
+
+    fn bytes(&mut self) -> Result<&[u8]> {
+        let n = self.uvarint()?;
+        let end = usize::try_from(n)
+            .ok()
+            .and_then(|n| self.pos.checked_add(n))
+            .filter(|e| *e <= self.data.len())
+            .ok_or_else(|| IngestError::invalid(format!("string of {n} bytes overruns the body at byte {}", self.pos)))?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn child_count(&mut self) -> Result<u64> {
+        let n = self.uvarint()?;
+        // Every child takes at least three bytes, so a larger count is a lie.
+        if n > (self.data.len() - self.pos) as u64 {
+            return Err(IngestError::invalid(format!("child count {n} exceeds the body at byte {}", self.pos)));
+        }
+        Ok(n)
+    }
+}
+
+/// The transport trie: pre-order nodes `{name suffix, value, child count}`; a node's key is its
+/// parent's key with its suffix appended, and a node with a value emits its key as a stack.
+pub fn parse_trie(body: &[u8]) -> Result<Vec<(Vec<String>, i64)>> {
+    let mut out = Vec::new();
+    if body.is_empty() {
+        return Ok(out);
+    }
+    let mut r = Reader { data: body, pos: 0 };
+    // (key, children still to read) of each open node; the virtual top has one child.
+    let mut open: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), 1)];
+    while let Some(top) = open.last_mut() {
+        if top.1 == 0 {
+            open.pop();
+            continue;
+        }
+        top.1 -= 1;
+        let mut key = top.0.clone();
+        key.extend_from_slice(r.bytes()?);
+        let value = r.uvarint()?;
+        let children = r.child_count()?;
+        if value > 0 {
+            out.push((split_stack(&utf8(&key)?), clamp(value)));
+        }
+        if children > 0 {
+            open.push((key, children));
+        }
+    }
+    trailing(&r, "trie")?;
+    Ok(out)
+}
+
+/// The tree format: pre-order nodes `{name, self value, child count}`; a node's stack is the
+/// names on its path (an empty root name is not a frame).
+pub fn parse_tree(body: &[u8]) -> Result<Vec<(Vec<String>, i64)>> {
+    let mut out = Vec::new();
+    if body.is_empty() {
+        return Ok(out);
+    }
+    let mut r = Reader { data: body, pos: 0 };
+    let mut path: Vec<String> = Vec::new();
+    // Children still to read at each depth; the virtual top has one child.
+    let mut open: Vec<u64> = vec![1];
+    // Whether the node at each depth pushed a name onto `path`.
+    let mut named: Vec<bool> = Vec::new();
+    while let Some(left) = open.last_mut() {
+        if *left == 0 {
+            open.pop();
+            if named.pop() == Some(true) {
+                path.pop();
+            }
+            continue;
+        }
+        *left -= 1;
+        let name = utf8(r.bytes()?)?;
+        let self_value = r.uvarint()?;
+        let children = r.child_count()?;
+        let has_name = !name.is_empty();
+        if has_name {
+            path.push(name);
+        }
+        if self_value > 0 && !path.is_empty() {
+            out.push((path.clone(), clamp(self_value)));
+        }
+        open.push(children);
+        named.push(has_name);
+    }
+    trailing(&r, "tree")?;
+    Ok(out)
+}
+
+fn trailing(r: &Reader<'_>, what: &str) -> Result<()> {
+    if r.done() {
+        Ok(())
+    } else {
+        Err(IngestError::invalid(format!(
+            "{} trailing bytes after the {what}",
+            r.data.len() - r.pos
+        )))
+    }
+}
+
+fn utf8(b: &[u8]) -> Result<String> {
+    String::from_utf8(b.to_vec()).map_err(|_| IngestError::invalid("frame name is not valid UTF-8"))
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn split_stack(s: &str) -> Vec<String> {
+    s.split(';').map(str::to_owned).collect()
+}
+
+/// Builds a one-sample-type pprof from root-first stacks.
+pub fn synthetic_pprof(
+    stacks: &[(Vec<String>, i64)],
+    multiplier: i64,
+    (sample_type, unit): (&str, &str),
+    (period_type, period_unit): (&str, &str),
+    period: i64,
+    time_nanos: i64,
+    duration_nanos: i64,
+) -> Profile {
+    let mut strings: Vec<String> = vec![String::new()];
+    let mut string_index: HashMap<String, i64> = HashMap::from([(String::new(), 0)]);
+    let mut intern = |s: &str| -> i64 {
+        if let Some(&i) = string_index.get(s) {
+            return i;
+        }
+        let i = strings.len() as i64;
+        strings.push(s.to_owned());
+        string_index.insert(s.to_owned(), i);
+        i
+    };
+    let (st, su, pt, pu) = (intern(sample_type), intern(unit), intern(period_type), intern(period_unit));
+    let mut functions: Vec<Function> = Vec::new();
+    let mut function_ids: HashMap<i64, u64> = HashMap::new();
+    let mut samples = Vec::with_capacity(stacks.len());
+    for (stack, value) in stacks {
+        if *value <= 0 {
+            continue;
+        }
+        let location_id = stack
+            .iter()
+            .rev()
+            .map(|frame| {
+                let name = intern(frame);
+                *function_ids.entry(name).or_insert_with(|| {
+                    let id = functions.len() as u64 + 1;
+                    functions.push(Function { id, name, ..Function::default() });
+                    id
+                })
+            })
+            .collect();
+        samples.push(Sample {
+            location_id,
+            value: vec![value.saturating_mul(multiplier)],
+            label: Vec::new(),
+        });
+    }
+    let location = functions
+        .iter()
+        .map(|f| Location {
+            id: f.id,
+            line: vec![Line { function_id: f.id, line: 0 }],
+            ..Location::default()
+        })
+        .collect();
+    Profile {
+        sample_type: vec![ValueType { r#type: st, unit: su }],
+        sample: samples,
+        location,
+        function: functions,
+        string_table: strings,
+        time_nanos,
+        duration_nanos,
+        period_type: Some(ValueType { r#type: pt, unit: pu }),
+        period,
+        ..Profile::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stacks(v: &[(&str, i64)]) -> Vec<(Vec<String>, i64)> {
+        v.iter().map(|(s, n)| (split_stack(s), *n)).collect()
+    }
+
+    #[test]
+    fn name_grammar() {
+        let (app, tags) = parse_name("my.app.cpu{env=prod, region = eu }").unwrap();
+        assert_eq!(app, "my.app.cpu");
+        assert_eq!(tags, vec![("env".into(), "prod".into()), ("region".into(), "eu".into())]);
+        assert!(parse_name("app{__name__=x}").is_err());
+        assert!(parse_name("app{env}").is_err());
+        assert!(parse_name("{env=x}").is_err());
+        assert!(parse_name("a b").is_err());
+    }
+
+    #[test]
+    fn time_grammar() {
+        let now = 1_700_000_000 * 1_000_000_000;
+        assert_eq!(parse_time("now", now).unwrap(), now);
+        assert_eq!(parse_time("now-1h", now).unwrap(), now - 3_600_000_000_000);
+        assert_eq!(parse_time("1700000001", now).unwrap(), 1_700_000_001_000_000_000);
+        assert_eq!(parse_time("1700000001000", now).unwrap(), 1_700_000_001_000_000_000);
+        assert_eq!(parse_time("1700000001000000", now).unwrap(), 1_700_000_001_000_000_000);
+        assert_eq!(parse_time("1700000001000000000", now).unwrap(), 1_700_000_001_000_000_000);
+        assert_eq!(parse_time("20231114", now).unwrap(), 1_699_920_000 * 1_000_000_000);
+        assert!(parse_time("yesterday", now).is_err());
+        assert!(parse_time("now-1x", now).is_err());
+    }
+
+    #[test]
+    fn folded_and_lines() {
+        assert_eq!(parse_folded(b"a;b 3\na;c 1\n\n", false).unwrap(), stacks(&[("a;b", 3), ("a;c", 1)]));
+        assert_eq!(parse_folded(b"a;b\na;b\n", true).unwrap(), stacks(&[("a;b", 1), ("a;b", 1)]));
+        let err = parse_folded(b"a;b 3\na;c x\n", false).unwrap_err();
+        assert!(err.message.contains("line 2"), "{}", err.message);
+    }
+
+    fn node(out: &mut Vec<u8>, name: &str, value: u64, children: u64) {
+        for v in [name.len() as u64] {
+            out.push(v as u8);
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(value as u8);
+        out.push(children as u8);
+    }
+
+    #[test]
+    fn trie_appends_suffixes() {
+        // "" -> "a;" -> {"a;b" = 3, "a;c" = 1}
+        let mut b = Vec::new();
+        node(&mut b, "", 0, 1);
+        node(&mut b, "a;", 0, 2);
+        node(&mut b, "b", 3, 0);
+        node(&mut b, "c", 1, 0);
+        assert_eq!(parse_trie(&b).unwrap(), stacks(&[("a;b", 3), ("a;c", 1)]));
+        assert!(parse_trie(&b[..b.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn tree_walks_paths() {
+        let mut b = Vec::new();
+        node(&mut b, "", 0, 1);
+        node(&mut b, "a", 1, 2);
+        node(&mut b, "b", 3, 0);
+        node(&mut b, "c", 1, 0);
+        assert_eq!(parse_tree(&b).unwrap(), stacks(&[("a", 1), ("a;b", 3), ("a;c", 1)]));
+        let mut bad = b.clone();
+        bad.push(0);
+        assert!(parse_tree(&bad).is_err());
+    }
+
+    #[test]
+    fn multipart_parts() {
+        let ct = "multipart/form-data; boundary=XyZ";
+        let body = Bytes::from_static(b"--XyZ\r\nContent-Disposition: form-data; name=\"profile\"; filename=\"p\"\r\n\r\nPPROF\r\n--XyZ\r\nContent-Disposition: form-data; name=\"sample_type_config\"\r\n\r\n{}\r\n--XyZ--\r\n");
+        let parts = parse_multipart(ct, &body).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].name, "profile");
+        assert_eq!(&parts[0].data[..], b"PPROF");
+        assert_eq!(parts[1].name, "sample_type_config");
+        assert!(parse_multipart("multipart/form-data", &body).is_err());
+        assert!(parse_multipart(ct, &Bytes::from_static(b"--XyZ\r\nnope")).is_err());
+    }
+}

@@ -1,0 +1,467 @@
+//! pprof decoding, validation and normalization, and the split of one profile into series.
+//!
+//! A pprof with k sample types and n distinct sample-label sets becomes up to k·n
+//! [`SeriesProfile`]s. Stacks become root-first lists of frame ids; a frame is one (possibly
+//! inlined) line of a location, identified by a content hash, and a stack by the hash of its
+//! frame ids, so equal stacks hash equally in every process, block and tenant.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use prost::Message;
+use profusion_proto::google::v1::Profile;
+use profusion_proto::ingester::v1::{Frame, SeriesProfile, Stack, StackSample};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::error::{IngestError, Result};
+use crate::labels::{self, Labels};
+use crate::limits::Limits;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Returns `data` itself, or its gunzipped form if it starts with the gzip magic. Output past
+/// `limit` bytes is an error, so a small bomb cannot exhaust memory.
+pub fn maybe_gunzip(data: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
+    if !data.starts_with(&GZIP_MAGIC) {
+        if data.len() > limit {
+            return Err(too_big(data.len(), limit));
+        }
+        return Ok(std::borrow::Cow::Borrowed(data));
+    }
+    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(limit));
+    flate2::read::MultiGzDecoder::new(data)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| IngestError::invalid(format!("invalid gzip data: {e}")))?;
+    if out.len() > limit {
+        return Err(too_big(out.len(), limit));
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+fn too_big(size: usize, limit: usize) -> IngestError {
+    IngestError::exhausted(format!(
+        "profile is {}{size} bytes uncompressed, more than the limit of {limit} bytes",
+        if size > limit { "over " } else { "" }
+    ))
+}
+
+/// Decodes a pprof, gzip-compressed or plain, within the size limit.
+pub fn decode(raw: &[u8], limits: &Limits) -> Result<(Profile, usize)> {
+    let bytes = maybe_gunzip(raw, limits.max_profile_size_bytes)?;
+    let profile = Profile::decode(bytes.as_ref())
+        .map_err(|e| IngestError::invalid(format!("invalid pprof protobuf: {e}")))?;
+    Ok((profile, bytes.len()))
+}
+
+/// How a pprof's symbols and times are interpreted.
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOptions {
+    /// Time for profiles whose `time_nanos` is 0 (or, with `fix_1970`, in 1970).
+    pub fallback_time_nanos: i64,
+    /// Old agents sent microseconds: replace a time in 1970 by the fallback.
+    pub fix_1970: bool,
+    /// pyspy/rbspy: function names become `<filename> <name>` unless the file is absolute.
+    pub prefix_function_with_filename: bool,
+    /// Display names replacing sample type names (from `sample_type_config`).
+    pub sample_type_names: HashMap<String, String>,
+    /// Unit overrides per (original) sample type name.
+    pub sample_type_units: HashMap<String, String>,
+}
+
+/// Series profiles and the symbols they reference: the body of an ingester write.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Converted {
+    pub profiles: Vec<SeriesProfile>,
+    pub stacks: Vec<Stack>,
+    pub frames: Vec<Frame>,
+    /// Uncompressed bytes, for rate limiting and metrics.
+    pub bytes: usize,
+}
+
+impl Converted {
+    pub fn append(&mut self, other: Converted) {
+        self.profiles.extend(other.profiles);
+        self.stacks.extend(other.stacks);
+        self.frames.extend(other.frames);
+        self.bytes += other.bytes;
+    }
+}
+
+struct Strings<'a>(&'a [String]);
+
+impl Strings<'_> {
+    fn get(&self, idx: i64, what: &str) -> Result<&str> {
+        usize::try_from(idx)
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .map(String::as_str)
+            .ok_or_else(|| {
+                IngestError::invalid(format!(
+                    "{what} refers to string {idx}, but the string table has {} entries",
+                    self.0.len()
+                ))
+            })
+    }
+}
+
+/// Validates, normalizes and splits a pprof into series. `base` holds the series labels the
+/// request carried (must include `__name__` and `service_name`); `now_nanos` anchors the
+/// ingestion time window.
+pub fn convert(
+    profile: &Profile,
+    base: &Labels,
+    profile_id: &str,
+    options: &ConvertOptions,
+    limits: &Limits,
+    now_nanos: i64,
+    decoded_size: usize,
+) -> Result<Converted> {
+    let strings = Strings(&profile.string_table);
+    if profile.string_table.first().is_some_and(|s| !s.is_empty()) {
+        return Err(IngestError::invalid("string_table[0] must be the empty string"));
+    }
+    if profile.sample_type.is_empty() {
+        return Err(IngestError::invalid("profile has no sample types"));
+    }
+    if profile.sample.len() > limits.max_profile_samples {
+        return Err(IngestError::invalid(format!(
+            "profile has {} samples, more than the limit of {}",
+            profile.sample.len(),
+            limits.max_profile_samples
+        )));
+    }
+
+    let time_nanos = match profile.time_nanos {
+        0 => options.fallback_time_nanos,
+        t if options.fix_1970 && t < 31_536_000_000_000_000 => options.fallback_time_nanos,
+        t => t,
+    };
+    check_time_window(time_nanos, now_nanos, limits)?;
+
+    let mut sample_types = Vec::with_capacity(profile.sample_type.len());
+    for (i, st) in profile.sample_type.iter().enumerate() {
+        let ty = strings.get(st.r#type, &format!("sample_type[{i}].type"))?;
+        let unit = strings.get(st.unit, &format!("sample_type[{i}].unit"))?;
+        if ty.contains('-') {
+            return Err(IngestError::invalid(format!(
+                "sample type {ty:?} must not contain '-'"
+            )));
+        }
+        let unit = options.sample_type_units.get(ty).map_or(unit, String::as_str);
+        let ty = options.sample_type_names.get(ty).map_or(ty, String::as_str);
+        sample_types.push((ty.to_owned(), unit.to_owned()));
+    }
+    let (period_type, period_unit) = match &profile.period_type {
+        Some(pt) => (
+            strings.get(pt.r#type, "period_type.type")?.to_owned(),
+            strings.get(pt.unit, "period_type.unit")?.to_owned(),
+        ),
+        None => (String::new(), String::new()),
+    };
+
+    let mut symbols = SymbolTable::new(profile, &strings, options, limits)?;
+
+    // Group samples by their string-label set; merge equal (stack, span) pairs in a group.
+    type Group = HashMap<(u64, u64), Vec<i64>>;
+    let mut groups: HashMap<Vec<(String, String)>, Group> = HashMap::new();
+    for (si, sample) in profile.sample.iter().enumerate() {
+        if sample.value.len() != sample_types.len() {
+            return Err(IngestError::invalid(format!(
+                "sample[{si}] has {} values but the profile has {} sample types",
+                sample.value.len(),
+                sample_types.len()
+            )));
+        }
+        if sample.label.len() > limits.max_sample_labels {
+            return Err(IngestError::invalid(format!(
+                "sample[{si}] has {} labels, more than the limit of {}",
+                sample.label.len(),
+                limits.max_sample_labels
+            )));
+        }
+        if sample.value.iter().any(|v| *v < 0) || sample.value.iter().all(|v| *v == 0) {
+            continue;
+        }
+        let mut span_id = 0u64;
+        let mut sample_labels = Vec::new();
+        for (li, label) in sample.label.iter().enumerate() {
+            if label.str == 0 {
+                continue; // numeric labels are dropped
+            }
+            let key = strings.get(label.key, &format!("sample[{si}].label[{li}].key"))?;
+            let value = strings.get(label.str, &format!("sample[{si}].label[{li}].str"))?;
+            match key {
+                "span_id" | "profile_id" => span_id = parse_span_id(value).unwrap_or(0),
+                "trace_id" | "" => {}
+                _ => sample_labels.push((key.to_owned(), value.to_owned())),
+            }
+        }
+        sample_labels.sort();
+        sample_labels.dedup_by(|a, b| a.0 == b.0);
+        let stack_hash = symbols
+            .stack(&sample.location_id)
+            .map_err(|e| e.at(format!("sample[{si}]")))?;
+        let values = groups
+            .entry(sample_labels)
+            .or_default()
+            .entry((stack_hash, span_id))
+            .or_insert_with(|| vec![0; sample_types.len()]);
+        for (acc, v) in values.iter_mut().zip(&sample.value) {
+            *acc = acc.saturating_add(*v);
+        }
+    }
+
+    let metric = base.get(labels::METRIC_NAME).unwrap_or_default().to_owned();
+    let mut group_list: Vec<_> = groups.into_iter().collect();
+    group_list.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Converted {
+        bytes: decoded_size + base.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
+        ..Converted::default()
+    };
+    for (sample_labels, samples) in group_list {
+        let mut series = base.clone();
+        for (k, v) in sample_labels {
+            series.set(k, v);
+        }
+        let mut ordered: Vec<_> = samples.into_iter().collect();
+        ordered.sort_unstable_by_key(|(key, _)| *key);
+        for (ti, (ty, unit)) in sample_types.iter().enumerate() {
+            let stack_samples: Vec<StackSample> = ordered
+                .iter()
+                .filter(|(_, values)| values[ti] != 0)
+                .map(|((stack_hash, span_id), values)| StackSample {
+                    stack_hash: *stack_hash,
+                    value: values[ti],
+                    span_id: *span_id,
+                })
+                .collect();
+            if stack_samples.is_empty() {
+                continue;
+            }
+            let mut labels = series.clone();
+            labels.set(labels::TYPE, ty.as_str());
+            labels.set(labels::UNIT, unit.as_str());
+            if !period_type.is_empty() {
+                labels.set(labels::PERIOD_TYPE, period_type.as_str());
+                labels.set(labels::PERIOD_UNIT, period_unit.as_str());
+            }
+            labels.set(
+                labels::PROFILE_TYPE,
+                labels::profile_type_id(&metric, ty, unit, &period_type, &period_unit),
+            );
+            if let Some(service) = labels.get(labels::SERVICE_NAME).map(str::to_owned) {
+                labels.set(labels::SERVICE_NAME_PRIVATE, service);
+            }
+            labels::validate(&labels, limits)?;
+            out.profiles.push(SeriesProfile {
+                fingerprint: labels.fingerprint(),
+                labels: labels.to_pairs(),
+                time_nanos,
+                duration_nanos: profile.duration_nanos,
+                period: profile.period,
+                profile_id: profile_id.to_owned(),
+                samples: stack_samples,
+            });
+        }
+    }
+    let (stacks, frames) = symbols.finish();
+    out.stacks = stacks;
+    out.frames = frames;
+    Ok(out)
+}
+
+fn check_time_window(time_nanos: i64, now_nanos: i64, limits: &Limits) -> Result<()> {
+    let older = limits.reject_older_than.as_nanos() as i64;
+    let newer = limits.reject_newer_than.as_nanos() as i64;
+    if older > 0 && time_nanos < now_nanos.saturating_sub(older) {
+        return Err(IngestError::invalid(format!(
+            "profile time {} is too old: older than {}s before now",
+            time_nanos,
+            limits.reject_older_than.as_secs()
+        )));
+    }
+    if newer > 0 && time_nanos > now_nanos.saturating_add(newer) {
+        return Err(IngestError::invalid(format!(
+            "profile time {} is too far in the future: more than {}s after now",
+            time_nanos,
+            limits.reject_newer_than.as_secs()
+        )));
+    }
+    Ok(())
+}
+
+/// A 16-hex-digit span id; anything else is ignored.
+pub fn parse_span_id(s: &str) -> Option<u64> {
+    (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten()
+}
+
+/// Resolves locations to frames once each and hashes stacks, deduplicating both.
+struct SymbolTable<'a> {
+    profile: &'a Profile,
+    strings: &'a Strings<'a>,
+    options: &'a ConvertOptions,
+    limits: &'a Limits,
+    location_index: HashMap<u64, usize>,
+    function_index: HashMap<u64, usize>,
+    mapping_index: HashMap<u64, usize>,
+    /// Per location index: its frame ids, leaf first (None until resolved).
+    location_frames: Vec<Option<Vec<u64>>>,
+    frames: HashMap<u64, Frame>,
+    stacks: HashMap<u64, Vec<u64>>,
+    scratch: Vec<u64>,
+}
+
+impl<'a> SymbolTable<'a> {
+    fn new(
+        profile: &'a Profile,
+        strings: &'a Strings<'a>,
+        options: &'a ConvertOptions,
+        limits: &'a Limits,
+    ) -> Result<Self> {
+        fn index<T>(items: &[T], id: impl Fn(&T) -> u64, what: &str) -> Result<HashMap<u64, usize>> {
+            let mut map = HashMap::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let id = id(item);
+                if id == 0 {
+                    return Err(IngestError::invalid(format!("{what}[{i}] has id 0")));
+                }
+                map.insert(id, i);
+            }
+            Ok(map)
+        }
+        Ok(Self {
+            profile,
+            strings,
+            options,
+            limits,
+            location_index: index(&profile.location, |l| l.id, "location")?,
+            function_index: index(&profile.function, |f| f.id, "function")?,
+            mapping_index: index(&profile.mapping, |m| m.id, "mapping")?,
+            location_frames: vec![None; profile.location.len()],
+            frames: HashMap::new(),
+            stacks: HashMap::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Hashes the stack of a sample (location ids leaf first), keeping at most
+    /// `max_stack_depth` locations on the leaf side.
+    fn stack(&mut self, location_ids: &[u64]) -> Result<u64> {
+        let kept = &location_ids[..location_ids.len().min(self.limits.max_stack_depth)];
+        let mut frames = std::mem::take(&mut self.scratch);
+        frames.clear();
+        for &id in kept {
+            let idx = *self.location_index.get(&id).ok_or_else(|| {
+                IngestError::invalid(format!("refers to location {id}, which does not exist"))
+            })?;
+            if self.location_frames[idx].is_none() {
+                let resolved = self.resolve_location(idx)?;
+                self.location_frames[idx] = Some(resolved);
+            }
+            frames.extend(self.location_frames[idx].iter().flatten());
+        }
+        frames.reverse();
+        let mut h = Xxh3::new();
+        for f in &frames {
+            h.update(&f.to_le_bytes());
+        }
+        let hash = h.digest();
+        self.stacks.entry(hash).or_insert_with(|| frames.clone());
+        self.scratch = frames;
+        Ok(hash)
+    }
+
+    fn resolve_location(&mut self, idx: usize) -> Result<Vec<u64>> {
+        let loc = &self.profile.location[idx];
+        let at = |what: &str| format!("location[{idx}].{what}");
+        let (mapping_file, build_id) = match loc.mapping_id {
+            0 => (String::new(), String::new()),
+            id => {
+                let m = self.mapping_index.get(&id).map(|&i| &self.profile.mapping[i]).ok_or_else(|| {
+                    IngestError::invalid(format!("{} refers to mapping {id}, which does not exist", at("mapping_id")))
+                })?;
+                (
+                    self.strings.get(m.filename, &at("mapping.filename"))?.to_owned(),
+                    self.strings.get(m.build_id, &at("mapping.build_id"))?.to_owned(),
+                )
+            }
+        };
+        let mut ids = Vec::with_capacity(loc.line.len().max(1));
+        if loc.line.is_empty() {
+            // Unsymbolized: the address is the only identity the frame has.
+            ids.push(self.intern(Frame {
+                mapping_file,
+                build_id,
+                address: loc.address,
+                ..Frame::default()
+            }));
+            return Ok(ids);
+        }
+        for (li, line) in loc.line.iter().enumerate() {
+            let f = self
+                .function_index
+                .get(&line.function_id)
+                .map(|&i| &self.profile.function[i])
+                .ok_or_else(|| {
+                    IngestError::invalid(format!(
+                        "{} refers to function {}, which does not exist",
+                        at(&format!("line[{li}].function_id")),
+                        line.function_id
+                    ))
+                })?;
+            let mut name = self.strings.get(f.name, "function.name")?.to_owned();
+            let mut system_name = self.strings.get(f.system_name, "function.system_name")?.to_owned();
+            let mut filename = self.strings.get(f.filename, "function.filename")?.to_owned();
+            if self.options.prefix_function_with_filename && !filename.is_empty() && !filename.starts_with('/') {
+                name = format!("{filename} {name}");
+            }
+            for s in [&mut name, &mut system_name, &mut filename] {
+                labels::keep_tail(s, self.limits.max_symbol_length);
+            }
+            ids.push(self.intern(Frame {
+                function_name: name,
+                system_name,
+                filename,
+                line: line.line,
+                start_line: f.start_line,
+                mapping_file: mapping_file.clone(),
+                build_id: build_id.clone(),
+                ..Frame::default()
+            }));
+        }
+        Ok(ids)
+    }
+
+    fn intern(&mut self, mut frame: Frame) -> u64 {
+        frame.id = frame_id(&frame);
+        let id = frame.id;
+        self.frames.entry(id).or_insert(frame);
+        id
+    }
+
+    fn finish(self) -> (Vec<Stack>, Vec<Frame>) {
+        let mut stacks: Vec<Stack> = self
+            .stacks
+            .into_iter()
+            .map(|(hash, frame_ids)| Stack { hash, frame_ids })
+            .collect();
+        stacks.sort_unstable_by_key(|s| s.hash);
+        let mut frames: Vec<Frame> = self.frames.into_values().collect();
+        frames.sort_unstable_by_key(|f| f.id);
+        (stacks, frames)
+    }
+}
+
+/// Content hash of a frame: every symbolic field, so equal frames agree everywhere.
+pub fn frame_id(f: &Frame) -> u64 {
+    let mut h = Xxh3::new();
+    for s in [&f.function_name, &f.system_name, &f.filename, &f.mapping_file, &f.build_id] {
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    }
+    h.update(&f.line.to_le_bytes());
+    h.update(&f.start_line.to_le_bytes());
+    h.update(&f.address.to_le_bytes());
+    h.digest()
+}
