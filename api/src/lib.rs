@@ -1,1 +1,13 @@
-//! placeholder
+//! Profusion's public surface on one port: Connect, gRPC and gRPC-Web RPCs, Pyroscope's plain
+//! HTTP endpoints and OTLP, with tenancy, configuration and the wiring of every role.
+//!
+//! Owns: protocols, status-code mapping (`error`), tenant resolution, configuration and the
+//! `profusion` binary. Must not hold ingest or query logic: it decodes requests and calls
+//! `profusion-ingest` (and, for reads, `profusion-engine`).
+
+pub mod config;
+pub mod error;
+mod ingest_routes;
+pub mod rpc;
+pub mod server;
+pub mod tenant;

@@ -1,0 +1,109 @@
+//! The one place where failures become wire status codes: Connect code names, gRPC status
+//! numbers and HTTP statuses.
+
+use http::StatusCode;
+use profusion_ingest::{ErrorKind, IngestError};
+
+/// Connect / gRPC status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    InvalidArgument,
+    Unauthenticated,
+    ResourceExhausted,
+    Unimplemented,
+    Unavailable,
+    Internal,
+}
+
+impl Code {
+    /// The Connect protocol's name of the code.
+    pub fn connect_name(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::Unauthenticated => "unauthenticated",
+            Self::ResourceExhausted => "resource_exhausted",
+            Self::Unimplemented => "unimplemented",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The gRPC status number.
+    pub fn grpc(self) -> u8 {
+        match self {
+            Self::InvalidArgument => 3,
+            Self::ResourceExhausted => 8,
+            Self::Unimplemented => 12,
+            Self::Internal => 13,
+            Self::Unavailable => 14,
+            Self::Unauthenticated => 16,
+        }
+    }
+}
+
+/// A request failure: its Connect/gRPC code, the HTTP status plain-HTTP endpoints answer with,
+/// and a message saying what was wrong and where.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: Code,
+    pub http: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        let http = match code {
+            Code::InvalidArgument => StatusCode::BAD_REQUEST,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self {
+            code,
+            http,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(Code::InvalidArgument, message)
+    }
+
+    /// Overrides the HTTP status used by plain-HTTP endpoints (413, 415, ...).
+    pub fn with_http(mut self, status: StatusCode) -> Self {
+        self.http = status;
+        self
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e.kind {
+            ErrorKind::InvalidArgument => Self::new(Code::InvalidArgument, e.message),
+            ErrorKind::ResourceExhausted => Self::new(Code::ResourceExhausted, e.message),
+            ErrorKind::TooLarge => {
+                Self::new(Code::ResourceExhausted, e.message).with_http(StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            ErrorKind::Unsupported => {
+                Self::new(Code::Unimplemented, e.message).with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            }
+            ErrorKind::Unavailable => Self::new(Code::Unavailable, e.message),
+            ErrorKind::Internal => Self::new(Code::Internal, e.message),
+        }
+    }
+}
+
+impl axum::response::IntoResponse for ApiError {
+    /// Plain-HTTP form: the status and the message as text.
+    fn into_response(self) -> axum::response::Response {
+        if self.http.is_server_error() {
+            tracing::error!(code = self.code.connect_name(), message = %self.message, "request failed");
+        } else {
+            tracing::debug!(code = self.code.connect_name(), message = %self.message, "request refused");
+        }
+        (self.http, [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.message + "\n")
+            .into_response()
+    }
+}

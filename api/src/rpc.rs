@@ -1,0 +1,234 @@
+//! Unary RPCs over the three protocols Pyroscope's clients use on one port: Connect (binary
+//! protobuf or JSON, optionally gzip-compressed), gRPC (HTTP/2, length-prefixed frames, status
+//! in trailers) and gRPC-Web (status in a trailing frame).
+
+use std::io::Read;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+
+use crate::error::{ApiError, Code};
+
+/// The wire protocol of a request, from its content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    ConnectProto,
+    ConnectJson,
+    Grpc,
+    GrpcWeb,
+}
+
+impl Protocol {
+    pub fn detect(headers: &HeaderMap) -> Option<Self> {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        Some(match ct.as_str() {
+            "application/proto" | "application/x-protobuf" | "application/protobuf" => Self::ConnectProto,
+            "application/json" => Self::ConnectJson,
+            "application/grpc" | "application/grpc+proto" => Self::Grpc,
+            "application/grpc-web" | "application/grpc-web+proto" => Self::GrpcWeb,
+            _ => return None,
+        })
+    }
+}
+
+/// Reads a request body of at most `limit` bytes.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            Code::ResourceExhausted,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+        .with_http(StatusCode::PAYLOAD_TOO_LARGE)),
+        Err(e) => Err(ApiError::invalid(format!("reading the request body: {e}"))
+            .with_http(StatusCode::REQUEST_TIMEOUT)),
+    }
+}
+
+/// Decompresses a body whose encoding header says gzip, within `limit` bytes of output.
+pub fn decode_content(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, ApiError> {
+    match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("" | "identity") => Ok(body),
+        Some("gzip") => gunzip(&body, limit),
+        Some(other) => Err(ApiError::new(
+            Code::Unimplemented,
+            format!("content encoding {other:?} is not supported; use gzip or identity"),
+        )
+        .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE)),
+    }
+}
+
+pub fn gunzip(data: &[u8], limit: usize) -> Result<Bytes, ApiError> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(data)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::invalid(format!("invalid gzip body: {e}")))?;
+    if out.len() > limit {
+        return Err(ApiError::new(
+            Code::ResourceExhausted,
+            format!("decompressed body is larger than the limit of {limit} bytes"),
+        )
+        .with_http(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+    Ok(out.into())
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Decodes the single request message of a unary call.
+pub fn decode_request<M>(protocol: Protocol, headers: &HeaderMap, body: Bytes, limit: usize) -> Result<M, ApiError>
+where
+    M: prost::Message + prost::Name + Default,
+{
+    let bytes = match protocol {
+        Protocol::ConnectProto | Protocol::ConnectJson => {
+            decode_content(header_str(headers, "content-encoding"), body, limit)?
+        }
+        Protocol::Grpc | Protocol::GrpcWeb => {
+            if body.len() < 5 {
+                return Err(ApiError::invalid("gRPC request has no message frame"));
+            }
+            let compressed = body[0] & 1 == 1;
+            let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+            if body.len() != 5 + len {
+                return Err(ApiError::invalid(format!(
+                    "gRPC frame declares {len} bytes but the body holds {} after the header",
+                    body.len() - 5
+                )));
+            }
+            let payload = body.slice(5..);
+            if compressed {
+                decode_content(Some(header_str(headers, "grpc-encoding").unwrap_or("unset")), payload, limit)?
+            } else {
+                payload
+            }
+        }
+    };
+    if protocol == Protocol::ConnectJson {
+        profusion_proto::from_json(&bytes, false).map_err(|e| ApiError::invalid(e.to_string()))
+    } else {
+        M::decode(bytes).map_err(|e| ApiError::invalid(format!("invalid {} protobuf: {e}", M::full_name())))
+    }
+}
+
+/// Encodes the answer of a unary call, or its error, in the request's protocol.
+pub fn respond<M>(protocol: Protocol, result: Result<M, ApiError>) -> Response
+where
+    M: prost::Message + prost::Name,
+{
+    match (protocol, result) {
+        (Protocol::ConnectProto, Ok(m)) => {
+            ([(header::CONTENT_TYPE, "application/proto")], m.encode_to_vec()).into_response()
+        }
+        (Protocol::ConnectJson, Ok(m)) => match profusion_proto::to_json(&m) {
+            Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+            Err(e) => connect_error(&ApiError::new(Code::Internal, e.to_string())),
+        },
+        (Protocol::ConnectProto | Protocol::ConnectJson, Err(e)) => connect_error(&e),
+        (Protocol::Grpc, result) => grpc_response(result, false),
+        (Protocol::GrpcWeb, result) => grpc_response(result, true),
+    }
+}
+
+fn log_error(e: &ApiError) {
+    if matches!(e.code, Code::Internal | Code::Unavailable) {
+        tracing::error!(code = e.code.connect_name(), message = %e.message, "rpc failed");
+    } else {
+        tracing::debug!(code = e.code.connect_name(), message = %e.message, "rpc refused");
+    }
+}
+
+/// A Connect unary error: the code's HTTP status and a JSON body `{code, message}`.
+pub fn connect_error(e: &ApiError) -> Response {
+    log_error(e);
+    let body = serde_json::json!({ "code": e.code.connect_name(), "message": e.message });
+    let status = ApiError::new(e.code, "").http;
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn frame(flag: u8, payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + payload.len());
+    b.put_u8(flag);
+    b.put_u32(payload.len() as u32);
+    b.put_slice(payload);
+    b.freeze()
+}
+
+/// gRPC messages are percent-encoded in the `grpc-message` header.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn grpc_response<M: prost::Message>(result: Result<M, ApiError>, web: bool) -> Response {
+    let content_type = if web { "application/grpc-web+proto" } else { "application/grpc" };
+    let (status, message, data) = match result {
+        Ok(m) => (0u8, String::new(), Some(frame(0, &m.encode_to_vec()))),
+        Err(e) => {
+            log_error(&e);
+            (e.code.grpc(), percent_encode(&e.message), None)
+        }
+    };
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(u16::from(status)));
+    if let Ok(v) = HeaderValue::from_str(&message) {
+        if !message.is_empty() {
+            trailers.insert("grpc-message", v);
+        }
+    }
+    if web {
+        let mut body = BytesMut::new();
+        if let Some(d) = data {
+            body.extend_from_slice(&d);
+        }
+        let mut text = String::new();
+        for (k, v) in &trailers {
+            text.push_str(&format!("{}: {}\r\n", k, v.to_str().unwrap_or("")));
+        }
+        body.extend_from_slice(&frame(0x80, text.as_bytes()));
+        return ([(header::CONTENT_TYPE, content_type)], body.freeze()).into_response();
+    }
+    match data {
+        // Trailers-only response: the status travels in the headers.
+        None => {
+            let mut response = ([(header::CONTENT_TYPE, content_type)], Body::empty()).into_response();
+            response.headers_mut().extend(trailers);
+            response
+        }
+        Some(d) => {
+            let frames = futures_util::stream::iter([
+                Ok::<_, std::convert::Infallible>(http_body::Frame::data(d)),
+                Ok(http_body::Frame::trailers(trailers)),
+            ]);
+            let body = Body::new(http_body_util::StreamBody::new(frames));
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_message_encoding() {
+        assert_eq!(percent_encode("bad 100% ünïcode\n"), "bad 100%25 %C3%BCn%C3%AFcode%0A");
+    }
+}

@@ -1,0 +1,275 @@
+//! Wiring: storage, catalog, ingester and distributor behind one HTTP port, with graceful
+//! shutdown that flushes the head.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, StatusCode, header};
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::prefix::PrefixStore;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use profusion_ingest::distributor::Distributor;
+use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig};
+use profusion_ingest::metrics::IngestMetrics;
+use profusion_ingest::ring::Ring;
+
+use crate::config::Config;
+use crate::error::{ApiError, Code};
+use crate::ingest_routes;
+use crate::rpc::{self, Protocol};
+
+/// Shared state of every request handler.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub distributor: Distributor,
+    pub ingester: Arc<Ingester>,
+    registry: Registry,
+    http: HttpMetrics,
+    ready: AtomicBool,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Debug, Clone)]
+struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteLabels, Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
+        }
+    }
+}
+
+const TARGETS: &[&str] = &[
+    "all",
+    "distributor",
+    "ingester",
+    "query-frontend",
+    "query-scheduler",
+    "querier",
+    "store-gateway",
+    "compactor",
+];
+
+/// A running server: its bound address and a handle to stop it.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+}
+
+impl Server {
+    /// Opens storage, recovers the ingester and binds the port.
+    pub async fn start(config: Config) -> Result<Self, String> {
+        for t in &config.target {
+            if !TARGETS.contains(&t.as_str()) {
+                return Err(format!("unknown target {t:?}; known targets: {}", TARGETS.join(", ")));
+            }
+            if t != "all" {
+                return Err(format!(
+                    "target {t:?} needs microservices mode, which this version does not have yet; run --target=all"
+                ));
+            }
+        }
+        std::fs::create_dir_all(&config.data_path)
+            .map_err(|e| format!("creating data path {}: {e}", config.data_path.display()))?;
+        let (store, local_root) = open_store(&config)?;
+        let catalog_url = if config.catalog_url.is_empty() {
+            format!("sqlite:{}", config.data_path.join("catalog.db").display())
+        } else {
+            config.catalog_url.clone()
+        };
+        let catalog = profusion_catalog::open(&catalog_url)
+            .await
+            .map_err(|e| format!("opening catalog: {e}"))?;
+        let mut registry = Registry::default();
+        let ingest_metrics = IngestMetrics::default();
+        ingest_metrics.register(&mut registry);
+        let http = HttpMetrics::default();
+        registry.register("profusion_http_requests", "HTTP requests by route and status", http.requests.clone());
+        registry.register("profusion_http_request_duration_seconds", "HTTP request latency by route", http.duration.clone());
+
+        let ingester = Ingester::open(
+            IngesterConfig {
+                id: config.ingester_id.clone(),
+                wal_dir: config.data_path.join("wal"),
+                max_block_duration: config.max_block_duration,
+                max_head_bytes: config.max_head_bytes,
+                flush_check_interval: config.flush_check_interval,
+                local_store_root: local_root,
+            },
+            store,
+            catalog,
+            ingest_metrics.clone(),
+        )
+        .await
+        .map_err(|e| format!("starting the ingester: {e}"))?;
+        let ring = Ring::new(vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>], config.replication_factor);
+        let distributor = Distributor::new(ring, config.limits(), ingest_metrics);
+
+        let addr: SocketAddr = format!("{}:{}", config.http_listen_address, config.http_listen_port)
+            .parse()
+            .map_err(|e| format!("invalid listen address {}:{}: {e}", config.http_listen_address, config.http_listen_port))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("binding {addr}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let state = Arc::new(AppState {
+            config,
+            distributor,
+            ingester,
+            registry,
+            http,
+            ready: AtomicBool::new(true),
+        });
+        Ok(Self { addr, state, listener })
+    }
+
+    /// Serves until `shutdown` resolves, then drains requests and flushes the head.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), String> {
+        let state = Arc::clone(&self.state);
+        let app = router(Arc::clone(&state));
+        let timeout = state.config.graceful_shutdown_timeout;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let ready_state = Arc::clone(&state);
+        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            ready_state.ready.store(false, Ordering::SeqCst);
+            tracing::info!("shutting down: draining requests");
+            let _ = stop_tx.send(());
+        });
+        let serving = tokio::spawn(async move { serve.await });
+        let _ = stop_rx.await;
+        match tokio::time::timeout(timeout, serving).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => tracing::warn!(?timeout, "requests still running after the shutdown timeout"),
+        }
+        tracing::info!("flushing the head");
+        state.ingester.shutdown().await.map_err(|e| format!("final flush failed: {e}"))?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+fn open_store(config: &Config) -> Result<(Arc<dyn ObjectStore>, Option<std::path::PathBuf>), String> {
+    let local = |dir: &Path| -> Result<(Arc<dyn ObjectStore>, Option<std::path::PathBuf>), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+        let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| format!("object store at {}: {e}", dir.display()))?;
+        Ok((Arc::new(store), Some(dir)))
+    };
+    if config.storage_url.is_empty() {
+        return local(&config.data_path.join("objects"));
+    }
+    let url = url::Url::parse(&config.storage_url).map_err(|e| format!("invalid --storage.url: {e}"))?;
+    if url.scheme() == "file" {
+        return local(Path::new(url.path()));
+    }
+    let (store, prefix) = object_store::parse_url_opts(&url, std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v)))
+        .map_err(|e| format!("object store {}: {e}", config.storage_url))?;
+    let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+        Arc::from(store)
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    };
+    Ok((store, None))
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/push.v1.PusherService/Push", post(ingest_routes::push))
+        .route("/ingest", post(ingest_routes::ingest))
+        .route("/pyroscope/ingest", post(ingest_routes::ingest))
+        .route("/v1development/profiles", post(ingest_routes::otlp_http))
+        .route(
+            "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
+            post(ingest_routes::otlp_export),
+        )
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(fallback)
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), observe))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        return ApiError::new(Code::Internal, format!("encoding metrics: {e}")).into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// Unknown paths: RPC clients get `unimplemented` in their protocol, others a 404.
+async fn fallback(headers: HeaderMap, request: Request<Body>) -> Response {
+    let path = request.uri().path().to_owned();
+    let message = format!("no such endpoint: {} {path}", request.method());
+    match Protocol::detect(&headers) {
+        Some(protocol) if path.matches('/').count() == 2 && path.contains('.') => {
+            rpc::respond::<profusion_proto::push::v1::PushResponse>(protocol, Err(ApiError::new(Code::Unimplemented, message)))
+        }
+        _ => (StatusCode::NOT_FOUND, message + "\n").into_response(),
+    }
+}
+
+async fn observe(State(state): State<Arc<AppState>>, request: Request<Body>, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state.http.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
+    state.http.duration.get_or_create(&RouteLabels { route: route.clone() }).observe(elapsed.as_secs_f64());
+    tracing::debug!(%method, %route, status, elapsed_ms = elapsed.as_millis() as u64, "request");
+    response
+}
