@@ -97,7 +97,7 @@ impl Distributor {
             ProfileBody::Decoded(p) => {
                 let size = prost::Message::encoded_len(p.as_ref());
                 if size > self.limits.max_profile_size_bytes {
-                    return Err(IngestError::exhausted(format!(
+                    return Err(IngestError::invalid(format!(
                         "profile is {size} bytes uncompressed, more than the limit of {} bytes",
                         self.limits.max_profile_size_bytes
                     )));

@@ -40,7 +40,7 @@ pub fn maybe_gunzip(data: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u
 }
 
 fn too_big(size: usize, limit: usize) -> IngestError {
-    IngestError::exhausted(format!(
+    IngestError::invalid(format!(
         "profile is {}{size} bytes uncompressed, more than the limit of {limit} bytes",
         if size > limit { "over " } else { "" }
     ))

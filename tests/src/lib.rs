@@ -1,1 +1,408 @@
-//! End-to-end test harness.
+//! End-to-end test harness: spawns the real `profusion` binary on a free port with its own
+//! data directory, and gives tests the real clients (Python, Node, `buf`, DuckDB) that
+//! `scripts/install-test-clients` put in the local cache.
+
+#![allow(missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `profusion` binary under test: `$PROFUSION_BIN`, or the one built beside this test.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("PROFUSION_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let bin = dir.join("profusion");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first with `cargo build -p profusion-api` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The shared folder beside the repository (fixtures and captures).
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("PROFUSION_SHARED_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        PathBuf::from,
+    )
+}
+
+/// A running server process.
+#[derive(Debug)]
+pub struct TestServer {
+    child: Option<Child>,
+    pub addr: String,
+    pub data: PathBuf,
+    args: Vec<String>,
+    stderr_log: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh data directory with extra flags.
+    pub fn start(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let mut s = Self {
+            child: None,
+            addr: String::new(),
+            data,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            stderr_log: dir.path().join("server.log"),
+            _dir: Some(dir),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_log)
+            .expect("server log");
+        let mut child = Command::new(binary())
+            .arg("--server.http-listen-address=127.0.0.1")
+            .arg("--server.http-listen-port=0")
+            .arg(format!("--pyroscopedb.data-path={}", self.data.display()))
+            .arg("--log.level=info")
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn profusion");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let mut reader = BufReader::new(stdout);
+        let read = reader.read_line(&mut line).unwrap_or(0);
+        if read == 0 {
+            let _ = child.wait();
+            panic!("profusion exited before listening:\n{}", self.log());
+        }
+        self.addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .expect("listening line")
+            .to_owned();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::blocking_get(&self.url("/ready")) {
+                if r == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server never became ready:\n{}", self.log());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no flush, no cleanup.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a graceful shutdown that flushes the head into blocks.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Ok(Some(status)) = c.try_wait() {
+                    assert!(status.success(), "profusion exited with {status}:\n{}", self.log());
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    panic!("profusion did not stop within 60s:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Starts the server again on the same data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.spawn();
+    }
+
+    /// Block directories of `tenant` in the local object store.
+    pub fn blocks(&self, tenant: &str) -> Vec<PathBuf> {
+        let dir = self.data.join("objects").join(tenant).join("blocks");
+        let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|it| it.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Tiny blocking helpers over reqwest's async client, so tests stay plain `#[test]`s.
+pub mod reqwest {
+    pub fn runtime() -> &'static tokio::runtime::Runtime {
+        static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        RT.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime")
+        })
+    }
+
+    /// GET returning the status code.
+    pub fn blocking_get(url: &str) -> Result<u16, ::reqwest::Error> {
+        runtime().block_on(async { Ok(::reqwest::get(url).await?.status().as_u16()) })
+    }
+}
+
+/// A response as the tests inspect it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// POSTs `body` with headers over HTTP/1.1, or HTTP/2 with prior knowledge when `h2`.
+pub fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>, h2: bool) -> Reply {
+    reqwest::runtime().block_on(async {
+        let mut builder = ::reqwest::Client::builder();
+        if h2 {
+            builder = builder.http2_prior_knowledge();
+        }
+        let client = builder.build().expect("client");
+        let mut req = client.post(url).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = resp.bytes().await.expect("body").to_vec();
+        Reply { status, headers, body }
+    })
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+/// Paths of the real clients, from `scripts/install-test-clients`. `None` (with a printed
+/// reason) when they are not installed, unless `PROFUSION_REQUIRE_CLIENTS=1`, where missing
+/// clients fail the test instead of skipping it.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub python: PathBuf,
+    pub node_modules: PathBuf,
+    pub buf: PathBuf,
+}
+
+pub fn clients(test: &str) -> Option<Clients> {
+    let get = |k: &str| std::env::var_os(k).map(PathBuf::from).filter(|p| p.exists());
+    match (get("PROFUSION_PYTHON"), get("PROFUSION_NODE_MODULES"), get("PROFUSION_BUF")) {
+        (Some(python), Some(node_modules), Some(buf)) => Some(Clients { python, node_modules, buf }),
+        _ => {
+            let msg = format!(
+                "{test}: real test clients are not installed; run scripts/test (or `eval \"$(scripts/install-test-clients)\"`)"
+            );
+            if std::env::var("PROFUSION_REQUIRE_CLIENTS").as_deref() == Ok("1") {
+                panic!("{msg}");
+            }
+            eprintln!("SKIPPED {msg}");
+            None
+        }
+    }
+}
+
+impl Clients {
+    /// Runs a Python script with the clients' interpreter; returns its stdout.
+    pub fn python(&self, script: &str, args: &[&str]) -> String {
+        let out = Command::new(&self.python)
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "python failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs a DuckDB query over the server's object store (`{store}` in the SQL is replaced by
+    /// its path) and returns the rows as JSON arrays.
+    pub fn duckdb(&self, store: &Path, sql: &str) -> Vec<serde_json::Value> {
+        let sql = sql.replace("{store}", &store.display().to_string());
+        let script = r#"
+import duckdb, json, sys
+rows = duckdb.sql(sys.argv[1]).fetchall()
+print(json.dumps([list(r) for r in rows], default=str))
+"#;
+        let out = self.python(script, &[&sql]);
+        serde_json::from_str(out.trim()).expect("duckdb JSON")
+    }
+}
+
+/// Unix time now in nanoseconds.
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as i64
+}
+
+/// One sample of a test profile: root-first function names, value, sample labels.
+#[derive(Debug, Clone)]
+pub struct TestSample<'a> {
+    pub stack: &'a [&'a str],
+    pub value: i64,
+    pub labels: &'a [(&'a str, &'a str)],
+}
+
+/// Builds a pprof with one sample type; `sample_type` and `period_type` are (type, unit).
+pub fn pprof(
+    sample_type: (&str, &str),
+    period_type: (&str, &str),
+    period: i64,
+    time_nanos: i64,
+    samples: &[TestSample<'_>],
+) -> profusion_proto::google::v1::Profile {
+    use profusion_proto::google::v1::{Function, Label, Line, Location, Profile, Sample, ValueType};
+    let mut strings = vec![String::new()];
+    let mut intern = |s: &str| -> i64 {
+        if let Some(i) = strings.iter().position(|x| x == s) {
+            return i as i64;
+        }
+        strings.push(s.to_owned());
+        strings.len() as i64 - 1
+    };
+    let st = ValueType { r#type: intern(sample_type.0), unit: intern(sample_type.1) };
+    let pt = ValueType { r#type: intern(period_type.0), unit: intern(period_type.1) };
+    let mut functions: Vec<Function> = Vec::new();
+    let mut out = Vec::new();
+    for s in samples {
+        let mut location_id = Vec::new();
+        for name in s.stack.iter().rev() {
+            let n = intern(name);
+            let f = intern("main.go");
+            let id = match functions.iter().find(|x| x.name == n) {
+                Some(x) => x.id,
+                None => {
+                    let id = functions.len() as u64 + 1;
+                    functions.push(Function { id, name: n, system_name: n, filename: f, start_line: 1 });
+                    id
+                }
+            };
+            location_id.push(id);
+        }
+        let label = s
+            .labels
+            .iter()
+            .map(|(k, v)| Label { key: intern(k), str: intern(v), ..Label::default() })
+            .collect();
+        out.push(Sample { location_id, value: vec![s.value], label });
+    }
+    let location = functions
+        .iter()
+        .map(|f| Location { id: f.id, line: vec![Line { function_id: f.id, line: 10 }], ..Location::default() })
+        .collect();
+    Profile {
+        sample_type: vec![st],
+        sample: out,
+        location,
+        function: functions,
+        string_table: strings,
+        time_nanos,
+        duration_nanos: 10_000_000_000,
+        period_type: Some(pt),
+        period,
+        ..Profile::default()
+    }
+}
+
+/// A CPU profile (`cpu:nanoseconds`, 10 ms period) at `time_nanos`.
+pub fn cpu_pprof(time_nanos: i64, stacks: &[(&[&str], i64)]) -> profusion_proto::google::v1::Profile {
+    let samples: Vec<TestSample<'_>> = stacks
+        .iter()
+        .map(|(stack, value)| TestSample { stack, value: *value, labels: &[] })
+        .collect();
+    pprof(("cpu", "nanoseconds"), ("cpu", "nanoseconds"), 10_000_000, time_nanos, &samples)
+}
+
+/// DuckDB SQL (the one `docs/block-format.md` gives) listing `service_name`, `profile_type`,
+/// the root-first `;`-joined stack and the summed value over every block of `tenant`.
+pub fn stacks_sql(tenant: &str) -> String {
+    let b = format!("{{store}}/{tenant}/blocks/*");
+    format!(
+        "WITH stacks AS (SELECT DISTINCT stack_hash, frame_ids FROM read_parquet('{b}/stacks.parquet')),
+              frames AS (SELECT DISTINCT frame_id, function_name FROM read_parquet('{b}/frames.parquet')),
+              named AS (
+                SELECT s.stack_hash, string_agg(f.function_name, ';' ORDER BY u.pos) AS stack
+                FROM stacks s, unnest(s.frame_ids) WITH ORDINALITY AS u(frame_id, pos)
+                JOIN frames f ON f.frame_id = u.frame_id
+                GROUP BY s.stack_hash)
+         SELECT x.service_name, x.profile_type, n.stack, sum(x.value)::BIGINT AS total
+         FROM read_parquet('{b}/samples.parquet') x JOIN named n USING (stack_hash)
+         GROUP BY ALL ORDER BY ALL"
+    )
+}
