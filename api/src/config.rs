@@ -20,15 +20,28 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
 
     /// Comma-separated roles to run. `all` runs every role in this process (monolithic mode).
-    #[arg(long = "target", env = "PROFUSION_TARGET", default_value = "all", value_delimiter = ',')]
+    #[arg(
+        long = "target",
+        env = "PROFUSION_TARGET",
+        default_value = "all",
+        value_delimiter = ','
+    )]
     pub target: Vec<String>,
 
     /// Address the HTTP server (HTTP/1.1 and h2c: Connect, gRPC, gRPC-Web, plain HTTP) binds.
-    #[arg(long = "server.http-listen-address", env = "PROFUSION_SERVER_HTTP_LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    #[arg(
+        long = "server.http-listen-address",
+        env = "PROFUSION_SERVER_HTTP_LISTEN_ADDRESS",
+        default_value = "0.0.0.0"
+    )]
     pub http_listen_address: String,
 
     /// Port of the HTTP server; 0 picks a free port (printed in the log and to stdout).
-    #[arg(long = "server.http-listen-port", env = "PROFUSION_SERVER_HTTP_LISTEN_PORT", default_value_t = 4040)]
+    #[arg(
+        long = "server.http-listen-port",
+        env = "PROFUSION_SERVER_HTTP_LISTEN_PORT",
+        default_value_t = 4040
+    )]
     pub http_listen_port: u16,
 
     /// How long a graceful shutdown waits for in-flight requests before flushing and exiting.
@@ -41,27 +54,47 @@ pub struct Config {
     pub multitenancy_enabled: bool,
 
     /// Directory for local state: the WAL, the embedded catalog and the default object store.
-    #[arg(long = "pyroscopedb.data-path", env = "PROFUSION_PYROSCOPEDB_DATA_PATH", default_value = "./data")]
+    #[arg(
+        long = "pyroscopedb.data-path",
+        env = "PROFUSION_PYROSCOPEDB_DATA_PATH",
+        default_value = "./data"
+    )]
     pub data_path: PathBuf,
 
     /// Object store URL for blocks (`s3://bucket/prefix`, `gs://...`, `az://...`,
     /// `file:///dir`). Empty means the directory `objects/` under the data path. Credentials
     /// come from the usual environment variables of each cloud (AWS_*, GOOGLE_*, AZURE_*).
-    #[arg(long = "storage.url", env = "PROFUSION_STORAGE_URL", default_value = "")]
+    #[arg(
+        long = "storage.url",
+        env = "PROFUSION_STORAGE_URL",
+        default_value = ""
+    )]
     pub storage_url: String,
 
     /// Catalog URL: `sqlite:<path>` or `postgres://user:pass@host/db`. Empty means
     /// `catalog.db` under the data path.
-    #[arg(long = "catalog.url", env = "PROFUSION_CATALOG_URL", default_value = "")]
+    #[arg(
+        long = "catalog.url",
+        env = "PROFUSION_CATALOG_URL",
+        default_value = ""
+    )]
     pub catalog_url: String,
 
     /// Identity of this ingester on the ring and in block metadata; keep it stable across
     /// restarts so its WAL is recovered correctly.
-    #[arg(long = "ingester.id", env = "PROFUSION_INGESTER_ID", default_value = "local")]
+    #[arg(
+        long = "ingester.id",
+        env = "PROFUSION_INGESTER_ID",
+        default_value = "local"
+    )]
     pub ingester_id: String,
 
     /// Replicas each series is written to (a majority must succeed).
-    #[arg(long = "ingester.ring.replication-factor", env = "PROFUSION_INGESTER_RING_REPLICATION_FACTOR", default_value_t = 1)]
+    #[arg(
+        long = "ingester.ring.replication-factor",
+        env = "PROFUSION_INGESTER_RING_REPLICATION_FACTOR",
+        default_value_t = 1
+    )]
     pub replication_factor: usize,
 
     /// Flush the head into a block once it has collected data for this long.
@@ -77,15 +110,27 @@ pub struct Config {
     pub flush_check_interval: Duration,
 
     /// Largest request body accepted, in MiB (before decompression).
-    #[arg(long = "distributor.ingestion-body-limit-mb", env = "PROFUSION_DISTRIBUTOR_INGESTION_BODY_LIMIT_MB", default_value_t = 256.0)]
+    #[arg(
+        long = "distributor.ingestion-body-limit-mb",
+        env = "PROFUSION_DISTRIBUTOR_INGESTION_BODY_LIMIT_MB",
+        default_value_t = 256.0
+    )]
     pub ingestion_body_limit_mb: f64,
 
     /// Per-tenant sustained ingest rate, MiB/s of uncompressed profiles (0 disables).
-    #[arg(long = "distributor.ingestion-rate-limit-mb", env = "PROFUSION_DISTRIBUTOR_INGESTION_RATE_LIMIT_MB", default_value_t = 4.0)]
+    #[arg(
+        long = "distributor.ingestion-rate-limit-mb",
+        env = "PROFUSION_DISTRIBUTOR_INGESTION_RATE_LIMIT_MB",
+        default_value_t = 4.0
+    )]
     pub ingestion_rate_limit_mb: f64,
 
     /// Per-tenant burst above the sustained rate, MiB.
-    #[arg(long = "distributor.ingestion-burst-size-mb", env = "PROFUSION_DISTRIBUTOR_INGESTION_BURST_SIZE_MB", default_value_t = 2.0)]
+    #[arg(
+        long = "distributor.ingestion-burst-size-mb",
+        env = "PROFUSION_DISTRIBUTOR_INGESTION_BURST_SIZE_MB",
+        default_value_t = 2.0
+    )]
     pub ingestion_burst_size_mb: f64,
 
     /// Largest profile accepted, in bytes after decompression.
@@ -93,31 +138,59 @@ pub struct Config {
     pub max_profile_size_bytes: usize,
 
     /// Most samples in one profile.
-    #[arg(long = "validation.max-profile-stacktrace-samples", env = "PROFUSION_VALIDATION_MAX_PROFILE_STACKTRACE_SAMPLES", default_value_t = 16_000)]
+    #[arg(
+        long = "validation.max-profile-stacktrace-samples",
+        env = "PROFUSION_VALIDATION_MAX_PROFILE_STACKTRACE_SAMPLES",
+        default_value_t = 16_000
+    )]
     pub max_profile_samples: usize,
 
     /// Most labels on one sample.
-    #[arg(long = "validation.max-profile-stacktrace-sample-labels", env = "PROFUSION_VALIDATION_MAX_PROFILE_STACKTRACE_SAMPLE_LABELS", default_value_t = 100)]
+    #[arg(
+        long = "validation.max-profile-stacktrace-sample-labels",
+        env = "PROFUSION_VALIDATION_MAX_PROFILE_STACKTRACE_SAMPLE_LABELS",
+        default_value_t = 100
+    )]
     pub max_sample_labels: usize,
 
     /// Deepest stack kept; deeper stacks lose frames on the root side.
-    #[arg(long = "validation.max-profile-stacktrace-depth", env = "PROFUSION_VALIDATION_MAX_PROFILE_STACKTRACE_DEPTH", default_value_t = 1000)]
+    #[arg(
+        long = "validation.max-profile-stacktrace-depth",
+        env = "PROFUSION_VALIDATION_MAX_PROFILE_STACKTRACE_DEPTH",
+        default_value_t = 1000
+    )]
     pub max_stack_depth: usize,
 
     /// Longest symbol kept; longer ones keep their last bytes.
-    #[arg(long = "validation.max-profile-symbol-value-length", env = "PROFUSION_VALIDATION_MAX_PROFILE_SYMBOL_VALUE_LENGTH", default_value_t = 65_535)]
+    #[arg(
+        long = "validation.max-profile-symbol-value-length",
+        env = "PROFUSION_VALIDATION_MAX_PROFILE_SYMBOL_VALUE_LENGTH",
+        default_value_t = 65_535
+    )]
     pub max_symbol_length: usize,
 
     /// Most labels per series.
-    #[arg(long = "validation.max-label-names-per-series", env = "PROFUSION_VALIDATION_MAX_LABEL_NAMES_PER_SERIES", default_value_t = 30)]
+    #[arg(
+        long = "validation.max-label-names-per-series",
+        env = "PROFUSION_VALIDATION_MAX_LABEL_NAMES_PER_SERIES",
+        default_value_t = 30
+    )]
     pub max_label_names_per_series: usize,
 
     /// Longest label name, in bytes.
-    #[arg(long = "validation.max-length-label-name", env = "PROFUSION_VALIDATION_MAX_LENGTH_LABEL_NAME", default_value_t = 1024)]
+    #[arg(
+        long = "validation.max-length-label-name",
+        env = "PROFUSION_VALIDATION_MAX_LENGTH_LABEL_NAME",
+        default_value_t = 1024
+    )]
     pub max_label_name_length: usize,
 
     /// Longest label value, in bytes.
-    #[arg(long = "validation.max-length-label-value", env = "PROFUSION_VALIDATION_MAX_LENGTH_LABEL_VALUE", default_value_t = 2048)]
+    #[arg(
+        long = "validation.max-length-label-value",
+        env = "PROFUSION_VALIDATION_MAX_LENGTH_LABEL_VALUE",
+        default_value_t = 2048
+    )]
     pub max_label_value_length: usize,
 
     /// Refuse profiles older than this (0s disables).
@@ -129,11 +202,19 @@ pub struct Config {
     pub reject_newer_than: Duration,
 
     /// Log level: error, warn, info, debug or trace (or a tracing filter directive).
-    #[arg(long = "log.level", env = "PROFUSION_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long = "log.level",
+        env = "PROFUSION_LOG_LEVEL",
+        default_value = "info"
+    )]
     pub log_level: String,
 
     /// Log format: `logfmt` (human-readable) or `json`.
-    #[arg(long = "log.format", env = "PROFUSION_LOG_FORMAT", default_value = "logfmt")]
+    #[arg(
+        long = "log.format",
+        env = "PROFUSION_LOG_FORMAT",
+        default_value = "logfmt"
+    )]
     pub log_format: String,
 }
 
@@ -167,7 +248,9 @@ impl Config {
             let arg = command
                 .get_arguments()
                 .find(|a| a.get_long() == Some(flag.as_str()))
-                .ok_or_else(|| format!("config file {}: unknown setting {key:?}", path.display()))?;
+                .ok_or_else(|| {
+                    format!("config file {}: unknown setting {key:?}", path.display())
+                })?;
             let from_user = matches!(
                 matches.value_source(arg.get_id().as_str()),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
@@ -206,18 +289,29 @@ impl Config {
     }
 }
 
-fn flatten(value: &serde_yaml::Value, prefix: String, out: &mut Vec<(String, String)>) -> Result<(), String> {
+fn flatten(
+    value: &serde_yaml::Value,
+    prefix: String,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), String> {
     use serde_yaml::Value;
     match value {
         Value::Mapping(map) => {
             for (k, v) in map {
-                let k = k.as_str().ok_or_else(|| format!("non-string key under {prefix:?}"))?;
-                let key = if prefix.is_empty() { k.to_owned() } else { format!("{prefix}.{k}") };
+                let k = k
+                    .as_str()
+                    .ok_or_else(|| format!("non-string key under {prefix:?}"))?;
+                let key = if prefix.is_empty() {
+                    k.to_owned()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(v, key, out)?;
             }
         }
         Value::Sequence(items) => {
-            let parts: Result<Vec<String>, String> = items.iter().map(|i| scalar(i, &prefix)).collect();
+            let parts: Result<Vec<String>, String> =
+                items.iter().map(|i| scalar(i, &prefix)).collect();
             out.push((prefix, parts?.join(",")));
         }
         Value::Null => {}
@@ -248,13 +342,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("invalid duration {s:?}: expected a number"));
         }
-        let n: f64 = rest[..digits].parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        let n: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -264,7 +364,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             "d" => 86_400.0,
             "w" => 604_800.0,
-            u => return Err(format!("invalid duration {s:?}: unknown unit {u:?} (use ns, us, ms, s, m, h, d, w)")),
+            u => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {u:?} (use ns, us, ms, s, m, h, d, w)"
+                ));
+            }
         };
         total += Duration::from_secs_f64(n * seconds);
         rest = &rest[unit_len..];
@@ -295,7 +399,10 @@ mod tests {
         )
         .unwrap();
         let args = |extra: &[&str]| {
-            let mut v: Vec<OsString> = vec!["profusion".into(), format!("--config.file={}", path.display()).into()];
+            let mut v: Vec<OsString> = vec![
+                "profusion".into(),
+                format!("--config.file={}", path.display()).into(),
+            ];
             v.extend(extra.iter().map(OsString::from));
             v
         };

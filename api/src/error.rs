@@ -83,12 +83,10 @@ impl From<IngestError> for ApiError {
         match e.kind {
             ErrorKind::InvalidArgument => Self::new(Code::InvalidArgument, e.message),
             ErrorKind::ResourceExhausted => Self::new(Code::ResourceExhausted, e.message),
-            ErrorKind::TooLarge => {
-                Self::new(Code::ResourceExhausted, e.message).with_http(StatusCode::PAYLOAD_TOO_LARGE)
-            }
-            ErrorKind::Unsupported => {
-                Self::new(Code::Unimplemented, e.message).with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE)
-            }
+            ErrorKind::TooLarge => Self::new(Code::ResourceExhausted, e.message)
+                .with_http(StatusCode::PAYLOAD_TOO_LARGE),
+            ErrorKind::Unsupported => Self::new(Code::Unimplemented, e.message)
+                .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE),
             ErrorKind::Unavailable => Self::new(Code::Unavailable, e.message),
             ErrorKind::Internal => Self::new(Code::Internal, e.message),
         }
@@ -103,7 +101,11 @@ impl axum::response::IntoResponse for ApiError {
         } else {
             tracing::debug!(code = self.code.connect_name(), message = %self.message, "request refused");
         }
-        (self.http, [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.message + "\n")
+        (
+            self.http,
+            [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.message + "\n",
+        )
             .into_response()
     }
 }

@@ -9,7 +9,9 @@ use http::{HeaderMap, StatusCode, header};
 use profusion_ingest::distributor::{IncomingProfile, ProfileBody};
 use profusion_ingest::labels::Labels;
 use profusion_ingest::pprof::ConvertOptions;
-use profusion_proto::otlp::collector::{ExportProfilesServiceRequest, ExportProfilesServiceResponse};
+use profusion_proto::otlp::collector::{
+    ExportProfilesServiceRequest, ExportProfilesServiceResponse,
+};
 use profusion_proto::push::v1::{PushRequest, PushResponse};
 
 use crate::error::{ApiError, Code};
@@ -22,15 +24,25 @@ fn unsupported_content_type(headers: &HeaderMap, expected: &str) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("(none)");
-    ApiError::new(Code::InvalidArgument, format!("unsupported content type {ct:?}; expected {expected}"))
-        .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE)
-        .into_response()
+    ApiError::new(
+        Code::InvalidArgument,
+        format!("unsupported content type {ct:?}; expected {expected}"),
+    )
+    .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+    .into_response()
 }
 
 /// `push.v1.PusherService/Push`.
-pub(crate) async fn push(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn push(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let Some(protocol) = Protocol::detect(&headers) else {
-        return unsupported_content_type(&headers, "application/proto, application/json, application/grpc or application/grpc-web");
+        return unsupported_content_type(
+            &headers,
+            "application/proto, application/json, application/grpc or application/grpc-web",
+        );
     };
     let result = async {
         let tenant = tenant::write_tenant(&headers, state.config.multitenancy_enabled)?;
@@ -81,13 +93,21 @@ pub(crate) async fn ingest(
         let tenant = tenant::write_tenant(&headers, state.config.multitenancy_enabled)?;
         let limit = state.config.body_limit_bytes();
         let bytes = rpc::read_body(body, limit).await?;
-        let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+        let encoding = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
         let bytes = rpc::decode_content(encoding, bytes, limit)?;
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-        let params = profusion_ingest::legacy::IngestParams::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let params = profusion_ingest::legacy::IngestParams::from_pairs(
+            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let profiles = profusion_ingest::legacy::decode(
             &params,
             content_type,
@@ -106,14 +126,19 @@ pub(crate) async fn ingest(
 }
 
 /// OTLP gRPC `ProfilesService/Export`; the same path also takes OTLP/HTTP bodies.
-pub(crate) async fn otlp_export(state: State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn otlp_export(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match Protocol::detect(&headers) {
         Some(protocol @ (Protocol::Grpc | Protocol::GrpcWeb)) => {
             let result = async {
                 let tenant = tenant::write_tenant(&headers, state.config.multitenancy_enabled)?;
                 let limit = state.config.body_limit_bytes();
                 let bytes = rpc::read_body(body, limit).await?;
-                let request: ExportProfilesServiceRequest = rpc::decode_request(protocol, &headers, bytes, limit)?;
+                let request: ExportProfilesServiceRequest =
+                    rpc::decode_request(protocol, &headers, bytes, limit)?;
                 store_otlp(&state, &tenant, &request).await?;
                 Ok(ExportProfilesServiceResponse::default())
             }
@@ -125,40 +150,64 @@ pub(crate) async fn otlp_export(state: State<Arc<AppState>>, headers: HeaderMap,
 }
 
 /// OTLP/HTTP `POST /v1development/profiles`, protobuf or JSON, optionally gzip.
-pub(crate) async fn otlp_http(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn otlp_http(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let json = match Protocol::detect(&headers) {
         Some(Protocol::ConnectProto) => false,
         Some(Protocol::ConnectJson) => true,
-        _ => return unsupported_content_type(&headers, "application/x-protobuf, application/protobuf or application/json"),
+        _ => {
+            return unsupported_content_type(
+                &headers,
+                "application/x-protobuf, application/protobuf or application/json",
+            );
+        }
     };
     let result = async {
         let tenant = tenant::write_tenant(&headers, state.config.multitenancy_enabled)?;
         let limit = state.config.body_limit_bytes();
         let bytes = rpc::read_body(body, limit).await?;
-        let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+        let encoding = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
         let bytes = rpc::decode_content(encoding, bytes, limit)?;
         let request: ExportProfilesServiceRequest = if json {
             let mut value: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::invalid(format!("invalid OTLP JSON: {e}")))?;
             profusion_ingest::otlp::hex_ids_to_base64(&mut value);
-            let normalized = serde_json::to_vec(&value).map_err(|e| ApiError::invalid(e.to_string()))?;
-            profusion_proto::from_json(&normalized, true).map_err(|e| ApiError::invalid(e.to_string()))?
+            let normalized =
+                serde_json::to_vec(&value).map_err(|e| ApiError::invalid(e.to_string()))?;
+            profusion_proto::from_json(&normalized, true)
+                .map_err(|e| ApiError::invalid(e.to_string()))?
         } else {
-            prost::Message::decode(bytes).map_err(|e| ApiError::invalid(format!("invalid OTLP protobuf: {e}")))?
+            prost::Message::decode(bytes)
+                .map_err(|e| ApiError::invalid(format!("invalid OTLP protobuf: {e}")))?
         };
         store_otlp(&state, &tenant, &request).await
     }
     .await;
     match result {
         Ok(()) if json => ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
-        Ok(()) => ([(header::CONTENT_TYPE, "application/x-protobuf")], Vec::<u8>::new()).into_response(),
+        Ok(()) => (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            Vec::<u8>::new(),
+        )
+            .into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn store_otlp(state: &AppState, tenant: &str, request: &ExportProfilesServiceRequest) -> Result<(), ApiError> {
+async fn store_otlp(
+    state: &AppState,
+    tenant: &str,
+    request: &ExportProfilesServiceRequest,
+) -> Result<(), ApiError> {
     if request.resource_profiles.is_empty() {
-        return Err(ApiError::invalid("ExportProfilesServiceRequest has no resource_profiles"));
+        return Err(ApiError::invalid(
+            "ExportProfilesServiceRequest has no resource_profiles",
+        ));
     }
     let profiles = profusion_ingest::otlp::convert(request, profusion_ingest::now_nanos())?;
     state.distributor.push(tenant, profiles).await?;

@@ -27,9 +27,16 @@ impl Protocol {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let ct = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         Some(match ct.as_str() {
-            "application/proto" | "application/x-protobuf" | "application/protobuf" => Self::ConnectProto,
+            "application/proto" | "application/x-protobuf" | "application/protobuf" => {
+                Self::ConnectProto
+            }
             "application/json" => Self::ConnectJson,
             "application/grpc" | "application/grpc+proto" => Self::Grpc,
             "application/grpc-web" | "application/grpc-web+proto" => Self::GrpcWeb,
@@ -53,7 +60,11 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 }
 
 /// Decompresses a body whose encoding header says gzip, within `limit` bytes of output.
-pub fn decode_content(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, ApiError> {
+pub fn decode_content(
+    encoding: Option<&str>,
+    body: Bytes,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
         None | Some("" | "identity") => Ok(body),
         Some("gzip") => gunzip(&body, limit),
@@ -86,7 +97,12 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Decodes the single request message of a unary call.
-pub fn decode_request<M>(protocol: Protocol, headers: &HeaderMap, body: Bytes, limit: usize) -> Result<M, ApiError>
+pub fn decode_request<M>(
+    protocol: Protocol,
+    headers: &HeaderMap,
+    body: Bytes,
+    limit: usize,
+) -> Result<M, ApiError>
 where
     M: prost::Message + prost::Name + Default,
 {
@@ -108,7 +124,11 @@ where
             }
             let payload = body.slice(5..);
             if compressed {
-                decode_content(Some(header_str(headers, "grpc-encoding").unwrap_or("unset")), payload, limit)?
+                decode_content(
+                    Some(header_str(headers, "grpc-encoding").unwrap_or("unset")),
+                    payload,
+                    limit,
+                )?
             } else {
                 payload
             }
@@ -117,7 +137,8 @@ where
     if protocol == Protocol::ConnectJson {
         profusion_proto::from_json(&bytes, false).map_err(|e| ApiError::invalid(e.to_string()))
     } else {
-        M::decode(bytes).map_err(|e| ApiError::invalid(format!("invalid {} protobuf: {e}", M::full_name())))
+        M::decode(bytes)
+            .map_err(|e| ApiError::invalid(format!("invalid {} protobuf: {e}", M::full_name())))
     }
 }
 
@@ -127,9 +148,11 @@ where
     M: prost::Message + prost::Name,
 {
     match (protocol, result) {
-        (Protocol::ConnectProto, Ok(m)) => {
-            ([(header::CONTENT_TYPE, "application/proto")], m.encode_to_vec()).into_response()
-        }
+        (Protocol::ConnectProto, Ok(m)) => (
+            [(header::CONTENT_TYPE, "application/proto")],
+            m.encode_to_vec(),
+        )
+            .into_response(),
         (Protocol::ConnectJson, Ok(m)) => match profusion_proto::to_json(&m) {
             Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
             Err(e) => connect_error(&ApiError::new(Code::Internal, e.to_string())),
@@ -153,7 +176,12 @@ pub fn connect_error(e: &ApiError) -> Response {
     log_error(e);
     let body = serde_json::json!({ "code": e.code.connect_name(), "message": e.message });
     let status = ApiError::new(e.code, "").http;
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn frame(flag: u8, payload: &[u8]) -> Bytes {
@@ -178,7 +206,11 @@ fn percent_encode(s: &str) -> String {
 }
 
 fn grpc_response<M: prost::Message>(result: Result<M, ApiError>, web: bool) -> Response {
-    let content_type = if web { "application/grpc-web+proto" } else { "application/grpc" };
+    let content_type = if web {
+        "application/grpc-web+proto"
+    } else {
+        "application/grpc"
+    };
     let (status, message, data) = match result {
         Ok(m) => (0u8, String::new(), Some(frame(0, &m.encode_to_vec()))),
         Err(e) => {
@@ -188,10 +220,10 @@ fn grpc_response<M: prost::Message>(result: Result<M, ApiError>, web: bool) -> R
     };
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from(u16::from(status)));
-    if let Ok(v) = HeaderValue::from_str(&message) {
-        if !message.is_empty() {
-            trailers.insert("grpc-message", v);
-        }
+    if let Ok(v) = HeaderValue::from_str(&message)
+        && !message.is_empty()
+    {
+        trailers.insert("grpc-message", v);
     }
     if web {
         let mut body = BytesMut::new();
@@ -208,7 +240,8 @@ fn grpc_response<M: prost::Message>(result: Result<M, ApiError>, web: bool) -> R
     match data {
         // Trailers-only response: the status travels in the headers.
         None => {
-            let mut response = ([(header::CONTENT_TYPE, content_type)], Body::empty()).into_response();
+            let mut response =
+                ([(header::CONTENT_TYPE, content_type)], Body::empty()).into_response();
             response.headers_mut().extend(trailers);
             response
         }
@@ -229,6 +262,9 @@ mod tests {
 
     #[test]
     fn grpc_message_encoding() {
-        assert_eq!(percent_encode("bad 100% ünïcode\n"), "bad 100%25 %C3%BCn%C3%AFcode%0A");
+        assert_eq!(
+            percent_encode("bad 100% ünïcode\n"),
+            "bad 100%25 %C3%BCn%C3%AFcode%0A"
+        );
     }
 }

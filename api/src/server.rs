@@ -17,15 +17,15 @@ use http::{HeaderMap, StatusCode, header};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
+use profusion_ingest::distributor::Distributor;
+use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig};
+use profusion_ingest::metrics::IngestMetrics;
+use profusion_ingest::ring::Ring;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use profusion_ingest::distributor::Distributor;
-use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig};
-use profusion_ingest::metrics::IngestMetrics;
-use profusion_ingest::ring::Ring;
 
 use crate::config::Config;
 use crate::error::{ApiError, Code};
@@ -65,7 +65,9 @@ impl Default for HttpMetrics {
     fn default() -> Self {
         Self {
             requests: Family::default(),
-            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
         }
     }
 }
@@ -94,7 +96,10 @@ impl Server {
     pub async fn start(config: Config) -> Result<Self, String> {
         for t in &config.target {
             if !TARGETS.contains(&t.as_str()) {
-                return Err(format!("unknown target {t:?}; known targets: {}", TARGETS.join(", ")));
+                return Err(format!(
+                    "unknown target {t:?}; known targets: {}",
+                    TARGETS.join(", ")
+                ));
             }
             if t != "all" {
                 return Err(format!(
@@ -117,8 +122,16 @@ impl Server {
         let ingest_metrics = IngestMetrics::default();
         ingest_metrics.register(&mut registry);
         let http = HttpMetrics::default();
-        registry.register("profusion_http_requests", "HTTP requests by route and status", http.requests.clone());
-        registry.register("profusion_http_request_duration_seconds", "HTTP request latency by route", http.duration.clone());
+        registry.register(
+            "profusion_http_requests",
+            "HTTP requests by route and status",
+            http.requests.clone(),
+        );
+        registry.register(
+            "profusion_http_request_duration_seconds",
+            "HTTP request latency by route",
+            http.duration.clone(),
+        );
 
         let ingester = Ingester::open(
             IngesterConfig {
@@ -135,12 +148,21 @@ impl Server {
         )
         .await
         .map_err(|e| format!("starting the ingester: {e}"))?;
-        let ring = Ring::new(vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>], config.replication_factor);
+        let ring = Ring::new(
+            vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>],
+            config.replication_factor,
+        );
         let distributor = Distributor::new(ring, config.limits(), ingest_metrics);
 
-        let addr: SocketAddr = format!("{}:{}", config.http_listen_address, config.http_listen_port)
-            .parse()
-            .map_err(|e| format!("invalid listen address {}:{}: {e}", config.http_listen_address, config.http_listen_port))?;
+        let addr: SocketAddr =
+            format!("{}:{}", config.http_listen_address, config.http_listen_port)
+                .parse()
+                .map_err(|e| {
+                    format!(
+                        "invalid listen address {}:{}: {e}",
+                        config.http_listen_address, config.http_listen_port
+                    )
+                })?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("binding {addr}: {e}"))?;
@@ -153,11 +175,18 @@ impl Server {
             http,
             ready: AtomicBool::new(true),
         });
-        Ok(Self { addr, state, listener })
+        Ok(Self {
+            addr,
+            state,
+            listener,
+        })
     }
 
     /// Serves until `shutdown` resolves, then drains requests and flushes the head.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), String> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), String> {
         let state = Arc::clone(&self.state);
         let app = router(Arc::clone(&state));
         let timeout = state.config.graceful_shutdown_timeout;
@@ -175,31 +204,47 @@ impl Server {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-            Err(_) => tracing::warn!(?timeout, "requests still running after the shutdown timeout"),
+            Err(_) => tracing::warn!(
+                ?timeout,
+                "requests still running after the shutdown timeout"
+            ),
         }
         tracing::info!("flushing the head");
-        state.ingester.shutdown().await.map_err(|e| format!("final flush failed: {e}"))?;
+        state
+            .ingester
+            .shutdown()
+            .await
+            .map_err(|e| format!("final flush failed: {e}"))?;
         tracing::info!("shutdown complete");
         Ok(())
     }
 }
 
-fn open_store(config: &Config) -> Result<(Arc<dyn ObjectStore>, Option<std::path::PathBuf>), String> {
+fn open_store(
+    config: &Config,
+) -> Result<(Arc<dyn ObjectStore>, Option<std::path::PathBuf>), String> {
     let local = |dir: &Path| -> Result<(Arc<dyn ObjectStore>, Option<std::path::PathBuf>), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
-        let store = LocalFileSystem::new_with_prefix(&dir).map_err(|e| format!("object store at {}: {e}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let store = LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| format!("object store at {}: {e}", dir.display()))?;
         Ok((Arc::new(store), Some(dir)))
     };
     if config.storage_url.is_empty() {
         return local(&config.data_path.join("objects"));
     }
-    let url = url::Url::parse(&config.storage_url).map_err(|e| format!("invalid --storage.url: {e}"))?;
+    let url =
+        url::Url::parse(&config.storage_url).map_err(|e| format!("invalid --storage.url: {e}"))?;
     if url.scheme() == "file" {
         return local(Path::new(url.path()));
     }
-    let (store, prefix) = object_store::parse_url_opts(&url, std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v)))
-        .map_err(|e| format!("object store {}: {e}", config.storage_url))?;
+    let (store, prefix) = object_store::parse_url_opts(
+        &url,
+        std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v)),
+    )
+    .map_err(|e| format!("object store {}: {e}", config.storage_url))?;
     let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
         Arc::from(store)
     } else {
@@ -240,7 +285,10 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         return ApiError::new(Code::Internal, format!("encoding metrics: {e}")).into_response();
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         text,
     )
         .into_response()
@@ -252,13 +300,20 @@ async fn fallback(headers: HeaderMap, request: Request<Body>) -> Response {
     let message = format!("no such endpoint: {} {path}", request.method());
     match Protocol::detect(&headers) {
         Some(protocol) if path.matches('/').count() == 2 && path.contains('.') => {
-            rpc::respond::<profusion_proto::push::v1::PushResponse>(protocol, Err(ApiError::new(Code::Unimplemented, message)))
+            rpc::respond::<profusion_proto::push::v1::PushResponse>(
+                protocol,
+                Err(ApiError::new(Code::Unimplemented, message)),
+            )
         }
         _ => (StatusCode::NOT_FOUND, message + "\n").into_response(),
     }
 }
 
-async fn observe(State(state): State<Arc<AppState>>, request: Request<Body>, next: Next) -> Response {
+async fn observe(
+    State(state): State<Arc<AppState>>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     let route = request
@@ -268,8 +323,22 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request<Body>, nex
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    state.http.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
-    state.http.duration.get_or_create(&RouteLabels { route: route.clone() }).observe(elapsed.as_secs_f64());
+    state
+        .http
+        .requests
+        .get_or_create(&RequestLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    state
+        .http
+        .duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(elapsed.as_secs_f64());
     tracing::debug!(%method, %route, status, elapsed_ms = elapsed.as_millis() as u64, "request");
     response
 }

@@ -15,9 +15,19 @@ pub fn write_tenant(headers: &HeaderMap, multitenancy: bool) -> Result<String, A
     }
     let raw = headers
         .get(TENANT_HEADER)
-        .ok_or_else(|| ApiError::new(Code::Unauthenticated, "no org id: the X-Scope-OrgID header is required"))?
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::Unauthenticated,
+                "no org id: the X-Scope-OrgID header is required",
+            )
+        })?
         .to_str()
-        .map_err(|_| ApiError::new(Code::Unauthenticated, "the X-Scope-OrgID header is not valid text"))?;
+        .map_err(|_| {
+            ApiError::new(
+                Code::Unauthenticated,
+                "the X-Scope-OrgID header is not valid text",
+            )
+        })?;
     if raw.contains('|') {
         return Err(ApiError::invalid(format!(
             "tenant {raw:?}: a write must name exactly one tenant"
@@ -30,7 +40,12 @@ pub fn write_tenant(headers: &HeaderMap, multitenancy: bool) -> Result<String, A
 /// Checks a tenant id as Pyroscope does: at most 150 bytes of `[A-Za-z0-9!-_.*'()]`, and not
 /// `.` or `..` (ids become object-store path segments).
 pub fn validate(tenant: &str) -> Result<(), ApiError> {
-    let err = |why: String| Err(ApiError::new(Code::Unauthenticated, format!("invalid tenant id {tenant:?}: {why}")));
+    let err = |why: String| {
+        Err(ApiError::new(
+            Code::Unauthenticated,
+            format!("invalid tenant id {tenant:?}: {why}"),
+        ))
+    };
     if tenant.is_empty() {
         return err("it is empty".into());
     }
@@ -40,10 +55,9 @@ pub fn validate(tenant: &str) -> Result<(), ApiError> {
     if tenant == "." || tenant == ".." {
         return err("it is a reserved name".into());
     }
-    if let Some(c) = tenant
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '!' | '-' | '_' | '.' | '*' | '\'' | '(' | ')')))
-    {
+    if let Some(c) = tenant.chars().find(|c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '!' | '-' | '_' | '.' | '*' | '\'' | '(' | ')'))
+    }) {
         return err(format!("character {c:?} is not allowed"));
     }
     Ok(())
@@ -62,12 +76,24 @@ mod tests {
     #[test]
     fn tenant_rules() {
         assert_eq!(write_tenant(&HeaderMap::new(), false).unwrap(), "anonymous");
-        assert_eq!(write_tenant(&headers("team-a"), false).unwrap(), "anonymous");
-        assert_eq!(write_tenant(&headers("team-a_1.(x)"), true).unwrap(), "team-a_1.(x)");
-        assert_eq!(write_tenant(&HeaderMap::new(), true).unwrap_err().code, Code::Unauthenticated);
+        assert_eq!(
+            write_tenant(&headers("team-a"), false).unwrap(),
+            "anonymous"
+        );
+        assert_eq!(
+            write_tenant(&headers("team-a_1.(x)"), true).unwrap(),
+            "team-a_1.(x)"
+        );
+        assert_eq!(
+            write_tenant(&HeaderMap::new(), true).unwrap_err().code,
+            Code::Unauthenticated
+        );
         for bad in ["..", ".", "a/b", "a b", &"x".repeat(151)] {
             assert!(write_tenant(&headers(bad), true).is_err(), "{bad}");
         }
-        assert_eq!(write_tenant(&headers("a|b"), true).unwrap_err().code, Code::InvalidArgument);
+        assert_eq!(
+            write_tenant(&headers("a|b"), true).unwrap_err().code,
+            Code::InvalidArgument
+        );
     }
 }

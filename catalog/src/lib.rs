@@ -99,7 +99,9 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Catalog>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(std::sync::Arc::new(PostgresCatalog::connect(url).await?))
     } else {
-        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"));
         Ok(std::sync::Arc::new(
             SqliteCatalog::open(path.unwrap_or(url)).await?,
         ))

@@ -3,7 +3,9 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use crate::migrations::{MIGRATIONS, latest_version};
 use crate::sqlite::now_millis;
-use crate::{BlockMeta, Catalog, CatalogError, Result, Setting, strings_from_json, strings_to_json};
+use crate::{
+    BlockMeta, Catalog, CatalogError, Result, Setting, strings_from_json, strings_to_json,
+};
 
 /// A catalog shared by several nodes, in PostgreSQL. Migrations run under an advisory lock so
 /// that nodes starting together apply each version exactly once.
@@ -35,7 +37,8 @@ impl PostgresCatalog {
 
     async fn migrate(&self) -> Result<()> {
         let c = &self.client;
-        c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+        c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
         let result = async {
             c.batch_execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -76,7 +79,8 @@ impl PostgresCatalog {
             Ok(())
         }
         .await;
-        c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+        c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await?;
         result
     }
 }
@@ -145,7 +149,12 @@ impl Catalog for PostgresCatalog {
         Ok(())
     }
 
-    async fn blocks(&self, tenant: &str, min_time_nanos: i64, max_time_nanos: i64) -> Result<Vec<BlockMeta>> {
+    async fn blocks(
+        &self,
+        tenant: &str,
+        min_time_nanos: i64,
+        max_time_nanos: i64,
+    ) -> Result<Vec<BlockMeta>> {
         let sql = format!(
             "SELECT {BLOCK_COLUMNS} FROM blocks
              WHERE tenant = $1 AND max_time_nanos >= $2 AND min_time_nanos <= $3

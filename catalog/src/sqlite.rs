@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::migrations::{MIGRATIONS, latest_version};
-use crate::{BlockMeta, Catalog, CatalogError, Result, Setting, strings_from_json, strings_to_json};
+use crate::{
+    BlockMeta, Catalog, CatalogError, Result, Setting, strings_from_json, strings_to_json,
+};
 
 /// The embedded catalog: one SQLite file, written with full fsync so a registered block
 /// survives a crash of the process or the machine.
@@ -75,7 +77,11 @@ fn migrate(conn: &Connection) -> Result<()> {
             params![m.version, m.description, now_millis()],
         )?;
         tx.commit()?;
-        tracing::info!(version = m.version, description = m.description, "applied sqlite catalog migration");
+        tracing::info!(
+            version = m.version,
+            description = m.description,
+            "applied sqlite catalog migration"
+        );
     }
     Ok(())
 }
@@ -113,7 +119,11 @@ fn block_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(BlockMeta, Strin
 impl Catalog for SqliteCatalog {
     async fn schema_version(&self) -> Result<i64> {
         self.with(|c| {
-            Ok(c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0))?)
+            Ok(
+                c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                    r.get(0)
+                })?,
+            )
         })
         .await
     }
@@ -148,7 +158,12 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
-    async fn blocks(&self, tenant: &str, min_time_nanos: i64, max_time_nanos: i64) -> Result<Vec<BlockMeta>> {
+    async fn blocks(
+        &self,
+        tenant: &str,
+        min_time_nanos: i64,
+        max_time_nanos: i64,
+    ) -> Result<Vec<BlockMeta>> {
         let tenant = tenant.to_owned();
         self.with(move |c| {
             let mut stmt = c.prepare_cached(
@@ -185,7 +200,8 @@ impl Catalog for SqliteCatalog {
 
     async fn tenants(&self) -> Result<Vec<String>> {
         self.with(|c| {
-            let mut stmt = c.prepare_cached("SELECT DISTINCT tenant FROM blocks ORDER BY tenant")?;
+            let mut stmt =
+                c.prepare_cached("SELECT DISTINCT tenant FROM blocks ORDER BY tenant")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
         })

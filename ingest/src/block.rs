@@ -7,9 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    ListBuilder, StringBuilder, StructBuilder, UInt64Builder,
-};
+use arrow_array::builder::{ListBuilder, StringBuilder, StructBuilder, UInt64Builder};
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use bytes::Bytes;
@@ -317,7 +315,8 @@ pub fn encode(
     let meta_bytes = Bytes::from(
         serde_json::to_vec_pretty(&meta).map_err(|e| IngestError::internal(e.to_string()))?,
     );
-    let size_bytes = files.iter().map(|(_, b)| b.len() as u64).sum::<u64>() + meta_bytes.len() as u64;
+    let size_bytes =
+        files.iter().map(|(_, b)| b.len() as u64).sum::<u64>() + meta_bytes.len() as u64;
     files.push((META_FILE, meta_bytes));
     Ok(EncodedBlock {
         files,
@@ -348,8 +347,9 @@ fn series_batch<'a>(
     fps.sort_by(|a, b| series_key(*a).cmp(&series_key(*b)).then(a.cmp(b)));
     let mut service = StringBuilder::new();
     let mut ptype = StringBuilder::new();
-    let mut labels = ListBuilder::new(StructBuilder::from_fields(label_fields(), 0))
-        .with_field(Arc::new(Field::new("item", DataType::Struct(label_fields()), true)));
+    let mut labels = ListBuilder::new(StructBuilder::from_fields(label_fields(), 0)).with_field(
+        Arc::new(Field::new("item", DataType::Struct(label_fields()), true)),
+    );
     for fp in &fps {
         let (s, t) = series_key(*fp);
         service.append_value(s);
@@ -412,10 +412,14 @@ fn frames_batch(head: &TenantHead) -> Result<RecordBatch> {
             strings(|f| &f.system_name),
             strings(|f| &f.filename),
             Arc::new(Int64Array::from_iter_values(frames.iter().map(|f| f.line))),
-            Arc::new(Int64Array::from_iter_values(frames.iter().map(|f| f.start_line))),
+            Arc::new(Int64Array::from_iter_values(
+                frames.iter().map(|f| f.start_line),
+            )),
             strings(|f| &f.mapping_file),
             strings(|f| &f.build_id),
-            Arc::new(UInt64Array::from_iter_values(frames.iter().map(|f| f.address))),
+            Arc::new(UInt64Array::from_iter_values(
+                frames.iter().map(|f| f.address),
+            )),
         ],
     )
     .map_err(arrow_err)
@@ -423,7 +427,9 @@ fn frames_batch(head: &TenantHead) -> Result<RecordBatch> {
 
 fn write_parquet(batch: &RecordBatch, sorting: Vec<SortingColumn>) -> Result<Bytes> {
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
         .set_sorting_columns(Some(sorting))

@@ -105,7 +105,15 @@ impl Distributor {
                 (std::borrow::Cow::Owned(*p), size)
             }
         };
-        pprof::convert(&profile, &labels, &id, &options, &self.limits, now_nanos, size)
+        pprof::convert(
+            &profile,
+            &labels,
+            &id,
+            &options,
+            &self.limits,
+            now_nanos,
+            size,
+        )
     }
 
     /// Stores converted profiles for `tenant`: rate limit, route, quorum write.
@@ -123,7 +131,9 @@ impl Distributor {
             return Err(IngestError::exhausted(format!(
                 "tenant {tenant:?} is over its ingestion rate limit of {} bytes/s (burst {} bytes); \
                  this push of {} bytes was refused",
-                self.limits.ingestion_rate_bytes, self.limits.ingestion_burst_bytes, converted.bytes
+                self.limits.ingestion_rate_bytes,
+                self.limits.ingestion_burst_bytes,
+                converted.bytes
             )));
         }
         let n_profiles = converted.profiles.len();
@@ -133,7 +143,9 @@ impl Distributor {
         let mut per_instance: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut replicas_of = Vec::with_capacity(n_profiles);
         for (pi, p) in converted.profiles.iter().enumerate() {
-            let rendered = Labels::from_pairs(p.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))).render();
+            let rendered =
+                Labels::from_pairs(p.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+                    .render();
             let replicas = self.ring.replicas(Ring::token_for(tenant, &rendered));
             for &r in &replicas {
                 per_instance.entry(r).or_default().push(pi);
@@ -162,10 +174,24 @@ impl Distributor {
         } else {
             for (&instance, indexes) in &per_instance {
                 let ps: Vec<_> = indexes.iter().map(|&i| profiles[i].clone()).collect();
-                let used: HashSet<u64> = ps.iter().flat_map(|p| p.samples.iter().map(|s| s.stack_hash)).collect();
-                let st: Vec<_> = stacks.iter().filter(|s| used.contains(&s.hash)).cloned().collect();
-                let fr_used: HashSet<u64> = st.iter().flat_map(|s| s.frame_ids.iter().copied()).collect();
-                let fr = frames.iter().filter(|f| fr_used.contains(&f.id)).cloned().collect();
+                let used: HashSet<u64> = ps
+                    .iter()
+                    .flat_map(|p| p.samples.iter().map(|s| s.stack_hash))
+                    .collect();
+                let st: Vec<_> = stacks
+                    .iter()
+                    .filter(|s| used.contains(&s.hash))
+                    .cloned()
+                    .collect();
+                let fr_used: HashSet<u64> = st
+                    .iter()
+                    .flat_map(|s| s.frame_ids.iter().copied())
+                    .collect();
+                let fr = frames
+                    .iter()
+                    .filter(|f| fr_used.contains(&f.id))
+                    .cloned()
+                    .collect();
                 requests.push((
                     instance,
                     WriteRequest {
@@ -196,7 +222,11 @@ impl Distributor {
                 self.metrics.reject("ingester_failure");
                 return Err(IngestError {
                     kind: first.kind,
-                    message: format!("only {ok} of {} replicas stored the profile: {}", replicas.len(), first.message),
+                    message: format!(
+                        "only {ok} of {} replicas stored the profile: {}",
+                        replicas.len(),
+                        first.message
+                    ),
                 });
             }
         }
@@ -215,7 +245,9 @@ impl Distributor {
 fn reason(e: &IngestError) -> &'static str {
     match e.kind {
         crate::error::ErrorKind::InvalidArgument => "invalid",
-        crate::error::ErrorKind::ResourceExhausted | crate::error::ErrorKind::TooLarge => "too_large",
+        crate::error::ErrorKind::ResourceExhausted | crate::error::ErrorKind::TooLarge => {
+            "too_large"
+        }
         crate::error::ErrorKind::Unsupported => "unsupported",
         _ => "internal",
     }

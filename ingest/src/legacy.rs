@@ -92,28 +92,42 @@ pub fn parse_name(name: &str) -> Result<(String, Vec<(String, String)>)> {
     };
     let app = app.trim();
     if app.is_empty() {
-        return Err(IngestError::invalid(format!("name {name:?}: the application name is empty")));
+        return Err(IngestError::invalid(format!(
+            "name {name:?}: the application name is empty"
+        )));
     }
-    if let Some(c) = app.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/'))) {
+    if let Some(c) = app
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/')))
+    {
         return Err(IngestError::invalid(format!(
             "name {name:?}: character {c:?} is not allowed in an application name"
         )));
     }
     let mut tags = Vec::new();
     if let Some(rest) = rest {
-        let body = rest.trim_end().strip_suffix('}').ok_or_else(|| {
-            IngestError::invalid(format!("name {name:?}: missing closing '}}'"))
-        })?;
+        let body = rest
+            .trim_end()
+            .strip_suffix('}')
+            .ok_or_else(|| IngestError::invalid(format!("name {name:?}: missing closing '}}'")))?;
         for pair in body.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').ok_or_else(|| {
                 IngestError::invalid(format!("name {name:?}: tag {pair:?} is not key=value"))
             })?;
             let (k, v) = (k.trim(), v.trim());
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-                return Err(IngestError::invalid(format!("name {name:?}: invalid tag key {k:?}")));
+            if k.is_empty()
+                || !k
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
+                return Err(IngestError::invalid(format!(
+                    "name {name:?}: invalid tag key {k:?}"
+                )));
             }
             if k == labels::METRIC_NAME {
-                return Err(IngestError::invalid(format!("name {name:?}: tag key {k:?} is reserved")));
+                return Err(IngestError::invalid(format!(
+                    "name {name:?}: tag key {k:?} is reserved"
+                )));
             }
             tags.push((k.to_owned(), v.to_owned()));
         }
@@ -134,7 +148,9 @@ pub fn parse_time(s: &str, now_nanos: i64) -> Result<i64> {
             Some(b'+') => (1, &offset[1..]),
             _ => return Err(bad_time(s)),
         };
-        let split = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| bad_time(s))?;
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| bad_time(s))?;
         let n: i64 = rest[..split].parse().map_err(|_| bad_time(s))?;
         let unit: i64 = match &rest[split..] {
             "s" => 1,
@@ -145,17 +161,21 @@ pub fn parse_time(s: &str, now_nanos: i64) -> Result<i64> {
             "y" => 31_536_000,
             _ => return Err(bad_time(s)),
         };
-        return Ok(now_nanos.saturating_add(sign * n.saturating_mul(unit).saturating_mul(1_000_000_000)));
+        return Ok(
+            now_nanos.saturating_add(sign * n.saturating_mul(unit).saturating_mul(1_000_000_000))
+        );
     }
     if !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad_time(s));
     }
     if s.len() == 8 {
         let (y, m, d) = (&s[..4], &s[4..6], &s[6..]);
-        if let (Ok(y), Ok(m), Ok(d)) = (y.parse::<i64>(), m.parse::<u32>(), d.parse::<u32>()) {
-            if (1970..=2200).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d) {
-                return Ok(days_from_civil(y, m, d) * 86_400 * 1_000_000_000);
-            }
+        if let (Ok(y), Ok(m), Ok(d)) = (y.parse::<i64>(), m.parse::<u32>(), d.parse::<u32>())
+            && (1970..=2200).contains(&y)
+            && (1..=12).contains(&m)
+            && (1..=31).contains(&d)
+        {
+            return Ok(days_from_civil(y, m, d) * 86_400 * 1_000_000_000);
         }
     }
     let v: i64 = s.parse().map_err(|_| bad_time(s))?;
@@ -219,7 +239,11 @@ fn infer_metric(sample_types: &[&str]) -> String {
         if t.contains("cpu") || *t == "samples" {
             return "process_cpu".into();
         }
-        if t.starts_with("alloc_") || t.starts_with("inuse_") || t.contains("space") || t.contains("objects") {
+        if t.starts_with("alloc_")
+            || t.starts_with("inuse_")
+            || t.contains("space")
+            || t.contains("objects")
+        {
             return "memory".into();
         }
         if t.starts_with("mutex_") || *t == "contentions" || *t == "delay" {
@@ -294,8 +318,9 @@ pub fn parse_multipart(content_type: &str, body: &Bytes) -> Result<Vec<Part>> {
             .next()
             .unwrap_or_default();
         let start = header_end + 4;
-        let end = find(data, format!("\r\n{delim}").as_bytes(), start)
-            .ok_or_else(|| IngestError::invalid(format!("multipart part {name:?} is not terminated")))?;
+        let end = find(data, format!("\r\n{delim}").as_bytes(), start).ok_or_else(|| {
+            IngestError::invalid(format!("multipart part {name:?} is not terminated"))
+        })?;
         parts.push(Part {
             name,
             data: body.slice(start..end),
@@ -315,7 +340,11 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
 }
 
 fn skip_crlf(data: &[u8], pos: usize) -> usize {
-    if data[pos..].starts_with(b"\r\n") { pos + 2 } else { pos }
+    if data[pos..].starts_with(b"\r\n") {
+        pos + 2
+    } else {
+        pos
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -342,7 +371,11 @@ pub fn decode(
     let (app, tags) = parse_name(name)?;
     let from = parse_time(params.from.as_deref().unwrap_or("now"), now_nanos)?;
     let until = parse_time(params.until.as_deref().unwrap_or("now"), now_nanos)?;
-    let spy = params.spy_name.as_deref().filter(|s| !s.is_empty()).unwrap_or("unknown");
+    let spy = params
+        .spy_name
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown");
     let sample_rate = params
         .sample_rate
         .as_deref()
@@ -374,7 +407,11 @@ pub fn decode(
                 .sample_type
                 .iter()
                 .map(|st| {
-                    let t = profile.string_table.get(st.r#type as usize).cloned().unwrap_or_default();
+                    let t = profile
+                        .string_table
+                        .get(st.r#type as usize)
+                        .cloned()
+                        .unwrap_or_default();
                     options.sample_type_names.get(&t).cloned().unwrap_or(t)
                 })
                 .collect();
@@ -515,17 +552,19 @@ impl Reader<'_> {
     fn uvarint(&mut self) -> Result<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let b = *self
-                .data
-                .get(self.pos)
-                .ok_or_else(|| IngestError::invalid(format!("truncated varint at byte {}", self.pos)))?;
+            let b = *self.data.get(self.pos).ok_or_else(|| {
+                IngestError::invalid(format!("truncated varint at byte {}", self.pos))
+            })?;
             self.pos += 1;
             v |= u64::from(b & 0x7f) << shift;
             if b < 0x80 {
                 return Ok(v);
             }
         }
-        Err(IngestError::invalid(format!("varint too long at byte {}", self.pos)))
+        Err(IngestError::invalid(format!(
+            "varint too long at byte {}",
+            self.pos
+        )))
     }
 
     fn bytes(&mut self) -> Result<&[u8]> {
@@ -534,7 +573,12 @@ impl Reader<'_> {
             .ok()
             .and_then(|n| self.pos.checked_add(n))
             .filter(|e| *e <= self.data.len())
-            .ok_or_else(|| IngestError::invalid(format!("string of {n} bytes overruns the body at byte {}", self.pos)))?;
+            .ok_or_else(|| {
+                IngestError::invalid(format!(
+                    "string of {n} bytes overruns the body at byte {}",
+                    self.pos
+                ))
+            })?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -544,7 +588,10 @@ impl Reader<'_> {
         let n = self.uvarint()?;
         // Every child takes at least three bytes, so a larger count is a lie.
         if n > (self.data.len() - self.pos) as u64 {
-            return Err(IngestError::invalid(format!("child count {n} exceeds the body at byte {}", self.pos)));
+            return Err(IngestError::invalid(format!(
+                "child count {n} exceeds the body at byte {}",
+                self.pos
+            )));
         }
         Ok(n)
     }
@@ -664,7 +711,12 @@ pub fn synthetic_pprof(
         string_index.insert(s.to_owned(), i);
         i
     };
-    let (st, su, pt, pu) = (intern(sample_type), intern(unit), intern(period_type), intern(period_unit));
+    let (st, su, pt, pu) = (
+        intern(sample_type),
+        intern(unit),
+        intern(period_type),
+        intern(period_unit),
+    );
     let mut functions: Vec<Function> = Vec::new();
     let mut function_ids: HashMap<i64, u64> = HashMap::new();
     let mut samples = Vec::with_capacity(stacks.len());
@@ -679,7 +731,11 @@ pub fn synthetic_pprof(
                 let name = intern(frame);
                 *function_ids.entry(name).or_insert_with(|| {
                     let id = functions.len() as u64 + 1;
-                    functions.push(Function { id, name, ..Function::default() });
+                    functions.push(Function {
+                        id,
+                        name,
+                        ..Function::default()
+                    });
                     id
                 })
             })
@@ -694,19 +750,28 @@ pub fn synthetic_pprof(
         .iter()
         .map(|f| Location {
             id: f.id,
-            line: vec![Line { function_id: f.id, line: 0 }],
+            line: vec![Line {
+                function_id: f.id,
+                line: 0,
+            }],
             ..Location::default()
         })
         .collect();
     Profile {
-        sample_type: vec![ValueType { r#type: st, unit: su }],
+        sample_type: vec![ValueType {
+            r#type: st,
+            unit: su,
+        }],
         sample: samples,
         location,
         function: functions,
         string_table: strings,
         time_nanos,
         duration_nanos,
-        period_type: Some(ValueType { r#type: pt, unit: pu }),
+        period_type: Some(ValueType {
+            r#type: pt,
+            unit: pu,
+        }),
         period,
         ..Profile::default()
     }
@@ -724,7 +789,13 @@ mod tests {
     fn name_grammar() {
         let (app, tags) = parse_name("my.app.cpu{env=prod, region = eu }").unwrap();
         assert_eq!(app, "my.app.cpu");
-        assert_eq!(tags, vec![("env".into(), "prod".into()), ("region".into(), "eu".into())]);
+        assert_eq!(
+            tags,
+            vec![
+                ("env".into(), "prod".into()),
+                ("region".into(), "eu".into())
+            ]
+        );
         assert!(parse_name("app{__name__=x}").is_err());
         assert!(parse_name("app{env}").is_err());
         assert!(parse_name("{env=x}").is_err());
@@ -736,25 +807,47 @@ mod tests {
         let now = 1_700_000_000 * 1_000_000_000;
         assert_eq!(parse_time("now", now).unwrap(), now);
         assert_eq!(parse_time("now-1h", now).unwrap(), now - 3_600_000_000_000);
-        assert_eq!(parse_time("1700000001", now).unwrap(), 1_700_000_001_000_000_000);
-        assert_eq!(parse_time("1700000001000", now).unwrap(), 1_700_000_001_000_000_000);
-        assert_eq!(parse_time("1700000001000000", now).unwrap(), 1_700_000_001_000_000_000);
-        assert_eq!(parse_time("1700000001000000000", now).unwrap(), 1_700_000_001_000_000_000);
-        assert_eq!(parse_time("20231114", now).unwrap(), 1_699_920_000 * 1_000_000_000);
+        assert_eq!(
+            parse_time("1700000001", now).unwrap(),
+            1_700_000_001_000_000_000
+        );
+        assert_eq!(
+            parse_time("1700000001000", now).unwrap(),
+            1_700_000_001_000_000_000
+        );
+        assert_eq!(
+            parse_time("1700000001000000", now).unwrap(),
+            1_700_000_001_000_000_000
+        );
+        assert_eq!(
+            parse_time("1700000001000000000", now).unwrap(),
+            1_700_000_001_000_000_000
+        );
+        assert_eq!(
+            parse_time("20231114", now).unwrap(),
+            1_699_920_000 * 1_000_000_000
+        );
         assert!(parse_time("yesterday", now).is_err());
         assert!(parse_time("now-1x", now).is_err());
     }
 
     #[test]
     fn folded_and_lines() {
-        assert_eq!(parse_folded(b"a;b 3\na;c 1\n\n", false).unwrap(), stacks(&[("a;b", 3), ("a;c", 1)]));
-        assert_eq!(parse_folded(b"a;b\na;b\n", true).unwrap(), stacks(&[("a;b", 1), ("a;b", 1)]));
+        assert_eq!(
+            parse_folded(b"a;b 3\na;c 1\n\n", false).unwrap(),
+            stacks(&[("a;b", 3), ("a;c", 1)])
+        );
+        assert_eq!(
+            parse_folded(b"a;b\na;b\n", true).unwrap(),
+            stacks(&[("a;b", 1), ("a;b", 1)])
+        );
         let err = parse_folded(b"a;b 3\na;c x\n", false).unwrap_err();
         assert!(err.message.contains("line 2"), "{}", err.message);
     }
 
     fn node(out: &mut Vec<u8>, name: &str, value: u64, children: u64) {
-        for v in [name.len() as u64] {
+        {
+            let v = name.len() as u64;
             out.push(v as u8);
         }
         out.extend_from_slice(name.as_bytes());
@@ -781,7 +874,10 @@ mod tests {
         node(&mut b, "a", 1, 2);
         node(&mut b, "b", 3, 0);
         node(&mut b, "c", 1, 0);
-        assert_eq!(parse_tree(&b).unwrap(), stacks(&[("a", 1), ("a;b", 3), ("a;c", 1)]));
+        assert_eq!(
+            parse_tree(&b).unwrap(),
+            stacks(&[("a", 1), ("a;b", 3), ("a;c", 1)])
+        );
         let mut bad = b.clone();
         bad.push(0);
         assert!(parse_tree(&bad).is_err());

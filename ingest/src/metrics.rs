@@ -19,14 +19,46 @@ pub struct IngestMetrics {
 impl IngestMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("profusion");
-        r.register("ingest_profiles", "Profiles accepted by the distributor", self.profiles_received.clone());
-        r.register("ingest_uncompressed_bytes", "Uncompressed bytes accepted by the distributor", self.bytes_received.clone());
-        r.register("ingest_rejected", "Profiles rejected, by reason", self.rejected.clone());
-        r.register("head_profiles_appended", "Series profiles appended to ingester heads", self.head_profiles.clone());
-        r.register("head_bytes", "Approximate bytes held by ingester heads", self.head_bytes.clone());
-        r.register("ingester_flushes", "WAL segments flushed into blocks", self.flushes.clone());
-        r.register("block_bytes_written", "Bytes of block files uploaded", self.block_bytes.clone());
-        r.register("wal_corruptions", "Damaged WAL segments found on recovery", self.wal_corruptions.clone());
+        r.register(
+            "ingest_profiles",
+            "Profiles accepted by the distributor",
+            self.profiles_received.clone(),
+        );
+        r.register(
+            "ingest_uncompressed_bytes",
+            "Uncompressed bytes accepted by the distributor",
+            self.bytes_received.clone(),
+        );
+        r.register(
+            "ingest_rejected",
+            "Profiles rejected, by reason",
+            self.rejected.clone(),
+        );
+        r.register(
+            "head_profiles_appended",
+            "Series profiles appended to ingester heads",
+            self.head_profiles.clone(),
+        );
+        r.register(
+            "head_bytes",
+            "Approximate bytes held by ingester heads",
+            self.head_bytes.clone(),
+        );
+        r.register(
+            "ingester_flushes",
+            "WAL segments flushed into blocks",
+            self.flushes.clone(),
+        );
+        r.register(
+            "block_bytes_written",
+            "Bytes of block files uploaded",
+            self.block_bytes.clone(),
+        );
+        r.register(
+            "wal_corruptions",
+            "Damaged WAL segments found on recovery",
+            self.wal_corruptions.clone(),
+        );
     }
 
     pub(crate) fn reject(&self, reason: &str) {

@@ -24,13 +24,20 @@ pub fn convert(req: &ExportProfilesServiceRequest, now_nanos: i64) -> Result<Vec
         .ok_or_else(|| IngestError::invalid("ExportProfilesServiceRequest has no dictionary"))?;
     let mut out = Vec::new();
     for (ri, rp) in req.resource_profiles.iter().enumerate() {
-        let resource_attrs = rp.resource.as_ref().map_or(&[][..], |r| r.attributes.as_slice());
+        let resource_attrs = rp
+            .resource
+            .as_ref()
+            .map_or(&[][..], |r| r.attributes.as_slice());
         for (si, sp) in rp.scope_profiles.iter().enumerate() {
-            let scope_attrs = sp.scope.as_ref().map_or(&[][..], |s| s.attributes.as_slice());
+            let scope_attrs = sp
+                .scope
+                .as_ref()
+                .map_or(&[][..], |s| s.attributes.as_slice());
             for (pi, profile) in sp.profiles.iter().enumerate() {
                 let at = format!("resource_profiles[{ri}].scope_profiles[{si}].profiles[{pi}]");
-                let converted = convert_profile(dict, resource_attrs, scope_attrs, profile, now_nanos)
-                    .map_err(|e| e.at(&at))?;
+                let converted =
+                    convert_profile(dict, resource_attrs, scope_attrs, profile, now_nanos)
+                        .map_err(|e| e.at(&at))?;
                 out.extend(converted);
             }
         }
@@ -51,7 +58,12 @@ fn get<'a, T>(table: &'a [T], idx: i32, what: &str) -> Result<&'a T> {
     usize::try_from(idx)
         .ok()
         .and_then(|i| table.get(i))
-        .ok_or_else(|| IngestError::invalid(format!("{what} {idx} is out of range (table has {} entries)", table.len())))
+        .ok_or_else(|| {
+            IngestError::invalid(format!(
+                "{what} {idx} is out of range (table has {} entries)",
+                table.len()
+            ))
+        })
 }
 
 fn convert_profile(
@@ -62,10 +74,16 @@ fn convert_profile(
     now_nanos: i64,
 ) -> Result<Vec<IncomingProfile>> {
     let s = |idx: i32, what: &str| get(&dict.string_table, idx, what).map(String::as_str);
-    let st = profile.sample_type.clone().unwrap_or_default();
-    let pt = profile.period_type.clone().unwrap_or_default();
-    let (mut sample_type, mut sample_unit) = (s(st.type_strindex, "sample_type.type_strindex")?, s(st.unit_strindex, "sample_type.unit_strindex")?);
-    let (period_type, period_unit) = (s(pt.type_strindex, "period_type.type_strindex")?, s(pt.unit_strindex, "period_type.unit_strindex")?);
+    let st = profile.sample_type.unwrap_or_default();
+    let pt = profile.period_type.unwrap_or_default();
+    let (mut sample_type, mut sample_unit) = (
+        s(st.type_strindex, "sample_type.type_strindex")?,
+        s(st.unit_strindex, "sample_type.unit_strindex")?,
+    );
+    let (period_type, period_unit) = (
+        s(pt.type_strindex, "period_type.type_strindex")?,
+        s(pt.unit_strindex, "period_type.unit_strindex")?,
+    );
     let type_string = format!("{sample_type}:{sample_unit}:{period_type}:{period_unit}");
     let mut multiplier = 1i64;
     let metric = if type_string == "samples:count:cpu:nanoseconds" {
@@ -88,15 +106,18 @@ fn convert_profile(
         }
     }
     let default_service = attrs.get("service.name").cloned().unwrap_or_else(|| {
-        attrs
-            .get("process.executable.name")
-            .map_or_else(|| labels::UNKNOWN_SERVICE.to_owned(), |e| format!("{}:{e}", labels::UNKNOWN_SERVICE))
+        attrs.get("process.executable.name").map_or_else(
+            || labels::UNKNOWN_SERVICE.to_owned(),
+            |e| format!("{}:{e}", labels::UNKNOWN_SERVICE),
+        )
     });
 
     // The pprof keeps the dictionary's strings and adds the ones labels need.
     let mut strings = dict.string_table.clone();
     if strings.first().is_none_or(|s| !s.is_empty()) {
-        return Err(IngestError::invalid("dictionary.string_table[0] must be the empty string"));
+        return Err(IngestError::invalid(
+            "dictionary.string_table[0] must be the empty string",
+        ));
     }
     let mut index: HashMap<String, i64> = HashMap::new();
     let mut intern = |strings: &mut Vec<String>, v: &str| -> i64 {
@@ -123,27 +144,43 @@ fn convert_profile(
         } else if !sample.timestamps_unix_nano.is_empty() {
             sample.timestamps_unix_nano.len() as i64
         } else {
-            return Err(at(IngestError::invalid("sample has neither values nor timestamps")));
+            return Err(at(IngestError::invalid(
+                "sample has neither values nor timestamps",
+            )));
         };
         let mut service = default_service.clone();
         let mut label = Vec::new();
         for &ai in &sample.attribute_indices {
             let kv = get(&dict.attribute_table, ai, "attribute index").map_err(at)?;
             let key = s(kv.key_strindex, "attribute key_strindex").map_err(at)?;
-            let Some(v) = kv.value.as_ref().and_then(string_of) else { continue };
+            let Some(v) = kv.value.as_ref().and_then(string_of) else {
+                continue;
+            };
             if key == "service.name" {
                 service = v;
             } else {
-                label.push(pprof::Label { key: intern(&mut strings, key), str: intern(&mut strings, &v), ..Default::default() });
+                label.push(pprof::Label {
+                    key: intern(&mut strings, key),
+                    str: intern(&mut strings, &v),
+                    ..Default::default()
+                });
             }
         }
         if sample.link_index != 0 {
             let link = get(&dict.link_table, sample.link_index, "link_index").map_err(at)?;
             if link.span_id.len() == 8 {
-                label.push(pprof::Label { key: intern(&mut strings, "span_id"), str: intern(&mut strings, &hex(&link.span_id)), ..Default::default() });
+                label.push(pprof::Label {
+                    key: intern(&mut strings, "span_id"),
+                    str: intern(&mut strings, &hex(&link.span_id)),
+                    ..Default::default()
+                });
             }
             if link.trace_id.len() == 16 {
-                label.push(pprof::Label { key: intern(&mut strings, "trace_id"), str: intern(&mut strings, &hex(&link.trace_id)), ..Default::default() });
+                label.push(pprof::Label {
+                    key: intern(&mut strings, "trace_id"),
+                    str: intern(&mut strings, &hex(&link.trace_id)),
+                    ..Default::default()
+                });
             }
         }
         by_service.entry(service).or_default().push(pprof::Sample {
@@ -162,7 +199,9 @@ fn convert_profile(
                 .attribute_indices
                 .iter()
                 .filter_map(|&ai| get(&dict.attribute_table, ai, "attribute").ok())
-                .find(|kv| s(kv.key_strindex, "").is_ok_and(|k| k == "process.executable.build_id.gnu"))
+                .find(|kv| {
+                    s(kv.key_strindex, "").is_ok_and(|k| k == "process.executable.build_id.gnu")
+                })
                 .and_then(|kv| kv.value.as_ref().and_then(string_of))
                 .map_or(0, |b| intern(&mut strings, &b));
             pprof::Mapping {
@@ -182,12 +221,19 @@ fn convert_profile(
         .enumerate()
         .map(|(i, l)| pprof::Location {
             id: i as u64 + 1,
-            mapping_id: if l.mapping_index > 0 { l.mapping_index as u64 + 1 } else { 0 },
+            mapping_id: if l.mapping_index > 0 {
+                l.mapping_index as u64 + 1
+            } else {
+                0
+            },
             address: l.address,
             line: l
                 .lines
                 .iter()
-                .map(|line| pprof::Line { function_id: line.function_index as u64 + 1, line: line.line })
+                .map(|line| pprof::Line {
+                    function_id: line.function_index as u64 + 1,
+                    line: line.line,
+                })
                 .collect(),
             is_folded: false,
         })
@@ -205,8 +251,16 @@ fn convert_profile(
         })
         .collect();
 
-    let time_nanos = if profile.time_unix_nano == 0 { now_nanos } else { profile.time_unix_nano as i64 };
-    let duration_nanos = if profile.duration_nano == 0 { DEFAULT_DURATION_NANOS } else { profile.duration_nano as i64 };
+    let time_nanos = if profile.time_unix_nano == 0 {
+        now_nanos
+    } else {
+        profile.time_unix_nano as i64
+    };
+    let duration_nanos = if profile.duration_nano == 0 {
+        DEFAULT_DURATION_NANOS
+    } else {
+        profile.duration_nano as i64
+    };
     let id = match <[u8; 16]>::try_from(profile.profile_id.as_ref()) {
         Ok(b) if b != [0; 16] => uuid::Uuid::from_bytes(b).to_string(),
         _ => String::new(),
@@ -229,7 +283,10 @@ fn convert_profile(
         l.set(labels::METRIC_NAME, metric.as_str());
         l.set(labels::SERVICE_NAME, service);
         let p = pprof::Profile {
-            sample_type: vec![pprof::ValueType { r#type: st_i, unit: su_i }],
+            sample_type: vec![pprof::ValueType {
+                r#type: st_i,
+                unit: su_i,
+            }],
             sample: samples,
             mapping: mapping.clone(),
             location: location.clone(),
@@ -237,7 +294,10 @@ fn convert_profile(
             string_table: strings.clone(),
             time_nanos,
             duration_nanos,
-            period_type: Some(pprof::ValueType { r#type: pt_i, unit: pu_i }),
+            period_type: Some(pprof::ValueType {
+                r#type: pt_i,
+                unit: pu_i,
+            }),
             period: profile.period,
             ..Default::default()
         };
@@ -245,7 +305,10 @@ fn convert_profile(
             labels: l,
             body: ProfileBody::Decoded(Box::new(p)),
             id: id.clone(),
-            options: ConvertOptions { fallback_time_nanos: now_nanos, ..Default::default() },
+            options: ConvertOptions {
+                fallback_time_nanos: now_nanos,
+                ..Default::default()
+            },
         });
     }
     Ok(out)
@@ -266,13 +329,14 @@ pub fn hex_ids_to_base64(value: &mut serde_json::Value) {
     };
     for link in links {
         for (key, len) in [("traceId", 32), ("spanId", 16)] {
-            if let Some(serde_json::Value::String(s)) = link.get_mut(key) {
-                if s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    let bytes: Vec<u8> = (0..len / 2)
-                        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0))
-                        .collect();
-                    *s = base64(&bytes);
-                }
+            if let Some(serde_json::Value::String(s)) = link.get_mut(key)
+                && s.len() == len
+                && s.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                let bytes: Vec<u8> = (0..len / 2)
+                    .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0))
+                    .collect();
+                *s = base64(&bytes);
             }
         }
     }

@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use prost::Message;
 use profusion_proto::google::v1::Profile;
 use profusion_proto::ingester::v1::{Frame, SeriesProfile, Stack, StackSample};
+use prost::Message;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{IngestError, Result};
@@ -119,7 +119,9 @@ pub fn convert(
 ) -> Result<Converted> {
     let strings = Strings(&profile.string_table);
     if profile.string_table.first().is_some_and(|s| !s.is_empty()) {
-        return Err(IngestError::invalid("string_table[0] must be the empty string"));
+        return Err(IngestError::invalid(
+            "string_table[0] must be the empty string",
+        ));
     }
     if profile.sample_type.is_empty() {
         return Err(IngestError::invalid("profile has no sample types"));
@@ -148,7 +150,10 @@ pub fn convert(
                 "sample type {ty:?} must not contain '-'"
             )));
         }
-        let unit = options.sample_type_units.get(ty).map_or(unit, String::as_str);
+        let unit = options
+            .sample_type_units
+            .get(ty)
+            .map_or(unit, String::as_str);
         let ty = options.sample_type_names.get(ty).map_or(ty, String::as_str);
         sample_types.push((ty.to_owned(), unit.to_owned()));
     }
@@ -293,7 +298,9 @@ fn check_time_window(time_nanos: i64, now_nanos: i64, limits: &Limits) -> Result
 
 /// A 16-hex-digit span id; anything else is ignored.
 pub fn parse_span_id(s: &str) -> Option<u64> {
-    (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten()
+    (s.len() == 16)
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
 }
 
 /// Resolves locations to frames once each and hashes stacks, deduplicating both.
@@ -319,7 +326,11 @@ impl<'a> SymbolTable<'a> {
         options: &'a ConvertOptions,
         limits: &'a Limits,
     ) -> Result<Self> {
-        fn index<T>(items: &[T], id: impl Fn(&T) -> u64, what: &str) -> Result<HashMap<u64, usize>> {
+        fn index<T>(
+            items: &[T],
+            id: impl Fn(&T) -> u64,
+            what: &str,
+        ) -> Result<HashMap<u64, usize>> {
             let mut map = HashMap::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let id = id(item);
@@ -378,12 +389,23 @@ impl<'a> SymbolTable<'a> {
         let (mapping_file, build_id) = match loc.mapping_id {
             0 => (String::new(), String::new()),
             id => {
-                let m = self.mapping_index.get(&id).map(|&i| &self.profile.mapping[i]).ok_or_else(|| {
-                    IngestError::invalid(format!("{} refers to mapping {id}, which does not exist", at("mapping_id")))
-                })?;
+                let m = self
+                    .mapping_index
+                    .get(&id)
+                    .map(|&i| &self.profile.mapping[i])
+                    .ok_or_else(|| {
+                        IngestError::invalid(format!(
+                            "{} refers to mapping {id}, which does not exist",
+                            at("mapping_id")
+                        ))
+                    })?;
                 (
-                    self.strings.get(m.filename, &at("mapping.filename"))?.to_owned(),
-                    self.strings.get(m.build_id, &at("mapping.build_id"))?.to_owned(),
+                    self.strings
+                        .get(m.filename, &at("mapping.filename"))?
+                        .to_owned(),
+                    self.strings
+                        .get(m.build_id, &at("mapping.build_id"))?
+                        .to_owned(),
                 )
             }
         };
@@ -411,9 +433,18 @@ impl<'a> SymbolTable<'a> {
                     ))
                 })?;
             let mut name = self.strings.get(f.name, "function.name")?.to_owned();
-            let mut system_name = self.strings.get(f.system_name, "function.system_name")?.to_owned();
-            let mut filename = self.strings.get(f.filename, "function.filename")?.to_owned();
-            if self.options.prefix_function_with_filename && !filename.is_empty() && !filename.starts_with('/') {
+            let mut system_name = self
+                .strings
+                .get(f.system_name, "function.system_name")?
+                .to_owned();
+            let mut filename = self
+                .strings
+                .get(f.filename, "function.filename")?
+                .to_owned();
+            if self.options.prefix_function_with_filename
+                && !filename.is_empty()
+                && !filename.starts_with('/')
+            {
                 name = format!("{filename} {name}");
             }
             for s in [&mut name, &mut system_name, &mut filename] {
@@ -456,7 +487,13 @@ impl<'a> SymbolTable<'a> {
 /// Content hash of a frame: every symbolic field, so equal frames agree everywhere.
 pub fn frame_id(f: &Frame) -> u64 {
     let mut h = Xxh3::new();
-    for s in [&f.function_name, &f.system_name, &f.filename, &f.mapping_file, &f.build_id] {
+    for s in [
+        &f.function_name,
+        &f.system_name,
+        &f.filename,
+        &f.mapping_file,
+        &f.build_id,
+    ] {
         h.update(&(s.len() as u64).to_le_bytes());
         h.update(s.as_bytes());
     }

@@ -27,7 +27,8 @@ impl TenantRateLimiter {
             tokens: burst,
             last: now,
         });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(burst);
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(burst);
         bucket.last = now;
         if bucket.tokens >= cost {
             bucket.tokens -= cost;

@@ -39,12 +39,18 @@ pub mod opentelemetry {
     pub mod proto {
         pub mod common {
             pub mod v1 {
-                include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.common.v1.rs"));
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.common.v1.rs"
+                ));
             }
         }
         pub mod resource {
             pub mod v1 {
-                include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.resource.v1.rs"));
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.resource.v1.rs"
+                ));
             }
         }
         pub mod profiles {
@@ -122,10 +128,12 @@ pub fn from_json<M: prost::Message + prost::Name + Default>(
             message: name.clone(),
             source,
         })?;
-    dynamic.transcode_to::<M>().map_err(|source| JsonError::Convert {
-        message: name,
-        source,
-    })
+    dynamic
+        .transcode_to::<M>()
+        .map_err(|source| JsonError::Convert {
+            message: name,
+            source,
+        })
 }
 
 /// Renders a generated message as canonical protobuf JSON (lowerCamel or declared JSON names,

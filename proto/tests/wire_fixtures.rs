@@ -33,15 +33,19 @@ fn check<M: Message + Name + Default + PartialEq>(name: &str) {
     let json = std::fs::read(dir.join(format!("{name}.json"))).expect("json twin");
 
     let decoded = M::decode(bin.as_slice()).unwrap_or_else(|e| panic!("{name}.bin: {e}"));
-    let from_json: M = profusion_proto::from_json(&json, false)
-        .unwrap_or_else(|e| panic!("{name}.json: {e}"));
+    let from_json: M =
+        profusion_proto::from_json(&json, false).unwrap_or_else(|e| panic!("{name}.json: {e}"));
     assert!(decoded == from_json, "{name}: binary and JSON disagree");
     assert_eq!(decoded.encode_to_vec(), bin, "{name}: re-encoding differs");
 
     let rendered = profusion_proto::to_json(&decoded).expect("render JSON");
     let rendered: serde_json::Value = serde_json::from_slice(&rendered).expect("valid JSON");
     let expected: serde_json::Value = serde_json::from_slice(&json).expect("fixture JSON");
-    assert_eq!(normalize(rendered), normalize(expected), "{name}: JSON mapping differs");
+    assert_eq!(
+        normalize(rendered),
+        normalize(expected),
+        "{name}: JSON mapping differs"
+    );
 }
 
 #[test]
@@ -67,7 +71,10 @@ fn no_fixture_is_left_unchecked() {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "bin") {
             let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
-            assert!(source.contains(&format!("(\"{stem}\")")), "fixture {stem} has no check");
+            assert!(
+                source.contains(&format!("(\"{stem}\")")),
+                "fixture {stem} has no check"
+            );
         }
     }
 }

@@ -15,7 +15,10 @@ pub fn binary() -> PathBuf {
         return p.into();
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
     let bin = dir.join("profusion");
     assert!(
         bin.exists(),
@@ -100,10 +103,10 @@ impl TestServer {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = reqwest::blocking_get(&self.url("/ready")) {
-                if r == 200 {
-                    return;
-                }
+            if let Ok(r) = reqwest::blocking_get(&self.url("/ready"))
+                && r == 200
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -130,11 +133,18 @@ impl TestServer {
     /// SIGTERM and wait: a graceful shutdown that flushes the head into blocks.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 if let Ok(Some(status)) = c.try_wait() {
-                    assert!(status.success(), "profusion exited with {status}:\n{}", self.log());
+                    assert!(
+                        status.success(),
+                        "profusion exited with {status}:\n{}",
+                        self.log()
+                    );
                     return;
                 }
                 if Instant::now() > deadline {
@@ -209,7 +219,8 @@ impl Reply {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -233,7 +244,11 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>, h2: bool) -> Rep
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
             .collect();
         let body = resp.bytes().await.expect("body").to_vec();
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     })
 }
 
@@ -255,9 +270,21 @@ pub struct Clients {
 }
 
 pub fn clients(test: &str) -> Option<Clients> {
-    let get = |k: &str| std::env::var_os(k).map(PathBuf::from).filter(|p| p.exists());
-    match (get("PROFUSION_PYTHON"), get("PROFUSION_NODE_MODULES"), get("PROFUSION_BUF")) {
-        (Some(python), Some(node_modules), Some(buf)) => Some(Clients { python, node_modules, buf }),
+    let get = |k: &str| {
+        std::env::var_os(k)
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+    };
+    match (
+        get("PROFUSION_PYTHON"),
+        get("PROFUSION_NODE_MODULES"),
+        get("PROFUSION_BUF"),
+    ) {
+        (Some(python), Some(node_modules), Some(buf)) => Some(Clients {
+            python,
+            node_modules,
+            buf,
+        }),
         _ => {
             let msg = format!(
                 "{test}: real test clients are not installed; run scripts/test (or `eval \"$(scripts/install-test-clients)\"`)"
@@ -327,7 +354,9 @@ pub fn pprof(
     time_nanos: i64,
     samples: &[TestSample<'_>],
 ) -> profusion_proto::google::v1::Profile {
-    use profusion_proto::google::v1::{Function, Label, Line, Location, Profile, Sample, ValueType};
+    use profusion_proto::google::v1::{
+        Function, Label, Line, Location, Profile, Sample, ValueType,
+    };
     let mut strings = vec![String::new()];
     let mut intern = |s: &str| -> i64 {
         if let Some(i) = strings.iter().position(|x| x == s) {
@@ -336,8 +365,14 @@ pub fn pprof(
         strings.push(s.to_owned());
         strings.len() as i64 - 1
     };
-    let st = ValueType { r#type: intern(sample_type.0), unit: intern(sample_type.1) };
-    let pt = ValueType { r#type: intern(period_type.0), unit: intern(period_type.1) };
+    let st = ValueType {
+        r#type: intern(sample_type.0),
+        unit: intern(sample_type.1),
+    };
+    let pt = ValueType {
+        r#type: intern(period_type.0),
+        unit: intern(period_type.1),
+    };
     let mut functions: Vec<Function> = Vec::new();
     let mut out = Vec::new();
     for s in samples {
@@ -349,7 +384,13 @@ pub fn pprof(
                 Some(x) => x.id,
                 None => {
                     let id = functions.len() as u64 + 1;
-                    functions.push(Function { id, name: n, system_name: n, filename: f, start_line: 1 });
+                    functions.push(Function {
+                        id,
+                        name: n,
+                        system_name: n,
+                        filename: f,
+                        start_line: 1,
+                    });
                     id
                 }
             };
@@ -358,13 +399,28 @@ pub fn pprof(
         let label = s
             .labels
             .iter()
-            .map(|(k, v)| Label { key: intern(k), str: intern(v), ..Label::default() })
+            .map(|(k, v)| Label {
+                key: intern(k),
+                str: intern(v),
+                ..Label::default()
+            })
             .collect();
-        out.push(Sample { location_id, value: vec![s.value], label });
+        out.push(Sample {
+            location_id,
+            value: vec![s.value],
+            label,
+        });
     }
     let location = functions
         .iter()
-        .map(|f| Location { id: f.id, line: vec![Line { function_id: f.id, line: 10 }], ..Location::default() })
+        .map(|f| Location {
+            id: f.id,
+            line: vec![Line {
+                function_id: f.id,
+                line: 10,
+            }],
+            ..Location::default()
+        })
         .collect();
     Profile {
         sample_type: vec![st],
@@ -381,12 +437,25 @@ pub fn pprof(
 }
 
 /// A CPU profile (`cpu:nanoseconds`, 10 ms period) at `time_nanos`.
-pub fn cpu_pprof(time_nanos: i64, stacks: &[(&[&str], i64)]) -> profusion_proto::google::v1::Profile {
+pub fn cpu_pprof(
+    time_nanos: i64,
+    stacks: &[(&[&str], i64)],
+) -> profusion_proto::google::v1::Profile {
     let samples: Vec<TestSample<'_>> = stacks
         .iter()
-        .map(|(stack, value)| TestSample { stack, value: *value, labels: &[] })
+        .map(|(stack, value)| TestSample {
+            stack,
+            value: *value,
+            labels: &[],
+        })
         .collect();
-    pprof(("cpu", "nanoseconds"), ("cpu", "nanoseconds"), 10_000_000, time_nanos, &samples)
+    pprof(
+        ("cpu", "nanoseconds"),
+        ("cpu", "nanoseconds"),
+        10_000_000,
+        time_nanos,
+        &samples,
+    )
 }
 
 /// DuckDB SQL (the one `docs/block-format.md` gives) listing `service_name`, `profile_type`,

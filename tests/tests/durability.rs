@@ -10,46 +10,82 @@ use prost::Message;
 use serde_json::json;
 
 fn push(server: &TestServer, i: i64) {
-    let profile = cpu_pprof(now_nanos(), &[(&["main", "loop", &format!("step{}", i % 5)], 10_000_000 * (i + 1))]);
+    let profile = cpu_pprof(
+        now_nanos(),
+        &[(
+            &["main", "loop", &format!("step{}", i % 5)],
+            10_000_000 * (i + 1),
+        )],
+    );
     let req = PushRequest {
         series: vec![RawProfileSeries {
             labels: vec![
-                LabelPair { name: "__name__".into(), value: "process_cpu".into() },
-                LabelPair { name: "service_name".into(), value: "durable".into() },
+                LabelPair {
+                    name: "__name__".into(),
+                    value: "process_cpu".into(),
+                },
+                LabelPair {
+                    name: "service_name".into(),
+                    value: "durable".into(),
+                },
             ],
-            samples: vec![RawSample { raw_profile: profile.encode_to_vec().into(), id: String::new() }],
+            samples: vec![RawSample {
+                raw_profile: profile.encode_to_vec().into(),
+                id: String::new(),
+            }],
             annotations: vec![],
         }],
     };
-    let r = post(&server.url("/push.v1.PusherService/Push"), &[("content-type", "application/proto")], req.encode_to_vec(), false);
+    let r = post(
+        &server.url("/push.v1.PusherService/Push"),
+        &[("content-type", "application/proto")],
+        req.encode_to_vec(),
+        false,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
 fn wal_segments(server: &TestServer) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(server.data.join("wal")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut v: Vec<_> = std::fs::read_dir(server.data.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     v.sort();
     v
 }
 
 #[test]
 fn acknowledged_profiles_survive_sigkill_and_a_torn_wal_tail() {
-    let Some(clients) = clients("acknowledged_profiles_survive_sigkill_and_a_torn_wal_tail") else { return };
+    let Some(clients) = clients("acknowledged_profiles_survive_sigkill_and_a_torn_wal_tail") else {
+        return;
+    };
     let mut server = TestServer::start(&[]);
     let n = 40;
     for i in 0..n {
         push(&server, i);
     }
     server.kill();
-    assert!(server.blocks("anonymous").is_empty(), "nothing may be flushed before the kill");
+    assert!(
+        server.blocks("anonymous").is_empty(),
+        "nothing may be flushed before the kill"
+    );
 
     // A crash in the middle of an append leaves a partial record at the end of the segment.
     let last = wal_segments(&server).pop().expect("a WAL segment");
-    let mut f = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
-    f.write_all(&[200, 1, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3]).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap();
+    f.write_all(&[200, 1, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3])
+        .unwrap();
     drop(f);
 
     server.restart();
-    assert!(server.log().contains("write-ahead log segment is damaged"), "{}", server.log());
+    assert!(
+        server.log().contains("write-ahead log segment is damaged"),
+        "{}",
+        server.log()
+    );
     // The server keeps taking writes after recovery.
     push(&server, n);
     server.stop();
@@ -60,12 +96,19 @@ fn acknowledged_profiles_survive_sigkill_and_a_torn_wal_tail() {
     );
     let expected_total: i64 = (0..=n).map(|i| 10_000_000 * (i + 1)).sum();
     assert_eq!(rows, vec![json!([n + 1, expected_total])]);
-    assert!(wal_segments(&server).iter().all(|p| std::fs::metadata(p).unwrap().len() <= 16), "WAL not truncated after flush");
+    assert!(
+        wal_segments(&server)
+            .iter()
+            .all(|p| std::fs::metadata(p).unwrap().len() <= 16),
+        "WAL not truncated after flush"
+    );
 }
 
 #[test]
 fn a_corrupt_record_is_skipped_with_what_follows_it() {
-    let Some(clients) = clients("a_corrupt_record_is_skipped_with_what_follows_it") else { return };
+    let Some(clients) = clients("a_corrupt_record_is_skipped_with_what_follows_it") else {
+        return;
+    };
     let mut server = TestServer::start(&[]);
     push(&server, 0);
     push(&server, 1);
@@ -77,11 +120,19 @@ fn a_corrupt_record_is_skipped_with_what_follows_it() {
     bytes[end] ^= 0xff;
     std::fs::write(&last, bytes).unwrap();
     server.restart();
-    assert!(server.log().contains("checksum mismatch"), "{}", server.log());
+    assert!(
+        server.log().contains("checksum mismatch"),
+        "{}",
+        server.log()
+    );
     server.stop();
     let rows = clients.duckdb(
         &server.data.join("objects"),
         "SELECT count(DISTINCT profile_id), sum(value)::BIGINT FROM read_parquet('{store}/anonymous/blocks/*/samples.parquet')",
     );
-    assert_eq!(rows, vec![json!([1, 10_000_000])], "the intact first record is recovered");
+    assert_eq!(
+        rows,
+        vec![json!([1, 10_000_000])],
+        "the intact first record is recovered"
+    );
 }

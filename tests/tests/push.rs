@@ -8,14 +8,29 @@ use prost::Message;
 use serde_json::json;
 
 fn push_request(service: &str, time: i64, gzipped: bool) -> PushRequest {
-    let profile = cpu_pprof(time, &[(&["main", "work"], 30_000_000), (&["main", "idle"], 10_000_000)]);
+    let profile = cpu_pprof(
+        time,
+        &[
+            (&["main", "work"], 30_000_000),
+            (&["main", "idle"], 10_000_000),
+        ],
+    );
     let raw = profile.encode_to_vec();
     PushRequest {
         series: vec![RawProfileSeries {
             labels: vec![
-                LabelPair { name: "__name__".into(), value: "process_cpu".into() },
-                LabelPair { name: "service_name".into(), value: service.into() },
-                LabelPair { name: "env".into(), value: "test".into() },
+                LabelPair {
+                    name: "__name__".into(),
+                    value: "process_cpu".into(),
+                },
+                LabelPair {
+                    name: "service_name".into(),
+                    value: service.into(),
+                },
+                LabelPair {
+                    name: "env".into(),
+                    value: "test".into(),
+                },
             ],
             samples: vec![RawSample {
                 raw_profile: if gzipped { gzip(&raw) } else { raw }.into(),
@@ -37,18 +52,34 @@ const PUSH: &str = "/push.v1.PusherService/Push";
 
 #[test]
 fn every_protocol_stores_the_exact_stacks() {
-    let Some(clients) = clients("every_protocol_stores_the_exact_stacks") else { return };
+    let Some(clients) = clients("every_protocol_stores_the_exact_stacks") else {
+        return;
+    };
     let mut server = TestServer::start(&[]);
     let now = now_nanos();
 
     let body = push_request("svc-connect-proto", now, true).encode_to_vec();
-    let r = post(&server.url(PUSH), &[("content-type", "application/proto")], body, false);
-    assert_eq!((r.status, r.header("content-type")), (200, Some("application/proto")), "{}", r.text());
+    let r = post(
+        &server.url(PUSH),
+        &[("content-type", "application/proto")],
+        body,
+        false,
+    );
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, Some("application/proto")),
+        "{}",
+        r.text()
+    );
 
     let json = profusion_proto::to_json(&push_request("svc-connect-json", now, false)).unwrap();
     let r = post(
         &server.url(PUSH),
-        &[("content-type", "application/json"), ("content-encoding", "gzip"), ("connect-protocol-version", "1")],
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+            ("connect-protocol-version", "1"),
+        ],
         gzip(&json),
         false,
     );
@@ -56,13 +87,23 @@ fn every_protocol_stores_the_exact_stacks() {
     assert_eq!(r.json(), json!({}));
 
     let body = grpc_frame(&push_request("svc-grpc", now, false).encode_to_vec());
-    let r = post(&server.url(PUSH), &[("content-type", "application/grpc"), ("te", "trailers")], body, true);
+    let r = post(
+        &server.url(PUSH),
+        &[("content-type", "application/grpc"), ("te", "trailers")],
+        body,
+        true,
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/grpc"));
     assert_eq!(r.body, grpc_frame(&[]), "one empty PushResponse frame");
 
     let body = grpc_frame(&push_request("svc-grpc-web", now, true).encode_to_vec());
-    let r = post(&server.url(PUSH), &[("content-type", "application/grpc-web+proto")], body, false);
+    let r = post(
+        &server.url(PUSH),
+        &[("content-type", "application/grpc-web+proto")],
+        body,
+        false,
+    );
     assert_eq!(r.status, 200);
     let trailer = b"grpc-status: 0\r\n";
     let mut expected = grpc_frame(&[]);
@@ -75,7 +116,12 @@ fn every_protocol_stores_the_exact_stacks() {
     let rows = clients.duckdb(&server.data.join("objects"), &stacks_sql("anonymous"));
     let cpu = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
     let mut expected = Vec::new();
-    for svc in ["svc-connect-json", "svc-connect-proto", "svc-grpc", "svc-grpc-web"] {
+    for svc in [
+        "svc-connect-json",
+        "svc-connect-proto",
+        "svc-grpc",
+        "svc-grpc-web",
+    ] {
         expected.push(json!([svc, cpu, "main;idle", 10_000_000]));
         expected.push(json!([svc, cpu, "main;work", 30_000_000]));
     }
@@ -107,41 +153,110 @@ fn bad_pushes_get_exact_codes_and_messages() {
     let server = TestServer::start(&[]);
     let url = server.url(PUSH);
 
-    let r = post(&url, &[("content-type", "application/proto")], b"\xff\xff\xff".to_vec(), false);
+    let r = post(
+        &url,
+        &[("content-type", "application/proto")],
+        b"\xff\xff\xff".to_vec(),
+        false,
+    );
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["code"], "invalid_argument");
-    assert!(r.json()["message"].as_str().unwrap().contains("invalid push.v1.PushRequest protobuf"), "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid push.v1.PushRequest protobuf"),
+        "{}",
+        r.text()
+    );
 
     let two_hours_ago = now_nanos() - 2 * 3600 * 1_000_000_000;
     let body = push_request("old", two_hours_ago, false).encode_to_vec();
     let r = post(&url, &[("content-type", "application/proto")], body, false);
-    assert_eq!((r.status, r.json()["code"].as_str()), (400, Some("invalid_argument")));
-    assert!(r.json()["message"].as_str().unwrap().contains("too old"), "{}", r.text());
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (400, Some("invalid_argument"))
+    );
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("too old"),
+        "{}",
+        r.text()
+    );
 
     let mut req = push_request("no-name", now_nanos(), false);
     req.series[0].labels.retain(|l| l.name != "__name__");
-    let r = post(&url, &[("content-type", "application/proto")], req.encode_to_vec(), false);
+    let r = post(
+        &url,
+        &[("content-type", "application/proto")],
+        req.encode_to_vec(),
+        false,
+    );
     assert_eq!(r.status, 400);
-    assert!(r.json()["message"].as_str().unwrap().contains("has no __name__ label"), "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no __name__ label"),
+        "{}",
+        r.text()
+    );
 
     let mut req = push_request("bad-id", now_nanos(), false);
     req.series[0].samples[0].id = "not-a-uuid".into();
-    let r = post(&url, &[("content-type", "application/proto")], req.encode_to_vec(), false);
+    let r = post(
+        &url,
+        &[("content-type", "application/proto")],
+        req.encode_to_vec(),
+        false,
+    );
     assert_eq!(r.status, 400);
-    assert!(r.json()["message"].as_str().unwrap().contains("\"not-a-uuid\" is not a UUID"), "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"not-a-uuid\" is not a UUID"),
+        "{}",
+        r.text()
+    );
 
-    let r = post(&url, &[("content-type", "application/json")], br#"{"series": [{"nope": 1}]}"#.to_vec(), false);
-    assert_eq!((r.status, r.json()["code"].as_str()), (400, Some("invalid_argument")));
+    let r = post(
+        &url,
+        &[("content-type", "application/json")],
+        br#"{"series": [{"nope": 1}]}"#.to_vec(),
+        false,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (400, Some("invalid_argument"))
+    );
 
     // gRPC errors travel as grpc-status in a trailers-only response.
-    let r = post(&url, &[("content-type", "application/grpc")], vec![0, 0, 0, 0, 3, 0xff, 0xff, 0xff], true);
+    let r = post(
+        &url,
+        &[("content-type", "application/grpc")],
+        vec![0, 0, 0, 0, 3, 0xff, 0xff, 0xff],
+        true,
+    );
     assert_eq!((r.status, r.header("grpc-status")), (200, Some("3")));
 
-    let r = post(&url, &[("content-type", "text/plain")], b"hello".to_vec(), false);
+    let r = post(
+        &url,
+        &[("content-type", "text/plain")],
+        b"hello".to_vec(),
+        false,
+    );
     assert_eq!(r.status, 415);
 
-    let r = post(&server.url("/push.v1.PusherService/Nope"), &[("content-type", "application/proto")], vec![], false);
-    assert_eq!((r.status, r.json()["code"].as_str()), (501, Some("unimplemented")));
+    let r = post(
+        &server.url("/push.v1.PusherService/Nope"),
+        &[("content-type", "application/proto")],
+        vec![],
+        false,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (501, Some("unimplemented"))
+    );
 }
 
 #[test]
@@ -156,12 +271,41 @@ fn tenancy_rate_limits_and_size_limits() {
     let url = server.url(PUSH);
     let body = push_request("svc", now_nanos(), false).encode_to_vec();
 
-    let r = post(&url, &[("content-type", "application/proto")], body.clone(), false);
-    assert_eq!((r.status, r.json()["code"].as_str()), (401, Some("unauthenticated")));
-    let r = post(&url, &[("content-type", "application/proto"), ("x-scope-orgid", "../x")], body.clone(), false);
-    assert_eq!((r.status, r.json()["code"].as_str()), (401, Some("unauthenticated")));
+    let r = post(
+        &url,
+        &[("content-type", "application/proto")],
+        body.clone(),
+        false,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    let r = post(
+        &url,
+        &[
+            ("content-type", "application/proto"),
+            ("x-scope-orgid", "../x"),
+        ],
+        body.clone(),
+        false,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
 
-    let ok = |tenant: &str| post(&url, &[("content-type", "application/proto"), ("x-scope-orgid", tenant)], body.clone(), false);
+    let ok = |tenant: &str| {
+        post(
+            &url,
+            &[
+                ("content-type", "application/proto"),
+                ("x-scope-orgid", tenant),
+            ],
+            body.clone(),
+            false,
+        )
+    };
     assert_eq!(ok("team-a").status, 200);
     // The 2 KB burst allows only a few pushes of this size; then 429 for team-a but not team-b.
     let mut limited = None;
@@ -173,17 +317,53 @@ fn tenancy_rate_limits_and_size_limits() {
         }
     }
     let r = limited.expect("the rate limit never applied");
-    assert_eq!((r.status, r.json()["code"].as_str()), (429, Some("resource_exhausted")));
-    assert!(r.json()["message"].as_str().unwrap().contains("\"team-a\" is over its ingestion rate limit"));
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (429, Some("resource_exhausted"))
+    );
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"team-a\" is over its ingestion rate limit")
+    );
     assert_eq!(ok("team-b").status, 200);
 
     let big = cpu_pprof(now_nanos(), &[(&["a".repeat(700).as_str()], 1)]).encode_to_vec();
     let mut req = push_request("svc", now_nanos(), false);
     req.series[0].samples[0].raw_profile = big.into();
-    let r = post(&url, &[("content-type", "application/proto"), ("x-scope-orgid", "team-c")], req.encode_to_vec(), false);
+    let r = post(
+        &url,
+        &[
+            ("content-type", "application/proto"),
+            ("x-scope-orgid", "team-c"),
+        ],
+        req.encode_to_vec(),
+        false,
+    );
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.json()["message"].as_str().unwrap().contains("more than the limit of 600 bytes"), "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than the limit of 600 bytes"),
+        "{}",
+        r.text()
+    );
 
-    let r = post(&url, &[("content-type", "application/proto"), ("x-scope-orgid", "team-c")], vec![0; 20_000], false);
-    assert_eq!((r.status, r.json()["code"].as_str()), (429, Some("resource_exhausted")), "{}", r.text());
+    let r = post(
+        &url,
+        &[
+            ("content-type", "application/proto"),
+            ("x-scope-orgid", "team-c"),
+        ],
+        vec![0; 20_000],
+        false,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (429, Some("resource_exhausted")),
+        "{}",
+        r.text()
+    );
 }

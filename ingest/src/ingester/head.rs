@@ -30,7 +30,10 @@ impl TenantHead {
         for mut p in req.profiles {
             let labels = std::mem::take(&mut p.labels);
             self.series.entry(p.fingerprint).or_insert_with(|| {
-                self.bytes += labels.iter().map(|l| l.name.len() + l.value.len() + 48).sum::<usize>();
+                self.bytes += labels
+                    .iter()
+                    .map(|l| l.name.len() + l.value.len() + 48)
+                    .sum::<usize>();
                 labels
             });
             self.num_samples += p.samples.len();

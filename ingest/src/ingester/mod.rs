@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use profusion_catalog::Catalog;
 use profusion_proto::ingester::v1::WriteRequest;
 use tokio::sync::Notify;
@@ -83,8 +83,9 @@ impl Ingester {
         catalog: Arc<dyn Catalog>,
         metrics: IngestMetrics,
     ) -> Result<Arc<Self>> {
-        std::fs::create_dir_all(&config.wal_dir)
-            .map_err(|e| IngestError::internal(format!("creating {}: {e}", config.wal_dir.display())))?;
+        std::fs::create_dir_all(&config.wal_dir).map_err(|e| {
+            IngestError::internal(format!("creating {}: {e}", config.wal_dir.display()))
+        })?;
         let source = format!("ingester-{}", config.id);
         let head = Arc::new(Mutex::new(Head::default()));
         let segments = wal::list_segments(&config.wal_dir)?;
@@ -114,7 +115,11 @@ impl Ingester {
             }
         }
         if !segments.is_empty() {
-            tracing::info!(segments = segments.len(), profiles = replayed, "replayed write-ahead log");
+            tracing::info!(
+                segments = segments.len(),
+                profiles = replayed,
+                "replayed write-ahead log"
+            );
         }
         let next = segments.last().map_or(1, |s| s + 1);
         let apply_head = Arc::clone(&head);
@@ -153,7 +158,9 @@ impl Ingester {
                     () = tokio::time::sleep(interval) => {}
                     () = wake.notified() => {}
                 }
-                let Some(ingester) = weak.upgrade() else { break };
+                let Some(ingester) = weak.upgrade() else {
+                    break;
+                };
                 if let Err(e) = ingester.flush_if_due().await {
                     tracing::error!(error = %e, "flush failed; the head is kept and the flush retried");
                 }
@@ -258,7 +265,12 @@ impl Ingester {
         }
         wal::remove_segments_through(&self.config.wal_dir, seq)?;
         self.metrics.flushes.inc();
-        tracing::debug!(segment = seq, blocks, elapsed_ms = started.elapsed().as_millis() as u64, "flushed WAL segment");
+        tracing::debug!(
+            segment = seq,
+            blocks,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "flushed WAL segment"
+        );
         Ok(())
     }
 

@@ -14,8 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use prost::Message;
 use profusion_proto::ingester::v1::WriteRequest;
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{IngestError, Result};
@@ -64,7 +64,10 @@ pub(crate) struct SegmentContents {
 /// Reads every intact record of a segment, stopping at the first torn or corrupt one.
 pub(crate) fn read_segment(path: &Path) -> Result<SegmentContents> {
     let file = File::open(path).map_err(io("opening a WAL segment"))?;
-    let len = file.metadata().map_err(io("reading WAL segment size"))?.len();
+    let len = file
+        .metadata()
+        .map_err(io("reading WAL segment size"))?
+        .len();
     let mut r = BufReader::new(file);
     let mut header = [0u8; HEADER_LEN as usize];
     if len < HEADER_LEN || r.read_exact(&mut header).is_err() || &header[..8] != MAGIC {
