@@ -1,0 +1,126 @@
+//! The real agents, profiling real workloads against the real server: PyPI `pyroscope-io`
+//! (Connect Push) and npm `@pyroscope/nodejs` (legacy `/ingest`).
+
+use std::process::Command;
+
+use profusion_tests::{TestServer, clients};
+use serde_json::Value;
+
+const PYTHON_AGENT: &str = r#"
+import sys, time
+import pyroscope
+
+pyroscope.configure(application_name="agent.python", server_address=sys.argv[1], sample_rate=100,
+                    upload_interval=1, tags={"suite": "e2e"})
+
+def crunch_numbers():
+    total = 0
+    for i in range(200_000):
+        total += i * i
+    return total
+
+def request_loop(seconds):
+    end = time.time() + seconds
+    while time.time() < end:
+        with pyroscope.tag_wrapper({"phase": "hot"}):
+            crunch_numbers()
+
+request_loop(4)
+pyroscope.shutdown()
+print("done")
+"#;
+
+const NODE_AGENT: &str = r#"
+const Pyroscope = require('@pyroscope/nodejs');
+Pyroscope.init({
+  serverAddress: process.argv[process.argv.length - 1],
+  appName: 'agent-node',
+  flushIntervalMs: 1000,
+  wall: { samplingDurationMs: 1000, collectCpuTime: true },
+  tags: { suite: 'e2e' },
+});
+Pyroscope.start();
+
+function fibonacciWork(n) { return n < 2 ? n : fibonacciWork(n - 1) + fibonacciWork(n - 2); }
+
+async function main() {
+  const end = Date.now() + 4000;
+  while (Date.now() < end) {
+    fibonacciWork(22);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await Pyroscope.stop();
+  console.log('done');
+}
+main();
+"#;
+
+fn distinct(clients: &profusion_tests::Clients, server: &TestServer, sql: &str) -> Vec<String> {
+    clients
+        .duckdb(&server.data.join("objects"), sql)
+        .into_iter()
+        .map(|row| match &row[0] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn pyroscope_io_python_agent() {
+    let Some(clients) = clients("pyroscope_io_python_agent") else { return };
+    let mut server = TestServer::start(&[]);
+    let out = clients.python(PYTHON_AGENT, &[&server.url("")]);
+    assert_eq!(out.trim(), "done");
+    server.stop();
+    let b = "'{store}/anonymous/blocks/*";
+    let types = distinct(&clients, &server, &format!("SELECT DISTINCT service_name || ' ' || profile_type FROM read_parquet({b}/samples.parquet') ORDER BY 1"));
+    assert_eq!(types, ["agent.python process_cpu:cpu:nanoseconds:cpu:nanoseconds"], "{}", server.log());
+    let functions = distinct(&clients, &server, &format!("SELECT DISTINCT function_name FROM read_parquet({b}/frames.parquet')"));
+    for f in ["crunch_numbers", "request_loop"] {
+        assert!(functions.iter().any(|x| x == f), "{f} not in {functions:?}");
+    }
+    let labels = distinct(
+        &clients,
+        &server,
+        &format!("SELECT DISTINCT l.name || '=' || l.value FROM read_parquet({b}/series.parquet'), unnest(labels) AS u(l) ORDER BY 1"),
+    );
+    for l in ["suite=e2e", "phase=hot", "service_name=agent.python", "__name__=process_cpu"] {
+        assert!(labels.iter().any(|x| x == l), "{l} not in {labels:?}");
+    }
+}
+
+#[test]
+fn pyroscope_nodejs_agent() {
+    let Some(clients) = clients("pyroscope_nodejs_agent") else { return };
+    let mut server = TestServer::start(&[]);
+    let out = Command::new("node")
+        .arg("-e")
+        .arg(NODE_AGENT)
+        .arg(server.url(""))
+        .env("NODE_PATH", &clients.node_modules)
+        .output()
+        .expect("run node");
+    assert!(out.status.success(), "node failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
+    server.stop();
+    let b = "'{store}/anonymous/blocks/*";
+    let types = distinct(&clients, &server, &format!("SELECT DISTINCT service_name || ' ' || profile_type FROM read_parquet({b}/samples.parquet') ORDER BY 1"));
+    for t in [
+        "agent-node wall:wall:nanoseconds:wall:nanoseconds",
+        "agent-node wall:cpu:nanoseconds:wall:nanoseconds",
+        "agent-node memory:inuse_space:bytes:inuse_space:bytes",
+    ] {
+        assert!(types.iter().any(|x| x == t), "{t} not in {types:?}\n{}", server.log());
+    }
+    let functions = distinct(&clients, &server, &format!("SELECT DISTINCT function_name FROM read_parquet({b}/frames.parquet')"));
+    assert!(functions.iter().any(|f| f.contains("fibonacciWork")), "fibonacciWork not in {functions:?}");
+    let labels = distinct(
+        &clients,
+        &server,
+        &format!("SELECT DISTINCT l.name || '=' || l.value FROM read_parquet({b}/series.parquet'), unnest(labels) AS u(l) ORDER BY 1"),
+    );
+    for l in ["suite=e2e", "pyroscope_spy=nodespy", "process.runtime.name=nodejs"] {
+        assert!(labels.iter().any(|x| x == l), "{l} not in {labels:?}");
+    }
+}
