@@ -68,31 +68,57 @@ fn distinct(clients: &profusion_tests::Clients, server: &TestServer, sql: &str) 
 
 #[test]
 fn pyroscope_io_python_agent() {
-    let Some(clients) = clients("pyroscope_io_python_agent") else { return };
+    let Some(clients) = clients("pyroscope_io_python_agent") else {
+        return;
+    };
     let mut server = TestServer::start(&[]);
     let out = clients.python(PYTHON_AGENT, &[&server.url("")]);
     assert_eq!(out.trim(), "done");
     server.stop();
     let b = "'{store}/anonymous/blocks/*";
-    let types = distinct(&clients, &server, &format!("SELECT DISTINCT service_name || ' ' || profile_type FROM read_parquet({b}/samples.parquet') ORDER BY 1"));
-    assert_eq!(types, ["agent.python process_cpu:cpu:nanoseconds:cpu:nanoseconds"], "{}", server.log());
-    let functions = distinct(&clients, &server, &format!("SELECT DISTINCT function_name FROM read_parquet({b}/frames.parquet')"));
+    let types = distinct(
+        &clients,
+        &server,
+        &format!(
+            "SELECT DISTINCT service_name || ' ' || profile_type FROM read_parquet({b}/samples.parquet') ORDER BY 1"
+        ),
+    );
+    assert_eq!(
+        types,
+        ["agent.python process_cpu:cpu:nanoseconds:cpu:nanoseconds"],
+        "{}",
+        server.log()
+    );
+    let functions = distinct(
+        &clients,
+        &server,
+        &format!("SELECT DISTINCT function_name FROM read_parquet({b}/frames.parquet')"),
+    );
     for f in ["crunch_numbers", "request_loop"] {
         assert!(functions.iter().any(|x| x == f), "{f} not in {functions:?}");
     }
     let labels = distinct(
         &clients,
         &server,
-        &format!("SELECT DISTINCT l.name || '=' || l.value FROM read_parquet({b}/series.parquet'), unnest(labels) AS u(l) ORDER BY 1"),
+        &format!(
+            "SELECT DISTINCT l.name || '=' || l.value FROM read_parquet({b}/series.parquet'), unnest(labels) AS u(l) ORDER BY 1"
+        ),
     );
-    for l in ["suite=e2e", "phase=hot", "service_name=agent.python", "__name__=process_cpu"] {
+    for l in [
+        "suite=e2e",
+        "phase=hot",
+        "service_name=agent.python",
+        "__name__=process_cpu",
+    ] {
         assert!(labels.iter().any(|x| x == l), "{l} not in {labels:?}");
     }
 }
 
 #[test]
 fn pyroscope_nodejs_agent() {
-    let Some(clients) = clients("pyroscope_nodejs_agent") else { return };
+    let Some(clients) = clients("pyroscope_nodejs_agent") else {
+        return;
+    };
     let mut server = TestServer::start(&[]);
     let out = Command::new("node")
         .arg("-e")
@@ -101,26 +127,53 @@ fn pyroscope_nodejs_agent() {
         .env("NODE_PATH", &clients.node_modules)
         .output()
         .expect("run node");
-    assert!(out.status.success(), "node failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "node failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
     server.stop();
     let b = "'{store}/anonymous/blocks/*";
-    let types = distinct(&clients, &server, &format!("SELECT DISTINCT service_name || ' ' || profile_type FROM read_parquet({b}/samples.parquet') ORDER BY 1"));
+    let types = distinct(
+        &clients,
+        &server,
+        &format!(
+            "SELECT DISTINCT service_name || ' ' || profile_type FROM read_parquet({b}/samples.parquet') ORDER BY 1"
+        ),
+    );
     for t in [
         "agent-node wall:wall:nanoseconds:wall:nanoseconds",
         "agent-node wall:cpu:nanoseconds:wall:nanoseconds",
         "agent-node memory:inuse_space:bytes:inuse_space:bytes",
     ] {
-        assert!(types.iter().any(|x| x == t), "{t} not in {types:?}\n{}", server.log());
+        assert!(
+            types.iter().any(|x| x == t),
+            "{t} not in {types:?}\n{}",
+            server.log()
+        );
     }
-    let functions = distinct(&clients, &server, &format!("SELECT DISTINCT function_name FROM read_parquet({b}/frames.parquet')"));
-    assert!(functions.iter().any(|f| f.contains("fibonacciWork")), "fibonacciWork not in {functions:?}");
+    let functions = distinct(
+        &clients,
+        &server,
+        &format!("SELECT DISTINCT function_name FROM read_parquet({b}/frames.parquet')"),
+    );
+    assert!(
+        functions.iter().any(|f| f.contains("fibonacciWork")),
+        "fibonacciWork not in {functions:?}"
+    );
     let labels = distinct(
         &clients,
         &server,
-        &format!("SELECT DISTINCT l.name || '=' || l.value FROM read_parquet({b}/series.parquet'), unnest(labels) AS u(l) ORDER BY 1"),
+        &format!(
+            "SELECT DISTINCT l.name || '=' || l.value FROM read_parquet({b}/series.parquet'), unnest(labels) AS u(l) ORDER BY 1"
+        ),
     );
-    for l in ["suite=e2e", "pyroscope_spy=nodespy", "process.runtime.name=nodejs"] {
+    for l in [
+        "suite=e2e",
+        "pyroscope_spy=nodespy",
+        "process.runtime.name=nodejs",
+    ] {
         assert!(labels.iter().any(|x| x == l), "{l} not in {labels:?}");
     }
 }

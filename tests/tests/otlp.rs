@@ -1,7 +1,9 @@
 //! OTLP profiles over HTTP (protobuf, JSON) and gRPC, mapped as Pyroscope maps them.
 
 use profusion_proto::otlp::collector::ExportProfilesServiceRequest;
-use profusion_tests::{Clients, TestServer, clients, gzip, now_nanos, post, shared_dir, stacks_sql};
+use profusion_tests::{
+    Clients, TestServer, clients, gzip, now_nanos, post, shared_dir, stacks_sql,
+};
 use prost::Message;
 use serde_json::{Value, json};
 
@@ -9,9 +11,15 @@ const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
 const EXPORT: &str = "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
 
 fn capture_pb(now: i64) -> Vec<u8> {
-    let raw = std::fs::read(shared_dir().join("captures/otlp-synthetic/otlp_profiles_v1.10.pb")).unwrap();
+    let raw =
+        std::fs::read(shared_dir().join("captures/otlp-synthetic/otlp_profiles_v1.10.pb")).unwrap();
     let mut req = ExportProfilesServiceRequest::decode(raw.as_slice()).unwrap();
-    for p in req.resource_profiles.iter_mut().flat_map(|r| r.scope_profiles.iter_mut()).flat_map(|s| s.profiles.iter_mut()) {
+    for p in req
+        .resource_profiles
+        .iter_mut()
+        .flat_map(|r| r.scope_profiles.iter_mut())
+        .flat_map(|s| s.profiles.iter_mut())
+    {
         p.time_unix_nano = now as u64;
     }
     req.encode_to_vec()
@@ -19,9 +27,11 @@ fn capture_pb(now: i64) -> Vec<u8> {
 
 /// The capture's JSON twin, moved to `now`, with the link ids in OTLP/JSON's hex form.
 fn capture_json(now: i64) -> Vec<u8> {
-    let raw = std::fs::read(shared_dir().join("captures/otlp-synthetic/otlp_profiles_v1.10.json")).unwrap();
+    let raw = std::fs::read(shared_dir().join("captures/otlp-synthetic/otlp_profiles_v1.10.json"))
+        .unwrap();
     let mut v: Value = serde_json::from_slice(&raw).unwrap();
-    v["resourceProfiles"][0]["scopeProfiles"][0]["profiles"][0]["timeUnixNano"] = json!(now.to_string());
+    v["resourceProfiles"][0]["scopeProfiles"][0]["profiles"][0]["timeUnixNano"] =
+        json!(now.to_string());
     let link = &mut v["dictionary"]["linkTable"][1];
     link["traceId"] = json!("4bf92f3577b34da6a3ce929d0e0e4736");
     link["spanId"] = json!("00f067aa0ba902b7");
@@ -33,7 +43,10 @@ fn check_capture_tenant(clients: &Clients, server: &TestServer, tenant: &str) {
     let store = server.data.join("objects");
     assert_eq!(
         clients.duckdb(&store, &stacks_sql(tenant)),
-        vec![json!(["eco-otlp-demo", CPU, "main", 30_000_000]), json!(["eco-otlp-demo", CPU, "main;work", 70_000_000])],
+        vec![
+            json!(["eco-otlp-demo", CPU, "main", 30_000_000]),
+            json!(["eco-otlp-demo", CPU, "main;work", 70_000_000])
+        ],
         "tenant {tenant}"
     );
     let labels = clients.duckdb(
@@ -59,21 +72,44 @@ fn check_capture_tenant(clients: &Clients, server: &TestServer, tenant: &str) {
         &store,
         &format!("SELECT span_id FROM read_parquet('{{store}}/{tenant}/blocks/*/samples.parquet') WHERE span_id IS NOT NULL"),
     );
-    assert_eq!(spans, vec![json!([0x00f0_67aa_0ba9_02b7_u64])], "the linked span of sample 0");
+    assert_eq!(
+        spans,
+        vec![json!([0x00f0_67aa_0ba9_02b7_u64])],
+        "the linked span of sample 0"
+    );
 }
 
 #[test]
 fn otlp_http_protobuf_json_and_grpc() {
-    let Some(clients) = clients("otlp_http_protobuf_json_and_grpc") else { return };
+    let Some(clients) = clients("otlp_http_protobuf_json_and_grpc") else {
+        return;
+    };
     let mut server = TestServer::start(&["--auth.multitenancy-enabled"]);
     let now = now_nanos();
 
-    let r = post(&server.url("/v1development/profiles"), &[("content-type", "application/x-protobuf"), ("x-scope-orgid", "pb")], capture_pb(now), false);
-    assert_eq!((r.status, r.header("content-type")), (200, Some("application/x-protobuf")), "{}", r.text());
+    let r = post(
+        &server.url("/v1development/profiles"),
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("x-scope-orgid", "pb"),
+        ],
+        capture_pb(now),
+        false,
+    );
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, Some("application/x-protobuf")),
+        "{}",
+        r.text()
+    );
 
     let r = post(
         &server.url("/v1development/profiles"),
-        &[("content-type", "application/json"), ("content-encoding", "gzip"), ("x-scope-orgid", "json")],
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+            ("x-scope-orgid", "json"),
+        ],
         gzip(&capture_json(now)),
         false,
     );
@@ -84,14 +120,41 @@ fn otlp_http_protobuf_json_and_grpc() {
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     frame.extend_from_slice(&msg);
-    let r = post(&server.url(EXPORT), &[("content-type", "application/grpc"), ("x-scope-orgid", "grpc")], frame, true);
-    assert_eq!((r.status, r.body.as_slice()), (200, &[0u8, 0, 0, 0, 0][..]), "{}", r.text());
+    let r = post(
+        &server.url(EXPORT),
+        &[
+            ("content-type", "application/grpc"),
+            ("x-scope-orgid", "grpc"),
+        ],
+        frame,
+        true,
+    );
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &[0u8, 0, 0, 0, 0][..]),
+        "{}",
+        r.text()
+    );
 
-    let r = post(&server.url("/v1development/profiles"), &[("content-type", "text/plain"), ("x-scope-orgid", "x")], vec![1], false);
+    let r = post(
+        &server.url("/v1development/profiles"),
+        &[("content-type", "text/plain"), ("x-scope-orgid", "x")],
+        vec![1],
+        false,
+    );
     assert_eq!(r.status, 415);
-    let r = post(&server.url("/v1development/profiles"), &[("content-type", "application/json"), ("x-scope-orgid", "x")], b"{}".to_vec(), false);
+    let r = post(
+        &server.url("/v1development/profiles"),
+        &[("content-type", "application/json"), ("x-scope-orgid", "x")],
+        b"{}".to_vec(),
+        false,
+    );
     assert_eq!(r.status, 400);
-    assert!(r.text().contains("has no resource_profiles"), "{}", r.text());
+    assert!(
+        r.text().contains("has no resource_profiles"),
+        "{}",
+        r.text()
+    );
     let r = post(
         &server.url("/v1development/profiles"),
         &[("content-type", "application/json"), ("x-scope-orgid", "x")],
@@ -101,10 +164,21 @@ fn otlp_http_protobuf_json_and_grpc() {
     assert_eq!(r.status, 400);
     assert!(r.text().contains("has no dictionary"), "{}", r.text());
     let mut bad: Value = serde_json::from_slice(&capture_json(now)).unwrap();
-    bad["resourceProfiles"][0]["scopeProfiles"][0]["profiles"][0]["samples"][0]["stackIndex"] = json!(99);
-    let r = post(&server.url("/v1development/profiles"), &[("content-type", "application/json"), ("x-scope-orgid", "x")], serde_json::to_vec(&bad).unwrap(), false);
+    bad["resourceProfiles"][0]["scopeProfiles"][0]["profiles"][0]["samples"][0]["stackIndex"] =
+        json!(99);
+    let r = post(
+        &server.url("/v1development/profiles"),
+        &[("content-type", "application/json"), ("x-scope-orgid", "x")],
+        serde_json::to_vec(&bad).unwrap(),
+        false,
+    );
     assert_eq!(r.status, 400);
-    assert!(r.text().contains("profiles[0]: samples[0]: stack_index 99 is out of range"), "{}", r.text());
+    assert!(
+        r.text()
+            .contains("profiles[0]: samples[0]: stack_index 99 is out of range"),
+        "{}",
+        r.text()
+    );
 
     server.stop();
     for tenant in ["pb", "json", "grpc"] {
@@ -116,7 +190,9 @@ fn otlp_http_protobuf_json_and_grpc() {
 /// profile into two services; a timestamps-only sample counts its timestamps.
 #[test]
 fn opentelemetry_proto_client_with_per_sample_services() {
-    let Some(clients) = clients("opentelemetry_proto_client_with_per_sample_services") else { return };
+    let Some(clients) = clients("opentelemetry_proto_client_with_per_sample_services") else {
+        return;
+    };
     let mut server = TestServer::start(&[]);
     let script = r#"
 import sys, time, urllib.request
@@ -151,6 +227,9 @@ print(r.status)
     server.stop();
     assert_eq!(
         clients.duckdb(&server.data.join("objects"), &stacks_sql("anonymous")),
-        vec![json!(["cart", CPU, "main;handler", 20_000_000]), json!(["checkout", CPU, "main;handler", 50_000_000])]
+        vec![
+            json!(["cart", CPU, "main;handler", 20_000_000]),
+            json!(["checkout", CPU, "main;handler", 50_000_000])
+        ]
     );
 }

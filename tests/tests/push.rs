@@ -367,3 +367,68 @@ fn tenancy_rate_limits_and_size_limits() {
         r.text()
     );
 }
+
+/// `buf curl`, a real Connect client, pushes with the Connect, gRPC and gRPC-Web protocols
+/// using this repository's `.proto` files as its schema.
+#[test]
+fn buf_curl_pushes_over_connect_grpc_and_grpc_web() {
+    let Some(clients) = clients("buf_curl_pushes_over_connect_grpc_and_grpc_web") else {
+        return;
+    };
+    let mut server = TestServer::start(&[]);
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/proto");
+    let buf = |protocol: &str, body: &[u8]| {
+        std::process::Command::new(&clients.buf)
+            .args(["curl", "--schema"])
+            .arg(&schema)
+            .args(["--protocol", protocol, "--http2-prior-knowledge", "-d"])
+            .arg(String::from_utf8_lossy(body).as_ref())
+            .arg(server.url(PUSH))
+            .output()
+            .expect("run buf")
+    };
+    for protocol in ["connect", "grpc", "grpcweb"] {
+        let body = profusion_proto::to_json(&push_request(
+            &format!("buf-{protocol}"),
+            now_nanos(),
+            false,
+        ))
+        .unwrap();
+        let out = buf(protocol, &body);
+        assert!(
+            out.status.success(),
+            "{protocol}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+            json!({})
+        );
+
+        let bad = br#"{"series":[{"labels":[{"name":"__name__","value":"process_cpu"}],"samples":[{"rawProfile":"AAAA"}]}]}"#;
+        let out = buf(protocol, bad);
+        assert!(!out.status.success());
+        let err: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+        assert_eq!(err["code"], "invalid_argument", "{protocol}: {err}");
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("profile 0: invalid pprof protobuf"),
+            "{err}"
+        );
+    }
+    server.stop();
+    let rows = clients.duckdb(
+        &server.data.join("objects"),
+        "SELECT service_name, sum(value)::BIGINT FROM read_parquet('{store}/anonymous/blocks/*/samples.parquet') GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            json!(["buf-connect", 40_000_000]),
+            json!(["buf-grpc", 40_000_000]),
+            json!(["buf-grpcweb", 40_000_000])
+        ]
+    );
+}
