@@ -502,3 +502,188 @@ pub fn frame_id(f: &Frame) -> u64 {
     h.update(&f.address.to_le_bytes());
     h.digest()
 }
+
+#[cfg(test)]
+mod tests {
+    use profusion_proto::google::v1::{Function, Label, Line, Location, Sample, ValueType};
+
+    use super::*;
+
+    /// A profile over functions named by the strings after index 0; stacks are leaf-first
+    /// function ids, `types` are (type, unit) string indexes.
+    fn profile(strings: &[&str], types: &[(i64, i64)], samples: Vec<Sample>) -> Profile {
+        let functions: Vec<Function> = (1..strings.len() as u64)
+            .map(|id| Function { id, name: id as i64, ..Function::default() })
+            .collect();
+        Profile {
+            sample_type: types.iter().map(|&(t, u)| ValueType { r#type: t, unit: u }).collect(),
+            location: functions
+                .iter()
+                .map(|f| Location { id: f.id, line: vec![Line { function_id: f.id, line: 0 }], ..Location::default() })
+                .collect(),
+            function: functions,
+            sample: samples,
+            string_table: strings.iter().map(|s| (*s).to_owned()).collect(),
+            time_nanos: 1_000,
+            ..Profile::default()
+        }
+    }
+
+    fn sample(stack: &[u64], value: &[i64], labels: &[(i64, i64)]) -> Sample {
+        Sample {
+            location_id: stack.to_vec(),
+            value: value.to_vec(),
+            label: labels.iter().map(|&(key, str)| Label { key, str, ..Label::default() }).collect(),
+        }
+    }
+
+    fn base() -> Labels {
+        Labels::from_pairs([("__name__", "process_cpu"), ("service_name", "svc")])
+    }
+
+    fn limits() -> Limits {
+        Limits { reject_older_than: Duration::ZERO, reject_newer_than: Duration::ZERO, ..Limits::default() }
+    }
+
+    use std::time::Duration;
+
+    fn run(p: &Profile, limits: &Limits) -> Result<Converted> {
+        convert(p, &base(), "id", &ConvertOptions::default(), limits, 1_000, 0)
+    }
+
+    /// (series labels without private ones, root-first stack names, value) of every sample.
+    fn flat(c: &Converted) -> Vec<(Vec<(String, String)>, String, i64)> {
+        let frames: HashMap<u64, &Frame> = c.frames.iter().map(|f| (f.id, f)).collect();
+        let stacks: HashMap<u64, &Stack> = c.stacks.iter().map(|s| (s.hash, s)).collect();
+        let mut out = Vec::new();
+        for p in &c.profiles {
+            let labels: Vec<(String, String)> = p
+                .labels
+                .iter()
+                .filter(|l| !l.name.starts_with("__") || l.name == "__profile_type__")
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect();
+            for s in &p.samples {
+                let names: Vec<&str> =
+                    stacks[&s.stack_hash].frame_ids.iter().map(|f| frames[f].function_name.as_str()).collect();
+                out.push((labels.clone(), names.join(";"), s.value));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn each_sample_type_is_a_series_and_equal_stacks_merge() {
+        // strings: 1 main, 2 work, 3 cpu, 4 nanoseconds, 5 samples, 6 count
+        let p = profile(
+            &["", "main", "work", "cpu", "nanoseconds", "samples", "count"],
+            &[(5, 6), (3, 4)],
+            vec![
+                sample(&[2, 1], &[1, 10], &[]),
+                sample(&[2, 1], &[2, 20], &[]),
+                sample(&[1], &[0, 5], &[]),
+                sample(&[1], &[0, 0], &[]),
+                sample(&[2], &[-1, 7], &[]),
+            ],
+        );
+        let c = run(&p, &limits()).unwrap();
+        let cpu = l(&[("__profile_type__", "process_cpu:cpu:nanoseconds::"), ("service_name", "svc")]);
+        let samples = l(&[("__profile_type__", "process_cpu:samples:count::"), ("service_name", "svc")]);
+        assert_eq!(
+            flat(&c),
+            vec![
+                (cpu.clone(), "main".into(), 5),
+                (cpu, "main;work".into(), 30),
+                (samples, "main;work".into(), 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn sample_labels_split_series_and_span_ids_stay_per_sample() {
+        // strings: 1 main, 2 cpu, 3 ns, 4 route, 5 /a, 6 /b, 7 span_id, 8 hex span, 9 trace_id, 10 hex trace
+        let p = profile(
+            &["", "main", "cpu", "nanoseconds", "route", "/a", "/b", "span_id", "00f067aa0ba902b7", "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"],
+            &[(2, 3)],
+            vec![
+                sample(&[1], &[1], &[(4, 5), (7, 8), (9, 10)]),
+                sample(&[1], &[2], &[(4, 6)]),
+                sample(&[1], &[4], &[(4, 5)]),
+                Sample { label: vec![Label { key: 4, num: 3, ..Label::default() }], ..sample(&[1], &[8], &[]) },
+            ],
+        );
+        let c = run(&p, &limits()).unwrap();
+        let ty = ("__profile_type__", "process_cpu:cpu:nanoseconds::");
+        assert_eq!(
+            flat(&c),
+            vec![
+                (l(&[ty, ("route", "/a"), ("service_name", "svc")]), "main".into(), 1),
+                (l(&[ty, ("route", "/a"), ("service_name", "svc")]), "main".into(), 4),
+                (l(&[ty, ("route", "/b"), ("service_name", "svc")]), "main".into(), 2),
+                (l(&[ty, ("service_name", "svc")]), "main".into(), 8),
+            ]
+        );
+        let spans: Vec<u64> = c.profiles.iter().flat_map(|p| p.samples.iter().map(|s| s.span_id)).filter(|s| *s != 0).collect();
+        assert_eq!(spans, vec![0x00f0_67aa_0ba9_02b7]);
+    }
+
+    #[test]
+    fn deep_stacks_lose_root_frames_and_long_symbols_keep_their_tail() {
+        let p = profile(&["", "root", "mid", "leaf", "cpu", "nanoseconds"], &[(4, 5)], vec![sample(&[3, 2, 1], &[1], &[])]);
+        let c = run(&p, &Limits { max_stack_depth: 2, max_symbol_length: 3, ..limits() }).unwrap();
+        assert_eq!(flat(&c)[0].1, "mid;eaf");
+    }
+
+    #[test]
+    fn invalid_profiles_are_refused_with_the_place_named() {
+        let ok = || profile(&["", "main", "cpu", "nanoseconds"], &[(2, 3)], vec![sample(&[1], &[1], &[])]);
+        let cases: Vec<(Profile, &str)> = vec![
+            (Profile { sample_type: vec![], ..ok() }, "no sample types"),
+            (Profile { string_table: vec!["x".into()], ..ok() }, "string_table[0] must be the empty string"),
+            (Profile { sample: vec![sample(&[9], &[1], &[])], ..ok() }, "sample[0]: refers to location 9"),
+            (Profile { sample: vec![sample(&[1], &[1, 2], &[])], ..ok() }, "sample[0] has 2 values but the profile has 1 sample types"),
+            (Profile { sample_type: vec![ValueType { r#type: 99, unit: 3 }], ..ok() }, "sample_type[0].type refers to string 99"),
+            (Profile { sample: vec![sample(&[1], &[1], &[(1, 77)])], ..ok() }, "sample[0].label[0].str refers to string 77"),
+            (profile(&["", "main", "cpu-x", "ns"], &[(2, 3)], vec![sample(&[1], &[1], &[])]), "must not contain '-'"),
+        ];
+        for (p, expected) in cases {
+            let err = run(&p, &limits()).unwrap_err();
+            assert!(err.message.contains(expected), "{expected:?} not in {:?}", err.message);
+        }
+        let mut many = ok();
+        many.sample = vec![sample(&[1], &[1], &[]); 3];
+        let err = run(&many, &Limits { max_profile_samples: 2, ..limits() }).unwrap_err();
+        assert!(err.message.contains("3 samples, more than the limit of 2"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_time_window_is_enforced_and_zero_time_means_now() {
+        let mut p = profile(&["", "main", "cpu", "nanoseconds"], &[(2, 3)], vec![sample(&[1], &[1], &[])]);
+        let hour = 3_600_000_000_000i64;
+        let now = 10 * hour;
+        let limits = Limits::default();
+        let at = |p: &Profile| convert(p, &base(), "id", &ConvertOptions { fallback_time_nanos: now, ..Default::default() }, &limits, now, 0);
+        p.time_nanos = now - 2 * hour;
+        assert!(at(&p).unwrap_err().message.contains("too old"));
+        p.time_nanos = now + hour;
+        assert!(at(&p).unwrap_err().message.contains("too far in the future"));
+        p.time_nanos = 0;
+        assert_eq!(at(&p).unwrap().profiles[0].time_nanos, now);
+    }
+
+    #[test]
+    fn gzip_bombs_stop_at_the_limit() {
+        let big = vec![0u8; 1 << 20];
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut z, &big).unwrap();
+        let zipped = z.finish().unwrap();
+        let err = maybe_gunzip(&zipped, 1000).unwrap_err();
+        assert!(err.message.contains("more than the limit of 1000 bytes"), "{}", err.message);
+        assert_eq!(maybe_gunzip(&zipped, 1 << 20).unwrap().len(), 1 << 20);
+    }
+}
