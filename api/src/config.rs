@@ -230,7 +230,7 @@ impl Config {
         let matches = command
             .clone()
             .try_get_matches_from(&args)
-            .map_err(|e| e.render().to_string())?;
+            .map_err(render)?;
         let first = Self::from_arg_matches(&matches).map_err(|e| e.to_string())?;
         let Some(path) = &first.config_file else {
             return Ok(first);
@@ -260,9 +260,7 @@ impl Config {
             }
         }
         merged.extend(args.into_iter().skip(1));
-        let matches = command
-            .try_get_matches_from(merged)
-            .map_err(|e| e.render().to_string())?;
+        let matches = command.try_get_matches_from(merged).map_err(render)?;
         Self::from_arg_matches(&matches).map_err(|e| e.to_string())
     }
 
@@ -287,6 +285,17 @@ impl Config {
     pub fn body_limit_bytes(&self) -> usize {
         (self.ingestion_body_limit_mb * 1024.0 * 1024.0) as usize
     }
+}
+
+/// Help and version requests print and exit successfully; other errors become messages.
+fn render(e: clap::Error) -> String {
+    if matches!(
+        e.kind(),
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+    ) {
+        e.exit();
+    }
+    e.render().to_string()
 }
 
 fn flatten(

@@ -513,13 +513,27 @@ mod tests {
     /// function ids, `types` are (type, unit) string indexes.
     fn profile(strings: &[&str], types: &[(i64, i64)], samples: Vec<Sample>) -> Profile {
         let functions: Vec<Function> = (1..strings.len() as u64)
-            .map(|id| Function { id, name: id as i64, ..Function::default() })
+            .map(|id| Function {
+                id,
+                name: id as i64,
+                ..Function::default()
+            })
             .collect();
         Profile {
-            sample_type: types.iter().map(|&(t, u)| ValueType { r#type: t, unit: u }).collect(),
+            sample_type: types
+                .iter()
+                .map(|&(t, u)| ValueType { r#type: t, unit: u })
+                .collect(),
             location: functions
                 .iter()
-                .map(|f| Location { id: f.id, line: vec![Line { function_id: f.id, line: 0 }], ..Location::default() })
+                .map(|f| Location {
+                    id: f.id,
+                    line: vec![Line {
+                        function_id: f.id,
+                        line: 0,
+                    }],
+                    ..Location::default()
+                })
                 .collect(),
             function: functions,
             sample: samples,
@@ -533,7 +547,14 @@ mod tests {
         Sample {
             location_id: stack.to_vec(),
             value: value.to_vec(),
-            label: labels.iter().map(|&(key, str)| Label { key, str, ..Label::default() }).collect(),
+            label: labels
+                .iter()
+                .map(|&(key, str)| Label {
+                    key,
+                    str,
+                    ..Label::default()
+                })
+                .collect(),
         }
     }
 
@@ -542,13 +563,25 @@ mod tests {
     }
 
     fn limits() -> Limits {
-        Limits { reject_older_than: Duration::ZERO, reject_newer_than: Duration::ZERO, ..Limits::default() }
+        Limits {
+            reject_older_than: Duration::ZERO,
+            reject_newer_than: Duration::ZERO,
+            ..Limits::default()
+        }
     }
 
     use std::time::Duration;
 
     fn run(p: &Profile, limits: &Limits) -> Result<Converted> {
-        convert(p, &base(), "id", &ConvertOptions::default(), limits, 1_000, 0)
+        convert(
+            p,
+            &base(),
+            "id",
+            &ConvertOptions::default(),
+            limits,
+            1_000,
+            0,
+        )
     }
 
     /// (series labels without private ones, root-first stack names, value) of every sample.
@@ -564,8 +597,11 @@ mod tests {
                 .map(|l| (l.name.clone(), l.value.clone()))
                 .collect();
             for s in &p.samples {
-                let names: Vec<&str> =
-                    stacks[&s.stack_hash].frame_ids.iter().map(|f| frames[f].function_name.as_str()).collect();
+                let names: Vec<&str> = stacks[&s.stack_hash]
+                    .frame_ids
+                    .iter()
+                    .map(|f| frames[f].function_name.as_str())
+                    .collect();
                 out.push((labels.clone(), names.join(";"), s.value));
             }
         }
@@ -574,7 +610,10 @@ mod tests {
     }
 
     fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -592,8 +631,14 @@ mod tests {
             ],
         );
         let c = run(&p, &limits()).unwrap();
-        let cpu = l(&[("__profile_type__", "process_cpu:cpu:nanoseconds::"), ("service_name", "svc")]);
-        let samples = l(&[("__profile_type__", "process_cpu:samples:count::"), ("service_name", "svc")]);
+        let cpu = l(&[
+            ("__profile_type__", "process_cpu:cpu:nanoseconds::"),
+            ("service_name", "svc"),
+        ]);
+        let samples = l(&[
+            ("__profile_type__", "process_cpu:samples:count::"),
+            ("service_name", "svc"),
+        ]);
         assert_eq!(
             flat(&c),
             vec![
@@ -608,13 +653,32 @@ mod tests {
     fn sample_labels_split_series_and_span_ids_stay_per_sample() {
         // strings: 1 main, 2 cpu, 3 ns, 4 route, 5 /a, 6 /b, 7 span_id, 8 hex span, 9 trace_id, 10 hex trace
         let p = profile(
-            &["", "main", "cpu", "nanoseconds", "route", "/a", "/b", "span_id", "00f067aa0ba902b7", "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"],
+            &[
+                "",
+                "main",
+                "cpu",
+                "nanoseconds",
+                "route",
+                "/a",
+                "/b",
+                "span_id",
+                "00f067aa0ba902b7",
+                "trace_id",
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+            ],
             &[(2, 3)],
             vec![
                 sample(&[1], &[1], &[(4, 5), (7, 8), (9, 10)]),
                 sample(&[1], &[2], &[(4, 6)]),
                 sample(&[1], &[4], &[(4, 5)]),
-                Sample { label: vec![Label { key: 4, num: 3, ..Label::default() }], ..sample(&[1], &[8], &[]) },
+                Sample {
+                    label: vec![Label {
+                        key: 4,
+                        num: 3,
+                        ..Label::default()
+                    }],
+                    ..sample(&[1], &[8], &[])
+                },
             ],
         );
         let c = run(&p, &limits()).unwrap();
@@ -622,56 +686,174 @@ mod tests {
         assert_eq!(
             flat(&c),
             vec![
-                (l(&[ty, ("route", "/a"), ("service_name", "svc")]), "main".into(), 1),
-                (l(&[ty, ("route", "/a"), ("service_name", "svc")]), "main".into(), 4),
-                (l(&[ty, ("route", "/b"), ("service_name", "svc")]), "main".into(), 2),
+                (
+                    l(&[ty, ("route", "/a"), ("service_name", "svc")]),
+                    "main".into(),
+                    1
+                ),
+                (
+                    l(&[ty, ("route", "/a"), ("service_name", "svc")]),
+                    "main".into(),
+                    4
+                ),
+                (
+                    l(&[ty, ("route", "/b"), ("service_name", "svc")]),
+                    "main".into(),
+                    2
+                ),
                 (l(&[ty, ("service_name", "svc")]), "main".into(), 8),
             ]
         );
-        let spans: Vec<u64> = c.profiles.iter().flat_map(|p| p.samples.iter().map(|s| s.span_id)).filter(|s| *s != 0).collect();
+        let spans: Vec<u64> = c
+            .profiles
+            .iter()
+            .flat_map(|p| p.samples.iter().map(|s| s.span_id))
+            .filter(|s| *s != 0)
+            .collect();
         assert_eq!(spans, vec![0x00f0_67aa_0ba9_02b7]);
     }
 
     #[test]
     fn deep_stacks_lose_root_frames_and_long_symbols_keep_their_tail() {
-        let p = profile(&["", "root", "mid", "leaf", "cpu", "nanoseconds"], &[(4, 5)], vec![sample(&[3, 2, 1], &[1], &[])]);
-        let c = run(&p, &Limits { max_stack_depth: 2, max_symbol_length: 3, ..limits() }).unwrap();
+        let p = profile(
+            &["", "root", "mid", "leaf", "cpu", "nanoseconds"],
+            &[(4, 5)],
+            vec![sample(&[3, 2, 1], &[1], &[])],
+        );
+        let c = run(
+            &p,
+            &Limits {
+                max_stack_depth: 2,
+                max_symbol_length: 3,
+                ..limits()
+            },
+        )
+        .unwrap();
         assert_eq!(flat(&c)[0].1, "mid;eaf");
     }
 
     #[test]
     fn invalid_profiles_are_refused_with_the_place_named() {
-        let ok = || profile(&["", "main", "cpu", "nanoseconds"], &[(2, 3)], vec![sample(&[1], &[1], &[])]);
+        let ok = || {
+            profile(
+                &["", "main", "cpu", "nanoseconds"],
+                &[(2, 3)],
+                vec![sample(&[1], &[1], &[])],
+            )
+        };
         let cases: Vec<(Profile, &str)> = vec![
-            (Profile { sample_type: vec![], ..ok() }, "no sample types"),
-            (Profile { string_table: vec!["x".into()], ..ok() }, "string_table[0] must be the empty string"),
-            (Profile { sample: vec![sample(&[9], &[1], &[])], ..ok() }, "sample[0]: refers to location 9"),
-            (Profile { sample: vec![sample(&[1], &[1, 2], &[])], ..ok() }, "sample[0] has 2 values but the profile has 1 sample types"),
-            (Profile { sample_type: vec![ValueType { r#type: 99, unit: 3 }], ..ok() }, "sample_type[0].type refers to string 99"),
-            (Profile { sample: vec![sample(&[1], &[1], &[(1, 77)])], ..ok() }, "sample[0].label[0].str refers to string 77"),
-            (profile(&["", "main", "cpu-x", "ns"], &[(2, 3)], vec![sample(&[1], &[1], &[])]), "must not contain '-'"),
+            (
+                Profile {
+                    sample_type: vec![],
+                    ..ok()
+                },
+                "no sample types",
+            ),
+            (
+                Profile {
+                    string_table: vec!["x".into()],
+                    ..ok()
+                },
+                "string_table[0] must be the empty string",
+            ),
+            (
+                Profile {
+                    sample: vec![sample(&[9], &[1], &[])],
+                    ..ok()
+                },
+                "sample[0]: refers to location 9",
+            ),
+            (
+                Profile {
+                    sample: vec![sample(&[1], &[1, 2], &[])],
+                    ..ok()
+                },
+                "sample[0] has 2 values but the profile has 1 sample types",
+            ),
+            (
+                Profile {
+                    sample_type: vec![ValueType {
+                        r#type: 99,
+                        unit: 3,
+                    }],
+                    ..ok()
+                },
+                "sample_type[0].type refers to string 99",
+            ),
+            (
+                Profile {
+                    sample: vec![sample(&[1], &[1], &[(1, 77)])],
+                    ..ok()
+                },
+                "sample[0].label[0].str refers to string 77",
+            ),
+            (
+                profile(
+                    &["", "main", "cpu-x", "ns"],
+                    &[(2, 3)],
+                    vec![sample(&[1], &[1], &[])],
+                ),
+                "must not contain '-'",
+            ),
         ];
         for (p, expected) in cases {
             let err = run(&p, &limits()).unwrap_err();
-            assert!(err.message.contains(expected), "{expected:?} not in {:?}", err.message);
+            assert!(
+                err.message.contains(expected),
+                "{expected:?} not in {:?}",
+                err.message
+            );
         }
         let mut many = ok();
         many.sample = vec![sample(&[1], &[1], &[]); 3];
-        let err = run(&many, &Limits { max_profile_samples: 2, ..limits() }).unwrap_err();
-        assert!(err.message.contains("3 samples, more than the limit of 2"), "{}", err.message);
+        let err = run(
+            &many,
+            &Limits {
+                max_profile_samples: 2,
+                ..limits()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("3 samples, more than the limit of 2"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn the_time_window_is_enforced_and_zero_time_means_now() {
-        let mut p = profile(&["", "main", "cpu", "nanoseconds"], &[(2, 3)], vec![sample(&[1], &[1], &[])]);
+        let mut p = profile(
+            &["", "main", "cpu", "nanoseconds"],
+            &[(2, 3)],
+            vec![sample(&[1], &[1], &[])],
+        );
         let hour = 3_600_000_000_000i64;
         let now = 10 * hour;
         let limits = Limits::default();
-        let at = |p: &Profile| convert(p, &base(), "id", &ConvertOptions { fallback_time_nanos: now, ..Default::default() }, &limits, now, 0);
+        let at = |p: &Profile| {
+            convert(
+                p,
+                &base(),
+                "id",
+                &ConvertOptions {
+                    fallback_time_nanos: now,
+                    ..Default::default()
+                },
+                &limits,
+                now,
+                0,
+            )
+        };
         p.time_nanos = now - 2 * hour;
         assert!(at(&p).unwrap_err().message.contains("too old"));
         p.time_nanos = now + hour;
-        assert!(at(&p).unwrap_err().message.contains("too far in the future"));
+        assert!(
+            at(&p)
+                .unwrap_err()
+                .message
+                .contains("too far in the future")
+        );
         p.time_nanos = 0;
         assert_eq!(at(&p).unwrap().profiles[0].time_nanos, now);
     }
@@ -683,7 +865,11 @@ mod tests {
         std::io::Write::write_all(&mut z, &big).unwrap();
         let zipped = z.finish().unwrap();
         let err = maybe_gunzip(&zipped, 1000).unwrap_err();
-        assert!(err.message.contains("more than the limit of 1000 bytes"), "{}", err.message);
+        assert!(
+            err.message.contains("more than the limit of 1000 bytes"),
+            "{}",
+            err.message
+        );
         assert_eq!(maybe_gunzip(&zipped, 1 << 20).unwrap().len(), 1 << 20);
     }
 }

@@ -43,6 +43,7 @@ pub struct TestServer {
     pub addr: String,
     pub data: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     stderr_log: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -50,6 +51,11 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on a fresh data directory with extra flags.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Starts a server with extra flags and environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let mut s = Self {
@@ -57,6 +63,10 @@ impl TestServer {
             addr: String::new(),
             data,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             stderr_log: dir.path().join("server.log"),
             _dir: Some(dir),
         };
@@ -76,6 +86,7 @@ impl TestServer {
             .arg(format!("--pyroscopedb.data-path={}", self.data.display()))
             .arg("--log.level=info")
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -1,0 +1,188 @@
+//! Server behaviour: flush triggers, readiness, metrics, configuration sources.
+
+use std::time::{Duration, Instant};
+
+use profusion_tests::{TestServer, binary, post};
+
+fn push_folded(server: &TestServer, app: &str, body: &str) {
+    let r = post(
+        &server.url(&format!("/ingest?name={app}.cpu")),
+        &[],
+        body.as_bytes().to_vec(),
+        false,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn wait_for_blocks(server: &TestServer, n: usize) -> Duration {
+    let started = Instant::now();
+    while server.blocks("anonymous").len() < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no block after 20s:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn the_head_flushes_by_time_window() {
+    let server = TestServer::start(&[
+        "--pyroscopedb.max-block-duration=1s",
+        "--ingester.flush-check-interval=100ms",
+    ]);
+    push_folded(&server, "timed", "a;b 1\n");
+    wait_for_blocks(&server, 1);
+    push_folded(&server, "timed", "a;c 1\n");
+    wait_for_blocks(&server, 2);
+    let catalog = rusqlite_count(&server);
+    assert_eq!(catalog, 2, "both blocks registered");
+}
+
+#[test]
+fn the_head_flushes_by_size() {
+    let server = TestServer::start(&[
+        "--ingester.max-head-bytes=4000",
+        "--ingester.flush-check-interval=1h",
+    ]);
+    let mut body = String::new();
+    for i in 0..20 {
+        body.push_str(&format!("main;function_number_{i} {}\n", i + 1));
+    }
+    push_folded(&server, "sized", &body);
+    push_folded(&server, "sized", &body);
+    wait_for_blocks(&server, 1);
+}
+
+/// Blocks registered in the SQLite catalog, read with the sqlite3 CLI when present, else by
+/// counting `meta.json` files (written just before registration).
+fn rusqlite_count(server: &TestServer) -> usize {
+    let db = server.data.join("catalog.db");
+    match std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT count(*) FROM blocks")
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        }
+        _ => server
+            .blocks("anonymous")
+            .iter()
+            .filter(|b| b.join("meta.json").exists())
+            .count(),
+    }
+}
+
+#[test]
+fn metrics_and_readiness() {
+    let server = TestServer::start(&[]);
+    push_folded(&server, "metered", "a;b 3\n");
+    let r = post(
+        &server.url("/ingest?name=bad.nope"),
+        &[],
+        b"a 1\n".to_vec(),
+        false,
+    );
+    assert_eq!(r.status, 400);
+    let metrics = profusion_tests::reqwest::runtime().block_on(async {
+        reqwest::get(server.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    for line in [
+        "profusion_ingest_profiles_total 1",
+        "profusion_head_profiles_appended_total 1",
+        "profusion_http_requests_total{method=\"POST\",route=\"/ingest\",status=\"200\"} 1",
+        "profusion_http_requests_total{method=\"POST\",route=\"/ingest\",status=\"400\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line:?} missing from:\n{metrics}"
+        );
+    }
+    assert_eq!(
+        profusion_tests::reqwest::blocking_get(&server.url("/ready")).unwrap(),
+        200
+    );
+}
+
+#[test]
+fn yaml_file_and_environment_configure_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("profusion.yaml");
+    std::fs::write(
+        &yaml,
+        "auth:\n  multitenancy_enabled: true\nvalidation:\n  max_profile_stacktrace_samples: 1\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&[&format!("--config.file={}", yaml.display())]);
+    let r = post(
+        &server.url("/ingest?name=cfg.cpu"),
+        &[],
+        b"a 1\n".to_vec(),
+        false,
+    );
+    assert_eq!(r.status, 401, "multitenancy from YAML: {}", r.text());
+    let r = post(
+        &server.url("/ingest?name=cfg.cpu"),
+        &[("x-scope-orgid", "t")],
+        b"a 1\nb 1\n".to_vec(),
+        false,
+    );
+    assert_eq!(r.status, 400, "sample limit from YAML: {}", r.text());
+    assert!(
+        r.text().contains("2 samples, more than the limit of 1"),
+        "{}",
+        r.text()
+    );
+
+    // The environment overrides the file.
+    let env_server = TestServer::start_with_env(
+        &[&format!("--config.file={}", yaml.display())],
+        &[("PROFUSION_AUTH_MULTITENANCY_ENABLED", "false")],
+    );
+    let r = post(
+        &env_server.url("/ingest?name=cfg.cpu"),
+        &[],
+        b"a 1\n".to_vec(),
+        false,
+    );
+    assert_eq!(
+        r.status,
+        200,
+        "multitenancy off from the environment: {}",
+        r.text()
+    );
+
+    let out = std::process::Command::new(binary())
+        .arg("--target=querier")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs microservices mode"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let help = std::process::Command::new(binary())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--server.http-listen-port",
+        "--auth.multitenancy-enabled",
+        "--storage.url",
+        "--catalog.url",
+        "PROFUSION_TARGET",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+}
