@@ -273,7 +273,7 @@ fn main() {
             ..Limits::default()
         };
         let distributor = Arc::new(Distributor::new(
-            Ring::new(vec![ingester.clone() as Arc<dyn IngesterClient>], 1),
+            Ring::new(vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>], 1),
             limits,
             IngestMetrics::default(),
         ));

@@ -41,10 +41,10 @@ pub fn otlp(data: &[u8]) {
     }
     if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(data) {
         crate::otlp::hex_ids_to_base64(&mut v);
-        if let Ok(json) = serde_json::to_vec(&v) {
-            if let Ok(r) = profusion_proto::from_json::<ExportProfilesServiceRequest>(&json, true) {
-                requests.push(r);
-            }
+        if let Ok(json) = serde_json::to_vec(&v)
+            && let Ok(r) = profusion_proto::from_json::<ExportProfilesServiceRequest>(&json, true)
+        {
+            requests.push(r);
         }
     }
     let limits = limits();

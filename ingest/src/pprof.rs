@@ -585,7 +585,10 @@ mod tests {
     }
 
     /// (series labels without private ones, root-first stack names, value) of every sample.
-    fn flat(c: &Converted) -> Vec<(Vec<(String, String)>, String, i64)> {
+    /// (labels, stack, value) of one sample.
+    type FlatSample = (Vec<(String, String)>, String, i64);
+
+    fn flat(c: &Converted) -> Vec<FlatSample> {
         let frames: HashMap<u64, &Frame> = c.frames.iter().map(|f| (f.id, f)).collect();
         let stacks: HashMap<u64, &Stack> = c.stacks.iter().map(|s| (s.hash, s)).collect();
         let mut out = Vec::new();

@@ -55,6 +55,10 @@ async fn ingester(dir: &std::path::Path, id: &str) -> Arc<Ingester> {
     .unwrap()
 }
 
+fn client(i: &Arc<Ingester>) -> Arc<dyn IngesterClient> {
+    Arc::<Ingester>::clone(i)
+}
+
 fn folded(service: &str) -> IncomingProfile {
     let stacks = vec![(vec!["main".to_owned(), "work".to_owned()], 3)];
     let now = profusion_ingest::now_nanos();
@@ -113,7 +117,7 @@ async fn writes_reach_every_replica_and_succeed_on_quorum() {
     let a = ingester(dir.path(), "a").await;
     let b = ingester(dir.path(), "b").await;
     let c = ingester(dir.path(), "c").await;
-    let healthy: Vec<Arc<dyn IngesterClient>> = vec![a.clone(), b.clone(), c.clone()];
+    let healthy: Vec<Arc<dyn IngesterClient>> = vec![client(&a), client(&b), client(&c)];
     let d = Distributor::new(
         Ring::new(healthy, 3),
         Limits::default(),
@@ -130,7 +134,7 @@ async fn writes_reach_every_replica_and_succeed_on_quorum() {
 
     // One of three replicas down: a majority still stores every series.
     let one_down: Vec<Arc<dyn IngesterClient>> =
-        vec![a.clone(), b.clone(), Arc::new(Unreachable("c2".into()))];
+        vec![client(&a), client(&b), Arc::new(Unreachable("c2".into()))];
     let d = Distributor::new(
         Ring::new(one_down, 3),
         Limits::default(),
@@ -140,7 +144,7 @@ async fn writes_reach_every_replica_and_succeed_on_quorum() {
 
     // Two of three down: no quorum, and the error says so.
     let two_down: Vec<Arc<dyn IngesterClient>> = vec![
-        a.clone(),
+        client(&a),
         Arc::new(Unreachable("b2".into())),
         Arc::new(Unreachable("c2".into())),
     ];
