@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use profusion_ingest::distributor::{IncomingProfile, ProfileBody};
 use profusion_ingest::labels::Labels;
@@ -32,6 +33,32 @@ fn unsupported_content_type(headers: &HeaderMap, expected: &str) -> Response {
     .into_response()
 }
 
+/// The tenant of a write and its body (at most the configured limit), in that order so an
+/// unauthenticated request is refused before its body is read.
+async fn tenant_and_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(String, Bytes), ApiError> {
+    let tenant = tenant::write_tenant(headers, state.config.multitenancy_enabled)?;
+    let bytes = rpc::read_body(body, state.config.body_limit_bytes()).await?;
+    Ok((tenant, bytes))
+}
+
+/// Like [`tenant_and_body`], with the body decompressed per its `Content-Encoding`.
+async fn tenant_and_decoded_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(String, Bytes), ApiError> {
+    let (tenant, bytes) = tenant_and_body(state, headers, body).await?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let bytes = rpc::decode_content(encoding, bytes, state.config.body_limit_bytes())?;
+    Ok((tenant, bytes))
+}
+
 /// `push.v1.PusherService/Push`.
 pub(crate) async fn push(
     State(state): State<Arc<AppState>>,
@@ -45,9 +72,8 @@ pub(crate) async fn push(
         );
     };
     let result = async {
-        let tenant = tenant::write_tenant(&headers, state.config.multitenancy_enabled)?;
+        let (tenant, bytes) = tenant_and_body(&state, &headers, body).await?;
         let limit = state.config.body_limit_bytes();
-        let bytes = rpc::read_body(body, limit).await?;
         let request: PushRequest = rpc::decode_request(protocol, &headers, bytes, limit)?;
         let profiles = push_profiles(request)?;
         state.distributor.push(&tenant, profiles).await?;
@@ -90,13 +116,7 @@ pub(crate) async fn ingest(
     body: Body,
 ) -> Response {
     let result: Result<(), ApiError> = async {
-        let tenant = tenant::write_tenant(&headers, state.config.multitenancy_enabled)?;
-        let limit = state.config.body_limit_bytes();
-        let bytes = rpc::read_body(body, limit).await?;
-        let encoding = headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok());
-        let bytes = rpc::decode_content(encoding, bytes, limit)?;
+        let (tenant, bytes) = tenant_and_decoded_body(&state, &headers, body).await?;
         let pairs: Vec<(String, String)> =
             url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
                 .into_owned()
@@ -134,9 +154,8 @@ pub(crate) async fn otlp_export(
     match Protocol::detect(&headers) {
         Some(protocol @ (Protocol::Grpc | Protocol::GrpcWeb)) => {
             let result = async {
-                let tenant = tenant::write_tenant(&headers, state.config.multitenancy_enabled)?;
+                let (tenant, bytes) = tenant_and_body(&state, &headers, body).await?;
                 let limit = state.config.body_limit_bytes();
-                let bytes = rpc::read_body(body, limit).await?;
                 let request: ExportProfilesServiceRequest =
                     rpc::decode_request(protocol, &headers, bytes, limit)?;
                 store_otlp(&state, &tenant, &request).await?;
@@ -166,13 +185,7 @@ pub(crate) async fn otlp_http(
         }
     };
     let result = async {
-        let tenant = tenant::write_tenant(&headers, state.config.multitenancy_enabled)?;
-        let limit = state.config.body_limit_bytes();
-        let bytes = rpc::read_body(body, limit).await?;
-        let encoding = headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok());
-        let bytes = rpc::decode_content(encoding, bytes, limit)?;
+        let (tenant, bytes) = tenant_and_decoded_body(&state, &headers, body).await?;
         let request: ExportProfilesServiceRequest = if json {
             let mut value: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::invalid(format!("invalid OTLP JSON: {e}")))?;

@@ -37,31 +37,44 @@ const MAX_ROW_GROUP_ROWS: usize = 1 << 20;
 /// `samples.parquet`: one row per (profile, stack), sorted by service, profile type, series,
 /// time, profile id, stack hash.
 pub fn samples_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
+    Arc::new(Schema::new(
+        [
+            profile_key_fields(),
+            vec![
+                Field::new("stack_hash", DataType::UInt64, false),
+                Field::new("value", DataType::Int64, false),
+                Field::new("span_id", DataType::UInt64, true),
+            ],
+        ]
+        .concat(),
+    ))
+}
+
+/// The columns that identify a profile, leading both `samples` and `profiles`.
+fn profile_key_fields() -> Vec<Field> {
+    vec![
         Field::new("service_name", DataType::Utf8, false),
         Field::new("profile_type", DataType::Utf8, false),
         Field::new("series_fingerprint", DataType::UInt64, false),
         Field::new("time_nanos", DataType::Int64, false),
         Field::new("profile_id", DataType::Utf8, false),
-        Field::new("stack_hash", DataType::UInt64, false),
-        Field::new("value", DataType::Int64, false),
-        Field::new("span_id", DataType::UInt64, true),
-    ]))
+    ]
 }
 
 /// `profiles.parquet`: one row per profile of a series, in the samples' order.
 pub fn profiles_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("service_name", DataType::Utf8, false),
-        Field::new("profile_type", DataType::Utf8, false),
-        Field::new("series_fingerprint", DataType::UInt64, false),
-        Field::new("time_nanos", DataType::Int64, false),
-        Field::new("profile_id", DataType::Utf8, false),
-        Field::new("duration_nanos", DataType::Int64, false),
-        Field::new("period", DataType::Int64, false),
-        Field::new("total_value", DataType::Int64, false),
-        Field::new("num_samples", DataType::UInt64, false),
-    ]))
+    Arc::new(Schema::new(
+        [
+            profile_key_fields(),
+            vec![
+                Field::new("duration_nanos", DataType::Int64, false),
+                Field::new("period", DataType::Int64, false),
+                Field::new("total_value", DataType::Int64, false),
+                Field::new("num_samples", DataType::UInt64, false),
+            ],
+        ]
+        .concat(),
+    ))
 }
 
 fn label_fields() -> Fields {
