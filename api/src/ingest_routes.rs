@@ -76,7 +76,7 @@ pub(crate) async fn push(
         let limit = state.config.body_limit_bytes();
         let request: PushRequest = rpc::decode_request(protocol, &headers, bytes, limit)?;
         let profiles = push_profiles(request)?;
-        state.distributor.push(&tenant, profiles).await?;
+        state.push(&tenant, profiles).await?;
         Ok(PushResponse {})
     }
     .await;
@@ -135,7 +135,7 @@ pub(crate) async fn ingest(
             profusion_ingest::now_nanos(),
             state.distributor.limits().max_profile_size_bytes,
         )?;
-        state.distributor.push(&tenant, profiles).await?;
+        state.push(&tenant, profiles).await?;
         Ok(())
     }
     .await;
@@ -223,6 +223,6 @@ async fn store_otlp(
         ));
     }
     let profiles = profusion_ingest::otlp::convert(request, profusion_ingest::now_nanos())?;
-    state.distributor.push(tenant, profiles).await?;
+    state.push(tenant, profiles).await?;
     Ok(())
 }

@@ -36,11 +36,30 @@ use crate::rpc::{self, Protocol};
 #[derive(Debug)]
 pub struct AppState {
     pub config: Config,
-    pub distributor: Distributor,
+    pub distributor: Arc<Distributor>,
     pub ingester: Arc<Ingester>,
     registry: Registry,
     http: HttpMetrics,
     ready: AtomicBool,
+}
+
+impl AppState {
+    /// Stores profiles for `tenant`. Decoding, validation and normalization run on the blocking
+    /// pool, so a large profile never stalls the workers serving other requests.
+    pub(crate) async fn push(
+        &self,
+        tenant: &str,
+        profiles: Vec<profusion_ingest::distributor::IncomingProfile>,
+    ) -> Result<(), ApiError> {
+        let distributor = Arc::clone(&self.distributor);
+        let converted = tokio::task::spawn_blocking(move || {
+            distributor.prepare(profiles, profusion_ingest::now_nanos())
+        })
+        .await
+        .map_err(|e| ApiError::new(Code::Internal, format!("ingest task failed: {e}")))??;
+        self.distributor.write(tenant, converted).await?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -152,7 +171,7 @@ impl Server {
             vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>],
             config.replication_factor,
         );
-        let distributor = Distributor::new(ring, config.limits(), ingest_metrics);
+        let distributor = Arc::new(Distributor::new(ring, config.limits(), ingest_metrics));
 
         let addr: SocketAddr =
             format!("{}:{}", config.http_listen_address, config.http_listen_port)
