@@ -61,9 +61,33 @@ const NOUNS: &[&str] = &[
     "Item", "Order", "Request", "Row", "Index", "Batch", "Session", "Buffer", "Token", "Stream",
 ];
 
-/// A Go-like CPU profile: `samples` stacks 10-60 frames deep drawn from a shared call graph of
-/// `functions` functions, so stacks share prefixes as real ones do.
-fn generate(rng: &mut Rng, functions: u64, samples: usize, time_nanos: i64) -> Profile {
+/// A service's distinct call stacks (leaf first): 10-60 frames deep, walked from a few roots
+/// through a call graph of `functions` functions with skewed fan-out, so stacks share
+/// prefixes as real ones do.
+fn stack_pool(rng: &mut Rng, functions: u64, stacks: usize) -> Vec<Vec<u64>> {
+    (0..stacks)
+        .map(|_| {
+            let depth = 10 + rng.below(51);
+            let mut stack = Vec::with_capacity(depth as usize);
+            let mut current = 1 + rng.skewed(8);
+            for _ in 0..depth {
+                stack.push(current);
+                current = 1 + (current + rng.skewed(functions / 4)) % functions;
+            }
+            stack.reverse();
+            stack
+        })
+        .collect()
+}
+
+/// A Go-like CPU profile of `samples` samples drawn from the service's stack pool.
+fn generate(
+    rng: &mut Rng,
+    functions: u64,
+    pool: &[Vec<u64>],
+    samples: usize,
+    time_nanos: i64,
+) -> Profile {
     let mut strings = vec![
         String::new(),
         "cpu".into(),
@@ -117,15 +141,8 @@ fn generate(rng: &mut Rng, functions: u64, samples: usize, time_nanos: i64) -> P
     }
     let mut sample = Vec::with_capacity(samples);
     for _ in 0..samples {
-        let depth = 10 + rng.below(51);
-        // Walk from the root: each frame is a skewed pick near its parent, so prefixes repeat.
-        let mut stack = Vec::with_capacity(depth as usize);
-        let mut current = 1 + rng.skewed(8);
-        for _ in 0..depth {
-            stack.push(current);
-            current = 1 + (current + rng.skewed(functions / 4)) % functions;
-        }
-        stack.reverse();
+        // Hot code paths dominate: a Zipf-like pick from the service's stack pool.
+        let stack = pool[rng.skewed(pool.len() as u64) as usize].clone();
         let label = if rng.below(4) == 0 {
             vec![Label {
                 key: 4,
@@ -202,9 +219,10 @@ fn main() {
     let rounds = arg("--rounds", 3);
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let now = profusion_ingest::now_nanos();
+    let pool = stack_pool(&mut rng, 600, 5000);
     let payloads: Vec<(Bytes, usize)> = (0..n_profiles)
         .map(|i| {
-            let p = generate(&mut rng, 600, 1000 + (i % 5) * 500, now);
+            let p = generate(&mut rng, 600, &pool, 1000 + (i % 5) * 500, now);
             let raw = p.encode_to_vec();
             (Bytes::from(gzip(&raw)), raw.len())
         })
@@ -235,7 +253,44 @@ fn main() {
         wall: t0.elapsed(),
         cpu: cpu_time() - cpu0,
     };
+
+    // The distributor's CPU part alone: decode, validate, normalize, split into series.
+    let convert_limits = Limits {
+        ingestion_rate_bytes: 0.0,
+        max_profile_size_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let convert_labels = Labels::from_pairs([
+        ("__name__", "process_cpu"),
+        ("service_name", "shop"),
+        ("env", "bench"),
+    ]);
+    let converter = Distributor::new(
+        Ring::new(vec![], 1),
+        convert_limits,
+        IngestMetrics::default(),
+    );
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    for _ in 0..rounds {
+        for (gz, _) in &payloads {
+            let incoming = IncomingProfile {
+                labels: convert_labels.clone(),
+                body: ProfileBody::Raw(gz.clone()),
+                id: String::new(),
+                options: ConvertOptions::default(),
+            };
+            sink += converter
+                .prepare(vec![incoming], now)
+                .unwrap()
+                .profiles
+                .len();
+        }
+    }
     assert!(sink > 0);
+    let convert = Measured {
+        wall: t0.elapsed(),
+        cpu: cpu_time() - cpu0,
+    };
 
     // The write path of one ingester, with a real WAL on local disk.
     let dir = tempfile::tempdir().unwrap();
@@ -329,6 +384,7 @@ fn main() {
     };
     let (d_pps, d_mbs) = per_cpu(&decode);
     let (i_pps, i_mbs) = per_cpu(&ingest);
+    let (c_pps, c_mbs) = per_cpu(&convert);
     println!(
         "| phase | wall s | CPU s | profiles/s per core | MB/s per core (uncompressed pprof) |"
     );
@@ -337,6 +393,11 @@ fn main() {
         "| bare decode (gunzip + parse) | {:.2} | {:.2} | {d_pps:.0} | {d_mbs:.1} |",
         decode.wall.as_secs_f64(),
         decode.cpu.as_secs_f64()
+    );
+    println!(
+        "| convert only (decode, validate, normalize, split) | {:.2} | {:.2} | {c_pps:.0} | {c_mbs:.1} |",
+        convert.wall.as_secs_f64(),
+        convert.cpu.as_secs_f64()
     );
     println!(
         "| ingest path (decode → head + WAL) | {:.2} | {:.2} | {i_pps:.0} | {i_mbs:.1} |",
@@ -351,6 +412,7 @@ fn main() {
         "profiles": total_profiles,
         "uncompressed_mb": total_mb,
         "decode": { "wall_s": decode.wall.as_secs_f64(), "cpu_s": decode.cpu.as_secs_f64(), "profiles_per_cpu_s": d_pps, "mb_per_cpu_s": d_mbs },
+        "convert": { "wall_s": convert.wall.as_secs_f64(), "cpu_s": convert.cpu.as_secs_f64(), "profiles_per_cpu_s": c_pps, "mb_per_cpu_s": c_mbs },
         "ingest": { "wall_s": ingest.wall.as_secs_f64(), "cpu_s": ingest.cpu.as_secs_f64(), "profiles_per_cpu_s": i_pps, "mb_per_cpu_s": i_mbs },
         "ratio_ingest_to_decode": i_pps / d_pps,
     });

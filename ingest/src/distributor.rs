@@ -183,15 +183,8 @@ impl Distributor {
                     .filter(|s| used.contains(&s.hash))
                     .cloned()
                     .collect();
-                let fr_used: HashSet<u64> = st
-                    .iter()
-                    .flat_map(|s| s.frame_ids.iter().copied())
-                    .collect();
-                let fr = frames
-                    .iter()
-                    .filter(|f| fr_used.contains(&f.id))
-                    .cloned()
-                    .collect();
+                // Stacks refer to frames by position, so every instance gets the full list.
+                let fr = frames.clone();
                 requests.push((
                     instance,
                     WriteRequest {

@@ -11,6 +11,7 @@ pub mod block;
 pub mod distributor;
 pub mod error;
 pub mod fuzzing;
+pub mod hash;
 pub mod ingester;
 pub mod labels;
 pub mod legacy;

@@ -14,6 +14,7 @@ use prost::Message;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{IngestError, Result};
+use crate::hash::{IdIndex, PrehashedMap};
 use crate::labels::{self, Labels};
 use crate::limits::Limits;
 
@@ -80,9 +81,15 @@ pub struct Converted {
 }
 
 impl Converted {
+    /// Adds another conversion's output; its stacks' frame references are shifted past the
+    /// frames already here.
     pub fn append(&mut self, other: Converted) {
+        let offset = self.frames.len() as u32;
         self.profiles.extend(other.profiles);
-        self.stacks.extend(other.stacks);
+        self.stacks.extend(other.stacks.into_iter().map(|mut s| {
+            s.frame_refs.iter_mut().for_each(|r| *r += offset);
+            s
+        }));
         self.frames.extend(other.frames);
         self.bytes += other.bytes;
     }
@@ -92,13 +99,19 @@ struct Strings<'a>(&'a [String]);
 
 impl Strings<'_> {
     fn get(&self, idx: i64, what: &str) -> Result<&str> {
+        self.get_lazy(idx, || what.to_owned())
+    }
+
+    /// Like `get`, building the error's location only on failure (hot loops).
+    fn get_lazy(&self, idx: i64, what: impl FnOnce() -> String) -> Result<&str> {
         usize::try_from(idx)
             .ok()
             .and_then(|i| self.0.get(i))
             .map(String::as_str)
             .ok_or_else(|| {
                 IngestError::invalid(format!(
-                    "{what} refers to string {idx}, but the string table has {} entries",
+                    "{} refers to string {idx}, but the string table has {} entries",
+                    what(),
                     self.0.len()
                 ))
             })
@@ -167,9 +180,10 @@ pub fn convert(
 
     let mut symbols = SymbolTable::new(profile, &strings, options, limits)?;
 
-    // Group samples by their string-label set; merge equal (stack, span) pairs in a group.
-    type Group = HashMap<(u64, u64), Vec<i64>>;
-    let mut groups: HashMap<Vec<(String, String)>, Group> = HashMap::new();
+    // Group samples by their string-label set (as string-table indexes, so the hot loop
+    // allocates nothing per label); merge equal (stack, span) pairs within a group.
+    type Group = PrehashedMap<(u64, u64), Vec<i64>>;
+    let mut groups: HashMap<Vec<(i64, i64)>, Group> = HashMap::new();
     for (si, sample) in profile.sample.iter().enumerate() {
         if sample.value.len() != sample_types.len() {
             return Err(IngestError::invalid(format!(
@@ -194,16 +208,16 @@ pub fn convert(
             if label.str == 0 {
                 continue; // numeric labels are dropped
             }
-            let key = strings.get(label.key, &format!("sample[{si}].label[{li}].key"))?;
-            let value = strings.get(label.str, &format!("sample[{si}].label[{li}].str"))?;
+            let key = strings.get_lazy(label.key, || format!("sample[{si}].label[{li}].key"))?;
+            let value = strings.get_lazy(label.str, || format!("sample[{si}].label[{li}].str"))?;
             match key {
                 "span_id" | "profile_id" => span_id = parse_span_id(value).unwrap_or(0),
                 "trace_id" | "" => {}
-                _ => sample_labels.push((key.to_owned(), value.to_owned())),
+                _ => sample_labels.push((label.key, label.str)),
             }
         }
-        sample_labels.sort();
-        sample_labels.dedup_by(|a, b| a.0 == b.0);
+        sample_labels.sort_unstable();
+        sample_labels.dedup_by_key(|l| l.0);
         let stack_hash = symbols
             .stack(&sample.location_id)
             .map_err(|e| e.at(format!("sample[{si}]")))?;
@@ -227,7 +241,8 @@ pub fn convert(
     for (sample_labels, samples) in group_list {
         let mut series = base.clone();
         for (k, v) in sample_labels {
-            series.set(k, v);
+            // Both indexes were checked while grouping.
+            series.set(strings.get(k, "label key")?, strings.get(v, "label value")?);
         }
         let mut ordered: Vec<_> = samples.into_iter().collect();
         ordered.sort_unstable_by_key(|(key, _)| *key);
@@ -309,14 +324,19 @@ struct SymbolTable<'a> {
     strings: &'a Strings<'a>,
     options: &'a ConvertOptions,
     limits: &'a Limits,
-    location_index: HashMap<u64, usize>,
-    function_index: HashMap<u64, usize>,
-    mapping_index: HashMap<u64, usize>,
+    location_index: IdIndex,
+    function_index: IdIndex,
+    mapping_index: IdIndex,
     /// Per location index: its frame ids, leaf first (None until resolved).
-    location_frames: Vec<Option<Vec<u64>>>,
-    frames: HashMap<u64, Frame>,
-    stacks: HashMap<u64, Vec<u64>>,
-    scratch: Vec<u64>,
+    /// Per location index: its frames (indexes into `frames`), leaf first; None until resolved.
+    location_frames: Vec<Option<Vec<u32>>>,
+    /// Distinct frames in first-seen order, and the position of each frame id.
+    frames: Vec<Frame>,
+    frame_index: PrehashedMap<u64, u32>,
+    /// Root-first frame indexes by stack hash.
+    stacks: PrehashedMap<u64, Vec<u32>>,
+    scratch: Vec<u32>,
+    hash_input: Vec<u8>,
 }
 
 impl<'a> SymbolTable<'a> {
@@ -326,20 +346,11 @@ impl<'a> SymbolTable<'a> {
         options: &'a ConvertOptions,
         limits: &'a Limits,
     ) -> Result<Self> {
-        fn index<T>(
-            items: &[T],
-            id: impl Fn(&T) -> u64,
-            what: &str,
-        ) -> Result<HashMap<u64, usize>> {
-            let mut map = HashMap::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let id = id(item);
-                if id == 0 {
-                    return Err(IngestError::invalid(format!("{what}[{i}] has id 0")));
-                }
-                map.insert(id, i);
+        fn index<T>(items: &[T], id: impl Fn(&T) -> u64 + Clone, what: &str) -> Result<IdIndex> {
+            if let Some(i) = items.iter().position(|item| id(item) == 0) {
+                return Err(IngestError::invalid(format!("{what}[{i}] has id 0")));
             }
-            Ok(map)
+            Ok(IdIndex::build(items.iter().map(id)))
         }
         Ok(Self {
             profile,
@@ -350,9 +361,11 @@ impl<'a> SymbolTable<'a> {
             function_index: index(&profile.function, |f| f.id, "function")?,
             mapping_index: index(&profile.mapping, |m| m.id, "mapping")?,
             location_frames: vec![None; profile.location.len()],
-            frames: HashMap::new(),
-            stacks: HashMap::new(),
+            frames: Vec::new(),
+            frame_index: PrehashedMap::default(),
+            stacks: PrehashedMap::default(),
             scratch: Vec::new(),
+            hash_input: Vec::new(),
         })
     }
 
@@ -363,7 +376,7 @@ impl<'a> SymbolTable<'a> {
         let mut frames = std::mem::take(&mut self.scratch);
         frames.clear();
         for &id in kept {
-            let idx = *self.location_index.get(&id).ok_or_else(|| {
+            let idx = self.location_index.get(id).ok_or_else(|| {
                 IngestError::invalid(format!("refers to location {id}, which does not exist"))
             })?;
             if self.location_frames[idx].is_none() {
@@ -373,17 +386,18 @@ impl<'a> SymbolTable<'a> {
             frames.extend(self.location_frames[idx].iter().flatten());
         }
         frames.reverse();
-        let mut h = Xxh3::new();
-        for f in &frames {
-            h.update(&f.to_le_bytes());
+        self.hash_input.clear();
+        for &f in &frames {
+            self.hash_input
+                .extend_from_slice(&self.frames[f as usize].id.to_le_bytes());
         }
-        let hash = h.digest();
+        let hash = xxhash_rust::xxh3::xxh3_64(&self.hash_input);
         self.stacks.entry(hash).or_insert_with(|| frames.clone());
         self.scratch = frames;
         Ok(hash)
     }
 
-    fn resolve_location(&mut self, idx: usize) -> Result<Vec<u64>> {
+    fn resolve_location(&mut self, idx: usize) -> Result<Vec<u32>> {
         let loc = &self.profile.location[idx];
         let at = |what: &str| format!("location[{idx}].{what}");
         let (mapping_file, build_id) = match loc.mapping_id {
@@ -391,8 +405,8 @@ impl<'a> SymbolTable<'a> {
             id => {
                 let m = self
                     .mapping_index
-                    .get(&id)
-                    .map(|&i| &self.profile.mapping[i])
+                    .get(id)
+                    .map(|i| &self.profile.mapping[i])
                     .ok_or_else(|| {
                         IngestError::invalid(format!(
                             "{} refers to mapping {id}, which does not exist",
@@ -423,8 +437,8 @@ impl<'a> SymbolTable<'a> {
         for (li, line) in loc.line.iter().enumerate() {
             let f = self
                 .function_index
-                .get(&line.function_id)
-                .map(|&i| &self.profile.function[i])
+                .get(line.function_id)
+                .map(|i| &self.profile.function[i])
                 .ok_or_else(|| {
                     IngestError::invalid(format!(
                         "{} refers to function {}, which does not exist",
@@ -464,23 +478,25 @@ impl<'a> SymbolTable<'a> {
         Ok(ids)
     }
 
-    fn intern(&mut self, mut frame: Frame) -> u64 {
+    /// The index of `frame` in `frames`, adding it if new.
+    fn intern(&mut self, mut frame: Frame) -> u32 {
         frame.id = frame_id(&frame);
-        let id = frame.id;
-        self.frames.entry(id).or_insert(frame);
-        id
+        let next = self.frames.len() as u32;
+        let idx = *self.frame_index.entry(frame.id).or_insert(next);
+        if idx == next {
+            self.frames.push(frame);
+        }
+        idx
     }
 
     fn finish(self) -> (Vec<Stack>, Vec<Frame>) {
         let mut stacks: Vec<Stack> = self
             .stacks
             .into_iter()
-            .map(|(hash, frame_ids)| Stack { hash, frame_ids })
+            .map(|(hash, frame_refs)| Stack { hash, frame_refs })
             .collect();
         stacks.sort_unstable_by_key(|s| s.hash);
-        let mut frames: Vec<Frame> = self.frames.into_values().collect();
-        frames.sort_unstable_by_key(|f| f.id);
-        (stacks, frames)
+        (stacks, self.frames)
     }
 }
 
@@ -589,7 +605,6 @@ mod tests {
     type FlatSample = (Vec<(String, String)>, String, i64);
 
     fn flat(c: &Converted) -> Vec<FlatSample> {
-        let frames: HashMap<u64, &Frame> = c.frames.iter().map(|f| (f.id, f)).collect();
         let stacks: HashMap<u64, &Stack> = c.stacks.iter().map(|s| (s.hash, s)).collect();
         let mut out = Vec::new();
         for p in &c.profiles {
@@ -601,9 +616,9 @@ mod tests {
                 .collect();
             for s in &p.samples {
                 let names: Vec<&str> = stacks[&s.stack_hash]
-                    .frame_ids
+                    .frame_refs
                     .iter()
-                    .map(|f| frames[f].function_name.as_str())
+                    .map(|&f| c.frames[f as usize].function_name.as_str())
                     .collect();
                 out.push((labels.clone(), names.join(";"), s.value));
             }

@@ -80,7 +80,7 @@ fn write(tenant: &str, i: u64) -> WriteRequest {
         }],
         stacks: vec![Stack {
             hash: 42,
-            frame_ids: vec![1],
+            frame_refs: vec![0],
         }],
         frames: vec![Frame {
             id: 1,

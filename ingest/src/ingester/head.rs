@@ -9,16 +9,18 @@ use std::time::Instant;
 use profusion_proto::ingester::v1::{Frame, SeriesProfile, WriteRequest};
 use profusion_proto::types::v1::LabelPair;
 
+use crate::hash::PrehashedMap;
+
 /// One tenant's data in one generation.
 #[derive(Debug, Default)]
 pub struct TenantHead {
     /// Series labels by fingerprint.
-    pub series: HashMap<u64, Vec<LabelPair>>,
+    pub series: PrehashedMap<u64, Vec<LabelPair>>,
     /// Profiles in arrival order; their `labels` are moved into `series`.
     pub profiles: Vec<SeriesProfile>,
     /// Root-first frame ids by stack hash.
-    pub stacks: HashMap<u64, Vec<u64>>,
-    pub frames: HashMap<u64, Frame>,
+    pub stacks: PrehashedMap<u64, Vec<u64>>,
+    pub frames: PrehashedMap<u64, Frame>,
     pub num_samples: usize,
     /// Approximate memory held, in bytes.
     pub bytes: usize,
@@ -40,10 +42,14 @@ impl TenantHead {
             self.bytes += 96 + p.profile_id.len() + p.samples.len() * 24;
             self.profiles.push(p);
         }
-        for s in req.stacks {
+        for s in &req.stacks {
             self.stacks.entry(s.hash).or_insert_with(|| {
-                self.bytes += 48 + s.frame_ids.len() * 8;
-                s.frame_ids
+                self.bytes += 48 + s.frame_refs.len() * 8;
+                // References were checked against `frames` before the WAL append.
+                s.frame_refs
+                    .iter()
+                    .filter_map(|&r| req.frames.get(r as usize).map(|f| f.id))
+                    .collect()
             });
         }
         for f in req.frames {

@@ -310,12 +310,26 @@ impl IngesterClient for Ingester {
     }
 
     async fn write(&self, request: WriteRequest) -> Result<()> {
+        check_write(&request)?;
         self.wal.append(request).await?;
         if self.head.lock().expect("head lock").bytes() >= self.config.max_head_bytes {
             self.nudge();
         }
         Ok(())
     }
+}
+
+/// Refuses a write whose stacks refer to frames it does not carry, before it reaches the WAL.
+fn check_write(request: &WriteRequest) -> Result<()> {
+    let frames = request.frames.len();
+    for (i, stack) in request.stacks.iter().enumerate() {
+        if let Some(r) = stack.frame_refs.iter().find(|&&r| r as usize >= frames) {
+            return Err(IngestError::invalid(format!(
+                "stacks[{i}] refers to frame {r}, but the write carries {frames} frames"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Deterministic block id: a retried flush of the same segment writes the same block.

@@ -1,0 +1,83 @@
+//! Map keys that already are uniform 64-bit hashes (stack hashes, frame ids, fingerprints) need
+//! no second hash: [`PrehashedMap`] uses them as they are.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Passes 64-bit keys through; combines several (tuple keys) by rotate-and-xor.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by u64 keys; kept correct for any other key type.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+        self.0 = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = self.0.rotate_left(29) ^ v;
+    }
+}
+
+/// A hash map keyed by values that are already hashes.
+pub type PrehashedMap<K, V> = HashMap<K, V, BuildHasherDefault<Prehashed>>;
+
+/// Position of each pprof id (location, function, mapping) in its table: a direct table when
+/// ids are dense, as encoders make them, a map otherwise.
+#[derive(Debug)]
+pub(crate) enum IdIndex {
+    /// `slots[id] = position + 1`; 0 means absent.
+    Dense(Vec<u32>),
+    Sparse(HashMap<u64, usize>),
+}
+
+impl IdIndex {
+    pub(crate) fn build(ids: impl ExactSizeIterator<Item = u64> + Clone) -> Self {
+        let len = ids.len();
+        let max = ids.clone().max().unwrap_or(0);
+        if max <= (2 * len as u64 + 64) && len < u32::MAX as usize {
+            let mut slots = vec![0u32; max as usize + 1];
+            for (i, id) in ids.enumerate() {
+                slots[id as usize] = i as u32 + 1;
+            }
+            Self::Dense(slots)
+        } else {
+            Self::Sparse(ids.enumerate().map(|(i, id)| (id, i)).collect())
+        }
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<usize> {
+        match self {
+            Self::Dense(slots) => usize::try_from(id)
+                .ok()
+                .and_then(|i| slots.get(i))
+                .filter(|s| **s != 0)
+                .map(|s| *s as usize - 1),
+            Self::Sparse(map) => map.get(&id).copied(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_and_sparse_indexes_agree() {
+        let dense = IdIndex::build([3u64, 1, 2].into_iter());
+        let sparse = IdIndex::build([3u64, 1, 1 << 40].into_iter());
+        assert!(matches!(dense, IdIndex::Dense(_)) && matches!(sparse, IdIndex::Sparse(_)));
+        assert_eq!(
+            (dense.get(3), dense.get(1), dense.get(0), dense.get(9)),
+            (Some(0), Some(1), None, None)
+        );
+        assert_eq!((sparse.get(1 << 40), sparse.get(2)), (Some(2), None));
+    }
+}
