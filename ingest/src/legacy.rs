@@ -845,11 +845,9 @@ mod tests {
         assert!(err.message.contains("line 2"), "{}", err.message);
     }
 
+    /// A trie/tree node with one-byte varints (all values here are below 128).
     fn node(out: &mut Vec<u8>, name: &str, value: u64, children: u64) {
-        {
-            let v = name.len() as u64;
-            out.push(v as u8);
-        }
+        out.push(name.len() as u8);
         out.extend_from_slice(name.as_bytes());
         out.push(value as u8);
         out.push(children as u8);

@@ -114,7 +114,7 @@ impl TestServer {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = reqwest::blocking_get(&self.url("/ready"))
+            if let Ok(r) = blocking::get_status(&self.url("/ready"))
                 && r == 200
             {
                 return;
@@ -191,7 +191,7 @@ impl Drop for TestServer {
 }
 
 /// Tiny blocking helpers over reqwest's async client, so tests stay plain `#[test]`s.
-pub mod reqwest {
+pub mod blocking {
     pub fn runtime() -> &'static tokio::runtime::Runtime {
         static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
         RT.get_or_init(|| {
@@ -204,7 +204,7 @@ pub mod reqwest {
     }
 
     /// GET returning the status code.
-    pub fn blocking_get(url: &str) -> Result<u16, ::reqwest::Error> {
+    pub fn get_status(url: &str) -> Result<u16, ::reqwest::Error> {
         runtime().block_on(async { Ok(::reqwest::get(url).await?.status().as_u16()) })
     }
 }
@@ -237,7 +237,7 @@ impl Reply {
 
 /// POSTs `body` with headers over HTTP/1.1, or HTTP/2 with prior knowledge when `h2`.
 pub fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>, h2: bool) -> Reply {
-    reqwest::runtime().block_on(async {
+    blocking::runtime().block_on(async {
         let mut builder = ::reqwest::Client::builder();
         if h2 {
             builder = builder.http2_prior_knowledge();

@@ -81,7 +81,7 @@ fn metrics_and_readiness() {
         false,
     );
     assert_eq!(r.status, 400);
-    let metrics = profusion_tests::reqwest::runtime().block_on(async {
+    let metrics = profusion_tests::blocking::runtime().block_on(async {
         reqwest::get(server.url("/metrics"))
             .await
             .unwrap()
@@ -101,7 +101,7 @@ fn metrics_and_readiness() {
         );
     }
     assert_eq!(
-        profusion_tests::reqwest::blocking_get(&server.url("/ready")).unwrap(),
+        profusion_tests::blocking::get_status(&server.url("/ready")).unwrap(),
         200
     );
 }
