@@ -1,10 +1,8 @@
 //! One catalog suite, run against SQLite (a real file) and PostgreSQL (a private server started
 //! from the installed binaries in a temporary directory).
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use profusion_catalog::{BlockMeta, Catalog, CatalogError, Setting};
+use profusion_tests::PostgresServer;
 
 fn block(tenant: &str, id: &str, min: i64, max: i64, segment: u64) -> BlockMeta {
     BlockMeta {
@@ -117,119 +115,9 @@ async fn sqlite_catalog() {
     assert_eq!(catalog.tenants().await.unwrap(), ["t1", "t2"]);
 }
 
-/// A private PostgreSQL server in a temporary directory, stopped on drop.
-struct Postgres {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-    as_postgres: bool,
-}
-
-impl Postgres {
-    fn start() -> Option<Self> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .find(|b| b.join("initdb").exists())?;
-        let dir = tempfile::Builder::new()
-            .prefix("profusion-pg")
-            .tempdir_in("/tmp")
-            .ok()?;
-        let as_postgres = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
-        if as_postgres {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .ok()?;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let pg = Self {
-            bin,
-            dir,
-            port,
-            as_postgres,
-        };
-        let data = pg.dir.path().join("data");
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                data.to_str()?,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-        )?;
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            pg.port,
-            pg.dir.path().display()
-        );
-        let log = pg.dir.path().join("log");
-        pg.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str()?,
-                "-o",
-                &opts,
-                "-l",
-                log.to_str()?,
-                "-w",
-                "start",
-            ],
-        )?;
-        Some(pg)
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) -> Option<()> {
-        let exe = self.bin.join(tool);
-        let status = if self.as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&exe)
-                .args(args)
-                .status()
-        } else {
-            Command::new(&exe).args(args).status()
-        };
-        match status {
-            Ok(s) if s.success() => Some(()),
-            other => {
-                eprintln!("{tool} failed: {other:?}");
-                None
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = self.run(
-            "pg_ctl",
-            &["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"],
-        );
-    }
-}
-
 #[tokio::test]
 async fn postgres_catalog() {
-    let Some(pg) = Postgres::start() else {
-        eprintln!(
-            "SKIPPED postgres_catalog: no PostgreSQL server binaries under /usr/lib/postgresql/*/bin (install the postgresql package)"
-        );
+    let Some(pg) = PostgresServer::start("postgres_catalog") else {
         return;
     };
     // Two nodes starting at once apply each migration exactly once.

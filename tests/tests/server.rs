@@ -180,3 +180,32 @@ fn yaml_file_and_environment_configure_the_server() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+/// `--catalog.url=postgres://...` puts the catalog in PostgreSQL: blocks flushed by the server
+/// are registered there.
+#[test]
+fn a_postgres_catalog_receives_the_blocks() {
+    let Some(pg) = profusion_tests::PostgresServer::start("a_postgres_catalog_receives_the_blocks")
+    else {
+        return;
+    };
+    let mut server = TestServer::start(&[&format!("--catalog.url={}", pg.url())]);
+    push_folded(&server, "pg", "main;work 3\nmain;idle 1\n");
+    push_folded(&server, "pg", "main;work 2\n");
+    server.stop();
+    let url = pg.url();
+    let rows = profusion_tests::blocking::runtime().block_on(async move {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let row = client
+            .query_one("SELECT count(*), sum(num_profiles)::BIGINT, min(services) FROM blocks WHERE tenant = 'anonymous'", &[])
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, String>(2))
+    });
+    assert_eq!(rows, (1, 2, "[\"pg\"]".to_owned()));
+    assert!(
+        !server.data.join("catalog.db").exists(),
+        "no SQLite catalog when PostgreSQL is configured"
+    );
+}
