@@ -607,3 +607,30 @@ impl Drop for PostgresServer {
         );
     }
 }
+
+/// A one-series, one-sample `PushRequest` carrying `raw_profile` (pprof bytes, gzipped or not)
+/// under the given series labels.
+pub fn push_request(
+    labels: &[(&str, &str)],
+    raw_profile: Vec<u8>,
+    id: &str,
+) -> profusion_proto::push::v1::PushRequest {
+    use profusion_proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
+    use profusion_proto::types::v1::LabelPair;
+    PushRequest {
+        series: vec![RawProfileSeries {
+            labels: labels
+                .iter()
+                .map(|(name, value)| LabelPair {
+                    name: (*name).into(),
+                    value: (*value).into(),
+                })
+                .collect(),
+            samples: vec![RawSample {
+                raw_profile: raw_profile.into(),
+                id: id.into(),
+            }],
+            annotations: vec![],
+        }],
+    }
+}

@@ -55,15 +55,39 @@ async function main() {
 main();
 "#;
 
-fn distinct(clients: &profusion_tests::Clients, server: &TestServer, sql: &str) -> Vec<String> {
-    clients
-        .duckdb(&server.data.join("objects"), sql)
-        .into_iter()
-        .map(|row| match &row[0] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .collect()
+/// What an agent left in the blocks of tenant `anonymous`.
+#[derive(Debug)]
+struct Stored {
+    /// `service_name profile_type`, sorted.
+    types: Vec<String>,
+    functions: Vec<String>,
+    /// `name=value` of every series label.
+    labels: Vec<String>,
+}
+
+fn stored(clients: &profusion_tests::Clients, server: &TestServer) -> Stored {
+    let b = "'{store}/anonymous/blocks/*";
+    let distinct = |sql: String| -> Vec<String> {
+        clients
+            .duckdb(&server.data.join("objects"), &sql)
+            .into_iter()
+            .map(|row| match &row[0] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect()
+    };
+    Stored {
+        types: distinct(format!(
+            "SELECT DISTINCT service_name || ' ' || profile_type FROM read_parquet({b}/samples.parquet') ORDER BY 1"
+        )),
+        functions: distinct(format!(
+            "SELECT DISTINCT function_name FROM read_parquet({b}/frames.parquet')"
+        )),
+        labels: distinct(format!(
+            "SELECT DISTINCT l.name || '=' || l.value FROM read_parquet({b}/series.parquet'), unnest(labels) AS u(l) ORDER BY 1"
+        )),
+    }
 }
 
 #[test]
@@ -75,35 +99,20 @@ fn pyroscope_io_python_agent() {
     let out = clients.python(PYTHON_AGENT, &[&server.url("")]);
     assert_eq!(out.trim(), "done");
     server.stop();
-    let b = "'{store}/anonymous/blocks/*";
-    let types = distinct(
-        &clients,
-        &server,
-        &format!(
-            "SELECT DISTINCT service_name || ' ' || profile_type FROM read_parquet({b}/samples.parquet') ORDER BY 1"
-        ),
-    );
+    let Stored {
+        types,
+        functions,
+        labels,
+    } = stored(&clients, &server);
     assert_eq!(
         types,
         ["agent.python process_cpu:cpu:nanoseconds:cpu:nanoseconds"],
         "{}",
         server.log()
     );
-    let functions = distinct(
-        &clients,
-        &server,
-        &format!("SELECT DISTINCT function_name FROM read_parquet({b}/frames.parquet')"),
-    );
     for f in ["crunch_numbers", "request_loop"] {
         assert!(functions.iter().any(|x| x == f), "{f} not in {functions:?}");
     }
-    let labels = distinct(
-        &clients,
-        &server,
-        &format!(
-            "SELECT DISTINCT l.name || '=' || l.value FROM read_parquet({b}/series.parquet'), unnest(labels) AS u(l) ORDER BY 1"
-        ),
-    );
     for l in [
         "suite=e2e",
         "phase=hot",
@@ -134,14 +143,11 @@ fn pyroscope_nodejs_agent() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
     server.stop();
-    let b = "'{store}/anonymous/blocks/*";
-    let types = distinct(
-        &clients,
-        &server,
-        &format!(
-            "SELECT DISTINCT service_name || ' ' || profile_type FROM read_parquet({b}/samples.parquet') ORDER BY 1"
-        ),
-    );
+    let Stored {
+        types,
+        functions,
+        labels,
+    } = stored(&clients, &server);
     for t in [
         "agent-node wall:wall:nanoseconds:wall:nanoseconds",
         "agent-node wall:cpu:nanoseconds:wall:nanoseconds",
@@ -153,21 +159,9 @@ fn pyroscope_nodejs_agent() {
             server.log()
         );
     }
-    let functions = distinct(
-        &clients,
-        &server,
-        &format!("SELECT DISTINCT function_name FROM read_parquet({b}/frames.parquet')"),
-    );
     assert!(
         functions.iter().any(|f| f.contains("fibonacciWork")),
         "fibonacciWork not in {functions:?}"
-    );
-    let labels = distinct(
-        &clients,
-        &server,
-        &format!(
-            "SELECT DISTINCT l.name || '=' || l.value FROM read_parquet({b}/series.parquet'), unnest(labels) AS u(l) ORDER BY 1"
-        ),
     );
     for l in [
         "suite=e2e",

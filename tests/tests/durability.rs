@@ -3,9 +3,7 @@
 
 use std::io::Write;
 
-use profusion_proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
-use profusion_proto::types::v1::LabelPair;
-use profusion_tests::{TestServer, clients, cpu_pprof, now_nanos, post};
+use profusion_tests::{TestServer, clients, cpu_pprof, now_nanos, post, push_request};
 use prost::Message;
 use serde_json::json;
 
@@ -17,25 +15,11 @@ fn push(server: &TestServer, i: i64) {
             10_000_000 * (i + 1),
         )],
     );
-    let req = PushRequest {
-        series: vec![RawProfileSeries {
-            labels: vec![
-                LabelPair {
-                    name: "__name__".into(),
-                    value: "process_cpu".into(),
-                },
-                LabelPair {
-                    name: "service_name".into(),
-                    value: "durable".into(),
-                },
-            ],
-            samples: vec![RawSample {
-                raw_profile: profile.encode_to_vec().into(),
-                id: String::new(),
-            }],
-            annotations: vec![],
-        }],
-    };
+    let req = push_request(
+        &[("__name__", "process_cpu"), ("service_name", "durable")],
+        profile.encode_to_vec(),
+        "",
+    );
     let r = post(
         &server.url("/push.v1.PusherService/Push"),
         &[("content-type", "application/proto")],

@@ -1,13 +1,14 @@
 //! `push.v1.PusherService/Push` over Connect (proto and JSON, gzip), gRPC and gRPC-Web, checked
 //! by reading the stored blocks with DuckDB; and the exact error codes of bad pushes.
 
-use profusion_proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
-use profusion_proto::types::v1::LabelPair;
-use profusion_tests::{TestServer, clients, cpu_pprof, gzip, now_nanos, post, stacks_sql};
+use profusion_proto::push::v1::PushRequest;
+use profusion_tests::{
+    TestServer, clients, cpu_pprof, gzip, now_nanos, post, push_request, stacks_sql,
+};
 use prost::Message;
 use serde_json::json;
 
-fn push_request(service: &str, time: i64, gzipped: bool) -> PushRequest {
+fn cpu_push(service: &str, time: i64, gzipped: bool) -> PushRequest {
     let profile = cpu_pprof(
         time,
         &[
@@ -16,29 +17,15 @@ fn push_request(service: &str, time: i64, gzipped: bool) -> PushRequest {
         ],
     );
     let raw = profile.encode_to_vec();
-    PushRequest {
-        series: vec![RawProfileSeries {
-            labels: vec![
-                LabelPair {
-                    name: "__name__".into(),
-                    value: "process_cpu".into(),
-                },
-                LabelPair {
-                    name: "service_name".into(),
-                    value: service.into(),
-                },
-                LabelPair {
-                    name: "env".into(),
-                    value: "test".into(),
-                },
-            ],
-            samples: vec![RawSample {
-                raw_profile: if gzipped { gzip(&raw) } else { raw }.into(),
-                id: uuid::Uuid::new_v4().to_string(),
-            }],
-            annotations: vec![],
-        }],
-    }
+    push_request(
+        &[
+            ("__name__", "process_cpu"),
+            ("service_name", service),
+            ("env", "test"),
+        ],
+        if gzipped { gzip(&raw) } else { raw },
+        &uuid::Uuid::new_v4().to_string(),
+    )
 }
 
 fn grpc_frame(msg: &[u8]) -> Vec<u8> {
@@ -58,7 +45,7 @@ fn every_protocol_stores_the_exact_stacks() {
     let mut server = TestServer::start(&[]);
     let now = now_nanos();
 
-    let body = push_request("svc-connect-proto", now, true).encode_to_vec();
+    let body = cpu_push("svc-connect-proto", now, true).encode_to_vec();
     let r = post(
         &server.url(PUSH),
         &[("content-type", "application/proto")],
@@ -72,7 +59,7 @@ fn every_protocol_stores_the_exact_stacks() {
         r.text()
     );
 
-    let json = profusion_proto::to_json(&push_request("svc-connect-json", now, false)).unwrap();
+    let json = profusion_proto::to_json(&cpu_push("svc-connect-json", now, false)).unwrap();
     let r = post(
         &server.url(PUSH),
         &[
@@ -86,7 +73,7 @@ fn every_protocol_stores_the_exact_stacks() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({}));
 
-    let body = grpc_frame(&push_request("svc-grpc", now, false).encode_to_vec());
+    let body = grpc_frame(&cpu_push("svc-grpc", now, false).encode_to_vec());
     let r = post(
         &server.url(PUSH),
         &[("content-type", "application/grpc"), ("te", "trailers")],
@@ -97,7 +84,7 @@ fn every_protocol_stores_the_exact_stacks() {
     assert_eq!(r.header("content-type"), Some("application/grpc"));
     assert_eq!(r.body, grpc_frame(&[]), "one empty PushResponse frame");
 
-    let body = grpc_frame(&push_request("svc-grpc-web", now, true).encode_to_vec());
+    let body = grpc_frame(&cpu_push("svc-grpc-web", now, true).encode_to_vec());
     let r = post(
         &server.url(PUSH),
         &[("content-type", "application/grpc-web+proto")],
@@ -171,7 +158,7 @@ fn bad_pushes_get_exact_codes_and_messages() {
     );
 
     let two_hours_ago = now_nanos() - 2 * 3600 * 1_000_000_000;
-    let body = push_request("old", two_hours_ago, false).encode_to_vec();
+    let body = cpu_push("old", two_hours_ago, false).encode_to_vec();
     let r = post(&url, &[("content-type", "application/proto")], body, false);
     assert_eq!(
         (r.status, r.json()["code"].as_str()),
@@ -183,7 +170,7 @@ fn bad_pushes_get_exact_codes_and_messages() {
         r.text()
     );
 
-    let mut req = push_request("no-name", now_nanos(), false);
+    let mut req = cpu_push("no-name", now_nanos(), false);
     req.series[0].labels.retain(|l| l.name != "__name__");
     let r = post(
         &url,
@@ -201,7 +188,7 @@ fn bad_pushes_get_exact_codes_and_messages() {
         r.text()
     );
 
-    let mut req = push_request("bad-id", now_nanos(), false);
+    let mut req = cpu_push("bad-id", now_nanos(), false);
     req.series[0].samples[0].id = "not-a-uuid".into();
     let r = post(
         &url,
@@ -269,7 +256,7 @@ fn tenancy_rate_limits_and_size_limits() {
         "--distributor.ingestion-body-limit-mb=0.01",
     ]);
     let url = server.url(PUSH);
-    let body = push_request("svc", now_nanos(), false).encode_to_vec();
+    let body = cpu_push("svc", now_nanos(), false).encode_to_vec();
 
     let r = post(
         &url,
@@ -330,7 +317,7 @@ fn tenancy_rate_limits_and_size_limits() {
     assert_eq!(ok("team-b").status, 200);
 
     let big = cpu_pprof(now_nanos(), &[(&["a".repeat(700).as_str()], 1)]).encode_to_vec();
-    let mut req = push_request("svc", now_nanos(), false);
+    let mut req = cpu_push("svc", now_nanos(), false);
     req.series[0].samples[0].raw_profile = big.into();
     let r = post(
         &url,
@@ -388,12 +375,9 @@ fn buf_curl_pushes_over_connect_grpc_and_grpc_web() {
             .expect("run buf")
     };
     for protocol in ["connect", "grpc", "grpcweb"] {
-        let body = profusion_proto::to_json(&push_request(
-            &format!("buf-{protocol}"),
-            now_nanos(),
-            false,
-        ))
-        .unwrap();
+        let body =
+            profusion_proto::to_json(&cpu_push(&format!("buf-{protocol}"), now_nanos(), false))
+                .unwrap();
         let out = buf(protocol, &body);
         assert!(
             out.status.success(),
