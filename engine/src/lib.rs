@@ -2,6 +2,10 @@
 //! chunks, the custom physical plans (head scans, symbolization, flame-graph building), and the
 //! query frontend, scheduler and querier logic.
 //!
-//! Owns: planning and executing reads. Must not write data: blocks and the catalog are written
-//! only by `profusion-ingest`. The read path arrives with issue 3; the block format it reads is
-//! documented in `docs/block-format.md` and defined in `profusion_ingest::block`.
+//! Owns: planning and executing reads, and the encodings of their answers (flame graphs, tree
+//! bytes, diffs). Must not write data: blocks and the catalog are written only by
+//! `profusion-ingest`, whose `block` module defines the format read here
+//! (`docs/block-format.md`).
+
+pub mod flamegraph;
+pub mod selector;

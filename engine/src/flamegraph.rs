@@ -1,0 +1,327 @@
+//! Function-name call trees and their wire encodings, exactly as Pyroscope lays them out:
+//! the `FlameGraph` levels of `[x delta, total, self, name index]` quadruples (names interned in
+//! traversal order, children sorted by name, a parent's self width first), the 7-tuple
+//! `FlameGraphDiff`, and the pre-order "tree bytes". `max_nodes` keeps the largest nodes and
+//! folds the rest of each parent's children into one `other` child.
+
+use profusion_proto::querier::v1::{FlameGraph, FlameGraphDiff, Level};
+
+/// The name of the synthetic node that stands for truncated children.
+pub const OTHER: &str = "other";
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Node {
+    name: String,
+    /// Per side: `[0]` is the tree itself, or the left side of a diff; `[1]` the right side.
+    self_value: [i64; 2],
+    total: [i64; 2],
+    /// Sorted by name.
+    children: Vec<Node>,
+}
+
+impl Node {
+    fn child(&mut self, name: &str) -> &mut Node {
+        let i = match self
+            .children
+            .binary_search_by(|c| c.name.as_str().cmp(name))
+        {
+            Ok(i) => i,
+            Err(i) => {
+                self.children.insert(
+                    i,
+                    Node {
+                        name: name.to_owned(),
+                        ..Node::default()
+                    },
+                );
+                i
+            }
+        };
+        &mut self.children[i]
+    }
+
+    fn both(&self) -> i64 {
+        self.total[0] + self.total[1]
+    }
+
+    fn merge(&mut self, other: &Node, side: usize) {
+        self.self_value[side] += other.self_value[0];
+        self.total[side] += other.total[0];
+        for c in &other.children {
+            self.child(&c.name).merge(c, side);
+        }
+    }
+}
+
+/// A call tree keyed by function name; the root is virtual.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tree {
+    root: Node,
+}
+
+/// Why a tree could not be built or encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    #[error("negative value {0} in a flame graph")]
+    Negative(i64),
+    #[error("invalid tree bytes: {0}")]
+    Malformed(String),
+}
+
+impl Tree {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `value` to the stack whose frames are given root first.
+    pub fn insert<S: AsRef<str>>(&mut self, stack: &[S], value: i64) -> Result<(), TreeError> {
+        if value < 0 {
+            return Err(TreeError::Negative(value));
+        }
+        let mut node = &mut self.root;
+        node.total[0] += value;
+        for frame in stack {
+            node = node.child(frame.as_ref());
+            node.total[0] += value;
+        }
+        node.self_value[0] += value;
+        Ok(())
+    }
+
+    /// Adds every node of `other` to this tree.
+    pub fn merge(&mut self, other: &Tree) {
+        self.root.merge(&other.root, 0);
+    }
+
+    /// The sum of all values.
+    pub fn total(&self) -> i64 {
+        self.root.total[0]
+    }
+
+    /// The `max_nodes`-th largest node total: nodes below it are folded into `other`. Zero
+    /// (keep everything) when there are not more nodes than that, or `max_nodes` is 0.
+    fn min_value(&self, max_nodes: usize) -> i64 {
+        if max_nodes == 0 {
+            return 0;
+        }
+        let mut totals = Vec::new();
+        let mut stack: Vec<&Node> = self.root.children.iter().collect();
+        while let Some(n) = stack.pop() {
+            totals.push(n.both());
+            stack.extend(n.children.iter());
+        }
+        if totals.len() <= max_nodes {
+            return 0;
+        }
+        let k = max_nodes - 1;
+        totals.select_nth_unstable_by(k, |a, b| b.cmp(a));
+        totals[k]
+    }
+
+    /// Pyroscope's flame graph of this tree.
+    pub fn flame_graph(&self, max_nodes: usize) -> FlameGraph {
+        let (names, levels, max_self) = self.encode(max_nodes, false);
+        FlameGraph {
+            names,
+            levels,
+            total: self.root.children.iter().map(|c| c.total[0]).sum(),
+            max_self,
+        }
+    }
+
+    /// Walks the tree as Pyroscope's encoder does (a stack; children pushed right to left, so
+    /// names are interned in that order and each level fills left to right) and emits the
+    /// level rows: 4 values per node, or 7 for a diff.
+    fn encode(&self, max_nodes: usize, diff: bool) -> (Vec<String>, Vec<Level>, i64) {
+        let min = self.min_value(max_nodes);
+        let mut names: Vec<String> = vec!["total".to_owned()];
+        let mut index: std::collections::HashMap<String, i64> = [("total".to_owned(), 0)].into();
+        let mut levels: Vec<Level> = Vec::new();
+        // Where the previous entry of each level ended, per side.
+        let mut ends: Vec<[i64; 2]> = Vec::new();
+        let mut max_self = 0;
+        let root = Node {
+            name: "total".into(),
+            self_value: [0, 0],
+            total: [
+                self.root.children.iter().map(|c| c.total[0]).sum(),
+                self.root.children.iter().map(|c| c.total[1]).sum(),
+            ],
+            children: self.root.children.clone(),
+        };
+        let mut stack: Vec<(Node, usize, [i64; 2], i64)> = vec![(root, 0, [0, 0], 0)];
+        while let Some((node, level, x, name)) = stack.pop() {
+            if levels.len() == level {
+                levels.push(Level::default());
+                ends.push([0, 0]);
+            }
+            max_self = max_self.max(node.self_value[0]).max(node.self_value[1]);
+            let row = &mut levels[level].values;
+            let sides = if diff { 2 } else { 1 };
+            for side in 0..sides {
+                row.push(x[side] - ends[level][side]);
+                row.push(node.total[side]);
+                row.push(node.self_value[side]);
+                ends[level][side] = x[side] + node.total[side];
+            }
+            row.push(name);
+
+            let mut kept: Vec<(Node, [i64; 2])> = Vec::new();
+            let mut cursor = [x[0] + node.self_value[0], x[1] + node.self_value[1]];
+            let mut other = Node {
+                name: OTHER.into(),
+                ..Node::default()
+            };
+            for child in node.children {
+                if child.both() >= min {
+                    let at = cursor;
+                    cursor = [cursor[0] + child.total[0], cursor[1] + child.total[1]];
+                    kept.push((child, at));
+                } else {
+                    for side in 0..2 {
+                        other.total[side] += child.total[side];
+                        other.self_value[side] += child.total[side];
+                    }
+                }
+            }
+            if other.both() > 0 {
+                kept.push((other, cursor));
+            }
+            for (child, at) in kept.into_iter().rev() {
+                let next = names.len() as i64;
+                let i = *index.entry(child.name.clone()).or_insert_with(|| {
+                    names.push(child.name.clone());
+                    next
+                });
+                stack.push((
+                    Node {
+                        children: child.children,
+                        ..child
+                    },
+                    level + 1,
+                    at,
+                    i,
+                ));
+            }
+        }
+        (names, levels, max_self)
+    }
+
+    /// Pyroscope's tree bytes: pre-order from a virtual root (empty name), each node as
+    /// `uvarint name length, name, uvarint self, uvarint child count`, the last child first.
+    pub fn tree_bytes(&self, max_nodes: usize) -> Vec<u8> {
+        let min = self.min_value(max_nodes);
+        let mut out = Vec::new();
+        let root = Node {
+            name: String::new(),
+            ..self.root.clone()
+        };
+        let mut stack = vec![root];
+        while let Some(node) = stack.pop() {
+            let mut children = Vec::new();
+            let mut other = 0;
+            for c in node.children {
+                if c.total[0] >= min {
+                    children.push(c);
+                } else {
+                    other += c.total[0];
+                }
+            }
+            if other > 0 {
+                children.push(Node {
+                    name: OTHER.into(),
+                    self_value: [other, 0],
+                    total: [other, 0],
+                    children: Vec::new(),
+                });
+            }
+            uvarint(&mut out, node.name.len() as u64);
+            out.extend_from_slice(node.name.as_bytes());
+            uvarint(&mut out, node.self_value[0] as u64);
+            uvarint(&mut out, children.len() as u64);
+            stack.extend(children);
+        }
+        out
+    }
+
+    /// Reads tree bytes (partial results from another querier) back into a tree.
+    pub fn from_tree_bytes(bytes: &[u8]) -> Result<Self, TreeError> {
+        let mut pos = 0;
+        let mut read = || -> Result<(String, i64, u64), TreeError> {
+            let len = read_uvarint(bytes, &mut pos)? as usize;
+            let name = bytes.get(pos..pos + len).ok_or_else(|| {
+                TreeError::Malformed(format!("name overruns the input at byte {pos}"))
+            })?;
+            let name = String::from_utf8(name.to_vec())
+                .map_err(|_| TreeError::Malformed("name is not UTF-8".into()))?;
+            pos += len;
+            let self_value = read_uvarint(bytes, &mut pos)? as i64;
+            let children = read_uvarint(bytes, &mut pos)?;
+            Ok((name, self_value, children))
+        };
+        let mut tree = Tree::new();
+        if bytes.is_empty() {
+            return Ok(tree);
+        }
+        // (path to the node, children still to read) of open nodes.
+        let (_, root_self, root_children) = read()?;
+        tree.root.self_value[0] = root_self;
+        let mut open: Vec<(Vec<String>, u64)> = vec![(Vec::new(), root_children)];
+        while let Some((path, left)) = open.last_mut() {
+            if *left == 0 {
+                open.pop();
+                continue;
+            }
+            *left -= 1;
+            let mut child_path = path.clone();
+            let (name, self_value, children) = read()?;
+            child_path.push(name);
+            tree.insert(&child_path, self_value)?;
+            open.push((child_path, children));
+        }
+        Ok(tree)
+    }
+}
+
+/// A diff flame graph of two trees: both are unioned so they share one shape, and every node
+/// carries `[x, total, self]` of each side.
+pub fn diff(left: &Tree, right: &Tree, max_nodes: usize) -> FlameGraphDiff {
+    let mut union = Tree::new();
+    union.root.merge(&left.root, 0);
+    union.root.merge(&right.root, 1);
+    let (names, levels, max_self) = union.encode(max_nodes, true);
+    let (left_ticks, right_ticks) = (left.total(), right.total());
+    FlameGraphDiff {
+        names,
+        levels,
+        total: left_ticks + right_ticks,
+        max_self,
+        left_ticks,
+        right_ticks,
+    }
+}
+
+fn uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn read_uvarint(bytes: &[u8], pos: &mut usize) -> Result<u64, TreeError> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes
+            .get(*pos)
+            .ok_or_else(|| TreeError::Malformed(format!("truncated varint at byte {pos}")))?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(TreeError::Malformed(format!(
+        "varint too long at byte {pos}"
+    )))
+}
