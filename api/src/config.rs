@@ -201,6 +201,11 @@ pub struct Config {
     #[arg(long = "validation.reject-newer-than", env = "PROFUSION_VALIDATION_REJECT_NEWER_THAN", default_value = "10m", value_parser = parse_duration)]
     pub reject_newer_than: Duration,
 
+    /// Memory budget of one query, in bytes; a query over it fails with `resource_exhausted`
+    /// and the server keeps serving others.
+    #[arg(long = "querier.max-query-memory", env = "PROFUSION_QUERIER_MAX_QUERY_MEMORY", default_value_t = 1024 * 1024 * 1024)]
+    pub query_memory_bytes: usize,
+
     /// Log level: error, warn, info, debug or trace (or a tracing filter directive).
     #[arg(
         long = "log.level",

@@ -109,3 +109,16 @@ impl axum::response::IntoResponse for ApiError {
             .into_response()
     }
 }
+
+impl From<profusion_engine::error::QueryError> for ApiError {
+    fn from(e: profusion_engine::error::QueryError) -> Self {
+        use profusion_engine::error::QueryErrorKind as K;
+        let code = match e.kind {
+            K::InvalidArgument => Code::InvalidArgument,
+            K::ResourceExhausted => Code::ResourceExhausted,
+            K::Unavailable => Code::Unavailable,
+            K::Internal => Code::Internal,
+        };
+        Self::new(code, e.message)
+    }
+}

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use profusion_ingest::distributor::{IncomingProfile, ProfileBody};
 use profusion_ingest::labels::Labels;
@@ -18,7 +17,6 @@ use profusion_proto::push::v1::{PushRequest, PushResponse};
 use crate::error::{ApiError, Code};
 use crate::rpc::{self, Protocol};
 use crate::server::AppState;
-use crate::tenant;
 
 fn unsupported_content_type(headers: &HeaderMap, expected: &str) -> Response {
     let ct = headers
@@ -33,54 +31,23 @@ fn unsupported_content_type(headers: &HeaderMap, expected: &str) -> Response {
     .into_response()
 }
 
-/// The tenant of a write and its body (at most the configured limit), in that order so an
-/// unauthenticated request is refused before its body is read.
-async fn tenant_and_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(String, Bytes), ApiError> {
-    let tenant = tenant::write_tenant(headers, state.config.multitenancy_enabled)?;
-    let bytes = rpc::read_body(body, state.config.body_limit_bytes()).await?;
-    Ok((tenant, bytes))
-}
-
-/// Like [`tenant_and_body`], with the body decompressed per its `Content-Encoding`.
-async fn tenant_and_decoded_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(String, Bytes), ApiError> {
-    let (tenant, bytes) = tenant_and_body(state, headers, body).await?;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok());
-    let bytes = rpc::decode_content(encoding, bytes, state.config.body_limit_bytes())?;
-    Ok((tenant, bytes))
-}
-
 /// `push.v1.PusherService/Push`.
 pub(crate) async fn push(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(protocol) = Protocol::detect(&headers) else {
-        return unsupported_content_type(
-            &headers,
-            "application/proto, application/json, application/grpc or application/grpc-web",
-        );
-    };
-    let result = async {
-        let (tenant, bytes) = tenant_and_body(&state, &headers, body).await?;
-        let limit = state.config.body_limit_bytes();
-        let request: PushRequest = rpc::decode_request(protocol, &headers, bytes, limit)?;
-        let profiles = push_profiles(request)?;
-        state.push(&tenant, profiles).await?;
-        Ok(PushResponse {})
-    }
-    .await;
-    rpc::respond(protocol, result)
+    let st = &*state;
+    rpc::unary(
+        st,
+        &headers,
+        body,
+        |tenant, request: PushRequest| async move {
+            st.push(&tenant, push_profiles(request)?).await?;
+            Ok(PushResponse {})
+        },
+    )
+    .await
 }
 
 fn push_profiles(request: PushRequest) -> Result<Vec<IncomingProfile>, ApiError> {
@@ -116,7 +83,7 @@ pub(crate) async fn ingest(
     body: Body,
 ) -> Response {
     let result: Result<(), ApiError> = async {
-        let (tenant, bytes) = tenant_and_decoded_body(&state, &headers, body).await?;
+        let (tenant, bytes) = state.tenant_and_decoded_body(&headers, body).await?;
         let pairs: Vec<(String, String)> =
             url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
                 .into_owned()
@@ -152,17 +119,18 @@ pub(crate) async fn otlp_export(
     body: Body,
 ) -> Response {
     match Protocol::detect(&headers) {
-        Some(protocol @ (Protocol::Grpc | Protocol::GrpcWeb)) => {
-            let result = async {
-                let (tenant, bytes) = tenant_and_body(&state, &headers, body).await?;
-                let limit = state.config.body_limit_bytes();
-                let request: ExportProfilesServiceRequest =
-                    rpc::decode_request(protocol, &headers, bytes, limit)?;
-                store_otlp(&state, &tenant, &request).await?;
-                Ok(ExportProfilesServiceResponse::default())
-            }
-            .await;
-            rpc::respond(protocol, result)
+        Some(Protocol::Grpc | Protocol::GrpcWeb) => {
+            let st = &*state;
+            rpc::unary(
+                st,
+                &headers,
+                body,
+                |tenant, request: ExportProfilesServiceRequest| async move {
+                    store_otlp(st, &tenant, &request).await?;
+                    Ok(ExportProfilesServiceResponse::default())
+                },
+            )
+            .await
         }
         _ => otlp_http(state, headers, body).await,
     }
@@ -185,7 +153,7 @@ pub(crate) async fn otlp_http(
         }
     };
     let result = async {
-        let (tenant, bytes) = tenant_and_decoded_body(&state, &headers, body).await?;
+        let (tenant, bytes) = state.tenant_and_decoded_body(&headers, body).await?;
         let request: ExportProfilesServiceRequest = if json {
             let mut value: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::invalid(format!("invalid OTLP JSON: {e}")))?;

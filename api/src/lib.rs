@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 mod ingest_routes;
+mod query_routes;
 pub mod rpc;
 pub mod server;
 pub mod tenant;

@@ -163,6 +163,61 @@ where
     }
 }
 
+/// Runs a unary RPC: resolves the tenant, reads and decodes the request in the protocol its
+/// content type names, calls `handler`, and encodes the answer or error the same way.
+pub(crate) async fn unary<Req, Resp, F, Fut>(
+    state: &crate::server::AppState,
+    headers: &HeaderMap,
+    body: Body,
+    handler: F,
+) -> Response
+where
+    Req: prost::Message + prost::Name + Default,
+    Resp: prost::Message + prost::Name,
+    F: FnOnce(String, Req) -> Fut,
+    Fut: std::future::Future<Output = Result<Resp, ApiError>>,
+{
+    let Some(protocol) = Protocol::detect(headers) else {
+        return unsupported_content_type(headers);
+    };
+    let result = async {
+        let (tenant, bytes) = state.tenant_and_body(headers, body).await?;
+        let request: Req =
+            decode_request(protocol, headers, bytes, state.config.body_limit_bytes())?;
+        handler(tenant, request).await
+    }
+    .await;
+    respond(protocol, result)
+}
+
+/// 415 for a body whose content type names no RPC protocol.
+pub(crate) fn unsupported_content_type(headers: &HeaderMap) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("(none)");
+    ApiError::new(
+        Code::InvalidArgument,
+        format!(
+            "unsupported content type {ct:?}; expected application/proto, application/json, application/grpc or application/grpc-web"
+        ),
+    )
+    .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+    .into_response()
+}
+
+/// `unimplemented` in the caller's protocol, or a plain 404 for non-RPC callers.
+pub(crate) fn unimplemented(headers: &HeaderMap, what: &str) -> Response {
+    let message = format!("no such method: {what}");
+    match Protocol::detect(headers) {
+        Some(protocol) => respond::<profusion_proto::push::v1::PushResponse>(
+            protocol,
+            Err(ApiError::new(Code::Unimplemented, message)),
+        ),
+        None => (StatusCode::NOT_FOUND, message + "\n").into_response(),
+    }
+}
+
 fn log_error(e: &ApiError) {
     if matches!(e.code, Code::Internal | Code::Unavailable) {
         tracing::error!(code = e.code.connect_name(), message = %e.message, "rpc failed");

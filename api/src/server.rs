@@ -13,6 +13,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
@@ -38,12 +39,39 @@ pub struct AppState {
     pub config: Config,
     pub distributor: Arc<Distributor>,
     pub ingester: Arc<Ingester>,
+    pub querier: Arc<profusion_engine::querier::Querier>,
     registry: Registry,
     http: HttpMetrics,
     ready: AtomicBool,
 }
 
 impl AppState {
+    /// The tenant of a write and its body (at most the configured limit), in that order so an
+    /// unauthenticated request is refused before its body is read.
+    pub(crate) async fn tenant_and_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<(String, Bytes), ApiError> {
+        let tenant = crate::tenant::write_tenant(headers, self.config.multitenancy_enabled)?;
+        let bytes = crate::rpc::read_body(body, self.config.body_limit_bytes()).await?;
+        Ok((tenant, bytes))
+    }
+
+    /// Like [`Self::tenant_and_body`], with the body decompressed per its `Content-Encoding`.
+    pub(crate) async fn tenant_and_decoded_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<(String, Bytes), ApiError> {
+        let (tenant, bytes) = self.tenant_and_body(headers, body).await?;
+        let encoding = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        let bytes = crate::rpc::decode_content(encoding, bytes, self.config.body_limit_bytes())?;
+        Ok((tenant, bytes))
+    }
+
     /// Stores profiles for `tenant`. Decoding, validation and normalization run on the blocking
     /// pool, so a large profile never stalls the workers serving other requests.
     pub(crate) async fn push(
@@ -152,6 +180,8 @@ impl Server {
             http.duration.clone(),
         );
 
+        let query_catalog = Arc::clone(&catalog);
+        let query_store = Arc::clone(&store);
         let ingester = Ingester::open(
             IngesterConfig {
                 id: config.ingester_id.clone(),
@@ -167,6 +197,15 @@ impl Server {
         )
         .await
         .map_err(|e| format!("starting the ingester: {e}"))?;
+        let querier = Arc::new(profusion_engine::querier::Querier::new(
+            query_catalog,
+            query_store,
+            Arc::clone(&ingester) as Arc<dyn profusion_engine::querier::HeadSource>,
+            profusion_engine::querier::QuerierConfig {
+                query_memory_bytes: config.query_memory_bytes,
+                ..Default::default()
+            },
+        ));
         let ring = Ring::new(
             vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>],
             config.replication_factor,
@@ -190,6 +229,7 @@ impl Server {
             config,
             distributor,
             ingester,
+            querier,
             registry,
             http,
             ready: AtomicBool::new(true),
@@ -281,6 +321,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route(
             "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
             post(ingest_routes::otlp_export),
+        )
+        .route(
+            "/querier.v1.QuerierService/{method}",
+            post(crate::query_routes::querier),
         )
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))

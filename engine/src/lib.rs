@@ -7,5 +7,7 @@
 //! `profusion-ingest`, whose `block` module defines the format read here
 //! (`docs/block-format.md`).
 
+pub mod error;
 pub mod flamegraph;
+pub mod querier;
 pub mod selector;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use profusion_engine::flamegraph::{Tree, diff};
 use profusion_proto::querier::v1::{DiffResponse, FlameGraph, SelectMergeStacktracesResponse};
+use profusion_tests::decode_levels as decode;
 use prost::Message;
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -20,45 +21,6 @@ fn tree(stacks: &[(&str, i64)]) -> Tree {
         t.insert(&frames, *value).unwrap();
     }
     t
-}
-
-/// Decodes flame-graph levels (`width` values per node) into `path -> (total, self)` for side
-/// `side`, checking that each node lies inside its parent's span after the parent's self.
-fn decode(
-    names: &[String],
-    levels: &[Vec<i64>],
-    width: usize,
-    side: usize,
-) -> BTreeMap<String, (i64, i64)> {
-    // Absolute (x, total, self, path) of each node per level.
-    let mut rows: Vec<Vec<(i64, i64, i64, String)>> = Vec::new();
-    for (depth, level) in levels.iter().enumerate() {
-        let mut row = Vec::new();
-        let mut end = 0;
-        for node in level.chunks(width) {
-            let (dx, total, self_value) = (node[3 * side], node[3 * side + 1], node[3 * side + 2]);
-            let x = end + dx;
-            end = x + total;
-            let name = &names[node[width - 1] as usize];
-            let path = if depth == 0 {
-                name.clone()
-            } else {
-                let parent = rows[depth - 1]
-                    .iter()
-                    .find(|(px, pt, ps, _): &&(i64, i64, i64, String)| {
-                        x >= px + ps && x + total <= px + pt
-                    })
-                    .unwrap_or_else(|| panic!("node {name} at x={x} has no parent"));
-                format!("{};{name}", parent.3)
-            };
-            row.push((x, total, self_value, path));
-        }
-        rows.push(row);
-    }
-    rows.into_iter()
-        .flatten()
-        .map(|(_, t, s, p)| (p, (t, s)))
-        .collect()
 }
 
 fn levels(fg: &FlameGraph) -> Vec<Vec<i64>> {

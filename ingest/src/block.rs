@@ -169,14 +169,25 @@ fn label_value<'a>(labels: &'a [profusion_proto::types::v1::LabelPair], name: &s
         .map_or("", |l| l.value.as_str())
 }
 
-/// Encodes one tenant's head as a block.
-pub fn encode(
-    tenant: &str,
-    id: &str,
-    head: &TenantHead,
-    source: &str,
-    wal_segment: u64,
-) -> Result<EncodedBlock> {
+/// One tenant head as Arrow batches in block order and schema: what a block holds before it
+/// becomes Parquet, and what queries read from the head.
+#[derive(Debug, Clone)]
+pub struct BlockBatches {
+    pub samples: RecordBatch,
+    pub profiles: RecordBatch,
+    pub series: RecordBatch,
+    pub stacks: RecordBatch,
+    pub frames: RecordBatch,
+    pub min_time_nanos: i64,
+    pub max_time_nanos: i64,
+    /// Distinct `service_name` values, sorted.
+    pub services: Vec<String>,
+    /// Distinct `__profile_type__` values, sorted.
+    pub profile_types: Vec<String>,
+}
+
+/// Builds the block batches of a tenant head.
+pub fn batches(head: &TenantHead) -> Result<BlockBatches> {
     let series_key = |fp: u64| -> (&str, &str) {
         let labels = head.series.get(&fp).map_or(&[][..], Vec::as_slice);
         (
@@ -280,6 +291,38 @@ pub fn encode(
     let stacks = stacks_batch(head)?;
     let frames = frames_batch(head)?;
 
+    Ok(BlockBatches {
+        samples,
+        profiles,
+        series,
+        stacks,
+        frames,
+        min_time_nanos: min_time,
+        max_time_nanos: max_time,
+        services: services.into_iter().map(str::to_owned).collect(),
+        profile_types: profile_types.into_iter().map(str::to_owned).collect(),
+    })
+}
+
+/// Encodes one tenant's head as a block.
+pub fn encode(
+    tenant: &str,
+    id: &str,
+    head: &TenantHead,
+    source: &str,
+    wal_segment: u64,
+) -> Result<EncodedBlock> {
+    let BlockBatches {
+        samples,
+        profiles,
+        series,
+        stacks,
+        frames,
+        min_time_nanos: min_time,
+        max_time_nanos: max_time,
+        services,
+        profile_types,
+    } = batches(head)?;
     let sorted_by = |cols: &[u32]| {
         cols.iter()
             .map(|&c| SortingColumn {
@@ -308,8 +351,6 @@ pub fn encode(
         files.push((name, bytes));
     }
 
-    let services: Vec<String> = services.into_iter().map(str::to_owned).collect();
-    let profile_types: Vec<String> = profile_types.into_iter().map(str::to_owned).collect();
     let meta = BlockFileMeta {
         format_version: FORMAT_VERSION,
         id: id.to_owned(),

@@ -50,6 +50,16 @@ pub struct IngesterConfig {
     pub local_store_root: Option<PathBuf>,
 }
 
+/// An ingester's head data for one tenant at one moment.
+#[derive(Debug, Clone)]
+pub struct HeadSnapshot {
+    /// The ingester's block source name (`ingester-<id>`).
+    pub source: String,
+    /// WAL segments whose generations were in the head, flushed or not.
+    pub segments: Vec<u64>,
+    pub batches: Vec<block::BlockBatches>,
+}
+
 /// Where the distributor sends writes: an ingester in this process or, later, over the network.
 #[async_trait]
 pub trait IngesterClient: Send + Sync + std::fmt::Debug {
@@ -172,6 +182,29 @@ impl Ingester {
     /// The head, for readers and statistics.
     pub fn head(&self) -> &Arc<Mutex<Head>> {
         &self.head
+    }
+
+    /// `tenant`'s head data as block batches, one per generation, with the WAL segments they
+    /// came from. A reader takes this before listing catalog blocks and skips blocks of these
+    /// segments: a generation is dropped only after its block is registered, so every profile
+    /// is seen exactly once, before, during and after a flush.
+    pub fn snapshot(&self, tenant: &str) -> Result<HeadSnapshot> {
+        let h = self.head.lock().expect("head lock");
+        let mut snapshot = HeadSnapshot {
+            source: self.source.clone(),
+            segments: h.generations.keys().copied().collect(),
+            batches: Vec::new(),
+        };
+        for generation in h.generations.values() {
+            if let Some(th) = generation
+                .tenants
+                .get(tenant)
+                .filter(|t| !t.profiles.is_empty())
+            {
+                snapshot.batches.push(block::batches(th)?);
+            }
+        }
+        Ok(snapshot)
     }
 
     async fn flush_if_due(&self) -> Result<()> {

@@ -1,0 +1,235 @@
+//! `querier.v1.QuerierService`: the read API Grafana's Pyroscope data source calls.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use http::HeaderMap;
+use profusion_engine::querier::TimeRange;
+use profusion_engine::selector::{self, Selector};
+use profusion_proto::querier::v1::{
+    ProfileFormat, ProfileTypesRequest, ProfileTypesResponse, SelectMergeStacktracesRequest,
+    SelectMergeStacktracesResponse, SeriesRequest, SeriesResponse,
+};
+use profusion_proto::types::v1::{
+    LabelNamesRequest, LabelNamesResponse, LabelPair, LabelValuesRequest, LabelValuesResponse,
+    Labels, ProfileType,
+};
+
+use crate::error::{ApiError, Code};
+use crate::rpc;
+use crate::server::AppState;
+
+/// Default and largest `max_nodes` of a flame graph, as Pyroscope's defaults.
+const MAX_NODES_DEFAULT: i64 = 8192;
+const MAX_NODES_MAX: i64 = 1_048_576;
+
+/// `POST /querier.v1.QuerierService/{method}`.
+pub(crate) async fn querier(
+    State(state): State<Arc<AppState>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match method.as_str() {
+        "ProfileTypes" => {
+            rpc::unary(&state, &headers, body, |t, r| profile_types(&state, t, r)).await
+        }
+        "LabelNames" => rpc::unary(&state, &headers, body, |t, r| label_names(&state, t, r)).await,
+        "LabelValues" => {
+            rpc::unary(&state, &headers, body, |t, r| label_values(&state, t, r)).await
+        }
+        "Series" => rpc::unary(&state, &headers, body, |t, r| series(&state, t, r)).await,
+        "SelectMergeStacktraces" => {
+            rpc::unary(&state, &headers, body, |t, r| {
+                select_merge_stacktraces(&state, t, r)
+            })
+            .await
+        }
+        _ => rpc::unimplemented(&headers, &format!("querier.v1.QuerierService/{method}")),
+    }
+}
+
+fn time_range(start: i64, end: i64) -> Result<TimeRange, ApiError> {
+    if start == 0 && end == 0 {
+        return Err(ApiError::invalid(
+            "missing time range: set start and end (Unix milliseconds)",
+        ));
+    }
+    if start > end {
+        return Err(ApiError::invalid(format!(
+            "invalid time range: start {start} is after end {end}"
+        )));
+    }
+    Ok(TimeRange::from_millis(start, end))
+}
+
+fn selectors(matchers: &[String]) -> Result<Vec<Selector>, ApiError> {
+    matchers
+        .iter()
+        .map(|m| selector::parse(m).map_err(|e| ApiError::invalid(format!("matcher {m:?}: {e}"))))
+        .collect()
+}
+
+/// `name:sample_type:sample_unit:period_type:period_unit`, with an optional `:delta` suffix.
+fn profile_type(id: &str) -> Result<ProfileType, ApiError> {
+    let parts: Vec<&str> = id.split(':').collect();
+    if !(parts.len() == 5 || (parts.len() == 6 && parts[5] == "delta")) || parts[0].is_empty() {
+        return Err(ApiError::invalid(format!(
+            "invalid profile type {id:?}: expected name:sample_type:sample_unit:period_type:period_unit"
+        )));
+    }
+    Ok(ProfileType {
+        id: parts[..5].join(":"),
+        name: parts[0].into(),
+        sample_type: parts[1].into(),
+        sample_unit: parts[2].into(),
+        period_type: parts[3].into(),
+        period_unit: parts[4].into(),
+    })
+}
+
+async fn profile_types(
+    state: &AppState,
+    tenant: String,
+    req: ProfileTypesRequest,
+) -> Result<ProfileTypesResponse, ApiError> {
+    let range = if req.start == 0 && req.end == 0 {
+        let now = profusion_ingest::now_millis();
+        TimeRange::from_millis(now - 3_600_000, now)
+    } else {
+        time_range(req.start, req.end)?
+    };
+    let ids = state.querier.profile_types(&tenant, range).await?;
+    Ok(ProfileTypesResponse {
+        profile_types: ids.iter().filter_map(|id| profile_type(id).ok()).collect(),
+    })
+}
+
+async fn matching_series(
+    state: &AppState,
+    tenant: &str,
+    matchers: &[String],
+    start: i64,
+    end: i64,
+) -> Result<Vec<profusion_engine::querier::SeriesLabels>, ApiError> {
+    let range = time_range(start, end)?;
+    let selectors = selectors(matchers)?;
+    let tables = state.querier.tables(tenant, range, None, None).await?;
+    Ok(state.querier.series(&tables, &selectors, None).await?)
+}
+
+async fn label_names(
+    state: &AppState,
+    tenant: String,
+    req: LabelNamesRequest,
+) -> Result<LabelNamesResponse, ApiError> {
+    let series = matching_series(state, &tenant, &req.matchers, req.start, req.end).await?;
+    let names: BTreeSet<String> = series
+        .into_iter()
+        .flat_map(|s| s.labels.into_iter().map(|(k, _)| k))
+        .collect();
+    Ok(LabelNamesResponse {
+        names: names.into_iter().collect(),
+    })
+}
+
+async fn label_values(
+    state: &AppState,
+    tenant: String,
+    req: LabelValuesRequest,
+) -> Result<LabelValuesResponse, ApiError> {
+    if req.name.is_empty() {
+        return Err(ApiError::invalid("label name is required"));
+    }
+    let series = matching_series(state, &tenant, &req.matchers, req.start, req.end).await?;
+    let values: BTreeSet<String> = series
+        .iter()
+        .filter_map(|s| s.get(&req.name).map(str::to_owned))
+        .collect();
+    Ok(LabelValuesResponse {
+        names: values.into_iter().collect(),
+    })
+}
+
+async fn series(
+    state: &AppState,
+    tenant: String,
+    req: SeriesRequest,
+) -> Result<SeriesResponse, ApiError> {
+    let series = matching_series(state, &tenant, &req.matchers, req.start, req.end).await?;
+    let mut sets: BTreeMap<Vec<(String, String)>, ()> = BTreeMap::new();
+    for s in series {
+        let labels: Vec<(String, String)> = if req.label_names.is_empty() {
+            s.labels
+        } else {
+            s.labels
+                .into_iter()
+                .filter(|(k, _)| req.label_names.contains(k))
+                .collect()
+        };
+        sets.insert(labels, ());
+    }
+    Ok(SeriesResponse {
+        labels_set: sets
+            .into_keys()
+            .map(|labels| Labels {
+                labels: labels
+                    .into_iter()
+                    .map(|(name, value)| LabelPair { name, value })
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+async fn select_merge_stacktraces(
+    state: &AppState,
+    tenant: String,
+    req: SelectMergeStacktracesRequest,
+) -> Result<SelectMergeStacktracesResponse, ApiError> {
+    let range = time_range(req.start, req.end)?;
+    let pt = profile_type(&req.profile_type_id)?;
+    let selector = selector::parse(&req.label_selector)
+        .map_err(|e| ApiError::invalid(format!("label_selector {:?}: {e}", req.label_selector)))?;
+    let max_nodes = match req.max_nodes.unwrap_or(0) {
+        0 => MAX_NODES_DEFAULT,
+        n if n < 0 => {
+            return Err(ApiError::invalid(format!(
+                "max_nodes must not be negative, got {n}"
+            )));
+        }
+        n if n > MAX_NODES_MAX => {
+            return Err(ApiError::invalid(format!(
+                "max_nodes {n} is more than the limit of {MAX_NODES_MAX}"
+            )));
+        }
+        n => n,
+    } as usize;
+    let tree = state
+        .querier
+        .merge_stacktraces(&tenant, &pt.id, &selector, range)
+        .await?;
+    let format = ProfileFormat::try_from(req.format).unwrap_or(ProfileFormat::Unspecified);
+    match format {
+        ProfileFormat::Unspecified | ProfileFormat::Flamegraph => {
+            Ok(SelectMergeStacktracesResponse {
+                flamegraph: Some(tree.flame_graph(max_nodes)),
+                ..Default::default()
+            })
+        }
+        ProfileFormat::Tree => Ok(SelectMergeStacktracesResponse {
+            tree: tree.tree_bytes(max_nodes).into(),
+            ..Default::default()
+        }),
+        other => Err(ApiError::new(
+            Code::Unimplemented,
+            format!(
+                "format {} is not supported yet; use FLAMEGRAPH or TREE",
+                other.as_str_name()
+            ),
+        )),
+    }
+}

@@ -1,0 +1,491 @@
+//! The querier: runs each read as DataFusion plans over one tenant's head snapshot and the
+//! blocks the catalog lists for the time range.
+//!
+//! Every query gets its own `SessionContext` with a memory pool of the configured budget, and
+//! five tables in the block schema (`samples`, `profiles`, `series`, `stacks`, `frames`), each
+//! the union of the head's batches and the selected blocks' Parquet files. Blocks are selected
+//! from catalog statistics (time range, profile type, service) before anything is read; blocks
+//! flushed from WAL segments still in the head snapshot are skipped, so nothing is counted twice
+//! across a flush.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef, UInt64Type};
+use datafusion::common::JoinType;
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::functions_aggregate::expr_fn::sum;
+use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, lit};
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+use profusion_catalog::{BlockMeta, Catalog};
+use profusion_ingest::block::{self, BlockBatches};
+use profusion_ingest::ingester::HeadSnapshot;
+use profusion_ingest::labels;
+
+use crate::error::{QueryError, Result};
+use crate::flamegraph::Tree;
+use crate::selector::Selector;
+
+/// Where the head data of a tenant comes from: the in-process ingester in monolithic mode.
+pub trait HeadSource: Send + Sync + std::fmt::Debug {
+    fn snapshot(&self, tenant: &str) -> Result<HeadSnapshot>;
+}
+
+impl HeadSource for profusion_ingest::ingester::Ingester {
+    fn snapshot(&self, tenant: &str) -> Result<HeadSnapshot> {
+        Ok(profusion_ingest::ingester::Ingester::snapshot(
+            self, tenant,
+        )?)
+    }
+}
+
+/// Querier settings.
+#[derive(Debug, Clone)]
+pub struct QuerierConfig {
+    /// Memory budget of one query, in bytes; a query over it fails with `resource_exhausted`.
+    pub query_memory_bytes: usize,
+    /// Parallelism of one query's plans.
+    pub target_partitions: usize,
+}
+
+impl Default for QuerierConfig {
+    fn default() -> Self {
+        Self {
+            query_memory_bytes: 1 << 30,
+            target_partitions: 2,
+        }
+    }
+}
+
+/// A time range in Unix nanoseconds, both ends inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl TimeRange {
+    /// From Pyroscope's millisecond bounds, both inclusive.
+    pub fn from_millis(start: i64, end: i64) -> Self {
+        Self {
+            start: start.saturating_mul(1_000_000),
+            end: end.saturating_mul(1_000_000).saturating_add(999_999),
+        }
+    }
+}
+
+/// One series as the label APIs see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesLabels {
+    pub fingerprint: u64,
+    /// Sorted by name.
+    pub labels: Vec<(String, String)>,
+}
+
+impl SeriesLabels {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+const STORE_URL: &str = "profusion://store/";
+const TABLES: [&str; 5] = ["samples", "profiles", "series", "stacks", "frames"];
+
+#[derive(Debug)]
+pub struct Querier {
+    catalog: Arc<dyn Catalog>,
+    store: Arc<dyn ObjectStore>,
+    head: Arc<dyn HeadSource>,
+    config: QuerierConfig,
+}
+
+/// One query's DataFusion session with the tenant's tables registered.
+pub struct QueryTables {
+    pub ctx: SessionContext,
+    /// The blocks the tables read, after catalog pruning.
+    pub blocks: Vec<BlockMeta>,
+}
+
+impl std::fmt::Debug for QueryTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryTables")
+            .field("blocks", &self.blocks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Querier {
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        store: Arc<dyn ObjectStore>,
+        head: Arc<dyn HeadSource>,
+        config: QuerierConfig,
+    ) -> Self {
+        Self {
+            catalog,
+            store,
+            head,
+            config,
+        }
+    }
+
+    fn session(&self) -> Result<SessionContext> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(self.config.query_memory_bytes)))
+            .build_arc()?;
+        let mut config =
+            SessionConfig::new().with_target_partitions(self.config.target_partitions.max(1));
+        // The head's batches use plain strings; read Parquet the same way so the unions agree.
+        config
+            .options_mut()
+            .execution
+            .parquet
+            .schema_force_view_types = false;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let url = url::Url::parse(STORE_URL).map_err(|e| QueryError::internal(e.to_string()))?;
+        ctx.register_object_store(&url, Arc::clone(&self.store));
+        Ok(ctx)
+    }
+
+    /// Registers the tenant's tables for a query over `range`, reading only blocks that may
+    /// hold `profile_type` (when given) and one of `services` (when given).
+    pub async fn tables(
+        &self,
+        tenant: &str,
+        range: TimeRange,
+        profile_type: Option<&str>,
+        services: Option<&HashSet<String>>,
+    ) -> Result<QueryTables> {
+        let ctx = self.session()?;
+        let snapshot = self.head.snapshot(tenant)?;
+        let in_head: HashSet<u64> = snapshot.segments.iter().copied().collect();
+        let blocks: Vec<BlockMeta> = self
+            .catalog
+            .blocks(tenant, range.start, range.end)
+            .await?
+            .into_iter()
+            .filter(|b| !(b.source == snapshot.source && in_head.contains(&b.wal_segment)))
+            .filter(|b| profile_type.is_none_or(|pt| b.profile_types.iter().any(|t| t == pt)))
+            .filter(|b| services.is_none_or(|s| b.services.iter().any(|x| s.contains(x))))
+            .collect();
+        let heads: Vec<&BlockBatches> = snapshot.batches.iter().collect();
+        for (table, schema) in TABLES.iter().zip(schemas()) {
+            let head_batches: Vec<Vec<RecordBatch>> = heads
+                .iter()
+                .map(|b| vec![table_batch(b, table).clone()])
+                .collect();
+            let head = MemTable::try_new(
+                Arc::clone(&schema),
+                if head_batches.is_empty() {
+                    vec![vec![]]
+                } else {
+                    head_batches
+                },
+            )?;
+            let mut df = ctx.read_table(Arc::new(head))?;
+            if !blocks.is_empty() {
+                let file = file_name(table);
+                let urls = blocks
+                    .iter()
+                    .map(|b| {
+                        let path = ObjectPath::from_iter([tenant, "blocks", b.id.as_str(), file]);
+                        ListingTableUrl::parse(format!("{STORE_URL}{path}"))
+                    })
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                    .with_file_extension(".parquet");
+                let config = ListingTableConfig::new_with_multi_paths(urls)
+                    .with_listing_options(options)
+                    .with_schema(Arc::clone(&schema));
+                df = df.union(ctx.read_table(Arc::new(ListingTable::try_new(config)?))?)?;
+            }
+            ctx.register_table(*table, df.into_view())?;
+        }
+        Ok(QueryTables { ctx, blocks })
+    }
+
+    /// Series of the tenant matching any of `selectors` (all series when there are none),
+    /// optionally of one profile type.
+    pub async fn series(
+        &self,
+        tables: &QueryTables,
+        selectors: &[Selector],
+        profile_type: Option<&str>,
+    ) -> Result<Vec<SeriesLabels>> {
+        let mut df = tables.ctx.table("series").await?;
+        if let Some(pt) = profile_type {
+            df = df.filter(col("profile_type").eq(lit(pt)))?;
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for batch in df
+            .select(vec![col("series_fingerprint"), col("labels")])?
+            .collect()
+            .await?
+        {
+            let fps = batch.column(0).as_primitive::<UInt64Type>();
+            let lists = batch.column(1).as_list::<i32>();
+            for row in 0..batch.num_rows() {
+                let fp = fps.value(row);
+                if seen.contains(&fp) {
+                    continue;
+                }
+                let entries = lists.value(row);
+                let entries = entries.as_struct();
+                let (names, values) = (
+                    entries.column(0).as_string::<i32>(),
+                    entries.column(1).as_string::<i32>(),
+                );
+                let labels: Vec<(String, String)> = (0..entries.len())
+                    .map(|i| (names.value(i).to_owned(), values.value(i).to_owned()))
+                    .collect();
+                let series = SeriesLabels {
+                    fingerprint: fp,
+                    labels,
+                };
+                if selectors.is_empty() || selectors.iter().any(|s| s.matches(|n| series.get(n))) {
+                    seen.insert(fp);
+                    out.push(series);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// The sample filter of a profile type, time range and (when the selector narrows them)
+    /// series.
+    fn sample_filter(
+        profile_type: &str,
+        range: TimeRange,
+        series: Option<&[SeriesLabels]>,
+    ) -> Expr {
+        let mut filter = col("profile_type")
+            .eq(lit(profile_type))
+            .and(col("time_nanos").gt_eq(lit(range.start)))
+            .and(col("time_nanos").lt_eq(lit(range.end)));
+        if let Some(series) = series {
+            let services: HashSet<&str> = series
+                .iter()
+                .filter_map(|s| s.get(labels::SERVICE_NAME))
+                .collect();
+            filter = filter
+                .and(col("service_name").in_list(services.into_iter().map(lit).collect(), false))
+                .and(
+                    col("series_fingerprint")
+                        .in_list(series.iter().map(|s| lit(s.fingerprint)).collect(), false),
+                );
+        }
+        filter
+    }
+
+    /// The merged call tree of a profile type over the series a selector picks.
+    pub async fn merge_stacktraces(
+        &self,
+        tenant: &str,
+        profile_type: &str,
+        selector: &Selector,
+        range: TimeRange,
+    ) -> Result<Tree> {
+        let services = selector_services(selector);
+        let tables = self
+            .tables(tenant, range, Some(profile_type), services.as_ref())
+            .await?;
+        let series = if selector.matchers.is_empty() {
+            None
+        } else {
+            let s = self
+                .series(&tables, std::slice::from_ref(selector), Some(profile_type))
+                .await?;
+            if s.is_empty() {
+                return Ok(Tree::new());
+            }
+            Some(s)
+        };
+        let merged = self
+            .merge_plan(&tables, profile_type, range, series.as_deref())
+            .await?;
+        symbolize(&tables.ctx, merged).await
+    }
+
+    /// `sum(value) GROUP BY stack_hash` over the selected samples.
+    pub async fn merge_plan(
+        &self,
+        tables: &QueryTables,
+        profile_type: &str,
+        range: TimeRange,
+        series: Option<&[SeriesLabels]>,
+    ) -> Result<DataFrame> {
+        Ok(tables
+            .ctx
+            .table("samples")
+            .await?
+            .filter(Self::sample_filter(profile_type, range, series))?
+            .aggregate(
+                vec![col("stack_hash")],
+                vec![sum(col("value")).alias("value")],
+            )?)
+    }
+
+    /// Profile types with data in the range, sorted.
+    pub async fn profile_types(&self, tenant: &str, range: TimeRange) -> Result<Vec<String>> {
+        let snapshot = self.head.snapshot(tenant)?;
+        let mut types: HashSet<String> = snapshot
+            .batches
+            .iter()
+            .filter(|b| b.max_time_nanos >= range.start && b.min_time_nanos <= range.end)
+            .flat_map(|b| b.profile_types.iter().cloned())
+            .collect();
+        for b in self.catalog.blocks(tenant, range.start, range.end).await? {
+            types.extend(b.profile_types);
+        }
+        let mut out: Vec<String> = types.into_iter().collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// The services an exact `service_name` matcher pins, for catalog pruning.
+fn selector_services(selector: &Selector) -> Option<HashSet<String>> {
+    selector
+        .matchers
+        .iter()
+        .find(|m| m.name == labels::SERVICE_NAME && m.op == crate::selector::MatchOp::Equal)
+        .map(|m| HashSet::from([m.value.clone()]))
+}
+
+/// Resolves merged stack hashes to function names and builds the call tree.
+async fn symbolize(ctx: &SessionContext, merged: DataFrame) -> Result<Tree> {
+    let totals: Vec<RecordBatch> = merged.collect().await?;
+    let mut values: HashMap<u64, i64> = HashMap::new();
+    for b in &totals {
+        let (hashes, sums) = (
+            b.column(0).as_primitive::<UInt64Type>(),
+            b.column(1).as_primitive::<Int64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            values.insert(hashes.value(i), sums.value(i));
+        }
+    }
+    let mut tree = Tree::new();
+    if values.is_empty() {
+        return Ok(tree);
+    }
+    let merged = ctx.read_batches(totals)?;
+    let stacks = ctx
+        .table("stacks")
+        .await?
+        .join(
+            merged,
+            JoinType::LeftSemi,
+            &["stack_hash"],
+            &["stack_hash"],
+            None,
+        )?
+        .collect()
+        .await?;
+    let mut frames_of: HashMap<u64, Vec<u64>> = HashMap::new();
+    for b in &stacks {
+        let (hashes, lists) = (
+            b.column(0).as_primitive::<UInt64Type>(),
+            b.column(1).as_list::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            frames_of.entry(hashes.value(i)).or_insert_with(|| {
+                lists
+                    .value(i)
+                    .as_primitive::<UInt64Type>()
+                    .values()
+                    .to_vec()
+            });
+        }
+    }
+    let wanted: HashSet<u64> = frames_of.values().flatten().copied().collect();
+    let mut names: HashMap<u64, String> = HashMap::new();
+    let frames = ctx
+        .table("frames")
+        .await?
+        .select(vec![
+            col("frame_id"),
+            col("function_name"),
+            col("mapping_file"),
+            col("address"),
+        ])?
+        .collect()
+        .await?;
+    for b in &frames {
+        let ids = b.column(0).as_primitive::<UInt64Type>();
+        let (functions, mappings) = (
+            b.column(1).as_string::<i32>(),
+            b.column(2).as_string::<i32>(),
+        );
+        let addresses = b.column(3).as_primitive::<UInt64Type>();
+        for i in 0..b.num_rows() {
+            let id = ids.value(i);
+            if wanted.contains(&id) && !names.contains_key(&id) {
+                let name = match functions.value(i) {
+                    "" => format!("{} 0x{:x}", mappings.value(i), addresses.value(i))
+                        .trim_start()
+                        .to_owned(),
+                    f => f.to_owned(),
+                };
+                names.insert(id, name);
+            }
+        }
+    }
+    for (hash, value) in values {
+        let Some(frame_ids) = frames_of.get(&hash) else {
+            return Err(QueryError::internal(format!(
+                "stack {hash:016x} has no symbols in any block"
+            )));
+        };
+        let stack: Vec<&str> = frame_ids
+            .iter()
+            .map(|f| names.get(f).map_or("<unknown>", String::as_str))
+            .collect();
+        tree.insert(&stack, value)
+            .map_err(|e| QueryError::internal(e.to_string()))?;
+    }
+    Ok(tree)
+}
+
+fn schemas() -> [SchemaRef; 5] {
+    [
+        block::samples_schema(),
+        block::profiles_schema(),
+        block::series_schema(),
+        block::stacks_schema(),
+        block::frames_schema(),
+    ]
+}
+
+fn table_batch<'a>(b: &'a BlockBatches, table: &str) -> &'a RecordBatch {
+    match table {
+        "samples" => &b.samples,
+        "profiles" => &b.profiles,
+        "series" => &b.series,
+        "stacks" => &b.stacks,
+        _ => &b.frames,
+    }
+}
+
+fn file_name(table: &str) -> &'static str {
+    match table {
+        "samples" => block::SAMPLES_FILE,
+        "profiles" => block::PROFILES_FILE,
+        "series" => block::SERIES_FILE,
+        "stacks" => block::STACKS_FILE,
+        _ => block::FRAMES_FILE,
+    }
+}

@@ -1,0 +1,324 @@
+//! `querier.v1.QuerierService` over Connect: flame graphs, label names and values, series and
+//! profile types, checked against a reference computed in the test from what was pushed, and
+//! identical before and after the head is flushed into a block.
+
+use std::time::{Duration, Instant};
+
+use profusion_proto::querier::v1::{
+    ProfileTypesRequest, ProfileTypesResponse, SelectMergeStacktracesRequest,
+    SelectMergeStacktracesResponse, SeriesRequest, SeriesResponse,
+};
+use profusion_proto::types::v1::{
+    LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
+};
+use profusion_tests::{
+    TestServer, cpu_pprof, decode_flamegraph, now_nanos, post, push_request, reference_tree,
+};
+use prost::Message;
+
+const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+
+/// Which pushed (service, env) pairs a selector should pick.
+type Keep = Box<dyn Fn(&str, &str) -> bool>;
+
+/// (service, env, root-first stack, value in ns) of every pushed sample.
+const PUSHED: &[(&str, &str, &str, i64)] = &[
+    ("api", "prod", "main;handle;db", 50_000_000),
+    ("api", "prod", "main;handle;render", 30_000_000),
+    ("api", "dev", "main;handle;db", 10_000_000),
+    ("web", "prod", "main;serve", 20_000_000),
+];
+
+fn push_all(server: &TestServer, time: i64) {
+    for (service, env, stack, value) in PUSHED {
+        let frames: Vec<&str> = stack.split(';').collect();
+        let profile = cpu_pprof(time, &[(&frames, *value)]);
+        let req = push_request(
+            &[
+                ("__name__", "process_cpu"),
+                ("service_name", service),
+                ("env", env),
+            ],
+            profile.encode_to_vec(),
+            "",
+        );
+        let r = post(
+            &server.url("/push.v1.PusherService/Push"),
+            &[("content-type", "application/proto")],
+            req.encode_to_vec(),
+            false,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+fn call<Req: Message, Resp: Message + Default>(
+    server: &TestServer,
+    method: &str,
+    req: &Req,
+) -> Result<Resp, (u16, String)> {
+    let r = post(
+        &server.url(&format!("/querier.v1.QuerierService/{method}")),
+        &[("content-type", "application/proto")],
+        req.encode_to_vec(),
+        false,
+    );
+    if r.status == 200 {
+        Ok(Resp::decode(r.body.as_slice()).expect("response"))
+    } else {
+        Err((r.status, r.text()))
+    }
+}
+
+/// The expected tree of the pushed samples `keep` selects, `times` pushes over.
+fn expected(
+    keep: impl Fn(&str, &str) -> bool,
+    times: i64,
+) -> std::collections::BTreeMap<String, (i64, i64)> {
+    let stacks: Vec<(Vec<String>, i64)> = PUSHED
+        .iter()
+        .filter(|(s, e, _, _)| keep(s, e))
+        .map(|(_, _, stack, v)| (stack.split(';').map(str::to_owned).collect(), v * times))
+        .collect();
+    reference_tree(&stacks)
+}
+
+fn flame(
+    server: &TestServer,
+    selector: &str,
+    start: i64,
+    end: i64,
+) -> std::collections::BTreeMap<String, (i64, i64)> {
+    let resp: SelectMergeStacktracesResponse = call(
+        server,
+        "SelectMergeStacktraces",
+        &SelectMergeStacktracesRequest {
+            profile_type_id: CPU.into(),
+            label_selector: selector.into(),
+            start,
+            end,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{selector}: {e:?}"));
+    let fg = resp.flamegraph.expect("flamegraph");
+    let tree = decode_flamegraph(&fg);
+    assert_eq!(
+        fg.total,
+        tree.get("total").map_or(0, |t| t.0),
+        "total field"
+    );
+    tree
+}
+
+fn wait_for_block(server: &TestServer) {
+    let started = Instant::now();
+    while server
+        .blocks("anonymous")
+        .iter()
+        .all(|b| !b.join("meta.json").exists())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no flush:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The catalog registration follows the upload closely; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn flame_graphs_and_labels_are_exact_and_survive_a_flush() {
+    let server = TestServer::start(&[
+        "--pyroscopedb.max-block-duration=2s",
+        "--ingester.flush-check-interval=100ms",
+    ]);
+    let now = now_nanos();
+    push_all(&server, now);
+    let (start, end) = (now / 1_000_000 - 60_000, now / 1_000_000 + 60_000);
+
+    let cases: Vec<(&str, Keep)> = vec![
+        (r#"{service_name="api"}"#, Box::new(|s, _| s == "api")),
+        (
+            r#"{service_name="api", env="prod"}"#,
+            Box::new(|s, e| s == "api" && e == "prod"),
+        ),
+        (r#"{env=~"d.*"}"#, Box::new(|_, e| e == "dev")),
+        (r#"{service_name!="api"}"#, Box::new(|s, _| s != "api")),
+        ("{}", Box::new(|_, _| true)),
+        (r#"{service_name="nope"}"#, Box::new(|_, _| false)),
+    ];
+    let before: Vec<_> = cases
+        .iter()
+        .map(|(sel, _)| flame(&server, sel, start, end))
+        .collect();
+    for ((sel, keep), got) in cases.iter().zip(&before) {
+        let mut want = expected(keep, 1);
+        want.retain(|_, (t, _)| *t > 0);
+        let mut got = got.clone();
+        got.retain(|_, (t, _)| *t > 0);
+        assert_eq!(got, want, "{sel} from the head");
+    }
+
+    wait_for_block(&server);
+    let after: Vec<_> = cases
+        .iter()
+        .map(|(sel, _)| flame(&server, sel, start, end))
+        .collect();
+    assert_eq!(before, after, "identical answers from the block");
+
+    // New data after the flush is merged with the block's.
+    push_all(&server, now_nanos());
+    let both = flame(&server, r#"{service_name="api"}"#, start, end);
+    let mut want = expected(|s, _| s == "api", 2);
+    want.retain(|_, (t, _)| *t > 0);
+    assert_eq!(both, want, "head and block together");
+
+    // A range before the data is empty.
+    assert!(
+        flame(&server, "{}", start - 3_600_000, start - 1)
+            .values()
+            .all(|(t, _)| *t == 0)
+    );
+
+    let names: LabelNamesResponse = call(
+        &server,
+        "LabelNames",
+        &LabelNamesRequest {
+            matchers: vec![r#"{service_name="web"}"#.into()],
+            start,
+            end,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        names.names,
+        [
+            "__name__",
+            "__period_type__",
+            "__period_unit__",
+            "__profile_type__",
+            "__service_name__",
+            "__type__",
+            "__unit__",
+            "env",
+            "service_name"
+        ]
+    );
+    let values: LabelValuesResponse = call(
+        &server,
+        "LabelValues",
+        &LabelValuesRequest {
+            name: "env".into(),
+            matchers: vec![r#"{service_name="api"}"#.into()],
+            start,
+            end,
+        },
+    )
+    .unwrap();
+    assert_eq!(values.names, ["dev", "prod"]);
+    let series: SeriesResponse = call(
+        &server,
+        "Series",
+        &SeriesRequest {
+            matchers: vec![r#"{env="prod"}"#.into()],
+            label_names: vec!["service_name".into(), "env".into()],
+            start,
+            end,
+        },
+    )
+    .unwrap();
+    let sets: Vec<Vec<(String, String)>> = series
+        .labels_set
+        .iter()
+        .map(|l| {
+            l.labels
+                .iter()
+                .map(|p| (p.name.clone(), p.value.clone()))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        sets,
+        vec![
+            vec![
+                ("env".to_owned(), "prod".to_owned()),
+                ("service_name".to_owned(), "api".to_owned())
+            ],
+            vec![
+                ("env".to_owned(), "prod".to_owned()),
+                ("service_name".to_owned(), "web".to_owned())
+            ],
+        ]
+    );
+    let types: ProfileTypesResponse =
+        call(&server, "ProfileTypes", &ProfileTypesRequest { start, end }).unwrap();
+    assert_eq!(
+        types
+            .profile_types
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>(),
+        [CPU]
+    );
+    assert_eq!(types.profile_types[0].name, "process_cpu");
+}
+
+#[test]
+fn bad_queries_get_invalid_argument_naming_the_problem() {
+    let server = TestServer::start(&[]);
+    let now = now_nanos() / 1_000_000;
+    let req = |sel: &str, start: i64, end: i64, max_nodes: Option<i64>, pt: &str| {
+        SelectMergeStacktracesRequest {
+            profile_type_id: pt.into(),
+            label_selector: sel.into(),
+            start,
+            end,
+            max_nodes,
+            ..Default::default()
+        }
+    };
+    for (r, message) in [
+        (
+            req(r#"{service_name="a""#, now - 1, now, None, CPU),
+            "label_selector",
+        ),
+        (
+            req(r#"{a=~"(("}"#, now - 1, now, None, CPU),
+            "invalid regular expression",
+        ),
+        (req("{}", now, now - 1, None, CPU), "start"),
+        (req("{}", 0, 0, None, CPU), "missing time range"),
+        (
+            req("{}", now - 1, now, Some(2_000_000), CPU),
+            "more than the limit of 1048576",
+        ),
+        (
+            req("{}", now - 1, now, Some(-1), CPU),
+            "must not be negative",
+        ),
+        (
+            req("{}", now - 1, now, None, "process_cpu:cpu"),
+            "invalid profile type",
+        ),
+    ] {
+        let err = call::<_, SelectMergeStacktracesResponse>(&server, "SelectMergeStacktraces", &r)
+            .unwrap_err();
+        assert_eq!(err.0, 400, "{err:?}");
+        let body: serde_json::Value = serde_json::from_str(&err.1).unwrap();
+        assert_eq!(body["code"], "invalid_argument");
+        assert!(
+            body["message"].as_str().unwrap().contains(message),
+            "{message:?} not in {body}"
+        );
+    }
+    let err = call::<_, SelectMergeStacktracesResponse>(
+        &server,
+        "NoSuchMethod",
+        &req("{}", 0, 1, None, CPU),
+    )
+    .unwrap_err();
+    assert_eq!(err.0, 501);
+}
