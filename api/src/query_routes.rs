@@ -10,12 +10,14 @@ use http::HeaderMap;
 use profusion_engine::querier::TimeRange;
 use profusion_engine::selector::{self, Selector};
 use profusion_proto::querier::v1::{
-    ProfileFormat, ProfileTypesRequest, ProfileTypesResponse, SelectMergeStacktracesRequest,
-    SelectMergeStacktracesResponse, SeriesRequest, SeriesResponse,
+    DiffRequest, DiffResponse, ProfileFormat, ProfileTypesRequest, ProfileTypesResponse,
+    SelectMergeStacktracesRequest, SelectMergeStacktracesResponse, SelectSeriesRequest,
+    SelectSeriesResponse, SeriesRequest, SeriesResponse,
 };
 use profusion_proto::types::v1::{
-    LabelNamesRequest, LabelNamesResponse, LabelPair, LabelValuesRequest, LabelValuesResponse,
-    Labels, ProfileType,
+    GetProfileStatsRequest, GetProfileStatsResponse, LabelNamesRequest, LabelNamesResponse,
+    LabelPair, LabelValuesRequest, LabelValuesResponse, Labels, Point, ProfileType, Series,
+    TimeSeriesAggregationType,
 };
 
 use crate::error::{ApiError, Code};
@@ -47,6 +49,13 @@ pub(crate) async fn querier(
                 select_merge_stacktraces(&state, t, r)
             })
             .await
+        }
+        "SelectSeries" => {
+            rpc::unary(&state, &headers, body, |t, r| select_series(&state, t, r)).await
+        }
+        "Diff" => rpc::unary(&state, &headers, body, |t, r| diff(&state, t, r)).await,
+        "GetProfileStats" => {
+            rpc::unary(&state, &headers, body, |t, r| profile_stats(&state, t, r)).await
         }
         _ => rpc::unimplemented(&headers, &format!("querier.v1.QuerierService/{method}")),
     }
@@ -185,16 +194,26 @@ async fn series(
     })
 }
 
-async fn select_merge_stacktraces(
-    state: &AppState,
-    tenant: String,
-    req: SelectMergeStacktracesRequest,
-) -> Result<SelectMergeStacktracesResponse, ApiError> {
-    let range = time_range(req.start, req.end)?;
-    let pt = profile_type(&req.profile_type_id)?;
-    let selector = selector::parse(&req.label_selector)
-        .map_err(|e| ApiError::invalid(format!("label_selector {:?}: {e}", req.label_selector)))?;
-    let max_nodes = match req.max_nodes.unwrap_or(0) {
+/// A validated flame-graph request.
+struct MergeQuery {
+    range: TimeRange,
+    profile_type: ProfileType,
+    selector: Selector,
+    max_nodes: usize,
+}
+
+fn merge_query(
+    profile_type_id: &str,
+    label_selector: &str,
+    start: i64,
+    end: i64,
+    max_nodes: Option<i64>,
+) -> Result<MergeQuery, ApiError> {
+    let range = time_range(start, end)?;
+    let profile_type = profile_type(profile_type_id)?;
+    let selector = selector::parse(label_selector)
+        .map_err(|e| ApiError::invalid(format!("label_selector {label_selector:?}: {e}")))?;
+    let max_nodes = match max_nodes.unwrap_or(0) {
         0 => MAX_NODES_DEFAULT,
         n if n < 0 => {
             return Err(ApiError::invalid(format!(
@@ -208,10 +227,39 @@ async fn select_merge_stacktraces(
         }
         n => n,
     } as usize;
-    let tree = state
+    Ok(MergeQuery {
+        range,
+        profile_type,
+        selector,
+        max_nodes,
+    })
+}
+
+async fn merged_tree(
+    state: &AppState,
+    tenant: &str,
+    q: &MergeQuery,
+) -> Result<profusion_engine::flamegraph::Tree, ApiError> {
+    Ok(state
         .querier
-        .merge_stacktraces(&tenant, &pt.id, &selector, range)
-        .await?;
+        .merge_stacktraces(tenant, &q.profile_type.id, &q.selector, q.range)
+        .await?)
+}
+
+async fn select_merge_stacktraces(
+    state: &AppState,
+    tenant: String,
+    req: SelectMergeStacktracesRequest,
+) -> Result<SelectMergeStacktracesResponse, ApiError> {
+    let q = merge_query(
+        &req.profile_type_id,
+        &req.label_selector,
+        req.start,
+        req.end,
+        req.max_nodes,
+    )?;
+    let tree = merged_tree(state, &tenant, &q).await?;
+    let max_nodes = q.max_nodes;
     let format = ProfileFormat::try_from(req.format).unwrap_or(ProfileFormat::Unspecified);
     match format {
         ProfileFormat::Unspecified | ProfileFormat::Flamegraph => {
@@ -232,4 +280,124 @@ async fn select_merge_stacktraces(
             ),
         )),
     }
+}
+
+async fn select_series(
+    state: &AppState,
+    tenant: String,
+    req: SelectSeriesRequest,
+) -> Result<SelectSeriesResponse, ApiError> {
+    let q = merge_query(
+        &req.profile_type_id,
+        &req.label_selector,
+        req.start,
+        req.end,
+        None,
+    )?;
+    if !(req.step > 0.0 && req.step.is_finite()) {
+        return Err(ApiError::invalid(format!(
+            "step must be a positive number of seconds, got {}",
+            req.step
+        )));
+    }
+    if req.stack_trace_selector.is_some() {
+        return Err(ApiError::new(
+            Code::Unimplemented,
+            "stack_trace_selector on SelectSeries is not supported yet",
+        ));
+    }
+    let limit = match req.limit {
+        Some(n) if n < 0 => {
+            return Err(ApiError::invalid(format!(
+                "limit must not be negative, got {n}"
+            )));
+        }
+        Some(0) | None => None,
+        Some(n) => Some(n as usize),
+    };
+    let average = req.aggregation == Some(TimeSeriesAggregationType::Average as i32);
+    let series = state
+        .querier
+        .select_series(
+            &tenant,
+            &profusion_engine::querier::SeriesQuery {
+                profile_type: &q.profile_type.id,
+                selector: &q.selector,
+                range: q.range,
+                step_millis: (req.step * 1000.0).round() as i64,
+                group_by: &req.group_by,
+                average,
+                limit,
+            },
+        )
+        .await?;
+    Ok(SelectSeriesResponse {
+        series: series
+            .into_iter()
+            .map(|s| Series {
+                labels: s
+                    .labels
+                    .into_iter()
+                    .map(|(name, value)| LabelPair { name, value })
+                    .collect(),
+                points: s
+                    .points
+                    .into_iter()
+                    .map(|(timestamp, value)| Point {
+                        value,
+                        timestamp,
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+async fn diff(
+    state: &AppState,
+    tenant: String,
+    req: DiffRequest,
+) -> Result<DiffResponse, ApiError> {
+    let (Some(left), Some(right)) = (req.left, req.right) else {
+        return Err(ApiError::invalid("diff needs both left and right"));
+    };
+    let l = merge_query(
+        &left.profile_type_id,
+        &left.label_selector,
+        left.start,
+        left.end,
+        left.max_nodes,
+    )
+    .map_err(|e| ApiError::invalid(format!("left: {}", e.message)))?;
+    let r = merge_query(
+        &right.profile_type_id,
+        &right.label_selector,
+        right.start,
+        right.end,
+        right.max_nodes,
+    )
+    .map_err(|e| ApiError::invalid(format!("right: {}", e.message)))?;
+    let (lt, rt) = tokio::try_join!(
+        merged_tree(state, &tenant, &l),
+        merged_tree(state, &tenant, &r)
+    )?;
+    Ok(DiffResponse {
+        flamegraph: Some(profusion_engine::flamegraph::diff(&lt, &rt, l.max_nodes)),
+    })
+}
+
+async fn profile_stats(
+    state: &AppState,
+    tenant: String,
+    _req: GetProfileStatsRequest,
+) -> Result<GetProfileStatsResponse, ApiError> {
+    Ok(match state.querier.profile_stats(&tenant).await? {
+        Some((oldest, newest)) => GetProfileStatsResponse {
+            data_ingested: true,
+            oldest_profile_time: oldest,
+            newest_profile_time: newest,
+        },
+        None => GetProfileStatsResponse::default(),
+    })
 }

@@ -82,6 +82,32 @@ impl TimeRange {
     }
 }
 
+/// What [`Querier::select_series`] computes.
+#[derive(Debug, Clone)]
+pub struct SeriesQuery<'a> {
+    pub profile_type: &'a str,
+    pub selector: &'a Selector,
+    pub range: TimeRange,
+    pub step_millis: i64,
+    pub group_by: &'a [String],
+    /// Average per profile within a step instead of the sum.
+    pub average: bool,
+    pub limit: Option<usize>,
+}
+
+/// One time series: its group labels and `(Unix milliseconds, value)` points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeSeries {
+    pub labels: Vec<(String, String)>,
+    pub points: Vec<(i64, f64)>,
+}
+
+impl TimeSeries {
+    fn total(&self) -> f64 {
+        self.points.iter().map(|p| p.1).sum()
+    }
+}
+
 /// One series as the label APIs see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesLabels {
@@ -336,6 +362,123 @@ impl Querier {
                 vec![col("stack_hash")],
                 vec![sum(col("value")).alias("value")],
             )?)
+    }
+
+    /// Time series of profile totals: one series per distinct value set of `group_by` labels,
+    /// points at epoch-aligned multiples of `step_millis`, summed or averaged per step, the
+    /// `limit` series with the largest totals when a limit is given.
+    pub async fn select_series(
+        &self,
+        tenant: &str,
+        query: &SeriesQuery<'_>,
+    ) -> Result<Vec<TimeSeries>> {
+        let services = selector_services(query.selector);
+        let tables = self
+            .tables(
+                tenant,
+                query.range,
+                Some(query.profile_type),
+                services.as_ref(),
+            )
+            .await?;
+        let series = self
+            .series(
+                &tables,
+                std::slice::from_ref(query.selector),
+                Some(query.profile_type),
+            )
+            .await?;
+        if series.is_empty() {
+            return Ok(Vec::new());
+        }
+        let group_of: HashMap<u64, Vec<(String, String)>> = series
+            .iter()
+            .map(|s| {
+                let key = query
+                    .group_by
+                    .iter()
+                    .filter_map(|name| s.get(name).map(|v| (name.clone(), v.to_owned())))
+                    .collect();
+                (s.fingerprint, key)
+            })
+            .collect();
+        let narrowed = (!query.selector.matchers.is_empty()).then_some(series.as_slice());
+        let rows = tables
+            .ctx
+            .table("profiles")
+            .await?
+            .filter(Self::sample_filter(
+                query.profile_type,
+                query.range,
+                narrowed,
+            ))?
+            .select(vec![
+                col("series_fingerprint"),
+                col("time_nanos"),
+                col("total_value"),
+            ])?
+            .collect()
+            .await?;
+        let step = query.step_millis.max(1);
+        // (group, step start) -> (sum, profiles)
+        let mut buckets: HashMap<(Vec<(String, String)>, i64), (f64, u64)> = HashMap::new();
+        for b in &rows {
+            let (fps, times, totals) = (
+                b.column(0).as_primitive::<UInt64Type>(),
+                b.column(1).as_primitive::<Int64Type>(),
+                b.column(2).as_primitive::<Int64Type>(),
+            );
+            for i in 0..b.num_rows() {
+                let Some(group) = group_of.get(&fps.value(i)) else {
+                    continue;
+                };
+                let t = times.value(i).div_euclid(1_000_000);
+                let e = buckets
+                    .entry((group.clone(), t - t.rem_euclid(step)))
+                    .or_default();
+                e.0 += totals.value(i) as f64;
+                e.1 += 1;
+            }
+        }
+        let mut by_group: HashMap<Vec<(String, String)>, Vec<(i64, f64)>> = HashMap::new();
+        for ((group, ts), (sum, n)) in buckets {
+            let value = if query.average { sum / n as f64 } else { sum };
+            by_group.entry(group).or_default().push((ts, value));
+        }
+        let mut out: Vec<TimeSeries> = by_group
+            .into_iter()
+            .map(|(labels, mut points)| {
+                points.sort_by_key(|p| p.0);
+                TimeSeries { labels, points }
+            })
+            .collect();
+        if let Some(limit) = query.limit {
+            out.sort_by(|a, b| {
+                b.total()
+                    .total_cmp(&a.total())
+                    .then_with(|| a.labels.cmp(&b.labels))
+            });
+            out.truncate(limit);
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// Whether the tenant has any data, and the times of its oldest and newest profiles
+    /// (Unix milliseconds).
+    pub async fn profile_stats(&self, tenant: &str) -> Result<Option<(i64, i64)>> {
+        let snapshot = self.head.snapshot(tenant)?;
+        let mut bounds: Option<(i64, i64)> = None;
+        let mut widen = |min: i64, max: i64| {
+            bounds = Some(bounds.map_or((min, max), |(a, b)| (a.min(min), b.max(max))));
+        };
+        for b in &snapshot.batches {
+            widen(b.min_time_nanos, b.max_time_nanos);
+        }
+        for b in self.catalog.blocks(tenant, i64::MIN, i64::MAX).await? {
+            widen(b.min_time_nanos, b.max_time_nanos);
+        }
+        Ok(bounds.map(|(min, max)| (min.div_euclid(1_000_000), max.div_euclid(1_000_000))))
     }
 
     /// Profile types with data in the range, sorted.

@@ -322,3 +322,184 @@ fn bad_queries_get_invalid_argument_naming_the_problem() {
     .unwrap_err();
     assert_eq!(err.0, 501);
 }
+
+fn push_at(
+    server: &TestServer,
+    service: &str,
+    env: &str,
+    stack: &str,
+    value: i64,
+    time_nanos: i64,
+) {
+    let frames: Vec<&str> = stack.split(';').collect();
+    let req = push_request(
+        &[
+            ("__name__", "process_cpu"),
+            ("service_name", service),
+            ("env", env),
+        ],
+        cpu_pprof(time_nanos, &[(&frames, value)]).encode_to_vec(),
+        "",
+    );
+    let r = post(
+        &server.url("/push.v1.PusherService/Push"),
+        &[("content-type", "application/proto")],
+        req.encode_to_vec(),
+        false,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn series_diff_and_stats_match_the_reference() {
+    use profusion_proto::querier::v1::{
+        DiffRequest, DiffResponse, SelectSeriesRequest, SelectSeriesResponse,
+    };
+    use profusion_proto::types::v1::{
+        GetProfileStatsRequest, GetProfileStatsResponse, TimeSeriesAggregationType,
+    };
+    use std::collections::BTreeMap;
+
+    let server = TestServer::start(&[]);
+    let step_ms = 15_000;
+    let base_ms = (now_nanos() / 1_000_000 / step_ms) * step_ms - 4 * step_ms;
+    // (env, offset ms from base, value)
+    let pushes = [
+        ("prod", 1_000, 10),
+        ("prod", 5_000, 20),
+        ("prod", 20_000, 40),
+        ("dev", 2_000, 7),
+        ("dev", 31_000, 3),
+    ];
+    for (env, offset, value) in pushes {
+        push_at(
+            &server,
+            "api",
+            env,
+            "main;work",
+            value,
+            (base_ms + offset) * 1_000_000,
+        );
+    }
+    let (start, end) = (base_ms - step_ms, base_ms + 10 * step_ms);
+
+    // The reference: points per (env, step) computed here.
+    let reference = |average: bool| {
+        let mut buckets: BTreeMap<(&str, i64), (f64, f64)> = BTreeMap::new();
+        for (env, offset, value) in pushes {
+            let t = base_ms + offset;
+            let e = buckets.entry((env, t - t % step_ms)).or_default();
+            e.0 += value as f64;
+            e.1 += 1.0;
+        }
+        let mut out: BTreeMap<&str, Vec<(i64, f64)>> = BTreeMap::new();
+        for ((env, ts), (sum, n)) in buckets {
+            out.entry(env)
+                .or_default()
+                .push((ts, if average { sum / n } else { sum }));
+        }
+        out
+    };
+    let query = |aggregation: Option<TimeSeriesAggregationType>, limit: Option<i64>| {
+        let resp: SelectSeriesResponse = call(
+            &server,
+            "SelectSeries",
+            &SelectSeriesRequest {
+                profile_type_id: CPU.into(),
+                label_selector: r#"{service_name="api"}"#.into(),
+                start,
+                end,
+                group_by: vec!["env".into()],
+                step: (step_ms / 1000) as f64,
+                aggregation: aggregation.map(|a| a as i32),
+                limit,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        resp.series
+            .into_iter()
+            .map(|s| {
+                assert_eq!(s.labels.len(), 1);
+                (
+                    s.labels[0].value.clone(),
+                    s.points
+                        .iter()
+                        .map(|p| (p.timestamp, p.value))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let as_vec = |m: BTreeMap<&str, Vec<(i64, f64)>>| {
+        m.into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(query(None, None), as_vec(reference(false)));
+    assert_eq!(
+        query(Some(TimeSeriesAggregationType::Average), None),
+        as_vec(reference(true))
+    );
+    let top = query(None, Some(1));
+    assert_eq!(
+        top.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+        ["prod"],
+        "prod has the larger total"
+    );
+
+    let side = |env: &str| SelectMergeStacktracesRequest {
+        profile_type_id: CPU.into(),
+        label_selector: format!(r#"{{env="{env}"}}"#),
+        start,
+        end,
+        ..Default::default()
+    };
+    let d: DiffResponse = call(
+        &server,
+        "Diff",
+        &DiffRequest {
+            left: Some(side("prod")),
+            right: Some(side("dev")),
+        },
+    )
+    .unwrap();
+    let fg = d.flamegraph.unwrap();
+    assert_eq!((fg.left_ticks, fg.right_ticks, fg.total), (70, 10, 80));
+    let levels: Vec<Vec<i64>> = fg.levels.iter().map(|l| l.values.clone()).collect();
+    let left = profusion_tests::decode_levels(&fg.names, &levels, 7, 0);
+    let right = profusion_tests::decode_levels(&fg.names, &levels, 7, 1);
+    let stacks = |v: i64| vec![(vec!["main".to_owned(), "work".to_owned()], v)];
+    assert_eq!(left, reference_tree(&stacks(70)));
+    assert_eq!(right, reference_tree(&stacks(10)));
+
+    let stats: GetProfileStatsResponse =
+        call(&server, "GetProfileStats", &GetProfileStatsRequest {}).unwrap();
+    assert_eq!(
+        (
+            stats.data_ingested,
+            stats.oldest_profile_time,
+            stats.newest_profile_time
+        ),
+        (true, base_ms + 1_000, base_ms + 31_000)
+    );
+
+    let err = call::<_, SelectSeriesResponse>(
+        &server,
+        "SelectSeries",
+        &SelectSeriesRequest {
+            profile_type_id: CPU.into(),
+            start,
+            end,
+            step: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.0, 400);
+    assert!(
+        err.1.contains("step must be a positive number of seconds"),
+        "{}",
+        err.1
+    );
+}
