@@ -95,6 +95,9 @@ pub struct SeriesQuery<'a> {
     pub limit: Option<usize>,
 }
 
+/// The `group_by` labels of a time series, in `group_by` order.
+type GroupKey = Vec<(String, String)>;
+
 /// One time series: its group labels and `(Unix milliseconds, value)` points.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimeSeries {
@@ -391,7 +394,7 @@ impl Querier {
         if series.is_empty() {
             return Ok(Vec::new());
         }
-        let group_of: HashMap<u64, Vec<(String, String)>> = series
+        let group_of: HashMap<u64, GroupKey> = series
             .iter()
             .map(|s| {
                 let key = query
@@ -421,7 +424,7 @@ impl Querier {
             .await?;
         let step = query.step_millis.max(1);
         // (group, step start) -> (sum, profiles)
-        let mut buckets: HashMap<(Vec<(String, String)>, i64), (f64, u64)> = HashMap::new();
+        let mut buckets: HashMap<(GroupKey, i64), (f64, u64)> = HashMap::new();
         for b in &rows {
             let (fps, times, totals) = (
                 b.column(0).as_primitive::<UInt64Type>(),
@@ -440,7 +443,7 @@ impl Querier {
                 e.1 += 1;
             }
         }
-        let mut by_group: HashMap<Vec<(String, String)>, Vec<(i64, f64)>> = HashMap::new();
+        let mut by_group: HashMap<GroupKey, Vec<(i64, f64)>> = HashMap::new();
         for ((group, ts), (sum, n)) in buckets {
             let value = if query.average { sum / n as f64 } else { sum };
             by_group.entry(group).or_default().push((ts, value));
