@@ -19,6 +19,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::expr_fn::sum;
@@ -170,8 +171,13 @@ impl Querier {
     }
 
     fn session(&self) -> Result<SessionContext> {
+        // The budget is a hard limit for now: no spilling to disk, so a query over it fails with
+        // `resource_exhausted` instead of filling the disk.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(self.config.query_memory_bytes)))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()?;
         let mut config =
             SessionConfig::new().with_target_partitions(self.config.target_partitions.max(1));

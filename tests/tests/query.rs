@@ -503,3 +503,68 @@ fn series_diff_and_stats_match_the_reference() {
         err.1
     );
 }
+
+#[test]
+fn a_query_over_its_memory_budget_fails_and_the_server_keeps_serving() {
+    let server = TestServer::start(&["--querier.max-query-memory=65536"]);
+    let now = now_nanos();
+    // Many distinct stacks: the merge's hash table outgrows 64 KiB.
+    let names: Vec<String> = (0..3000).map(|i| format!("function_{i}")).collect();
+    let stacks: Vec<(Vec<&str>, i64)> = names
+        .iter()
+        .map(|n| (vec!["main", n.as_str()], 1))
+        .collect();
+    let stacks: Vec<(&[&str], i64)> = stacks.iter().map(|(s, v)| (s.as_slice(), *v)).collect();
+    let req = push_request(
+        &[("__name__", "process_cpu"), ("service_name", "big")],
+        cpu_pprof(now, &stacks).encode_to_vec(),
+        "",
+    );
+    let r = post(
+        &server.url("/push.v1.PusherService/Push"),
+        &[("content-type", "application/proto")],
+        req.encode_to_vec(),
+        false,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (start, end) = (now / 1_000_000 - 60_000, now / 1_000_000 + 60_000);
+    let err = call::<_, SelectMergeStacktracesResponse>(
+        &server,
+        "SelectMergeStacktraces",
+        &SelectMergeStacktracesRequest {
+            profile_type_id: CPU.into(),
+            label_selector: "{}".into(),
+            start,
+            end,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.0, 429, "{}", err.1);
+    let body: serde_json::Value = serde_json::from_str(&err.1).unwrap();
+    assert_eq!(body["code"], "resource_exhausted");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("more memory than its budget"),
+        "{body}"
+    );
+    // Other queries and writes still work.
+    let values: LabelValuesResponse = call(
+        &server,
+        "LabelValues",
+        &LabelValuesRequest {
+            name: "service_name".into(),
+            matchers: vec![],
+            start,
+            end,
+        },
+    )
+    .unwrap();
+    assert_eq!(values.names, ["big"]);
+    assert_eq!(
+        profusion_tests::blocking::get_status(&server.url("/ready")).unwrap(),
+        200
+    );
+}
