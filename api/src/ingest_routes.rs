@@ -14,22 +14,9 @@ use profusion_proto::otlp::collector::{
 };
 use profusion_proto::push::v1::{PushRequest, PushResponse};
 
-use crate::error::{ApiError, Code};
+use crate::error::ApiError;
 use crate::rpc::{self, Protocol};
 use crate::server::AppState;
-
-fn unsupported_content_type(headers: &HeaderMap, expected: &str) -> Response {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("(none)");
-    ApiError::new(
-        Code::InvalidArgument,
-        format!("unsupported content type {ct:?}; expected {expected}"),
-    )
-    .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE)
-    .into_response()
-}
 
 /// `push.v1.PusherService/Push`.
 pub(crate) async fn push(
@@ -146,7 +133,7 @@ pub(crate) async fn otlp_http(
         Some(Protocol::ConnectProto) => false,
         Some(Protocol::ConnectJson) => true,
         _ => {
-            return unsupported_content_type(
+            return rpc::unsupported_content_type(
                 &headers,
                 "application/x-protobuf, application/protobuf or application/json",
             );

@@ -178,7 +178,10 @@ where
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
 {
     let Some(protocol) = Protocol::detect(headers) else {
-        return unsupported_content_type(headers);
+        return unsupported_content_type(
+            headers,
+            "application/proto, application/json, application/grpc or application/grpc-web",
+        );
     };
     let result = async {
         let (tenant, bytes) = state.tenant_and_body(headers, body).await?;
@@ -190,17 +193,15 @@ where
     respond(protocol, result)
 }
 
-/// 415 for a body whose content type names no RPC protocol.
-pub(crate) fn unsupported_content_type(headers: &HeaderMap) -> Response {
+/// 415 for a body whose content type is not one of `expected`.
+pub(crate) fn unsupported_content_type(headers: &HeaderMap, expected: &str) -> Response {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("(none)");
     ApiError::new(
         Code::InvalidArgument,
-        format!(
-            "unsupported content type {ct:?}; expected application/proto, application/json, application/grpc or application/grpc-web"
-        ),
+        format!("unsupported content type {ct:?}; expected {expected}"),
     )
     .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE)
     .into_response()

@@ -702,3 +702,28 @@ pub fn reference_tree(
     }
     out
 }
+
+/// Pushes one CPU profile (`cpu:nanoseconds`, 10 ms period) over Connect with these series
+/// labels and root-first `;`-joined stacks, and asserts it was accepted.
+pub fn push_cpu(
+    server: &TestServer,
+    labels: &[(&str, &str)],
+    stacks: &[(&str, i64)],
+    time_nanos: i64,
+) {
+    use prost::Message;
+    let frames: Vec<Vec<&str>> = stacks.iter().map(|(s, _)| s.split(';').collect()).collect();
+    let stacks: Vec<(&[&str], i64)> = frames
+        .iter()
+        .zip(stacks)
+        .map(|(f, (_, v))| (f.as_slice(), *v))
+        .collect();
+    let req = push_request(labels, cpu_pprof(time_nanos, &stacks).encode_to_vec(), "");
+    let r = post(
+        &server.url("/push.v1.PusherService/Push"),
+        &[("content-type", "application/proto")],
+        req.encode_to_vec(),
+        false,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}

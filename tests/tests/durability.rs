@@ -3,30 +3,17 @@
 
 use std::io::Write;
 
-use profusion_tests::{TestServer, clients, cpu_pprof, now_nanos, post, push_request};
-use prost::Message;
+use profusion_tests::{TestServer, clients, now_nanos, push_cpu};
 use serde_json::json;
 
 fn push(server: &TestServer, i: i64) {
-    let profile = cpu_pprof(
-        now_nanos(),
-        &[(
-            &["main", "loop", &format!("step{}", i % 5)],
-            10_000_000 * (i + 1),
-        )],
-    );
-    let req = push_request(
+    let stack = format!("main;loop;step{}", i % 5);
+    push_cpu(
+        server,
         &[("__name__", "process_cpu"), ("service_name", "durable")],
-        profile.encode_to_vec(),
-        "",
+        &[(&stack, 10_000_000 * (i + 1))],
+        now_nanos(),
     );
-    let r = post(
-        &server.url("/push.v1.PusherService/Push"),
-        &[("content-type", "application/proto")],
-        req.encode_to_vec(),
-        false,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 fn wal_segments(server: &TestServer) -> Vec<std::path::PathBuf> {

@@ -11,9 +11,7 @@ use profusion_proto::querier::v1::{
 use profusion_proto::types::v1::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
 };
-use profusion_tests::{
-    TestServer, cpu_pprof, decode_flamegraph, now_nanos, post, push_request, reference_tree,
-};
+use profusion_tests::{TestServer, decode_flamegraph, now_nanos, post, push_cpu, reference_tree};
 use prost::Message;
 
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
@@ -31,24 +29,16 @@ const PUSHED: &[(&str, &str, &str, i64)] = &[
 
 fn push_all(server: &TestServer, time: i64) {
     for (service, env, stack, value) in PUSHED {
-        let frames: Vec<&str> = stack.split(';').collect();
-        let profile = cpu_pprof(time, &[(&frames, *value)]);
-        let req = push_request(
+        push_cpu(
+            server,
             &[
                 ("__name__", "process_cpu"),
                 ("service_name", service),
                 ("env", env),
             ],
-            profile.encode_to_vec(),
-            "",
+            &[(stack, *value)],
+            time,
         );
-        let r = post(
-            &server.url("/push.v1.PusherService/Push"),
-            &[("content-type", "application/proto")],
-            req.encode_to_vec(),
-            false,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
     }
 }
 
@@ -331,23 +321,16 @@ fn push_at(
     value: i64,
     time_nanos: i64,
 ) {
-    let frames: Vec<&str> = stack.split(';').collect();
-    let req = push_request(
+    push_cpu(
+        server,
         &[
             ("__name__", "process_cpu"),
             ("service_name", service),
             ("env", env),
         ],
-        cpu_pprof(time_nanos, &[(&frames, value)]).encode_to_vec(),
-        "",
+        &[(stack, value)],
+        time_nanos,
     );
-    let r = post(
-        &server.url("/push.v1.PusherService/Push"),
-        &[("content-type", "application/proto")],
-        req.encode_to_vec(),
-        false,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 #[test]
@@ -509,24 +492,14 @@ fn a_query_over_its_memory_budget_fails_and_the_server_keeps_serving() {
     let server = TestServer::start(&["--querier.max-query-memory=65536"]);
     let now = now_nanos();
     // Many distinct stacks: the merge's hash table outgrows 64 KiB.
-    let names: Vec<String> = (0..3000).map(|i| format!("function_{i}")).collect();
-    let stacks: Vec<(Vec<&str>, i64)> = names
-        .iter()
-        .map(|n| (vec!["main", n.as_str()], 1))
-        .collect();
-    let stacks: Vec<(&[&str], i64)> = stacks.iter().map(|(s, v)| (s.as_slice(), *v)).collect();
-    let req = push_request(
+    let stacks: Vec<String> = (0..3000).map(|i| format!("main;function_{i}")).collect();
+    let stacks: Vec<(&str, i64)> = stacks.iter().map(|s| (s.as_str(), 1)).collect();
+    push_cpu(
+        &server,
         &[("__name__", "process_cpu"), ("service_name", "big")],
-        cpu_pprof(now, &stacks).encode_to_vec(),
-        "",
+        &stacks,
+        now,
     );
-    let r = post(
-        &server.url("/push.v1.PusherService/Push"),
-        &[("content-type", "application/proto")],
-        req.encode_to_vec(),
-        false,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
     let (start, end) = (now / 1_000_000 - 60_000, now / 1_000_000 + 60_000);
     let err = call::<_, SelectMergeStacktracesResponse>(
         &server,
