@@ -28,7 +28,7 @@ use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use profusion_catalog::{BlockMeta, Catalog};
 use profusion_ingest::block::{self, BlockBatches};
-use profusion_ingest::ingester::HeadSnapshot;
+use profusion_ingest::ingester::{GenerationSummary, HeadSnapshot};
 use profusion_ingest::labels;
 
 use crate::error::{QueryError, Result};
@@ -37,7 +37,10 @@ use crate::selector::Selector;
 
 /// Where the head data of a tenant comes from: the in-process ingester in monolithic mode.
 pub trait HeadSource: Send + Sync + std::fmt::Debug {
+    /// The tenant's head data as block batches, for queries that read samples.
     fn snapshot(&self, tenant: &str) -> Result<HeadSnapshot>;
+    /// Time bounds and profile types per generation, for queries that do not.
+    fn summary(&self, tenant: &str) -> Vec<GenerationSummary>;
 }
 
 impl HeadSource for profusion_ingest::ingester::Ingester {
@@ -45,6 +48,10 @@ impl HeadSource for profusion_ingest::ingester::Ingester {
         Ok(profusion_ingest::ingester::Ingester::snapshot(
             self, tenant,
         )?)
+    }
+
+    fn summary(&self, tenant: &str) -> Vec<GenerationSummary> {
+        profusion_ingest::ingester::Ingester::summary(self, tenant)
     }
 }
 
@@ -476,13 +483,12 @@ impl Querier {
     /// Whether the tenant has any data, and the times of its oldest and newest profiles
     /// (Unix milliseconds).
     pub async fn profile_stats(&self, tenant: &str) -> Result<Option<(i64, i64)>> {
-        let snapshot = self.head.snapshot(tenant)?;
         let mut bounds: Option<(i64, i64)> = None;
         let mut widen = |min: i64, max: i64| {
             bounds = Some(bounds.map_or((min, max), |(a, b)| (a.min(min), b.max(max))));
         };
-        for b in &snapshot.batches {
-            widen(b.min_time_nanos, b.max_time_nanos);
+        for g in self.head.summary(tenant) {
+            widen(g.min_time_nanos, g.max_time_nanos);
         }
         for b in self.catalog.blocks(tenant, i64::MIN, i64::MAX).await? {
             widen(b.min_time_nanos, b.max_time_nanos);
@@ -492,12 +498,12 @@ impl Querier {
 
     /// Profile types with data in the range, sorted.
     pub async fn profile_types(&self, tenant: &str, range: TimeRange) -> Result<Vec<String>> {
-        let snapshot = self.head.snapshot(tenant)?;
-        let mut types: HashSet<String> = snapshot
-            .batches
-            .iter()
-            .filter(|b| b.max_time_nanos >= range.start && b.min_time_nanos <= range.end)
-            .flat_map(|b| b.profile_types.iter().cloned())
+        let mut types: HashSet<String> = self
+            .head
+            .summary(tenant)
+            .into_iter()
+            .filter(|g| g.max_time_nanos >= range.start && g.min_time_nanos <= range.end)
+            .flat_map(|g| g.profile_types)
             .collect();
         for b in self.catalog.blocks(tenant, range.start, range.end).await? {
             types.extend(b.profile_types);

@@ -130,6 +130,12 @@ fn convert_profile(
         i
     };
 
+    let mut string_label = |strings: &mut Vec<String>, key: &str, value: &str| pprof::Label {
+        key: intern(strings, key),
+        str: intern(strings, value),
+        ..Default::default()
+    };
+
     let mut by_service: BTreeMap<String, Vec<pprof::Sample>> = BTreeMap::new();
     for (si, sample) in profile.samples.iter().enumerate() {
         let at = |e: IngestError| e.at(format!("samples[{si}]"));
@@ -159,28 +165,16 @@ fn convert_profile(
             if key == "service.name" {
                 service = v;
             } else {
-                label.push(pprof::Label {
-                    key: intern(&mut strings, key),
-                    str: intern(&mut strings, &v),
-                    ..Default::default()
-                });
+                label.push(string_label(&mut strings, key, &v));
             }
         }
         if sample.link_index != 0 {
             let link = get(&dict.link_table, sample.link_index, "link_index").map_err(at)?;
             if link.span_id.len() == 8 {
-                label.push(pprof::Label {
-                    key: intern(&mut strings, "span_id"),
-                    str: intern(&mut strings, &hex(&link.span_id)),
-                    ..Default::default()
-                });
+                label.push(string_label(&mut strings, "span_id", &hex(&link.span_id)));
             }
             if link.trace_id.len() == 16 {
-                label.push(pprof::Label {
-                    key: intern(&mut strings, "trace_id"),
-                    str: intern(&mut strings, &hex(&link.trace_id)),
-                    ..Default::default()
-                });
+                label.push(string_label(&mut strings, "trace_id", &hex(&link.trace_id)));
             }
         }
         by_service.entry(service).or_default().push(pprof::Sample {

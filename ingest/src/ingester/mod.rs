@@ -50,6 +50,15 @@ pub struct IngesterConfig {
     pub local_store_root: Option<PathBuf>,
 }
 
+/// What one head generation holds for a tenant, without its samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationSummary {
+    pub min_time_nanos: i64,
+    pub max_time_nanos: i64,
+    /// Distinct `__profile_type__` values, sorted.
+    pub profile_types: Vec<String>,
+}
+
 /// An ingester's head data for one tenant at one moment.
 #[derive(Debug, Clone)]
 pub struct HeadSnapshot {
@@ -182,6 +191,37 @@ impl Ingester {
     /// The head, for readers and statistics.
     pub fn head(&self) -> &Arc<Mutex<Head>> {
         &self.head
+    }
+
+    /// Time bounds and profile types of `tenant`'s head data, per generation, read from the
+    /// head's metadata: for questions that need no samples.
+    pub fn summary(&self, tenant: &str) -> Vec<GenerationSummary> {
+        let h = self.head.lock().expect("head lock");
+        h.generations
+            .values()
+            .filter_map(|g| g.tenants.get(tenant))
+            .filter_map(|th| {
+                let min = th.profiles.iter().map(|p| p.time_nanos).min()?;
+                let max = th.profiles.iter().map(|p| p.time_nanos).max()?;
+                let mut profile_types: Vec<String> = th
+                    .series
+                    .values()
+                    .filter_map(|labels| {
+                        labels
+                            .iter()
+                            .find(|l| l.name == crate::labels::PROFILE_TYPE)
+                    })
+                    .map(|l| l.value.clone())
+                    .collect();
+                profile_types.sort();
+                profile_types.dedup();
+                Some(GenerationSummary {
+                    min_time_nanos: min,
+                    max_time_nanos: max,
+                    profile_types,
+                })
+            })
+            .collect()
     }
 
     /// `tenant`'s head data as block batches, one per generation, with the WAL segments they
