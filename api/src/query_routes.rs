@@ -7,17 +7,21 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use http::HeaderMap;
-use profusion_engine::querier::TimeRange;
+use profusion_engine::querier::{MergeRequest, TimeRange};
 use profusion_engine::selector::{self, Selector};
+use profusion_engine::symbolize::{GoPgo, StackFilter};
+use profusion_proto::google::v1::Profile;
 use profusion_proto::querier::v1::{
-    DiffRequest, DiffResponse, ProfileFormat, ProfileTypesRequest, ProfileTypesResponse,
+    AnalyzeQueryRequest, AnalyzeQueryResponse, DiffRequest, DiffResponse, PprofProfile,
+    ProfileFormat, ProfileTypesRequest, ProfileTypesResponse, QueryImpact, QueryScope,
+    SelectMergeProfileRequest, SelectMergeSpanProfileRequest, SelectMergeSpanProfileResponse,
     SelectMergeStacktracesRequest, SelectMergeStacktracesResponse, SelectSeriesRequest,
     SelectSeriesResponse, SeriesRequest, SeriesResponse,
 };
 use profusion_proto::types::v1::{
     GetProfileStatsRequest, GetProfileStatsResponse, LabelNamesRequest, LabelNamesResponse,
     LabelPair, LabelValuesRequest, LabelValuesResponse, Labels, Point, ProfileType, Series,
-    TimeSeriesAggregationType,
+    StackTraceSelector, TimeSeriesAggregationType,
 };
 
 use crate::error::{ApiError, Code};
@@ -52,6 +56,21 @@ pub(crate) async fn querier(
         }
         "SelectSeries" => {
             rpc::unary(&state, &headers, body, |t, r| select_series(&state, t, r)).await
+        }
+        "SelectMergeSpanProfile" => {
+            rpc::unary(&state, &headers, body, |t, r| {
+                select_merge_span_profile(&state, t, r)
+            })
+            .await
+        }
+        "SelectMergeProfile" => {
+            rpc::unary(&state, &headers, body, |t, r| {
+                select_merge_profile(&state, t, r)
+            })
+            .await
+        }
+        "AnalyzeQuery" => {
+            rpc::unary(&state, &headers, body, |t, r| analyze_query(&state, t, r)).await
         }
         "Diff" => rpc::unary(&state, &headers, body, |t, r| diff(&state, t, r)).await,
         "GetProfileStats" => {
@@ -196,9 +215,8 @@ async fn series(
 
 /// A validated flame-graph request.
 struct MergeQuery {
-    range: TimeRange,
+    req: MergeRequest,
     profile_type: ProfileType,
-    selector: Selector,
     max_nodes: usize,
 }
 
@@ -228,11 +246,59 @@ fn merge_query(
         n => n,
     } as usize;
     Ok(MergeQuery {
-        range,
+        req: MergeRequest {
+            profile_type: profile_type.id.clone(),
+            selector,
+            range,
+            profile_ids: Vec::new(),
+            span_ids: Vec::new(),
+            stacks: StackFilter::default(),
+        },
         profile_type,
-        selector,
         max_nodes,
     })
+}
+
+impl MergeQuery {
+    /// Adds the optional selectors of a request.
+    fn narrowed(
+        mut self,
+        stack_trace_selector: Option<&StackTraceSelector>,
+        profile_ids: &[String],
+        span_ids: &[String],
+        trace_ids: &[String],
+    ) -> Result<Self, ApiError> {
+        if !trace_ids.is_empty() {
+            return Err(ApiError::new(
+                Code::Unimplemented,
+                "trace_id_selector is not supported; select spans with span_selector",
+            ));
+        }
+        if let Some(s) = stack_trace_selector {
+            self.req.stacks = StackFilter {
+                call_site: s.call_site.iter().map(|l| l.name.clone()).collect(),
+                go_pgo: s.go_pgo.map(|p| GoPgo {
+                    keep_locations: p.keep_locations,
+                    aggregate_callees: p.aggregate_callees,
+                }),
+            };
+        }
+        self.req.profile_ids = profile_ids.to_vec();
+        self.req.span_ids = span_ids
+            .iter()
+            .map(|s| {
+                (s.len() == 16)
+                    .then(|| profusion_ingest::pprof::parse_span_id(s))
+                    .flatten()
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "span_selector {s:?} is not a span id of 16 hex digits"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
 }
 
 async fn merged_tree(
@@ -240,10 +306,7 @@ async fn merged_tree(
     tenant: &str,
     q: &MergeQuery,
 ) -> Result<profusion_engine::flamegraph::Tree, ApiError> {
-    Ok(state
-        .querier
-        .merge_stacktraces(tenant, &q.profile_type.id, &q.selector, q.range)
-        .await?)
+    Ok(state.querier.merge_tree(tenant, &q.req).await?)
 }
 
 async fn select_merge_stacktraces(
@@ -257,29 +320,145 @@ async fn select_merge_stacktraces(
         req.start,
         req.end,
         req.max_nodes,
+    )?
+    .narrowed(
+        req.stack_trace_selector.as_ref(),
+        &req.profile_id_selector,
+        &req.span_selector,
+        &req.trace_id_selector,
     )?;
-    let tree = merged_tree(state, &tenant, &q).await?;
-    let max_nodes = q.max_nodes;
     let format = ProfileFormat::try_from(req.format).unwrap_or(ProfileFormat::Unspecified);
-    match format {
-        ProfileFormat::Unspecified | ProfileFormat::Flamegraph => {
-            Ok(SelectMergeStacktracesResponse {
-                flamegraph: Some(tree.flame_graph(max_nodes)),
+    if format == ProfileFormat::Pprof {
+        return Ok(SelectMergeStacktracesResponse {
+            pprof: Some(PprofProfile {
+                profile: Some(state.querier.merge_pprof(&tenant, &q.req).await?),
+            }),
+            ..Default::default()
+        });
+    }
+    let tree = merged_tree(state, &tenant, &q).await?;
+    Ok(match format {
+        ProfileFormat::Tree => SelectMergeStacktracesResponse {
+            tree: tree.tree_bytes(q.max_nodes).into(),
+            ..Default::default()
+        },
+        ProfileFormat::Dot => SelectMergeStacktracesResponse {
+            dot: profusion_engine::dot::to_dot(
+                &tree,
+                &q.profile_type.sample_type,
+                &q.profile_type.sample_unit,
+                q.max_nodes,
+            ),
+            ..Default::default()
+        },
+        _ => SelectMergeStacktracesResponse {
+            flamegraph: Some(tree.flame_graph(q.max_nodes)),
+            ..Default::default()
+        },
+    })
+}
+
+async fn select_merge_span_profile(
+    state: &AppState,
+    tenant: String,
+    req: SelectMergeSpanProfileRequest,
+) -> Result<SelectMergeSpanProfileResponse, ApiError> {
+    if req.span_selector.is_empty() {
+        return Err(ApiError::invalid(
+            "span_selector must name at least one span",
+        ));
+    }
+    let q = merge_query(
+        &req.profile_type_id,
+        &req.label_selector,
+        req.start,
+        req.end,
+        req.max_nodes,
+    )?
+    .narrowed(None, &[], &req.span_selector, &[])?;
+    let tree = merged_tree(state, &tenant, &q).await?;
+    Ok(
+        match ProfileFormat::try_from(req.format).unwrap_or(ProfileFormat::Unspecified) {
+            ProfileFormat::Tree => SelectMergeSpanProfileResponse {
+                tree: tree.tree_bytes(q.max_nodes).into(),
+                ..Default::default()
+            },
+            _ => SelectMergeSpanProfileResponse {
+                flamegraph: Some(tree.flame_graph(q.max_nodes)),
+                ..Default::default()
+            },
+        },
+    )
+}
+
+/// The deprecated pprof query: not truncated to `max_nodes`, as in Pyroscope by default.
+async fn select_merge_profile(
+    state: &AppState,
+    tenant: String,
+    req: SelectMergeProfileRequest,
+) -> Result<Profile, ApiError> {
+    let q = merge_query(
+        &req.profile_type_id,
+        &req.label_selector,
+        req.start,
+        req.end,
+        None,
+    )?
+    .narrowed(
+        req.stack_trace_selector.as_ref(),
+        &req.profile_id_selector,
+        &[],
+        &req.trace_id_selector,
+    )?;
+    Ok(state.querier.merge_pprof(&tenant, &q.req).await?)
+}
+
+async fn analyze_query(
+    state: &AppState,
+    tenant: String,
+    req: AnalyzeQueryRequest,
+) -> Result<AnalyzeQueryResponse, ApiError> {
+    let range = time_range(req.start, req.end)?;
+    // `<profile type>{matchers}` or a bare selector.
+    let (profile_type, matchers) = match req.query.find('{') {
+        Some(0) | None => (None, req.query.as_str()),
+        Some(i) => (Some(profile_type(&req.query[..i])?), &req.query[i..]),
+    };
+    let mut selector = selector::parse(matchers)
+        .map_err(|e| ApiError::invalid(format!("query {:?}: {e}", req.query)))?;
+    if let Some(pt) = profile_type {
+        selector.matchers.push(
+            selector::Matcher::new(
+                profusion_ingest::labels::PROFILE_TYPE,
+                selector::MatchOp::Equal,
+                pt.id,
+            )
+            .map_err(|e| ApiError::invalid(e.to_string()))?,
+        );
+    }
+    let analysis = state.querier.analyze(&tenant, &selector, range).await?;
+    let total_bytes = analysis.scopes.iter().map(|s| s.bytes).sum();
+    Ok(AnalyzeQueryResponse {
+        query_scopes: analysis
+            .scopes
+            .into_iter()
+            .map(|s| QueryScope {
+                component_type: s.component.into(),
+                component_count: s.components,
+                block_count: s.blocks,
+                series_count: s.series,
+                profile_count: s.profiles,
+                sample_count: s.samples,
+                profile_bytes: s.bytes,
                 ..Default::default()
             })
-        }
-        ProfileFormat::Tree => Ok(SelectMergeStacktracesResponse {
-            tree: tree.tree_bytes(max_nodes).into(),
-            ..Default::default()
+            .collect(),
+        query_impact: Some(QueryImpact {
+            total_bytes_in_time_range: total_bytes,
+            total_queried_series: analysis.matching_series,
+            deduplication_needed: false,
         }),
-        other => Err(ApiError::new(
-            Code::Unimplemented,
-            format!(
-                "format {} is not supported yet; use FLAMEGRAPH or TREE",
-                other.as_str_name()
-            ),
-        )),
-    }
+    })
 }
 
 async fn select_series(
@@ -322,8 +501,8 @@ async fn select_series(
             &tenant,
             &profusion_engine::querier::SeriesQuery {
                 profile_type: &q.profile_type.id,
-                selector: &q.selector,
-                range: q.range,
+                selector: &q.req.selector,
+                range: q.req.range,
                 step_millis: (req.step * 1000.0).round() as i64,
                 group_by: &req.group_by,
                 average,

@@ -93,6 +93,21 @@ impl Tree {
         self.root.merge(&other.root, 0);
     }
 
+    /// Calls `f` with every root-first stack that has a self value, and that value.
+    pub fn for_each_stack<'a>(&'a self, mut f: impl FnMut(&[&'a str], i64)) {
+        let mut path: Vec<&'a str> = Vec::new();
+        // (node, depth) still to visit; a node's path is `path[..depth]` plus its own name.
+        let mut todo: Vec<(&'a Node, usize)> = self.root.children.iter().map(|c| (c, 0)).collect();
+        while let Some((node, depth)) = todo.pop() {
+            path.truncate(depth);
+            path.push(&node.name);
+            if node.self_value[0] > 0 {
+                f(&path, node.self_value[0]);
+            }
+            todo.extend(node.children.iter().map(|c| (c, depth + 1)));
+        }
+    }
+
     /// The sum of all values.
     pub fn total(&self) -> i64 {
         self.root.total[0]
@@ -247,39 +262,77 @@ impl Tree {
     /// Reads tree bytes (partial results from another querier) back into a tree.
     pub fn from_tree_bytes(bytes: &[u8]) -> Result<Self, TreeError> {
         let mut pos = 0;
-        let mut read = || -> Result<(String, i64, u64), TreeError> {
-            let len = read_uvarint(bytes, &mut pos)? as usize;
-            let name = bytes.get(pos..pos + len).ok_or_else(|| {
-                TreeError::Malformed(format!("name overruns the input at byte {pos}"))
-            })?;
+        let read = |pos: &mut usize| -> Result<(String, i64, u64), TreeError> {
+            let len = read_uvarint(bytes, pos)? as usize;
+            let name = pos
+                .checked_add(len)
+                .and_then(|end| bytes.get(*pos..end))
+                .ok_or_else(|| {
+                    TreeError::Malformed(format!("name overruns the input at byte {pos}"))
+                })?;
             let name = String::from_utf8(name.to_vec())
-                .map_err(|_| TreeError::Malformed("name is not UTF-8".into()))?;
-            pos += len;
-            let self_value = read_uvarint(bytes, &mut pos)? as i64;
-            let children = read_uvarint(bytes, &mut pos)?;
+                .map_err(|_| TreeError::Malformed(format!("name at byte {pos} is not UTF-8")))?;
+            *pos += len;
+            let self_value = i64::try_from(read_uvarint(bytes, pos)?)
+                .map_err(|_| TreeError::Malformed(format!("self value overflows at byte {pos}")))?;
+            let children = read_uvarint(bytes, pos)?;
             Ok((name, self_value, children))
         };
-        let mut tree = Tree::new();
         if bytes.is_empty() {
-            return Ok(tree);
+            return Ok(Tree::new());
         }
-        // (path to the node, children still to read) of open nodes.
-        let (_, root_self, root_children) = read()?;
-        tree.root.self_value[0] = root_self;
-        let mut open: Vec<(Vec<String>, u64)> = vec![(Vec::new(), root_children)];
-        while let Some((path, left)) = open.last_mut() {
-            if *left == 0 {
-                open.pop();
+        // Nodes still reading children, with how many are left; children arrive last first.
+        let (_, root_self, root_children) = read(&mut pos)?;
+        let mut open: Vec<(Node, u64)> = vec![(
+            Node {
+                self_value: [root_self, 0],
+                total: [root_self, 0],
+                ..Node::default()
+            },
+            root_children,
+        )];
+        loop {
+            let (_, left) = open.last_mut().expect("the root stays open until the end");
+            if *left > 0 {
+                *left -= 1;
+                let (name, self_value, children) = read(&mut pos)?;
+                open.push((
+                    Node {
+                        name,
+                        self_value: [self_value, 0],
+                        total: [self_value, 0],
+                        children: Vec::new(),
+                    },
+                    children,
+                ));
                 continue;
             }
-            *left -= 1;
-            let mut child_path = path.clone();
-            let (name, self_value, children) = read()?;
-            child_path.push(name);
-            tree.insert(&child_path, self_value)?;
-            open.push((child_path, children));
+            let (mut node, _) = open.pop().expect("checked above");
+            node.children.sort_by(|a, b| a.name.cmp(&b.name));
+            // Partial trees may repeat a name among siblings (a real `other` next to the
+            // synthetic one): fold repeats into the first.
+            let mut children: Vec<Node> = Vec::with_capacity(node.children.len());
+            for c in node.children.drain(..) {
+                match children.last_mut() {
+                    Some(prev) if prev.name == c.name => prev.merge(&c, 0),
+                    _ => children.push(c),
+                }
+            }
+            node.total[0] += children.iter().map(|c| c.total[0]).sum::<i64>();
+            node.children = children;
+            match open.last_mut() {
+                Some((parent, _)) => parent.children.push(node),
+                None => {
+                    if pos != bytes.len() {
+                        return Err(TreeError::Malformed(format!(
+                            "{} trailing bytes after the tree",
+                            bytes.len() - pos
+                        )));
+                    }
+                    return Ok(Tree { root: node });
+                }
+            }
         }
-        Ok(tree)
     }
 }
 

@@ -7,7 +7,9 @@
 //! `profusion-ingest`, whose `block` module defines the format read here
 //! (`docs/block-format.md`).
 
+pub mod dot;
 pub mod error;
 pub mod flamegraph;
 pub mod querier;
 pub mod selector;
+pub mod symbolize;

@@ -13,16 +13,16 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef, UInt64Type};
-use datafusion::common::JoinType;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::functions_aggregate::expr_fn::sum;
+use datafusion::functions_aggregate::expr_fn::{max, sum};
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, lit};
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
@@ -34,6 +34,9 @@ use profusion_ingest::labels;
 use crate::error::{QueryError, Result};
 use crate::flamegraph::Tree;
 use crate::selector::Selector;
+use crate::symbolize::{self, PprofHeader, StackFilter, Symbolize, SymbolizeOutput};
+use profusion_proto::google::v1 as pprof;
+use prost::Message;
 
 /// Where the head data of a tenant comes from: the in-process ingester in monolithic mode.
 pub trait HeadSource: Send + Sync + std::fmt::Debug {
@@ -88,6 +91,40 @@ impl TimeRange {
             end: end.saturating_mul(1_000_000).saturating_add(999_999),
         }
     }
+}
+
+/// What a flame-graph or pprof query selects.
+#[derive(Debug, Clone)]
+pub struct MergeRequest {
+    /// The profile type ID (`name:sample_type:sample_unit:period_type:period_unit`).
+    pub profile_type: String,
+    pub selector: Selector,
+    pub range: TimeRange,
+    /// Only these profiles, when not empty.
+    pub profile_ids: Vec<String>,
+    /// Only samples of these spans, when not empty.
+    pub span_ids: Vec<u64>,
+    pub stacks: StackFilter,
+}
+
+/// What one part of the storage holds for a query's range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryScope {
+    pub component: &'static str,
+    pub components: u64,
+    /// Blocks, or head generations.
+    pub blocks: u64,
+    pub series: u64,
+    pub profiles: u64,
+    pub samples: u64,
+    pub bytes: u64,
+}
+
+/// The answer of [`Querier::analyze`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryAnalysis {
+    pub scopes: Vec<QueryScope>,
+    pub matching_series: u64,
 }
 
 /// What [`Querier::select_series`] computes.
@@ -194,7 +231,11 @@ impl Querier {
             .execution
             .parquet
             .schema_force_view_types = false;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features();
+        let ctx = SessionContext::new_with_state(symbolize::with_planner(state));
         let url = url::Url::parse(STORE_URL).map_err(|e| QueryError::internal(e.to_string()))?;
         ctx.register_object_store(&url, Arc::clone(&self.store));
         Ok(ctx)
@@ -221,7 +262,7 @@ impl Querier {
             .filter(|b| profile_type.is_none_or(|pt| b.profile_types.iter().any(|t| t == pt)))
             .filter(|b| services.is_none_or(|s| b.services.iter().any(|x| s.contains(x))))
             .collect();
-        let heads: Vec<&BlockBatches> = snapshot.batches.iter().collect();
+        let heads: Vec<&BlockBatches> = snapshot.batches.iter().map(|b| b.as_ref()).collect();
         for (table, schema) in TABLES.iter().zip(schemas()) {
             let head_batches: Vec<Vec<RecordBatch>> = heads
                 .iter()
@@ -332,52 +373,145 @@ impl Querier {
         filter
     }
 
-    /// The merged call tree of a profile type over the series a selector picks.
-    pub async fn merge_stacktraces(
+    /// The plan of a flame-graph or pprof query: the selected samples' `sum(value)` by stack
+    /// hash, then the [`Symbolize`] node. `None` when the selector matches no series.
+    pub async fn merge_plan(
         &self,
         tenant: &str,
-        profile_type: &str,
-        selector: &Selector,
-        range: TimeRange,
-    ) -> Result<Tree> {
-        let services = selector_services(selector);
+        req: &MergeRequest,
+        output: SymbolizeOutput,
+    ) -> Result<Option<DataFrame>> {
+        let services = selector_services(&req.selector);
         let tables = self
-            .tables(tenant, range, Some(profile_type), services.as_ref())
+            .tables(
+                tenant,
+                req.range,
+                Some(&req.profile_type),
+                services.as_ref(),
+            )
             .await?;
-        let series = if selector.matchers.is_empty() {
+        let series = if req.selector.matchers.is_empty() {
             None
         } else {
             let s = self
-                .series(&tables, std::slice::from_ref(selector), Some(profile_type))
+                .series(
+                    &tables,
+                    std::slice::from_ref(&req.selector),
+                    Some(&req.profile_type),
+                )
                 .await?;
             if s.is_empty() {
-                return Ok(Tree::new());
+                return Ok(None);
             }
             Some(s)
         };
-        let merged = self
-            .merge_plan(&tables, profile_type, range, series.as_deref())
-            .await?;
-        symbolize(&tables.ctx, merged).await
+        let mut filter = Self::sample_filter(&req.profile_type, req.range, series.as_deref());
+        if !req.profile_ids.is_empty() {
+            filter = filter
+                .and(col("profile_id").in_list(req.profile_ids.iter().map(lit).collect(), false));
+        }
+        if !req.span_ids.is_empty() {
+            filter = filter
+                .and(col("span_id").in_list(req.span_ids.iter().map(|s| lit(*s)).collect(), false));
+        }
+        let ctx = &tables.ctx;
+        let merged = ctx.table("samples").await?.filter(filter)?.aggregate(
+            vec![col("stack_hash")],
+            vec![sum(col("value")).alias("value")],
+        )?;
+        let stacks = ctx.table("stacks").await?;
+        let frames = ctx
+            .table("frames")
+            .await?
+            .select_columns(output.frame_columns())?;
+        let plan = Symbolize::plan(
+            merged.into_unoptimized_plan(),
+            stacks.into_unoptimized_plan(),
+            frames.into_unoptimized_plan(),
+            output,
+            req.stacks.clone(),
+        )?;
+        Ok(Some(DataFrame::new(ctx.state(), plan)))
     }
 
-    /// `sum(value) GROUP BY stack_hash` over the selected samples.
-    pub async fn merge_plan(
-        &self,
-        tables: &QueryTables,
-        profile_type: &str,
-        range: TimeRange,
-        series: Option<&[SeriesLabels]>,
-    ) -> Result<DataFrame> {
-        Ok(tables
-            .ctx
-            .table("samples")
+    /// The merged call tree of the samples a request selects.
+    pub async fn merge_tree(&self, tenant: &str, req: &MergeRequest) -> Result<Tree> {
+        let Some(plan) = self.merge_plan(tenant, req, SymbolizeOutput::Tree).await? else {
+            return Ok(Tree::new());
+        };
+        let bytes = symbolize::output_bytes(&plan.collect().await?)?;
+        Tree::from_tree_bytes(&bytes).map_err(|e| QueryError::internal(e.to_string()))
+    }
+
+    /// The merged samples a request selects as one pprof profile, its time span the query
+    /// range and its period the largest of the selected profiles'.
+    pub async fn merge_pprof(&self, tenant: &str, req: &MergeRequest) -> Result<pprof::Profile> {
+        let parts: Vec<&str> = req.profile_type.split(':').collect();
+        let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_owned();
+        let period = self.max_period(tenant, req).await?;
+        let header = PprofHeader {
+            sample_type: part(1),
+            sample_unit: part(2),
+            period_type: part(3),
+            period_unit: part(4),
+            period,
+            time_nanos: req.range.start,
+            duration_nanos: req
+                .range
+                .end
+                .saturating_sub(req.range.start)
+                .saturating_add(1),
+        };
+        match self
+            .merge_plan(tenant, req, SymbolizeOutput::Pprof(header.clone()))
             .await?
-            .filter(Self::sample_filter(profile_type, range, series))?
-            .aggregate(
-                vec![col("stack_hash")],
-                vec![sum(col("value")).alias("value")],
-            )?)
+        {
+            Some(plan) => {
+                let bytes = symbolize::output_bytes(&plan.collect().await?)?;
+                pprof::Profile::decode(bytes.as_slice())
+                    .map_err(|e| QueryError::internal(format!("symbolized pprof: {e}")))
+            }
+            None => Ok(symbolize::empty_pprof(&header)),
+        }
+    }
+
+    async fn max_period(&self, tenant: &str, req: &MergeRequest) -> Result<i64> {
+        let services = selector_services(&req.selector);
+        let tables = self
+            .tables(
+                tenant,
+                req.range,
+                Some(&req.profile_type),
+                services.as_ref(),
+            )
+            .await?;
+        let rows = tables
+            .ctx
+            .table("profiles")
+            .await?
+            .filter(Self::sample_filter(&req.profile_type, req.range, None))?
+            .aggregate(vec![], vec![max(col("period")).alias("period")])?
+            .collect()
+            .await?;
+        Ok(rows
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .and_then(|b| {
+                let c = b.column(0).as_primitive::<Int64Type>();
+                (!c.is_null(0)).then(|| c.value(0))
+            })
+            .unwrap_or(0))
+    }
+
+    /// The indented physical plan of a flame-graph query, as `EXPLAIN` shows it.
+    pub async fn explain_merge(&self, tenant: &str, req: &MergeRequest) -> Result<String> {
+        let Some(plan) = self.merge_plan(tenant, req, SymbolizeOutput::Tree).await? else {
+            return Ok("EmptyExec: no series match the selector".into());
+        };
+        let physical = plan.create_physical_plan().await?;
+        Ok(datafusion::physical_plan::displayable(physical.as_ref())
+            .indent(false)
+            .to_string())
     }
 
     /// Time series of profile totals: one series per distinct value set of `group_by` labels,
@@ -496,6 +630,53 @@ impl Querier {
         Ok(bounds.map(|(min, max)| (min.div_euclid(1_000_000), max.div_euclid(1_000_000))))
     }
 
+    /// What a query over `range` would read: head data and catalog-selected blocks, and how
+    /// many series the selector matches.
+    pub async fn analyze(
+        &self,
+        tenant: &str,
+        selector: &Selector,
+        range: TimeRange,
+    ) -> Result<QueryAnalysis> {
+        let overlaps = |min: i64, max: i64| max >= range.start && min <= range.end;
+        let mut head = QueryScope {
+            component: "Head",
+            components: 1,
+            ..QueryScope::default()
+        };
+        for g in self.head.summary(tenant) {
+            if overlaps(g.min_time_nanos, g.max_time_nanos) {
+                head.blocks += 1;
+                head.series += g.num_series;
+                head.profiles += g.num_profiles;
+                head.samples += g.num_samples;
+                head.bytes += g.bytes;
+            }
+        }
+        let services = selector_services(selector);
+        let tables = self.tables(tenant, range, None, services.as_ref()).await?;
+        let mut store = QueryScope {
+            component: "Object storage",
+            components: u64::from(!tables.blocks.is_empty()),
+            ..QueryScope::default()
+        };
+        for b in &tables.blocks {
+            store.blocks += 1;
+            store.series += b.num_series;
+            store.profiles += b.num_profiles;
+            store.samples += b.num_samples;
+            store.bytes += b.size_bytes;
+        }
+        let series = self
+            .series(&tables, std::slice::from_ref(selector), None)
+            .await?
+            .len() as u64;
+        Ok(QueryAnalysis {
+            scopes: vec![head, store],
+            matching_series: series,
+        })
+    }
+
     /// Profile types with data in the range, sorted.
     pub async fn profile_types(&self, tenant: &str, range: TimeRange) -> Result<Vec<String>> {
         let mut types: HashSet<String> = self
@@ -521,101 +702,6 @@ fn selector_services(selector: &Selector) -> Option<HashSet<String>> {
         .iter()
         .find(|m| m.name == labels::SERVICE_NAME && m.op == crate::selector::MatchOp::Equal)
         .map(|m| HashSet::from([m.value.clone()]))
-}
-
-/// Resolves merged stack hashes to function names and builds the call tree.
-async fn symbolize(ctx: &SessionContext, merged: DataFrame) -> Result<Tree> {
-    let totals: Vec<RecordBatch> = merged.collect().await?;
-    let mut values: HashMap<u64, i64> = HashMap::new();
-    for b in &totals {
-        let (hashes, sums) = (
-            b.column(0).as_primitive::<UInt64Type>(),
-            b.column(1).as_primitive::<Int64Type>(),
-        );
-        for i in 0..b.num_rows() {
-            values.insert(hashes.value(i), sums.value(i));
-        }
-    }
-    let mut tree = Tree::new();
-    if values.is_empty() {
-        return Ok(tree);
-    }
-    let merged = ctx.read_batches(totals)?;
-    let stacks = ctx
-        .table("stacks")
-        .await?
-        .join(
-            merged,
-            JoinType::LeftSemi,
-            &["stack_hash"],
-            &["stack_hash"],
-            None,
-        )?
-        .collect()
-        .await?;
-    let mut frames_of: HashMap<u64, Vec<u64>> = HashMap::new();
-    for b in &stacks {
-        let (hashes, lists) = (
-            b.column(0).as_primitive::<UInt64Type>(),
-            b.column(1).as_list::<i32>(),
-        );
-        for i in 0..b.num_rows() {
-            frames_of.entry(hashes.value(i)).or_insert_with(|| {
-                lists
-                    .value(i)
-                    .as_primitive::<UInt64Type>()
-                    .values()
-                    .to_vec()
-            });
-        }
-    }
-    let wanted: HashSet<u64> = frames_of.values().flatten().copied().collect();
-    let mut names: HashMap<u64, String> = HashMap::new();
-    let frames = ctx
-        .table("frames")
-        .await?
-        .select(vec![
-            col("frame_id"),
-            col("function_name"),
-            col("mapping_file"),
-            col("address"),
-        ])?
-        .collect()
-        .await?;
-    for b in &frames {
-        let ids = b.column(0).as_primitive::<UInt64Type>();
-        let (functions, mappings) = (
-            b.column(1).as_string::<i32>(),
-            b.column(2).as_string::<i32>(),
-        );
-        let addresses = b.column(3).as_primitive::<UInt64Type>();
-        for i in 0..b.num_rows() {
-            let id = ids.value(i);
-            if wanted.contains(&id) && !names.contains_key(&id) {
-                let name = match functions.value(i) {
-                    "" => format!("{} 0x{:x}", mappings.value(i), addresses.value(i))
-                        .trim_start()
-                        .to_owned(),
-                    f => f.to_owned(),
-                };
-                names.insert(id, name);
-            }
-        }
-    }
-    for (hash, value) in values {
-        let Some(frame_ids) = frames_of.get(&hash) else {
-            return Err(QueryError::internal(format!(
-                "stack {hash:016x} has no symbols in any block"
-            )));
-        };
-        let stack: Vec<&str> = frame_ids
-            .iter()
-            .map(|f| names.get(f).map_or("<unknown>", String::as_str))
-            .collect();
-        tree.insert(&stack, value)
-            .map_err(|e| QueryError::internal(e.to_string()))?;
-    }
-    Ok(tree)
 }
 
 fn schemas() -> [SchemaRef; 5] {

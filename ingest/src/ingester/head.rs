@@ -24,6 +24,9 @@ pub struct TenantHead {
     pub num_samples: usize,
     /// Approximate memory held, in bytes.
     pub bytes: usize,
+    /// The block batches of the last query snapshot and the profile count they cover: queries
+    /// reuse them until an append changes the head, so sealed generations are sorted once.
+    pub(crate) snapshot: Option<(usize, std::sync::Arc<crate::block::BlockBatches>)>,
 }
 
 impl TenantHead {

@@ -57,6 +57,11 @@ pub struct GenerationSummary {
     pub max_time_nanos: i64,
     /// Distinct `__profile_type__` values, sorted.
     pub profile_types: Vec<String>,
+    pub num_series: u64,
+    pub num_profiles: u64,
+    pub num_samples: u64,
+    /// Approximate memory held, in bytes.
+    pub bytes: u64,
 }
 
 /// An ingester's head data for one tenant at one moment.
@@ -66,7 +71,7 @@ pub struct HeadSnapshot {
     pub source: String,
     /// WAL segments whose generations were in the head, flushed or not.
     pub segments: Vec<u64>,
-    pub batches: Vec<block::BlockBatches>,
+    pub batches: Vec<Arc<block::BlockBatches>>,
 }
 
 /// Where the distributor sends writes: an ingester in this process or, later, over the network.
@@ -219,6 +224,10 @@ impl Ingester {
                     min_time_nanos: min,
                     max_time_nanos: max,
                     profile_types,
+                    num_series: th.series.len() as u64,
+                    num_profiles: th.profiles.len() as u64,
+                    num_samples: th.num_samples as u64,
+                    bytes: th.bytes as u64,
                 })
             })
             .collect()
@@ -229,20 +238,29 @@ impl Ingester {
     /// segments: a generation is dropped only after its block is registered, so every profile
     /// is seen exactly once, before, during and after a flush.
     pub fn snapshot(&self, tenant: &str) -> Result<HeadSnapshot> {
-        let h = self.head.lock().expect("head lock");
+        let mut h = self.head.lock().expect("head lock");
         let mut snapshot = HeadSnapshot {
             source: self.source.clone(),
             segments: h.generations.keys().copied().collect(),
             batches: Vec::new(),
         };
-        for generation in h.generations.values() {
-            if let Some(th) = generation
+        for generation in h.generations.values_mut() {
+            let Some(th) = generation
                 .tenants
-                .get(tenant)
+                .get_mut(tenant)
                 .filter(|t| !t.profiles.is_empty())
-            {
-                snapshot.batches.push(block::batches(th)?);
-            }
+            else {
+                continue;
+            };
+            let batches = match &th.snapshot {
+                Some((profiles, batches)) if *profiles == th.profiles.len() => Arc::clone(batches),
+                _ => {
+                    let batches = Arc::new(block::batches(th)?);
+                    th.snapshot = Some((th.profiles.len(), Arc::clone(&batches)));
+                    batches
+                }
+            };
+            snapshot.batches.push(batches);
         }
         Ok(snapshot)
     }

@@ -1,0 +1,709 @@
+//! The symbolize node: the last step of every flame-graph and pprof query.
+//!
+//! Its first input is the merged `(stack_hash, value)` rows (the partial and final aggregation
+//! by stack hash); the second and third are the `stacks` and `frames` tables. It keeps only the
+//! stacks that survived the merge, resolves their frames, applies the stack-trace selector
+//! (call-site prefix or Go PGO trimming), and emits one row: the merged call tree as
+//! Pyroscope tree bytes, or an encoded `google.v1.Profile`. Symbols are read after the merge so
+//! only the stacks that matter are resolved, whatever the number of samples.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, BinaryArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, DFSchemaRef};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Extension, LogicalPlan, UserDefinedLogicalNodeCore};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
+};
+use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
+use datafusion::prelude::Expr;
+use futures_util::StreamExt;
+use profusion_proto::google::v1 as pprof;
+use prost::Message;
+
+use crate::flamegraph::Tree;
+
+/// The name of the output column.
+pub const OUTPUT_COLUMN: &str = "symbolized";
+
+/// Which stacks to keep, by their resolved function names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd)]
+pub struct StackFilter {
+    /// Keep only stacks whose root-first function names start with these.
+    pub call_site: Vec<String>,
+    /// Trim stacks for Go profile-guided optimization; when set, `call_site` is ignored.
+    pub go_pgo: Option<GoPgo>,
+}
+
+/// Go PGO trimming, as `types.v1.GoPGO` asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub struct GoPgo {
+    /// Leaf-most frames kept per stack.
+    pub keep_locations: u32,
+    /// Drop the leaf frame's line number so callees aggregate per function.
+    pub aggregate_callees: bool,
+}
+
+/// What the node emits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub enum SymbolizeOutput {
+    /// The full call tree as tree bytes (no truncation; the caller applies `max_nodes`).
+    Tree,
+    /// An encoded pprof profile with these header fields.
+    Pprof(PprofHeader),
+}
+
+/// The header of a pprof answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub struct PprofHeader {
+    pub sample_type: String,
+    pub sample_unit: String,
+    pub period_type: String,
+    pub period_unit: String,
+    pub period: i64,
+    pub time_nanos: i64,
+    pub duration_nanos: i64,
+}
+
+impl SymbolizeOutput {
+    /// The `frames` columns this output reads.
+    pub fn frame_columns(&self) -> &'static [&'static str] {
+        match self {
+            Self::Tree => &["frame_id", "function_name", "mapping_file", "address"],
+            Self::Pprof(_) => &[
+                "frame_id",
+                "function_name",
+                "system_name",
+                "filename",
+                "line",
+                "start_line",
+                "mapping_file",
+                "build_id",
+                "address",
+            ],
+        }
+    }
+}
+
+fn output_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        OUTPUT_COLUMN,
+        DataType::Binary,
+        false,
+    )]))
+}
+
+/// The logical node; [`SymbolizePlanner`] turns it into a [`SymbolizeExec`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Symbolize {
+    merged: LogicalPlan,
+    stacks: LogicalPlan,
+    frames: LogicalPlan,
+    output: SymbolizeOutput,
+    filter: StackFilter,
+    schema: DFSchemaRef,
+}
+
+impl Symbolize {
+    /// Wraps the three inputs into an extension plan.
+    pub fn plan(
+        merged: LogicalPlan,
+        stacks: LogicalPlan,
+        frames: LogicalPlan,
+        output: SymbolizeOutput,
+        filter: StackFilter,
+    ) -> Result<LogicalPlan> {
+        let schema = Arc::new(DFSchema::try_from(output_schema())?);
+        Ok(LogicalPlan::Extension(Extension {
+            node: Arc::new(Self {
+                merged,
+                stacks,
+                frames,
+                output,
+                filter,
+                schema,
+            }),
+        }))
+    }
+}
+
+impl PartialOrd for Symbolize {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        (
+            &self.merged,
+            &self.stacks,
+            &self.frames,
+            &self.output,
+            &self.filter,
+        )
+            .partial_cmp(&(
+                &other.merged,
+                &other.stacks,
+                &other.frames,
+                &other.output,
+                &other.filter,
+            ))
+    }
+}
+
+fn describe(
+    f: &mut fmt::Formatter<'_>,
+    output: &SymbolizeOutput,
+    filter: &StackFilter,
+) -> fmt::Result {
+    match output {
+        SymbolizeOutput::Tree => write!(f, "output=tree")?,
+        SymbolizeOutput::Pprof(h) => {
+            write!(f, "output=pprof({}:{})", h.sample_type, h.sample_unit)?
+        }
+    }
+    if let Some(pgo) = filter.go_pgo {
+        write!(
+            f,
+            ", go_pgo(keep_locations={}, aggregate_callees={})",
+            pgo.keep_locations, pgo.aggregate_callees
+        )?;
+    } else if !filter.call_site.is_empty() {
+        write!(f, ", call_site=[{}]", filter.call_site.join(", "))?;
+    }
+    Ok(())
+}
+
+impl UserDefinedLogicalNodeCore for Symbolize {
+    fn name(&self) -> &str {
+        "Symbolize"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.merged, &self.stacks, &self.frames]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        Vec::new()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Symbolize: ")?;
+        describe(f, &self.output, &self.filter)
+    }
+
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> Result<Self> {
+        let [merged, stacks, frames]: [LogicalPlan; 3] = inputs.try_into().map_err(|_| {
+            DataFusionError::Internal("Symbolize takes exactly three inputs".into())
+        })?;
+        Ok(Self {
+            merged,
+            stacks,
+            frames,
+            output: self.output.clone(),
+            filter: self.filter.clone(),
+            schema: Arc::clone(&self.schema),
+        })
+    }
+}
+
+/// Plans [`Symbolize`] nodes.
+#[derive(Debug, Default)]
+pub struct SymbolizePlanner;
+
+#[async_trait::async_trait]
+impl ExtensionPlanner for SymbolizePlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn datafusion::logical_expr::UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        _session: &dyn datafusion::catalog::Session,
+        _ctx: &PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(node) = node.as_any().downcast_ref::<Symbolize>() else {
+            return Ok(None);
+        };
+        let [merged, stacks, frames] = physical_inputs else {
+            return Err(DataFusionError::Internal(
+                "Symbolize takes exactly three inputs".into(),
+            ));
+        };
+        Ok(Some(Arc::new(SymbolizeExec::new(
+            [Arc::clone(merged), Arc::clone(stacks), Arc::clone(frames)],
+            node.output.clone(),
+            node.filter.clone(),
+        ))))
+    }
+}
+
+/// A session state whose planner knows [`Symbolize`].
+pub fn with_planner(state: datafusion::execution::SessionStateBuilder) -> SessionState {
+    #[derive(Debug)]
+    struct Planner;
+    #[async_trait::async_trait]
+    impl datafusion::execution::context::QueryPlanner for Planner {
+        async fn create_physical_plan(
+            &self,
+            plan: &LogicalPlan,
+            session: &dyn datafusion::catalog::Session,
+        ) -> Result<Arc<dyn ExecutionPlan>> {
+            datafusion::physical_planner::DefaultPhysicalPlanner::with_extension_planners(vec![
+                Arc::new(SymbolizePlanner),
+            ])
+            .create_physical_plan(plan, session)
+            .await
+        }
+    }
+    state.with_query_planner(Arc::new(Planner)).build()
+}
+
+/// Executes [`Symbolize`]: one output partition, one row.
+#[derive(Debug)]
+pub struct SymbolizeExec {
+    inputs: [Arc<dyn ExecutionPlan>; 3],
+    output: SymbolizeOutput,
+    filter: StackFilter,
+    properties: Arc<PlanProperties>,
+}
+
+impl SymbolizeExec {
+    pub fn new(
+        inputs: [Arc<dyn ExecutionPlan>; 3],
+        output: SymbolizeOutput,
+        filter: StackFilter,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(output_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self {
+            inputs,
+            output,
+            filter,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for SymbolizeExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(f, "SymbolizeExec: ")?;
+                describe(f, &self.output, &self.filter)
+            }
+            DisplayFormatType::TreeRender => describe(f, &self.output, &self.filter),
+        }
+    }
+}
+
+impl ExecutionPlan for SymbolizeExec {
+    fn name(&self) -> &str {
+        "SymbolizeExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition; 3]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.inputs.iter().collect()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let inputs: [Arc<dyn ExecutionPlan>; 3] = children.try_into().map_err(|_| {
+            DataFusionError::Internal("SymbolizeExec takes exactly three inputs".into())
+        })?;
+        Ok(Arc::new(Self::new(
+            inputs,
+            self.output.clone(),
+            self.filter.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "SymbolizeExec has one partition, asked for {partition}"
+            )));
+        }
+        let streams = [
+            self.inputs[0].execute(0, Arc::clone(&context))?,
+            self.inputs[1].execute(0, Arc::clone(&context))?,
+            self.inputs[2].execute(0, Arc::clone(&context))?,
+        ];
+        let reservation = MemoryConsumer::new("SymbolizeExec").register(context.memory_pool());
+        let work = Symbolizer {
+            output: self.output.clone(),
+            filter: self.filter.clone(),
+            reservation,
+        };
+        let once = futures_util::stream::once(work.run(streams));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            output_schema(),
+            once,
+        )))
+    }
+}
+
+/// One resolved frame.
+#[derive(Debug, Clone, Default)]
+struct FrameInfo {
+    id: u64,
+    name: String,
+    system_name: String,
+    filename: String,
+    line: i64,
+    start_line: i64,
+    mapping_file: String,
+    build_id: String,
+    address: u64,
+}
+
+struct Symbolizer {
+    output: SymbolizeOutput,
+    filter: StackFilter,
+    reservation: MemoryReservation,
+}
+
+/// Rough heap cost of one hash-map entry, for the memory budget.
+const ENTRY_BYTES: usize = 48;
+
+impl Symbolizer {
+    async fn run(mut self, streams: [SendableRecordBatchStream; 3]) -> Result<RecordBatch> {
+        let [mut merged, mut stacks, mut frames] = streams;
+        let mut values: HashMap<u64, i64> = HashMap::new();
+        while let Some(batch) = merged.next().await.transpose()? {
+            self.reservation.try_grow(batch.num_rows() * ENTRY_BYTES)?;
+            let hashes = column(&batch, "stack_hash")?.as_primitive::<UInt64Type>();
+            let sums = column(&batch, "value")?.as_primitive::<Int64Type>();
+            for i in 0..batch.num_rows() {
+                *values.entry(hashes.value(i)).or_default() += sums.value(i);
+            }
+        }
+        let mut frames_of: HashMap<u64, Vec<u64>> = HashMap::with_capacity(values.len());
+        if !values.is_empty() {
+            while let Some(batch) = stacks.next().await.transpose()? {
+                let hashes = column(&batch, "stack_hash")?.as_primitive::<UInt64Type>();
+                let lists = column(&batch, "frame_ids")?.as_list::<i32>();
+                for i in 0..batch.num_rows() {
+                    let h = hashes.value(i);
+                    if values.contains_key(&h) && !frames_of.contains_key(&h) {
+                        let ids = lists.value(i);
+                        let ids = ids.as_primitive::<UInt64Type>().values().to_vec();
+                        self.reservation.try_grow(ENTRY_BYTES + ids.len() * 8)?;
+                        frames_of.insert(h, ids);
+                    }
+                }
+            }
+        }
+        let wanted: HashSet<u64> = frames_of.values().flatten().copied().collect();
+        let mut resolved: HashMap<u64, FrameInfo> = HashMap::with_capacity(wanted.len());
+        if !wanted.is_empty() {
+            while let Some(batch) = frames.next().await.transpose()? {
+                self.read_frames(&batch, &wanted, &mut resolved)?;
+            }
+        }
+        let mut stacks_out: Vec<(Vec<&FrameInfo>, i64)> = Vec::with_capacity(values.len());
+        for (hash, value) in &values {
+            let ids = frames_of.get(hash).ok_or_else(|| {
+                DataFusionError::Execution(format!("stack {hash:016x} has no symbols in any block"))
+            })?;
+            let mut stack = ids
+                .iter()
+                .map(|id| {
+                    resolved.get(id).ok_or_else(|| {
+                        DataFusionError::Execution(format!(
+                            "frame {id:016x} of stack {hash:016x} has no symbols in any block"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if let Some(pgo) = self.filter.go_pgo {
+                let keep = (pgo.keep_locations as usize).max(1);
+                if stack.len() > keep {
+                    stack.drain(..stack.len() - keep);
+                }
+            } else if !self.filter.call_site.is_empty()
+                && (stack.len() < self.filter.call_site.len()
+                    || !stack
+                        .iter()
+                        .zip(&self.filter.call_site)
+                        .all(|(f, want)| f.name == *want))
+            {
+                continue;
+            }
+            stacks_out.push((stack, *value));
+        }
+        let bytes = match &self.output {
+            SymbolizeOutput::Tree => {
+                let mut tree = Tree::new();
+                for (stack, value) in &stacks_out {
+                    let names: Vec<&str> = stack.iter().map(|f| f.name.as_str()).collect();
+                    tree.insert(&names, *value)
+                        .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+                }
+                tree.tree_bytes(0)
+            }
+            SymbolizeOutput::Pprof(header) => {
+                let aggregate_leaf = self.filter.go_pgo.is_some_and(|p| p.aggregate_callees);
+                build_pprof(header, &stacks_out, aggregate_leaf).encode_to_vec()
+            }
+        };
+        self.reservation.free();
+        Ok(RecordBatch::try_new(
+            output_schema(),
+            vec![Arc::new(BinaryArray::from_iter_values([bytes]))],
+        )?)
+    }
+
+    fn read_frames(
+        &mut self,
+        batch: &RecordBatch,
+        wanted: &HashSet<u64>,
+        resolved: &mut HashMap<u64, FrameInfo>,
+    ) -> Result<()> {
+        let ids = column(batch, "frame_id")?.as_primitive::<UInt64Type>();
+        let text = |name: &str| batch.column_by_name(name).map(|c| c.as_string::<i32>());
+        let int = |name: &str| {
+            batch
+                .column_by_name(name)
+                .map(|c| c.as_primitive::<Int64Type>())
+        };
+        let (function, system, file, mapping, build) = (
+            text("function_name"),
+            text("system_name"),
+            text("filename"),
+            text("mapping_file"),
+            text("build_id"),
+        );
+        let (line, start_line) = (int("line"), int("start_line"));
+        let address = column(batch, "address")?.as_primitive::<UInt64Type>();
+        let get = |c: Option<&datafusion::arrow::array::StringArray>, i: usize| {
+            c.map_or(String::new(), |c| c.value(i).to_owned())
+        };
+        for i in 0..batch.num_rows() {
+            let id = ids.value(i);
+            if !wanted.contains(&id) || resolved.contains_key(&id) {
+                continue;
+            }
+            let mut info = FrameInfo {
+                id,
+                name: get(function, i),
+                system_name: get(system, i),
+                filename: get(file, i),
+                line: line.map_or(0, |c| c.value(i)),
+                start_line: start_line.map_or(0, |c| c.value(i)),
+                mapping_file: get(mapping, i),
+                build_id: get(build, i),
+                address: address.value(i),
+            };
+            // Unsymbolized frames are named after their binary and address, as Pyroscope does.
+            if info.name.is_empty() && matches!(self.output, SymbolizeOutput::Tree) {
+                info.name = format!("{} 0x{:x}", info.mapping_file, info.address)
+                    .trim_start()
+                    .to_owned();
+            }
+            self.reservation.try_grow(
+                ENTRY_BYTES + info.name.len() + info.filename.len() + info.mapping_file.len(),
+            )?;
+            resolved.insert(id, info);
+        }
+        Ok(())
+    }
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>> {
+    batch.column_by_name(name).ok_or_else(|| {
+        DataFusionError::Internal(format!("SymbolizeExec input lacks column {name}"))
+    })
+}
+
+/// Interns strings, functions, mappings and locations into a pprof profile.
+#[derive(Default)]
+struct PprofBuilder {
+    profile: pprof::Profile,
+    strings: HashMap<String, i64>,
+    functions: HashMap<(i64, i64, i64, i64), u64>,
+    mappings: HashMap<(i64, i64), u64>,
+    /// (frame id, line) → location id.
+    locations: HashMap<(u64, i64), u64>,
+}
+
+impl PprofBuilder {
+    fn string(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.strings.get(s) {
+            return i;
+        }
+        let i = self.profile.string_table.len() as i64;
+        self.profile.string_table.push(s.to_owned());
+        self.strings.insert(s.to_owned(), i);
+        i
+    }
+
+    fn location(&mut self, f: &FrameInfo, line: i64) -> u64 {
+        if let Some(&id) = self.locations.get(&(f.id, line)) {
+            return id;
+        }
+        let mapping_id = if f.mapping_file.is_empty() && f.build_id.is_empty() {
+            0
+        } else {
+            let key = (self.string(&f.mapping_file), self.string(&f.build_id));
+            let next = self.profile.mapping.len() as u64 + 1;
+            let id = *self.mappings.entry(key).or_insert(next);
+            if id == next {
+                self.profile.mapping.push(pprof::Mapping {
+                    id,
+                    filename: key.0,
+                    build_id: key.1,
+                    has_functions: true,
+                    ..Default::default()
+                });
+            }
+            id
+        };
+        let lines = if f.name.is_empty() {
+            Vec::new()
+        } else {
+            let key = (
+                self.string(&f.name),
+                self.string(&f.system_name),
+                self.string(&f.filename),
+                f.start_line,
+            );
+            let next = self.profile.function.len() as u64 + 1;
+            let function_id = *self.functions.entry(key).or_insert(next);
+            if function_id == next {
+                self.profile.function.push(pprof::Function {
+                    id: function_id,
+                    name: key.0,
+                    system_name: key.1,
+                    filename: key.2,
+                    start_line: key.3,
+                });
+            }
+            vec![pprof::Line { function_id, line }]
+        };
+        let id = self.profile.location.len() as u64 + 1;
+        self.profile.location.push(pprof::Location {
+            id,
+            mapping_id,
+            address: f.address,
+            line: lines,
+            is_folded: false,
+        });
+        self.locations.insert((f.id, line), id);
+        id
+    }
+}
+
+/// A pprof profile of root-first stacks; stacks that end up with the same locations (after
+/// Go PGO trimming) are one sample.
+fn build_pprof(
+    header: &PprofHeader,
+    stacks: &[(Vec<&FrameInfo>, i64)],
+    aggregate_leaf: bool,
+) -> pprof::Profile {
+    let mut b = PprofBuilder::default();
+    b.string("");
+    let sample_type = pprof::ValueType {
+        r#type: b.string(&header.sample_type),
+        unit: b.string(&header.sample_unit),
+    };
+    let period_type = pprof::ValueType {
+        r#type: b.string(&header.period_type),
+        unit: b.string(&header.period_unit),
+    };
+    let mut samples: HashMap<Vec<u64>, i64> = HashMap::new();
+    let mut order: Vec<Vec<u64>> = Vec::new();
+    for (stack, value) in stacks {
+        let leaf = stack.len().saturating_sub(1);
+        let ids: Vec<u64> = stack
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, f)| {
+                let line = if aggregate_leaf && i == leaf {
+                    0
+                } else {
+                    f.line
+                };
+                b.location(f, line)
+            })
+            .collect();
+        match samples.get_mut(&ids) {
+            Some(v) => *v += value,
+            None => {
+                samples.insert(ids.clone(), *value);
+                order.push(ids);
+            }
+        }
+    }
+    // Stable output: samples in location order, so equal inputs give equal bytes.
+    order.sort();
+    let mut profile = b.profile;
+    profile.sample = order
+        .into_iter()
+        .map(|ids| {
+            let v = samples[&ids];
+            pprof::Sample {
+                location_id: ids,
+                value: vec![v],
+                label: Vec::new(),
+            }
+        })
+        .collect();
+    profile.sample_type = vec![sample_type];
+    profile.period_type = Some(period_type);
+    profile.period = header.period;
+    profile.time_nanos = header.time_nanos;
+    profile.duration_nanos = header.duration_nanos;
+    profile
+}
+
+/// The profile of a query that selected nothing.
+pub fn empty_pprof(header: &PprofHeader) -> pprof::Profile {
+    build_pprof(header, &[], false)
+}
+
+/// Reads the single row a [`SymbolizeExec`] produced.
+pub fn output_bytes(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| b.column(0).as_binary::<i32>().value(0).to_vec())
+        .ok_or_else(|| DataFusionError::Internal("SymbolizeExec produced no row".into()))
+}
