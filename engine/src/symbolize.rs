@@ -437,8 +437,11 @@ impl Symbolizer {
                 self.read_frames(&batch, &wanted, &mut resolved)?;
             }
         }
-        let mut stacks_out: Vec<(Vec<&FrameInfo>, i64)> = Vec::with_capacity(values.len());
-        for (hash, value) in &values {
+        // In stack-hash order, so the same data always gives the same pprof bytes.
+        let mut merged: Vec<(u64, i64)> = values.into_iter().collect();
+        merged.sort_unstable();
+        let mut stacks_out: Vec<(Vec<&FrameInfo>, i64)> = Vec::with_capacity(merged.len());
+        for (hash, value) in &merged {
             let ids = frames_of.get(hash).ok_or_else(|| {
                 DataFusionError::Execution(format!("stack {hash:016x} has no symbols in any block"))
             })?;
