@@ -8,6 +8,8 @@ use profusion_ingest::{ErrorKind, IngestError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     InvalidArgument,
+    /// The request conflicts with the stored state (an older settings write).
+    FailedPrecondition,
     Unauthenticated,
     ResourceExhausted,
     Unimplemented,
@@ -20,6 +22,7 @@ impl Code {
     pub fn connect_name(self) -> &'static str {
         match self {
             Self::InvalidArgument => "invalid_argument",
+            Self::FailedPrecondition => "failed_precondition",
             Self::Unauthenticated => "unauthenticated",
             Self::ResourceExhausted => "resource_exhausted",
             Self::Unimplemented => "unimplemented",
@@ -32,6 +35,7 @@ impl Code {
     pub fn grpc(self) -> u8 {
         match self {
             Self::InvalidArgument => 3,
+            Self::FailedPrecondition => 9,
             Self::ResourceExhausted => 8,
             Self::Unimplemented => 12,
             Self::Internal => 13,
@@ -53,7 +57,7 @@ pub struct ApiError {
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         let http = match code {
-            Code::InvalidArgument => StatusCode::BAD_REQUEST,
+            Code::InvalidArgument | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
             Code::Unauthenticated => StatusCode::UNAUTHORIZED,
             Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
@@ -120,5 +124,15 @@ impl From<profusion_engine::error::QueryError> for ApiError {
             K::Internal => Code::Internal,
         };
         Self::new(code, e.message)
+    }
+}
+
+impl From<profusion_catalog::CatalogError> for ApiError {
+    fn from(e: profusion_catalog::CatalogError) -> Self {
+        use profusion_catalog::CatalogError as E;
+        match e {
+            E::Conflict(m) => Self::new(Code::FailedPrecondition, m),
+            other => Self::new(Code::Unavailable, format!("catalog: {other}")),
+        }
     }
 }

@@ -9,6 +9,8 @@ pub mod config;
 pub mod error;
 mod ingest_routes;
 mod query_routes;
+mod render_routes;
 pub mod rpc;
 pub mod server;
+mod service_routes;
 pub mod tenant;

@@ -80,7 +80,7 @@ pub(crate) async fn querier(
     }
 }
 
-fn time_range(start: i64, end: i64) -> Result<TimeRange, ApiError> {
+pub(crate) fn time_range(start: i64, end: i64) -> Result<TimeRange, ApiError> {
     if start == 0 && end == 0 {
         return Err(ApiError::invalid(
             "missing time range: set start and end (Unix milliseconds)",
@@ -102,7 +102,7 @@ fn selectors(matchers: &[String]) -> Result<Vec<Selector>, ApiError> {
 }
 
 /// `name:sample_type:sample_unit:period_type:period_unit`, with an optional `:delta` suffix.
-fn profile_type(id: &str) -> Result<ProfileType, ApiError> {
+pub(crate) fn profile_type(id: &str) -> Result<ProfileType, ApiError> {
     let parts: Vec<&str> = id.split(':').collect();
     if !(parts.len() == 5 || (parts.len() == 6 && parts[5] == "delta")) || parts[0].is_empty() {
         return Err(ApiError::invalid(format!(
@@ -214,13 +214,13 @@ async fn series(
 }
 
 /// A validated flame-graph request.
-struct MergeQuery {
-    req: MergeRequest,
-    profile_type: ProfileType,
-    max_nodes: usize,
+pub(crate) struct MergeQuery {
+    pub(crate) req: MergeRequest,
+    pub(crate) profile_type: ProfileType,
+    pub(crate) max_nodes: usize,
 }
 
-fn merge_query(
+pub(crate) fn merge_query(
     profile_type_id: &str,
     label_selector: &str,
     start: i64,

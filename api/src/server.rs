@@ -40,6 +40,8 @@ pub struct AppState {
     pub distributor: Arc<Distributor>,
     pub ingester: Arc<Ingester>,
     pub querier: Arc<profusion_engine::querier::Querier>,
+    /// Per-tenant settings live here (`settings.v1`).
+    pub catalog: Arc<dyn profusion_catalog::Catalog>,
     registry: Registry,
     http: HttpMetrics,
     ready: AtomicBool,
@@ -181,6 +183,7 @@ impl Server {
         );
 
         let query_catalog = Arc::clone(&catalog);
+        let settings_catalog = Arc::clone(&catalog);
         let query_store = Arc::clone(&store);
         let ingester = Ingester::open(
             IngesterConfig {
@@ -230,6 +233,7 @@ impl Server {
             distributor,
             ingester,
             querier,
+            catalog: settings_catalog,
             registry,
             http,
             ready: AtomicBool::new(true),
@@ -326,6 +330,32 @@ fn router(state: Arc<AppState>) -> Router {
             "/querier.v1.QuerierService/{method}",
             post(crate::query_routes::querier),
         )
+        .route(
+            "/settings.v1.SettingsService/{method}",
+            post(crate::service_routes::settings),
+        )
+        .route(
+            "/version.v1.Version/{method}",
+            post(crate::service_routes::version),
+        )
+        .route(
+            "/capabilities.v1.FeatureFlagsService/{method}",
+            post(crate::service_routes::feature_flags_route),
+        )
+        .route(
+            "/api/v1/status/buildinfo",
+            get(crate::service_routes::build_info),
+        )
+        .route("/pyroscope/render", get(crate::render_routes::render))
+        .route(
+            "/pyroscope/render-diff",
+            get(crate::render_routes::render_diff),
+        )
+        .route(
+            "/pyroscope/label-values",
+            get(crate::render_routes::label_values),
+        )
+        .route("/pyroscope/labels", get(crate::render_routes::labels))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .fallback(fallback)

@@ -35,6 +35,26 @@ pub mod ingester {
         include!(concat!(env!("OUT_DIR"), "/ingester.v1.rs"));
     }
 }
+pub mod settings {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/settings.v1.rs"));
+    }
+}
+pub mod version {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/version.v1.rs"));
+    }
+}
+pub mod capabilities {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/capabilities.v1.rs"));
+    }
+}
+pub mod status {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/status.v1.rs"));
+    }
+}
 pub mod opentelemetry {
     pub mod proto {
         pub mod common {

@@ -247,20 +247,34 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>, h2: bool) -> Rep
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let body = resp.bytes().await.expect("body").to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        reply(req.send().await.expect("request")).await
     })
+}
+
+/// GETs `url` with headers.
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    blocking::runtime().block_on(async {
+        let mut req = ::reqwest::Client::new().get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        reply(req.send().await.expect("request")).await
+    })
+}
+
+async fn reply(resp: ::reqwest::Response) -> Reply {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = resp.bytes().await.expect("body").to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub fn gzip(data: &[u8]) -> Vec<u8> {

@@ -31,9 +31,12 @@ const PUSHED: &[(&str, &str, &str, i64, &str)] = &[
     (PROFILE_B, "web", "other;x", 5, ""),
 ];
 
+/// A root-first stack, its value and its sample labels.
+type StackWithLabels = (Vec<&'static str>, i64, Vec<(&'static str, &'static str)>);
+
 fn push(server: &TestServer, time: i64) {
     for (id, service) in [(PROFILE_A, "api"), (PROFILE_B, "web")] {
-        let stacks: Vec<(Vec<&str>, i64, Vec<(&str, &str)>)> = PUSHED
+        let stacks: Vec<StackWithLabels> = PUSHED
             .iter()
             .filter(|p| p.0 == id)
             .map(|p| {

@@ -1,0 +1,416 @@
+//! Pyroscope's plain-HTTP query endpoints: `/pyroscope/render` (flamebearer JSON with its
+//! timeline and groups, or Graphviz DOT), `/pyroscope/render-diff`, `/pyroscope/label-values`
+//! and `/pyroscope/labels`. They parse the legacy `query` string (`<profile type>{matchers}`)
+//! and attime grammar, then run the same engine calls as the Connect API.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, header};
+use profusion_engine::querier::{SeriesQuery, TimeSeries};
+use profusion_engine::selector;
+use profusion_proto::querier::v1::FlameGraph;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::query_routes::{self, MergeQuery};
+use crate::server::AppState;
+
+/// Default window of a render without `from`.
+const DEFAULT_FROM: &str = "now-1h";
+/// Default `maxNodes` of a DOT answer, as Pyroscope's.
+const DOT_MAX_NODES: i64 = 100;
+
+/// Query-string parameters; repeated keys keep every value.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(query: Option<&str>) -> Self {
+        Self(
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// A Unix-milliseconds time in the attime grammar (`now-1h`, seconds, ms, ...).
+    fn time(&self, key: &str, default: &str, now_nanos: i64) -> Result<i64, ApiError> {
+        let raw = self.get(key).unwrap_or(default);
+        let nanos = profusion_ingest::legacy::parse_time(raw, now_nanos)
+            .map_err(|e| ApiError::invalid(format!("{key}: {}", e.message)))?;
+        Ok(nanos.div_euclid(1_000_000))
+    }
+
+    fn max_nodes(&self) -> Result<Option<i64>, ApiError> {
+        self.get("maxNodes")
+            .or_else(|| self.get("max-nodes"))
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::invalid(format!("maxNodes {v:?} is not an integer")))
+            })
+            .transpose()
+    }
+}
+
+/// Splits `<profile type>{matchers}` into its two parts.
+fn split_query(query: &str) -> Result<(&str, &str), ApiError> {
+    match query.find('{') {
+        Some(i) if i > 0 => Ok((&query[..i], &query[i..])),
+        _ => Err(ApiError::invalid(format!(
+            "query {query:?} must be <profile type>{{<matchers>}}, e.g. process_cpu:cpu:nanoseconds:cpu:nanoseconds{{service_name=\"app\"}}"
+        ))),
+    }
+}
+
+/// The merge a legacy `query` with `from`/`until` asks for.
+fn legacy_merge(
+    params: &Params,
+    query_key: &str,
+    from_key: &str,
+    until_key: &str,
+    max_nodes: Option<i64>,
+) -> Result<MergeQuery, ApiError> {
+    let query = params
+        .get(query_key)
+        .ok_or_else(|| ApiError::invalid(format!("{query_key} is required")))?;
+    let (profile_type, selector) = split_query(query)?;
+    let now = profusion_ingest::now_nanos();
+    let from = params.time(from_key, DEFAULT_FROM, now)?;
+    let until = params.time(until_key, "now", now)?;
+    query_routes::merge_query(profile_type, selector, from, until, max_nodes)
+}
+
+/// Pyroscope's point interval of a render: the range over 1,500 points, rounded to a "nice"
+/// step, at least 15 s. Returns seconds.
+fn point_interval_seconds(from_ms: i64, until_ms: i64) -> i64 {
+    let raw_ms = (until_ms - from_ms) / 1500;
+    if raw_ms < 15_000 {
+        return 15;
+    }
+    // (upper bound of the raw interval in ms, step in s), as Grafana rounds intervals.
+    const STEPS: &[(i64, i64)] = &[
+        (17_500, 15),
+        (25_000, 20),
+        (45_000, 30),
+        (90_000, 60),
+        (210_000, 120),
+        (450_000, 300),
+        (750_000, 600),
+        (1_050_000, 900),
+        (1_500_000, 1_200),
+        (2_700_000, 1_800),
+        (5_400_000, 3_600),
+        (9_000_000, 7_200),
+        (16_200_000, 10_800),
+        (32_400_000, 21_600),
+        (86_400_000, 43_200),
+        (604_800_000, 86_400),
+        (1_814_400_000, 604_800),
+        (3_628_800_000, 2_592_000),
+    ];
+    STEPS
+        .iter()
+        .find(|(bound, _)| raw_ms <= *bound)
+        .map_or(31_536_000, |(_, step)| *step)
+}
+
+/// A flamebearer timeline: `startTime` snapped to the step, one zero-backfilled sample per
+/// step from there up to `until`.
+fn timeline(series: Option<&TimeSeries>, from_ms: i64, until_ms: i64, step_s: i64) -> Value {
+    let step_ms = step_s * 1000;
+    let start = from_ms.div_euclid(step_ms) * step_ms;
+    let end = until_ms.div_euclid(step_ms) * step_ms;
+    let slots = usize::try_from((end - start) / step_ms).unwrap_or(0);
+    let mut samples = vec![0u64; slots];
+    for (ts, v) in series.map_or(&[][..], |s| s.points.as_slice()) {
+        if *ts >= start && *ts < end {
+            samples[((ts - start) / step_ms) as usize] += *v as u64;
+        }
+    }
+    json!({
+        "startTime": start.div_euclid(1000),
+        "samples": samples,
+        "durationDelta": step_s,
+        "watermarks": null,
+    })
+}
+
+/// `units`, `sampleRate` and `name` of a profile type in flamebearer metadata.
+fn metadata(profile_type: &profusion_proto::types::v1::ProfileType, format: &str) -> Value {
+    let (units, rate) = match profile_type.sample_type.as_str() {
+        "inuse_objects" | "alloc_objects" | "goroutine" | "samples" => ("objects", 100),
+        "cpu" => ("samples", 1_000_000_000),
+        _ => (profile_type.sample_unit.as_str(), 100),
+    };
+    json!({
+        "format": format,
+        "spyName": "",
+        "sampleRate": rate,
+        "units": units,
+        "name": profile_type.sample_type,
+    })
+}
+
+fn flamebearer(names: &[String], levels: Vec<Vec<i64>>, total: i64, max_self: i64) -> Value {
+    json!({
+        "names": names,
+        "levels": levels,
+        "numTicks": total,
+        "maxSelf": max_self,
+    })
+}
+
+fn single(fg: &FlameGraph) -> Value {
+    flamebearer(
+        &fg.names,
+        fg.levels.iter().map(|l| l.values.clone()).collect(),
+        fg.total,
+        fg.max_self,
+    )
+}
+
+fn json_response(v: &Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+fn read_tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    crate::tenant::write_tenant(headers, state.config.multitenancy_enabled)
+}
+
+/// `GET /pyroscope/render`.
+pub(crate) async fn render(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = Params::parse(query.as_deref());
+    let result = async {
+        let tenant = read_tenant(&state, &headers)?;
+        if params.get("format") == Some("dot") {
+            let q = legacy_merge(&params, "query", "from", "until", None)?;
+            let max_nodes = params.max_nodes()?.unwrap_or(DOT_MAX_NODES).max(1) as usize;
+            let tree = state.querier.merge_tree(&tenant, &q.req).await?;
+            let dot = profusion_engine::dot::to_dot(
+                &tree,
+                &q.profile_type.sample_type,
+                &q.profile_type.sample_unit,
+                max_nodes,
+            );
+            return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], dot).into_response());
+        }
+        if let Some(f) = params.get("format").filter(|f| *f != "json") {
+            return Err(ApiError::invalid(format!(
+                "format {f:?} is not supported; use json or dot"
+            )));
+        }
+        let q = legacy_merge(&params, "query", "from", "until", params.max_nodes()?)?;
+        let (from, until) = (
+            q.req.range.start.div_euclid(1_000_000),
+            q.req.range.end.div_euclid(1_000_000),
+        );
+        let step = point_interval_seconds(from, until);
+        let group_by: Vec<String> = params.all("groupBy").into_iter().take(1).collect();
+        let average = match params.get("aggregation") {
+            None | Some("sum") => false,
+            Some("avg") => true,
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "aggregation {other:?} is not supported; use sum or avg"
+                )));
+            }
+        };
+        let totals_query = SeriesQuery {
+            profile_type: &q.req.profile_type,
+            selector: &q.req.selector,
+            range: q.req.range,
+            step_millis: step * 1000,
+            group_by: &[],
+            average,
+            limit: None,
+        };
+        let groups_query = SeriesQuery {
+            group_by: &group_by,
+            ..totals_query.clone()
+        };
+        let (tree, total, groups) = tokio::try_join!(
+            state.querier.merge_tree(&tenant, &q.req),
+            state.querier.select_series(&tenant, &totals_query),
+            async {
+                if group_by.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    state.querier.select_series(&tenant, &groups_query).await
+                }
+            },
+        )?;
+        let groups: Value = if group_by.is_empty() {
+            Value::Null
+        } else {
+            groups
+                .iter()
+                .map(|s| {
+                    let key = s.labels.first().map_or("*", |(_, v)| v.as_str());
+                    (key.to_owned(), timeline(Some(s), from, until, step))
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        Ok(json_response(&json!({
+            "version": 1,
+            "flamebearer": single(&tree.flame_graph(q.max_nodes)),
+            "metadata": metadata(&q.profile_type, "single"),
+            "timeline": timeline(total.first(), from, until, step),
+            "groups": groups,
+            "heatmap": null,
+        })))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /pyroscope/render-diff`.
+pub(crate) async fn render_diff(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = Params::parse(query.as_deref());
+    let result = async {
+        let tenant = read_tenant(&state, &headers)?;
+        let max_nodes = params.max_nodes()?;
+        let left = legacy_merge(&params, "leftQuery", "leftFrom", "leftUntil", max_nodes)?;
+        let right = legacy_merge(&params, "rightQuery", "rightFrom", "rightUntil", max_nodes)?;
+        if left.profile_type.id != right.profile_type.id {
+            return Err(ApiError::invalid(format!(
+                "leftQuery and rightQuery must have the same profile type, got {} and {}",
+                left.profile_type.id, right.profile_type.id
+            )));
+        }
+        let (lt, rt) = tokio::try_join!(
+            state.querier.merge_tree(&tenant, &left.req),
+            state.querier.merge_tree(&tenant, &right.req),
+        )?;
+        let diff = profusion_engine::flamegraph::diff(&lt, &rt, left.max_nodes);
+        Ok(json_response(&json!({
+            "version": 1,
+            "flamebearer": flamebearer(
+                &diff.names,
+                diff.levels.iter().map(|l| l.values.clone()).collect(),
+                diff.total,
+                diff.max_self,
+            ),
+            "metadata": metadata(&left.profile_type, "double"),
+            "leftTicks": diff.left_ticks,
+            "rightTicks": diff.right_ticks,
+            "timeline": null,
+            "groups": null,
+            "heatmap": null,
+        })))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The series a label endpoint's optional `query` (a selector, optionally behind a profile
+/// type) selects over `from`/`until`.
+async fn label_series(
+    state: &AppState,
+    tenant: &str,
+    params: &Params,
+) -> Result<Vec<profusion_engine::querier::SeriesLabels>, ApiError> {
+    let now = profusion_ingest::now_nanos();
+    let range = query_routes::time_range(
+        params.time("from", DEFAULT_FROM, now)?,
+        params.time("until", "now", now)?,
+    )?;
+    let selectors = match params.get("query").filter(|q| !q.is_empty()) {
+        None => Vec::new(),
+        Some(q) => {
+            let (profile_type, matchers) = match q.find('{') {
+                Some(0) => (None, q),
+                _ => {
+                    let (pt, m) = split_query(q)?;
+                    (Some(query_routes::profile_type(pt)?), m)
+                }
+            };
+            let mut selector = selector::parse(matchers)
+                .map_err(|e| ApiError::invalid(format!("query {q:?}: {e}")))?;
+            if let Some(pt) = profile_type {
+                selector.matchers.push(
+                    selector::Matcher::new(
+                        profusion_ingest::labels::PROFILE_TYPE,
+                        selector::MatchOp::Equal,
+                        pt.id,
+                    )
+                    .map_err(|e| ApiError::invalid(e.to_string()))?,
+                );
+            }
+            vec![selector]
+        }
+    };
+    let tables = state.querier.tables(tenant, range, None, None).await?;
+    Ok(state.querier.series(&tables, &selectors, None).await?)
+}
+
+/// `GET /pyroscope/label-values?label=<name>`: a JSON array; `__name__` lists profile types.
+pub(crate) async fn label_values(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = Params::parse(query.as_deref());
+    let result = async {
+        let tenant = read_tenant(&state, &headers)?;
+        let label = params
+            .get("label")
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| ApiError::invalid("label is required"))?;
+        let name = if label == "__name__" {
+            profusion_ingest::labels::PROFILE_TYPE
+        } else {
+            label
+        };
+        let series = label_series(&state, &tenant, &params).await?;
+        let values: BTreeSet<&str> = series.iter().filter_map(|s| s.get(name)).collect();
+        Ok::<_, ApiError>(json_response(&json!(values)))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /pyroscope/labels`: the label names of the selected series as a JSON array.
+pub(crate) async fn labels(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let params = Params::parse(query.as_deref());
+    let result = async {
+        let tenant = read_tenant(&state, &headers)?;
+        let series = label_series(&state, &tenant, &params).await?;
+        let names: BTreeMap<&str, ()> = series
+            .iter()
+            .flat_map(|s| s.labels.iter().map(|(k, _)| (k.as_str(), ())))
+            .collect();
+        Ok::<_, ApiError>(json_response(&json!(names.keys().collect::<Vec<_>>())))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
