@@ -206,6 +206,31 @@ pub struct Config {
     #[arg(long = "querier.max-query-memory", env = "PROFUSION_QUERIER_MAX_QUERY_MEMORY", default_value_t = 1024 * 1024 * 1024)]
     pub query_memory_bytes: usize,
 
+    /// Longest time range one query may cover (0s disables the limit).
+    #[arg(long = "querier.max-query-length", env = "PROFUSION_QUERIER_MAX_QUERY_LENGTH", default_value = "24h", value_parser = parse_duration)]
+    pub max_query_length: Duration,
+
+    /// How far back queries may read: older starts are moved up to now minus this, and a range
+    /// entirely older answers empty (0s disables the limit).
+    #[arg(long = "querier.max-query-lookback", env = "PROFUSION_QUERIER_MAX_QUERY_LOOKBACK", default_value = "7d", value_parser = parse_duration)]
+    pub max_query_lookback: Duration,
+
+    /// Flame-graph nodes when a request leaves `max_nodes` at 0.
+    #[arg(
+        long = "querier.max-flamegraph-nodes-default",
+        env = "PROFUSION_QUERIER_MAX_FLAMEGRAPH_NODES_DEFAULT",
+        default_value_t = 8192
+    )]
+    pub max_flamegraph_nodes_default: i64,
+
+    /// Largest `max_nodes` a request may ask for.
+    #[arg(
+        long = "querier.max-flamegraph-nodes-max",
+        env = "PROFUSION_QUERIER_MAX_FLAMEGRAPH_NODES_MAX",
+        default_value_t = 1_048_576
+    )]
+    pub max_flamegraph_nodes_max: i64,
+
     /// Log level: error, warn, info, debug or trace (or a tracing filter directive).
     #[arg(
         long = "log.level",

@@ -28,10 +28,6 @@ use crate::error::{ApiError, Code};
 use crate::rpc;
 use crate::server::AppState;
 
-/// Default and largest `max_nodes` of a flame graph, as Pyroscope's defaults.
-const MAX_NODES_DEFAULT: i64 = 8192;
-const MAX_NODES_MAX: i64 = 1_048_576;
-
 /// `POST /querier.v1.QuerierService/{method}`.
 pub(crate) async fn querier(
     State(state): State<Arc<AppState>>,
@@ -41,46 +37,51 @@ pub(crate) async fn querier(
 ) -> Response {
     match method.as_str() {
         "ProfileTypes" => {
-            rpc::unary(&state, &headers, body, |t, r| profile_types(&state, t, r)).await
+            rpc::unary_read(&state, &headers, body, |t, r| profile_types(&state, t, r)).await
         }
-        "LabelNames" => rpc::unary(&state, &headers, body, |t, r| label_names(&state, t, r)).await,
+        "LabelNames" => {
+            rpc::unary_read(&state, &headers, body, |t, r| label_names(&state, t, r)).await
+        }
         "LabelValues" => {
-            rpc::unary(&state, &headers, body, |t, r| label_values(&state, t, r)).await
+            rpc::unary_read(&state, &headers, body, |t, r| label_values(&state, t, r)).await
         }
-        "Series" => rpc::unary(&state, &headers, body, |t, r| series(&state, t, r)).await,
+        "Series" => rpc::unary_read(&state, &headers, body, |t, r| series(&state, t, r)).await,
         "SelectMergeStacktraces" => {
-            rpc::unary(&state, &headers, body, |t, r| {
+            rpc::unary_read(&state, &headers, body, |t, r| {
                 select_merge_stacktraces(&state, t, r)
             })
             .await
         }
         "SelectSeries" => {
-            rpc::unary(&state, &headers, body, |t, r| select_series(&state, t, r)).await
+            rpc::unary_read(&state, &headers, body, |t, r| select_series(&state, t, r)).await
         }
         "SelectMergeSpanProfile" => {
-            rpc::unary(&state, &headers, body, |t, r| {
+            rpc::unary_read(&state, &headers, body, |t, r| {
                 select_merge_span_profile(&state, t, r)
             })
             .await
         }
         "SelectMergeProfile" => {
-            rpc::unary(&state, &headers, body, |t, r| {
+            rpc::unary_read(&state, &headers, body, |t, r| {
                 select_merge_profile(&state, t, r)
             })
             .await
         }
         "AnalyzeQuery" => {
-            rpc::unary(&state, &headers, body, |t, r| analyze_query(&state, t, r)).await
+            rpc::unary_read(&state, &headers, body, |t, r| analyze_query(&state, t, r)).await
         }
-        "Diff" => rpc::unary(&state, &headers, body, |t, r| diff(&state, t, r)).await,
+        "Diff" => rpc::unary_read(&state, &headers, body, |t, r| diff(&state, t, r)).await,
         "GetProfileStats" => {
-            rpc::unary(&state, &headers, body, |t, r| profile_stats(&state, t, r)).await
+            rpc::unary_read(&state, &headers, body, |t, r| profile_stats(&state, t, r)).await
         }
         _ => rpc::unimplemented(&headers, &format!("querier.v1.QuerierService/{method}")),
     }
 }
 
-pub(crate) fn time_range(start: i64, end: i64) -> Result<TimeRange, ApiError> {
+/// Validates a query's `[start, end]` (Unix milliseconds) against the query limits: moves a
+/// start older than the lookback up to it (a range entirely older selects nothing), then
+/// refuses ranges longer than the maximum query length.
+pub(crate) fn time_range(state: &AppState, start: i64, end: i64) -> Result<TimeRange, ApiError> {
     if start == 0 && end == 0 {
         return Err(ApiError::invalid(
             "missing time range: set start and end (Unix milliseconds)",
@@ -91,7 +92,40 @@ pub(crate) fn time_range(start: i64, end: i64) -> Result<TimeRange, ApiError> {
             "invalid time range: start {start} is after end {end}"
         )));
     }
+    let mut start = start;
+    let lookback = state.config.max_query_lookback.as_millis() as i64;
+    if lookback > 0 {
+        let oldest = profusion_ingest::now_millis() - lookback;
+        if end < oldest {
+            return Ok(TimeRange::EMPTY);
+        }
+        start = start.max(oldest);
+    }
+    let max_length = state.config.max_query_length.as_millis() as i64;
+    if max_length > 0 && end - start > max_length {
+        return Err(ApiError::invalid(format!(
+            "the query time range exceeds the limit (query length: {}, limit: {}); narrow the range or raise --querier.max-query-length",
+            human_duration(end - start),
+            human_duration(max_length)
+        )));
+    }
     Ok(TimeRange::from_millis(start, end))
+}
+
+/// `1d2h3m4.5s` style, for messages.
+fn human_duration(millis: i64) -> String {
+    let mut out = String::new();
+    let mut rest = millis;
+    for (unit, ms) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)] {
+        if rest >= ms {
+            out.push_str(&format!("{}{unit}", rest / ms));
+            rest %= ms;
+        }
+    }
+    if rest > 0 || out.is_empty() {
+        out.push_str(&format!("{}s", rest as f64 / 1000.0));
+    }
+    out
 }
 
 fn selectors(matchers: &[String]) -> Result<Vec<Selector>, ApiError> {
@@ -121,16 +155,16 @@ pub(crate) fn profile_type(id: &str) -> Result<ProfileType, ApiError> {
 
 async fn profile_types(
     state: &AppState,
-    tenant: String,
+    tenants: Vec<String>,
     req: ProfileTypesRequest,
 ) -> Result<ProfileTypesResponse, ApiError> {
     let range = if req.start == 0 && req.end == 0 {
         let now = profusion_ingest::now_millis();
         TimeRange::from_millis(now - 3_600_000, now)
     } else {
-        time_range(req.start, req.end)?
+        time_range(state, req.start, req.end)?
     };
-    let ids = state.querier.profile_types(&tenant, range).await?;
+    let ids = state.querier.profile_types(&tenants, range).await?;
     Ok(ProfileTypesResponse {
         profile_types: ids.iter().filter_map(|id| profile_type(id).ok()).collect(),
     })
@@ -138,23 +172,23 @@ async fn profile_types(
 
 async fn matching_series(
     state: &AppState,
-    tenant: &str,
+    tenants: &[String],
     matchers: &[String],
     start: i64,
     end: i64,
 ) -> Result<Vec<profusion_engine::querier::SeriesLabels>, ApiError> {
-    let range = time_range(start, end)?;
+    let range = time_range(state, start, end)?;
     let selectors = selectors(matchers)?;
-    let tables = state.querier.tables(tenant, range, None, None).await?;
+    let tables = state.querier.tables(tenants, range, None, None).await?;
     Ok(state.querier.series(&tables, &selectors, None).await?)
 }
 
 async fn label_names(
     state: &AppState,
-    tenant: String,
+    tenants: Vec<String>,
     req: LabelNamesRequest,
 ) -> Result<LabelNamesResponse, ApiError> {
-    let series = matching_series(state, &tenant, &req.matchers, req.start, req.end).await?;
+    let series = matching_series(state, &tenants, &req.matchers, req.start, req.end).await?;
     let names: BTreeSet<String> = series
         .into_iter()
         .flat_map(|s| s.labels.into_iter().map(|(k, _)| k))
@@ -166,13 +200,13 @@ async fn label_names(
 
 async fn label_values(
     state: &AppState,
-    tenant: String,
+    tenants: Vec<String>,
     req: LabelValuesRequest,
 ) -> Result<LabelValuesResponse, ApiError> {
     if req.name.is_empty() {
         return Err(ApiError::invalid("label name is required"));
     }
-    let series = matching_series(state, &tenant, &req.matchers, req.start, req.end).await?;
+    let series = matching_series(state, &tenants, &req.matchers, req.start, req.end).await?;
     let values: BTreeSet<String> = series
         .iter()
         .filter_map(|s| s.get(&req.name).map(str::to_owned))
@@ -184,10 +218,10 @@ async fn label_values(
 
 async fn series(
     state: &AppState,
-    tenant: String,
+    tenants: Vec<String>,
     req: SeriesRequest,
 ) -> Result<SeriesResponse, ApiError> {
-    let series = matching_series(state, &tenant, &req.matchers, req.start, req.end).await?;
+    let series = matching_series(state, &tenants, &req.matchers, req.start, req.end).await?;
     let mut sets: BTreeMap<Vec<(String, String)>, ()> = BTreeMap::new();
     for s in series {
         let labels: Vec<(String, String)> = if req.label_names.is_empty() {
@@ -221,26 +255,31 @@ pub(crate) struct MergeQuery {
 }
 
 pub(crate) fn merge_query(
+    state: &AppState,
     profile_type_id: &str,
     label_selector: &str,
     start: i64,
     end: i64,
     max_nodes: Option<i64>,
 ) -> Result<MergeQuery, ApiError> {
-    let range = time_range(start, end)?;
+    let range = time_range(state, start, end)?;
     let profile_type = profile_type(profile_type_id)?;
     let selector = selector::parse(label_selector)
         .map_err(|e| ApiError::invalid(format!("label_selector {label_selector:?}: {e}")))?;
+    let (default_nodes, max_allowed) = (
+        state.config.max_flamegraph_nodes_default,
+        state.config.max_flamegraph_nodes_max,
+    );
     let max_nodes = match max_nodes.unwrap_or(0) {
-        0 => MAX_NODES_DEFAULT,
+        0 => default_nodes,
         n if n < 0 => {
             return Err(ApiError::invalid(format!(
                 "max_nodes must not be negative, got {n}"
             )));
         }
-        n if n > MAX_NODES_MAX => {
+        n if max_allowed > 0 && n > max_allowed => {
             return Err(ApiError::invalid(format!(
-                "max_nodes {n} is more than the limit of {MAX_NODES_MAX}"
+                "max_nodes {n} is more than the limit of {max_allowed}"
             )));
         }
         n => n,
@@ -303,18 +342,19 @@ impl MergeQuery {
 
 async fn merged_tree(
     state: &AppState,
-    tenant: &str,
+    tenants: &[String],
     q: &MergeQuery,
 ) -> Result<profusion_engine::flamegraph::Tree, ApiError> {
-    Ok(state.querier.merge_tree(tenant, &q.req).await?)
+    Ok(state.querier.merge_tree(tenants, &q.req).await?)
 }
 
 async fn select_merge_stacktraces(
     state: &AppState,
-    tenant: String,
+    tenants: Vec<String>,
     req: SelectMergeStacktracesRequest,
 ) -> Result<SelectMergeStacktracesResponse, ApiError> {
     let q = merge_query(
+        state,
         &req.profile_type_id,
         &req.label_selector,
         req.start,
@@ -331,12 +371,12 @@ async fn select_merge_stacktraces(
     if format == ProfileFormat::Pprof {
         return Ok(SelectMergeStacktracesResponse {
             pprof: Some(PprofProfile {
-                profile: Some(state.querier.merge_pprof(&tenant, &q.req).await?),
+                profile: Some(state.querier.merge_pprof(&tenants, &q.req).await?),
             }),
             ..Default::default()
         });
     }
-    let tree = merged_tree(state, &tenant, &q).await?;
+    let tree = merged_tree(state, &tenants, &q).await?;
     Ok(match format {
         ProfileFormat::Tree => SelectMergeStacktracesResponse {
             tree: tree.tree_bytes(q.max_nodes).into(),
@@ -360,7 +400,7 @@ async fn select_merge_stacktraces(
 
 async fn select_merge_span_profile(
     state: &AppState,
-    tenant: String,
+    tenants: Vec<String>,
     req: SelectMergeSpanProfileRequest,
 ) -> Result<SelectMergeSpanProfileResponse, ApiError> {
     if req.span_selector.is_empty() {
@@ -369,6 +409,7 @@ async fn select_merge_span_profile(
         ));
     }
     let q = merge_query(
+        state,
         &req.profile_type_id,
         &req.label_selector,
         req.start,
@@ -376,7 +417,7 @@ async fn select_merge_span_profile(
         req.max_nodes,
     )?
     .narrowed(None, &[], &req.span_selector, &[])?;
-    let tree = merged_tree(state, &tenant, &q).await?;
+    let tree = merged_tree(state, &tenants, &q).await?;
     Ok(
         match ProfileFormat::try_from(req.format).unwrap_or(ProfileFormat::Unspecified) {
             ProfileFormat::Tree => SelectMergeSpanProfileResponse {
@@ -394,10 +435,11 @@ async fn select_merge_span_profile(
 /// The deprecated pprof query: not truncated to `max_nodes`, as in Pyroscope by default.
 async fn select_merge_profile(
     state: &AppState,
-    tenant: String,
+    tenants: Vec<String>,
     req: SelectMergeProfileRequest,
 ) -> Result<Profile, ApiError> {
     let q = merge_query(
+        state,
         &req.profile_type_id,
         &req.label_selector,
         req.start,
@@ -410,15 +452,15 @@ async fn select_merge_profile(
         &[],
         &req.trace_id_selector,
     )?;
-    Ok(state.querier.merge_pprof(&tenant, &q.req).await?)
+    Ok(state.querier.merge_pprof(&tenants, &q.req).await?)
 }
 
 async fn analyze_query(
     state: &AppState,
-    tenant: String,
+    tenants: Vec<String>,
     req: AnalyzeQueryRequest,
 ) -> Result<AnalyzeQueryResponse, ApiError> {
-    let range = time_range(req.start, req.end)?;
+    let range = time_range(state, req.start, req.end)?;
     // `<profile type>{matchers}` or a bare selector.
     let (profile_type, matchers) = match req.query.find('{') {
         Some(0) | None => (None, req.query.as_str()),
@@ -436,7 +478,7 @@ async fn analyze_query(
             .map_err(|e| ApiError::invalid(e.to_string()))?,
         );
     }
-    let analysis = state.querier.analyze(&tenant, &selector, range).await?;
+    let analysis = state.querier.analyze(&tenants, &selector, range).await?;
     let total_bytes = analysis.scopes.iter().map(|s| s.bytes).sum();
     Ok(AnalyzeQueryResponse {
         query_scopes: analysis
@@ -463,10 +505,11 @@ async fn analyze_query(
 
 async fn select_series(
     state: &AppState,
-    tenant: String,
+    tenants: Vec<String>,
     req: SelectSeriesRequest,
 ) -> Result<SelectSeriesResponse, ApiError> {
     let q = merge_query(
+        state,
         &req.profile_type_id,
         &req.label_selector,
         req.start,
@@ -498,7 +541,7 @@ async fn select_series(
     let series = state
         .querier
         .select_series(
-            &tenant,
+            &tenants,
             &profusion_engine::querier::SeriesQuery {
                 profile_type: &q.profile_type.id,
                 selector: &q.req.selector,
@@ -535,13 +578,14 @@ async fn select_series(
 
 async fn diff(
     state: &AppState,
-    tenant: String,
+    tenants: Vec<String>,
     req: DiffRequest,
 ) -> Result<DiffResponse, ApiError> {
     let (Some(left), Some(right)) = (req.left, req.right) else {
         return Err(ApiError::invalid("diff needs both left and right"));
     };
     let l = merge_query(
+        state,
         &left.profile_type_id,
         &left.label_selector,
         left.start,
@@ -550,6 +594,7 @@ async fn diff(
     )
     .map_err(|e| ApiError::invalid(format!("left: {}", e.message)))?;
     let r = merge_query(
+        state,
         &right.profile_type_id,
         &right.label_selector,
         right.start,
@@ -558,8 +603,8 @@ async fn diff(
     )
     .map_err(|e| ApiError::invalid(format!("right: {}", e.message)))?;
     let (lt, rt) = tokio::try_join!(
-        merged_tree(state, &tenant, &l),
-        merged_tree(state, &tenant, &r)
+        merged_tree(state, &tenants, &l),
+        merged_tree(state, &tenants, &r)
     )?;
     Ok(DiffResponse {
         flamegraph: Some(profusion_engine::flamegraph::diff(&lt, &rt, l.max_nodes)),
@@ -568,10 +613,10 @@ async fn diff(
 
 async fn profile_stats(
     state: &AppState,
-    tenant: String,
+    tenants: Vec<String>,
     _req: GetProfileStatsRequest,
 ) -> Result<GetProfileStatsResponse, ApiError> {
-    Ok(match state.querier.profile_stats(&tenant).await? {
+    Ok(match state.querier.profile_stats(&tenants).await? {
         Some((oldest, newest)) => GetProfileStatsResponse {
             data_ingested: true,
             oldest_profile_time: oldest,

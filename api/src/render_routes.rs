@@ -81,6 +81,7 @@ fn split_query(query: &str) -> Result<(&str, &str), ApiError> {
 
 /// The merge a legacy `query` with `from`/`until` asks for.
 fn legacy_merge(
+    state: &AppState,
     params: &Params,
     query_key: &str,
     from_key: &str,
@@ -94,7 +95,7 @@ fn legacy_merge(
     let now = profusion_ingest::now_nanos();
     let from = params.time(from_key, DEFAULT_FROM, now)?;
     let until = params.time(until_key, "now", now)?;
-    query_routes::merge_query(profile_type, selector, from, until, max_nodes)
+    query_routes::merge_query(state, profile_type, selector, from, until, max_nodes)
 }
 
 /// Pyroscope's point interval of a render: the range over 1,500 points, rounded to a "nice"
@@ -190,8 +191,8 @@ fn json_response(v: &Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
-fn read_tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
-    crate::tenant::write_tenant(headers, state.config.multitenancy_enabled)
+fn read_tenants(state: &AppState, headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
+    crate::tenant::read_tenants(headers, state.config.multitenancy_enabled)
 }
 
 /// `GET /pyroscope/render`.
@@ -202,11 +203,11 @@ pub(crate) async fn render(
 ) -> Response {
     let params = Params::parse(query.as_deref());
     let result = async {
-        let tenant = read_tenant(&state, &headers)?;
+        let tenants = read_tenants(&state, &headers)?;
         if params.get("format") == Some("dot") {
-            let q = legacy_merge(&params, "query", "from", "until", None)?;
+            let q = legacy_merge(&state, &params, "query", "from", "until", None)?;
             let max_nodes = params.max_nodes()?.unwrap_or(DOT_MAX_NODES).max(1) as usize;
-            let tree = state.querier.merge_tree(&tenant, &q.req).await?;
+            let tree = state.querier.merge_tree(&tenants, &q.req).await?;
             let dot = profusion_engine::dot::to_dot(
                 &tree,
                 &q.profile_type.sample_type,
@@ -220,7 +221,14 @@ pub(crate) async fn render(
                 "format {f:?} is not supported; use json or dot"
             )));
         }
-        let q = legacy_merge(&params, "query", "from", "until", params.max_nodes()?)?;
+        let q = legacy_merge(
+            &state,
+            &params,
+            "query",
+            "from",
+            "until",
+            params.max_nodes()?,
+        )?;
         let (from, until) = (
             q.req.range.start.div_euclid(1_000_000),
             q.req.range.end.div_euclid(1_000_000),
@@ -250,13 +258,13 @@ pub(crate) async fn render(
             ..totals_query.clone()
         };
         let (tree, total, groups) = tokio::try_join!(
-            state.querier.merge_tree(&tenant, &q.req),
-            state.querier.select_series(&tenant, &totals_query),
+            state.querier.merge_tree(&tenants, &q.req),
+            state.querier.select_series(&tenants, &totals_query),
             async {
                 if group_by.is_empty() {
                     Ok(Vec::new())
                 } else {
-                    state.querier.select_series(&tenant, &groups_query).await
+                    state.querier.select_series(&tenants, &groups_query).await
                 }
             },
         )?;
@@ -293,10 +301,24 @@ pub(crate) async fn render_diff(
 ) -> Response {
     let params = Params::parse(query.as_deref());
     let result = async {
-        let tenant = read_tenant(&state, &headers)?;
+        let tenants = read_tenants(&state, &headers)?;
         let max_nodes = params.max_nodes()?;
-        let left = legacy_merge(&params, "leftQuery", "leftFrom", "leftUntil", max_nodes)?;
-        let right = legacy_merge(&params, "rightQuery", "rightFrom", "rightUntil", max_nodes)?;
+        let left = legacy_merge(
+            &state,
+            &params,
+            "leftQuery",
+            "leftFrom",
+            "leftUntil",
+            max_nodes,
+        )?;
+        let right = legacy_merge(
+            &state,
+            &params,
+            "rightQuery",
+            "rightFrom",
+            "rightUntil",
+            max_nodes,
+        )?;
         if left.profile_type.id != right.profile_type.id {
             return Err(ApiError::invalid(format!(
                 "leftQuery and rightQuery must have the same profile type, got {} and {}",
@@ -304,8 +326,8 @@ pub(crate) async fn render_diff(
             )));
         }
         let (lt, rt) = tokio::try_join!(
-            state.querier.merge_tree(&tenant, &left.req),
-            state.querier.merge_tree(&tenant, &right.req),
+            state.querier.merge_tree(&tenants, &left.req),
+            state.querier.merge_tree(&tenants, &right.req),
         )?;
         let diff = profusion_engine::flamegraph::diff(&lt, &rt, left.max_nodes);
         Ok(json_response(&json!({
@@ -332,11 +354,12 @@ pub(crate) async fn render_diff(
 /// type) selects over `from`/`until`.
 async fn label_series(
     state: &AppState,
-    tenant: &str,
+    tenants: &[String],
     params: &Params,
 ) -> Result<Vec<profusion_engine::querier::SeriesLabels>, ApiError> {
     let now = profusion_ingest::now_nanos();
     let range = query_routes::time_range(
+        state,
         params.time("from", DEFAULT_FROM, now)?,
         params.time("until", "now", now)?,
     )?;
@@ -365,7 +388,7 @@ async fn label_series(
             vec![selector]
         }
     };
-    let tables = state.querier.tables(tenant, range, None, None).await?;
+    let tables = state.querier.tables(tenants, range, None, None).await?;
     Ok(state.querier.series(&tables, &selectors, None).await?)
 }
 
@@ -377,7 +400,7 @@ pub(crate) async fn label_values(
 ) -> Response {
     let params = Params::parse(query.as_deref());
     let result = async {
-        let tenant = read_tenant(&state, &headers)?;
+        let tenants = read_tenants(&state, &headers)?;
         let label = params
             .get("label")
             .filter(|l| !l.is_empty())
@@ -387,7 +410,7 @@ pub(crate) async fn label_values(
         } else {
             label
         };
-        let series = label_series(&state, &tenant, &params).await?;
+        let series = label_series(&state, &tenants, &params).await?;
         let values: BTreeSet<&str> = series.iter().filter_map(|s| s.get(name)).collect();
         Ok::<_, ApiError>(json_response(&json!(values)))
     }
@@ -403,8 +426,8 @@ pub(crate) async fn labels(
 ) -> Response {
     let params = Params::parse(query.as_deref());
     let result = async {
-        let tenant = read_tenant(&state, &headers)?;
-        let series = label_series(&state, &tenant, &params).await?;
+        let tenants = read_tenants(&state, &headers)?;
+        let series = label_series(&state, &tenants, &params).await?;
         let names: BTreeMap<&str, ()> = series
             .iter()
             .flat_map(|s| s.labels.iter().map(|(k, _)| (k.as_str(), ())))

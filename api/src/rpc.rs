@@ -163,8 +163,9 @@ where
     }
 }
 
-/// Runs a unary RPC: resolves the tenant, reads and decodes the request in the protocol its
-/// content type names, calls `handler`, and encodes the answer or error the same way.
+/// Runs a unary RPC for one tenant (writes and per-tenant state): resolves the tenant, reads
+/// and decodes the request in the protocol its content type names, calls `handler`, and
+/// encodes the answer or error the same way.
 pub(crate) async fn unary<Req, Resp, F, Fut>(
     state: &crate::server::AppState,
     headers: &HeaderMap,
@@ -177,6 +178,54 @@ where
     F: FnOnce(String, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
 {
+    let multitenancy = state.config.multitenancy_enabled;
+    unary_as(
+        state,
+        headers,
+        body,
+        |h| crate::tenant::write_tenant(h, multitenancy),
+        handler,
+    )
+    .await
+}
+
+/// [`unary`] for reads, which may cover several tenants (`a|b`).
+pub(crate) async fn unary_read<Req, Resp, F, Fut>(
+    state: &crate::server::AppState,
+    headers: &HeaderMap,
+    body: Body,
+    handler: F,
+) -> Response
+where
+    Req: prost::Message + prost::Name + Default,
+    Resp: prost::Message + prost::Name,
+    F: FnOnce(Vec<String>, Req) -> Fut,
+    Fut: std::future::Future<Output = Result<Resp, ApiError>>,
+{
+    let multitenancy = state.config.multitenancy_enabled;
+    unary_as(
+        state,
+        headers,
+        body,
+        |h| crate::tenant::read_tenants(h, multitenancy),
+        handler,
+    )
+    .await
+}
+
+async fn unary_as<T, Req, Resp, F, Fut>(
+    state: &crate::server::AppState,
+    headers: &HeaderMap,
+    body: Body,
+    tenant: impl FnOnce(&HeaderMap) -> Result<T, ApiError>,
+    handler: F,
+) -> Response
+where
+    Req: prost::Message + prost::Name + Default,
+    Resp: prost::Message + prost::Name,
+    F: FnOnce(T, Req) -> Fut,
+    Fut: std::future::Future<Output = Result<Resp, ApiError>>,
+{
     let Some(protocol) = Protocol::detect(headers) else {
         return unsupported_content_type(
             headers,
@@ -184,7 +233,9 @@ where
         );
     };
     let result = async {
-        let (tenant, bytes) = state.tenant_and_body(headers, body).await?;
+        // The tenant first, so an unauthenticated request is refused before its body is read.
+        let tenant = tenant(headers)?;
+        let bytes = read_body(body, state.config.body_limit_bytes()).await?;
         let request: Req =
             decode_request(protocol, headers, bytes, state.config.body_limit_bytes())?;
         handler(tenant, request).await

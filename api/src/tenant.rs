@@ -8,12 +8,9 @@ pub const TENANT_HEADER: &str = "x-scope-orgid";
 pub const ANONYMOUS: &str = "anonymous";
 const MAX_TENANT_LENGTH: usize = 150;
 
-/// The single tenant a write belongs to.
-pub fn write_tenant(headers: &HeaderMap, multitenancy: bool) -> Result<String, ApiError> {
-    if !multitenancy {
-        return Ok(ANONYMOUS.to_owned());
-    }
-    let raw = headers
+/// The raw `X-Scope-OrgID` value; `unauthenticated` when it is missing.
+fn org_id(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
         .get(TENANT_HEADER)
         .ok_or_else(|| {
             ApiError::new(
@@ -27,7 +24,15 @@ pub fn write_tenant(headers: &HeaderMap, multitenancy: bool) -> Result<String, A
                 Code::Unauthenticated,
                 "the X-Scope-OrgID header is not valid text",
             )
-        })?;
+        })
+}
+
+/// The single tenant a write belongs to.
+pub fn write_tenant(headers: &HeaderMap, multitenancy: bool) -> Result<String, ApiError> {
+    if !multitenancy {
+        return Ok(ANONYMOUS.to_owned());
+    }
+    let raw = org_id(headers)?;
     if raw.contains('|') {
         return Err(ApiError::invalid(format!(
             "tenant {raw:?}: a write must name exactly one tenant"
@@ -35,6 +40,21 @@ pub fn write_tenant(headers: &HeaderMap, multitenancy: bool) -> Result<String, A
     }
     validate(raw)?;
     Ok(raw.to_owned())
+}
+
+/// The tenants a read covers: `a|b` reads several at once, sorted and deduplicated, as
+/// Pyroscope resolves cross-tenant queries.
+pub fn read_tenants(headers: &HeaderMap, multitenancy: bool) -> Result<Vec<String>, ApiError> {
+    if !multitenancy {
+        return Ok(vec![ANONYMOUS.to_owned()]);
+    }
+    let mut tenants: Vec<String> = org_id(headers)?
+        .split('|')
+        .map(|t| validate(t).map(|()| t.to_owned()))
+        .collect::<Result<_, _>>()?;
+    tenants.sort();
+    tenants.dedup();
+    Ok(tenants)
 }
 
 /// Checks a tenant id as Pyroscope does: at most 150 bytes of `[A-Za-z0-9!-_.*'()]`, and not

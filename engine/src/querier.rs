@@ -84,6 +84,12 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
+    /// A range that selects nothing.
+    pub const EMPTY: Self = Self {
+        start: i64::MAX,
+        end: i64::MIN,
+    };
+
     /// From Pyroscope's millisecond bounds, both inclusive.
     pub fn from_millis(start: i64, end: i64) -> Self {
         Self {
@@ -241,28 +247,35 @@ impl Querier {
         Ok(ctx)
     }
 
-    /// Registers the tenant's tables for a query over `range`, reading only blocks that may
-    /// hold `profile_type` (when given) and one of `services` (when given).
+    /// Registers the tables of `tenants` (one, or several for a cross-tenant read) for a query
+    /// over `range`, reading only blocks that may hold `profile_type` (when given) and one of
+    /// `services` (when given).
     pub async fn tables(
         &self,
-        tenant: &str,
+        tenants: &[String],
         range: TimeRange,
         profile_type: Option<&str>,
         services: Option<&HashSet<String>>,
     ) -> Result<QueryTables> {
         let ctx = self.session()?;
-        let snapshot = self.head.snapshot(tenant)?;
-        let in_head: HashSet<u64> = snapshot.segments.iter().copied().collect();
-        let blocks: Vec<BlockMeta> = self
-            .catalog
-            .blocks(tenant, range.start, range.end)
-            .await?
-            .into_iter()
-            .filter(|b| !(b.source == snapshot.source && in_head.contains(&b.wal_segment)))
-            .filter(|b| profile_type.is_none_or(|pt| b.profile_types.iter().any(|t| t == pt)))
-            .filter(|b| services.is_none_or(|s| b.services.iter().any(|x| s.contains(x))))
-            .collect();
-        let heads: Vec<&BlockBatches> = snapshot.batches.iter().map(|b| b.as_ref()).collect();
+        let mut heads: Vec<Arc<BlockBatches>> = Vec::new();
+        let mut blocks: Vec<BlockMeta> = Vec::new();
+        for tenant in tenants {
+            let snapshot = self.head.snapshot(tenant)?;
+            let in_head: HashSet<u64> = snapshot.segments.iter().copied().collect();
+            blocks.extend(
+                self.catalog
+                    .blocks(tenant, range.start, range.end)
+                    .await?
+                    .into_iter()
+                    .filter(|b| !(b.source == snapshot.source && in_head.contains(&b.wal_segment)))
+                    .filter(|b| {
+                        profile_type.is_none_or(|pt| b.profile_types.iter().any(|t| t == pt))
+                    })
+                    .filter(|b| services.is_none_or(|s| b.services.iter().any(|x| s.contains(x)))),
+            );
+            heads.extend(snapshot.batches);
+        }
         for (table, schema) in TABLES.iter().zip(schemas()) {
             let head_batches: Vec<Vec<RecordBatch>> = heads
                 .iter()
@@ -282,7 +295,12 @@ impl Querier {
                 let urls = blocks
                     .iter()
                     .map(|b| {
-                        let path = ObjectPath::from_iter([tenant, "blocks", b.id.as_str(), file]);
+                        let path = ObjectPath::from_iter([
+                            b.tenant.as_str(),
+                            "blocks",
+                            b.id.as_str(),
+                            file,
+                        ]);
                         ListingTableUrl::parse(format!("{STORE_URL}{path}"))
                     })
                     .collect::<datafusion::error::Result<Vec<_>>>()?;
@@ -377,14 +395,14 @@ impl Querier {
     /// hash, then the [`Symbolize`] node. `None` when the selector matches no series.
     pub async fn merge_plan(
         &self,
-        tenant: &str,
+        tenants: &[String],
         req: &MergeRequest,
         output: SymbolizeOutput,
     ) -> Result<Option<DataFrame>> {
         let services = selector_services(&req.selector);
         let tables = self
             .tables(
-                tenant,
+                tenants,
                 req.range,
                 Some(&req.profile_type),
                 services.as_ref(),
@@ -435,8 +453,8 @@ impl Querier {
     }
 
     /// The merged call tree of the samples a request selects.
-    pub async fn merge_tree(&self, tenant: &str, req: &MergeRequest) -> Result<Tree> {
-        let Some(plan) = self.merge_plan(tenant, req, SymbolizeOutput::Tree).await? else {
+    pub async fn merge_tree(&self, tenants: &[String], req: &MergeRequest) -> Result<Tree> {
+        let Some(plan) = self.merge_plan(tenants, req, SymbolizeOutput::Tree).await? else {
             return Ok(Tree::new());
         };
         let bytes = symbolize::output_bytes(&plan.collect().await?)?;
@@ -445,10 +463,14 @@ impl Querier {
 
     /// The merged samples a request selects as one pprof profile, its time span the query
     /// range and its period the largest of the selected profiles'.
-    pub async fn merge_pprof(&self, tenant: &str, req: &MergeRequest) -> Result<pprof::Profile> {
+    pub async fn merge_pprof(
+        &self,
+        tenants: &[String],
+        req: &MergeRequest,
+    ) -> Result<pprof::Profile> {
         let parts: Vec<&str> = req.profile_type.split(':').collect();
         let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_owned();
-        let period = self.max_period(tenant, req).await?;
+        let period = self.max_period(tenants, req).await?;
         let header = PprofHeader {
             sample_type: part(1),
             sample_unit: part(2),
@@ -463,7 +485,7 @@ impl Querier {
                 .saturating_add(1),
         };
         match self
-            .merge_plan(tenant, req, SymbolizeOutput::Pprof(header.clone()))
+            .merge_plan(tenants, req, SymbolizeOutput::Pprof(header.clone()))
             .await?
         {
             Some(plan) => {
@@ -475,11 +497,11 @@ impl Querier {
         }
     }
 
-    async fn max_period(&self, tenant: &str, req: &MergeRequest) -> Result<i64> {
+    async fn max_period(&self, tenants: &[String], req: &MergeRequest) -> Result<i64> {
         let services = selector_services(&req.selector);
         let tables = self
             .tables(
-                tenant,
+                tenants,
                 req.range,
                 Some(&req.profile_type),
                 services.as_ref(),
@@ -504,8 +526,8 @@ impl Querier {
     }
 
     /// The indented physical plan of a flame-graph query, as `EXPLAIN` shows it.
-    pub async fn explain_merge(&self, tenant: &str, req: &MergeRequest) -> Result<String> {
-        let Some(plan) = self.merge_plan(tenant, req, SymbolizeOutput::Tree).await? else {
+    pub async fn explain_merge(&self, tenants: &[String], req: &MergeRequest) -> Result<String> {
+        let Some(plan) = self.merge_plan(tenants, req, SymbolizeOutput::Tree).await? else {
             return Ok("EmptyExec: no series match the selector".into());
         };
         let physical = plan.create_physical_plan().await?;
@@ -519,13 +541,13 @@ impl Querier {
     /// `limit` series with the largest totals when a limit is given.
     pub async fn select_series(
         &self,
-        tenant: &str,
+        tenants: &[String],
         query: &SeriesQuery<'_>,
     ) -> Result<Vec<TimeSeries>> {
         let services = selector_services(query.selector);
         let tables = self
             .tables(
-                tenant,
+                tenants,
                 query.range,
                 Some(query.profile_type),
                 services.as_ref(),
@@ -614,17 +636,34 @@ impl Querier {
         Ok(out)
     }
 
-    /// Whether the tenant has any data, and the times of its oldest and newest profiles
+    fn summaries(&self, tenants: &[String]) -> Vec<GenerationSummary> {
+        tenants.iter().flat_map(|t| self.head.summary(t)).collect()
+    }
+
+    async fn catalog_blocks(
+        &self,
+        tenants: &[String],
+        min: i64,
+        max: i64,
+    ) -> Result<Vec<BlockMeta>> {
+        let mut out = Vec::new();
+        for t in tenants {
+            out.extend(self.catalog.blocks(t, min, max).await?);
+        }
+        Ok(out)
+    }
+
+    /// Whether the tenants have any data, and the times of its oldest and newest profiles
     /// (Unix milliseconds).
-    pub async fn profile_stats(&self, tenant: &str) -> Result<Option<(i64, i64)>> {
+    pub async fn profile_stats(&self, tenants: &[String]) -> Result<Option<(i64, i64)>> {
         let mut bounds: Option<(i64, i64)> = None;
         let mut widen = |min: i64, max: i64| {
             bounds = Some(bounds.map_or((min, max), |(a, b)| (a.min(min), b.max(max))));
         };
-        for g in self.head.summary(tenant) {
+        for g in self.summaries(tenants) {
             widen(g.min_time_nanos, g.max_time_nanos);
         }
-        for b in self.catalog.blocks(tenant, i64::MIN, i64::MAX).await? {
+        for b in self.catalog_blocks(tenants, i64::MIN, i64::MAX).await? {
             widen(b.min_time_nanos, b.max_time_nanos);
         }
         Ok(bounds.map(|(min, max)| (min.div_euclid(1_000_000), max.div_euclid(1_000_000))))
@@ -634,7 +673,7 @@ impl Querier {
     /// many series the selector matches.
     pub async fn analyze(
         &self,
-        tenant: &str,
+        tenants: &[String],
         selector: &Selector,
         range: TimeRange,
     ) -> Result<QueryAnalysis> {
@@ -644,7 +683,7 @@ impl Querier {
             components: 1,
             ..QueryScope::default()
         };
-        for g in self.head.summary(tenant) {
+        for g in self.summaries(tenants) {
             if overlaps(g.min_time_nanos, g.max_time_nanos) {
                 head.blocks += 1;
                 head.series += g.num_series;
@@ -654,7 +693,7 @@ impl Querier {
             }
         }
         let services = selector_services(selector);
-        let tables = self.tables(tenant, range, None, services.as_ref()).await?;
+        let tables = self.tables(tenants, range, None, services.as_ref()).await?;
         let mut store = QueryScope {
             component: "Object storage",
             components: u64::from(!tables.blocks.is_empty()),
@@ -678,15 +717,14 @@ impl Querier {
     }
 
     /// Profile types with data in the range, sorted.
-    pub async fn profile_types(&self, tenant: &str, range: TimeRange) -> Result<Vec<String>> {
+    pub async fn profile_types(&self, tenants: &[String], range: TimeRange) -> Result<Vec<String>> {
         let mut types: HashSet<String> = self
-            .head
-            .summary(tenant)
+            .summaries(tenants)
             .into_iter()
             .filter(|g| g.max_time_nanos >= range.start && g.min_time_nanos <= range.end)
             .flat_map(|g| g.profile_types)
             .collect();
-        for b in self.catalog.blocks(tenant, range.start, range.end).await? {
+        for b in self.catalog_blocks(tenants, range.start, range.end).await? {
             types.extend(b.profile_types);
         }
         let mut out: Vec<String> = types.into_iter().collect();

@@ -100,6 +100,7 @@ fn redact(plan: &str) -> String {
 async fn flame_graph_plan_scans_filters_merges_by_stack_hash_and_symbolizes() {
     let dir = tempfile::tempdir().unwrap();
     let (ingester, querier) = setup(dir.path()).await;
+    let tenants = ["t".to_owned()];
     ingester
         .write(write(1, &["main", "work"], 3))
         .await
@@ -118,7 +119,7 @@ async fn flame_graph_plan_scans_filters_merges_by_stack_hash_and_symbolizes() {
         span_ids: Vec::new(),
         stacks: StackFilter::default(),
     };
-    let tree = querier.merge_tree("t", &req).await.unwrap();
+    let tree = querier.merge_tree(&tenants, &req).await.unwrap();
     assert_eq!(
         tree.total(),
         4,
@@ -134,7 +135,7 @@ async fn flame_graph_plan_scans_filters_merges_by_stack_hash_and_symbolizes() {
 
     insta::assert_snapshot!(
         "flame_graph_plan",
-        redact(&querier.explain_merge("t", &req).await.unwrap())
+        redact(&querier.explain_merge(&tenants, &req).await.unwrap())
     );
 
     let narrowed = MergeRequest {
@@ -148,6 +149,6 @@ async fn flame_graph_plan_scans_filters_merges_by_stack_hash_and_symbolizes() {
     };
     insta::assert_snapshot!(
         "flame_graph_plan_with_selectors",
-        redact(&querier.explain_merge("t", &narrowed).await.unwrap())
+        redact(&querier.explain_merge(&tenants, &narrowed).await.unwrap())
     );
 }
