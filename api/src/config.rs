@@ -206,6 +206,27 @@ pub struct Config {
     #[arg(long = "querier.max-query-memory", env = "PROFUSION_QUERIER_MAX_QUERY_MEMORY", default_value_t = 1024 * 1024 * 1024)]
     pub query_memory_bytes: usize,
 
+    /// Querier workers running queries at once.
+    #[arg(
+        long = "querier.max-concurrent",
+        env = "PROFUSION_QUERIER_MAX_CONCURRENT",
+        default_value_t = 4
+    )]
+    pub querier_max_concurrent: usize,
+
+    /// Queued queries a tenant may have; more are refused with 429 until the queue drains.
+    #[arg(
+        long = "query-scheduler.max-outstanding-requests-per-tenant",
+        env = "PROFUSION_QUERY_SCHEDULER_MAX_OUTSTANDING_REQUESTS_PER_TENANT",
+        default_value_t = 100
+    )]
+    pub max_outstanding_per_tenant: usize,
+
+    /// Split flame-graph and series queries into parts of this length, run in parallel
+    /// (0s never splits).
+    #[arg(long = "querier.split-queries-by-interval", env = "PROFUSION_QUERIER_SPLIT_QUERIES_BY_INTERVAL", default_value = "0s", value_parser = parse_duration)]
+    pub split_queries_by_interval: Duration,
+
     /// Longest time range one query may cover (0s disables the limit).
     #[arg(long = "querier.max-query-length", env = "PROFUSION_QUERIER_MAX_QUERY_LENGTH", default_value = "24h", value_parser = parse_duration)]
     pub max_query_length: Duration,

@@ -164,7 +164,7 @@ async fn profile_types(
     } else {
         time_range(state, req.start, req.end)?
     };
-    let ids = state.querier.profile_types(&tenants, range).await?;
+    let ids = state.frontend.profile_types(&tenants, range).await?;
     Ok(ProfileTypesResponse {
         profile_types: ids.iter().filter_map(|id| profile_type(id).ok()).collect(),
     })
@@ -179,8 +179,10 @@ async fn matching_series(
 ) -> Result<Vec<profusion_engine::querier::SeriesLabels>, ApiError> {
     let range = time_range(state, start, end)?;
     let selectors = selectors(matchers)?;
-    let tables = state.querier.tables(tenants, range, None, None).await?;
-    Ok(state.querier.series(&tables, &selectors, None).await?)
+    Ok(state
+        .frontend
+        .series(tenants, range, selectors, None)
+        .await?)
 }
 
 async fn label_names(
@@ -345,7 +347,7 @@ async fn merged_tree(
     tenants: &[String],
     q: &MergeQuery,
 ) -> Result<profusion_engine::flamegraph::Tree, ApiError> {
-    Ok(state.querier.merge_tree(tenants, &q.req).await?)
+    Ok(state.frontend.merge_tree(tenants, &q.req).await?)
 }
 
 async fn select_merge_stacktraces(
@@ -371,7 +373,7 @@ async fn select_merge_stacktraces(
     if format == ProfileFormat::Pprof {
         return Ok(SelectMergeStacktracesResponse {
             pprof: Some(PprofProfile {
-                profile: Some(state.querier.merge_pprof(&tenants, &q.req).await?),
+                profile: Some(state.frontend.merge_pprof(&tenants, &q.req).await?),
             }),
             ..Default::default()
         });
@@ -452,7 +454,7 @@ async fn select_merge_profile(
         &[],
         &req.trace_id_selector,
     )?;
-    Ok(state.querier.merge_pprof(&tenants, &q.req).await?)
+    Ok(state.frontend.merge_pprof(&tenants, &q.req).await?)
 }
 
 async fn analyze_query(
@@ -478,7 +480,7 @@ async fn analyze_query(
             .map_err(|e| ApiError::invalid(e.to_string()))?,
         );
     }
-    let analysis = state.querier.analyze(&tenants, &selector, range).await?;
+    let analysis = state.frontend.analyze(&tenants, selector, range).await?;
     let total_bytes = analysis.scopes.iter().map(|s| s.bytes).sum();
     Ok(AnalyzeQueryResponse {
         query_scopes: analysis
@@ -539,15 +541,15 @@ async fn select_series(
     };
     let average = req.aggregation == Some(TimeSeriesAggregationType::Average as i32);
     let series = state
-        .querier
+        .frontend
         .select_series(
             &tenants,
             &profusion_engine::querier::SeriesQuery {
-                profile_type: &q.profile_type.id,
-                selector: &q.req.selector,
+                profile_type: q.profile_type.id.clone(),
+                selector: q.req.selector.clone(),
                 range: q.req.range,
                 step_millis: (req.step * 1000.0).round() as i64,
-                group_by: &req.group_by,
+                group_by: req.group_by.clone(),
                 average,
                 limit,
             },
@@ -616,7 +618,7 @@ async fn profile_stats(
     tenants: Vec<String>,
     _req: GetProfileStatsRequest,
 ) -> Result<GetProfileStatsResponse, ApiError> {
-    Ok(match state.querier.profile_stats(&tenants).await? {
+    Ok(match state.frontend.profile_stats(&tenants).await? {
         Some((oldest, newest)) => GetProfileStatsResponse {
             data_ingested: true,
             oldest_profile_time: oldest,

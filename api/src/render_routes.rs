@@ -207,7 +207,7 @@ pub(crate) async fn render(
         if params.get("format") == Some("dot") {
             let q = legacy_merge(&state, &params, "query", "from", "until", None)?;
             let max_nodes = params.max_nodes()?.unwrap_or(DOT_MAX_NODES).max(1) as usize;
-            let tree = state.querier.merge_tree(&tenants, &q.req).await?;
+            let tree = state.frontend.merge_tree(&tenants, &q.req).await?;
             let dot = profusion_engine::dot::to_dot(
                 &tree,
                 &q.profile_type.sample_type,
@@ -245,26 +245,26 @@ pub(crate) async fn render(
             }
         };
         let totals_query = SeriesQuery {
-            profile_type: &q.req.profile_type,
-            selector: &q.req.selector,
+            profile_type: q.req.profile_type.clone(),
+            selector: q.req.selector.clone(),
             range: q.req.range,
             step_millis: step * 1000,
-            group_by: &[],
+            group_by: Vec::new(),
             average,
             limit: None,
         };
         let groups_query = SeriesQuery {
-            group_by: &group_by,
+            group_by: group_by.clone(),
             ..totals_query.clone()
         };
         let (tree, total, groups) = tokio::try_join!(
-            state.querier.merge_tree(&tenants, &q.req),
-            state.querier.select_series(&tenants, &totals_query),
+            state.frontend.merge_tree(&tenants, &q.req),
+            state.frontend.select_series(&tenants, &totals_query),
             async {
                 if group_by.is_empty() {
                     Ok(Vec::new())
                 } else {
-                    state.querier.select_series(&tenants, &groups_query).await
+                    state.frontend.select_series(&tenants, &groups_query).await
                 }
             },
         )?;
@@ -326,8 +326,8 @@ pub(crate) async fn render_diff(
             )));
         }
         let (lt, rt) = tokio::try_join!(
-            state.querier.merge_tree(&tenants, &left.req),
-            state.querier.merge_tree(&tenants, &right.req),
+            state.frontend.merge_tree(&tenants, &left.req),
+            state.frontend.merge_tree(&tenants, &right.req),
         )?;
         let diff = profusion_engine::flamegraph::diff(&lt, &rt, left.max_nodes);
         Ok(json_response(&json!({
@@ -388,8 +388,10 @@ async fn label_series(
             vec![selector]
         }
     };
-    let tables = state.querier.tables(tenants, range, None, None).await?;
-    Ok(state.querier.series(&tables, &selectors, None).await?)
+    Ok(state
+        .frontend
+        .series(tenants, range, selectors, None)
+        .await?)
 }
 
 /// `GET /pyroscope/label-values?label=<name>`: a JSON array; `__name__` lists profile types.

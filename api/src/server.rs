@@ -25,6 +25,7 @@ use profusion_ingest::ring::Ring;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -39,7 +40,8 @@ pub struct AppState {
     pub config: Config,
     pub distributor: Arc<Distributor>,
     pub ingester: Arc<Ingester>,
-    pub querier: Arc<profusion_engine::querier::Querier>,
+    /// Every read goes through the frontend's per-tenant queues to the querier workers.
+    pub frontend: profusion_engine::frontend::QueryFrontend,
     /// Per-tenant settings live here (`settings.v1`).
     pub catalog: Arc<dyn profusion_catalog::Catalog>,
     registry: Registry,
@@ -108,6 +110,13 @@ struct RouteLabels {
 struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
+    /// Queries waiting in the scheduler, per tenant; refreshed on every scrape.
+    query_queue: Family<TenantLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
 }
 
 impl Default for HttpMetrics {
@@ -117,6 +126,7 @@ impl Default for HttpMetrics {
             duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
+            query_queue: Family::default(),
         }
     }
 }
@@ -181,6 +191,11 @@ impl Server {
             "HTTP request latency by route",
             http.duration.clone(),
         );
+        registry.register(
+            "profusion_query_scheduler_queue_length",
+            "Queries waiting for a querier worker, by tenant",
+            http.query_queue.clone(),
+        );
 
         let query_catalog = Arc::clone(&catalog);
         let settings_catalog = Arc::clone(&catalog);
@@ -209,6 +224,14 @@ impl Server {
                 ..Default::default()
             },
         ));
+        let frontend = profusion_engine::frontend::QueryFrontend::start(
+            querier,
+            profusion_engine::frontend::FrontendConfig {
+                workers: config.querier_max_concurrent,
+                max_outstanding_per_tenant: config.max_outstanding_per_tenant,
+                split_interval_millis: config.split_queries_by_interval.as_millis() as i64,
+            },
+        );
         let ring = Ring::new(
             vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>],
             config.replication_factor,
@@ -232,7 +255,7 @@ impl Server {
             config,
             distributor,
             ingester,
-            querier,
+            frontend,
             catalog: settings_catalog,
             registry,
             http,
@@ -373,6 +396,14 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.http.query_queue.clear();
+    for (tenant, queued) in state.frontend.scheduler().queue_lengths() {
+        state
+            .http
+            .query_queue
+            .get_or_create(&TenantLabels { tenant })
+            .set(queued as i64);
+    }
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         return ApiError::new(Code::Internal, format!("encoding metrics: {e}")).into_response();

@@ -10,6 +10,7 @@
 pub mod dot;
 pub mod error;
 pub mod flamegraph;
+pub mod frontend;
 pub mod querier;
 pub mod selector;
 pub mod symbolize;

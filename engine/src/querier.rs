@@ -135,12 +135,12 @@ pub struct QueryAnalysis {
 
 /// What [`Querier::select_series`] computes.
 #[derive(Debug, Clone)]
-pub struct SeriesQuery<'a> {
-    pub profile_type: &'a str,
-    pub selector: &'a Selector,
+pub struct SeriesQuery {
+    pub profile_type: String,
+    pub selector: Selector,
     pub range: TimeRange,
     pub step_millis: i64,
-    pub group_by: &'a [String],
+    pub group_by: Vec<String>,
     /// Average per profile within a step instead of the sum.
     pub average: bool,
     pub limit: Option<usize>,
@@ -542,22 +542,22 @@ impl Querier {
     pub async fn select_series(
         &self,
         tenants: &[String],
-        query: &SeriesQuery<'_>,
+        query: &SeriesQuery,
     ) -> Result<Vec<TimeSeries>> {
-        let services = selector_services(query.selector);
+        let services = selector_services(&query.selector);
         let tables = self
             .tables(
                 tenants,
                 query.range,
-                Some(query.profile_type),
+                Some(query.profile_type.as_str()),
                 services.as_ref(),
             )
             .await?;
         let series = self
             .series(
                 &tables,
-                std::slice::from_ref(query.selector),
-                Some(query.profile_type),
+                std::slice::from_ref(&query.selector),
+                Some(query.profile_type.as_str()),
             )
             .await?;
         if series.is_empty() {
@@ -580,7 +580,7 @@ impl Querier {
             .table("profiles")
             .await?
             .filter(Self::sample_filter(
-                query.profile_type,
+                &query.profile_type,
                 query.range,
                 narrowed,
             ))?
@@ -617,23 +617,14 @@ impl Querier {
             let value = if query.average { sum / n as f64 } else { sum };
             by_group.entry(group).or_default().push((ts, value));
         }
-        let mut out: Vec<TimeSeries> = by_group
+        let out: Vec<TimeSeries> = by_group
             .into_iter()
             .map(|(labels, mut points)| {
                 points.sort_by_key(|p| p.0);
                 TimeSeries { labels, points }
             })
             .collect();
-        if let Some(limit) = query.limit {
-            out.sort_by(|a, b| {
-                b.total()
-                    .total_cmp(&a.total())
-                    .then_with(|| a.labels.cmp(&b.labels))
-            });
-            out.truncate(limit);
-        }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        Ok(top_series(out, query.limit))
     }
 
     fn summaries(&self, tenants: &[String]) -> Vec<GenerationSummary> {
@@ -731,6 +722,20 @@ impl Querier {
         out.sort();
         Ok(out)
     }
+}
+
+/// The `limit` series with the largest totals (all when `None`), sorted by labels.
+pub fn top_series(mut series: Vec<TimeSeries>, limit: Option<usize>) -> Vec<TimeSeries> {
+    if let Some(limit) = limit {
+        series.sort_by(|a, b| {
+            b.total()
+                .total_cmp(&a.total())
+                .then_with(|| a.labels.cmp(&b.labels))
+        });
+        series.truncate(limit);
+    }
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    series
 }
 
 /// The services an exact `service_name` matcher pins, for catalog pruning.

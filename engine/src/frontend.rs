@@ -1,0 +1,379 @@
+//! The query frontend, the query scheduler and the querier workers: the three read-path
+//! components, in-process in monolithic mode.
+//!
+//! The [`QueryFrontend`] is what the API calls. It splits long ranges into intervals (when
+//! configured), turns each part into a job and merges the partial answers: trees by summing
+//! nodes, series by joining their points, then the top-N limit. The [`QueryScheduler`] keeps
+//! one FIFO queue per tenant (or cross-tenant scope) and serves the queues round-robin, so a
+//! tenant that floods queries waits behind itself, not in front of others; a tenant with too
+//! many queued jobs is refused with `resource_exhausted`. A fixed pool of querier workers pulls
+//! jobs and runs them on the [`Querier`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use profusion_proto::google::v1 as pprof;
+use tokio::sync::{Notify, oneshot};
+
+use crate::error::{QueryError, QueryErrorKind, Result};
+use crate::flamegraph::Tree;
+use crate::querier::{
+    MergeRequest, Querier, QueryAnalysis, SeriesLabels, SeriesQuery, TimeRange, TimeSeries,
+    top_series,
+};
+use crate::selector::Selector;
+
+/// A unit of work for a querier worker.
+type Job = Box<dyn FnOnce(Arc<Querier>) -> BoxFuture<'static, ()> + Send>;
+
+/// Frontend, scheduler and worker settings.
+#[derive(Debug, Clone)]
+pub struct FrontendConfig {
+    /// Querier workers pulling jobs.
+    pub workers: usize,
+    /// Queued jobs a tenant may have before new ones are refused.
+    pub max_outstanding_per_tenant: usize,
+    /// Split ranges longer than this into parts of this length, in Unix ms (0 never splits).
+    pub split_interval_millis: i64,
+}
+
+impl Default for FrontendConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            max_outstanding_per_tenant: 100,
+            split_interval_millis: 0,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Queues {
+    by_tenant: HashMap<String, VecDeque<Job>>,
+    /// Tenants with queued jobs, in the order they are served next.
+    turn: VecDeque<String>,
+}
+
+/// Per-tenant FIFO queues served round-robin.
+pub struct QueryScheduler {
+    queues: Mutex<Queues>,
+    ready: Notify,
+    max_outstanding: usize,
+}
+
+impl std::fmt::Debug for QueryScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryScheduler")
+            .field("max_outstanding", &self.max_outstanding)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryScheduler {
+    pub fn new(max_outstanding: usize) -> Self {
+        Self {
+            queues: Mutex::new(Queues::default()),
+            ready: Notify::new(),
+            max_outstanding: max_outstanding.max(1),
+        }
+    }
+
+    fn enqueue(&self, tenant: &str, job: Job) -> Result<()> {
+        {
+            let mut q = self.queues.lock().expect("scheduler lock");
+            let queue = q.by_tenant.entry(tenant.to_owned()).or_default();
+            if queue.len() >= self.max_outstanding {
+                return Err(QueryError {
+                    kind: QueryErrorKind::ResourceExhausted,
+                    message: format!(
+                        "too many outstanding requests for tenant {tenant:?}: {} are queued (limit {}); retry later",
+                        queue.len(),
+                        self.max_outstanding
+                    ),
+                });
+            }
+            queue.push_back(job);
+            if queue.len() == 1 {
+                q.turn.push_back(tenant.to_owned());
+            }
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    fn try_next(&self) -> Option<Job> {
+        let mut q = self.queues.lock().expect("scheduler lock");
+        let tenant = q.turn.pop_front()?;
+        let queue = q.by_tenant.get_mut(&tenant)?;
+        let job = queue.pop_front();
+        if queue.is_empty() {
+            q.by_tenant.remove(&tenant);
+        } else {
+            q.turn.push_back(tenant);
+        }
+        job
+    }
+
+    /// The next job, waiting for one.
+    async fn next(&self) -> Job {
+        loop {
+            // Registered before the check, so a job queued in between still wakes us.
+            let ready = self.ready.notified();
+            if let Some(job) = self.try_next() {
+                return job;
+            }
+            ready.await;
+        }
+    }
+
+    /// Queued jobs per tenant, for metrics.
+    pub fn queue_lengths(&self) -> Vec<(String, usize)> {
+        let q = self.queues.lock().expect("scheduler lock");
+        q.by_tenant
+            .iter()
+            .map(|(t, jobs)| (t.clone(), jobs.len()))
+            .collect()
+    }
+}
+
+/// Splits an inclusive nanosecond range at multiples of `interval_millis`.
+fn split(range: TimeRange, interval_millis: i64) -> Vec<TimeRange> {
+    let interval = interval_millis.saturating_mul(1_000_000);
+    if interval <= 0 || range.start > range.end || range.end - range.start < interval {
+        return vec![range];
+    }
+    let mut parts = Vec::new();
+    let mut start = range.start;
+    while start <= range.end {
+        let boundary = (start.div_euclid(interval) + 1).saturating_mul(interval);
+        let end = (boundary - 1).min(range.end);
+        parts.push(TimeRange { start, end });
+        if end == range.end {
+            break;
+        }
+        start = boundary;
+    }
+    parts
+}
+
+/// What the API calls for every read.
+#[derive(Debug)]
+pub struct QueryFrontend {
+    scheduler: Arc<QueryScheduler>,
+    config: FrontendConfig,
+}
+
+impl QueryFrontend {
+    /// Starts the scheduler and `config.workers` querier workers on the current runtime.
+    pub fn start(querier: Arc<Querier>, config: FrontendConfig) -> Self {
+        let scheduler = Arc::new(QueryScheduler::new(config.max_outstanding_per_tenant));
+        for _ in 0..config.workers.max(1) {
+            let (scheduler, querier) = (Arc::clone(&scheduler), Arc::clone(&querier));
+            tokio::spawn(async move {
+                loop {
+                    let job = scheduler.next().await;
+                    // Its own task, so a panicking query fails alone and the worker lives on.
+                    if let Err(e) = tokio::spawn(job(Arc::clone(&querier))).await {
+                        tracing::error!(error = %e, "a query job panicked");
+                    }
+                }
+            });
+        }
+        Self { scheduler, config }
+    }
+
+    pub fn scheduler(&self) -> &QueryScheduler {
+        &self.scheduler
+    }
+
+    /// Queues `work` under the tenants' queue and waits for a worker to run it. A caller that
+    /// went away before its turn costs no work.
+    pub async fn run<T, F, Fut>(&self, tenants: &[String], work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Querier>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |querier| {
+            Box::pin(async move {
+                if tx.is_closed() {
+                    return;
+                }
+                let _ = tx.send(work(querier).await);
+            })
+        });
+        self.scheduler.enqueue(&tenants.join("|"), job)?;
+        rx.await
+            .map_err(|_| QueryError::internal("a querier worker dropped the query"))?
+    }
+
+    /// The merged tree of a request, the range split into intervals run in parallel.
+    pub async fn merge_tree(&self, tenants: &[String], req: &MergeRequest) -> Result<Tree> {
+        let parts = split(req.range, self.config.split_interval_millis);
+        let jobs = parts.into_iter().map(|range| {
+            let (tenants, req) = (
+                tenants.to_vec(),
+                MergeRequest {
+                    range,
+                    ..req.clone()
+                },
+            );
+            let scope = tenants.clone();
+            async move {
+                self.run(&scope, move |q| async move {
+                    q.merge_tree(&tenants, &req).await
+                })
+                .await
+            }
+        });
+        let mut tree = Tree::new();
+        for part in futures_util::future::try_join_all(jobs).await? {
+            tree.merge(&part);
+        }
+        Ok(tree)
+    }
+
+    /// A request's samples as one pprof profile (not split: profiles are merged whole).
+    pub async fn merge_pprof(
+        &self,
+        tenants: &[String],
+        req: &MergeRequest,
+    ) -> Result<pprof::Profile> {
+        let (owned, req) = (tenants.to_vec(), req.clone());
+        self.run(tenants, move |q| async move {
+            q.merge_pprof(&owned, &req).await
+        })
+        .await
+    }
+
+    /// Time series, split at step-aligned interval boundaries so every step falls in one part;
+    /// the top-N limit applies after the parts are joined.
+    pub async fn select_series(
+        &self,
+        tenants: &[String],
+        query: &SeriesQuery,
+    ) -> Result<Vec<TimeSeries>> {
+        let step = query.step_millis.max(1);
+        let interval = match self.config.split_interval_millis {
+            0 => 0,
+            i => i.div_euclid(step).max(1) * step,
+        };
+        let jobs = split(query.range, interval).into_iter().map(|range| {
+            let tenants = tenants.to_vec();
+            let part = SeriesQuery {
+                range,
+                limit: None,
+                ..query.clone()
+            };
+            let scope = tenants.clone();
+            async move {
+                self.run(&scope, move |q| async move {
+                    q.select_series(&tenants, &part).await
+                })
+                .await
+            }
+        });
+        let mut joined: BTreeMap<Vec<(String, String)>, BTreeMap<i64, f64>> = BTreeMap::new();
+        for part in futures_util::future::try_join_all(jobs).await? {
+            for s in part {
+                let points = joined.entry(s.labels).or_default();
+                for (t, v) in s.points {
+                    *points.entry(t).or_default() += v;
+                }
+            }
+        }
+        let series = joined
+            .into_iter()
+            .map(|(labels, points)| TimeSeries {
+                labels,
+                points: points.into_iter().collect(),
+            })
+            .collect();
+        Ok(top_series(series, query.limit))
+    }
+
+    /// Series matching any of `selectors` (all when there are none), optionally of one type.
+    pub async fn series(
+        &self,
+        tenants: &[String],
+        range: TimeRange,
+        selectors: Vec<Selector>,
+        profile_type: Option<String>,
+    ) -> Result<Vec<SeriesLabels>> {
+        let owned = tenants.to_vec();
+        self.run(tenants, move |q| async move {
+            let tables = q
+                .tables(&owned, range, profile_type.as_deref(), None)
+                .await?;
+            q.series(&tables, &selectors, profile_type.as_deref()).await
+        })
+        .await
+    }
+
+    pub async fn profile_types(&self, tenants: &[String], range: TimeRange) -> Result<Vec<String>> {
+        let owned = tenants.to_vec();
+        self.run(tenants, move |q| async move {
+            q.profile_types(&owned, range).await
+        })
+        .await
+    }
+
+    pub async fn profile_stats(&self, tenants: &[String]) -> Result<Option<(i64, i64)>> {
+        let owned = tenants.to_vec();
+        self.run(
+            tenants,
+            move |q| async move { q.profile_stats(&owned).await },
+        )
+        .await
+    }
+
+    pub async fn analyze(
+        &self,
+        tenants: &[String],
+        selector: Selector,
+        range: TimeRange,
+    ) -> Result<QueryAnalysis> {
+        let owned = tenants.to_vec();
+        self.run(tenants, move |q| async move {
+            q.analyze(&owned, &selector, range).await
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_covers_the_range_once_at_interval_boundaries() {
+        let ms = 1_000_000;
+        let r = TimeRange {
+            start: 5 * ms,
+            end: 25 * ms + 7,
+        };
+        let parts = split(r, 10);
+        assert_eq!(
+            parts,
+            [
+                TimeRange {
+                    start: 5 * ms,
+                    end: 10 * ms - 1
+                },
+                TimeRange {
+                    start: 10 * ms,
+                    end: 20 * ms - 1
+                },
+                TimeRange {
+                    start: 20 * ms,
+                    end: 25 * ms + 7
+                },
+            ]
+        );
+        assert_eq!(split(r, 0), [r]);
+        assert_eq!(split(TimeRange::EMPTY, 10), [TimeRange::EMPTY]);
+    }
+}
