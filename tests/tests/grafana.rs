@@ -118,7 +118,9 @@ fn recorded_grafana_queries_answer_over_recorded_agent_data() {
 }
 
 /// (service, env, root-first stack, value, span id).
-const PUSHED: &[(&str, &str, &str, i64, &str)] = &[
+type Pushed = (&'static str, &'static str, &'static str, i64, &'static str);
+
+const PUSHED: &[Pushed] = &[
     (
         "api",
         "prod",
@@ -297,7 +299,7 @@ fn buf_curl_replays_the_grafana_data_source_sequence() {
     assert_eq!(got, want);
 
     // 4. The flame graph, at the data source's maxNodes.
-    let expected = |keep: &dyn Fn(&(&str, &str, &str, i64, &str)) -> bool| {
+    let expected = |keep: &dyn Fn(&Pushed) -> bool| {
         let stacks: Vec<(Vec<String>, i64)> = PUSHED
             .iter()
             .filter(|p| keep(p))
