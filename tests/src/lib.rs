@@ -666,6 +666,11 @@ pub fn decode_levels(
             let (dx, total, self_value) = (node[3 * side], node[3 * side + 1], node[3 * side + 2]);
             let x = end + dx;
             end = x + total;
+            // A node absent on this side of a diff has no width there, and neither do its
+            // children; it would only blur which parent a child belongs to.
+            if total == 0 && width == 7 {
+                continue;
+            }
             let name = &names[node[width - 1] as usize];
             let path = if depth == 0 {
                 name.clone()
@@ -740,4 +745,30 @@ pub fn push_cpu(
         false,
     );
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Root-first stacks (`;`-joined function names) and summed values of a pprof answer, read
+/// through its location and function tables.
+pub fn pprof_stacks(
+    p: &profusion_proto::google::v1::Profile,
+) -> std::collections::BTreeMap<String, i64> {
+    let name = |location: u64| -> String {
+        let loc = p
+            .location
+            .iter()
+            .find(|l| l.id == location)
+            .expect("location");
+        let f = p
+            .function
+            .iter()
+            .find(|f| f.id == loc.line[0].function_id)
+            .expect("function");
+        p.string_table[f.name as usize].clone()
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for s in &p.sample {
+        let stack: Vec<String> = s.location_id.iter().rev().map(|l| name(*l)).collect();
+        *out.entry(stack.join(";")).or_default() += s.value[0];
+    }
+    out
 }

@@ -13,7 +13,8 @@ use profusion_proto::querier::v1::{
 };
 use profusion_proto::types::v1::{GoPgo, Location, StackTraceSelector};
 use profusion_tests::{
-    TestSample, TestServer, decode_flamegraph, now_nanos, post, pprof, push_request, reference_tree,
+    TestSample, TestServer, decode_flamegraph, now_nanos, post, pprof, pprof_stacks, push_request,
+    reference_tree,
 };
 use prost::Message;
 
@@ -106,29 +107,6 @@ fn expected_stacks(
     for p in PUSHED.iter().filter(|p| keep(p)) {
         *out.entry(trim(p.2.split(';').collect()).join(";"))
             .or_default() += p.3;
-    }
-    out
-}
-
-/// Root-first stacks of a pprof answer, read through its location and function tables.
-fn pprof_stacks(p: &Profile) -> BTreeMap<String, i64> {
-    let name = |location: u64| -> String {
-        let loc = p
-            .location
-            .iter()
-            .find(|l| l.id == location)
-            .expect("location");
-        let f = p
-            .function
-            .iter()
-            .find(|f| f.id == loc.line[0].function_id)
-            .expect("function");
-        p.string_table[f.name as usize].clone()
-    };
-    let mut out = BTreeMap::new();
-    for s in &p.sample {
-        let stack: Vec<String> = s.location_id.iter().rev().map(|l| name(*l)).collect();
-        *out.entry(stack.join(";")).or_default() += s.value[0];
     }
     out
 }
