@@ -45,8 +45,9 @@ impl Node {
     }
 
     fn merge(&mut self, other: &Node, side: usize) {
-        self.self_value[side] += other.self_value[0];
-        self.total[side] += other.total[0];
+        // Saturating: sums of untrusted sample values must not wrap or panic.
+        self.self_value[side] = self.self_value[side].saturating_add(other.self_value[0]);
+        self.total[side] = self.total[side].saturating_add(other.total[0]);
         for c in &other.children {
             self.child(&c.name).merge(c, side);
         }
@@ -78,13 +79,14 @@ impl Tree {
         if value < 0 {
             return Err(TreeError::Negative(value));
         }
+        let overflow = || TreeError::Malformed("values overflow 64 bits".into());
         let mut node = &mut self.root;
-        node.total[0] += value;
+        node.total[0] = node.total[0].checked_add(value).ok_or_else(overflow)?;
         for frame in stack {
             node = node.child(frame.as_ref());
-            node.total[0] += value;
+            node.total[0] = node.total[0].checked_add(value).ok_or_else(overflow)?;
         }
-        node.self_value[0] += value;
+        node.self_value[0] = node.self_value[0].checked_add(value).ok_or_else(overflow)?;
         Ok(())
     }
 
@@ -318,7 +320,10 @@ impl Tree {
                     _ => children.push(c),
                 }
             }
-            node.total[0] += children.iter().map(|c| c.total[0]).sum::<i64>();
+            node.total[0] = children
+                .iter()
+                .try_fold(node.total[0], |sum, c| sum.checked_add(c.total[0]))
+                .ok_or_else(|| TreeError::Malformed("values overflow 64 bits".into()))?;
             node.children = children;
             match open.last_mut() {
                 Some((parent, _)) => parent.children.push(node),

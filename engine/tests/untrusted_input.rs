@@ -1,0 +1,101 @@
+//! Query inputs from clients never panic the engine: label selectors (from every query API),
+//! and tree bytes (partial results). Seeds, then thousands of deterministic mutations of them
+//! (bit flips, truncations, splices, boundary bytes); a valid input must also give the same
+//! answer twice.
+
+use profusion_engine::flamegraph::Tree;
+use profusion_engine::selector;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(4) {
+            0 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] ^= 1 << rng.below(8);
+            }
+            1 => v.truncate(rng.below(v.len() + 1)),
+            2 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] = [0x00, b'"', b'\\', b'{', b'}', b'~', 0x80, 0xff][rng.below(8)];
+            }
+            _ => {
+                let i = rng.below(v.len() + 1);
+                let extra: Vec<u8> = (0..rng.below(8)).map(|_| rng.next() as u8).collect();
+                v.splice(i..i, extra);
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn mutated_selectors_parse_or_fail_cleanly() {
+    let seeds = [
+        r#"{}"#,
+        r#"{service_name="api"}"#,
+        r#"{service_name="api", env!="dev", pod=~"web-.*", "host.name"!~"a|b"}"#,
+        r#"{"utf8 ☃ name"="v\"q\\n"}"#,
+        r#"process_cpu:cpu:nanoseconds:cpu:nanoseconds{x="1"}"#,
+        r#"{a=~"(((((((((("}"#,
+    ];
+    let mut rng = Rng(0x5e1e_c70e);
+    let mut parsed = 0;
+    for i in 0..20_000 {
+        let seed = seeds[i % seeds.len()].as_bytes();
+        let input = String::from_utf8_lossy(&mutate(seed, &mut rng)).into_owned();
+        let first = selector::parse(&input);
+        if let Ok(s) = &first {
+            parsed += 1;
+            let again = selector::parse(&input).expect("parses twice");
+            assert_eq!(&again.matchers, &s.matchers, "{input:?}");
+            let _ = s.matches(|name| (name == "service_name").then_some("api"));
+        }
+    }
+    assert!(
+        parsed > 100,
+        "the mutations should keep some selectors valid"
+    );
+}
+
+#[test]
+fn mutated_tree_bytes_decode_or_fail_cleanly() {
+    let mut tree = Tree::new();
+    for (stack, v) in [
+        (&["main", "work"][..], 30),
+        (&["main", "idle"], 10),
+        (&["main", "work", "db"], 5),
+        (&["gc"], 1),
+    ] {
+        tree.insert(stack, v).unwrap();
+    }
+    // Two children of i64::MAX each: their sum does not fit.
+    let huge = [
+        0, 0, 2, 1, b'a', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 1, b'b', 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0,
+    ];
+    assert!(Tree::from_tree_bytes(&huge).is_err());
+    let seeds = [tree.tree_bytes(0), tree.tree_bytes(2), Vec::new()];
+    let mut rng = Rng(0x7ee_b17e5);
+    for i in 0..20_000 {
+        let input = mutate(&seeds[i % seeds.len()], &mut rng);
+        if let Ok(t) = Tree::from_tree_bytes(&input) {
+            // Whatever decodes re-encodes and decodes to the same tree.
+            assert_eq!(Tree::from_tree_bytes(&t.tree_bytes(0)).unwrap(), t);
+        }
+    }
+}
