@@ -368,14 +368,22 @@ fn main() {
             span_ids: Vec::new(),
             stacks: StackFilter::default(),
         };
-        let (flame_cold, flame_warm, tree) =
-            time(|| async { querier.merge_tree(&tenants, &all).await.unwrap() }).await;
+        // The whole RPC's work: merge, symbolize, and the flame-graph encoding at Grafana's
+        // default of 8,192 nodes.
+        let flame = |req: MergeRequest| {
+            let (querier, tenants) = (&querier, &tenants);
+            async move {
+                let tree = querier.merge_tree(tenants, &req).await.unwrap();
+                let graph = tree.flame_graph(8192);
+                (tree.total(), graph.levels.len())
+            }
+        };
+        let (flame_cold, flame_warm, (total, _)) = time(|| flame(all.clone())).await;
         let one_service = MergeRequest {
             selector: selector::parse(r#"{service_name="shop-3"}"#).unwrap(),
             ..all.clone()
         };
-        let (svc_cold, svc_warm, _) =
-            time(|| async { querier.merge_tree(&tenants, &one_service).await.unwrap() }).await;
+        let (svc_cold, svc_warm, _) = time(|| flame(one_service.clone())).await;
         let series_query = SeriesQuery {
             profile_type: CPU.into(),
             selector: selector::parse("{}").unwrap(),
@@ -392,6 +400,28 @@ fn main() {
                 .unwrap()
         })
         .await;
+        // Where the time goes: the flame-graph plan with per-operator metrics.
+        let plan = querier
+            .merge_plan(
+                &tenants,
+                &all,
+                profusion_engine::symbolize::SymbolizeOutput::Tree,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let task = plan.task_ctx();
+        let physical = plan.create_physical_plan().await.unwrap();
+        datafusion::physical_plan::collect(Arc::clone(&physical), Arc::new(task))
+            .await
+            .unwrap();
+        eprintln!(
+            "{}",
+            datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+                physical.as_ref()
+            )
+            .indent(false)
+        );
         let duck = duckdb(&data.dir, data.range);
         let ratio = |ours: f64, key: &str, which: &str| {
             duck.as_ref()
@@ -404,7 +434,7 @@ fn main() {
             "series": SERVICES * PODS_PER_SERVICE,
             "blocks": BLOCKS,
             "page_cache_dropped": page_cache_dropped,
-            "flame_graph_all": {"cold_s": flame_cold, "warm_s": flame_warm, "total": tree.total(),
+            "flame_graph_all": {"cold_s": flame_cold, "warm_s": flame_warm, "total": total,
                 "ratio_to_duckdb_cold": ratio(flame_cold, "flame", "cold_s"),
                 "ratio_to_duckdb_warm": ratio(flame_warm, "flame", "warm_s")},
             "flame_graph_one_service": {"cold_s": svc_cold, "warm_s": svc_warm},

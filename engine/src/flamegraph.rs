@@ -54,6 +54,36 @@ impl Node {
     }
 }
 
+/// A borrowed node while encoding, or the synthetic `other` node that stands for the children
+/// `max_nodes` folded away.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    name: &'a str,
+    self_value: [i64; 2],
+    total: [i64; 2],
+    children: &'a [Node],
+}
+
+impl<'a> View<'a> {
+    fn of(node: &'a Node) -> Self {
+        Self {
+            name: &node.name,
+            self_value: node.self_value,
+            total: node.total,
+            children: &node.children,
+        }
+    }
+
+    fn other(total: [i64; 2]) -> Self {
+        Self {
+            name: OTHER,
+            self_value: total,
+            total,
+            children: &[],
+        }
+    }
+}
+
 /// A call tree keyed by function name; the root is virtual.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tree {
@@ -157,16 +187,17 @@ impl Tree {
         // Where the previous entry of each level ended, per side.
         let mut ends: Vec<[i64; 2]> = Vec::new();
         let mut max_self = 0;
-        let root = Node {
-            name: "total".into(),
+        let root = View {
+            name: "total",
             self_value: [0, 0],
             total: [
                 self.root.children.iter().map(|c| c.total[0]).sum(),
                 self.root.children.iter().map(|c| c.total[1]).sum(),
             ],
-            children: self.root.children.clone(),
+            children: &self.root.children,
         };
-        let mut stack: Vec<(Node, usize, [i64; 2], i64)> = vec![(root, 0, [0, 0], 0)];
+        let mut stack: Vec<(View<'_>, usize, [i64; 2], i64)> = vec![(root, 0, [0, 0], 0)];
+        let mut kept: Vec<(View<'_>, [i64; 2])> = Vec::new();
         while let Some((node, level, x, name)) = stack.pop() {
             if levels.len() == level {
                 levels.push(Level::default());
@@ -183,42 +214,32 @@ impl Tree {
             }
             row.push(name);
 
-            let mut kept: Vec<(Node, [i64; 2])> = Vec::new();
+            kept.clear();
             let mut cursor = [x[0] + node.self_value[0], x[1] + node.self_value[1]];
-            let mut other = Node {
-                name: OTHER.into(),
-                ..Node::default()
-            };
+            let mut other = [0i64; 2];
             for child in node.children {
                 if child.both() >= min {
                     let at = cursor;
                     cursor = [cursor[0] + child.total[0], cursor[1] + child.total[1]];
-                    kept.push((child, at));
+                    kept.push((View::of(child), at));
                 } else {
-                    for side in 0..2 {
-                        other.total[side] += child.total[side];
-                        other.self_value[side] += child.total[side];
-                    }
+                    other = [other[0] + child.total[0], other[1] + child.total[1]];
                 }
             }
-            if other.both() > 0 {
-                kept.push((other, cursor));
+            if other[0] + other[1] > 0 {
+                kept.push((View::other(other), cursor));
             }
-            for (child, at) in kept.into_iter().rev() {
+            for (child, at) in kept.drain(..).rev() {
                 let next = names.len() as i64;
-                let i = *index.entry(child.name.clone()).or_insert_with(|| {
-                    names.push(child.name.clone());
-                    next
-                });
-                stack.push((
-                    Node {
-                        children: child.children,
-                        ..child
-                    },
-                    level + 1,
-                    at,
-                    i,
-                ));
+                let i = match index.get(child.name) {
+                    Some(&i) => i,
+                    None => {
+                        index.insert(child.name.to_owned(), next);
+                        names.push(child.name.to_owned());
+                        next
+                    }
+                };
+                stack.push((child, level + 1, at, i));
             }
         }
         (names, levels, max_self)
@@ -229,34 +250,30 @@ impl Tree {
     pub fn tree_bytes(&self, max_nodes: usize) -> Vec<u8> {
         let min = self.min_value(max_nodes);
         let mut out = Vec::new();
-        let root = Node {
-            name: String::new(),
-            ..self.root.clone()
+        let root = View {
+            name: "",
+            ..View::of(&self.root)
         };
         let mut stack = vec![root];
+        let mut children: Vec<View<'_>> = Vec::new();
         while let Some(node) = stack.pop() {
-            let mut children = Vec::new();
+            children.clear();
             let mut other = 0;
             for c in node.children {
                 if c.total[0] >= min {
-                    children.push(c);
+                    children.push(View::of(c));
                 } else {
                     other += c.total[0];
                 }
             }
             if other > 0 {
-                children.push(Node {
-                    name: OTHER.into(),
-                    self_value: [other, 0],
-                    total: [other, 0],
-                    children: Vec::new(),
-                });
+                children.push(View::other([other, 0]));
             }
             uvarint(&mut out, node.name.len() as u64);
             out.extend_from_slice(node.name.as_bytes());
             uvarint(&mut out, node.self_value[0] as u64);
             uvarint(&mut out, children.len() as u64);
-            stack.extend(children);
+            stack.append(&mut children);
         }
         out
     }
@@ -359,7 +376,7 @@ pub fn diff(left: &Tree, right: &Tree, max_nodes: usize) -> FlameGraphDiff {
     }
 }
 
-fn uvarint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;

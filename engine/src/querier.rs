@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{Int64Type, SchemaRef, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -23,7 +23,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::expr_fn::{max, sum};
-use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, lit};
+use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, cast, col, lit};
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use profusion_catalog::{BlockMeta, Catalog};
@@ -180,6 +180,8 @@ impl SeriesLabels {
 }
 
 const STORE_URL: &str = "profusion://store/";
+/// Rows per head batch handed to a scan (DataFusion's default batch size).
+const HEAD_SLICE_ROWS: usize = 8192;
 const TABLES: [&str; 5] = ["samples", "profiles", "series", "stacks", "frames"];
 
 #[derive(Debug)]
@@ -229,14 +231,14 @@ impl Querier {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
+        // Parquet strings are read as views (the default): dictionary-encoded columns such as
+        // `profile_type` then cost no copy per row. The head side is cast to match.
         let mut config =
             SessionConfig::new().with_target_partitions(self.config.target_partitions.max(1));
-        // The head's batches use plain strings; read Parquet the same way so the unions agree.
-        config
-            .options_mut()
-            .execution
-            .parquet
-            .schema_force_view_types = false;
+        // Evaluate filters inside the Parquet scan: row groups whose statistics prove every
+        // row matches (the usual case for profile type and time) skip the per-row check.
+        config.options_mut().execution.parquet.pushdown_filters = true;
+        config.options_mut().execution.parquet.reorder_filters = true;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
@@ -277,19 +279,37 @@ impl Querier {
             heads.extend(snapshot.batches);
         }
         for (table, schema) in TABLES.iter().zip(schemas()) {
-            let head_batches: Vec<Vec<RecordBatch>> = heads
-                .iter()
-                .map(|b| vec![table_batch(b, table).clone()])
-                .collect();
-            let head = MemTable::try_new(
-                Arc::clone(&schema),
-                if head_batches.is_empty() {
-                    vec![vec![]]
-                } else {
-                    head_batches
-                },
+            // The head's batches, sliced into scan-sized pieces spread over the partitions, so
+            // the plan needs no repartitioning of the head; a repartition would charge every
+            // slice of a large batch to the memory pool at the size of the whole batch.
+            let partitions = self.config.target_partitions.max(1);
+            let mut head_batches: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+            let mut next = 0;
+            for b in &heads {
+                let batch = table_batch(b, table);
+                let mut offset = 0;
+                while offset < batch.num_rows() {
+                    let len = HEAD_SLICE_ROWS.min(batch.num_rows() - offset);
+                    head_batches[next % partitions].push(batch.slice(offset, len));
+                    next += 1;
+                    offset += len;
+                }
+            }
+            let head = MemTable::try_new(Arc::clone(&schema), head_batches)?;
+            let mut df = ctx.read_table(Arc::new(head))?.select(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let c = col(f.name());
+                        if f.data_type() == &DataType::Utf8 {
+                            cast(c, DataType::Utf8View).alias(f.name())
+                        } else {
+                            c
+                        }
+                    })
+                    .collect::<Vec<Expr>>(),
             )?;
-            let mut df = ctx.read_table(Arc::new(head))?;
             if !blocks.is_empty() {
                 let file = file_name(table);
                 let urls = blocks
@@ -308,7 +328,7 @@ impl Querier {
                     .with_file_extension(".parquet");
                 let config = ListingTableConfig::new_with_multi_paths(urls)
                     .with_listing_options(options)
-                    .with_schema(Arc::clone(&schema));
+                    .with_schema(view_schema(&schema));
                 df = df.union(ctx.read_table(Arc::new(ListingTable::try_new(config)?))?)?;
             }
             ctx.register_table(*table, df.into_view())?;
@@ -745,6 +765,20 @@ fn selector_services(selector: &Selector) -> Option<HashSet<String>> {
         .iter()
         .find(|m| m.name == labels::SERVICE_NAME && m.op == crate::selector::MatchOp::Equal)
         .map(|m| HashSet::from([m.value.clone()]))
+}
+
+/// `schema` with top-level strings as views, as the Parquet reader produces them.
+fn view_schema(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ))
 }
 
 fn schemas() -> [SchemaRef; 5] {

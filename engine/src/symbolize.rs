@@ -7,7 +7,7 @@
 //! Pyroscope tree bytes, or an encoded `google.v1.Profile`. Symbols are read after the merge so
 //! only the stacks that matter are resolved, whatever the number of samples.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -23,6 +23,9 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::logical_expr::{Extension, LogicalPlan, UserDefinedLogicalNodeCore};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
@@ -30,6 +33,7 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::Expr;
 use futures_util::StreamExt;
+use profusion_ingest::hash::PrehashedMap;
 use profusion_proto::google::v1 as pprof;
 use prost::Message;
 
@@ -277,6 +281,7 @@ pub struct SymbolizeExec {
     output: SymbolizeOutput,
     filter: StackFilter,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl SymbolizeExec {
@@ -296,6 +301,7 @@ impl SymbolizeExec {
             output,
             filter,
             properties,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 }
@@ -350,6 +356,10 @@ impl ExecutionPlan for SymbolizeExec {
         )))
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -366,10 +376,14 @@ impl ExecutionPlan for SymbolizeExec {
             self.inputs[2].execute(0, Arc::clone(&context))?,
         ];
         let reservation = MemoryConsumer::new("SymbolizeExec").register(context.memory_pool());
+        let metric = |name: &'static str| MetricBuilder::new(&self.metrics).subset_time(name, 0);
         let work = Symbolizer {
             output: self.output.clone(),
             filter: self.filter.clone(),
             reservation,
+            resolve_time: metric("resolve_time"),
+            build_time: metric("build_time"),
+            stacks: MetricBuilder::new(&self.metrics).counter("stacks", 0),
         };
         let once = futures_util::stream::once(work.run(streams));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -397,6 +411,12 @@ struct Symbolizer {
     output: SymbolizeOutput,
     filter: StackFilter,
     reservation: MemoryReservation,
+    /// Reading the stacks and frames of the merged stack hashes.
+    resolve_time: Time,
+    /// Building the tree or profile.
+    build_time: Time,
+    /// Merged stacks symbolized.
+    stacks: Count,
 }
 
 /// Rough heap cost of one hash-map entry, for the memory budget.
@@ -405,7 +425,7 @@ const ENTRY_BYTES: usize = 48;
 impl Symbolizer {
     async fn run(mut self, streams: [SendableRecordBatchStream; 3]) -> Result<RecordBatch> {
         let [mut merged, mut stacks, mut frames] = streams;
-        let mut values: HashMap<u64, i64> = HashMap::new();
+        let mut values: PrehashedMap<u64, i64> = PrehashedMap::default();
         while let Some(batch) = merged.next().await.transpose()? {
             self.reservation.try_grow(batch.num_rows() * ENTRY_BYTES)?;
             let hashes = column(&batch, "stack_hash")?.as_primitive::<UInt64Type>();
@@ -414,7 +434,9 @@ impl Symbolizer {
                 *values.entry(hashes.value(i)).or_default() += sums.value(i);
             }
         }
-        let mut frames_of: HashMap<u64, Vec<u64>> = HashMap::with_capacity(values.len());
+        let resolve_time = self.resolve_time.clone();
+        let resolving = resolve_time.timer();
+        let mut frames_of: PrehashedMap<u64, Vec<u64>> = PrehashedMap::default();
         if !values.is_empty() {
             while let Some(batch) = stacks.next().await.transpose()? {
                 let hashes = column(&batch, "stack_hash")?.as_primitive::<UInt64Type>();
@@ -430,13 +452,18 @@ impl Symbolizer {
                 }
             }
         }
-        let wanted: HashSet<u64> = frames_of.values().flatten().copied().collect();
-        let mut resolved: HashMap<u64, FrameInfo> = HashMap::with_capacity(wanted.len());
+        let wanted: PrehashedMap<u64, ()> =
+            frames_of.values().flatten().map(|f| (*f, ())).collect();
+        let mut resolved: PrehashedMap<u64, FrameInfo> = PrehashedMap::default();
         if !wanted.is_empty() {
             while let Some(batch) = frames.next().await.transpose()? {
                 self.read_frames(&batch, &wanted, &mut resolved)?;
             }
         }
+        resolving.done();
+        let build_time = self.build_time.clone();
+        let building = build_time.timer();
+        self.stacks.add(values.len());
         // In stack-hash order, so the same data always gives the same pprof bytes.
         let mut merged: Vec<(u64, i64)> = values.into_iter().collect();
         merged.sort_unstable();
@@ -473,19 +500,18 @@ impl Symbolizer {
         }
         let bytes = match &self.output {
             SymbolizeOutput::Tree => {
-                let mut tree = Tree::new();
+                let mut tree = NameTree::default();
                 for (stack, value) in &stacks_out {
-                    let names: Vec<&str> = stack.iter().map(|f| f.name.as_str()).collect();
-                    tree.insert(&names, *value)
-                        .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+                    tree.insert(stack, *value)?;
                 }
-                tree.tree_bytes(0)
+                tree.tree_bytes()
             }
             SymbolizeOutput::Pprof(header) => {
                 let aggregate_leaf = self.filter.go_pgo.is_some_and(|p| p.aggregate_callees);
                 build_pprof(header, &stacks_out, aggregate_leaf).encode_to_vec()
             }
         };
+        building.done();
         self.reservation.free();
         Ok(RecordBatch::try_new(
             output_schema(),
@@ -496,11 +522,11 @@ impl Symbolizer {
     fn read_frames(
         &mut self,
         batch: &RecordBatch,
-        wanted: &HashSet<u64>,
-        resolved: &mut HashMap<u64, FrameInfo>,
+        wanted: &PrehashedMap<u64, ()>,
+        resolved: &mut PrehashedMap<u64, FrameInfo>,
     ) -> Result<()> {
         let ids = column(batch, "frame_id")?.as_primitive::<UInt64Type>();
-        let text = |name: &str| batch.column_by_name(name).map(|c| c.as_string::<i32>());
+        let text = |name: &str| batch.column_by_name(name).map(|c| Text::of(c.as_ref()));
         let int = |name: &str| {
             batch
                 .column_by_name(name)
@@ -515,12 +541,11 @@ impl Symbolizer {
         );
         let (line, start_line) = (int("line"), int("start_line"));
         let address = column(batch, "address")?.as_primitive::<UInt64Type>();
-        let get = |c: Option<&datafusion::arrow::array::StringArray>, i: usize| {
-            c.map_or(String::new(), |c| c.value(i).to_owned())
-        };
+        let get =
+            |c: Option<Text<'_>>, i: usize| c.map_or(String::new(), |c| c.value(i).to_owned());
         for i in 0..batch.num_rows() {
             let id = ids.value(i);
-            if !wanted.contains(&id) || resolved.contains_key(&id) {
+            if !wanted.contains_key(&id) || resolved.contains_key(&id) {
                 continue;
             }
             let mut info = FrameInfo {
@@ -549,10 +574,137 @@ impl Symbolizer {
     }
 }
 
+/// A string column as the head (plain) or Parquet (views) delivers it.
+#[derive(Clone, Copy)]
+enum Text<'a> {
+    Plain(&'a datafusion::arrow::array::StringArray),
+    View(&'a datafusion::arrow::array::StringViewArray),
+    Missing,
+}
+
+impl<'a> Text<'a> {
+    fn of(array: &'a dyn Array) -> Self {
+        match array.data_type() {
+            DataType::Utf8 => Self::Plain(array.as_string::<i32>()),
+            DataType::Utf8View => Self::View(array.as_string_view()),
+            _ => Self::Missing,
+        }
+    }
+
+    fn value(self, i: usize) -> &'a str {
+        match self {
+            Self::Plain(a) => a.value(i),
+            Self::View(a) => a.value(i),
+            Self::Missing => "",
+        }
+    }
+}
+
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>> {
     batch.column_by_name(name).ok_or_else(|| {
         DataFusionError::Internal(format!("SymbolizeExec input lacks column {name}"))
     })
+}
+
+/// A call tree over interned names: cheap to build from many stacks, and encoded straight
+/// into Pyroscope tree bytes (children in name order, as [`Tree`] would emit them).
+#[derive(Default)]
+struct NameTree<'a> {
+    names: Vec<&'a str>,
+    ids: HashMap<&'a str, u32>,
+    /// Frame id → name id: frames are interned by name once, then looked up by id.
+    frame_names: PrehashedMap<u64, u32>,
+    /// `nodes[0]` is the virtual root.
+    nodes: Vec<NameNode>,
+    /// Mixed (parent, name) → child.
+    edges: PrehashedMap<u64, u32>,
+}
+
+#[derive(Default)]
+struct NameNode {
+    name: u32,
+    self_value: i64,
+    total: i64,
+    children: Vec<u32>,
+}
+
+impl<'a> NameTree<'a> {
+    fn name_id(&mut self, frame: &'a FrameInfo) -> u32 {
+        if let Some(&id) = self.frame_names.get(&frame.id) {
+            return id;
+        }
+        let next = self.names.len() as u32;
+        let id = *self.ids.entry(frame.name.as_str()).or_insert(next);
+        if id == next {
+            self.names.push(&frame.name);
+        }
+        self.frame_names.insert(frame.id, id);
+        id
+    }
+
+    fn insert(&mut self, stack: &[&'a FrameInfo], value: i64) -> Result<()> {
+        if value < 0 {
+            return Err(DataFusionError::Execution(format!(
+                "negative value {value} in a flame graph"
+            )));
+        }
+        if self.nodes.is_empty() {
+            self.nodes.push(NameNode::default());
+        }
+        let add = |v: &mut i64| {
+            *v = v.checked_add(value).ok_or_else(|| {
+                DataFusionError::Execution("flame-graph values overflow 64 bits".into())
+            })?;
+            Ok::<_, DataFusionError>(())
+        };
+        let mut node = 0u32;
+        add(&mut self.nodes[0].total)?;
+        for frame in stack {
+            let name = self.name_id(frame);
+            // Spread the small integers over 64 bits: the map uses the key as its hash.
+            let key =
+                ((u64::from(node) << 32) | u64::from(name)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let next_node = self.nodes.len() as u32;
+            let child = *self.edges.entry(key).or_insert(next_node);
+            if child == next_node {
+                self.nodes.push(NameNode {
+                    name,
+                    ..NameNode::default()
+                });
+                self.nodes[node as usize].children.push(child);
+            }
+            node = child;
+            add(&mut self.nodes[node as usize].total)?;
+        }
+        add(&mut self.nodes[node as usize].self_value)
+    }
+
+    fn tree_bytes(mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.nodes.is_empty() {
+            return Tree::new().tree_bytes(0);
+        }
+        let mut stack = vec![0u32];
+        while let Some(i) = stack.pop() {
+            let mut children = std::mem::take(&mut self.nodes[i as usize].children);
+            children.sort_unstable_by(|a, b| {
+                let name = |n: &u32| self.names[self.nodes[*n as usize].name as usize];
+                name(a).cmp(name(b))
+            });
+            let node = &self.nodes[i as usize];
+            let name = if i == 0 {
+                ""
+            } else {
+                self.names[node.name as usize]
+            };
+            crate::flamegraph::uvarint(&mut out, name.len() as u64);
+            out.extend_from_slice(name.as_bytes());
+            crate::flamegraph::uvarint(&mut out, node.self_value as u64);
+            crate::flamegraph::uvarint(&mut out, children.len() as u64);
+            stack.extend(children);
+        }
+        out
+    }
 }
 
 /// Interns strings, functions, mappings and locations into a pprof profile.
