@@ -13,6 +13,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef, UInt64Type};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+    MemorySchemaProvider,
+};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -28,6 +32,7 @@ use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use profusion_catalog::{BlockMeta, Catalog};
 use profusion_ingest::block::{self, BlockBatches};
+use profusion_ingest::hash::PrehashedMap;
 use profusion_ingest::ingester::{GenerationSummary, HeadSnapshot};
 use profusion_ingest::labels;
 
@@ -190,6 +195,9 @@ pub struct Querier {
     store: Arc<dyn ObjectStore>,
     head: Arc<dyn HeadSource>,
     config: QuerierConfig,
+    /// Functions, options and planner, built once; each query copies it with its own memory
+    /// pool and tables.
+    base: datafusion::execution::SessionState,
 }
 
 /// One query's DataFusion session with the tenant's tables registered.
@@ -214,11 +222,25 @@ impl Querier {
         head: Arc<dyn HeadSource>,
         config: QuerierConfig,
     ) -> Self {
+        // Parquet strings are read as views (the default): dictionary-encoded columns such as
+        // `profile_type` then cost no copy per row. The head side is cast to match.
+        let mut options =
+            SessionConfig::new().with_target_partitions(config.target_partitions.max(1));
+        // Evaluate filters inside the Parquet scan: row groups whose statistics prove every
+        // row matches (the usual case for profile type and time) skip the per-row check.
+        options.options_mut().execution.parquet.pushdown_filters = true;
+        options.options_mut().execution.parquet.reorder_filters = true;
+        let base = symbolize::with_planner(
+            SessionStateBuilder::new()
+                .with_config(options)
+                .with_default_features(),
+        );
         Self {
             catalog,
             store,
             head,
             config,
+            base,
         }
     }
 
@@ -231,19 +253,20 @@ impl Querier {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
-        // Parquet strings are read as views (the default): dictionary-encoded columns such as
-        // `profile_type` then cost no copy per row. The head side is cast to match.
-        let mut config =
-            SessionConfig::new().with_target_partitions(self.config.target_partitions.max(1));
-        // Evaluate filters inside the Parquet scan: row groups whose statistics prove every
-        // row matches (the usual case for profile type and time) skip the per-row check.
-        config.options_mut().execution.parquet.pushdown_filters = true;
-        config.options_mut().execution.parquet.reorder_filters = true;
-        let state = SessionStateBuilder::new()
-            .with_config(config)
+        // A fresh catalog per query: the base state's would be shared by every copy.
+        let defaults = &self.base.config().options().catalog;
+        let schema = MemoryCatalogProvider::new();
+        schema.register_schema(
+            &defaults.default_schema,
+            Arc::new(MemorySchemaProvider::new()),
+        )?;
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog(defaults.default_catalog.clone(), Arc::new(schema));
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(Arc::new(catalogs))
             .with_runtime_env(runtime)
-            .with_default_features();
-        let ctx = SessionContext::new_with_state(symbolize::with_planner(state));
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let url = url::Url::parse(STORE_URL).map_err(|e| QueryError::internal(e.to_string()))?;
         ctx.register_object_store(&url, Arc::clone(&self.store));
         Ok(ctx)
@@ -583,15 +606,23 @@ impl Querier {
         if series.is_empty() {
             return Ok(Vec::new());
         }
-        let group_of: HashMap<u64, GroupKey> = series
+        // Each distinct group once; rows carry its index.
+        let mut groups: Vec<GroupKey> = Vec::new();
+        let mut group_index: HashMap<GroupKey, usize> = HashMap::new();
+        let group_of: PrehashedMap<u64, usize> = series
             .iter()
             .map(|s| {
-                let key = query
+                let key: GroupKey = query
                     .group_by
                     .iter()
                     .filter_map(|name| s.get(name).map(|v| (name.clone(), v.to_owned())))
                     .collect();
-                (s.fingerprint, key)
+                let next = groups.len();
+                let i = *group_index.entry(key.clone()).or_insert(next);
+                if i == next {
+                    groups.push(key);
+                }
+                (s.fingerprint, i)
             })
             .collect();
         let narrowed = (!query.selector.matchers.is_empty()).then_some(series.as_slice());
@@ -613,7 +644,7 @@ impl Querier {
             .await?;
         let step = query.step_millis.max(1);
         // (group, step start) -> (sum, profiles)
-        let mut buckets: HashMap<(GroupKey, i64), (f64, u64)> = HashMap::new();
+        let mut buckets: HashMap<(usize, i64), (f64, u64)> = HashMap::new();
         for b in &rows {
             let (fps, times, totals) = (
                 b.column(0).as_primitive::<UInt64Type>(),
@@ -621,27 +652,28 @@ impl Querier {
                 b.column(2).as_primitive::<Int64Type>(),
             );
             for i in 0..b.num_rows() {
-                let Some(group) = group_of.get(&fps.value(i)) else {
+                let Some(&group) = group_of.get(&fps.value(i)) else {
                     continue;
                 };
                 let t = times.value(i).div_euclid(1_000_000);
-                let e = buckets
-                    .entry((group.clone(), t - t.rem_euclid(step)))
-                    .or_default();
+                let e = buckets.entry((group, t - t.rem_euclid(step))).or_default();
                 e.0 += totals.value(i) as f64;
                 e.1 += 1;
             }
         }
-        let mut by_group: HashMap<GroupKey, Vec<(i64, f64)>> = HashMap::new();
+        let mut by_group: HashMap<usize, Vec<(i64, f64)>> = HashMap::new();
         for ((group, ts), (sum, n)) in buckets {
             let value = if query.average { sum / n as f64 } else { sum };
             by_group.entry(group).or_default().push((ts, value));
         }
         let out: Vec<TimeSeries> = by_group
             .into_iter()
-            .map(|(labels, mut points)| {
+            .map(|(group, mut points)| {
                 points.sort_by_key(|p| p.0);
-                TimeSeries { labels, points }
+                TimeSeries {
+                    labels: groups[group].clone(),
+                    points,
+                }
             })
             .collect();
         Ok(top_series(out, query.limit))
