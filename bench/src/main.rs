@@ -1,0 +1,178 @@
+//! `profusion-bench`: Profusion's workload generator and benchmark harness.
+//!
+//! Owns: generating realistic, seeded profile workloads, pushing them to a server, and the
+//! one-command benchmark (`scripts/bench`) with its JSON, Markdown and SVG reports. Must not
+//! reach into the server's internals: it drives the real binary over HTTP like any client, and
+//! reads only what a user could (its `/proc` entry, its data directory, the block files).
+
+mod push;
+mod report;
+mod run;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::workload::{Fleet, FleetShape, Kind};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "profusion-bench",
+    about = "Profusion workload generator and benchmark"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The fleet to simulate.
+#[derive(Debug, Clone, clap::Args)]
+struct FleetArgs {
+    /// Seed of everything generated; the same seed gives the same bytes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Services in the fleet.
+    #[arg(long, default_value_t = 4)]
+    services: usize,
+    /// Pods per service.
+    #[arg(long, default_value_t = 5)]
+    pods: usize,
+    /// Samples in one CPU profile (other profile kinds scale from it).
+    #[arg(long, default_value_t = 1000)]
+    samples: usize,
+}
+
+impl FleetArgs {
+    fn fleet(&self) -> Fleet {
+        Fleet::new(FleetShape {
+            seed: self.seed,
+            services: self.services,
+            pods: self.pods,
+            samples: self.samples,
+            ..FleetShape::default()
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Writes the workload as gzipped pprof files, one per pod, kind and 10 s window.
+    Generate {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Directory to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Minutes of profiles to write, ending now.
+        #[arg(long, default_value_t = 1)]
+        minutes: u64,
+    },
+    /// Pushes the workload to a running server, every pod every 10 s of simulated time.
+    Push {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:4040")]
+        url: String,
+        /// Tenant (`X-Scope-OrgID`), when the server requires one.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Largest number of profiles pushed per second.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// How long to push, in seconds.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// The whole benchmark against a server binary it starts itself (what `scripts/bench` runs).
+    Run(run::RunArgs),
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Generate {
+            fleet,
+            out,
+            minutes,
+        } => {
+            let fleet = fleet.fleet();
+            let now = now_nanos();
+            let steps = minutes * 6;
+            let mut written = 0usize;
+            for step in 0..steps {
+                let time = now - (steps - step) as i64 * 10_000_000_000;
+                for (s, p) in fleet.pods() {
+                    for kind in Kind::ALL {
+                        let profile = fleet.profile(s, p, kind, time);
+                        let dir = out.join(&profile.service).join(&profile.pod);
+                        std::fs::create_dir_all(&dir).expect("create output directory");
+                        let file = dir.join(format!("{}-{}.pb.gz", kind.metric(), time));
+                        std::fs::write(&file, &profile.gzipped).expect("write profile");
+                        written += 1;
+                    }
+                }
+                eprint!(
+                    "\r  {written} profiles written ({}/{steps} windows)",
+                    step + 1
+                );
+            }
+            eprintln!();
+        }
+        Command::Push {
+            fleet,
+            url,
+            tenant,
+            rate,
+            duration,
+            concurrency,
+        } => {
+            let fleet = fleet.fleet();
+            let pods: Vec<(usize, usize)> = fleet.pods().collect();
+            let start = now_nanos();
+            let mut i = 0usize;
+            let next = move || {
+                // Every pod sends each kind once per 10 s window of simulated time.
+                let per_window = pods.len() * Kind::ALL.len();
+                let window = (i / per_window) as i64;
+                let (s, p) = pods[i % pods.len()];
+                let kind = Kind::ALL[(i / pods.len()) % Kind::ALL.len()];
+                i += 1;
+                Some(fleet.profile(s, p, kind, start + window * 10_000_000_000))
+            };
+            let stats = push::push_all(
+                &url,
+                tenant.as_deref(),
+                concurrency,
+                Some(rate),
+                Some(Instant::now() + Duration::from_secs(duration)),
+                Some("push"),
+                next,
+            )
+            .await;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "profiles": stats.profiles,
+                    "failures": stats.failures,
+                    "gzipped_bytes": stats.gzipped_bytes,
+                    "p50_ms": stats.percentile(0.5).as_secs_f64() * 1e3,
+                    "p99_ms": stats.percentile(0.99).as_secs_f64() * 1e3,
+                })
+            );
+        }
+        Command::Run(args) => run::run(args).await,
+    }
+}
+
+pub(crate) fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

@@ -1,0 +1,238 @@
+//! The Markdown summary and the SVG plots of a run, from its `report.json` value.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde_json::Value;
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn ms(v: &Value) -> String {
+    format!("{:.1}", f(v) * 1e3)
+}
+
+fn ratio(v: &Value) -> String {
+    v.as_f64().map_or("–".into(), |r| format!("{r:.2}"))
+}
+
+/// Writes `report.md`, `ingest-throughput.svg` and `query-latency.svg` into `dir`.
+pub(crate) fn write(dir: &Path, r: &Value) {
+    let mut md = String::new();
+    let m = &r["machine"];
+    let _ = writeln!(md, "# Profusion benchmark\n");
+    let _ = writeln!(
+        md,
+        "Machine: {} cores ({}), {}, {}. Workload: {}.\n",
+        m["cores"],
+        m["cpu"].as_str().unwrap_or("?"),
+        m["memory"].as_str().unwrap_or("?"),
+        m["os"].as_str().unwrap_or("?"),
+        r["workload"]
+    );
+    let d = &r["decode_only"];
+    let i = &r["ingest"];
+    let b = &i["best"];
+    let _ = writeln!(md, "## Ingest over loopback\n");
+    let _ = writeln!(
+        md,
+        "Reference (decode only: gunzip + protobuf parse, one core): {:.0} profiles/s, {:.1} MB/s of pprof.\n",
+        f(&d["profiles_per_s_per_core"]),
+        f(&d["mb_per_s_per_core"])
+    );
+    let _ = writeln!(
+        md,
+        "| concurrency | profiles/s | profiles/s per core | MB/s per core | server cores busy | p50 ms | p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for s in i["steps"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.1} | {:.2} | {:.1} | {:.1} |",
+            s["concurrency"],
+            f(&s["profiles_per_s"]),
+            f(&s["profiles_per_s_per_core"]),
+            f(&s["mb_per_s_per_core"]),
+            f(&s["server_cores_busy"]),
+            f(&s["p50_ms"]),
+            f(&s["p99_ms"])
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nBest per core: {:.1} MB/s of pprof, **{} × the decode-only reference**. Peak RSS {:.0} MB.\n",
+        f(&b["mb_per_s_per_core"]),
+        ratio(&i["ratio_mb_per_core_to_decode_only"]),
+        f(&i["peak_rss_bytes"]) / 1e6
+    );
+    let s = &r["storage"];
+    let _ = writeln!(md, "## Storage\n");
+    let _ = writeln!(
+        md,
+        "{} profiles ({} pprof samples, {:.1} MB gzipped) became {} blocks of {:.1} MB: {:.2} bytes per stored sample row, {:.2} bytes per pprof sample against {:.2} gzipped, **{} × the gzipped input**. Peak RSS while loading {:.0} MB.\n",
+        s["profiles"],
+        s["pprof_samples"],
+        f(&s["gzipped_input_bytes"]) / 1e6,
+        s["blocks"],
+        f(&s["block_bytes"]) / 1e6,
+        f(&s["block_bytes_per_stored_sample"]),
+        f(&s["block_bytes_per_pprof_sample"]),
+        f(&s["gzipped_input_bytes_per_pprof_sample"]),
+        ratio(&s["ratio_block_bytes_to_gzipped_input"]),
+        f(&s["peak_rss_bytes_while_loading"]) / 1e6
+    );
+    let _ = writeln!(md, "## Queries (ms; p50 / p95)\n");
+    let _ = writeln!(
+        md,
+        "| window | CPU samples | flame graph | one service | SelectSeries | LabelValues | Series | DuckDB flame / series p50 | flame ratio | series ratio |\n|---|---:|---|---|---|---|---|---|---:|---:|"
+    );
+    for q in r["queries"].as_array().into_iter().flatten() {
+        let pair = |v: &Value| format!("{} / {}", ms(&v["p50_s"]), ms(&v["p95_s"]));
+        let duck = &q["duckdb"];
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+            q["window"].as_str().unwrap_or("?"),
+            q["cpu_samples"],
+            pair(&q["flame_graph"]),
+            pair(&q["flame_graph_one_service"]),
+            pair(&q["select_series"]),
+            pair(&q["label_values"]),
+            pair(&q["series"]),
+            ms(&duck["flame_p50_s"]),
+            ms(&duck["series_p50_s"]),
+            ratio(&q["ratio_flame_graph_to_duckdb"]),
+            ratio(&q["ratio_series_to_duckdb"])
+        );
+    }
+    let p = &r["peak_rss_bytes"];
+    let _ = writeln!(
+        md,
+        "\nRatios are Profusion / DuckDB p50 over the same block files (lower is better for Profusion). Peak RSS during queries {:.0} MB.\n\n![ingest](ingest-throughput.svg) ![queries](query-latency.svg)",
+        f(&p["queries"]) / 1e6
+    );
+    std::fs::write(dir.join("report.md"), md).expect("write report.md");
+
+    let ingest: Vec<(f64, f64)> = i["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| (f(&s["concurrency"]), f(&s["profiles_per_s"])))
+        .collect();
+    std::fs::write(
+        dir.join("ingest-throughput.svg"),
+        chart(
+            "Ingest throughput against concurrency",
+            "concurrent pushers",
+            "profiles/s",
+            &[("Profusion", &ingest)],
+        ),
+    )
+    .expect("write svg");
+    let queries: Vec<&Value> = r["queries"].as_array().into_iter().flatten().collect();
+    let series = |pick: &dyn Fn(&Value) -> f64| -> Vec<(f64, f64)> {
+        queries
+            .iter()
+            .map(|q| (f(&q["cpu_samples"]) / 1e6, pick(q) * 1e3))
+            .filter(|(_, y)| y.is_finite())
+            .collect()
+    };
+    let ours = series(&|q| f(&q["flame_graph"]["p50_s"]));
+    let duck = series(&|q| f(&q["duckdb"]["flame_p50_s"]));
+    let sel = series(&|q| f(&q["select_series"]["p50_s"]));
+    std::fs::write(
+        dir.join("query-latency.svg"),
+        chart(
+            "Query latency (p50) against data size",
+            "CPU samples in the range (millions)",
+            "ms",
+            &[
+                ("flame graph", &ours),
+                ("DuckDB merge", &duck),
+                ("SelectSeries", &sel),
+            ],
+        ),
+    )
+    .expect("write svg");
+}
+
+/// A small line chart with labelled axes.
+fn chart(title: &str, x_label: &str, y_label: &str, lines: &[(&str, &[(f64, f64)])]) -> String {
+    let (w, h, left, bottom, top, right) = (640.0, 400.0, 70.0, 50.0, 40.0, 150.0);
+    let points = lines.iter().flat_map(|(_, p)| p.iter());
+    let x_max = points.clone().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
+    let y_max = points.map(|p| p.1).fold(0.0, f64::max).max(1e-9) * 1.1;
+    let sx = |x: f64| left + x / x_max * (w - left - right);
+    let sy = |y: f64| h - bottom - y / y_max * (h - bottom - top);
+    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>
+<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>
+<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>
+<text x="{}" y="{}" text-anchor="middle">{x_label}</text>
+<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{y_label}</text>
+"#,
+        w / 2.0,
+        h - bottom,
+        w - right,
+        h - bottom,
+        h - bottom,
+        (left + w - right) / 2.0,
+        h - 12.0,
+        h / 2.0,
+        h / 2.0,
+    );
+    for k in 0..=4 {
+        let (xv, yv) = (x_max * k as f64 / 4.0, y_max * k as f64 / 4.0);
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text><text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+            sx(xv),
+            h - bottom + 16.0,
+            short(xv),
+            left - 6.0,
+            sy(yv) + 4.0,
+            short(yv)
+        );
+    }
+    for (n, (name, pts)) in lines.iter().enumerate() {
+        let color = colors[n % colors.len()];
+        let path: Vec<String> = pts
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
+        for (x, y) in pts.iter() {
+            let _ = writeln!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                sx(*x),
+                sy(*y)
+            );
+        }
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" fill="{color}">{name}</text>"#,
+            w - right + 10.0,
+            top + 18.0 * n as f64 + 10.0
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn short(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}

@@ -1,0 +1,710 @@
+//! The one-command benchmark: starts the release server on a private data directory, then
+//!
+//! 1. decodes the payloads without ingesting them (gunzip + protobuf parse: the reference of the
+//!    ingest phase);
+//! 2. pushes at rising concurrency until throughput stops growing, per core of the server;
+//! 3. pushes seven days of fleet history, restarts the server so everything is in blocks, and
+//!    measures bytes on disk per sample next to the gzipped input;
+//! 4. times flame graphs over 1 h, 24 h and 7 d, `SelectSeries`, `LabelValues` and `Series`;
+//! 5. has DuckDB run the same flame-graph merge and series over the same block files;
+//!
+//! sampling the server's resident memory throughout, and writes `report.json`, `report.md` and
+//! two SVG plots.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use profusion_proto::querier::v1::{
+    SelectMergeStacktracesRequest, SelectMergeStacktracesResponse, SelectSeriesRequest,
+    SelectSeriesResponse, SeriesRequest, SeriesResponse,
+};
+use profusion_proto::types::v1::{LabelValuesRequest, LabelValuesResponse};
+use prost::Message;
+use serde_json::{Value, json};
+
+use crate::push::{PushStats, push_all};
+use crate::workload::{Fleet, FleetShape, GeneratedProfile, Kind, decode_only};
+
+const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+const HOUR_MS: i64 = 3_600_000;
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The server binary (a release build).
+    #[arg(long, default_value = "target/release/profusion")]
+    server: PathBuf,
+    /// Where reports go; each run writes a timestamped directory there.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// A larger run: more pods, denser history, longer ingest steps.
+    #[arg(long)]
+    large: bool,
+    /// Seconds each ingest concurrency step runs.
+    #[arg(long)]
+    ingest_seconds: Option<u64>,
+    /// Minutes between two CPU profiles of a pod in the seven days of history.
+    #[arg(long)]
+    history_every_min: Option<i64>,
+    /// Seed of the workload.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Size of a run.
+struct Scale {
+    services: usize,
+    pods: usize,
+    /// Minutes between two CPU profiles of a pod in the history (other kinds: 2× and 4×).
+    history_every_min: i64,
+    ingest_seconds: u64,
+    query_runs: usize,
+}
+
+/// A running server and what the harness watches of it.
+struct Server {
+    child: Child,
+    url: String,
+    pid: u32,
+}
+
+impl Server {
+    fn start(binary: &Path, data: &Path) -> Self {
+        let mut child = Command::new(binary)
+            .args([
+                "--server.http-listen-port=0",
+                "--server.http-listen-address=127.0.0.1",
+                "--validation.reject-older-than=0s",
+                "--validation.reject-newer-than=0s",
+                "--distributor.ingestion-rate-limit-mb=0",
+                "--querier.max-query-length=0s",
+                "--querier.max-query-lookback=0s",
+                "--log.level=warn",
+            ])
+            .arg(format!("--pyroscopedb.data-path={}", data.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e} (run scripts/bench)", binary.display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the server exited before listening")
+                .expect("server output");
+            if let Some(url) = line.strip_prefix("profusion listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        let pid = child.id();
+        Self { child, url, pid }
+    }
+
+    /// SIGTERM, which drains and flushes the head into blocks, then waits.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// User plus system CPU seconds the server has used.
+    fn cpu_seconds(&self) -> f64 {
+        proc_cpu_seconds(self.pid)
+    }
+}
+
+impl Drop for Server {
+    /// A harness that fails midway leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn proc_rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Peak resident memory of the server per phase, sampled every 50 ms.
+#[derive(Clone)]
+struct RssSampler {
+    pid: Arc<AtomicU64>,
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RssSampler {
+    fn start() -> Self {
+        let s = Self {
+            pid: Arc::new(AtomicU64::new(0)),
+            peak: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let t = s.clone();
+        std::thread::spawn(move || {
+            while !t.stop.load(Ordering::Relaxed) {
+                let pid = t.pid.load(Ordering::Relaxed) as u32;
+                if pid != 0 {
+                    t.peak.fetch_max(proc_rss_bytes(pid), Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        s
+    }
+
+    fn watch(&self, pid: u32) {
+        self.pid.store(u64::from(pid), Ordering::Relaxed);
+    }
+
+    /// The peak since the last call.
+    fn take_peak(&self) -> u64 {
+        self.peak.swap(0, Ordering::Relaxed)
+    }
+}
+
+fn mb(bytes: f64) -> f64 {
+    bytes / 1e6
+}
+
+async fn rpc<Req: Message, Resp: Message + Default>(
+    client: &reqwest::Client,
+    url: &str,
+    method: &str,
+    req: &Req,
+) -> Resp {
+    let r = client
+        .post(format!("{url}/querier.v1.QuerierService/{method}"))
+        .header("content-type", "application/proto")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method}: {e}"));
+    let status = r.status();
+    let body = r.bytes().await.expect("response body");
+    assert!(
+        status.is_success(),
+        "{method}: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
+    Resp::decode(body.as_ref()).expect("response")
+}
+
+/// p50 and p95 seconds of `runs` timed calls (the first one cold).
+async fn latency<F, Fut>(runs: usize, mut f: F) -> (f64, f64, f64)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f().await;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let cold = times[0];
+    times.sort_by(f64::total_cmp);
+    let pick = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+    (pick(0.5), pick(0.95), cold)
+}
+
+pub(crate) async fn run(args: RunArgs) {
+    let scale = if args.large {
+        Scale {
+            services: 10,
+            pods: 20,
+            history_every_min: args.history_every_min.unwrap_or(5),
+            ingest_seconds: args.ingest_seconds.unwrap_or(15),
+            query_runs: 11,
+        }
+    } else {
+        Scale {
+            services: 4,
+            pods: 5,
+            history_every_min: args.history_every_min.unwrap_or(10),
+            ingest_seconds: args.ingest_seconds.unwrap_or(5),
+            query_runs: 7,
+        }
+    };
+    let stamp = crate::now_nanos() / 1_000_000_000;
+    let out = args.out.join(stamp.to_string());
+    std::fs::create_dir_all(&out).expect("report directory");
+    let data = out.join("data");
+    let fleet = Fleet::new(FleetShape {
+        seed: args.seed,
+        services: scale.services,
+        pods: scale.pods,
+        ..FleetShape::default()
+    });
+    let rss = RssSampler::start();
+    let mut report = serde_json::Map::new();
+    report.insert("machine".into(), machine());
+    report.insert(
+        "workload".into(),
+        json!({"seed": args.seed, "services": scale.services, "pods": scale.pods,
+               "cpu_samples_per_profile": fleet.shape().samples,
+               "history_days": 7, "history_cpu_every_min": scale.history_every_min}),
+    );
+
+    // 1. The reference: decode only.
+    eprintln!("[1/5] decode-only baseline");
+    let now = crate::now_nanos();
+    let payloads: Vec<GeneratedProfile> = (0..200)
+        .map(|i| {
+            let pods: Vec<(usize, usize)> = fleet.pods().collect();
+            let (s, p) = pods[i % pods.len()];
+            fleet.profile(s, p, Kind::Cpu, now + i as i64)
+        })
+        .collect();
+    let raw: usize = payloads.iter().map(|p| p.raw_bytes).sum();
+    let gz: usize = payloads.iter().map(|p| p.gzipped.len()).sum();
+    let t = Instant::now();
+    let mut rounds = 0;
+    while t.elapsed() < Duration::from_secs(2) || rounds == 0 {
+        for p in &payloads {
+            std::hint::black_box(decode_only(&p.gzipped));
+        }
+        rounds += 1;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let decode_profiles = (payloads.len() * rounds) as f64 / secs;
+    let decode_mb = mb((raw * rounds) as f64) / secs;
+    report.insert(
+        "decode_only".into(),
+        json!({"profiles_per_s_per_core": decode_profiles, "mb_per_s_per_core": decode_mb,
+               "avg_pprof_bytes": raw / payloads.len(), "avg_gzipped_bytes": gz / payloads.len()}),
+    );
+    eprintln!("  {decode_profiles:.0} profiles/s, {decode_mb:.1} MB/s per core");
+
+    // 2. Ingest at rising concurrency.
+    eprintln!("[2/5] ingest over loopback at rising concurrency");
+    // Its own data directory, so the storage figures below hold only the history.
+    let sweep_data = out.join("data-ingest");
+    let server = Server::start(&args.server, &sweep_data);
+    rss.watch(server.pid);
+    rss.take_peak();
+    let mut steps = Vec::new();
+    let mut best = 0.0f64;
+    let mut flat = 0;
+    for concurrency in [1usize, 2, 4, 8, 16, 32, 64] {
+        let cpu_before = server.cpu_seconds();
+        let payloads = payloads.clone();
+        let mut i = 0usize;
+        let stats: PushStats = push_all(
+            &server.url,
+            None,
+            concurrency,
+            None,
+            Some(Instant::now() + Duration::from_secs(scale.ingest_seconds)),
+            None,
+            move || {
+                i += 1;
+                Some(payloads[i % payloads.len()].clone())
+            },
+        )
+        .await;
+        let cpu = (server.cpu_seconds() - cpu_before).max(0.01);
+        let wall = stats.wall.as_secs_f64();
+        let per_s = stats.profiles as f64 / wall;
+        let step = json!({
+            "concurrency": concurrency,
+            "profiles_per_s": per_s,
+            "profiles_per_s_per_core": stats.profiles as f64 / cpu,
+            "mb_per_s_per_core": mb(stats.raw_bytes as f64) / cpu,
+            "gzipped_mb_per_s": mb(stats.gzipped_bytes as f64) / wall,
+            "server_cores_busy": cpu / wall,
+            "p50_ms": stats.percentile(0.5).as_secs_f64() * 1e3,
+            "p99_ms": stats.percentile(0.99).as_secs_f64() * 1e3,
+            "failures": stats.failures,
+        });
+        eprintln!(
+            "  concurrency {concurrency:>2}: {per_s:.0} profiles/s, {:.0} per core, p50 {:.1} ms, p99 {:.1} ms",
+            stats.profiles as f64 / cpu,
+            stats.percentile(0.5).as_secs_f64() * 1e3,
+            stats.percentile(0.99).as_secs_f64() * 1e3
+        );
+        steps.push(step);
+        // Saturated once two steps in a row add less than 5 %.
+        if per_s < best * 1.05 {
+            flat += 1;
+            if flat == 2 {
+                break;
+            }
+        } else {
+            flat = 0;
+        }
+        best = best.max(per_s);
+    }
+    let ingest_peak = rss.take_peak();
+    let best_step = steps
+        .iter()
+        .max_by(|a, b| {
+            a["profiles_per_s_per_core"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&b["profiles_per_s_per_core"].as_f64().unwrap_or(0.0))
+        })
+        .cloned()
+        .unwrap_or(Value::Null);
+    report.insert(
+        "ingest".into(),
+        json!({"steps": steps, "best": best_step,
+               "ratio_mb_per_core_to_decode_only":
+                   best_step["mb_per_s_per_core"].as_f64().unwrap_or(0.0) / decode_mb,
+               "peak_rss_bytes": ingest_peak}),
+    );
+
+    server.stop();
+    let _ = std::fs::remove_dir_all(&sweep_data);
+
+    // 3. Seven days of history, then everything into blocks.
+    eprintln!("[3/5] seven days of fleet history");
+    let server = Server::start(&args.server, &data);
+    rss.watch(server.pid);
+    let end = crate::now_nanos();
+    let step_ns = scale.history_every_min * 60_000_000_000;
+    let windows = (7 * 24 * 60 / scale.history_every_min) as usize;
+    let pods: Vec<(usize, usize)> = fleet.pods().collect();
+    // Each window: CPU from every pod; memory every 2nd, goroutine and mutex every 4th window.
+    let mut plan: Vec<(usize, usize, Kind, i64)> = Vec::new();
+    for w in 0..windows {
+        let time = end - (windows - w) as i64 * step_ns;
+        for &(s, p) in &pods {
+            plan.push((s, p, Kind::Cpu, time));
+            if w % 2 == 0 {
+                plan.push((s, p, Kind::Memory, time));
+            }
+            if w % 4 == 0 {
+                plan.push((s, p, Kind::Goroutine, time));
+                plan.push((s, p, Kind::Mutex, time));
+            }
+        }
+    }
+    let total = plan.len();
+    let history_fleet = fleet.clone();
+    let mut next = plan.into_iter();
+    // (time, samples) of every CPU profile pushed, to know how much data each window holds.
+    let cpu_pushed: Arc<std::sync::Mutex<Vec<(i64, usize)>>> = Arc::default();
+    let record = Arc::clone(&cpu_pushed);
+    let history = push_all(
+        &server.url,
+        None,
+        8,
+        None,
+        None,
+        Some("history"),
+        move || {
+            let (s, p, kind, time) = next.next()?;
+            let profile = history_fleet.profile(s, p, kind, time);
+            if kind == Kind::Cpu {
+                record
+                    .lock()
+                    .expect("record lock")
+                    .push((time, profile.samples));
+            }
+            Some(profile)
+        },
+    )
+    .await;
+    let cpu_pushed = cpu_pushed.lock().expect("record lock").clone();
+    assert_eq!(history.failures, 0, "history pushes failed");
+    eprintln!("  {total} profiles pushed; restarting so the head flushes into blocks");
+    let history_peak = rss.take_peak();
+    server.stop();
+    let server = Server::start(&args.server, &data);
+    rss.watch(server.pid);
+    rss.take_peak();
+    let (block_bytes, block_samples, blocks) = block_stats(&data.join("objects"));
+    let pprof_samples = history.samples.max(1);
+    report.insert(
+        "storage".into(),
+        json!({
+            "profiles": history.profiles,
+            "pprof_samples": history.samples,
+            "gzipped_input_bytes": history.gzipped_bytes,
+            "gzipped_input_bytes_per_pprof_sample": history.gzipped_bytes as f64 / pprof_samples as f64,
+            "blocks": blocks,
+            "block_bytes": block_bytes,
+            "stored_sample_rows": block_samples,
+            "block_bytes_per_stored_sample": block_bytes as f64 / block_samples.max(1) as f64,
+            "block_bytes_per_pprof_sample": block_bytes as f64 / pprof_samples as f64,
+            "ratio_block_bytes_to_gzipped_input": block_bytes as f64 / history.gzipped_bytes.max(1) as f64,
+            "peak_rss_bytes_while_loading": history_peak,
+        }),
+    );
+
+    // 4. Queries.
+    eprintln!("[4/5] queries over 1 h, 24 h and 7 d");
+    let client = reqwest::Client::new();
+    let end_ms = end / 1_000_000;
+    let mut queries = Vec::new();
+    for (label, hours) in [("1h", 1), ("24h", 24), ("7d", 168)] {
+        let start_ms = end_ms - hours * HOUR_MS;
+        let samples: usize = cpu_pushed
+            .iter()
+            .filter(|(t, _)| *t / 1_000_000 >= start_ms && *t / 1_000_000 <= end_ms)
+            .map(|(_, n)| n)
+            .sum();
+        let flame = |selector: &'static str| {
+            let (client, url) = (&client, &server.url);
+            move || async move {
+                let r: SelectMergeStacktracesResponse = rpc(
+                    client,
+                    url,
+                    "SelectMergeStacktraces",
+                    &SelectMergeStacktracesRequest {
+                        profile_type_id: CPU.into(),
+                        label_selector: selector.into(),
+                        start: start_ms,
+                        end: end_ms,
+                        max_nodes: Some(8192),
+                        ..Default::default()
+                    },
+                )
+                .await;
+                std::hint::black_box(r.flamegraph.map(|f| f.total));
+            }
+        };
+        let (all50, all95, all_cold) = latency(scale.query_runs, flame("{}")).await;
+        let (one50, one95, _) =
+            latency(scale.query_runs, flame(r#"{service_name="shop-1"}"#)).await;
+        let step = ((hours * 3600) as f64 / 300.0).max(15.0);
+        let (ser50, ser95, _) = latency(scale.query_runs, || async {
+            let r: SelectSeriesResponse = rpc(
+                &client,
+                &server.url,
+                "SelectSeries",
+                &SelectSeriesRequest {
+                    profile_type_id: CPU.into(),
+                    label_selector: "{}".into(),
+                    start: start_ms,
+                    end: end_ms,
+                    group_by: vec!["service_name".into()],
+                    step,
+                    ..Default::default()
+                },
+            )
+            .await;
+            std::hint::black_box(r.series.len());
+        })
+        .await;
+        let (lv50, lv95, _) = latency(scale.query_runs, || async {
+            let _: LabelValuesResponse = rpc(
+                &client,
+                &server.url,
+                "LabelValues",
+                &LabelValuesRequest {
+                    name: "pod".into(),
+                    matchers: vec![],
+                    start: start_ms,
+                    end: end_ms,
+                },
+            )
+            .await;
+        })
+        .await;
+        let (se50, se95, _) = latency(scale.query_runs, || async {
+            let _: SeriesResponse = rpc(
+                &client,
+                &server.url,
+                "Series",
+                &SeriesRequest {
+                    matchers: vec![],
+                    label_names: vec!["service_name".into(), "__profile_type__".into()],
+                    start: start_ms,
+                    end: end_ms,
+                },
+            )
+            .await;
+        })
+        .await;
+        eprintln!(
+            "  {label}: {samples} CPU samples; flame graph p50 {:.0} ms, one service {:.0} ms, series {:.0} ms",
+            all50 * 1e3,
+            one50 * 1e3,
+            ser50 * 1e3
+        );
+        queries.push(json!({
+            "window": label, "hours": hours, "start_ms": start_ms, "end_ms": end_ms,
+            "cpu_samples": samples,
+            "flame_graph": {"p50_s": all50, "p95_s": all95, "cold_s": all_cold},
+            "flame_graph_one_service": {"p50_s": one50, "p95_s": one95},
+            "select_series": {"p50_s": ser50, "p95_s": ser95, "step_s": step},
+            "label_values": {"p50_s": lv50, "p95_s": lv95},
+            "series": {"p50_s": se50, "p95_s": se95},
+        }));
+    }
+    let query_peak = rss.take_peak();
+    server.stop();
+
+    // 5. DuckDB over the same block files.
+    eprintln!("[5/5] DuckDB over the same block files");
+    let duck = duckdb(&data.join("objects"), &queries);
+    for q in &mut queries {
+        let window = q["window"].as_str().unwrap_or_default().to_owned();
+        if let Some(d) = duck.as_ref().and_then(|d| d.get(&window)) {
+            let ratio = |ours: &Value, theirs: &Value| {
+                ours.as_f64().zip(theirs.as_f64()).map(|(a, b)| a / b)
+            };
+            q["duckdb"] = d.clone();
+            q["ratio_flame_graph_to_duckdb"] =
+                json!(ratio(&q["flame_graph"]["p50_s"], &d["flame_p50_s"]));
+            q["ratio_series_to_duckdb"] =
+                json!(ratio(&q["select_series"]["p50_s"], &d["series_p50_s"]));
+        }
+    }
+    report.insert("queries".into(), Value::Array(queries));
+    report.insert(
+        "peak_rss_bytes".into(),
+        json!({"ingest": ingest_peak, "loading_history": history_peak, "queries": query_peak}),
+    );
+    if duck.is_none() {
+        report.insert(
+            "duckdb".into(),
+            json!("not run: set PROFUSION_PYTHON (eval \"$(scripts/install-test-clients)\")"),
+        );
+    }
+    let report = Value::Object(report);
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report).expect("JSON"),
+    )
+    .expect("write report.json");
+    crate::report::write(&out, &report);
+    let _ = std::fs::remove_dir_all(&data);
+    eprintln!("report: {}", out.join("report.md").display());
+    println!("{}", out.display());
+}
+
+/// Total bytes of the block files, stored sample rows (from each block's `meta.json`) and
+/// block count.
+fn block_stats(objects: &Path) -> (u64, u64, u64) {
+    let (mut bytes, mut samples, mut blocks) = (0u64, 0u64, 0u64);
+    let Ok(tenants) = std::fs::read_dir(objects) else {
+        return (0, 0, 0);
+    };
+    for tenant in tenants.flatten() {
+        let Ok(dirs) = std::fs::read_dir(tenant.path().join("blocks")) else {
+            continue;
+        };
+        for block in dirs.flatten() {
+            blocks += 1;
+            for file in std::fs::read_dir(block.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                bytes += file.metadata().map_or(0, |m| m.len());
+            }
+            let meta: Value = std::fs::read(block.path().join("meta.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            samples += meta["num_samples"].as_u64().unwrap_or(0);
+        }
+    }
+    (bytes, samples, blocks)
+}
+
+const DUCKDB_SCRIPT: &str = r#"
+import json, sys, time, duckdb
+blocks, windows = sys.argv[1], json.loads(sys.argv[2])
+pt = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+out = {}
+for w in windows:
+    start, end, step = w["start_ms"] * 1000000, w["end_ms"] * 1000000 + 999999, int(w["step_s"] * 1e9)
+    flame = f"""
+    WITH m AS (SELECT stack_hash, sum(value) AS v FROM read_parquet('{blocks}/*/blocks/*/samples.parquet')
+               WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end} GROUP BY 1),
+         st AS (SELECT DISTINCT stack_hash, frame_ids FROM read_parquet('{blocks}/*/blocks/*/stacks.parquet')
+                WHERE stack_hash IN (SELECT stack_hash FROM m)),
+         fr AS (SELECT DISTINCT frame_id, function_name FROM read_parquet('{blocks}/*/blocks/*/frames.parquet')),
+         named AS (SELECT st.stack_hash, string_agg(fr.function_name, ';' ORDER BY u.pos) AS stack
+                   FROM st, unnest(st.frame_ids) WITH ORDINALITY AS u(frame_id, pos)
+                   JOIN fr ON fr.frame_id = u.frame_id GROUP BY 1)
+    SELECT count(*), sum(v)::BIGINT FROM m JOIN named USING (stack_hash)"""
+    series = f"""
+    SELECT count(*) FROM (SELECT service_name, time_nanos // {step} AS s, sum(total_value)
+      FROM read_parquet('{blocks}/*/blocks/*/profiles.parquet')
+      WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end} GROUP BY ALL)"""
+    res = {}
+    for name, q in [("flame", flame), ("series", series)]:
+        con = duckdb.connect()
+        times = []
+        for _ in range(w["runs"]):
+            t = time.perf_counter(); con.execute(q).fetchall(); times.append(time.perf_counter() - t)
+        times.sort()
+        res[name + "_p50_s"] = times[len(times) // 2]
+        res[name + "_p95_s"] = times[min(len(times) - 1, round((len(times) - 1) * 0.95))]
+    out[w["window"]] = res
+print(json.dumps(out))
+"#;
+
+fn duckdb(objects: &Path, queries: &[Value]) -> Option<Value> {
+    let python = std::env::var_os("PROFUSION_PYTHON")?;
+    let windows: Vec<Value> = queries
+        .iter()
+        .map(|q| {
+            json!({"window": q["window"], "start_ms": q["start_ms"], "end_ms": q["end_ms"],
+                   "step_s": q["select_series"]["step_s"], "runs": 5})
+        })
+        .collect();
+    let out = Command::new(python)
+        .args(["-c", DUCKDB_SCRIPT])
+        .arg(objects)
+        .arg(Value::Array(windows).to_string())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("  duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default();
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "memory": mem,
+        "os": std::env::consts::OS,
+        "date_unix": crate::now_nanos() / 1_000_000_000,
+    })
+}
