@@ -457,19 +457,20 @@ async fn select_merge_profile(
     Ok(state.frontend.merge_pprof(&tenants, &q.req).await?)
 }
 
-async fn analyze_query(
-    state: &AppState,
-    tenants: Vec<String>,
-    req: AnalyzeQueryRequest,
-) -> Result<AnalyzeQueryResponse, ApiError> {
-    let range = time_range(state, req.start, req.end)?;
-    // `<profile type>{matchers}` or a bare selector.
-    let (profile_type, matchers) = match req.query.find('{') {
-        Some(0) | None => (None, req.query.as_str()),
-        Some(i) => (Some(profile_type(&req.query[..i])?), &req.query[i..]),
+/// A legacy query string, `<profile type>{matchers}` or a bare selector, as one selector
+/// (the profile type becomes a `__profile_type__` matcher).
+pub(crate) fn typed_selector(query: &str) -> Result<Selector, ApiError> {
+    let (profile_type, matchers) = match query.find('{') {
+        Some(0) => (None, query),
+        Some(i) => (Some(profile_type(&query[..i])?), &query[i..]),
+        None => {
+            return Err(ApiError::invalid(format!(
+                "query {query:?} must be a selector {{...}} or <profile type>{{...}}"
+            )));
+        }
     };
     let mut selector = selector::parse(matchers)
-        .map_err(|e| ApiError::invalid(format!("query {:?}: {e}", req.query)))?;
+        .map_err(|e| ApiError::invalid(format!("query {query:?}: {e}")))?;
     if let Some(pt) = profile_type {
         selector.matchers.push(
             selector::Matcher::new(
@@ -480,6 +481,16 @@ async fn analyze_query(
             .map_err(|e| ApiError::invalid(e.to_string()))?,
         );
     }
+    Ok(selector)
+}
+
+async fn analyze_query(
+    state: &AppState,
+    tenants: Vec<String>,
+    req: AnalyzeQueryRequest,
+) -> Result<AnalyzeQueryResponse, ApiError> {
+    let range = time_range(state, req.start, req.end)?;
+    let selector = typed_selector(&req.query)?;
     let analysis = state.frontend.analyze(&tenants, selector, range).await?;
     let total_bytes = analysis.scopes.iter().map(|s| s.bytes).sum();
     Ok(AnalyzeQueryResponse {

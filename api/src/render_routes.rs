@@ -10,7 +10,6 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, header};
 use profusion_engine::querier::{SeriesQuery, TimeSeries};
-use profusion_engine::selector;
 use profusion_proto::querier::v1::FlameGraph;
 use serde_json::{Value, json};
 
@@ -365,28 +364,7 @@ async fn label_series(
     )?;
     let selectors = match params.get("query").filter(|q| !q.is_empty()) {
         None => Vec::new(),
-        Some(q) => {
-            let (profile_type, matchers) = match q.find('{') {
-                Some(0) => (None, q),
-                _ => {
-                    let (pt, m) = split_query(q)?;
-                    (Some(query_routes::profile_type(pt)?), m)
-                }
-            };
-            let mut selector = selector::parse(matchers)
-                .map_err(|e| ApiError::invalid(format!("query {q:?}: {e}")))?;
-            if let Some(pt) = profile_type {
-                selector.matchers.push(
-                    selector::Matcher::new(
-                        profusion_ingest::labels::PROFILE_TYPE,
-                        selector::MatchOp::Equal,
-                        pt.id,
-                    )
-                    .map_err(|e| ApiError::invalid(e.to_string()))?,
-                );
-            }
-            vec![selector]
-        }
+        Some(q) => vec![query_routes::typed_selector(q)?],
     };
     Ok(state
         .frontend

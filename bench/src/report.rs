@@ -84,14 +84,14 @@ pub(crate) fn write(dir: &Path, r: &Value) {
     let _ = writeln!(md, "## Queries (ms; p50 / p95)\n");
     let _ = writeln!(
         md,
-        "| window | CPU samples | flame graph | one service | SelectSeries | LabelValues | Series | DuckDB flame / series p50 | flame ratio | series ratio |\n|---|---:|---|---|---|---|---|---|---:|---:|"
+        "| window | CPU samples | flame graph | one service | SelectSeries | LabelValues | Series | DuckDB p50: flame / series / label values / series sets | ratios: flame / series / label values / series sets |\n|---|---:|---|---|---|---|---|---|---|"
     );
     for q in r["queries"].as_array().into_iter().flatten() {
         let pair = |v: &Value| format!("{} / {}", ms(&v["p50_s"]), ms(&v["p95_s"]));
         let duck = &q["duckdb"];
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} / {} / {} / {} |",
             q["window"].as_str().unwrap_or("?"),
             q["cpu_samples"],
             pair(&q["flame_graph"]),
@@ -101,8 +101,12 @@ pub(crate) fn write(dir: &Path, r: &Value) {
             pair(&q["series"]),
             ms(&duck["flame_p50_s"]),
             ms(&duck["series_p50_s"]),
+            ms(&duck["label_values_p50_s"]),
+            ms(&duck["series_sets_p50_s"]),
             ratio(&q["ratio_flame_graph_to_duckdb"]),
-            ratio(&q["ratio_series_to_duckdb"])
+            ratio(&q["ratio_series_to_duckdb"]),
+            ratio(&q["ratio_label_values_to_duckdb"]),
+            ratio(&q["ratio_series_sets_to_duckdb"])
         );
     }
     let p = &r["peak_rss_bytes"];

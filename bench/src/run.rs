@@ -576,6 +576,10 @@ pub(crate) async fn run(args: RunArgs) {
                 json!(ratio(&q["flame_graph"]["p50_s"], &d["flame_p50_s"]));
             q["ratio_series_to_duckdb"] =
                 json!(ratio(&q["select_series"]["p50_s"], &d["series_p50_s"]));
+            q["ratio_label_values_to_duckdb"] =
+                json!(ratio(&q["label_values"]["p50_s"], &d["label_values_p50_s"]));
+            q["ratio_series_sets_to_duckdb"] =
+                json!(ratio(&q["series"]["p50_s"], &d["series_sets_p50_s"]));
         }
     }
     report.insert("queries".into(), Value::Array(queries));
@@ -652,8 +656,16 @@ for w in windows:
     SELECT count(*) FROM (SELECT service_name, time_nanos // {step} AS s, sum(total_value)
       FROM read_parquet('{blocks}/*/blocks/*/profiles.parquet')
       WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end} GROUP BY ALL)"""
+    # LabelValues(pod) and Series(service_name, __profile_type__) over the series of blocks
+    # that overlap the window, as the catalog would pick them.
+    labels = f"""
+    SELECT DISTINCT l.value FROM read_parquet('{blocks}/*/blocks/*/series.parquet') s,
+      unnest(s.labels) AS u(l) WHERE l.name = 'pod' ORDER BY 1"""
+    series_sets = f"""
+    SELECT DISTINCT service_name, profile_type FROM read_parquet('{blocks}/*/blocks/*/series.parquet')
+    ORDER BY ALL"""
     res = {}
-    for name, q in [("flame", flame), ("series", series)]:
+    for name, q in [("flame", flame), ("series", series), ("label_values", labels), ("series_sets", series_sets)]:
         con = duckdb.connect()
         times = []
         for _ in range(w["runs"]):

@@ -772,3 +772,23 @@ pub fn pprof_stacks(
     }
     out
 }
+
+/// Calls a Connect RPC at `path` with binary protobuf, as `tenant` when given: the decoded
+/// answer, or the HTTP status and the body text.
+pub fn connect_call<Req: prost::Message, Resp: prost::Message + Default>(
+    server: &TestServer,
+    path: &str,
+    tenant: Option<&str>,
+    req: &Req,
+) -> Result<Resp, (u16, String)> {
+    let mut headers = vec![("content-type", "application/proto")];
+    if let Some(t) = tenant {
+        headers.push(("x-scope-orgid", t));
+    }
+    let r = post(&server.url(path), &headers, req.encode_to_vec(), false);
+    if r.status == 200 {
+        Ok(Resp::decode(r.body.as_slice()).expect("response"))
+    } else {
+        Err((r.status, r.text()))
+    }
+}

@@ -11,7 +11,7 @@ use profusion_proto::querier::v1::{
 use profusion_proto::types::v1::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
 };
-use profusion_tests::{TestServer, decode_flamegraph, now_nanos, post, push_cpu, reference_tree};
+use profusion_tests::{TestServer, decode_flamegraph, now_nanos, push_cpu, reference_tree};
 use prost::Message;
 
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
@@ -47,17 +47,12 @@ fn call<Req: Message, Resp: Message + Default>(
     method: &str,
     req: &Req,
 ) -> Result<Resp, (u16, String)> {
-    let r = post(
-        &server.url(&format!("/querier.v1.QuerierService/{method}")),
-        &[("content-type", "application/proto")],
-        req.encode_to_vec(),
-        false,
-    );
-    if r.status == 200 {
-        Ok(Resp::decode(r.body.as_slice()).expect("response"))
-    } else {
-        Err((r.status, r.text()))
-    }
+    profusion_tests::connect_call(
+        server,
+        &format!("/querier.v1.QuerierService/{method}"),
+        None,
+        req,
+    )
 }
 
 /// The expected tree of the pushed samples `keep` selects, `times` pushes over.

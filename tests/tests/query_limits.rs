@@ -33,20 +33,12 @@ fn call<Req: Message, Resp: Message + Default>(
     method: &str,
     req: &Req,
 ) -> Result<Resp, (u16, String)> {
-    let r = post(
-        &server.url(&format!("/querier.v1.QuerierService/{method}")),
-        &[
-            ("content-type", "application/proto"),
-            ("x-scope-orgid", tenant),
-        ],
-        req.encode_to_vec(),
-        false,
-    );
-    if r.status == 200 {
-        Ok(Resp::decode(r.body.as_slice()).expect("response"))
-    } else {
-        Err((r.status, r.text()))
-    }
+    profusion_tests::connect_call(
+        server,
+        &format!("/querier.v1.QuerierService/{method}"),
+        Some(tenant),
+        req,
+    )
 }
 
 fn merge(

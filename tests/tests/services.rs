@@ -7,7 +7,7 @@ use profusion_proto::settings::v1::{
     SetSettingsRequest, SetSettingsResponse, Setting,
 };
 use profusion_proto::version::v1::{VersionRequest, VersionResponse};
-use profusion_tests::{TestServer, get, post};
+use profusion_tests::{TestServer, get};
 use prost::Message;
 
 fn call<Req: Message, Resp: Message + Default>(
@@ -16,20 +16,7 @@ fn call<Req: Message, Resp: Message + Default>(
     tenant: &str,
     req: &Req,
 ) -> Result<Resp, (u16, String)> {
-    let r = post(
-        &server.url(path),
-        &[
-            ("content-type", "application/proto"),
-            ("x-scope-orgid", tenant),
-        ],
-        req.encode_to_vec(),
-        false,
-    );
-    if r.status == 200 {
-        Ok(Resp::decode(r.body.as_slice()).expect("response"))
-    } else {
-        Err((r.status, r.text()))
-    }
+    profusion_tests::connect_call(server, path, Some(tenant), req)
 }
 
 fn settings(server: &TestServer, tenant: &str) -> Vec<Setting> {
