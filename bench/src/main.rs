@@ -31,16 +31,16 @@ struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 struct FleetArgs {
     /// Seed of everything generated; the same seed gives the same bytes.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "PROFUSION_BENCH_SEED", default_value_t = 1)]
     seed: u64,
     /// Services in the fleet.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "PROFUSION_BENCH_SERVICES", default_value_t = 4)]
     services: usize,
     /// Pods per service.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "PROFUSION_BENCH_PODS", default_value_t = 5)]
     pods: usize,
     /// Samples in one CPU profile (other profile kinds scale from it).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "PROFUSION_BENCH_SAMPLES", default_value_t = 1000)]
     samples: usize,
 }
 
@@ -63,10 +63,10 @@ enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
         /// Directory to write into.
-        #[arg(long)]
+        #[arg(long, env = "PROFUSION_BENCH_OUT")]
         out: PathBuf,
         /// Minutes of profiles to write, ending now.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, env = "PROFUSION_BENCH_MINUTES", default_value_t = 1)]
         minutes: u64,
     },
     /// Pushes the workload to a running server, every pod every 10 s of simulated time.
@@ -74,19 +74,23 @@ enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
         /// The server's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:4040")]
+        #[arg(
+            long,
+            env = "PROFUSION_BENCH_URL",
+            default_value = "http://127.0.0.1:4040"
+        )]
         url: String,
         /// Tenant (`X-Scope-OrgID`), when the server requires one.
-        #[arg(long)]
+        #[arg(long, env = "PROFUSION_BENCH_TENANT")]
         tenant: Option<String>,
         /// Largest number of profiles pushed per second.
-        #[arg(long, default_value_t = 50.0)]
+        #[arg(long, env = "PROFUSION_BENCH_RATE", default_value_t = 50.0)]
         rate: f64,
         /// How long to push, in seconds.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, env = "PROFUSION_BENCH_DURATION", default_value_t = 60)]
         duration: u64,
         /// Concurrent connections.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, env = "PROFUSION_BENCH_CONCURRENCY", default_value_t = 4)]
         concurrency: usize,
     },
     /// The whole benchmark against a server binary it starts itself (what `scripts/bench` runs).

@@ -35,22 +35,26 @@ const HOUR_MS: i64 = 3_600_000;
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RunArgs {
     /// The server binary (a release build).
-    #[arg(long, default_value = "target/release/profusion")]
+    #[arg(
+        long,
+        env = "PROFUSION_BENCH_SERVER",
+        default_value = "target/release/profusion"
+    )]
     server: PathBuf,
     /// Where reports go; each run writes a timestamped directory there.
-    #[arg(long, default_value = "bench-results")]
+    #[arg(long, env = "PROFUSION_BENCH_OUT", default_value = "bench-results")]
     out: PathBuf,
     /// A larger run: more pods, denser history, longer ingest steps.
-    #[arg(long)]
+    #[arg(long, env = "PROFUSION_BENCH_LARGE")]
     large: bool,
     /// Seconds each ingest concurrency step runs.
-    #[arg(long)]
+    #[arg(long, env = "PROFUSION_BENCH_INGEST_SECONDS")]
     ingest_seconds: Option<u64>,
     /// Minutes between two CPU profiles of a pod in the seven days of history.
-    #[arg(long)]
+    #[arg(long, env = "PROFUSION_BENCH_HISTORY_EVERY_MIN")]
     history_every_min: Option<i64>,
     /// Seed of the workload.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "PROFUSION_BENCH_SEED", default_value_t = 1)]
     seed: u64,
 }
 
