@@ -3,12 +3,13 @@
 //! and `/pyroscope/labels`. They parse the legacy `query` string (`<profile type>{matchers}`)
 //! and attime grammar, then run the same engine calls as the Connect API.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, header};
+use http::header;
+use http::request::Parts;
 use profusion_engine::querier::{SeriesQuery, TimeSeries};
 use profusion_proto::querier::v1::FlameGraph;
 use serde_json::{Value, json};
@@ -190,163 +191,175 @@ fn json_response(v: &Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
-fn read_tenants(state: &AppState, headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
-    crate::tenant::read_tenants(headers, state.config.multitenancy_enabled)
+/// What every legacy GET endpoint starts from: the query-string parameters and the tenants
+/// the request may read (a rejection answers the tenant error).
+pub(crate) struct LegacyRequest {
+    state: Arc<AppState>,
+    tenants: Vec<String>,
+    params: Params,
+}
+
+impl FromRequestParts<Arc<AppState>> for LegacyRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            tenants: crate::tenant::read_tenants(
+                &parts.headers,
+                state.config.multitenancy_enabled,
+            )?,
+            params: Params::parse(parts.uri.query()),
+            state: Arc::clone(state),
+        })
+    }
 }
 
 /// `GET /pyroscope/render`.
-pub(crate) async fn render(
-    State(state): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let params = Params::parse(query.as_deref());
-    let result = async {
-        let tenants = read_tenants(&state, &headers)?;
-        if params.get("format") == Some("dot") {
-            let q = legacy_merge(&state, &params, "query", "from", "until", None)?;
-            let max_nodes = params.max_nodes()?.unwrap_or(DOT_MAX_NODES).max(1) as usize;
-            let tree = state.frontend.merge_tree(&tenants, &q.req).await?;
-            let dot = profusion_engine::dot::to_dot(
-                &tree,
-                &q.profile_type.sample_type,
-                &q.profile_type.sample_unit,
-                max_nodes,
-            );
-            return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], dot).into_response());
-        }
-        if let Some(f) = params.get("format").filter(|f| *f != "json") {
+pub(crate) async fn render(req: LegacyRequest) -> Result<Response, ApiError> {
+    let LegacyRequest {
+        state,
+        tenants,
+        params,
+    } = req;
+    if params.get("format") == Some("dot") {
+        let q = legacy_merge(&state, &params, "query", "from", "until", None)?;
+        let max_nodes = params.max_nodes()?.unwrap_or(DOT_MAX_NODES).max(1) as usize;
+        let tree = state.frontend.merge_tree(&tenants, &q.req).await?;
+        let dot = profusion_engine::dot::to_dot(
+            &tree,
+            &q.profile_type.sample_type,
+            &q.profile_type.sample_unit,
+            max_nodes,
+        );
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], dot).into_response());
+    }
+    if let Some(f) = params.get("format").filter(|f| *f != "json") {
+        return Err(ApiError::invalid(format!(
+            "format {f:?} is not supported; use json or dot"
+        )));
+    }
+    let q = legacy_merge(
+        &state,
+        &params,
+        "query",
+        "from",
+        "until",
+        params.max_nodes()?,
+    )?;
+    let (from, until) = (
+        q.req.range.start.div_euclid(1_000_000),
+        q.req.range.end.div_euclid(1_000_000),
+    );
+    let step = point_interval_seconds(from, until);
+    let group_by: Vec<String> = params.all("groupBy").into_iter().take(1).collect();
+    let average = match params.get("aggregation") {
+        None | Some("sum") => false,
+        Some("avg") => true,
+        Some(other) => {
             return Err(ApiError::invalid(format!(
-                "format {f:?} is not supported; use json or dot"
+                "aggregation {other:?} is not supported; use sum or avg"
             )));
         }
-        let q = legacy_merge(
-            &state,
-            &params,
-            "query",
-            "from",
-            "until",
-            params.max_nodes()?,
-        )?;
-        let (from, until) = (
-            q.req.range.start.div_euclid(1_000_000),
-            q.req.range.end.div_euclid(1_000_000),
-        );
-        let step = point_interval_seconds(from, until);
-        let group_by: Vec<String> = params.all("groupBy").into_iter().take(1).collect();
-        let average = match params.get("aggregation") {
-            None | Some("sum") => false,
-            Some("avg") => true,
-            Some(other) => {
-                return Err(ApiError::invalid(format!(
-                    "aggregation {other:?} is not supported; use sum or avg"
-                )));
+    };
+    let totals_query = SeriesQuery {
+        profile_type: q.req.profile_type.clone(),
+        selector: q.req.selector.clone(),
+        range: q.req.range,
+        step_millis: step * 1000,
+        group_by: Vec::new(),
+        average,
+        limit: None,
+    };
+    let groups_query = SeriesQuery {
+        group_by: group_by.clone(),
+        ..totals_query.clone()
+    };
+    let (tree, total, groups) = tokio::try_join!(
+        state.frontend.merge_tree(&tenants, &q.req),
+        state.frontend.select_series(&tenants, &totals_query),
+        async {
+            if group_by.is_empty() {
+                Ok(Vec::new())
+            } else {
+                state.frontend.select_series(&tenants, &groups_query).await
             }
-        };
-        let totals_query = SeriesQuery {
-            profile_type: q.req.profile_type.clone(),
-            selector: q.req.selector.clone(),
-            range: q.req.range,
-            step_millis: step * 1000,
-            group_by: Vec::new(),
-            average,
-            limit: None,
-        };
-        let groups_query = SeriesQuery {
-            group_by: group_by.clone(),
-            ..totals_query.clone()
-        };
-        let (tree, total, groups) = tokio::try_join!(
-            state.frontend.merge_tree(&tenants, &q.req),
-            state.frontend.select_series(&tenants, &totals_query),
-            async {
-                if group_by.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    state.frontend.select_series(&tenants, &groups_query).await
-                }
-            },
-        )?;
-        let groups: Value = if group_by.is_empty() {
-            Value::Null
-        } else {
-            groups
-                .iter()
-                .map(|s| {
-                    let key = s.labels.first().map_or("*", |(_, v)| v.as_str());
-                    (key.to_owned(), timeline(Some(s), from, until, step))
-                })
-                .collect::<serde_json::Map<_, _>>()
-                .into()
-        };
-        Ok(json_response(&json!({
-            "version": 1,
-            "flamebearer": single(&tree.flame_graph(q.max_nodes)),
-            "metadata": metadata(&q.profile_type, "single"),
-            "timeline": timeline(total.first(), from, until, step),
-            "groups": groups,
-            "heatmap": null,
-        })))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+        },
+    )?;
+    let groups: Value = if group_by.is_empty() {
+        Value::Null
+    } else {
+        groups
+            .iter()
+            .map(|s| {
+                let key = s.labels.first().map_or("*", |(_, v)| v.as_str());
+                (key.to_owned(), timeline(Some(s), from, until, step))
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    Ok(json_response(&json!({
+        "version": 1,
+        "flamebearer": single(&tree.flame_graph(q.max_nodes)),
+        "metadata": metadata(&q.profile_type, "single"),
+        "timeline": timeline(total.first(), from, until, step),
+        "groups": groups,
+        "heatmap": null,
+    })))
 }
 
 /// `GET /pyroscope/render-diff`.
-pub(crate) async fn render_diff(
-    State(state): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let params = Params::parse(query.as_deref());
-    let result = async {
-        let tenants = read_tenants(&state, &headers)?;
-        let max_nodes = params.max_nodes()?;
-        let left = legacy_merge(
-            &state,
-            &params,
-            "leftQuery",
-            "leftFrom",
-            "leftUntil",
-            max_nodes,
-        )?;
-        let right = legacy_merge(
-            &state,
-            &params,
-            "rightQuery",
-            "rightFrom",
-            "rightUntil",
-            max_nodes,
-        )?;
-        if left.profile_type.id != right.profile_type.id {
-            return Err(ApiError::invalid(format!(
-                "leftQuery and rightQuery must have the same profile type, got {} and {}",
-                left.profile_type.id, right.profile_type.id
-            )));
-        }
-        let (lt, rt) = tokio::try_join!(
-            state.frontend.merge_tree(&tenants, &left.req),
-            state.frontend.merge_tree(&tenants, &right.req),
-        )?;
-        let diff = profusion_engine::flamegraph::diff(&lt, &rt, left.max_nodes);
-        Ok(json_response(&json!({
-            "version": 1,
-            "flamebearer": flamebearer(
-                &diff.names,
-                diff.levels.iter().map(|l| l.values.clone()).collect(),
-                diff.total,
-                diff.max_self,
-            ),
-            "metadata": metadata(&left.profile_type, "double"),
-            "leftTicks": diff.left_ticks,
-            "rightTicks": diff.right_ticks,
-            "timeline": null,
-            "groups": null,
-            "heatmap": null,
-        })))
+pub(crate) async fn render_diff(req: LegacyRequest) -> Result<Response, ApiError> {
+    let LegacyRequest {
+        state,
+        tenants,
+        params,
+    } = req;
+    let max_nodes = params.max_nodes()?;
+    let left = legacy_merge(
+        &state,
+        &params,
+        "leftQuery",
+        "leftFrom",
+        "leftUntil",
+        max_nodes,
+    )?;
+    let right = legacy_merge(
+        &state,
+        &params,
+        "rightQuery",
+        "rightFrom",
+        "rightUntil",
+        max_nodes,
+    )?;
+    if left.profile_type.id != right.profile_type.id {
+        return Err(ApiError::invalid(format!(
+            "leftQuery and rightQuery must have the same profile type, got {} and {}",
+            left.profile_type.id, right.profile_type.id
+        )));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let (lt, rt) = tokio::try_join!(
+        state.frontend.merge_tree(&tenants, &left.req),
+        state.frontend.merge_tree(&tenants, &right.req),
+    )?;
+    let diff = profusion_engine::flamegraph::diff(&lt, &rt, left.max_nodes);
+    Ok(json_response(&json!({
+        "version": 1,
+        "flamebearer": flamebearer(
+            &diff.names,
+            diff.levels.iter().map(|l| l.values.clone()).collect(),
+            diff.total,
+            diff.max_self,
+        ),
+        "metadata": metadata(&left.profile_type, "double"),
+        "leftTicks": diff.left_ticks,
+        "rightTicks": diff.right_ticks,
+        "timeline": null,
+        "groups": null,
+        "heatmap": null,
+    })))
 }
 
 /// The series a label endpoint's optional `query` (a selector, optionally behind a profile
@@ -373,47 +386,37 @@ async fn label_series(
 }
 
 /// `GET /pyroscope/label-values?label=<name>`: a JSON array; `__name__` lists profile types.
-pub(crate) async fn label_values(
-    State(state): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let params = Params::parse(query.as_deref());
-    let result = async {
-        let tenants = read_tenants(&state, &headers)?;
-        let label = params
-            .get("label")
-            .filter(|l| !l.is_empty())
-            .ok_or_else(|| ApiError::invalid("label is required"))?;
-        let name = if label == "__name__" {
-            profusion_ingest::labels::PROFILE_TYPE
-        } else {
-            label
-        };
-        let series = label_series(&state, &tenants, &params).await?;
-        let values: BTreeSet<&str> = series.iter().filter_map(|s| s.get(name)).collect();
-        Ok::<_, ApiError>(json_response(&json!(values)))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn label_values(req: LegacyRequest) -> Result<Response, ApiError> {
+    let LegacyRequest {
+        state,
+        tenants,
+        params,
+    } = req;
+    let label = params
+        .get("label")
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| ApiError::invalid("label is required"))?;
+    let name = if label == "__name__" {
+        profusion_ingest::labels::PROFILE_TYPE
+    } else {
+        label
+    };
+    let series = label_series(&state, &tenants, &params).await?;
+    let values: BTreeSet<&str> = series.iter().filter_map(|s| s.get(name)).collect();
+    Ok(json_response(&json!(values)))
 }
 
 /// `GET /pyroscope/labels`: the label names of the selected series as a JSON array.
-pub(crate) async fn labels(
-    State(state): State<Arc<AppState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let params = Params::parse(query.as_deref());
-    let result = async {
-        let tenants = read_tenants(&state, &headers)?;
-        let series = label_series(&state, &tenants, &params).await?;
-        let names: BTreeMap<&str, ()> = series
-            .iter()
-            .flat_map(|s| s.labels.iter().map(|(k, _)| (k.as_str(), ())))
-            .collect();
-        Ok::<_, ApiError>(json_response(&json!(names.keys().collect::<Vec<_>>())))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn labels(req: LegacyRequest) -> Result<Response, ApiError> {
+    let LegacyRequest {
+        state,
+        tenants,
+        params,
+    } = req;
+    let series = label_series(&state, &tenants, &params).await?;
+    let names: BTreeSet<&str> = series
+        .iter()
+        .flat_map(|s| s.labels.iter().map(|(k, _)| k.as_str()))
+        .collect();
+    Ok(json_response(&json!(names)))
 }
