@@ -346,8 +346,12 @@ async fn merged_tree(
     state: &AppState,
     tenants: &[String],
     q: &MergeQuery,
+    max_nodes: usize,
 ) -> Result<profusion_engine::flamegraph::Tree, ApiError> {
-    Ok(state.frontend.merge_tree(tenants, &q.req).await?)
+    Ok(state
+        .frontend
+        .merge_tree(tenants, &q.req, max_nodes)
+        .await?)
 }
 
 async fn select_merge_stacktraces(
@@ -378,7 +382,13 @@ async fn select_merge_stacktraces(
             ..Default::default()
         });
     }
-    let tree = merged_tree(state, &tenants, &q).await?;
+    // DOT ranks functions, not tree nodes: it needs the whole tree.
+    let truncate_at = if format == ProfileFormat::Dot {
+        0
+    } else {
+        q.max_nodes
+    };
+    let tree = merged_tree(state, &tenants, &q, truncate_at).await?;
     Ok(match format {
         ProfileFormat::Tree => SelectMergeStacktracesResponse {
             tree: tree.tree_bytes(q.max_nodes).into(),
@@ -419,7 +429,7 @@ async fn select_merge_span_profile(
         req.max_nodes,
     )?
     .narrowed(None, &[], &req.span_selector, &[])?;
-    let tree = merged_tree(state, &tenants, &q).await?;
+    let tree = merged_tree(state, &tenants, &q, q.max_nodes).await?;
     Ok(
         match ProfileFormat::try_from(req.format).unwrap_or(ProfileFormat::Unspecified) {
             ProfileFormat::Tree => SelectMergeSpanProfileResponse {
@@ -616,8 +626,9 @@ async fn diff(
     )
     .map_err(|e| ApiError::invalid(format!("right: {}", e.message)))?;
     let (lt, rt) = tokio::try_join!(
-        merged_tree(state, &tenants, &l),
-        merged_tree(state, &tenants, &r)
+        // A diff unions both trees before truncating: they must stay whole.
+        merged_tree(state, &tenants, &l, 0),
+        merged_tree(state, &tenants, &r, 0)
     )?;
     Ok(DiffResponse {
         flamegraph: Some(profusion_engine::flamegraph::diff(&lt, &rt, l.max_nodes)),

@@ -227,7 +227,7 @@ pub(crate) async fn render(req: LegacyRequest) -> Result<Response, ApiError> {
     if params.get("format") == Some("dot") {
         let q = legacy_merge(&state, &params, "query", "from", "until", None)?;
         let max_nodes = params.max_nodes()?.unwrap_or(DOT_MAX_NODES).max(1) as usize;
-        let tree = state.frontend.merge_tree(&tenants, &q.req).await?;
+        let tree = state.frontend.merge_tree(&tenants, &q.req, 0).await?;
         let dot = profusion_engine::dot::to_dot(
             &tree,
             &q.profile_type.sample_type,
@@ -278,7 +278,7 @@ pub(crate) async fn render(req: LegacyRequest) -> Result<Response, ApiError> {
         ..totals_query.clone()
     };
     let (tree, total, groups) = tokio::try_join!(
-        state.frontend.merge_tree(&tenants, &q.req),
+        state.frontend.merge_tree(&tenants, &q.req, q.max_nodes),
         state.frontend.select_series(&tenants, &totals_query),
         async {
             if group_by.is_empty() {
@@ -341,8 +341,8 @@ pub(crate) async fn render_diff(req: LegacyRequest) -> Result<Response, ApiError
         )));
     }
     let (lt, rt) = tokio::try_join!(
-        state.frontend.merge_tree(&tenants, &left.req),
-        state.frontend.merge_tree(&tenants, &right.req),
+        state.frontend.merge_tree(&tenants, &left.req, 0),
+        state.frontend.merge_tree(&tenants, &right.req, 0),
     )?;
     let diff = profusion_engine::flamegraph::diff(&lt, &rt, left.max_nodes);
     Ok(json_response(&json!({

@@ -373,7 +373,7 @@ fn main() {
         let flame = |req: MergeRequest| {
             let (querier, tenants) = (&querier, &tenants);
             async move {
-                let tree = querier.merge_tree(tenants, &req).await.unwrap();
+                let tree = querier.merge_tree(tenants, &req, 8192).await.unwrap();
                 let graph = tree.flame_graph(8192);
                 (tree.total(), graph.levels.len())
             }
@@ -405,7 +405,7 @@ fn main() {
             .merge_plan(
                 &tenants,
                 &all,
-                profusion_engine::symbolize::SymbolizeOutput::Tree,
+                profusion_engine::symbolize::SymbolizeOutput::Tree { max_nodes: 8192 },
             )
             .await
             .unwrap()

@@ -9,6 +9,12 @@ use profusion_proto::querier::v1::{FlameGraph, FlameGraphDiff, Level};
 /// The name of the synthetic node that stands for truncated children.
 pub const OTHER: &str = "other";
 
+/// The node a truncating producer (the symbolize node) leaves where it folded children away.
+/// Encoders fold it into `other` together with the children they drop themselves, and leave it
+/// out when choosing what to drop, so a tree truncated at `max_nodes` encodes exactly as the
+/// full tree would. NUL never occurs in a symbol name, so no real frame can be taken for it.
+pub const FOLDED: &str = "\u{0}folded";
+
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Node {
     name: String,
@@ -154,8 +160,10 @@ impl Tree {
         let mut totals = Vec::new();
         let mut stack: Vec<&Node> = self.root.children.iter().collect();
         while let Some(n) = stack.pop() {
-            totals.push(n.both());
-            stack.extend(n.children.iter());
+            if n.name != FOLDED {
+                totals.push(n.both());
+                stack.extend(n.children.iter());
+            }
         }
         if totals.len() <= max_nodes {
             return 0;
@@ -218,7 +226,7 @@ impl Tree {
             let mut cursor = [x[0] + node.self_value[0], x[1] + node.self_value[1]];
             let mut other = [0i64; 2];
             for child in node.children {
-                if child.both() >= min {
+                if child.name != FOLDED && child.both() >= min {
                     let at = cursor;
                     cursor = [cursor[0] + child.total[0], cursor[1] + child.total[1]];
                     kept.push((View::of(child), at));
@@ -260,7 +268,7 @@ impl Tree {
             children.clear();
             let mut other = 0;
             for c in node.children {
-                if c.total[0] >= min {
+                if c.name != FOLDED && c.total[0] >= min {
                     children.push(View::of(c));
                 } else {
                     other += c.total[0];

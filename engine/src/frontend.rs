@@ -210,9 +210,17 @@ impl QueryFrontend {
             .map_err(|_| QueryError::internal("a querier worker dropped the query"))?
     }
 
-    /// The merged tree of a request, the range split into intervals run in parallel.
-    pub async fn merge_tree(&self, tenants: &[String], req: &MergeRequest) -> Result<Tree> {
+    /// The merged tree of a request, the range split into intervals run in parallel. With
+    /// `max_nodes` (not 0) and a single part, the querier truncates it for an encoding at
+    /// `max_nodes`; split parts stay whole, as truncated parts could not be summed exactly.
+    pub async fn merge_tree(
+        &self,
+        tenants: &[String],
+        req: &MergeRequest,
+        max_nodes: usize,
+    ) -> Result<Tree> {
         let parts = split(req.range, self.config.split_interval_millis);
+        let max_nodes = if parts.len() == 1 { max_nodes } else { 0 };
         let jobs = parts.into_iter().map(|range| {
             let (tenants, req) = (
                 tenants.to_vec(),
@@ -224,7 +232,7 @@ impl QueryFrontend {
             let scope = tenants.clone();
             async move {
                 self.run(&scope, move |q| async move {
-                    q.merge_tree(&tenants, &req).await
+                    q.merge_tree(&tenants, &req, max_nodes).await
                 })
                 .await
             }

@@ -495,9 +495,17 @@ impl Querier {
         Ok(Some(DataFrame::new(ctx.state(), plan)))
     }
 
-    /// The merged call tree of the samples a request selects.
-    pub async fn merge_tree(&self, tenants: &[String], req: &MergeRequest) -> Result<Tree> {
-        let Some(plan) = self.merge_plan(tenants, req, SymbolizeOutput::Tree).await? else {
+    /// The merged call tree of the samples a request selects: whole when `max_nodes` is 0,
+    /// else truncated so that its flame graph or tree bytes at `max_nodes` are exactly the
+    /// whole tree's (only the nodes that survive travel and get decoded).
+    pub async fn merge_tree(
+        &self,
+        tenants: &[String],
+        req: &MergeRequest,
+        max_nodes: usize,
+    ) -> Result<Tree> {
+        let output = SymbolizeOutput::Tree { max_nodes };
+        let Some(plan) = self.merge_plan(tenants, req, output).await? else {
             return Ok(Tree::new());
         };
         let bytes = symbolize::output_bytes(&plan.collect().await?)?;
@@ -570,7 +578,8 @@ impl Querier {
 
     /// The indented physical plan of a flame-graph query, as `EXPLAIN` shows it.
     pub async fn explain_merge(&self, tenants: &[String], req: &MergeRequest) -> Result<String> {
-        let Some(plan) = self.merge_plan(tenants, req, SymbolizeOutput::Tree).await? else {
+        let output = SymbolizeOutput::Tree { max_nodes: 0 };
+        let Some(plan) = self.merge_plan(tenants, req, output).await? else {
             return Ok("EmptyExec: no series match the selector".into());
         };
         let physical = plan.create_physical_plan().await?;

@@ -37,7 +37,7 @@ use profusion_ingest::hash::PrehashedMap;
 use profusion_proto::google::v1 as pprof;
 use prost::Message;
 
-use crate::flamegraph::Tree;
+use crate::flamegraph::{FOLDED, Tree};
 
 /// The name of the output column.
 pub const OUTPUT_COLUMN: &str = "symbolized";
@@ -63,8 +63,9 @@ pub struct GoPgo {
 /// What the node emits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
 pub enum SymbolizeOutput {
-    /// The full call tree as tree bytes (no truncation; the caller applies `max_nodes`).
-    Tree,
+    /// The call tree as tree bytes: whole when `max_nodes` is 0, else truncated so that
+    /// encoding it at `max_nodes` gives exactly what the whole tree would.
+    Tree { max_nodes: usize },
     /// An encoded pprof profile with these header fields.
     Pprof(PprofHeader),
 }
@@ -85,7 +86,7 @@ impl SymbolizeOutput {
     /// The `frames` columns this output reads.
     pub fn frame_columns(&self) -> &'static [&'static str] {
         match self {
-            Self::Tree => &["frame_id", "function_name", "mapping_file", "address"],
+            Self::Tree { .. } => &["frame_id", "function_name", "mapping_file", "address"],
             Self::Pprof(_) => &[
                 "frame_id",
                 "function_name",
@@ -168,7 +169,8 @@ fn describe(
     filter: &StackFilter,
 ) -> fmt::Result {
     match output {
-        SymbolizeOutput::Tree => write!(f, "output=tree")?,
+        SymbolizeOutput::Tree { max_nodes: 0 } => write!(f, "output=tree")?,
+        SymbolizeOutput::Tree { max_nodes } => write!(f, "output=tree(max_nodes={max_nodes})")?,
         SymbolizeOutput::Pprof(h) => {
             write!(f, "output=pprof({}:{})", h.sample_type, h.sample_unit)?
         }
@@ -499,12 +501,12 @@ impl Symbolizer {
             stacks_out.push((stack, *value));
         }
         let bytes = match &self.output {
-            SymbolizeOutput::Tree => {
+            SymbolizeOutput::Tree { max_nodes } => {
                 let mut tree = NameTree::default();
                 for (stack, value) in &stacks_out {
                     tree.insert(stack, *value)?;
                 }
-                tree.tree_bytes()
+                tree.tree_bytes(*max_nodes)
             }
             SymbolizeOutput::Pprof(header) => {
                 let aggregate_leaf = self.filter.go_pgo.is_some_and(|p| p.aggregate_callees);
@@ -560,7 +562,7 @@ impl Symbolizer {
                 address: address.value(i),
             };
             // Unsymbolized frames are named after their binary and address, as Pyroscope does.
-            if info.name.is_empty() && matches!(self.output, SymbolizeOutput::Tree) {
+            if info.name.is_empty() && matches!(self.output, SymbolizeOutput::Tree { .. }) {
                 info.name = format!("{} 0x{:x}", info.mapping_file, info.address)
                     .trim_start()
                     .to_owned();
@@ -679,14 +681,48 @@ impl<'a> NameTree<'a> {
         add(&mut self.nodes[node as usize].self_value)
     }
 
-    fn tree_bytes(mut self) -> Vec<u8> {
+    /// Tree bytes of the whole tree, or with `max_nodes` (not 0) the children below the
+    /// `max_nodes`-th largest node total folded into one [`FOLDED`] child per parent.
+    fn tree_bytes(mut self, max_nodes: usize) -> Vec<u8> {
         let mut out = Vec::new();
         if self.nodes.is_empty() {
             return Tree::new().tree_bytes(0);
         }
-        let mut stack = vec![0u32];
-        while let Some(i) = stack.pop() {
+        let min = if max_nodes == 0 || self.nodes.len() - 1 <= max_nodes {
+            0
+        } else {
+            let mut totals: Vec<i64> = self.nodes[1..].iter().map(|n| n.total).collect();
+            let k = max_nodes - 1;
+            totals.select_nth_unstable_by(k, |a, b| b.cmp(a));
+            totals[k]
+        };
+        let mut write = |name: &str, self_value: i64, children: usize| {
+            crate::flamegraph::uvarint(&mut out, name.len() as u64);
+            out.extend_from_slice(name.as_bytes());
+            crate::flamegraph::uvarint(&mut out, self_value as u64);
+            crate::flamegraph::uvarint(&mut out, children as u64);
+        };
+        // A node to write, or the folded remainder of a parent's small children.
+        enum Item {
+            Node(u32),
+            Folded(i64),
+        }
+        let mut stack = vec![Item::Node(0)];
+        while let Some(item) = stack.pop() {
+            let i = match item {
+                Item::Folded(total) => {
+                    write(FOLDED, total, 0);
+                    continue;
+                }
+                Item::Node(i) => i,
+            };
             let mut children = std::mem::take(&mut self.nodes[i as usize].children);
+            let folded: i64 = children
+                .iter()
+                .map(|c| self.nodes[*c as usize].total)
+                .filter(|t| *t < min)
+                .sum();
+            children.retain(|c| self.nodes[*c as usize].total >= min);
             children.sort_unstable_by(|a, b| {
                 let name = |n: &u32| self.names[self.nodes[*n as usize].name as usize];
                 name(a).cmp(name(b))
@@ -697,11 +733,15 @@ impl<'a> NameTree<'a> {
             } else {
                 self.names[node.name as usize]
             };
-            crate::flamegraph::uvarint(&mut out, name.len() as u64);
-            out.extend_from_slice(name.as_bytes());
-            crate::flamegraph::uvarint(&mut out, node.self_value as u64);
-            crate::flamegraph::uvarint(&mut out, children.len() as u64);
-            stack.extend(children);
+            write(
+                name,
+                node.self_value,
+                children.len() + usize::from(folded > 0),
+            );
+            if folded > 0 {
+                stack.push(Item::Folded(folded));
+            }
+            stack.extend(children.into_iter().map(Item::Node));
         }
         out
     }
@@ -861,4 +901,59 @@ pub fn output_bytes(batches: &[RecordBatch]) -> Result<Vec<u8>> {
         .find(|b| b.num_rows() > 0)
         .map(|b| b.column(0).as_binary::<i32>().value(0).to_vec())
         .ok_or_else(|| DataFusionError::Internal("SymbolizeExec produced no row".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Truncating in the symbolize node must not change any encoding at `max_nodes`: the
+    /// flame graph and the tree bytes of the truncated tree equal those of the whole tree.
+    #[test]
+    fn truncated_trees_encode_exactly_like_whole_ones() {
+        let names = ["main", "a", "b", "c", "d", "e", "other", "gc"];
+        let frames: Vec<FrameInfo> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| FrameInfo {
+                id: 1000 + i as u64,
+                name: (*n).to_owned(),
+                ..FrameInfo::default()
+            })
+            .collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..200 {
+            let mut named = NameTree::default();
+            let mut whole = Tree::new();
+            for _ in 0..1 + next(30) {
+                let stack: Vec<&FrameInfo> = (0..1 + next(6))
+                    .map(|_| &frames[next(frames.len() as u64) as usize])
+                    .collect();
+                // Small values make ties at the threshold common.
+                let value = 1 + next(5) as i64;
+                named.insert(&stack, value).unwrap();
+                let path: Vec<&str> = stack.iter().map(|f| f.name.as_str()).collect();
+                whole.insert(&path, value).unwrap();
+            }
+            let max_nodes = 1 + next(12) as usize;
+            let truncated = Tree::from_tree_bytes(&named.tree_bytes(max_nodes)).unwrap();
+            assert_eq!(
+                truncated.flame_graph(max_nodes),
+                whole.flame_graph(max_nodes),
+                "round {round}, max_nodes {max_nodes}"
+            );
+            assert_eq!(
+                truncated.tree_bytes(max_nodes),
+                whole.tree_bytes(max_nodes),
+                "round {round}, max_nodes {max_nodes}"
+            );
+            assert_eq!(truncated.total(), whole.total());
+        }
+    }
 }

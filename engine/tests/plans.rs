@@ -119,7 +119,7 @@ async fn flame_graph_plan_scans_filters_merges_by_stack_hash_and_symbolizes() {
         span_ids: Vec::new(),
         stacks: StackFilter::default(),
     };
-    let tree = querier.merge_tree(&tenants, &req).await.unwrap();
+    let tree = querier.merge_tree(&tenants, &req, 0).await.unwrap();
     assert_eq!(
         tree.total(),
         4,
