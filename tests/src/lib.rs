@@ -792,3 +792,41 @@ pub fn connect_call<Req: prost::Message, Resp: prost::Message + Default>(
         Err((r.status, r.text()))
     }
 }
+
+/// A small fleet several query tests push: (service, env, root-first stack, value in ns).
+pub const SMALL_FLEET: &[(&str, &str, &str, i64)] = &[
+    ("api", "prod", "main;handle;db", 50_000_000),
+    ("api", "prod", "main;handle;render", 30_000_000),
+    ("api", "dev", "main;handle;db", 10_000_000),
+    ("web", "prod", "main;serve", 20_000_000),
+];
+
+/// Pushes [`SMALL_FLEET`] at `time`, one CPU profile per sample.
+pub fn push_small_fleet(server: &TestServer, time: i64) {
+    for (service, env, stack, value) in SMALL_FLEET {
+        push_cpu(
+            server,
+            &[
+                ("__name__", "process_cpu"),
+                ("service_name", service),
+                ("env", env),
+            ],
+            &[(stack, *value)],
+            time,
+        );
+    }
+}
+
+/// The reference tree of the [`SMALL_FLEET`] samples `keep` picks by (service, env), pushed
+/// `times` times.
+pub fn small_fleet_tree(
+    keep: impl Fn(&str, &str) -> bool,
+    times: i64,
+) -> std::collections::BTreeMap<String, (i64, i64)> {
+    let stacks: Vec<(Vec<String>, i64)> = SMALL_FLEET
+        .iter()
+        .filter(|(s, e, _, _)| keep(s, e))
+        .map(|(_, _, stack, v)| (stack.split(';').map(str::to_owned).collect(), v * times))
+        .collect();
+    reference_tree(&stacks)
+}

@@ -11,36 +11,16 @@ use profusion_proto::querier::v1::{
 use profusion_proto::types::v1::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
 };
-use profusion_tests::{TestServer, decode_flamegraph, now_nanos, push_cpu, reference_tree};
+use profusion_tests::{
+    TestServer, decode_flamegraph, now_nanos, push_cpu, push_small_fleet, reference_tree,
+    small_fleet_tree,
+};
 use prost::Message;
 
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
 
 /// Which pushed (service, env) pairs a selector should pick.
 type Keep = Box<dyn Fn(&str, &str) -> bool>;
-
-/// (service, env, root-first stack, value in ns) of every pushed sample.
-const PUSHED: &[(&str, &str, &str, i64)] = &[
-    ("api", "prod", "main;handle;db", 50_000_000),
-    ("api", "prod", "main;handle;render", 30_000_000),
-    ("api", "dev", "main;handle;db", 10_000_000),
-    ("web", "prod", "main;serve", 20_000_000),
-];
-
-fn push_all(server: &TestServer, time: i64) {
-    for (service, env, stack, value) in PUSHED {
-        push_cpu(
-            server,
-            &[
-                ("__name__", "process_cpu"),
-                ("service_name", service),
-                ("env", env),
-            ],
-            &[(stack, *value)],
-            time,
-        );
-    }
-}
 
 fn call<Req: Message, Resp: Message + Default>(
     server: &TestServer,
@@ -53,19 +33,6 @@ fn call<Req: Message, Resp: Message + Default>(
         None,
         req,
     )
-}
-
-/// The expected tree of the pushed samples `keep` selects, `times` pushes over.
-fn expected(
-    keep: impl Fn(&str, &str) -> bool,
-    times: i64,
-) -> std::collections::BTreeMap<String, (i64, i64)> {
-    let stacks: Vec<(Vec<String>, i64)> = PUSHED
-        .iter()
-        .filter(|(s, e, _, _)| keep(s, e))
-        .map(|(_, _, stack, v)| (stack.split(';').map(str::to_owned).collect(), v * times))
-        .collect();
-    reference_tree(&stacks)
 }
 
 fn flame(
@@ -121,7 +88,7 @@ fn flame_graphs_and_labels_are_exact_and_survive_a_flush() {
         "--ingester.flush-check-interval=100ms",
     ]);
     let now = now_nanos();
-    push_all(&server, now);
+    push_small_fleet(&server, now);
     let (start, end) = (now / 1_000_000 - 60_000, now / 1_000_000 + 60_000);
 
     let cases: Vec<(&str, Keep)> = vec![
@@ -140,7 +107,7 @@ fn flame_graphs_and_labels_are_exact_and_survive_a_flush() {
         .map(|(sel, _)| flame(&server, sel, start, end))
         .collect();
     for ((sel, keep), got) in cases.iter().zip(&before) {
-        let mut want = expected(keep, 1);
+        let mut want = small_fleet_tree(keep, 1);
         want.retain(|_, (t, _)| *t > 0);
         let mut got = got.clone();
         got.retain(|_, (t, _)| *t > 0);
@@ -155,9 +122,9 @@ fn flame_graphs_and_labels_are_exact_and_survive_a_flush() {
     assert_eq!(before, after, "identical answers from the block");
 
     // New data after the flush is merged with the block's.
-    push_all(&server, now_nanos());
+    push_small_fleet(&server, now_nanos());
     let both = flame(&server, r#"{service_name="api"}"#, start, end);
-    let mut want = expected(|s, _| s == "api", 2);
+    let mut want = small_fleet_tree(|s, _| s == "api", 2);
     want.retain(|_, (t, _)| *t > 0);
     assert_eq!(both, want, "head and block together");
 

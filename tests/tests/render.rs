@@ -2,44 +2,12 @@
 //! (flamebearer JSON with timeline and groups, and DOT), `/pyroscope/render-diff`,
 //! `/pyroscope/label-values` and `/pyroscope/labels`, checked against references computed here.
 
-use std::collections::BTreeMap;
-
-use profusion_tests::{TestServer, decode_levels, get, now_nanos, push_cpu, reference_tree};
+use profusion_tests::{
+    TestServer, decode_levels, get, now_nanos, push_small_fleet, small_fleet_tree,
+};
 use serde_json::Value;
 
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
-
-/// (service, env, root-first stack, value in ns).
-const PUSHED: &[(&str, &str, &str, i64)] = &[
-    ("api", "prod", "main;handle;db", 50_000_000),
-    ("api", "prod", "main;handle;render", 30_000_000),
-    ("api", "dev", "main;handle;db", 10_000_000),
-    ("web", "prod", "main;serve", 20_000_000),
-];
-
-fn push_all(server: &TestServer, time: i64) {
-    for (service, env, stack, value) in PUSHED {
-        push_cpu(
-            server,
-            &[
-                ("__name__", "process_cpu"),
-                ("service_name", service),
-                ("env", env),
-            ],
-            &[(stack, *value)],
-            time,
-        );
-    }
-}
-
-fn expected(keep: impl Fn(&str, &str) -> bool) -> BTreeMap<String, (i64, i64)> {
-    let stacks: Vec<(Vec<String>, i64)> = PUSHED
-        .iter()
-        .filter(|(s, e, _, _)| keep(s, e))
-        .map(|(_, _, stack, v)| (stack.split(';').map(str::to_owned).collect(), *v))
-        .collect();
-    reference_tree(&stacks)
-}
 
 fn levels(fb: &Value) -> (Vec<String>, Vec<Vec<i64>>) {
     let names = fb["names"]
@@ -71,7 +39,7 @@ fn encode(s: &str) -> String {
 fn render_answers_flamebearer_with_timeline_groups_and_dot() {
     let server = TestServer::start(&[]);
     let now = now_nanos();
-    push_all(&server, now);
+    push_small_fleet(&server, now);
     let now_ms = now / 1_000_000;
     let (from, until) = (now_ms - 300_000, now_ms + 300_000);
     let query = encode(&format!(r#"{CPU}{{service_name="api"}}"#));
@@ -85,7 +53,7 @@ fn render_answers_flamebearer_with_timeline_groups_and_dot() {
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.json();
     let (names, lv) = levels(&body["flamebearer"]);
-    let want = expected(|s, _| s == "api");
+    let want = small_fleet_tree(|s, _| s == "api", 1);
     assert_eq!(decode_levels(&names, &lv, 4, 0), want);
     assert_eq!(body["flamebearer"]["numTicks"], want["total"].0);
     assert_eq!(body["flamebearer"]["maxSelf"], 60_000_000);
@@ -128,7 +96,10 @@ fn render_answers_flamebearer_with_timeline_groups_and_dot() {
             .iter()
             .map(|v| v.as_i64().unwrap())
             .sum();
-        assert_eq!(total, expected(|s, e| s == "api" && e == env)["total"].0);
+        assert_eq!(
+            total,
+            small_fleet_tree(|s, e| s == "api" && e == env, 1)["total"].0
+        );
     }
 
     // DOT of the same selection.
@@ -169,7 +140,7 @@ fn render_answers_flamebearer_with_timeline_groups_and_dot() {
 fn render_diff_and_label_endpoints_match_the_reference() {
     let server = TestServer::start(&[]);
     let now = now_nanos();
-    push_all(&server, now);
+    push_small_fleet(&server, now);
     let now_ms = now / 1_000_000;
     let (from, until) = (now_ms - 60_000, now_ms + 60_000);
     let left = encode(&format!(r#"{CPU}{{service_name="api",env="prod"}}"#));
@@ -185,8 +156,8 @@ fn render_diff_and_label_endpoints_match_the_reference() {
     assert_eq!(body["metadata"]["format"], "double");
     let (names, lv) = levels(&body["flamebearer"]);
     let (want_left, want_right) = (
-        expected(|s, e| s == "api" && e == "prod"),
-        expected(|s, e| s == "api" && e == "dev"),
+        small_fleet_tree(|s, e| s == "api" && e == "prod", 1),
+        small_fleet_tree(|s, e| s == "api" && e == "dev", 1),
     );
     // Both sides share one shape; the decoder drops nodes absent on its side.
     assert_eq!(decode_levels(&names, &lv, 7, 0), want_left);
