@@ -607,24 +607,18 @@ async fn diff(
     let (Some(left), Some(right)) = (req.left, req.right) else {
         return Err(ApiError::invalid("diff needs both left and right"));
     };
-    let l = merge_query(
-        state,
-        &left.profile_type_id,
-        &left.label_selector,
-        left.start,
-        left.end,
-        left.max_nodes,
-    )
-    .map_err(|e| ApiError::invalid(format!("left: {}", e.message)))?;
-    let r = merge_query(
-        state,
-        &right.profile_type_id,
-        &right.label_selector,
-        right.start,
-        right.end,
-        right.max_nodes,
-    )
-    .map_err(|e| ApiError::invalid(format!("right: {}", e.message)))?;
+    let side = |name: &str, r: &SelectMergeStacktracesRequest| {
+        merge_query(
+            state,
+            &r.profile_type_id,
+            &r.label_selector,
+            r.start,
+            r.end,
+            r.max_nodes,
+        )
+        .map_err(|e| ApiError::invalid(format!("{name}: {}", e.message)))
+    };
+    let (l, r) = (side("left", &left)?, side("right", &right)?);
     let (lt, rt) = tokio::try_join!(
         // A diff unions both trees before truncating: they must stay whole.
         merged_tree(state, &tenants, &l, 0),

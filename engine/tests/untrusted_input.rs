@@ -6,41 +6,15 @@
 use profusion_engine::flamegraph::Tree;
 use profusion_engine::selector;
 
-struct Rng(u64);
+use profusion_tests::{MutationRng as Rng, mutate as mutate_with};
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
+/// Quotes, braces and operators break selector parsing; 0x80 and 0xff break UTF-8 and varints.
 fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
-    let mut v = seed.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        match rng.below(4) {
-            0 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v[i] ^= 1 << rng.below(8);
-            }
-            1 => v.truncate(rng.below(v.len() + 1)),
-            2 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v[i] = [0x00, b'"', b'\\', b'{', b'}', b'~', 0x80, 0xff][rng.below(8)];
-            }
-            _ => {
-                let i = rng.below(v.len() + 1);
-                let extra: Vec<u8> = (0..rng.below(8)).map(|_| rng.next() as u8).collect();
-                v.splice(i..i, extra);
-            }
-        }
-    }
-    v
+    mutate_with(
+        seed,
+        rng,
+        &[0x00, b'"', b'\\', b'{', b'}', b'~', 0x80, 0xff],
+    )
 }
 
 #[test]

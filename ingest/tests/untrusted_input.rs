@@ -4,48 +4,11 @@
 
 use profusion_ingest::fuzzing;
 
-struct Rng(u64);
+use profusion_tests::{MutationRng as Rng, mutate as mutate_with};
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
+/// Varint boundaries: the bytes that break length and tag decoding.
 fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
-    let mut v = seed.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        match rng.below(5) {
-            0 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v[i] ^= 1 << rng.below(8);
-            }
-            1 => v.truncate(rng.below(v.len() + 1)),
-            2 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v[i] = [0x00, 0x7f, 0x80, 0xff][rng.below(4)];
-            }
-            3 => {
-                let i = rng.below(v.len() + 1);
-                let extra: Vec<u8> = (0..rng.below(16)).map(|_| rng.next() as u8).collect();
-                v.splice(i..i, extra);
-            }
-            _ if v.len() > 2 => {
-                let (a, b) = (rng.below(v.len()), rng.below(v.len()));
-                let (a, b) = (a.min(b), a.max(b));
-                let chunk = v[a..b].to_vec();
-                v.extend_from_slice(&chunk);
-            }
-            _ => {}
-        }
-    }
-    v
+    mutate_with(seed, rng, &[0x00, 0x7f, 0x80, 0xff])
 }
 
 fn shared(path: &str) -> Vec<u8> {
