@@ -442,21 +442,35 @@ impl Querier {
         req: &MergeRequest,
         output: SymbolizeOutput,
     ) -> Result<Option<DataFrame>> {
+        let tables = self.merge_tables(tenants, req).await?;
+        self.merge_plan_on(&tables, req, output).await
+    }
+
+    /// The tables a merge request reads, pruned by its profile type and exact service.
+    async fn merge_tables(&self, tenants: &[String], req: &MergeRequest) -> Result<QueryTables> {
         let services = selector_services(&req.selector);
-        let tables = self
-            .tables(
-                tenants,
-                req.range,
-                Some(&req.profile_type),
-                services.as_ref(),
-            )
-            .await?;
+        self.tables(
+            tenants,
+            req.range,
+            Some(&req.profile_type),
+            services.as_ref(),
+        )
+        .await
+    }
+
+    /// [`Self::merge_plan`] over tables already registered.
+    async fn merge_plan_on(
+        &self,
+        tables: &QueryTables,
+        req: &MergeRequest,
+        output: SymbolizeOutput,
+    ) -> Result<Option<DataFrame>> {
         let series = if req.selector.matchers.is_empty() {
             None
         } else {
             let s = self
                 .series(
-                    &tables,
+                    tables,
                     std::slice::from_ref(&req.selector),
                     Some(&req.profile_type),
                 )
@@ -521,7 +535,8 @@ impl Querier {
     ) -> Result<pprof::Profile> {
         let parts: Vec<&str> = req.profile_type.split(':').collect();
         let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_owned();
-        let period = self.max_period(tenants, req).await?;
+        let tables = self.merge_tables(tenants, req).await?;
+        let period = Self::max_period(&tables, req).await?;
         let header = PprofHeader {
             sample_type: part(1),
             sample_unit: part(2),
@@ -536,7 +551,7 @@ impl Querier {
                 .saturating_add(1),
         };
         match self
-            .merge_plan(tenants, req, SymbolizeOutput::Pprof(header.clone()))
+            .merge_plan_on(&tables, req, SymbolizeOutput::Pprof(header.clone()))
             .await?
         {
             Some(plan) => {
@@ -548,16 +563,8 @@ impl Querier {
         }
     }
 
-    async fn max_period(&self, tenants: &[String], req: &MergeRequest) -> Result<i64> {
-        let services = selector_services(&req.selector);
-        let tables = self
-            .tables(
-                tenants,
-                req.range,
-                Some(&req.profile_type),
-                services.as_ref(),
-            )
-            .await?;
+    /// The largest period of the profiles a request selects (0 when none).
+    async fn max_period(tables: &QueryTables, req: &MergeRequest) -> Result<i64> {
         let rows = tables
             .ctx
             .table("profiles")
