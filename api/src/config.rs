@@ -44,6 +44,30 @@ pub struct Config {
     )]
     pub http_listen_port: u16,
 
+    /// Longest time a client may take to send a request's headers, counted from its first byte;
+    /// a slower client is disconnected (0s: use --server.http-read-timeout).
+    #[arg(long = "server.http-read-header-timeout", env = "PROFUSION_SERVER_HTTP_READ_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http_read_header_timeout: Duration,
+
+    /// Longest time a client may take to send a whole request, headers and body; a body not
+    /// received in time is answered 408 (0s: no limit).
+    #[arg(long = "server.http-read-timeout", env = "PROFUSION_SERVER_HTTP_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub http_read_timeout: Duration,
+
+    /// How long a connection may stay open with no request in flight before it is closed
+    /// (0s: never).
+    #[arg(long = "server.http-idle-timeout", env = "PROFUSION_SERVER_HTTP_IDLE_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+
+    /// Most connections served at once; past it, idle connections are closed to make room and
+    /// new ones wait to be accepted. Unset: three quarters of the process's open-file limit,
+    /// so descriptors stay free for the WAL, blocks and the catalog. 0: no limit.
+    #[arg(
+        long = "server.http-conn-limit",
+        env = "PROFUSION_SERVER_HTTP_CONN_LIMIT"
+    )]
+    pub http_conn_limit: Option<usize>,
+
     /// How long a graceful shutdown waits for in-flight requests before flushing and exiting.
     #[arg(long = "server.graceful-shutdown-timeout", env = "PROFUSION_SERVER_GRACEFUL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub graceful_shutdown_timeout: Duration,
@@ -96,6 +120,25 @@ pub struct Config {
         default_value_t = 1
     )]
     pub replication_factor: usize,
+
+    /// Most active series (written in the last 10 minutes) a tenant may have on this ingester;
+    /// a push that would exceed it is refused whole with 429 (0: no limit).
+    #[arg(
+        long = "ingester.max-local-series-per-tenant",
+        env = "PROFUSION_INGESTER_MAX_LOCAL_SERIES_PER_TENANT",
+        default_value_t = 0
+    )]
+    pub max_local_series_per_tenant: usize,
+
+    /// Most active series a tenant may have across the cluster; each ingester enforces its
+    /// share (this × replication factor / ingesters). The smaller of the two limits applies
+    /// (0: no limit).
+    #[arg(
+        long = "ingester.max-global-series-per-tenant",
+        env = "PROFUSION_INGESTER_MAX_GLOBAL_SERIES_PER_TENANT",
+        default_value_t = 5000
+    )]
+    pub max_global_series_per_tenant: usize,
 
     /// Flush the head into a block once it has collected data for this long.
     #[arg(long = "pyroscopedb.max-block-duration", env = "PROFUSION_PYROSCOPEDB_MAX_BLOCK_DURATION", default_value = "1h", value_parser = parse_duration)]
@@ -252,6 +295,30 @@ pub struct Config {
     )]
     pub max_flamegraph_nodes_max: i64,
 
+    /// Longest settings name, in bytes (`settings.v1.SettingsService/Set`).
+    #[arg(
+        long = "settings.max-name-length",
+        env = "PROFUSION_SETTINGS_MAX_NAME_LENGTH",
+        default_value_t = 256
+    )]
+    pub settings_max_name_length: usize,
+
+    /// Largest settings value, in bytes.
+    #[arg(
+        long = "settings.max-value-bytes",
+        env = "PROFUSION_SETTINGS_MAX_VALUE_BYTES",
+        default_value_t = 64 * 1024
+    )]
+    pub settings_max_value_bytes: usize,
+
+    /// Most settings a tenant may store.
+    #[arg(
+        long = "settings.max-per-tenant",
+        env = "PROFUSION_SETTINGS_MAX_PER_TENANT",
+        default_value_t = 1000
+    )]
+    pub settings_max_per_tenant: usize,
+
     /// Log level: error, warn, info, debug or trace (or a tracing filter directive).
     #[arg(
         long = "log.level",
@@ -331,6 +398,25 @@ impl Config {
             ingestion_rate_bytes: self.ingestion_rate_limit_mb * MIB,
             ingestion_burst_bytes: self.ingestion_burst_size_mb * MIB,
         }
+    }
+
+    /// The connection limits of the HTTP server, zeros meaning none.
+    pub fn connection_limits(&self) -> crate::http_server::ConnectionLimits {
+        let some = |d: Duration| (!d.is_zero()).then_some(d);
+        crate::http_server::ConnectionLimits {
+            header_timeout: some(self.http_read_header_timeout).or(some(self.http_read_timeout)),
+            idle_timeout: some(self.http_idle_timeout),
+            max_connections: match self.http_conn_limit {
+                None => Some(crate::http_server::default_connection_limit()),
+                Some(0) => None,
+                Some(n) => Some(n),
+            },
+        }
+    }
+
+    /// Deadline for receiving a request body (`None`: no deadline).
+    pub fn body_timeout(&self) -> Option<Duration> {
+        (!self.http_read_timeout.is_zero()).then_some(self.http_read_timeout)
     }
 
     pub fn body_limit_bytes(&self) -> usize {

@@ -54,6 +54,24 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// Longest error message sent to a client. Messages quote client input; gRPC carries them in
+/// a header, which clients refuse past a few KiB, and nobody reads a 100 KB error.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `message` cut to [`MAX_MESSAGE_BYTES`] at a character boundary, saying how much was cut.
+fn capped(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let total = message.len();
+        let mut cut = MAX_MESSAGE_BYTES - 48;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(&format!("... ({total} bytes, truncated)"));
+    }
+    message
+}
+
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         let http = match code {
@@ -67,7 +85,7 @@ impl ApiError {
         Self {
             code,
             http,
-            message: message.into(),
+            message: capped(message.into()),
         }
     }
 
@@ -79,6 +97,16 @@ impl ApiError {
     pub fn with_http(mut self, status: StatusCode) -> Self {
         self.http = status;
         self
+    }
+
+    /// The HTTP status of a Connect error: the code's, except 413 for a body over the limit,
+    /// which Connect would answer 429, an invitation to retry what can never succeed.
+    pub fn connect_status(&self) -> StatusCode {
+        if self.http == StatusCode::PAYLOAD_TOO_LARGE {
+            self.http
+        } else {
+            Self::new(self.code, "").http
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use profusion_ingest::distributor::{IncomingProfile, ProfileBody};
 use profusion_ingest::labels::Labels;
+use profusion_ingest::limits::Limits;
 use profusion_ingest::pprof::ConvertOptions;
 use profusion_proto::otlp::collector::{
     ExportProfilesServiceRequest, ExportProfilesServiceResponse,
@@ -30,25 +31,40 @@ pub(crate) async fn push(
         &headers,
         body,
         |tenant, request: PushRequest| async move {
-            st.push(&tenant, push_profiles(request)?).await?;
+            st.push(&tenant, move |limits| push_profiles(request, limits))
+                .await?;
             Ok(PushResponse {})
         },
     )
     .await
 }
 
-fn push_profiles(request: PushRequest) -> Result<Vec<IncomingProfile>, ApiError> {
+fn push_profiles(request: PushRequest, limits: &Limits) -> Result<Vec<IncomingProfile>, ApiError> {
     let mut out = Vec::new();
     for (si, series) in request.series.into_iter().enumerate() {
-        let mut labels = Labels::new();
-        for l in &series.labels {
-            if labels.get(&l.name).is_some() {
+        // Checked before the set is built: it would be refused anyway once built, and a set of
+        // a few hundred thousand labels is real work. Derived labels only add to the count.
+        if series.labels.len() > limits.max_label_names_per_series {
+            return Err(ApiError::invalid(format!(
+                "series[{si}] has {} labels, more than the limit of {}",
+                series.labels.len(),
+                limits.max_label_names_per_series
+            )));
+        }
+        let labels = Labels::from_pairs(
+            series
+                .labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        );
+        if labels.len() != series.labels.len() {
+            let mut seen = std::collections::HashSet::new();
+            if let Some(l) = series.labels.iter().find(|l| !seen.insert(&l.name)) {
                 return Err(ApiError::invalid(format!(
                     "series[{si}]: duplicate label name {:?}",
-                    l.name
+                    profusion_ingest::labels::clip(&l.name, 64)
                 )));
             }
-            labels.set(l.name.as_str(), l.value.as_str());
         }
         for sample in series.samples {
             out.push(IncomingProfile {
@@ -81,16 +97,19 @@ pub(crate) async fn ingest(
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let profiles = profusion_ingest::legacy::decode(
-            &params,
-            content_type,
-            bytes,
-            profusion_ingest::now_nanos(),
-            state.distributor.limits().max_profile_size_bytes,
-        )?;
-        state.push(&tenant, profiles).await?;
-        Ok(())
+            .unwrap_or("")
+            .to_owned();
+        state
+            .push(&tenant, move |limits| {
+                Ok(profusion_ingest::legacy::decode(
+                    &params,
+                    &content_type,
+                    bytes,
+                    profusion_ingest::now_nanos(),
+                    limits,
+                )?)
+            })
+            .await
     }
     .await;
     match result {
@@ -113,7 +132,7 @@ pub(crate) async fn otlp_export(
                 &headers,
                 body,
                 |tenant, request: ExportProfilesServiceRequest| async move {
-                    store_otlp(st, &tenant, &request).await?;
+                    st.push(&tenant, move |_| otlp_profiles(&request)).await?;
                     Ok(ExportProfilesServiceResponse::default())
                 },
             )
@@ -141,19 +160,23 @@ pub(crate) async fn otlp_http(
     };
     let result = async {
         let (tenant, bytes) = state.tenant_and_decoded_body(&headers, body).await?;
-        let request: ExportProfilesServiceRequest = if json {
-            let mut value: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::invalid(format!("invalid OTLP JSON: {e}")))?;
-            profusion_ingest::otlp::hex_ids_to_base64(&mut value);
-            let normalized =
-                serde_json::to_vec(&value).map_err(|e| ApiError::invalid(e.to_string()))?;
-            profusion_proto::from_json(&normalized, true)
-                .map_err(|e| ApiError::invalid(e.to_string()))?
-        } else {
-            prost::Message::decode(bytes)
-                .map_err(|e| ApiError::invalid(format!("invalid OTLP protobuf: {e}")))?
-        };
-        store_otlp(&state, &tenant, &request).await
+        state
+            .push(&tenant, move |_| {
+                let request: ExportProfilesServiceRequest = if json {
+                    let mut value: serde_json::Value = serde_json::from_slice(&bytes)
+                        .map_err(|e| ApiError::invalid(format!("invalid OTLP JSON: {e}")))?;
+                    profusion_ingest::otlp::hex_ids_to_base64(&mut value);
+                    let normalized =
+                        serde_json::to_vec(&value).map_err(|e| ApiError::invalid(e.to_string()))?;
+                    profusion_proto::from_json(&normalized, true)
+                        .map_err(|e| ApiError::invalid(e.to_string()))?
+                } else {
+                    prost::Message::decode(bytes)
+                        .map_err(|e| ApiError::invalid(format!("invalid OTLP protobuf: {e}")))?
+                };
+                otlp_profiles(&request)
+            })
+            .await
     }
     .await;
     match result {
@@ -167,17 +190,14 @@ pub(crate) async fn otlp_http(
     }
 }
 
-async fn store_otlp(
-    state: &AppState,
-    tenant: &str,
-    request: &ExportProfilesServiceRequest,
-) -> Result<(), ApiError> {
+fn otlp_profiles(request: &ExportProfilesServiceRequest) -> Result<Vec<IncomingProfile>, ApiError> {
     if request.resource_profiles.is_empty() {
         return Err(ApiError::invalid(
             "ExportProfilesServiceRequest has no resource_profiles",
         ));
     }
-    let profiles = profusion_ingest::otlp::convert(request, profusion_ingest::now_nanos())?;
-    state.push(tenant, profiles).await?;
-    Ok(())
+    Ok(profusion_ingest::otlp::convert(
+        request,
+        profusion_ingest::now_nanos(),
+    )?)
 }

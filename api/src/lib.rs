@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod error;
+pub mod http_server;
 mod ingest_routes;
 mod query_routes;
 mod render_routes;

@@ -32,7 +32,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let server = match Server::start(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -50,7 +50,11 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         }
-    })
+    });
+    // The head is flushed by now; work still on the blocking pool (a request decoding a body)
+    // must not keep the process from exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 async fn shutdown_signal() {

@@ -45,9 +45,24 @@ impl Protocol {
     }
 }
 
-/// Reads a request body of at most `limit` bytes.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
+/// Reads a request body of at most `limit` bytes, within `timeout` when given (408 after).
+pub async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: Option<std::time::Duration>,
+) -> Result<Bytes, ApiError> {
+    let collect = http_body_util::Limited::new(body, limit).collect();
+    let collected = match timeout {
+        None => collect.await,
+        Some(t) => tokio::time::timeout(t, collect).await.map_err(|_| {
+            ApiError::invalid(format!(
+                "the request body was not received within {}s (--server.http-read-timeout)",
+                t.as_secs_f64()
+            ))
+            .with_http(StatusCode::REQUEST_TIMEOUT)
+        })?,
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             Code::ResourceExhausted,
@@ -58,6 +73,22 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             .with_http(StatusCode::REQUEST_TIMEOUT)),
     }
 }
+
+/// Runs CPU-bound request work (decompression, decoding, parsing, conversion) on the blocking
+/// pool, so a large or hostile body never holds a runtime thread that other requests and
+/// `/ready` need.
+pub(crate) async fn on_blocking_pool<T, F>(work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::new(Code::Internal, format!("request task failed: {e}")))?
+}
+
+/// Bodies up to this size are decoded on the runtime thread: cheaper than a hop to the pool.
+const INLINE_DECODE_BYTES: usize = 64 * 1024;
 
 /// Decompresses a body whose encoding header says gzip, within `limit` bytes of output.
 pub fn decode_content(
@@ -173,7 +204,7 @@ pub(crate) async fn unary<Req, Resp, F, Fut>(
     handler: F,
 ) -> Response
 where
-    Req: prost::Message + prost::Name + Default,
+    Req: prost::Message + prost::Name + Default + Send + 'static,
     Resp: prost::Message + prost::Name,
     F: FnOnce(String, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
@@ -197,7 +228,7 @@ pub(crate) async fn unary_read<Req, Resp, F, Fut>(
     handler: F,
 ) -> Response
 where
-    Req: prost::Message + prost::Name + Default,
+    Req: prost::Message + prost::Name + Default + Send + 'static,
     Resp: prost::Message + prost::Name,
     F: FnOnce(Vec<String>, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
@@ -221,7 +252,7 @@ async fn unary_as<T, Req, Resp, F, Fut>(
     handler: F,
 ) -> Response
 where
-    Req: prost::Message + prost::Name + Default,
+    Req: prost::Message + prost::Name + Default + Send + 'static,
     Resp: prost::Message + prost::Name,
     F: FnOnce(T, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
@@ -235,9 +266,14 @@ where
     let result = async {
         // The tenant first, so an unauthenticated request is refused before its body is read.
         let tenant = tenant(headers)?;
-        let bytes = read_body(body, state.config.body_limit_bytes()).await?;
-        let request: Req =
-            decode_request(protocol, headers, bytes, state.config.body_limit_bytes())?;
+        let limit = state.config.body_limit_bytes();
+        let bytes = read_body(body, limit, state.config.body_timeout()).await?;
+        let request: Req = if bytes.len() <= INLINE_DECODE_BYTES {
+            decode_request(protocol, headers, bytes, limit)?
+        } else {
+            let headers = headers.clone();
+            on_blocking_pool(move || decode_request(protocol, &headers, bytes, limit)).await?
+        };
         handler(tenant, request).await
     }
     .await;
@@ -282,7 +318,7 @@ fn log_error(e: &ApiError) {
 pub fn connect_error(e: &ApiError) -> Response {
     log_error(e);
     let body = serde_json::json!({ "code": e.code.connect_name(), "message": e.message });
-    let status = ApiError::new(e.code, "").http;
+    let status = e.connect_status();
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],

@@ -18,7 +18,7 @@ use http::{HeaderMap, StatusCode, header};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
-use profusion_ingest::distributor::Distributor;
+use profusion_ingest::distributor::{Distributor, IncomingProfile};
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig};
 use profusion_ingest::metrics::IngestMetrics;
 use profusion_ingest::ring::Ring;
@@ -58,11 +58,17 @@ impl AppState {
         body: Body,
     ) -> Result<(String, Bytes), ApiError> {
         let tenant = crate::tenant::write_tenant(headers, self.config.multitenancy_enabled)?;
-        let bytes = crate::rpc::read_body(body, self.config.body_limit_bytes()).await?;
+        let bytes = crate::rpc::read_body(
+            body,
+            self.config.body_limit_bytes(),
+            self.config.body_timeout(),
+        )
+        .await?;
         Ok((tenant, bytes))
     }
 
-    /// Like [`Self::tenant_and_body`], with the body decompressed per its `Content-Encoding`.
+    /// Like [`Self::tenant_and_body`], with the body decompressed per its `Content-Encoding`
+    /// (on the blocking pool: decompression is CPU work).
     pub(crate) async fn tenant_and_decoded_body(
         &self,
         headers: &HeaderMap,
@@ -71,24 +77,36 @@ impl AppState {
         let (tenant, bytes) = self.tenant_and_body(headers, body).await?;
         let encoding = headers
             .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok());
-        let bytes = crate::rpc::decode_content(encoding, bytes, self.config.body_limit_bytes())?;
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let limit = self.config.body_limit_bytes();
+        let bytes = match encoding {
+            None => bytes,
+            Some(encoding) => {
+                rpc::on_blocking_pool(move || {
+                    crate::rpc::decode_content(Some(&encoding), bytes, limit)
+                })
+                .await?
+            }
+        };
         Ok((tenant, bytes))
     }
 
-    /// Stores profiles for `tenant`. Decoding, validation and normalization run on the blocking
-    /// pool, so a large profile never stalls the workers serving other requests.
-    pub(crate) async fn push(
-        &self,
-        tenant: &str,
-        profiles: Vec<profusion_ingest::distributor::IncomingProfile>,
-    ) -> Result<(), ApiError> {
+    /// Stores the profiles `decode` makes for `tenant`. Decoding, validation and
+    /// normalization run on the blocking pool, so a large or hostile profile never stalls the
+    /// runtime threads serving other requests and `/ready`.
+    pub(crate) async fn push<F>(&self, tenant: &str, decode: F) -> Result<(), ApiError>
+    where
+        F: FnOnce(&profusion_ingest::limits::Limits) -> Result<Vec<IncomingProfile>, ApiError>
+            + Send
+            + 'static,
+    {
         let distributor = Arc::clone(&self.distributor);
-        let converted = tokio::task::spawn_blocking(move || {
-            distributor.prepare(profiles, profusion_ingest::now_nanos())
+        let converted = rpc::on_blocking_pool(move || {
+            let profiles = decode(distributor.limits())?;
+            Ok(distributor.prepare(profiles, profusion_ingest::now_nanos())?)
         })
-        .await
-        .map_err(|e| ApiError::new(Code::Internal, format!("ingest task failed: {e}")))??;
+        .await?;
         self.distributor.write(tenant, converted).await?;
         Ok(())
     }
@@ -148,6 +166,63 @@ pub struct Server {
     pub addr: SocketAddr,
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
+    /// Where queries run; shut down without waiting once the server has stopped.
+    query_runtime: tokio::runtime::Runtime,
+    /// Held until the process ends.
+    _data_lock: DataDirLock,
+}
+
+/// An exclusive lock on the data directory, held for the life of the process. Two servers on
+/// one directory would replay, flush and delete each other's open WAL segments and lose
+/// acknowledged profiles; the second is refused at startup instead. The lock is the kernel's
+/// (`flock`), so it goes away with the process however it ends, SIGKILL included.
+#[derive(Debug)]
+struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    const FILE: &str = "profusion.lock";
+
+    fn acquire(dir: &Path) -> Result<Self, String> {
+        use std::io::{Read, Seek, Write};
+        let path = dir.join(Self::FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(format!(
+                    "data directory {} is in use by another profusion process{}: two servers \
+                     on one data directory would lose data; stop the other one or choose \
+                     another --pyroscopedb.data-path",
+                    dir.display(),
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {holder})")
+                    }
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("locking {}: {e}", path.display()));
+            }
+        }
+        // The holder's pid, for the message a second process prints.
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "{}", std::process::id()))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(Self { _file: file })
+    }
 }
 
 impl Server {
@@ -168,6 +243,7 @@ impl Server {
         }
         std::fs::create_dir_all(&config.data_path)
             .map_err(|e| format!("creating data path {}: {e}", config.data_path.display()))?;
+        let data_lock = DataDirLock::acquire(&config.data_path)?;
         let (store, local_root) = open_store(&config)?;
         let catalog_url = if config.catalog_url.is_empty() {
             format!("sqlite:{}", config.data_path.join("catalog.db").display())
@@ -208,6 +284,13 @@ impl Server {
                 max_head_bytes: config.max_head_bytes,
                 flush_check_interval: config.flush_check_interval,
                 local_store_root: local_root,
+                // One in-process ingester holds every series.
+                max_series_per_tenant: profusion_ingest::ingester::limiter::local_series_limit(
+                    config.max_local_series_per_tenant,
+                    config.max_global_series_per_tenant,
+                    config.replication_factor,
+                    1,
+                ),
             },
             store,
             catalog,
@@ -224,6 +307,16 @@ impl Server {
                 ..Default::default()
             },
         ));
+        // Queries run on a runtime of their own: a CPU-bound plan must not hold the threads
+        // that answer `/ready`, take pushes and carry out a shutdown.
+        let query_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            )
+            .thread_name("profusion-query")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the query runtime: {e}"))?;
         let frontend = profusion_engine::frontend::QueryFrontend::start(
             querier,
             profusion_engine::frontend::FrontendConfig {
@@ -231,6 +324,7 @@ impl Server {
                 max_outstanding_per_tenant: config.max_outstanding_per_tenant,
                 split_interval_millis: config.split_queries_by_interval.as_millis() as i64,
             },
+            query_runtime.handle(),
         );
         let ring = Ring::new(
             vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>],
@@ -265,6 +359,8 @@ impl Server {
             addr,
             state,
             listener,
+            query_runtime,
+            _data_lock: data_lock,
         })
     }
 
@@ -276,31 +372,25 @@ impl Server {
         let state = Arc::clone(&self.state);
         let app = router(Arc::clone(&state));
         let timeout = state.config.graceful_shutdown_timeout;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let ready_state = Arc::clone(&state);
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        let shutdown = async move {
             shutdown.await;
             ready_state.ready.store(false, Ordering::SeqCst);
             tracing::info!("shutting down: draining requests");
-            let _ = stop_tx.send(());
-        });
-        let serving = tokio::spawn(async move { serve.await });
-        let _ = stop_rx.await;
-        match tokio::time::timeout(timeout, serving).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
-            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-            Err(_) => tracing::warn!(
-                ?timeout,
-                "requests still running after the shutdown timeout"
-            ),
-        }
+        };
+        let limits = state.config.connection_limits();
+        tracing::info!(
+            max_connections = limits.max_connections,
+            header_timeout = ?limits.header_timeout,
+            idle_timeout = ?limits.idle_timeout,
+            "serving HTTP"
+        );
+        crate::http_server::serve(self.listener, app, limits, shutdown, timeout).await;
         tracing::info!("flushing the head");
-        state
-            .ingester
-            .shutdown()
-            .await
-            .map_err(|e| format!("final flush failed: {e}"))?;
+        let flushed = state.ingester.shutdown().await;
+        // Queries still running have no one to answer: stop without waiting for them.
+        self.query_runtime.shutdown_background();
+        flushed.map_err(|e| format!("final flush failed: {e}"))?;
         tracing::info!("shutdown complete");
         Ok(())
     }

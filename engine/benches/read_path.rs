@@ -130,6 +130,7 @@ async fn open(dir: &Path) -> (Arc<Ingester>, Querier) {
             max_head_bytes: usize::MAX,
             flush_check_interval: Duration::from_secs(24 * 3600),
             local_store_root: Some(objects),
+            max_series_per_tenant: 0,
         },
         Arc::clone(&store) as _,
         Arc::clone(&catalog),
@@ -373,7 +374,11 @@ fn main() {
         let flame = |req: MergeRequest| {
             let (querier, tenants) = (&querier, &tenants);
             async move {
-                let tree = querier.merge_tree(tenants, &req, 8192).await.unwrap();
+                let tree = querier
+                    .merge_tree(&querier.budget(), tenants, &req, 8192)
+                    .await
+                    .unwrap()
+                    .value;
                 let graph = tree.flame_graph(8192);
                 (tree.total(), graph.levels.len())
             }
@@ -395,14 +400,15 @@ fn main() {
         };
         let (series_cold, series_warm, series) = time(|| async {
             querier
-                .select_series(&tenants, &series_query)
+                .select_series(&querier.budget(), &tenants, &series_query)
                 .await
                 .unwrap()
         })
         .await;
         // Where the time goes: the flame-graph plan with per-operator metrics.
-        let plan = querier
+        let (_tables, plan) = querier
             .merge_plan(
+                &querier.budget(),
                 &tenants,
                 &all,
                 profusion_engine::symbolize::SymbolizeOutput::Tree { max_nodes: 8192 },

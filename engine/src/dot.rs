@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use crate::flamegraph::Tree;
+use crate::flamegraph::{Tree, Visit};
 
 /// Per-function and per-edge totals of a tree.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -19,36 +19,63 @@ pub struct CallGraph {
 }
 
 impl CallGraph {
+    /// One walk over the tree, linear in its nodes however deep it is: a function's cumulative
+    /// value is the total of its outermost occurrences on each path (its nodes with no
+    /// ancestor of the same name), and likewise for a caller → callee edge, which is what
+    /// counting it once per stack adds up to.
     pub fn of(tree: &Tree) -> Self {
-        let mut g = Self {
-            total: tree.total(),
-            ..Self::default()
-        };
-        let mut seen_fn: Vec<&str> = Vec::new();
-        let mut seen_edge: Vec<(&str, &str)> = Vec::new();
-        tree.for_each_stack(|stack, value| {
-            seen_fn.clear();
-            seen_edge.clear();
-            for (i, name) in stack.iter().enumerate() {
-                if !seen_fn.contains(name) {
-                    seen_fn.push(name);
-                    g.functions.entry((*name).to_owned()).or_default().1 += value;
+        let mut names: HashMap<u32, &str> = HashMap::new();
+        // Per name id: (flat, cumulative, occurrences on the current path).
+        let mut functions: HashMap<u32, (i64, i64, u32)> = HashMap::new();
+        // Per (caller, callee) ids: (value, occurrences on the current path).
+        let mut edges: HashMap<(u32, u32), (i64, u32)> = HashMap::new();
+        let mut path: Vec<u32> = Vec::new();
+        tree.walk(|visit| match visit {
+            Visit::Enter {
+                name,
+                name_id,
+                self_value,
+                total,
+            } => {
+                names.entry(name_id).or_insert(name);
+                let f = functions.entry(name_id).or_default();
+                f.0 = f.0.saturating_add(self_value);
+                if f.2 == 0 {
+                    f.1 = f.1.saturating_add(total);
                 }
-                if i > 0 {
-                    let edge = (stack[i - 1], *name);
-                    if !seen_edge.contains(&edge) {
-                        seen_edge.push(edge);
-                        *g.edges
-                            .entry((edge.0.to_owned(), edge.1.to_owned()))
-                            .or_default() += value;
+                f.2 += 1;
+                if let Some(&caller) = path.last() {
+                    let e = edges.entry((caller, name_id)).or_default();
+                    if e.1 == 0 {
+                        e.0 = e.0.saturating_add(total);
                     }
+                    e.1 += 1;
                 }
+                path.push(name_id);
             }
-            if let Some(leaf) = stack.last() {
-                g.functions.entry((*leaf).to_owned()).or_default().0 += value;
+            Visit::Exit => {
+                let Some(name_id) = path.pop() else { return };
+                if let Some(f) = functions.get_mut(&name_id) {
+                    f.2 -= 1;
+                }
+                if let Some(&caller) = path.last()
+                    && let Some(e) = edges.get_mut(&(caller, name_id))
+                {
+                    e.1 -= 1;
+                }
             }
         });
-        g
+        Self {
+            functions: functions
+                .into_iter()
+                .map(|(id, (flat, cum, _))| (names[&id].to_owned(), (flat, cum)))
+                .collect(),
+            edges: edges
+                .into_iter()
+                .map(|((a, b), (v, _))| ((names[&a].to_owned(), names[&b].to_owned()), v))
+                .collect(),
+            total: tree.total(),
+        }
     }
 }
 
@@ -77,7 +104,9 @@ pub fn to_dot(tree: &Tree, sample_type: &str, unit: &str, max_nodes: usize) -> S
         .enumerate()
         .map(|(i, (name, _))| (name.as_str(), i + 1))
         .collect();
-    let shown: i64 = nodes.iter().map(|(_, (flat, _))| flat).sum();
+    let shown = nodes
+        .iter()
+        .fold(0i64, |sum, (_, (flat, _))| sum.saturating_add(*flat));
     let mut out = String::new();
     let _ = writeln!(out, "digraph \"unnamed\" {{");
     let _ = writeln!(out, "node [style=filled fillcolor=\"#f8f8f8\"]");
@@ -116,7 +145,7 @@ pub fn to_dot(tree: &Tree, sample_type: &str, unit: &str, max_nodes: usize) -> S
             "N{} -> N{} [label=\" {value}\" weight={}]",
             id[from.as_str()],
             id[to.as_str()],
-            (100 * value / g.total).max(1),
+            (i128::from(*value) * 100 / i128::from(g.total)).max(1),
         );
     }
     out.push_str("}\n");

@@ -67,6 +67,18 @@ impl From<profusion_ingest::IngestError> for QueryError {
     }
 }
 
+impl From<crate::flamegraph::TreeError> for QueryError {
+    fn from(e: crate::flamegraph::TreeError) -> Self {
+        match e {
+            crate::flamegraph::TreeError::OverBudget(message) => Self {
+                kind: QueryErrorKind::ResourceExhausted,
+                message,
+            },
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::selector::SelectorError> for QueryError {
     fn from(e: crate::selector::SelectorError) -> Self {
         Self::invalid(e.to_string())

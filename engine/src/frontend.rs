@@ -138,24 +138,38 @@ impl QueryScheduler {
     }
 }
 
-/// Splits an inclusive nanosecond range at multiples of `interval_millis`.
-fn split(range: TimeRange, interval_millis: i64) -> Vec<TimeRange> {
+/// Splits an inclusive nanosecond range at multiples of `interval_millis`, into at most
+/// `max_parts` parts (a range that needs more is refused before anything is queued).
+fn split(range: TimeRange, interval_millis: i64, max_parts: usize) -> Result<Vec<TimeRange>> {
     let interval = interval_millis.saturating_mul(1_000_000);
-    if interval <= 0 || range.start > range.end || range.end - range.start < interval {
-        return vec![range];
+    let length = i128::from(range.end) - i128::from(range.start);
+    if interval <= 0 || length < i128::from(interval) {
+        return Ok(vec![range]);
     }
+    let parts = length / i128::from(interval) + 2;
+    if parts > max_parts as i128 {
+        return Err(QueryError {
+            kind: QueryErrorKind::ResourceExhausted,
+            message: format!(
+                "the time range splits into {parts} parts of --querier.split-queries-by-interval, \
+                 more than the {max_parts} a tenant may have queued; narrow the range"
+            ),
+        });
+    }
+    // In 128 bits: boundaries past the ends of the 64-bit range must not saturate.
+    let (interval, last) = (i128::from(interval), i128::from(range.end));
     let mut parts = Vec::new();
-    let mut start = range.start;
-    while start <= range.end {
-        let boundary = (start.div_euclid(interval) + 1).saturating_mul(interval);
-        let end = (boundary - 1).min(range.end);
-        parts.push(TimeRange { start, end });
-        if end == range.end {
-            break;
-        }
+    let mut start = i128::from(range.start);
+    while start <= last {
+        let boundary = (start.div_euclid(interval) + 1) * interval;
+        let end = (boundary - 1).min(last);
+        parts.push(TimeRange {
+            start: start as i64,
+            end: end as i64,
+        });
         start = boundary;
     }
-    parts
+    Ok(parts)
 }
 
 /// What the API calls for every read.
@@ -163,25 +177,37 @@ fn split(range: TimeRange, interval_millis: i64) -> Vec<TimeRange> {
 pub struct QueryFrontend {
     scheduler: Arc<QueryScheduler>,
     config: FrontendConfig,
+    querier: Arc<Querier>,
 }
 
 impl QueryFrontend {
-    /// Starts the scheduler and `config.workers` querier workers on the current runtime.
-    pub fn start(querier: Arc<Querier>, config: FrontendConfig) -> Self {
+    /// Starts the scheduler and `config.workers` querier workers on `runtime`: the query
+    /// runtime, apart from the one serving requests, so CPU-bound plans never hold the threads
+    /// that answer `/ready`, take pushes and handle shutdown.
+    pub fn start(
+        querier: Arc<Querier>,
+        config: FrontendConfig,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
         let scheduler = Arc::new(QueryScheduler::new(config.max_outstanding_per_tenant));
         for _ in 0..config.workers.max(1) {
             let (scheduler, querier) = (Arc::clone(&scheduler), Arc::clone(&querier));
-            tokio::spawn(async move {
+            let jobs = runtime.clone();
+            runtime.spawn(async move {
                 loop {
                     let job = scheduler.next().await;
                     // Its own task, so a panicking query fails alone and the worker lives on.
-                    if let Err(e) = tokio::spawn(job(Arc::clone(&querier))).await {
+                    if let Err(e) = jobs.spawn(job(Arc::clone(&querier))).await {
                         tracing::error!(error = %e, "a query job panicked");
                     }
                 }
             });
         }
-        Self { scheduler, config }
+        Self {
+            scheduler,
+            config,
+            querier,
+        }
     }
 
     pub fn scheduler(&self) -> &QueryScheduler {
@@ -189,20 +215,28 @@ impl QueryFrontend {
     }
 
     /// Queues `work` under the tenants' queue and waits for a worker to run it. A caller that
-    /// went away before its turn costs no work.
+    /// goes away costs no more work: before its turn the job is skipped, during it the plan is
+    /// dropped, which cancels it.
     pub async fn run<T, F, Fut>(&self, tenants: &[String], work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(Arc<Querier>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
+        let (mut tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |querier| {
             Box::pin(async move {
                 if tx.is_closed() {
                     return;
                 }
-                let _ = tx.send(work(querier).await);
+                tokio::select! {
+                    result = work(querier) => {
+                        let _ = tx.send(result);
+                    }
+                    () = tx.closed() => {
+                        tracing::debug!("query cancelled: the caller went away");
+                    }
+                }
             })
         });
         self.scheduler.enqueue(&tenants.join("|"), job)?;
@@ -219,27 +253,38 @@ impl QueryFrontend {
         req: &MergeRequest,
         max_nodes: usize,
     ) -> Result<Tree> {
-        let parts = split(req.range, self.config.split_interval_millis);
+        let parts = split(
+            req.range,
+            self.config.split_interval_millis,
+            self.config.max_outstanding_per_tenant,
+        )?;
         let max_nodes = if parts.len() == 1 { max_nodes } else { 0 };
+        let budget = self.querier.budget();
         let jobs = parts.into_iter().map(|range| {
-            let (tenants, req) = (
+            let (tenants, req, budget) = (
                 tenants.to_vec(),
                 MergeRequest {
                     range,
                     ..req.clone()
                 },
+                budget.clone(),
             );
             let scope = tenants.clone();
             async move {
                 self.run(&scope, move |q| async move {
-                    q.merge_tree(&tenants, &req, max_nodes).await
+                    q.merge_tree(&budget, &tenants, &req, max_nodes).await
                 })
                 .await
             }
         });
+        let mut parts = futures_util::future::try_join_all(jobs).await?;
+        if parts.len() == 1 {
+            return Ok(parts.remove(0).value);
+        }
+        let mut reservation = budget.reservation("merged flame-graph tree");
         let mut tree = Tree::new();
-        for part in futures_util::future::try_join_all(jobs).await? {
-            tree.merge(&part);
+        for part in parts {
+            tree.merge_charged(&part.value, budget.tree_charge(&mut reservation))?;
         }
         Ok(tree)
     }
@@ -250,9 +295,9 @@ impl QueryFrontend {
         tenants: &[String],
         req: &MergeRequest,
     ) -> Result<pprof::Profile> {
-        let (owned, req) = (tenants.to_vec(), req.clone());
+        let (owned, req, budget) = (tenants.to_vec(), req.clone(), self.querier.budget());
         self.run(tenants, move |q| async move {
-            q.merge_pprof(&owned, &req).await
+            q.merge_pprof(&budget, &owned, &req).await
         })
         .await
     }
@@ -269,8 +314,14 @@ impl QueryFrontend {
             0 => 0,
             i => i.div_euclid(step).max(1) * step,
         };
-        let jobs = split(query.range, interval).into_iter().map(|range| {
-            let tenants = tenants.to_vec();
+        let budget = self.querier.budget();
+        let parts = split(
+            query.range,
+            interval,
+            self.config.max_outstanding_per_tenant,
+        )?;
+        let jobs = parts.into_iter().map(|range| {
+            let (tenants, budget) = (tenants.to_vec(), budget.clone());
             let part = SeriesQuery {
                 range,
                 limit: None,
@@ -279,7 +330,7 @@ impl QueryFrontend {
             let scope = tenants.clone();
             async move {
                 self.run(&scope, move |q| async move {
-                    q.select_series(&tenants, &part).await
+                    q.select_series(&budget, &tenants, &part).await
                 })
                 .await
             }
@@ -311,10 +362,10 @@ impl QueryFrontend {
         selectors: Vec<Selector>,
         profile_type: Option<String>,
     ) -> Result<Vec<SeriesLabels>> {
-        let owned = tenants.to_vec();
+        let (owned, budget) = (tenants.to_vec(), self.querier.budget());
         self.run(tenants, move |q| async move {
             let tables = q
-                .tables(&owned, range, profile_type.as_deref(), None)
+                .tables(&budget, &owned, range, profile_type.as_deref(), None)
                 .await?;
             q.series(&tables, &selectors, profile_type.as_deref()).await
         })
@@ -344,9 +395,9 @@ impl QueryFrontend {
         selector: Selector,
         range: TimeRange,
     ) -> Result<QueryAnalysis> {
-        let owned = tenants.to_vec();
+        let (owned, budget) = (tenants.to_vec(), self.querier.budget());
         self.run(tenants, move |q| async move {
-            q.analyze(&owned, &selector, range).await
+            q.analyze(&budget, &owned, &selector, range).await
         })
         .await
     }
@@ -363,7 +414,7 @@ mod tests {
             start: 5 * ms,
             end: 25 * ms + 7,
         };
-        let parts = split(r, 10);
+        let parts = split(r, 10, 100).unwrap();
         assert_eq!(
             parts,
             [
@@ -381,7 +432,20 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(split(r, 0), [r]);
-        assert_eq!(split(TimeRange::EMPTY, 10), [TimeRange::EMPTY]);
+        assert_eq!(split(r, 0, 100).unwrap(), [r]);
+        assert_eq!(
+            split(TimeRange::EMPTY, 10, 100).unwrap(),
+            [TimeRange::EMPTY]
+        );
+        let everything = TimeRange {
+            start: i64::MIN,
+            end: i64::MAX,
+        };
+        assert!(split(everything, 3_600_000, 100).is_err());
+        // Boundaries at -MAX, 0 and MAX: four parts, none lost at either end.
+        let parts = split(everything, i64::MAX / 1_000_000, 100).unwrap();
+        assert_eq!(parts.len(), 4);
+        assert_eq!((parts[0].start, parts[3].end), (i64::MIN, i64::MAX));
+        assert!(parts.windows(2).all(|w| w[0].end + 1 == w[1].start));
     }
 }

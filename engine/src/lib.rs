@@ -7,10 +7,12 @@
 //! `profusion-ingest`, whose `block` module defines the format read here
 //! (`docs/block-format.md`).
 
+pub mod budget;
 pub mod dot;
 pub mod error;
 pub mod flamegraph;
 pub mod frontend;
+pub mod functions;
 pub mod querier;
 pub mod selector;
 pub mod symbolize;

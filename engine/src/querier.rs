@@ -24,10 +24,10 @@ use datafusion::datasource::listing::{
 };
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::functions_aggregate::expr_fn::{max, sum};
+use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, cast, col, lit};
+use futures_util::StreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use profusion_catalog::{BlockMeta, Catalog};
@@ -36,6 +36,7 @@ use profusion_ingest::hash::PrehashedMap;
 use profusion_ingest::ingester::{GenerationSummary, HeadSnapshot};
 use profusion_ingest::labels;
 
+use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, Result};
 use crate::flamegraph::Tree;
 use crate::selector::Selector;
@@ -176,6 +177,16 @@ pub struct SeriesLabels {
 }
 
 impl SeriesLabels {
+    /// Approximate heap bytes, for memory budgets.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self
+                .labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2 * std::mem::size_of::<String>())
+                .sum::<usize>()
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.labels
             .iter()
@@ -205,6 +216,8 @@ pub struct QueryTables {
     pub ctx: SessionContext,
     /// The blocks the tables read, after catalog pruning.
     pub blocks: Vec<BlockMeta>,
+    /// The budget the session's pool belongs to, for what the query builds outside DataFusion.
+    pub budget: QueryBudget,
 }
 
 impl std::fmt::Debug for QueryTables {
@@ -244,11 +257,16 @@ impl Querier {
         }
     }
 
-    fn session(&self) -> Result<SessionContext> {
+    /// A fresh budget of the configured size, for one query.
+    pub fn budget(&self) -> QueryBudget {
+        QueryBudget::new(self.config.query_memory_bytes)
+    }
+
+    fn session(&self, budget: &QueryBudget) -> Result<SessionContext> {
         // The budget is a hard limit for now: no spilling to disk, so a query over it fails with
         // `resource_exhausted` instead of filling the disk.
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(FairSpillPool::new(self.config.query_memory_bytes)))
+            .with_memory_pool(budget.pool())
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
@@ -277,12 +295,13 @@ impl Querier {
     /// `services` (when given).
     pub async fn tables(
         &self,
+        budget: &QueryBudget,
         tenants: &[String],
         range: TimeRange,
         profile_type: Option<&str>,
         services: Option<&HashSet<String>>,
     ) -> Result<QueryTables> {
-        let ctx = self.session()?;
+        let ctx = self.session(budget)?;
         let mut heads: Vec<Arc<BlockBatches>> = Vec::new();
         let mut blocks: Vec<BlockMeta> = Vec::new();
         for tenant in tenants {
@@ -337,16 +356,8 @@ impl Querier {
                 let file = file_name(table);
                 let urls = blocks
                     .iter()
-                    .map(|b| {
-                        let path = ObjectPath::from_iter([
-                            b.tenant.as_str(),
-                            "blocks",
-                            b.id.as_str(),
-                            file,
-                        ]);
-                        ListingTableUrl::parse(format!("{STORE_URL}{path}"))
-                    })
-                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                    .map(|b| block_url(&block::block_file_path(&b.tenant, &b.id, file)))
+                    .collect::<Result<Vec<_>>>()?;
                 let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                     .with_file_extension(".parquet");
                 let config = ListingTableConfig::new_with_multi_paths(urls)
@@ -356,7 +367,11 @@ impl Querier {
             }
             ctx.register_table(*table, df.into_view())?;
         }
-        Ok(QueryTables { ctx, blocks })
+        Ok(QueryTables {
+            ctx,
+            blocks,
+            budget: budget.clone(),
+        })
     }
 
     /// Series of the tenant matching any of `selectors` (all series when there are none),
@@ -373,11 +388,14 @@ impl Querier {
         }
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for batch in df
+        // Label sets are the query's to hold: a tenant may have churned through many series.
+        let mut reservation = tables.budget.reservation("series labels");
+        let mut held = 0usize;
+        let mut batches = df
             .select(vec![col("series_fingerprint"), col("labels")])?
-            .collect()
-            .await?
-        {
+            .execute_stream()
+            .await?;
+        while let Some(batch) = batches.next().await.transpose()? {
             let fps = batch.column(0).as_primitive::<UInt64Type>();
             let lists = batch.column(1).as_list::<i32>();
             for row in 0..batch.num_rows() {
@@ -399,6 +417,10 @@ impl Querier {
                     labels,
                 };
                 if selectors.is_empty() || selectors.iter().any(|s| s.matches(|n| series.get(n))) {
+                    held += series.heap_bytes();
+                    tables
+                        .budget
+                        .hold(&mut reservation, "the matching series' labels", held)?;
                     seen.insert(fp);
                     out.push(series);
                 }
@@ -438,18 +460,28 @@ impl Querier {
     /// hash, then the [`Symbolize`] node. `None` when the selector matches no series.
     pub async fn merge_plan(
         &self,
+        budget: &QueryBudget,
         tenants: &[String],
         req: &MergeRequest,
         output: SymbolizeOutput,
-    ) -> Result<Option<DataFrame>> {
-        let tables = self.merge_tables(tenants, req).await?;
-        self.merge_plan_on(&tables, req, output).await
+    ) -> Result<Option<(QueryTables, DataFrame)>> {
+        let tables = self.merge_tables(budget, tenants, req).await?;
+        Ok(self
+            .merge_plan_on(&tables, req, output)
+            .await?
+            .map(|plan| (tables, plan)))
     }
 
     /// The tables a merge request reads, pruned by its profile type and exact service.
-    async fn merge_tables(&self, tenants: &[String], req: &MergeRequest) -> Result<QueryTables> {
+    async fn merge_tables(
+        &self,
+        budget: &QueryBudget,
+        tenants: &[String],
+        req: &MergeRequest,
+    ) -> Result<QueryTables> {
         let services = selector_services(&req.selector);
         self.tables(
+            budget,
             tenants,
             req.range,
             Some(&req.profile_type),
@@ -492,7 +524,11 @@ impl Querier {
         let ctx = &tables.ctx;
         let merged = ctx.table("samples").await?.filter(filter)?.aggregate(
             vec![col("stack_hash")],
-            vec![sum(col("value")).alias("value")],
+            vec![
+                crate::functions::saturating_sum()
+                    .call(vec![col("value")])
+                    .alias("value"),
+            ],
         )?;
         let stacks = ctx.table("stacks").await?;
         let frames = ctx
@@ -514,28 +550,32 @@ impl Querier {
     /// whole tree's (only the nodes that survive travel and get decoded).
     pub async fn merge_tree(
         &self,
+        budget: &QueryBudget,
         tenants: &[String],
         req: &MergeRequest,
         max_nodes: usize,
-    ) -> Result<Tree> {
+    ) -> Result<Charged<Tree>> {
+        let mut reservation = budget.reservation("flame-graph tree");
         let output = SymbolizeOutput::Tree { max_nodes };
-        let Some(plan) = self.merge_plan(tenants, req, output).await? else {
-            return Ok(Tree::new());
+        let Some((_tables, plan)) = self.merge_plan(budget, tenants, req, output).await? else {
+            return Ok(Charged::new(Tree::new(), reservation));
         };
         let bytes = symbolize::output_bytes(&plan.collect().await?)?;
-        Tree::from_tree_bytes(&bytes).map_err(|e| QueryError::internal(e.to_string()))
+        let tree = Tree::from_tree_bytes_charged(&bytes, budget.tree_charge(&mut reservation))?;
+        Ok(Charged::new(tree, reservation))
     }
 
     /// The merged samples a request selects as one pprof profile, its time span the query
     /// range and its period the largest of the selected profiles'.
     pub async fn merge_pprof(
         &self,
+        budget: &QueryBudget,
         tenants: &[String],
         req: &MergeRequest,
     ) -> Result<pprof::Profile> {
         let parts: Vec<&str> = req.profile_type.split(':').collect();
         let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_owned();
-        let tables = self.merge_tables(tenants, req).await?;
+        let tables = self.merge_tables(budget, tenants, req).await?;
         let period = Self::max_period(&tables, req).await?;
         let header = PprofHeader {
             sample_type: part(1),
@@ -586,7 +626,10 @@ impl Querier {
     /// The indented physical plan of a flame-graph query, as `EXPLAIN` shows it.
     pub async fn explain_merge(&self, tenants: &[String], req: &MergeRequest) -> Result<String> {
         let output = SymbolizeOutput::Tree { max_nodes: 0 };
-        let Some(plan) = self.merge_plan(tenants, req, output).await? else {
+        let Some((_tables, plan)) = self
+            .merge_plan(&self.budget(), tenants, req, output)
+            .await?
+        else {
             return Ok("EmptyExec: no series match the selector".into());
         };
         let physical = plan.create_physical_plan().await?;
@@ -600,12 +643,14 @@ impl Querier {
     /// `limit` series with the largest totals when a limit is given.
     pub async fn select_series(
         &self,
+        budget: &QueryBudget,
         tenants: &[String],
         query: &SeriesQuery,
     ) -> Result<Vec<TimeSeries>> {
         let services = selector_services(&query.selector);
         let tables = self
             .tables(
+                budget,
                 tenants,
                 query.range,
                 Some(query.profile_type.as_str()),
@@ -642,7 +687,7 @@ impl Querier {
             })
             .collect();
         let narrowed = (!query.selector.matchers.is_empty()).then_some(series.as_slice());
-        let rows = tables
+        let mut rows = tables
             .ctx
             .table("profiles")
             .await?
@@ -656,12 +701,15 @@ impl Querier {
                 col("time_nanos"),
                 col("total_value"),
             ])?
-            .collect()
+            .execute_stream()
             .await?;
         let step = query.step_millis.max(1);
-        // (group, step start) -> (sum, profiles)
+        // (group, step start) -> (sum, profiles); a point per group and step with data, held
+        // against the budget (a tiny step over a long range makes many).
         let mut buckets: HashMap<(usize, i64), (f64, u64)> = HashMap::new();
-        for b in &rows {
+        let mut reservation = budget.reservation("time series points");
+        const BUCKET_BYTES: usize = 64;
+        while let Some(b) = rows.next().await.transpose()? {
             let (fps, times, totals) = (
                 b.column(0).as_primitive::<UInt64Type>(),
                 b.column(1).as_primitive::<Int64Type>(),
@@ -676,6 +724,11 @@ impl Querier {
                 e.0 += totals.value(i) as f64;
                 e.1 += 1;
             }
+            budget.hold(
+                &mut reservation,
+                "the time series' points",
+                buckets.capacity() * BUCKET_BYTES,
+            )?;
         }
         let mut by_group: HashMap<usize, Vec<(i64, f64)>> = HashMap::new();
         for ((group, ts), (sum, n)) in buckets {
@@ -732,6 +785,7 @@ impl Querier {
     /// many series the selector matches.
     pub async fn analyze(
         &self,
+        budget: &QueryBudget,
         tenants: &[String],
         selector: &Selector,
         range: TimeRange,
@@ -752,7 +806,9 @@ impl Querier {
             }
         }
         let services = selector_services(selector);
-        let tables = self.tables(tenants, range, None, services.as_ref()).await?;
+        let tables = self
+            .tables(budget, tenants, range, None, services.as_ref())
+            .await?;
         let mut store = QueryScope {
             component: "Object storage",
             components: u64::from(!tables.blocks.is_empty()),
@@ -813,6 +869,19 @@ fn selector_services(selector: &Selector) -> Option<HashSet<String>> {
         .iter()
         .find(|m| m.name == labels::SERVICE_NAME && m.op == crate::selector::MatchOp::Equal)
         .map(|m| HashSet::from([m.value.clone()]))
+}
+
+/// The table URL of an object. The path's segments are already in object_store's encoding
+/// (a tenant `a*` is the segment `a%2A`): pushed as URL segments, their `%` is escaped again,
+/// so the listing table decodes the URL back to exactly that path. Formatting the path into a
+/// URL string would decode `%2A` to `*`, a file that does not exist.
+fn block_url(path: &ObjectPath) -> Result<ListingTableUrl> {
+    let mut url = url::Url::parse(STORE_URL).map_err(|e| QueryError::internal(e.to_string()))?;
+    url.path_segments_mut()
+        .map_err(|()| QueryError::internal(format!("{STORE_URL} cannot take a path")))?
+        .pop_if_empty()
+        .extend(path.parts().map(|p| p.as_ref().to_owned()));
+    Ok(ListingTableUrl::try_new(url, None)?)
 }
 
 /// `schema` with top-level strings as views, as the Parquet reader produces them.

@@ -433,7 +433,8 @@ impl Symbolizer {
             let hashes = column(&batch, "stack_hash")?.as_primitive::<UInt64Type>();
             let sums = column(&batch, "value")?.as_primitive::<Int64Type>();
             for i in 0..batch.num_rows() {
-                *values.entry(hashes.value(i)).or_default() += sums.value(i);
+                let v = values.entry(hashes.value(i)).or_default();
+                *v = v.saturating_add(sums.value(i));
             }
         }
         let resolve_time = self.resolve_time.clone();
@@ -469,21 +470,21 @@ impl Symbolizer {
         // In stack-hash order, so the same data always gives the same pprof bytes.
         let mut merged: Vec<(u64, i64)> = values.into_iter().collect();
         merged.sort_unstable();
-        let mut stacks_out: Vec<(Vec<&FrameInfo>, i64)> = Vec::with_capacity(merged.len());
+        let mut tree = NameTree::default();
+        let mut pprof_stacks: Vec<(Vec<&FrameInfo>, i64)> = Vec::new();
+        let mut stack: Vec<&FrameInfo> = Vec::new();
         for (hash, value) in &merged {
             let ids = frames_of.get(hash).ok_or_else(|| {
                 DataFusionError::Execution(format!("stack {hash:016x} has no symbols in any block"))
             })?;
-            let mut stack = ids
-                .iter()
-                .map(|id| {
-                    resolved.get(id).ok_or_else(|| {
-                        DataFusionError::Execution(format!(
-                            "frame {id:016x} of stack {hash:016x} has no symbols in any block"
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
+            stack.clear();
+            for id in ids {
+                stack.push(resolved.get(id).ok_or_else(|| {
+                    DataFusionError::Execution(format!(
+                        "frame {id:016x} of stack {hash:016x} has no symbols in any block"
+                    ))
+                })?);
+            }
             if let Some(pgo) = self.filter.go_pgo {
                 let keep = (pgo.keep_locations as usize).max(1);
                 if stack.len() > keep {
@@ -498,21 +499,26 @@ impl Symbolizer {
             {
                 continue;
             }
-            stacks_out.push((stack, *value));
+            match &self.output {
+                SymbolizeOutput::Tree { .. } => {
+                    let grown = tree.insert(&stack, *value)?;
+                    self.reservation.try_grow(grown * NameTree::NODE_BYTES)?;
+                }
+                SymbolizeOutput::Pprof(_) => {
+                    self.reservation
+                        .try_grow(ENTRY_BYTES + stack.len() * std::mem::size_of::<&FrameInfo>())?;
+                    pprof_stacks.push((stack.clone(), *value));
+                }
+            }
         }
         let bytes = match &self.output {
-            SymbolizeOutput::Tree { max_nodes } => {
-                let mut tree = NameTree::default();
-                for (stack, value) in &stacks_out {
-                    tree.insert(stack, *value)?;
-                }
-                tree.tree_bytes(*max_nodes)
-            }
+            SymbolizeOutput::Tree { max_nodes } => tree.tree_bytes(*max_nodes),
             SymbolizeOutput::Pprof(header) => {
                 let aggregate_leaf = self.filter.go_pgo.is_some_and(|p| p.aggregate_callees);
-                build_pprof(header, &stacks_out, aggregate_leaf).encode_to_vec()
+                build_pprof(header, &pprof_stacks, aggregate_leaf).encode_to_vec()
             }
         };
+        self.reservation.try_grow(bytes.len())?;
         building.done();
         self.reservation.free();
         Ok(RecordBatch::try_new(
@@ -609,7 +615,8 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>> 
 }
 
 /// A call tree over interned names: cheap to build from many stacks, and encoded straight
-/// into Pyroscope tree bytes (children in name order, as [`Tree`] would emit them).
+/// into Pyroscope tree bytes (children in name order, as [`Tree`] would emit them). A node is
+/// 32 bytes plus its edge-map entry; children are a linked list, sorted only when encoded.
 #[derive(Default)]
 struct NameTree<'a> {
     names: Vec<&'a str>,
@@ -622,15 +629,33 @@ struct NameTree<'a> {
     edges: PrehashedMap<u64, u32>,
 }
 
-#[derive(Default)]
+/// No node: the end of a child list.
+const NONE: u32 = u32::MAX;
+
 struct NameNode {
     name: u32,
     self_value: i64,
     total: i64,
-    children: Vec<u32>,
+    first_child: u32,
+    next_sibling: u32,
+}
+
+impl NameNode {
+    fn new(name: u32) -> Self {
+        Self {
+            name,
+            self_value: 0,
+            total: 0,
+            first_child: NONE,
+            next_sibling: NONE,
+        }
+    }
 }
 
 impl<'a> NameTree<'a> {
+    /// Memory one node costs: the node and its edge-map entry with the map's slack.
+    const NODE_BYTES: usize = std::mem::size_of::<NameNode>() + 32;
+
     fn name_id(&mut self, frame: &'a FrameInfo) -> u32 {
         if let Some(&id) = self.frame_names.get(&frame.id) {
             return id;
@@ -644,23 +669,20 @@ impl<'a> NameTree<'a> {
         id
     }
 
-    fn insert(&mut self, stack: &[&'a FrameInfo], value: i64) -> Result<()> {
+    /// Adds `value` to a root-first stack; returns how many nodes were added. Sums saturate,
+    /// as [`Tree`]'s do.
+    fn insert(&mut self, stack: &[&'a FrameInfo], value: i64) -> Result<usize> {
         if value < 0 {
-            return Err(DataFusionError::Execution(format!(
+            return Err(DataFusionError::Internal(format!(
                 "negative value {value} in a flame graph"
             )));
         }
         if self.nodes.is_empty() {
-            self.nodes.push(NameNode::default());
+            self.nodes.push(NameNode::new(NONE));
         }
-        let add = |v: &mut i64| {
-            *v = v.checked_add(value).ok_or_else(|| {
-                DataFusionError::Execution("flame-graph values overflow 64 bits".into())
-            })?;
-            Ok::<_, DataFusionError>(())
-        };
+        let added = self.nodes.len();
         let mut node = 0u32;
-        add(&mut self.nodes[0].total)?;
+        self.nodes[0].total = self.nodes[0].total.saturating_add(value);
         for frame in stack {
             let name = self.name_id(frame);
             // Spread the small integers over 64 bits: the map uses the key as its hash.
@@ -669,21 +691,24 @@ impl<'a> NameTree<'a> {
             let next_node = self.nodes.len() as u32;
             let child = *self.edges.entry(key).or_insert(next_node);
             if child == next_node {
-                self.nodes.push(NameNode {
-                    name,
-                    ..NameNode::default()
-                });
-                self.nodes[node as usize].children.push(child);
+                let parent = &mut self.nodes[node as usize];
+                let mut new = NameNode::new(name);
+                new.next_sibling = parent.first_child;
+                parent.first_child = child;
+                self.nodes.push(new);
             }
             node = child;
-            add(&mut self.nodes[node as usize].total)?;
+            let n = &mut self.nodes[node as usize];
+            n.total = n.total.saturating_add(value);
         }
-        add(&mut self.nodes[node as usize].self_value)
+        let n = &mut self.nodes[node as usize];
+        n.self_value = n.self_value.saturating_add(value);
+        Ok(self.nodes.len() - added)
     }
 
     /// Tree bytes of the whole tree, or with `max_nodes` (not 0) the children below the
     /// `max_nodes`-th largest node total folded into one [`FOLDED`] child per parent.
-    fn tree_bytes(mut self, max_nodes: usize) -> Vec<u8> {
+    fn tree_bytes(self, max_nodes: usize) -> Vec<u8> {
         let mut out = Vec::new();
         if self.nodes.is_empty() {
             return Tree::new().tree_bytes(0);
@@ -708,6 +733,7 @@ impl<'a> NameTree<'a> {
             Folded(i64),
         }
         let mut stack = vec![Item::Node(0)];
+        let mut children: Vec<u32> = Vec::new();
         while let Some(item) = stack.pop() {
             let i = match item {
                 Item::Folded(total) => {
@@ -716,13 +742,18 @@ impl<'a> NameTree<'a> {
                 }
                 Item::Node(i) => i,
             };
-            let mut children = std::mem::take(&mut self.nodes[i as usize].children);
-            let folded: i64 = children
-                .iter()
-                .map(|c| self.nodes[*c as usize].total)
-                .filter(|t| *t < min)
-                .sum();
-            children.retain(|c| self.nodes[*c as usize].total >= min);
+            children.clear();
+            let mut folded = 0i64;
+            let mut c = self.nodes[i as usize].first_child;
+            while c != NONE {
+                let child = &self.nodes[c as usize];
+                if child.total >= min {
+                    children.push(c);
+                } else {
+                    folded = folded.saturating_add(child.total);
+                }
+                c = child.next_sibling;
+            }
             children.sort_unstable_by(|a, b| {
                 let name = |n: &u32| self.names[self.nodes[*n as usize].name as usize];
                 name(a).cmp(name(b))
@@ -741,7 +772,7 @@ impl<'a> NameTree<'a> {
             if folded > 0 {
                 stack.push(Item::Folded(folded));
             }
-            stack.extend(children.into_iter().map(Item::Node));
+            stack.extend(children.iter().map(|&c| Item::Node(c)));
         }
         out
     }
@@ -860,7 +891,7 @@ fn build_pprof(
             })
             .collect();
         match samples.get_mut(&ids) {
-            Some(v) => *v += value,
+            Some(v) => *v = v.saturating_add(*value),
             None => {
                 samples.insert(ids.clone(), *value);
                 order.push(ids);

@@ -72,6 +72,7 @@ async fn setup(dir: &Path) -> (Arc<Ingester>, Querier) {
             max_head_bytes: usize::MAX,
             flush_check_interval: Duration::from_secs(3600),
             local_store_root: Some(objects),
+            max_series_per_tenant: 0,
         },
         Arc::clone(&store) as _,
         Arc::clone(&catalog),
@@ -119,7 +120,11 @@ async fn flame_graph_plan_scans_filters_merges_by_stack_hash_and_symbolizes() {
         span_ids: Vec::new(),
         stacks: StackFilter::default(),
     };
-    let tree = querier.merge_tree(&tenants, &req, 0).await.unwrap();
+    let tree = querier
+        .merge_tree(&querier.budget(), &tenants, &req, 0)
+        .await
+        .unwrap()
+        .value;
     assert_eq!(
         tree.total(),
         4,

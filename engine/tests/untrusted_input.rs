@@ -57,13 +57,34 @@ fn mutated_tree_bytes_decode_or_fail_cleanly() {
     ] {
         tree.insert(stack, v).unwrap();
     }
-    // Two children of i64::MAX each: their sum does not fit.
+    // Two children of i64::MAX each: their sum does not fit in 64 bits and holds at the
+    // largest value (docs/read-path.md), with no error and no wrap to a negative total.
     let huge = [
         0, 0, 2, 1, b'a', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 1, b'b', 0xff,
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0,
     ];
-    assert!(Tree::from_tree_bytes(&huge).is_err());
-    let seeds = [tree.tree_bytes(0), tree.tree_bytes(2), Vec::new()];
+    let saturated = Tree::from_tree_bytes(&huge).unwrap();
+    assert_eq!(saturated.total(), i64::MAX);
+    assert_eq!(saturated.flame_graph(0).total, i64::MAX);
+    // A partial result as deep as a hostile stack: a chain of 200,000 nodes decodes, encodes in
+    // every format and drops without recursing.
+    let chain = |n: usize| {
+        let names: Vec<String> = (0..n).map(|i| format!("f{}", i % 3)).collect();
+        let mut t = Tree::new();
+        t.insert(&names, 1).unwrap();
+        t.tree_bytes(0)
+    };
+    let deep = Tree::from_tree_bytes(&chain(200_000)).unwrap();
+    assert_eq!(deep.flame_graph(8192).levels.len(), 200_001);
+    assert!(!profusion_engine::dot::to_dot(&deep, "cpu", "nanoseconds", 100).is_empty());
+    drop(deep);
+    let seeds = [
+        tree.tree_bytes(0),
+        tree.tree_bytes(2),
+        Vec::new(),
+        huge.to_vec(),
+        chain(2_000),
+    ];
     let mut rng = Rng(0x7ee_b17e5);
     for i in 0..20_000 {
         let input = mutate(&seeds[i % seeds.len()], &mut rng);

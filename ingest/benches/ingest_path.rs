@@ -315,6 +315,7 @@ fn main() {
                 max_head_bytes: usize::MAX,
                 flush_check_interval: Duration::from_secs(3600),
                 local_store_root: None,
+                max_series_per_tenant: 0,
             },
             Arc::new(LocalFileSystem::new_with_prefix(&objects).unwrap()),
             catalog,

@@ -35,6 +35,14 @@ pub const STACKS_FILE: &str = "stacks.parquet";
 pub const FRAMES_FILE: &str = "frames.parquet";
 pub const META_FILE: &str = "meta.json";
 
+/// Where a block's file lives in the object store: `<tenant>/blocks/<block id>/<file>`. The one
+/// place object paths of blocks are made: the tenant id is a path segment in object_store's
+/// encoding (characters it reserves, such as `*`, percent-encoded), so every reader and writer
+/// must name it through here, and turn it into a URL without decoding it (see the querier).
+pub fn block_file_path(tenant: &str, block_id: &str, file: &str) -> object_store::path::Path {
+    object_store::path::Path::from_iter([tenant, "blocks", block_id, file])
+}
+
 const MAX_ROW_GROUP_ROWS: usize = 1 << 20;
 
 /// `samples.parquet`: one row per (profile, stack), sorted by service, profile type, series,

@@ -3,6 +3,7 @@
 //! acknowledging once a quorum of replicas has it durably.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -23,6 +24,29 @@ pub enum ProfileBody {
     /// pprof, gzip-compressed or plain.
     Raw(Bytes),
     Decoded(Box<Profile>),
+    /// Samples, sample types, period and times in `profile`; symbol tables in `symbols`, which
+    /// the request's other profiles share (see [`pprof::convert_with_symbols`]).
+    Shared {
+        profile: Box<Profile>,
+        symbols: Arc<SharedSymbols>,
+    },
+}
+
+/// A pprof holding only symbol tables (strings, mappings, locations, functions), shared by the
+/// profiles of one request, with its encoded size measured once.
+#[derive(Debug)]
+pub struct SharedSymbols {
+    pub profile: Profile,
+    pub encoded_len: usize,
+}
+
+impl SharedSymbols {
+    pub fn new(profile: Profile) -> Self {
+        Self {
+            encoded_len: prost::Message::encoded_len(&profile),
+            profile,
+        }
+    }
 }
 
 /// One profile as an ingest endpoint received it.
@@ -89,24 +113,30 @@ impl Distributor {
         if options.fallback_time_nanos == 0 {
             options.fallback_time_nanos = now_nanos;
         }
-        let (profile, size) = match body {
+        let decoded;
+        let (profile, symbols, size) = match &body {
             ProfileBody::Raw(raw) => {
-                let (p, size) = pprof::decode(&raw, &self.limits)?;
-                (std::borrow::Cow::Owned(p), size)
+                let (p, size) = pprof::decode(raw, &self.limits)?;
+                decoded = p;
+                (&decoded, &decoded, size)
             }
-            ProfileBody::Decoded(p) => {
-                let size = prost::Message::encoded_len(p.as_ref());
-                if size > self.limits.max_profile_size_bytes {
-                    return Err(IngestError::invalid(format!(
-                        "profile is {size} bytes uncompressed, more than the limit of {} bytes",
-                        self.limits.max_profile_size_bytes
-                    )));
-                }
-                (std::borrow::Cow::Owned(*p), size)
-            }
+            ProfileBody::Decoded(p) => (
+                p.as_ref(),
+                p.as_ref(),
+                prost::Message::encoded_len(p.as_ref()),
+            ),
+            ProfileBody::Shared { profile, symbols } => (
+                profile.as_ref(),
+                &symbols.profile,
+                prost::Message::encoded_len(profile.as_ref()) + symbols.encoded_len,
+            ),
         };
-        pprof::convert(
-            &profile,
+        if size > self.limits.max_profile_size_bytes {
+            return Err(pprof::too_big(size, self.limits.max_profile_size_bytes));
+        }
+        pprof::convert_with_symbols(
+            profile,
+            symbols,
             &labels,
             &id,
             &options,
@@ -212,7 +242,10 @@ impl Distributor {
             let ok = replicas.iter().filter(|r| !failed.contains_key(r)).count();
             if ok < quorum.min(replicas.len()) {
                 let (_, first) = failed.into_iter().next().expect("a failure");
-                self.metrics.reject("ingester_failure");
+                if first.kind != crate::error::ErrorKind::ResourceExhausted {
+                    // A series limit is counted by the ingester that refused it.
+                    self.metrics.reject("ingester_failure");
+                }
                 return Err(IngestError {
                     kind: first.kind,
                     message: format!(

@@ -51,8 +51,17 @@ pub fn otlp(data: &[u8]) {
     for r in requests {
         if let Ok(profiles) = crate::otlp::convert(&r, 0) {
             for p in profiles {
-                if let crate::distributor::ProfileBody::Decoded(profile) = &p.body {
-                    let _ = pprof::convert(profile, &p.labels, "id", &p.options, &limits, 0, 0);
+                if let crate::distributor::ProfileBody::Shared { profile, symbols } = &p.body {
+                    let _ = pprof::convert_with_symbols(
+                        profile,
+                        &symbols.profile,
+                        &p.labels,
+                        "id",
+                        &p.options,
+                        &limits,
+                        0,
+                        0,
+                    );
                 }
             }
         }
@@ -81,7 +90,7 @@ pub fn legacy(data: &[u8]) {
         content_type,
         Bytes::copy_from_slice(body),
         0,
-        1 << 20,
+        &limits,
     ) {
         for p in profiles {
             if let crate::distributor::ProfileBody::Decoded(profile) = &p.body {

@@ -27,18 +27,28 @@ impl Labels {
         Self::default()
     }
 
-    /// Builds a set from pairs; a later pair replaces an earlier one of the same name.
+    /// Builds a set from pairs; a later pair replaces an earlier one of the same name. Sorts
+    /// once, so building a set is O(n log n) however many pairs a client sends.
     pub fn from_pairs<I, K, V>(pairs: I) -> Self
     where
         I: IntoIterator<Item = (K, V)>,
         K: Into<String>,
         V: Into<String>,
     {
-        let mut labels = Self::new();
-        for (k, v) in pairs {
-            labels.set(k, v);
+        let mut all: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        // Stable: equal names keep their order, so the last of each run is the latest pair.
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(String, String)> = Vec::with_capacity(all.len());
+        for pair in all {
+            match out.last_mut() {
+                Some(last) if last.0 == pair.0 => *last = pair,
+                _ => out.push(pair),
+            }
         }
-        labels
+        Self(out)
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -104,10 +114,43 @@ impl Labels {
             .collect()
     }
 
-    /// The Prometheus-style rendering `{a="1", b="2"}` used in messages and ring hashing.
+    /// The Prometheus-style rendering `{a="1", b="2"}` used in ring hashing.
     pub fn render(&self) -> String {
         let body: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
         format!("{{{}}}", body.join(", "))
+    }
+
+    /// [`Self::render`] for error messages: at most [`DESCRIBE_MAX`] bytes, with the number of
+    /// labels left out, so a client's huge label set is never echoed back whole.
+    pub fn describe(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            let pair = format!(
+                "{}{}={:?}",
+                if i > 0 { ", " } else { "" },
+                clip(k, 64),
+                clip(v, 64)
+            );
+            if out.len() + pair.len() > DESCRIBE_MAX {
+                out.push_str(&format!(", ... {} more", self.0.len() - i));
+                break;
+            }
+            out.push_str(&pair);
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Longest label-set rendering in an error message.
+pub const DESCRIBE_MAX: usize = 256;
+
+/// `s` cut to at most `max` characters, with `...` when cut: for quoting client input in
+/// error messages.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => s.into(),
+        Some((i, _)) => format!("{}...", &s[..i]).into(),
     }
 }
 
@@ -123,7 +166,7 @@ pub fn validate(labels: &Labels, limits: &Limits) -> Result<()> {
     if labels.len() > limits.max_label_names_per_series {
         return Err(IngestError::invalid(format!(
             "series {} has {} labels, more than the limit of {}",
-            labels.render(),
+            labels.describe(),
             labels.len(),
             limits.max_label_names_per_series
         )));
@@ -132,12 +175,13 @@ pub fn validate(labels: &Labels, limits: &Limits) -> Result<()> {
         None => {
             return Err(IngestError::invalid(format!(
                 "series {} has no {METRIC_NAME} label",
-                labels.render()
+                labels.describe()
             )));
         }
         Some(name) if !is_valid_metric_name(name) => {
             return Err(IngestError::invalid(format!(
-                "invalid {METRIC_NAME} {name:?}: must match [a-zA-Z_:][a-zA-Z0-9_:]*"
+                "invalid {METRIC_NAME} {:?}: must match [a-zA-Z_:][a-zA-Z0-9_:]*",
+                clip(name, 128)
             )));
         }
         Some(_) => {}
@@ -145,27 +189,28 @@ pub fn validate(labels: &Labels, limits: &Limits) -> Result<()> {
     if labels.get(SERVICE_NAME).is_none_or(str::is_empty) {
         return Err(IngestError::invalid(format!(
             "series {} has no {SERVICE_NAME} label",
-            labels.render()
+            labels.describe()
         )));
     }
     for (name, value) in labels.iter() {
         if name.is_empty() {
             return Err(IngestError::invalid(format!(
                 "series {} has an empty label name",
-                labels.render()
+                labels.describe()
             )));
         }
         if name.len() > limits.max_label_name_length {
             return Err(IngestError::invalid(format!(
-                "label name {:?}... is {} bytes long, more than the limit of {}",
-                truncate_chars(name, 64),
+                "label name {:?} is {} bytes long, more than the limit of {}",
+                clip(name, 64),
                 name.len(),
                 limits.max_label_name_length
             )));
         }
         if value.len() > limits.max_label_value_length {
             return Err(IngestError::invalid(format!(
-                "value of label {name:?} is {} bytes long, more than the limit of {}",
+                "value of label {:?} is {} bytes long, more than the limit of {}",
+                clip(name, 64),
                 value.len(),
                 limits.max_label_value_length
             )));
@@ -174,8 +219,19 @@ pub fn validate(labels: &Labels, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-fn truncate_chars(s: &str, n: usize) -> &str {
-    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+/// Refuses a part of a profile type id that no query could name: `:` separates the parts of
+/// `name:sample_type:sample_unit:period_type:period_unit`, and the legacy query grammar
+/// `<profile type>{matchers}` ends the type at the first brace. Stored, such a profile would be
+/// listed but never selectable.
+pub fn check_profile_type_part(what: &str, value: &str) -> Result<()> {
+    match value.chars().find(|c| matches!(c, ':' | '{' | '}')) {
+        None => Ok(()),
+        Some(c) => Err(IngestError::invalid(format!(
+            "{what} {:?} must not contain {c:?}: it becomes part of the profile type id \
+             name:sample_type:sample_unit:period_type:period_unit that queries select",
+            clip(value, 128)
+        ))),
+    }
 }
 
 /// Keeps the last `max` bytes of `s` (at a char boundary), as Pyroscope does for long symbols.

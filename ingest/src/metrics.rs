@@ -14,6 +14,8 @@ pub struct IngestMetrics {
     pub flushes: Counter,
     pub block_bytes: Counter,
     pub wal_corruptions: Counter,
+    /// Active series per tenant (for the series limit), refreshed once a minute.
+    pub active_series: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl IngestMetrics {
@@ -53,6 +55,11 @@ impl IngestMetrics {
             "block_bytes_written",
             "Bytes of block files uploaded",
             self.block_bytes.clone(),
+        );
+        r.register(
+            "ingester_active_series",
+            "Series written in the last ten minutes, per tenant (the series limit counts these)",
+            self.active_series.clone(),
         );
         r.register(
             "wal_corruptions",

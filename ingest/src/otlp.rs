@@ -1,28 +1,31 @@
 //! OTLP profiles (`v1development`, proto 1.10+ layout) mapped into Pyroscope's model exactly as
-//! Pyroscope maps them: one pprof per OTLP profile and per distinct sample-level
+//! Pyroscope maps them: one series per OTLP profile and per distinct sample-level
 //! `service.name`, with `__otel__`, `__delta__`, resource and scope attributes as series labels.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use profusion_proto::google::v1 as pprof;
 use profusion_proto::otlp::collector::ExportProfilesServiceRequest;
 use profusion_proto::otlp::common::{AnyValue, KeyValue, any_value};
 use profusion_proto::otlp::profiles::{self as otlp, ProfilesDictionary};
 
-use crate::distributor::{IncomingProfile, ProfileBody};
+use crate::distributor::{IncomingProfile, ProfileBody, SharedSymbols};
 use crate::error::{IngestError, Result};
 use crate::labels::{self, Labels};
 use crate::pprof::ConvertOptions;
 
 const DEFAULT_DURATION_NANOS: i64 = 10_000_000_000;
 
-/// Converts an export request into profiles for the distributor.
+/// Converts an export request into profiles for the distributor. Every profile of the request
+/// shares one pprof symbol table built from the request's dictionary, instead of a copy each.
 pub fn convert(req: &ExportProfilesServiceRequest, now_nanos: i64) -> Result<Vec<IncomingProfile>> {
     let dict = req
         .dictionary
         .as_ref()
         .ok_or_else(|| IngestError::invalid("ExportProfilesServiceRequest has no dictionary"))?;
-    let mut out = Vec::new();
+    let mut strings = SharedStrings::new(dict)?;
+    let mut converted = Vec::new();
     for (ri, rp) in req.resource_profiles.iter().enumerate() {
         let resource_attrs = rp
             .resource
@@ -35,14 +38,148 @@ pub fn convert(req: &ExportProfilesServiceRequest, now_nanos: i64) -> Result<Vec
                 .map_or(&[][..], |s| s.attributes.as_slice());
             for (pi, profile) in sp.profiles.iter().enumerate() {
                 let at = format!("resource_profiles[{ri}].scope_profiles[{si}].profiles[{pi}]");
-                let converted =
-                    convert_profile(dict, resource_attrs, scope_attrs, profile, now_nanos)
-                        .map_err(|e| e.at(&at))?;
-                out.extend(converted);
+                converted.push(
+                    convert_profile(
+                        dict,
+                        &mut strings,
+                        resource_attrs,
+                        scope_attrs,
+                        profile,
+                        now_nanos,
+                    )
+                    .map_err(|e| e.at(&at))?,
+                );
             }
         }
     }
-    Ok(out)
+    if converted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let symbols = Arc::new(SharedSymbols::new(symbols(dict, strings)));
+    Ok(converted
+        .into_iter()
+        .map(|(labels, profile, id)| IncomingProfile {
+            labels,
+            body: ProfileBody::Shared {
+                profile: Box::new(profile),
+                symbols: Arc::clone(&symbols),
+            },
+            id,
+            options: ConvertOptions {
+                fallback_time_nanos: now_nanos,
+                ..Default::default()
+            },
+        })
+        .collect())
+}
+
+/// The dictionary's string table, growing by the strings labels and types need.
+struct SharedStrings {
+    strings: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl SharedStrings {
+    fn new(dict: &ProfilesDictionary) -> Result<Self> {
+        if dict.string_table.first().is_none_or(|s| !s.is_empty()) {
+            return Err(IngestError::invalid(
+                "dictionary.string_table[0] must be the empty string",
+            ));
+        }
+        Ok(Self {
+            strings: dict.string_table.clone(),
+            index: HashMap::new(),
+        })
+    }
+
+    fn intern(&mut self, v: &str) -> i64 {
+        if let Some(&i) = self.index.get(v) {
+            return i;
+        }
+        let i = self.strings.len() as i64;
+        self.strings.push(v.to_owned());
+        self.index.insert(v.to_owned(), i);
+        i
+    }
+
+    fn label(&mut self, key: &str, value: &str) -> pprof::Label {
+        pprof::Label {
+            key: self.intern(key),
+            str: self.intern(value),
+            ..Default::default()
+        }
+    }
+}
+
+/// The pprof symbol tables of a dictionary: mapping, location and function `i + 1` are the
+/// dictionary's entry `i`.
+fn symbols(dict: &ProfilesDictionary, mut strings: SharedStrings) -> pprof::Profile {
+    let s = |idx: i32| get(&dict.string_table, idx, "").map(String::as_str);
+    let mapping: Vec<pprof::Mapping> = dict
+        .mapping_table
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let build_id = m
+                .attribute_indices
+                .iter()
+                .filter_map(|&ai| get(&dict.attribute_table, ai, "attribute").ok())
+                .find(|kv| s(kv.key_strindex).is_ok_and(|k| k == "process.executable.build_id.gnu"))
+                .and_then(|kv| kv.value.as_ref().and_then(string_of))
+                .map_or(0, |b| strings.intern(&b));
+            pprof::Mapping {
+                id: i as u64 + 1,
+                memory_start: m.memory_start,
+                memory_limit: m.memory_limit,
+                file_offset: m.file_offset,
+                filename: i64::from(m.filename_strindex),
+                build_id,
+                ..Default::default()
+            }
+        })
+        .collect();
+    let location = dict
+        .location_table
+        .iter()
+        .enumerate()
+        .map(|(i, l)| pprof::Location {
+            id: i as u64 + 1,
+            mapping_id: if l.mapping_index > 0 {
+                l.mapping_index as u64 + 1
+            } else {
+                0
+            },
+            address: l.address,
+            line: l
+                .lines
+                .iter()
+                .map(|line| pprof::Line {
+                    function_id: line.function_index as u64 + 1,
+                    line: line.line,
+                })
+                .collect(),
+            is_folded: false,
+        })
+        .collect();
+    let function = dict
+        .function_table
+        .iter()
+        .enumerate()
+        .map(|(i, f)| pprof::Function {
+            id: i as u64 + 1,
+            name: i64::from(f.name_strindex),
+            system_name: i64::from(f.system_name_strindex),
+            filename: i64::from(f.filename_strindex),
+            start_line: f.start_line,
+        })
+        .collect();
+    pprof::Profile {
+        mapping,
+        location,
+        function,
+        string_table: strings.strings,
+        ..Default::default()
+    }
 }
 
 fn string_of(v: &AnyValue) -> Option<String> {
@@ -66,13 +203,17 @@ fn get<'a, T>(table: &'a [T], idx: i32, what: &str) -> Result<&'a T> {
         })
 }
 
+/// One OTLP profile as series labels, a pprof over the request's shared symbols (samples with
+/// their own `service.name` carry it as a `service_name` sample label, which splits them into
+/// their own series, as Pyroscope's one pprof per service does) and its id.
 fn convert_profile(
     dict: &ProfilesDictionary,
+    strings: &mut SharedStrings,
     resource_attrs: &[KeyValue],
     scope_attrs: &[KeyValue],
     profile: &otlp::Profile,
     now_nanos: i64,
-) -> Result<Vec<IncomingProfile>> {
+) -> Result<(Labels, pprof::Profile, String)> {
     let s = |idx: i32, what: &str| get(&dict.string_table, idx, what).map(String::as_str);
     let st = profile.sample_type.unwrap_or_default();
     let pt = profile.period_type.unwrap_or_default();
@@ -112,31 +253,7 @@ fn convert_profile(
         )
     });
 
-    // The pprof keeps the dictionary's strings and adds the ones labels need.
-    let mut strings = dict.string_table.clone();
-    if strings.first().is_none_or(|s| !s.is_empty()) {
-        return Err(IngestError::invalid(
-            "dictionary.string_table[0] must be the empty string",
-        ));
-    }
-    let mut index: HashMap<String, i64> = HashMap::new();
-    let mut intern = |strings: &mut Vec<String>, v: &str| -> i64 {
-        if let Some(&i) = index.get(v) {
-            return i;
-        }
-        let i = strings.len() as i64;
-        strings.push(v.to_owned());
-        index.insert(v.to_owned(), i);
-        i
-    };
-
-    let mut string_label = |strings: &mut Vec<String>, key: &str, value: &str| pprof::Label {
-        key: intern(strings, key),
-        str: intern(strings, value),
-        ..Default::default()
-    };
-
-    let mut by_service: BTreeMap<String, Vec<pprof::Sample>> = BTreeMap::new();
+    let mut samples = Vec::with_capacity(profile.samples.len());
     for (si, sample) in profile.samples.iter().enumerate() {
         let at = |e: IngestError| e.at(format!("samples[{si}]"));
         let stack = get(&dict.stack_table, sample.stack_index, "stack_index").map_err(at)?;
@@ -154,7 +271,6 @@ fn convert_profile(
                 "sample has neither values nor timestamps",
             )));
         };
-        let mut service = default_service.clone();
         let mut label = Vec::new();
         for &ai in &sample.attribute_indices {
             let kv = get(&dict.attribute_table, ai, "attribute index").map_err(at)?;
@@ -162,88 +278,28 @@ fn convert_profile(
             let Some(v) = kv.value.as_ref().and_then(string_of) else {
                 continue;
             };
-            if key == "service.name" {
-                service = v;
+            let key = if key == "service.name" {
+                labels::SERVICE_NAME
             } else {
-                label.push(string_label(&mut strings, key, &v));
-            }
+                key
+            };
+            label.push(strings.label(key, &v));
         }
         if sample.link_index != 0 {
             let link = get(&dict.link_table, sample.link_index, "link_index").map_err(at)?;
             if link.span_id.len() == 8 {
-                label.push(string_label(&mut strings, "span_id", &hex(&link.span_id)));
+                label.push(strings.label("span_id", &hex(&link.span_id)));
             }
             if link.trace_id.len() == 16 {
-                label.push(string_label(&mut strings, "trace_id", &hex(&link.trace_id)));
+                label.push(strings.label("trace_id", &hex(&link.trace_id)));
             }
         }
-        by_service.entry(service).or_default().push(pprof::Sample {
+        samples.push(pprof::Sample {
             location_id,
             value: vec![value.saturating_mul(multiplier)],
             label,
         });
     }
-
-    let mapping: Vec<pprof::Mapping> = dict
-        .mapping_table
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let build_id = m
-                .attribute_indices
-                .iter()
-                .filter_map(|&ai| get(&dict.attribute_table, ai, "attribute").ok())
-                .find(|kv| {
-                    s(kv.key_strindex, "").is_ok_and(|k| k == "process.executable.build_id.gnu")
-                })
-                .and_then(|kv| kv.value.as_ref().and_then(string_of))
-                .map_or(0, |b| intern(&mut strings, &b));
-            pprof::Mapping {
-                id: i as u64 + 1,
-                memory_start: m.memory_start,
-                memory_limit: m.memory_limit,
-                file_offset: m.file_offset,
-                filename: i64::from(m.filename_strindex),
-                build_id,
-                ..Default::default()
-            }
-        })
-        .collect();
-    let location: Vec<pprof::Location> = dict
-        .location_table
-        .iter()
-        .enumerate()
-        .map(|(i, l)| pprof::Location {
-            id: i as u64 + 1,
-            mapping_id: if l.mapping_index > 0 {
-                l.mapping_index as u64 + 1
-            } else {
-                0
-            },
-            address: l.address,
-            line: l
-                .lines
-                .iter()
-                .map(|line| pprof::Line {
-                    function_id: line.function_index as u64 + 1,
-                    line: line.line,
-                })
-                .collect(),
-            is_folded: false,
-        })
-        .collect();
-    let function: Vec<pprof::Function> = dict
-        .function_table
-        .iter()
-        .enumerate()
-        .map(|(i, f)| pprof::Function {
-            id: i as u64 + 1,
-            name: i64::from(f.name_strindex),
-            system_name: i64::from(f.system_name_strindex),
-            filename: i64::from(f.filename_strindex),
-            start_line: f.start_line,
-        })
-        .collect();
 
     let time_nanos = if profile.time_unix_nano == 0 {
         now_nanos
@@ -259,53 +315,27 @@ fn convert_profile(
         Ok(b) if b != [0; 16] => uuid::Uuid::from_bytes(b).to_string(),
         _ => String::new(),
     };
-    let (st_i, su_i, pt_i, pu_i) = (
-        intern(&mut strings, sample_type),
-        intern(&mut strings, sample_unit),
-        intern(&mut strings, period_type),
-        intern(&mut strings, period_unit),
-    );
-
-    let mut out = Vec::new();
-    for (service, samples) in by_service {
-        let mut l = Labels::new();
-        for (k, v) in &attrs {
-            l.set(k.as_str(), v.as_str());
-        }
-        l.set(labels::DELTA, "false");
-        l.set("__otel__", "true");
-        l.set(labels::METRIC_NAME, metric.as_str());
-        l.set(labels::SERVICE_NAME, service);
-        let p = pprof::Profile {
-            sample_type: vec![pprof::ValueType {
-                r#type: st_i,
-                unit: su_i,
-            }],
-            sample: samples,
-            mapping: mapping.clone(),
-            location: location.clone(),
-            function: function.clone(),
-            string_table: strings.clone(),
-            time_nanos,
-            duration_nanos,
-            period_type: Some(pprof::ValueType {
-                r#type: pt_i,
-                unit: pu_i,
-            }),
-            period: profile.period,
-            ..Default::default()
-        };
-        out.push(IncomingProfile {
-            labels: l,
-            body: ProfileBody::Decoded(Box::new(p)),
-            id: id.clone(),
-            options: ConvertOptions {
-                fallback_time_nanos: now_nanos,
-                ..Default::default()
-            },
-        });
-    }
-    Ok(out)
+    let mut l = Labels::from_pairs(attrs);
+    l.set(labels::DELTA, "false");
+    l.set("__otel__", "true");
+    l.set(labels::METRIC_NAME, metric.as_str());
+    l.set(labels::SERVICE_NAME, default_service);
+    let p = pprof::Profile {
+        sample_type: vec![pprof::ValueType {
+            r#type: strings.intern(sample_type),
+            unit: strings.intern(sample_unit),
+        }],
+        sample: samples,
+        time_nanos,
+        duration_nanos,
+        period_type: Some(pprof::ValueType {
+            r#type: strings.intern(period_type),
+            unit: strings.intern(period_unit),
+        }),
+        period: profile.period,
+        ..Default::default()
+    };
+    Ok((l, p, id))
 }
 
 fn hex(b: &[u8]) -> String {

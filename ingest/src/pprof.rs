@@ -40,7 +40,8 @@ pub fn maybe_gunzip(data: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u
     Ok(std::borrow::Cow::Owned(out))
 }
 
-fn too_big(size: usize, limit: usize) -> IngestError {
+/// The error of a profile over `--validation.max-profile-size-bytes` (400, as Pyroscope).
+pub(crate) fn too_big(size: usize, limit: usize) -> IngestError {
     IngestError::invalid(format!(
         "profile is {}{size} bytes uncompressed, more than the limit of {limit} bytes",
         if size > limit { "over " } else { "" }
@@ -76,21 +77,47 @@ pub struct Converted {
     pub profiles: Vec<SeriesProfile>,
     pub stacks: Vec<Stack>,
     pub frames: Vec<Frame>,
-    /// Uncompressed bytes, for rate limiting and metrics.
+    /// What the profile costs, for rate limiting and metrics: its uncompressed bytes and
+    /// labels, or one byte per stored frame reference when that is more.
     pub bytes: usize,
+    /// Position of each frame by id, and the stack hashes held: kept by [`Self::append`].
+    frame_index: PrehashedMap<u64, u32>,
+    stack_index: PrehashedMap<u64, ()>,
 }
 
 impl Converted {
-    /// Adds another conversion's output; its stacks' frame references are shifted past the
-    /// frames already here.
+    /// Adds another conversion's output. Frames and stacks both hold are kept once (frames by
+    /// their content id, stacks by hash), so profiles of one request that share symbols do
+    /// not store them once each.
     pub fn append(&mut self, other: Converted) {
-        let offset = self.frames.len() as u32;
+        if self.frame_index.len() != self.frames.len() {
+            self.frame_index = self
+                .frames
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.id, i as u32))
+                .collect();
+            self.stack_index = self.stacks.iter().map(|s| (s.hash, ())).collect();
+        }
+        let mut remap = Vec::with_capacity(other.frames.len());
+        for f in other.frames {
+            let next = self.frames.len() as u32;
+            let at = *self.frame_index.entry(f.id).or_insert(next);
+            if at == next {
+                self.frames.push(f);
+            }
+            remap.push(at);
+        }
         self.profiles.extend(other.profiles);
-        self.stacks.extend(other.stacks.into_iter().map(|mut s| {
-            s.frame_refs.iter_mut().for_each(|r| *r += offset);
-            s
-        }));
-        self.frames.extend(other.frames);
+        for mut stack in other.stacks {
+            if self.stack_index.insert(stack.hash, ()).is_none() {
+                stack
+                    .frame_refs
+                    .iter_mut()
+                    .for_each(|r| *r = remap[*r as usize]);
+                self.stacks.push(stack);
+            }
+        }
         self.bytes += other.bytes;
     }
 }
@@ -130,8 +157,36 @@ pub fn convert(
     now_nanos: i64,
     decoded_size: usize,
 ) -> Result<Converted> {
-    let strings = Strings(&profile.string_table);
-    if profile.string_table.first().is_some_and(|s| !s.is_empty()) {
+    convert_with_symbols(
+        profile,
+        profile,
+        base,
+        profile_id,
+        options,
+        limits,
+        now_nanos,
+        decoded_size,
+    )
+}
+
+/// [`convert`] of a profile whose symbol tables (strings, mappings, locations, functions) are
+/// `symbols`'s, shared with the other profiles of one request (OTLP's dictionary): `profile`
+/// gives the samples, sample types, period and times, its string indexes pointing into
+/// `symbols.string_table`. Sharing instead of copying the tables keeps a request of many
+/// profiles over one dictionary from costing profiles × dictionary.
+#[allow(clippy::too_many_arguments)]
+pub fn convert_with_symbols(
+    profile: &Profile,
+    symbols: &Profile,
+    base: &Labels,
+    profile_id: &str,
+    options: &ConvertOptions,
+    limits: &Limits,
+    now_nanos: i64,
+    decoded_size: usize,
+) -> Result<Converted> {
+    let strings = Strings(&symbols.string_table);
+    if symbols.string_table.first().is_some_and(|s| !s.is_empty()) {
         return Err(IngestError::invalid(
             "string_table[0] must be the empty string",
         ));
@@ -160,7 +215,8 @@ pub fn convert(
         let unit = strings.get(st.unit, &format!("sample_type[{i}].unit"))?;
         if ty.contains('-') {
             return Err(IngestError::invalid(format!(
-                "sample type {ty:?} must not contain '-'"
+                "sample type {:?} must not contain '-'",
+                labels::clip(ty, 128)
             )));
         }
         let unit = options
@@ -177,8 +233,16 @@ pub fn convert(
         ),
         None => (String::new(), String::new()),
     };
+    let metric = base.get(labels::METRIC_NAME).unwrap_or_default().to_owned();
+    labels::check_profile_type_part(labels::METRIC_NAME, &metric)?;
+    for (ty, unit) in &sample_types {
+        labels::check_profile_type_part("sample type", ty)?;
+        labels::check_profile_type_part("sample unit", unit)?;
+    }
+    labels::check_profile_type_part("period type", &period_type)?;
+    labels::check_profile_type_part("period unit", &period_unit)?;
 
-    let mut symbols = SymbolTable::new(profile, &strings, options, limits)?;
+    let mut symbols = SymbolTable::new(symbols, &strings, options, limits)?;
 
     // Group samples by their string-label set (as string-table indexes, so the hot loop
     // allocates nothing per label); merge equal (stack, span) pairs within a group.
@@ -231,7 +295,6 @@ pub fn convert(
         }
     }
 
-    let metric = base.get(labels::METRIC_NAME).unwrap_or_default().to_owned();
     let mut group_list: Vec<_> = groups.into_iter().collect();
     group_list.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = Converted {
@@ -286,6 +349,11 @@ pub fn convert(
         }
     }
     let (stacks, frames) = symbols.finish();
+    // A stack is stored as its list of frames, so inlined lines referenced by many samples
+    // store far more than their bytes on the wire: charge at least one byte per stored frame
+    // reference, so the rate limit bounds what a small push makes the head hold.
+    let stored_frames: usize = stacks.iter().map(|s| s.frame_refs.len()).sum();
+    out.bytes = out.bytes.max(stored_frames);
     out.stacks = stacks;
     out.frames = frames;
     Ok(out)
@@ -327,7 +395,6 @@ struct SymbolTable<'a> {
     location_index: IdIndex,
     function_index: IdIndex,
     mapping_index: IdIndex,
-    /// Per location index: its frame ids, leaf first (None until resolved).
     /// Per location index: its frames (indexes into `frames`), leaf first; None until resolved.
     location_frames: Vec<Option<Vec<u32>>>,
     /// Distinct frames in first-seen order, and the position of each frame id.
@@ -350,7 +417,12 @@ impl<'a> SymbolTable<'a> {
             if let Some(i) = items.iter().position(|item| id(item) == 0) {
                 return Err(IngestError::invalid(format!("{what}[{i}] has id 0")));
             }
-            Ok(IdIndex::build(items.iter().map(id)))
+            IdIndex::build(items.iter().map(id)).map_err(|d| {
+                IngestError::invalid(format!(
+                    "{what}[{}] has id {}, the same as {what}[{}]: ids must be unique",
+                    d.repeat, d.id, d.first
+                ))
+            })
         }
         Ok(Self {
             profile,
@@ -370,12 +442,17 @@ impl<'a> SymbolTable<'a> {
     }
 
     /// Hashes the stack of a sample (location ids leaf first), keeping at most
-    /// `max_stack_depth` locations on the leaf side.
+    /// `max_stack_depth` frames on the leaf side. Frames, not locations, are counted: a
+    /// location with inlined functions is one frame per line, and a limit on locations would
+    /// let one location of many lines, referenced many times, build a stack of any depth.
     fn stack(&mut self, location_ids: &[u64]) -> Result<u64> {
-        let kept = &location_ids[..location_ids.len().min(self.limits.max_stack_depth)];
+        let max = self.limits.max_stack_depth;
         let mut frames = std::mem::take(&mut self.scratch);
         frames.clear();
-        for &id in kept {
+        for &id in location_ids {
+            if frames.len() >= max {
+                break;
+            }
             let idx = self.location_index.get(id).ok_or_else(|| {
                 IngestError::invalid(format!("refers to location {id}, which does not exist"))
             })?;
@@ -383,7 +460,8 @@ impl<'a> SymbolTable<'a> {
                 let resolved = self.resolve_location(idx)?;
                 self.location_frames[idx] = Some(resolved);
             }
-            frames.extend(self.location_frames[idx].iter().flatten());
+            let room = max - frames.len();
+            frames.extend(self.location_frames[idx].iter().flatten().take(room));
         }
         frames.reverse();
         self.hash_input.clear();
@@ -748,6 +826,93 @@ mod tests {
         )
         .unwrap();
         assert_eq!(flat(&c)[0].1, "mid;eaf");
+    }
+
+    #[test]
+    fn inlined_lines_count_against_the_depth_limit() {
+        // One location of 60 inlined lines referenced 1,000 times: 60,000 frames, not 1,000.
+        let mut p = profile(
+            &["", "inlined", "cpu", "nanoseconds"],
+            &[(2, 3)],
+            vec![sample(&[1; 1000], &[1], &[])],
+        );
+        p.location[0].line = vec![
+            Line {
+                function_id: 1,
+                line: 7,
+            };
+            60
+        ];
+        let c = run(&p, &limits()).unwrap();
+        assert_eq!(c.stacks.len(), 1);
+        assert_eq!(c.stacks[0].frame_refs.len(), limits().max_stack_depth);
+        // Each stored frame reference is charged one byte at least.
+        assert!(c.bytes >= limits().max_stack_depth);
+    }
+
+    #[test]
+    fn repeated_ids_are_named() {
+        let mut p = profile(
+            &["", "a", "b", "cpu", "nanoseconds"],
+            &[(3, 4)],
+            vec![sample(&[2, 1], &[1], &[])],
+        );
+        p.location[1].id = 1;
+        let err = run(&p, &limits()).unwrap_err();
+        assert_eq!(
+            err.message,
+            "location[1] has id 1, the same as location[0]: ids must be unique"
+        );
+        let mut p = profile(
+            &["", "a", "b", "cpu", "nanoseconds"],
+            &[(3, 4)],
+            vec![sample(&[2, 1], &[1], &[])],
+        );
+        p.function[1].id = 1;
+        let err = run(&p, &limits()).unwrap_err();
+        assert!(
+            err.message.starts_with("function[1] has id 1"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn profile_type_parts_that_no_query_could_name_are_refused() {
+        for (strings, what) in [
+            (
+                ["", "main", "cpu:x", "nanoseconds"],
+                "sample type \"cpu:x\"",
+            ),
+            (["", "main", "cpu", "nano{s}"], "sample unit \"nano{s}\""),
+        ] {
+            let p = profile(&strings, &[(2, 3)], vec![sample(&[1], &[1], &[])]);
+            let err = run(&p, &limits()).unwrap_err();
+            assert!(err.message.starts_with(what), "{}", err.message);
+            assert!(err.message.contains("must not contain"), "{}", err.message);
+        }
+        let p = profile(
+            &["", "main", "cpu", "nanoseconds"],
+            &[(2, 3)],
+            vec![sample(&[1], &[1], &[])],
+        );
+        let base = Labels::from_pairs([("__name__", "a:b"), ("service_name", "svc")]);
+        let err = convert(
+            &p,
+            &base,
+            "id",
+            &ConvertOptions::default(),
+            &limits(),
+            1_000,
+            0,
+        )
+        .unwrap_err();
+        assert!(
+            err.message
+                .starts_with("__name__ \"a:b\" must not contain ':'"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -101,6 +101,7 @@ async fn open(dir: &Path, catalog: Arc<dyn Catalog>) -> Arc<Ingester> {
             max_head_bytes: usize::MAX,
             flush_check_interval: Duration::from_secs(3600),
             local_store_root: Some(objects.clone()),
+            max_series_per_tenant: 0,
         },
         Arc::new(LocalFileSystem::new_with_prefix(&objects).unwrap()),
         catalog,

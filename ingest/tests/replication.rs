@@ -46,6 +46,7 @@ async fn ingester(dir: &std::path::Path, id: &str) -> Arc<Ingester> {
             max_head_bytes: usize::MAX,
             flush_check_interval: Duration::from_secs(3600),
             local_store_root: None,
+            max_series_per_tenant: 0,
         },
         Arc::new(LocalFileSystem::new_with_prefix(root.join("objects")).unwrap()),
         Arc::new(SqliteCatalog::open(root.join("catalog.db")).await.unwrap()),

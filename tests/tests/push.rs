@@ -347,9 +347,11 @@ fn tenancy_rate_limits_and_size_limits() {
         vec![0; 20_000],
         false,
     );
+    // 413, not Connect's 429 for resource_exhausted: a body over the limit can never succeed,
+    // and 429 tells clients to retry it.
     assert_eq!(
         (r.status, r.json()["code"].as_str()),
-        (429, Some("resource_exhausted")),
+        (413, Some("resource_exhausted")),
         "{}",
         r.text()
     );

@@ -14,6 +14,7 @@
 //! skips them.
 
 pub mod head;
+pub mod limiter;
 pub(crate) mod wal;
 
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use crate::block;
 use crate::error::{IngestError, Result};
 use crate::metrics::IngestMetrics;
 use head::Head;
+use limiter::SeriesLimiter;
 use wal::WalHandle;
 
 /// Ingester settings.
@@ -48,6 +50,9 @@ pub struct IngesterConfig {
     pub flush_check_interval: Duration,
     /// Local directory behind the object store, if any: uploaded files are fsynced there.
     pub local_store_root: Option<PathBuf>,
+    /// Most active series per tenant on this ingester (0: no limit); see
+    /// [`limiter::local_series_limit`].
+    pub max_series_per_tenant: usize,
 }
 
 /// What one head generation holds for a tenant, without its samples.
@@ -97,6 +102,8 @@ pub struct Ingester {
     flush_lock: tokio::sync::Mutex<()>,
     wake: Arc<Notify>,
     metrics: IngestMetrics,
+    series: SeriesLimiter,
+    series_expired: Mutex<std::time::Instant>,
 }
 
 impl Ingester {
@@ -112,6 +119,7 @@ impl Ingester {
         })?;
         let source = format!("ingester-{}", config.id);
         let head = Arc::new(Mutex::new(Head::default()));
+        let series = SeriesLimiter::new(config.max_series_per_tenant);
         let segments = wal::list_segments(&config.wal_dir)?;
         let mut replayed = 0usize;
         for &seq in &segments {
@@ -131,6 +139,11 @@ impl Ingester {
             for record in contents.records {
                 if !done.contains(&record.tenant) {
                     replayed += record.profiles.len();
+                    // Replayed series were admitted before the restart: they count, unchecked.
+                    series.restore(
+                        &record.tenant,
+                        record.profiles.iter().map(|p| p.fingerprint),
+                    );
                     generation.append(record);
                 }
             }
@@ -172,6 +185,8 @@ impl Ingester {
             flush_lock: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
             metrics,
+            series,
+            series_expired: Mutex::new(std::time::Instant::now()),
         });
         let weak = Arc::downgrade(&ingester);
         let wake = Arc::clone(&ingester.wake);
@@ -185,6 +200,7 @@ impl Ingester {
                 let Some(ingester) = weak.upgrade() else {
                     break;
                 };
+                ingester.expire_series();
                 if let Err(e) = ingester.flush_if_due().await {
                     tracing::error!(error = %e, "flush failed; the head is kept and the flush retried");
                 }
@@ -332,7 +348,7 @@ impl Ingester {
                 block::encode(&tenant, &id, th, &self.source, seq)?
             };
             for (name, bytes) in &encoded.files {
-                let path = ObjectPath::from_iter([tenant.as_str(), "blocks", id.as_str(), name]);
+                let path = block::block_file_path(&tenant, &id, name);
                 self.store
                     .put(&path, bytes.clone().into())
                     .await
@@ -388,6 +404,22 @@ impl Ingester {
         Ok(())
     }
 
+    /// Forgets series inactive for [`limiter::ACTIVE_SERIES_TIMEOUT`], at most once a minute.
+    fn expire_series(&self) {
+        let mut last = self.series_expired.lock().expect("expiry lock");
+        if last.elapsed() < std::time::Duration::from_secs(60) {
+            return;
+        }
+        *last = std::time::Instant::now();
+        self.metrics.active_series.clear();
+        for (tenant, n) in self.series.expire() {
+            self.metrics
+                .active_series
+                .get_or_create(&vec![("tenant".to_owned(), tenant)])
+                .set(n as i64);
+        }
+    }
+
     /// Asks the flush loop to check its triggers now.
     pub fn nudge(&self) {
         self.wake.notify_one();
@@ -402,6 +434,9 @@ impl IngesterClient for Ingester {
 
     async fn write(&self, request: WriteRequest) -> Result<()> {
         check_write(&request)?;
+        self.series.admit(&request).inspect_err(|_| {
+            self.metrics.reject("series_limit");
+        })?;
         self.wal.append(request).await?;
         if self.head.lock().expect("head lock").bytes() >= self.config.max_head_bytes {
             self.nudge();

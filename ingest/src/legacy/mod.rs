@@ -5,12 +5,17 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use profusion_proto::google::v1::{Function, Line, Location, Profile, Sample, ValueType};
+use profusion_proto::google::v1::Profile;
 
 use crate::distributor::{IncomingProfile, ProfileBody};
 use crate::error::{IngestError, Result};
 use crate::labels::{self, Labels};
+use crate::limits::Limits;
 use crate::pprof::ConvertOptions;
+
+mod text;
+
+pub use text::{ParsedStacks, TextLimits, parse_folded, parse_tree, parse_trie};
 
 /// The query parameters of an `/ingest` request.
 #[derive(Debug, Clone, Default)]
@@ -361,7 +366,7 @@ pub fn decode(
     content_type: &str,
     body: Bytes,
     now_nanos: i64,
-    max_size: usize,
+    limits: &Limits,
 ) -> Result<Vec<IncomingProfile>> {
     let name = params
         .name
@@ -396,13 +401,7 @@ pub fn decode(
             } else {
                 (body, ConvertOptions::default())
             };
-            let (mut profile, _) = crate::pprof::decode(
-                &raw,
-                &crate::limits::Limits {
-                    max_profile_size_bytes: max_size,
-                    ..Default::default()
-                },
-            )?;
+            let (mut profile, _) = crate::pprof::decode(&raw, limits)?;
             let types: Vec<String> = profile
                 .sample_type
                 .iter()
@@ -417,7 +416,7 @@ pub fn decode(
                 .collect();
             let metric = infer_metric(&types.iter().map(String::as_str).collect::<Vec<_>>());
             if profile.duration_nanos == 0 && until > from {
-                profile.duration_nanos = until - from;
+                profile.duration_nanos = until.saturating_sub(from);
             }
             Ok(vec![IncomingProfile {
                 labels: base_labels(&app, &tags, &metric, spy),
@@ -449,27 +448,26 @@ pub fn decode(
                 unit = "nanoseconds";
                 (period_type, period_unit) = ("cpu", "nanoseconds");
             }
-            if body.len() > max_size {
-                return Err(IngestError::exhausted(format!(
-                    "profile is {} bytes, more than the limit of {max_size} bytes",
-                    body.len()
-                )));
+            if body.len() > limits.max_profile_size_bytes {
+                return Err(crate::pprof::too_big(
+                    body.len(),
+                    limits.max_profile_size_bytes,
+                ));
             }
+            let text_limits = TextLimits::of(limits);
             let stacks = match text {
-                Format::Folded => parse_folded(&body, false)?,
-                Format::Lines => parse_folded(&body, true)?,
-                Format::Trie => parse_trie(&body)?,
-                _ => parse_tree(&body)?,
+                Format::Folded => parse_folded(&body, false, text_limits)?,
+                Format::Lines => parse_folded(&body, true, text_limits)?,
+                Format::Trie => parse_trie(&body, text_limits)?,
+                _ => parse_tree(&body, text_limits)?,
             };
-            let multiplier = period.max(1);
-            let profile = synthetic_pprof(
-                &stacks,
-                multiplier,
+            let profile = stacks.to_pprof(
+                period.max(1),
                 (sample_type, unit),
                 (period_type, period_unit),
                 period,
                 from,
-                (until - from).max(0),
+                until.saturating_sub(from).max(0),
             );
             Ok(vec![IncomingProfile {
                 labels: base_labels(&app, &tags, metric, spy),
@@ -513,277 +511,31 @@ fn pprof_from_multipart(content_type: &str, body: &Bytes) -> Result<(Bytes, Conv
     Ok((profile, options))
 }
 
-/// Folded text: `a;b;c 10` per line (value after the last space); with `lines`, each line is
-/// one sample and has no value.
-pub fn parse_folded(body: &[u8], lines: bool) -> Result<Vec<(Vec<String>, i64)>> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| IngestError::invalid(format!("body is not UTF-8 text: {e}")))?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            continue;
-        }
-        if lines {
-            out.push((split_stack(line), 1));
-            continue;
-        }
-        let (stack, count) = line.rsplit_once(' ').ok_or_else(|| {
-            IngestError::invalid(format!("line {}: expected \"<stack> <count>\"", n + 1))
-        })?;
-        let count: i64 = count.trim().parse().map_err(|_| {
-            IngestError::invalid(format!("line {}: count {count:?} is not an integer", n + 1))
-        })?;
-        out.push((split_stack(stack), count));
-    }
-    Ok(out)
-}
-
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn done(&self) -> bool {
-        self.pos >= self.data.len()
-    }
-
-    fn uvarint(&mut self) -> Result<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *self.data.get(self.pos).ok_or_else(|| {
-                IngestError::invalid(format!("truncated varint at byte {}", self.pos))
-            })?;
-            self.pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(IngestError::invalid(format!(
-            "varint too long at byte {}",
-            self.pos
-        )))
-    }
-
-    fn bytes(&mut self) -> Result<&[u8]> {
-        let n = self.uvarint()?;
-        let end = usize::try_from(n)
-            .ok()
-            .and_then(|n| self.pos.checked_add(n))
-            .filter(|e| *e <= self.data.len())
-            .ok_or_else(|| {
-                IngestError::invalid(format!(
-                    "string of {n} bytes overruns the body at byte {}",
-                    self.pos
-                ))
-            })?;
-        let s = &self.data[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn child_count(&mut self) -> Result<u64> {
-        let n = self.uvarint()?;
-        // Every child takes at least three bytes, so a larger count is a lie.
-        if n > (self.data.len() - self.pos) as u64 {
-            return Err(IngestError::invalid(format!(
-                "child count {n} exceeds the body at byte {}",
-                self.pos
-            )));
-        }
-        Ok(n)
-    }
-}
-
-/// The transport trie: pre-order nodes `{name suffix, value, child count}`; a node's key is its
-/// parent's key with its suffix appended, and a node with a value emits its key as a stack.
-pub fn parse_trie(body: &[u8]) -> Result<Vec<(Vec<String>, i64)>> {
-    let mut out = Vec::new();
-    if body.is_empty() {
-        return Ok(out);
-    }
-    let mut r = Reader { data: body, pos: 0 };
-    // (key, children still to read) of each open node; the virtual top has one child.
-    let mut open: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), 1)];
-    while let Some(top) = open.last_mut() {
-        if top.1 == 0 {
-            open.pop();
-            continue;
-        }
-        top.1 -= 1;
-        let mut key = top.0.clone();
-        key.extend_from_slice(r.bytes()?);
-        let value = r.uvarint()?;
-        let children = r.child_count()?;
-        if value > 0 {
-            out.push((split_stack(&utf8(&key)?), clamp(value)));
-        }
-        if children > 0 {
-            open.push((key, children));
-        }
-    }
-    trailing(&r, "trie")?;
-    Ok(out)
-}
-
-/// The tree format: pre-order nodes `{name, self value, child count}`; a node's stack is the
-/// names on its path (an empty root name is not a frame).
-pub fn parse_tree(body: &[u8]) -> Result<Vec<(Vec<String>, i64)>> {
-    let mut out = Vec::new();
-    if body.is_empty() {
-        return Ok(out);
-    }
-    let mut r = Reader { data: body, pos: 0 };
-    let mut path: Vec<String> = Vec::new();
-    // Children still to read at each depth; the virtual top has one child.
-    let mut open: Vec<u64> = vec![1];
-    // Whether the node at each depth pushed a name onto `path`.
-    let mut named: Vec<bool> = Vec::new();
-    while let Some(left) = open.last_mut() {
-        if *left == 0 {
-            open.pop();
-            if named.pop() == Some(true) {
-                path.pop();
-            }
-            continue;
-        }
-        *left -= 1;
-        let name = utf8(r.bytes()?)?;
-        let self_value = r.uvarint()?;
-        let children = r.child_count()?;
-        let has_name = !name.is_empty();
-        if has_name {
-            path.push(name);
-        }
-        if self_value > 0 && !path.is_empty() {
-            out.push((path.clone(), clamp(self_value)));
-        }
-        open.push(children);
-        named.push(has_name);
-    }
-    trailing(&r, "tree")?;
-    Ok(out)
-}
-
-fn trailing(r: &Reader<'_>, what: &str) -> Result<()> {
-    if r.done() {
-        Ok(())
-    } else {
-        Err(IngestError::invalid(format!(
-            "{} trailing bytes after the {what}",
-            r.data.len() - r.pos
-        )))
-    }
-}
-
-fn utf8(b: &[u8]) -> Result<String> {
-    String::from_utf8(b.to_vec()).map_err(|_| IngestError::invalid("frame name is not valid UTF-8"))
-}
-
-fn clamp(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn split_stack(s: &str) -> Vec<String> {
-    s.split(';').map(str::to_owned).collect()
-}
-
-/// Builds a one-sample-type pprof from root-first stacks.
+/// A one-sample-type pprof of trusted root-first stacks (tests and tools).
 pub fn synthetic_pprof(
     stacks: &[(Vec<String>, i64)],
     multiplier: i64,
-    (sample_type, unit): (&str, &str),
-    (period_type, period_unit): (&str, &str),
+    sample_type: (&str, &str),
+    period_type: (&str, &str),
     period: i64,
     time_nanos: i64,
     duration_nanos: i64,
 ) -> Profile {
-    let mut strings: Vec<String> = vec![String::new()];
-    let mut string_index: HashMap<String, i64> = HashMap::from([(String::new(), 0)]);
-    let mut intern = |s: &str| -> i64 {
-        if let Some(&i) = string_index.get(s) {
-            return i;
-        }
-        let i = strings.len() as i64;
-        strings.push(s.to_owned());
-        string_index.insert(s.to_owned(), i);
-        i
-    };
-    let (st, su, pt, pu) = (
-        intern(sample_type),
-        intern(unit),
-        intern(period_type),
-        intern(period_unit),
-    );
-    let mut functions: Vec<Function> = Vec::new();
-    let mut function_ids: HashMap<i64, u64> = HashMap::new();
-    let mut samples = Vec::with_capacity(stacks.len());
-    for (stack, value) in stacks {
-        if *value <= 0 {
-            continue;
-        }
-        let location_id = stack
-            .iter()
-            .rev()
-            .map(|frame| {
-                let name = intern(frame);
-                *function_ids.entry(name).or_insert_with(|| {
-                    let id = functions.len() as u64 + 1;
-                    functions.push(Function {
-                        id,
-                        name,
-                        ..Function::default()
-                    });
-                    id
-                })
-            })
-            .collect();
-        samples.push(Sample {
-            location_id,
-            value: vec![value.saturating_mul(multiplier)],
-            label: Vec::new(),
-        });
-    }
-    let location = functions
-        .iter()
-        .map(|f| Location {
-            id: f.id,
-            line: vec![Line {
-                function_id: f.id,
-                line: 0,
-            }],
-            ..Location::default()
-        })
-        .collect();
-    Profile {
-        sample_type: vec![ValueType {
-            r#type: st,
-            unit: su,
-        }],
-        sample: samples,
-        location,
-        function: functions,
-        string_table: strings,
-        time_nanos,
-        duration_nanos,
-        period_type: Some(ValueType {
-            r#type: pt,
-            unit: pu,
-        }),
-        period,
-        ..Profile::default()
-    }
+    ParsedStacks::from_stacks(stacks)
+        .expect("trusted stacks are valid UTF-8")
+        .to_pprof(
+            multiplier,
+            sample_type,
+            period_type,
+            period,
+            time_nanos,
+            duration_nanos,
+        )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stacks(v: &[(&str, i64)]) -> Vec<(Vec<String>, i64)> {
-        v.iter().map(|(s, n)| (split_stack(s), *n)).collect()
-    }
 
     #[test]
     fn name_grammar() {
@@ -829,56 +581,6 @@ mod tests {
         );
         assert!(parse_time("yesterday", now).is_err());
         assert!(parse_time("now-1x", now).is_err());
-    }
-
-    #[test]
-    fn folded_and_lines() {
-        assert_eq!(
-            parse_folded(b"a;b 3\na;c 1\n\n", false).unwrap(),
-            stacks(&[("a;b", 3), ("a;c", 1)])
-        );
-        assert_eq!(
-            parse_folded(b"a;b\na;b\n", true).unwrap(),
-            stacks(&[("a;b", 1), ("a;b", 1)])
-        );
-        let err = parse_folded(b"a;b 3\na;c x\n", false).unwrap_err();
-        assert!(err.message.contains("line 2"), "{}", err.message);
-    }
-
-    /// A trie/tree node with one-byte varints (all values here are below 128).
-    fn node(out: &mut Vec<u8>, name: &str, value: u64, children: u64) {
-        out.push(name.len() as u8);
-        out.extend_from_slice(name.as_bytes());
-        out.push(value as u8);
-        out.push(children as u8);
-    }
-
-    #[test]
-    fn trie_appends_suffixes() {
-        // "" -> "a;" -> {"a;b" = 3, "a;c" = 1}
-        let mut b = Vec::new();
-        node(&mut b, "", 0, 1);
-        node(&mut b, "a;", 0, 2);
-        node(&mut b, "b", 3, 0);
-        node(&mut b, "c", 1, 0);
-        assert_eq!(parse_trie(&b).unwrap(), stacks(&[("a;b", 3), ("a;c", 1)]));
-        assert!(parse_trie(&b[..b.len() - 1]).is_err());
-    }
-
-    #[test]
-    fn tree_walks_paths() {
-        let mut b = Vec::new();
-        node(&mut b, "", 0, 1);
-        node(&mut b, "a", 1, 2);
-        node(&mut b, "b", 3, 0);
-        node(&mut b, "c", 1, 0);
-        assert_eq!(
-            parse_tree(&b).unwrap(),
-            stacks(&[("a", 1), ("a;b", 3), ("a;c", 1)])
-        );
-        let mut bad = b.clone();
-        bad.push(0);
-        assert!(parse_tree(&bad).is_err());
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! Functions the read path's plans use beyond DataFusion's own.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::{AggregateOrderSensitivity, format_state_name};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, ReversedUDAF, Signature,
+    Volatility,
+};
+use datafusion_functions_aggregate_common::aggregate::groups_accumulator::prim_op::PrimitiveGroupsAccumulator;
+
+/// `saturating_sum(value)`: the sum of 64-bit integers, held at `i64::MAX` (or `i64::MIN`)
+/// instead of wrapping. Sample values are untrusted: DataFusion's `sum` wraps on overflow, and
+/// three profiles of 2^63 / 3 would then sum to a negative flame-graph node. With this one a
+/// node past 2^63 − 1 shows 2^63 − 1 (docs/read-path.md, "Values past 64 bits").
+pub fn saturating_sum() -> AggregateUDF {
+    AggregateUDF::new_from_impl(SaturatingSum::default())
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SaturatingSum {
+    signature: Signature,
+}
+
+impl Default for SaturatingSum {
+    fn default() -> Self {
+        Self {
+            signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+        }
+    }
+}
+
+impl AggregateUDFImpl for SaturatingSum {
+    fn name(&self) -> &str {
+        "saturating_sum"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs<'_>) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(SumAccumulator::default()))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs<'_>) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(
+            format_state_name(args.name, "saturating_sum"),
+            DataType::Int64,
+            true,
+        ))])
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs<'_>) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        _args: AccumulatorArgs<'_>,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(PrimitiveGroupsAccumulator::<Int64Type, _>::new(
+            &DataType::Int64,
+            |sum: &mut i64, v: i64| *sum = sum.saturating_add(v),
+        )))
+    }
+
+    fn reverse_expr(&self) -> ReversedUDAF {
+        ReversedUDAF::Identical
+    }
+
+    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
+        AggregateOrderSensitivity::Insensitive
+    }
+}
+
+/// The accumulator of an aggregate without groups.
+#[derive(Debug, Default)]
+struct SumAccumulator {
+    sum: Option<i64>,
+}
+
+impl Accumulator for SumAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let values = values[0].as_primitive::<Int64Type>();
+        for v in values.iter().flatten() {
+            self.sum = Some(self.sum.unwrap_or(0).saturating_add(v));
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.update_batch(states)
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![self.evaluate()?])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Int64(self.sum))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::prelude::{SessionContext, col};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn sums_hold_at_the_limits_with_and_without_groups() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let third = i64::MAX / 3 + 1;
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 1, 1, 2, 2])),
+                Arc::new(Int64Array::from(vec![third, third, third, 5, 7])),
+            ],
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        let sum = saturating_sum();
+        let grouped = ctx
+            .read_batch(batch.clone())
+            .unwrap()
+            .aggregate(vec![col("k")], vec![sum.call(vec![col("v")]).alias("s")])
+            .unwrap()
+            .sort(vec![col("k").sort(true, false)])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let s = grouped[0].column(1).as_primitive::<Int64Type>();
+        assert_eq!((s.value(0), s.value(1)), (i64::MAX, 12));
+        let whole = ctx
+            .read_batch(batch)
+            .unwrap()
+            .aggregate(vec![], vec![sum.call(vec![col("v")]).alias("s")])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            whole[0].column(0).as_primitive::<Int64Type>().value(0),
+            i64::MAX
+        );
+    }
+}
