@@ -23,13 +23,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(FILES, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out.join("descriptor_set.bin"),
-        prost::Message::encode_to_vec(&fds),
-    )?;
+    let descriptors = prost::Message::encode_to_vec(&fds);
+    std::fs::write(out.join("descriptor_set.bin"), &descriptors)?;
     let mut config = prost_build::Config::new();
     config.enable_type_names();
     config.bytes(["."]);
     config.compile_fds(fds)?;
+    // serde implementations of the protobuf JSON mapping (`<package>.serde.rs`). Unknown fields
+    // are ignored, as Connect's Go implementation (Pyroscope's) ignores them.
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .ignore_unknown_fields()
+        .out_dir(&out)
+        .build(&["."])?;
     Ok(())
 }

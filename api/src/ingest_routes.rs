@@ -163,13 +163,10 @@ pub(crate) async fn otlp_http(
         state
             .push(&tenant, move |_| {
                 let request: ExportProfilesServiceRequest = if json {
-                    let mut value: serde_json::Value = serde_json::from_slice(&bytes)
+                    let mut request = profusion_proto::from_json(&bytes)
                         .map_err(|e| ApiError::invalid(format!("invalid OTLP JSON: {e}")))?;
-                    profusion_ingest::otlp::hex_ids_to_base64(&mut value);
-                    let normalized =
-                        serde_json::to_vec(&value).map_err(|e| ApiError::invalid(e.to_string()))?;
-                    profusion_proto::from_json(&normalized, true)
-                        .map_err(|e| ApiError::invalid(e.to_string()))?
+                    profusion_ingest::otlp::fix_hex_ids(&mut request);
+                    request
                 } else {
                     prost::Message::decode(bytes)
                         .map_err(|e| ApiError::invalid(format!("invalid OTLP protobuf: {e}")))?

@@ -95,17 +95,19 @@ pub(crate) fn time_range(state: &AppState, start: i64, end: i64) -> Result<TimeR
     let mut start = start;
     let lookback = state.config.max_query_lookback.as_millis() as i64;
     if lookback > 0 {
-        let oldest = profusion_ingest::now_millis() - lookback;
+        let oldest = profusion_ingest::now_millis().saturating_sub(lookback);
         if end < oldest {
             return Ok(TimeRange::EMPTY);
         }
         start = start.max(oldest);
     }
     let max_length = state.config.max_query_length.as_millis() as i64;
-    if max_length > 0 && end - start > max_length {
+    // In 128 bits: [i64::MIN, i64::MAX] is longer than any i64.
+    let length = i128::from(end) - i128::from(start);
+    if max_length > 0 && length > i128::from(max_length) {
         return Err(ApiError::invalid(format!(
             "the query time range exceeds the limit (query length: {}, limit: {}); narrow the range or raise --querier.max-query-length",
-            human_duration(end - start),
+            human_duration(i64::try_from(length).unwrap_or(i64::MAX)),
             human_duration(max_length)
         )));
     }

@@ -142,7 +142,8 @@ fn timeline(series: Option<&TimeSeries>, from_ms: i64, until_ms: i64, step_s: i6
     let mut samples = vec![0u64; slots];
     for (ts, v) in series.map_or(&[][..], |s| s.points.as_slice()) {
         if *ts >= start && *ts < end {
-            samples[((ts - start) / step_ms) as usize] += *v as u64;
+            let slot = &mut samples[((ts - start) / step_ms) as usize];
+            *slot = slot.saturating_add(*v as u64);
         }
     }
     json!({

@@ -135,7 +135,7 @@ pub fn decode_request<M>(
     limit: usize,
 ) -> Result<M, ApiError>
 where
-    M: prost::Message + prost::Name + Default,
+    M: prost::Message + prost::Name + Default + serde::de::DeserializeOwned,
 {
     let bytes = match protocol {
         Protocol::ConnectProto | Protocol::ConnectJson => {
@@ -166,7 +166,7 @@ where
         }
     };
     if protocol == Protocol::ConnectJson {
-        profusion_proto::from_json(&bytes, false).map_err(|e| ApiError::invalid(e.to_string()))
+        profusion_proto::from_json(&bytes).map_err(|e| ApiError::invalid(e.to_string()))
     } else {
         M::decode(bytes)
             .map_err(|e| ApiError::invalid(format!("invalid {} protobuf: {e}", M::full_name())))
@@ -204,7 +204,7 @@ pub(crate) async fn unary<Req, Resp, F, Fut>(
     handler: F,
 ) -> Response
 where
-    Req: prost::Message + prost::Name + Default + Send + 'static,
+    Req: prost::Message + prost::Name + Default + serde::de::DeserializeOwned + Send + 'static,
     Resp: prost::Message + prost::Name,
     F: FnOnce(String, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
@@ -228,7 +228,7 @@ pub(crate) async fn unary_read<Req, Resp, F, Fut>(
     handler: F,
 ) -> Response
 where
-    Req: prost::Message + prost::Name + Default + Send + 'static,
+    Req: prost::Message + prost::Name + Default + serde::de::DeserializeOwned + Send + 'static,
     Resp: prost::Message + prost::Name,
     F: FnOnce(Vec<String>, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
@@ -252,7 +252,7 @@ async fn unary_as<T, Req, Resp, F, Fut>(
     handler: F,
 ) -> Response
 where
-    Req: prost::Message + prost::Name + Default + Send + 'static,
+    Req: prost::Message + prost::Name + Default + serde::de::DeserializeOwned + Send + 'static,
     Resp: prost::Message + prost::Name,
     F: FnOnce(T, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,

@@ -39,6 +39,7 @@ pub(crate) async fn settings(
     body: Body,
 ) -> Response {
     let catalog = &state.catalog;
+    let config = &state.config;
     match method.as_str() {
         "Get" => {
             rpc::unary(
@@ -63,8 +64,18 @@ pub(crate) async fn settings(
                     let Some(s) = req.setting else {
                         return Err(ApiError::invalid("setting is required"));
                     };
-                    if s.name.is_empty() {
-                        return Err(ApiError::invalid("setting name must not be empty"));
+                    check_setting(config, &s)?;
+                    let existing = catalog.settings(&tenant).await?;
+                    let max = config.settings_max_per_tenant;
+                    if existing.len() >= max && !existing.iter().any(|e| e.name == s.name) {
+                        return Err(ApiError::new(
+                            Code::ResourceExhausted,
+                            format!(
+                                "tenant already has {} settings, the limit \
+                                 (--settings.max-per-tenant is {max}); delete one first",
+                                existing.len()
+                            ),
+                        ));
                     }
                     let stored = catalog
                         .set_setting(
@@ -100,6 +111,30 @@ pub(crate) async fn settings(
         }
         _ => rpc::unimplemented(&headers, &format!("settings.v1.SettingsService/{method}")),
     }
+}
+
+/// A setting's name and value within their limits.
+fn check_setting(config: &crate::config::Config, s: &settings_v1::Setting) -> Result<(), ApiError> {
+    if s.name.is_empty() {
+        return Err(ApiError::invalid("setting name must not be empty"));
+    }
+    if s.name.len() > config.settings_max_name_length {
+        return Err(ApiError::invalid(format!(
+            "setting name {:?} is {} bytes long, more than the limit of {} (--settings.max-name-length)",
+            profusion_ingest::labels::clip(&s.name, 64),
+            s.name.len(),
+            config.settings_max_name_length
+        )));
+    }
+    if s.value.len() > config.settings_max_value_bytes {
+        return Err(ApiError::invalid(format!(
+            "value of setting {:?} is {} bytes long, more than the limit of {} (--settings.max-value-bytes)",
+            profusion_ingest::labels::clip(&s.name, 64),
+            s.value.len(),
+            config.settings_max_value_bytes
+        )));
+    }
+    Ok(())
 }
 
 /// `POST /version.v1.Version/Version`.

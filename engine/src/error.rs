@@ -41,7 +41,10 @@ impl From<datafusion::error::DataFusionError> for QueryError {
         match e.find_root() {
             E::ResourcesExhausted(m) => Self {
                 kind: QueryErrorKind::ResourceExhausted,
-                message: format!("the query needs more memory than its budget: {m}"),
+                message: format!(
+                    "the query needs more memory than its budget (--querier.max-query-memory); \
+                     narrow the time range or the selector: {m}"
+                ),
             },
             E::ObjectStore(o) => Self {
                 kind: QueryErrorKind::Unavailable,

@@ -629,6 +629,14 @@ struct NameTree<'a> {
     edges: PrehashedMap<u64, u32>,
 }
 
+/// splitmix64's finalizer: a bijection of 64-bit values that spreads every input bit over
+/// every output bit.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// No node: the end of a child list.
 const NONE: u32 = u32::MAX;
 
@@ -685,9 +693,10 @@ impl<'a> NameTree<'a> {
         self.nodes[0].total = self.nodes[0].total.saturating_add(value);
         for frame in stack {
             let name = self.name_id(frame);
-            // Spread the small integers over 64 bits: the map uses the key as its hash.
-            let key =
-                ((u64::from(node) << 32) | u64::from(name)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            // The map uses the key as its hash, so the key must be uniform in every bit: a
+            // bijective mix of (node, name), not a multiply, which leaves the low bits equal
+            // along a chain of one recursive function and makes every probe collide.
+            let key = mix((u64::from(node) << 32) | u64::from(name));
             let next_node = self.nodes.len() as u32;
             let child = *self.edges.entry(key).or_insert(next_node);
             if child == next_node {
@@ -937,6 +946,32 @@ pub fn output_bytes(batches: &[RecordBatch]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One recursive function 200,000 frames deep: every node has the same name, the case
+    /// where a weak mix of (parent, name) made each insert probe every earlier node.
+    #[test]
+    fn deep_recursion_builds_in_linear_time() {
+        let frames: Vec<FrameInfo> = (0..200_000)
+            .map(|i| FrameInfo {
+                id: i + 1,
+                name: "recursive".into(),
+                ..FrameInfo::default()
+            })
+            .collect();
+        let stack: Vec<&FrameInfo> = frames.iter().collect();
+        let mut tree = NameTree::default();
+        assert_eq!(tree.insert(&stack, 5).unwrap(), 200_000);
+        assert_eq!(tree.insert(&stack, 5).unwrap(), 0);
+        let decoded = Tree::from_tree_bytes(&tree.tree_bytes(8192)).unwrap();
+        assert_eq!(
+            (
+                decoded.total(),
+                decoded.len(),
+                decoded.flame_graph(8192).levels.len()
+            ),
+            (10, 200_000, 200_001)
+        );
+    }
 
     /// Truncating in the symbolize node must not change any encoding at `max_nodes`: the
     /// flame graph and the tree bytes of the truncated tree equal those of the whole tree.

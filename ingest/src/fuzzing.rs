@@ -39,13 +39,9 @@ pub fn otlp(data: &[u8]) {
     if let Ok(r) = <ExportProfilesServiceRequest as prost::Message>::decode(data) {
         requests.push(r);
     }
-    if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(data) {
-        crate::otlp::hex_ids_to_base64(&mut v);
-        if let Ok(json) = serde_json::to_vec(&v)
-            && let Ok(r) = profusion_proto::from_json::<ExportProfilesServiceRequest>(&json, true)
-        {
-            requests.push(r);
-        }
+    if let Ok(mut r) = profusion_proto::from_json::<ExportProfilesServiceRequest>(data) {
+        crate::otlp::fix_hex_ids(&mut r);
+        requests.push(r);
     }
     let limits = limits();
     for r in requests {

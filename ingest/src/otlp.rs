@@ -342,25 +342,33 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// OTLP/JSON writes `traceId`/`spanId` as hex, where protobuf JSON expects base64; rewrites
-/// hex ids in `dictionary.linkTable` to base64 so either form decodes.
-pub fn hex_ids_to_base64(value: &mut serde_json::Value) {
-    let Some(links) = value
-        .pointer_mut("/dictionary/linkTable")
-        .and_then(serde_json::Value::as_array_mut)
-    else {
-        return;
-    };
-    for link in links {
-        for (key, len) in [("traceId", 32), ("spanId", 16)] {
-            if let Some(serde_json::Value::String(s)) = link.get_mut(key)
-                && s.len() == len
-                && s.bytes().all(|b| b.is_ascii_hexdigit())
-            {
-                let bytes: Vec<u8> = (0..len / 2)
-                    .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0))
-                    .collect();
-                *s = base64(&bytes);
+/// OTLP/JSON writes `traceId`, `spanId` and `profileId` as hex, where the protobuf JSON mapping
+/// has base64. Hex digits are base64 digits too, so a JSON decoder reads the 32 or 16 hex
+/// digits as 24 or 12 bytes; this turns ids of exactly those lengths that spell hex back into
+/// the 16 or 8 bytes they stand for. Ids sent in base64 (16 and 8 bytes) are left alone.
+pub fn fix_hex_ids(request: &mut ExportProfilesServiceRequest) {
+    fn unhex(id: &mut bytes::Bytes, id_len: usize) {
+        if id.len() != id_len / 2 * 3 {
+            return;
+        }
+        let text = base64(id);
+        if text.len() == 2 * id_len && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let raw: Vec<u8> = (0..id_len)
+                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap_or(0))
+                .collect();
+            *id = raw.into();
+        }
+    }
+    if let Some(dict) = request.dictionary.as_mut() {
+        for link in &mut dict.link_table {
+            unhex(&mut link.trace_id, 16);
+            unhex(&mut link.span_id, 8);
+        }
+    }
+    for rp in &mut request.resource_profiles {
+        for sp in &mut rp.scope_profiles {
+            for p in &mut sp.profiles {
+                unhex(&mut p.profile_id, 16);
             }
         }
     }

@@ -13,46 +13,55 @@ use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 pub mod google {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/google.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/google.v1.serde.rs"));
     }
 }
 pub mod types {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/types.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/types.v1.serde.rs"));
     }
 }
 pub mod push {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/push.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/push.v1.serde.rs"));
     }
 }
 pub mod querier {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/querier.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/querier.v1.serde.rs"));
     }
 }
 pub mod ingester {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/ingester.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/ingester.v1.serde.rs"));
     }
 }
 pub mod settings {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/settings.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/settings.v1.serde.rs"));
     }
 }
 pub mod version {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/version.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/version.v1.serde.rs"));
     }
 }
 pub mod capabilities {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/capabilities.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/capabilities.v1.serde.rs"));
     }
 }
 pub mod status {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/status.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/status.v1.serde.rs"));
     }
 }
 pub mod opentelemetry {
@@ -63,6 +72,10 @@ pub mod opentelemetry {
                     env!("OUT_DIR"),
                     "/opentelemetry.proto.common.v1.rs"
                 ));
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.common.v1.serde.rs"
+                ));
             }
         }
         pub mod resource {
@@ -70,6 +83,10 @@ pub mod opentelemetry {
                 include!(concat!(
                     env!("OUT_DIR"),
                     "/opentelemetry.proto.resource.v1.rs"
+                ));
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.resource.v1.serde.rs"
                 ));
             }
         }
@@ -79,6 +96,10 @@ pub mod opentelemetry {
                     env!("OUT_DIR"),
                     "/opentelemetry.proto.profiles.v1development.rs"
                 ));
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.profiles.v1development.serde.rs"
+                ));
             }
         }
         pub mod collector {
@@ -87,6 +108,10 @@ pub mod opentelemetry {
                     include!(concat!(
                         env!("OUT_DIR"),
                         "/opentelemetry.proto.collector.profiles.v1development.rs"
+                    ));
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/opentelemetry.proto.collector.profiles.v1development.serde.rs"
                     ));
                 }
             }
@@ -129,31 +154,19 @@ pub enum JsonError {
     },
 }
 
-/// Parses canonical protobuf JSON into a generated message. Unknown fields are rejected, as the
-/// protobuf JSON mapping requires, unless `ignore_unknown` is set (OTLP demands that receivers
-/// ignore them).
-pub fn from_json<M: prost::Message + prost::Name + Default>(
-    json: &[u8],
-    ignore_unknown: bool,
-) -> Result<M, JsonError> {
-    let name = M::full_name();
-    let desc = descriptor_pool()
-        .get_message_by_name(&name)
-        .ok_or_else(|| JsonError::UnknownMessage(name.clone()))?;
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let options = prost_reflect::DeserializeOptions::new().deny_unknown_fields(!ignore_unknown);
-    let dynamic = DynamicMessage::deserialize_with_options(desc, &mut de, &options)
-        .and_then(|m| de.end().map(|()| m))
-        .map_err(|source| JsonError::Invalid {
-            message: name.clone(),
-            source,
-        })?;
-    dynamic
-        .transcode_to::<M>()
-        .map_err(|source| JsonError::Convert {
-            message: name,
-            source,
-        })
+/// Parses protobuf JSON into a generated message, straight into its Rust type (no dynamic
+/// message in between), so decoding costs about what the message itself holds. Field names in
+/// lowerCamelCase or as declared, 64-bit integers as numbers or strings, bytes in standard or
+/// URL-safe base64; unknown fields are ignored, as Connect's Go implementation ignores them
+/// (and OTLP requires).
+pub fn from_json<M>(json: &[u8]) -> Result<M, JsonError>
+where
+    M: prost::Name + serde::de::DeserializeOwned,
+{
+    serde_json::from_slice(json).map_err(|source| JsonError::Invalid {
+        message: M::full_name(),
+        source,
+    })
 }
 
 /// Renders a generated message as canonical protobuf JSON (lowerCamel or declared JSON names,

@@ -44,6 +44,8 @@ pub struct TestServer {
     pub data: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// A command the binary runs under (`prlimit --nofile=…`), if any.
+    wrapper: Vec<String>,
     stderr_log: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -56,6 +58,12 @@ impl TestServer {
 
     /// Starts a server with extra flags and environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_wrapped(&[], args, env)
+    }
+
+    /// Starts a server under `wrapper` (e.g. `["prlimit", "--nofile=256"]`, which execs it with
+    /// that limit), with extra flags and environment variables.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
         let mut s = Self {
@@ -67,11 +75,56 @@ impl TestServer {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            wrapper: wrapper.iter().map(|a| (*a).to_owned()).collect(),
             stderr_log: dir.path().join("server.log"),
             _dir: Some(dir),
         };
         s.spawn();
         s
+    }
+
+    /// The command that starts the binary with this server's data directory and flags, for
+    /// tests that start a second process on it.
+    pub fn command(&self) -> Command {
+        let mut c = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        c.arg("--server.http-listen-address=127.0.0.1")
+            .arg("--server.http-listen-port=0")
+            .arg(format!("--pyroscopedb.data-path={}", self.data.display()))
+            .arg("--log.level=info")
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// The server's peak resident memory so far, in bytes (`VmHWM` in `/proc/<pid>/status`).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM")
+            * 1024
+    }
+
+    /// Whether the process is still running (it did not crash).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     fn spawn(&mut self) {
@@ -80,13 +133,8 @@ impl TestServer {
             .append(true)
             .open(&self.stderr_log)
             .expect("server log");
-        let mut child = Command::new(binary())
-            .arg("--server.http-listen-address=127.0.0.1")
-            .arg("--server.http-listen-port=0")
-            .arg(format!("--pyroscopedb.data-path={}", self.data.display()))
-            .arg("--log.level=info")
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+        let mut child = self
+            .command()
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

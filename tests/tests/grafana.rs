@@ -203,13 +203,10 @@ fn buf_curl_replays_the_grafana_data_source_sequence() {
     let selector = r#"{service_name="api"}"#;
 
     // 1. The profile-type picker (also the data source's health check).
-    let types: ProfileTypesResponse = profusion_proto::from_json(
-        &buf(
-            "ProfileTypes",
-            profusion_proto::to_json(&ProfileTypesRequest { start, end }).unwrap(),
-        ),
-        false,
-    )
+    let types: ProfileTypesResponse = profusion_proto::from_json(&buf(
+        "ProfileTypes",
+        profusion_proto::to_json(&ProfileTypesRequest { start, end }).unwrap(),
+    ))
     .unwrap();
     assert_eq!(types.profile_types.len(), 1);
     let t = &types.profile_types[0];
@@ -224,57 +221,48 @@ fn buf_curl_replays_the_grafana_data_source_sequence() {
     );
 
     // 2. Label autocomplete for the current selector.
-    let names: LabelNamesResponse = profusion_proto::from_json(
-        &buf(
-            "LabelNames",
-            profusion_proto::to_json(&LabelNamesRequest {
-                matchers: vec![selector.into()],
-                start,
-                end,
-            })
-            .unwrap(),
-        ),
-        false,
-    )
+    let names: LabelNamesResponse = profusion_proto::from_json(&buf(
+        "LabelNames",
+        profusion_proto::to_json(&LabelNamesRequest {
+            matchers: vec![selector.into()],
+            start,
+            end,
+        })
+        .unwrap(),
+    ))
     .unwrap();
     for name in ["__name__", "env", "service_name"] {
         assert!(names.names.contains(&name.to_owned()), "{:?}", names.names);
     }
-    let values: LabelValuesResponse = profusion_proto::from_json(
-        &buf(
-            "LabelValues",
-            profusion_proto::to_json(&LabelValuesRequest {
-                name: "env".into(),
-                matchers: vec![selector.into()],
-                start,
-                end,
-            })
-            .unwrap(),
-        ),
-        false,
-    )
+    let values: LabelValuesResponse = profusion_proto::from_json(&buf(
+        "LabelValues",
+        profusion_proto::to_json(&LabelValuesRequest {
+            name: "env".into(),
+            matchers: vec![selector.into()],
+            start,
+            end,
+        })
+        .unwrap(),
+    ))
     .unwrap();
     assert_eq!(values.names, ["dev", "prod"]);
 
     // 3. The metrics query: grouped by env, 15 s step, top 10, no exemplars.
-    let series: SelectSeriesResponse = profusion_proto::from_json(
-        &buf(
-            "SelectSeries",
-            profusion_proto::to_json(&SelectSeriesRequest {
-                profile_type_id: CPU.into(),
-                label_selector: selector.into(),
-                start,
-                end,
-                group_by: vec!["env".into()],
-                step: 15.0,
-                limit: Some(10),
-                exemplar_type: ExemplarType::None as i32,
-                ..Default::default()
-            })
-            .unwrap(),
-        ),
-        false,
-    )
+    let series: SelectSeriesResponse = profusion_proto::from_json(&buf(
+        "SelectSeries",
+        profusion_proto::to_json(&SelectSeriesRequest {
+            profile_type_id: CPU.into(),
+            label_selector: selector.into(),
+            start,
+            end,
+            group_by: vec!["env".into()],
+            step: 15.0,
+            limit: Some(10),
+            exemplar_type: ExemplarType::None as i32,
+            ..Default::default()
+        })
+        .unwrap(),
+    ))
     .unwrap();
     let now_ms = now / 1_000_000;
     let bucket = now_ms - now_ms.rem_euclid(15_000);
@@ -307,21 +295,18 @@ fn buf_curl_replays_the_grafana_data_source_sequence() {
             .collect();
         reference_tree(&stacks)
     };
-    let flame: SelectMergeStacktracesResponse = profusion_proto::from_json(
-        &buf(
-            "SelectMergeStacktraces",
-            profusion_proto::to_json(&SelectMergeStacktracesRequest {
-                profile_type_id: CPU.into(),
-                label_selector: selector.into(),
-                start,
-                end,
-                max_nodes: Some(16_384),
-                ..Default::default()
-            })
-            .unwrap(),
-        ),
-        false,
-    )
+    let flame: SelectMergeStacktracesResponse = profusion_proto::from_json(&buf(
+        "SelectMergeStacktraces",
+        profusion_proto::to_json(&SelectMergeStacktracesRequest {
+            profile_type_id: CPU.into(),
+            label_selector: selector.into(),
+            start,
+            end,
+            max_nodes: Some(16_384),
+            ..Default::default()
+        })
+        .unwrap(),
+    ))
     .unwrap();
     assert_eq!(
         decode_flamegraph(&flame.flamegraph.unwrap()),
@@ -329,22 +314,19 @@ fn buf_curl_replays_the_grafana_data_source_sequence() {
     );
 
     // 5. Traces to profiles: the samples of the given spans.
-    let spans: SelectMergeSpanProfileResponse = profusion_proto::from_json(
-        &buf(
-            "SelectMergeSpanProfile",
-            profusion_proto::to_json(&SelectMergeSpanProfileRequest {
-                profile_type_id: CPU.into(),
-                label_selector: selector.into(),
-                span_selector: vec!["00000000000000a1".into(), "00000000000000b2".into()],
-                start,
-                end,
-                max_nodes: Some(16_384),
-                ..Default::default()
-            })
-            .unwrap(),
-        ),
-        false,
-    )
+    let spans: SelectMergeSpanProfileResponse = profusion_proto::from_json(&buf(
+        "SelectMergeSpanProfile",
+        profusion_proto::to_json(&SelectMergeSpanProfileRequest {
+            profile_type_id: CPU.into(),
+            label_selector: selector.into(),
+            span_selector: vec!["00000000000000a1".into(), "00000000000000b2".into()],
+            start,
+            end,
+            max_nodes: Some(16_384),
+            ..Default::default()
+        })
+        .unwrap(),
+    ))
     .unwrap();
     assert_eq!(
         decode_flamegraph(&spans.flamegraph.unwrap()),
