@@ -30,11 +30,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.bytes(["."]);
     config.compile_fds(fds)?;
     // serde implementations of the protobuf JSON mapping (`<package>.serde.rs`). Unknown fields
-    // are ignored, as Connect's Go implementation (Pyroscope's) ignores them.
+    // are refused in Pyroscope's APIs, as Connect's Go implementation refuses them, and ignored
+    // in OTLP, whose specification requires receivers to ignore them.
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .out_dir(&out)
+        .build(&[
+            ".google.v1",
+            ".types.v1",
+            ".push.v1",
+            ".querier.v1",
+            ".ingester.v1",
+            ".settings.v1",
+            ".version.v1",
+            ".capabilities.v1",
+            ".status.v1",
+        ])?;
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .ignore_unknown_fields()
         .out_dir(&out)
-        .build(&["."])?;
+        .build(&[".opentelemetry"])?;
     Ok(())
 }

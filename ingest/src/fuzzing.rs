@@ -1,5 +1,6 @@
 //! Entry points shared by the `cargo fuzz` targets under `fuzz/` and the mutation tests: each
-//! feeds untrusted bytes through a decoder and everything after it, and must never panic.
+//! feeds untrusted bytes through a decoder and everything after it, and must never panic. The
+//! [`seeds`] are the hostile shapes found so far, for both to start from.
 
 use bytes::Bytes;
 
@@ -93,5 +94,308 @@ pub fn legacy(data: &[u8]) {
                 let _ = pprof::convert(profile, &p.labels, "id", &p.options, &limits, 0, 0);
             }
         }
+    }
+}
+
+/// `push.v1.PushRequest` in Connect JSON: the JSON mapping, then each series' labels and raw
+/// profiles through decode, validation, normalization and series split.
+pub fn push_json(data: &[u8]) {
+    use profusion_proto::push::v1::PushRequest;
+    let Ok(request) = profusion_proto::from_json::<PushRequest>(data) else {
+        return;
+    };
+    let limits = limits();
+    for series in request.series {
+        if series.labels.len() > limits.max_label_names_per_series {
+            continue;
+        }
+        let labels = Labels::from_pairs(
+            series
+                .labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        );
+        for sample in series.samples {
+            if let Ok((profile, size)) = pprof::decode(&sample.raw_profile, &limits) {
+                let _ = pprof::convert(
+                    &profile,
+                    &labels,
+                    "id",
+                    &ConvertOptions::default(),
+                    &limits,
+                    0,
+                    size,
+                );
+            }
+        }
+    }
+}
+
+/// One starting input of a fuzz target: `(target, name, bytes)`.
+pub type Seed = (&'static str, &'static str, Vec<u8>);
+
+/// The hostile shapes: inputs that once crashed the server, expanded a small body into a huge
+/// one, or were misreported (docs/write-path.md, "Hostile input"). The mutation tests start
+/// from them and `cargo run -p profusion-ingest --example fuzz_seeds` writes them into the
+/// fuzz corpus.
+pub fn seeds() -> Vec<Seed> {
+    use prost::Message;
+    use seed::*;
+    let mut out: Vec<Seed> = vec![
+        ("pprof", "inlined_deep", inlined(60, 1_000).encode_to_vec()),
+        (
+            "pprof",
+            "inlined_million_frames",
+            inlined(1_000, 1_000).encode_to_vec(),
+        ),
+        (
+            "pprof",
+            "duplicate_location_ids",
+            duplicate_ids().encode_to_vec(),
+        ),
+        (
+            "pprof",
+            "many_sample_labels",
+            sample_labels(200, 1).encode_to_vec(),
+        ),
+        (
+            "pprof",
+            "many_label_sets",
+            sample_labels(1, 2_000).encode_to_vec(),
+        ),
+        ("pprof", "long_symbols", long_symbols().encode_to_vec()),
+    ];
+    let mut tree = vec![3u8];
+    for i in 0..8_000 {
+        tree.extend_from_slice(&[1, b'f', 1, u8::from(i + 1 < 8_000)]);
+    }
+    out.push(("legacy", "tree_chain", tree));
+    out.push(("legacy", "trie_long_name_many_children", trie_revisits()));
+    let mut folded = vec![0u8];
+    folded.extend_from_slice(format!("{} 1\n", vec!["f"; 5_000].join(";")).as_bytes());
+    out.push(("legacy", "folded_deep", folded));
+    out.push((
+        "otlp",
+        "profiles_sharing_a_dictionary",
+        otlp_shared(500, 1).encode_to_vec(),
+    ));
+    out.push((
+        "otlp",
+        "one_service_per_sample",
+        otlp_shared(1, 2_000).encode_to_vec(),
+    ));
+    out.push(("push_json", "labels_200000", push_json_labels(200_000)));
+    out.push(("push_json", "labels_3", push_json_labels(3)));
+    out
+}
+
+/// Builders of the hostile shapes.
+mod seed {
+    use profusion_proto::google::v1::{
+        Function, Label, Line, Location, Profile, Sample, ValueType,
+    };
+    use profusion_proto::otlp::collector::ExportProfilesServiceRequest;
+    use profusion_proto::otlp::common::{AnyValue, KeyValue, any_value};
+    use profusion_proto::otlp::profiles as otlp;
+
+    fn cpu(strings: &[&str], sample: Vec<Sample>, location: Vec<Location>) -> Profile {
+        let mut string_table: Vec<String> = vec!["".into(), "cpu".into(), "nanoseconds".into()];
+        string_table.extend(strings.iter().map(|s| (*s).to_owned()));
+        let function = (0..strings.len() as u64)
+            .map(|i| Function {
+                id: i + 1,
+                name: i as i64 + 3,
+                ..Function::default()
+            })
+            .collect();
+        Profile {
+            sample_type: vec![ValueType { r#type: 1, unit: 2 }],
+            period_type: Some(ValueType { r#type: 1, unit: 2 }),
+            period: 10_000_000,
+            sample,
+            location,
+            function,
+            string_table,
+            ..Profile::default()
+        }
+    }
+
+    fn location(id: u64, functions: &[u64]) -> Location {
+        Location {
+            id,
+            line: functions
+                .iter()
+                .enumerate()
+                .map(|(i, &function_id)| Line {
+                    function_id,
+                    line: i as i64 + 1,
+                })
+                .collect(),
+            ..Location::default()
+        }
+    }
+
+    /// One location of `lines` inlined lines, referenced `refs` times by one sample.
+    pub(super) fn inlined(lines: usize, refs: usize) -> Profile {
+        cpu(
+            &["inlined"],
+            vec![Sample {
+                location_id: vec![1; refs],
+                value: vec![1],
+                label: vec![],
+            }],
+            vec![location(1, &vec![1; lines])],
+        )
+    }
+
+    pub(super) fn duplicate_ids() -> Profile {
+        cpu(
+            &["a", "b"],
+            vec![Sample {
+                location_id: vec![1, 2],
+                value: vec![1],
+                label: vec![],
+            }],
+            vec![location(1, &[1]), location(1, &[2])],
+        )
+    }
+
+    /// `samples` samples with `labels` labels each, every sample its own label set.
+    pub(super) fn sample_labels(labels: usize, samples: usize) -> Profile {
+        let mut p = cpu(&["main", "k", "v"], vec![], vec![location(1, &[1])]);
+        let first_value = p.string_table.len() as i64;
+        p.string_table
+            .extend((0..samples.max(labels)).map(|i| format!("value-{i}")));
+        p.sample = (0..samples)
+            .map(|s| Sample {
+                location_id: vec![1],
+                value: vec![1],
+                label: (0..labels)
+                    .map(|l| Label {
+                        key: first_value + l as i64,
+                        str: first_value + s as i64,
+                        ..Label::default()
+                    })
+                    .collect(),
+            })
+            .collect();
+        p
+    }
+
+    pub(super) fn long_symbols() -> Profile {
+        let long = "x".repeat(70_000);
+        cpu(
+            &[&long, "é".repeat(40_000).as_str()],
+            vec![Sample {
+                location_id: vec![2, 1],
+                value: vec![1],
+                label: vec![],
+            }],
+            vec![location(1, &[1]), location(2, &[2])],
+        )
+    }
+
+    /// A trie whose 1,000-byte root name is completed again by each of 1,000 children.
+    pub(super) fn trie_revisits() -> Vec<u8> {
+        let mut b = vec![2u8, 0xe8, 0x07];
+        b.extend_from_slice(&[b'n'; 1_000]);
+        b.extend_from_slice(&[0, 0xe8, 0x07]);
+        for i in 0..1_000 {
+            let suffix = format!("{};x", i % 10);
+            b.push(suffix.len() as u8);
+            b.extend_from_slice(suffix.as_bytes());
+            b.extend_from_slice(&[1, 0]);
+        }
+        b
+    }
+
+    fn string(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.into())),
+            }),
+        }
+    }
+
+    /// `profiles` profiles over one dictionary, each with `samples` samples of their own
+    /// `service.name`: the shapes that once copied the dictionary per profile and service.
+    pub(super) fn otlp_shared(profiles: usize, samples: usize) -> ExportProfilesServiceRequest {
+        let mut dictionary = otlp::ProfilesDictionary {
+            string_table: vec![
+                "".into(),
+                "f".repeat(10_000),
+                "cpu".into(),
+                "nanoseconds".into(),
+            ],
+            function_table: vec![otlp::Function {
+                name_strindex: 1,
+                ..Default::default()
+            }],
+            location_table: vec![otlp::Location {
+                lines: vec![otlp::Line {
+                    function_index: 0,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            stack_table: vec![otlp::Stack {
+                location_indices: vec![0],
+            }],
+            ..Default::default()
+        };
+        let key = dictionary.string_table.len() as i32;
+        dictionary.string_table.push("service.name".into());
+        dictionary.attribute_table = (0..samples)
+            .map(|i| otlp::KeyValueAndUnit {
+                key_strindex: key,
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(format!("svc-{i}"))),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let profile = otlp::Profile {
+            sample_type: Some(otlp::ValueType {
+                type_strindex: 2,
+                unit_strindex: 3,
+            }),
+            samples: (0..samples)
+                .map(|i| otlp::Sample {
+                    stack_index: 0,
+                    attribute_indices: vec![i as i32],
+                    values: vec![1],
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        ExportProfilesServiceRequest {
+            resource_profiles: vec![otlp::ResourceProfiles {
+                resource: Some(profusion_proto::otlp::resource::Resource {
+                    attributes: vec![string("service.name", "app")],
+                    ..Default::default()
+                }),
+                scope_profiles: vec![otlp::ScopeProfiles {
+                    profiles: vec![profile; profiles],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            dictionary: Some(dictionary),
+        }
+    }
+
+    /// A Connect JSON push of one series with `labels` labels.
+    pub(super) fn push_json_labels(labels: usize) -> Vec<u8> {
+        let mut json = String::from(r#"{"series":[{"labels":["#);
+        for i in 0..labels {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str(&format!(r#"{{"name":"label_{i}","value":"v"}}"#));
+        }
+        json.push_str(r#"],"samples":[{"rawProfile":"","ID":""}]}]}"#);
+        json.into_bytes()
     }
 }

@@ -29,6 +29,18 @@ fn hammer(seeds: &[Vec<u8>], run: fn(&[u8]), rounds: usize) {
     }
 }
 
+/// The hostile shapes for `target` (deep inlined stacks, duplicate ids, huge label sets, long
+/// tree and trie chains, profiles sharing a dictionary), mutated fewer times: each is large.
+fn hostile(target: &str, run: fn(&[u8])) {
+    let seeds: Vec<Vec<u8>> = fuzzing::seeds()
+        .into_iter()
+        .filter(|(t, _, _)| *t == target)
+        .map(|(_, _, bytes)| bytes)
+        .collect();
+    assert!(!seeds.is_empty(), "no hostile seeds for {target}");
+    hammer(&seeds, run, 60);
+}
+
 #[test]
 fn pprof_decoder_survives_mutations() {
     let seeds = vec![
@@ -37,6 +49,7 @@ fn pprof_decoder_survives_mutations() {
         shared("captures/pyroscope-io-0.8.16-ingest/req001.body"),
     ];
     hammer(&seeds, fuzzing::pprof, 3000);
+    hostile("pprof", fuzzing::pprof);
 }
 
 #[test]
@@ -46,6 +59,7 @@ fn otlp_decoder_survives_mutations() {
         shared("captures/otlp-synthetic/otlp_profiles_v1.10.json"),
     ];
     hammer(&seeds, fuzzing::otlp, 3000);
+    hostile("otlp", fuzzing::otlp);
 }
 
 #[test]
@@ -66,4 +80,20 @@ fn legacy_decoders_survive_mutations() {
         multipart,
     ];
     hammer(&seeds, fuzzing::legacy, 3000);
+    hostile("legacy", fuzzing::legacy);
+}
+
+#[test]
+fn push_json_decoder_survives_mutations() {
+    let raw = String::from_utf8(
+        profusion_proto::to_json(&profusion_tests::push_request(
+            &[("__name__", "process_cpu"), ("service_name", "svc")],
+            shared("fixtures/wire/pprof_cpu_small.bin"),
+            "",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    hammer(&[raw.into_bytes()], fuzzing::push_json, 3000);
+    hostile("push_json", fuzzing::push_json);
 }

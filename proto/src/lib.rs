@@ -157,8 +157,8 @@ pub enum JsonError {
 /// Parses protobuf JSON into a generated message, straight into its Rust type (no dynamic
 /// message in between), so decoding costs about what the message itself holds. Field names in
 /// lowerCamelCase or as declared, 64-bit integers as numbers or strings, bytes in standard or
-/// URL-safe base64; unknown fields are ignored, as Connect's Go implementation ignores them
-/// (and OTLP requires).
+/// URL-safe base64. Unknown fields are refused, as Connect's Go implementation refuses them,
+/// except in OTLP messages, whose receivers must ignore them.
 pub fn from_json<M>(json: &[u8]) -> Result<M, JsonError>
 where
     M: prost::Name + serde::de::DeserializeOwned,
