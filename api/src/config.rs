@@ -49,8 +49,8 @@ pub struct Config {
     #[arg(long = "server.http-read-header-timeout", env = "PROFUSION_SERVER_HTTP_READ_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http_read_header_timeout: Duration,
 
-    /// Longest time a client may take to send a whole request, headers and body; a body not
-    /// received in time is answered 408 (0s: no limit).
+    /// Longest time a client may take to send a request body once its handler starts reading
+    /// it; a body not received in time is answered 408 (0s: no limit).
     #[arg(long = "server.http-read-timeout", env = "PROFUSION_SERVER_HTTP_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub http_read_timeout: Duration,
 

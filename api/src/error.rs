@@ -99,10 +99,14 @@ impl ApiError {
         self
     }
 
-    /// The HTTP status of a Connect error: the code's, except 413 for a body over the limit,
-    /// which Connect would answer 429, an invitation to retry what can never succeed.
+    /// The HTTP status of a Connect error: the code's, except 413 for a body over the limit
+    /// (Connect would answer 429, an invitation to retry what can never succeed) and 408 for a
+    /// body not received in time.
     pub fn connect_status(&self) -> StatusCode {
-        if self.http == StatusCode::PAYLOAD_TOO_LARGE {
+        if matches!(
+            self.http,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
             self.http
         } else {
             Self::new(self.code, "").http
@@ -160,6 +164,7 @@ impl From<profusion_catalog::CatalogError> for ApiError {
         use profusion_catalog::CatalogError as E;
         match e {
             E::Conflict(m) => Self::new(Code::FailedPrecondition, m),
+            E::Limit(m) => Self::new(Code::ResourceExhausted, m),
             other => Self::new(Code::Unavailable, format!("catalog: {other}")),
         }
     }

@@ -2,9 +2,11 @@
 //! server reachable by careless and hostile clients needs, which `axum::serve` does not give:
 //!
 //! - a header timeout: from the first byte of an HTTP/1 request to the end of its headers
-//!   (`--server.http-read-header-timeout`), so a client dribbling headers is disconnected;
-//! - an idle timeout: a connection with no request in flight for `--server.http-idle-timeout`
-//!   is closed (longer than agents' keep-alive pools, so they normally close first);
+//!   (`--server.http-read-header-timeout`), so a client dribbling headers is disconnected
+//!   (HTTP/2 multiplexes and pings: its connections have the idle timeout only);
+//! - an idle timeout: a connection with no request in flight and nothing written for
+//!   `--server.http-idle-timeout` is closed (longer than agents' keep-alive pools, so they
+//!   normally close first);
 //! - a connection limit below the open-file limit (`--server.http-conn-limit`), so a flood of
 //!   connections cannot take the descriptors the WAL, block files and the catalog need; at the
 //!   limit, idle connections are closed to make room and new ones wait in the backlog;
@@ -111,6 +113,13 @@ pub async fn serve(
                         },
                     ));
                 }
+                // A connection that went away before it was accepted: take the next one.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a connection failed; retrying");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -183,7 +192,7 @@ async fn serve_connection(
     let io = TokioIo::new(Observed {
         inner: stream,
         activity: Arc::clone(&activity),
-        first_read: true,
+        preface: Some(Vec::new()),
     });
     let service = Tracked {
         router,
@@ -195,7 +204,8 @@ async fn serve_connection(
     let mut closing: Option<(Instant, Duration)> = None;
     loop {
         let (at, why) = match closing {
-            Some((since, grace)) => (since + grace, Deadline::Closing),
+            // A response still being written keeps its connection until it is sent.
+            Some((since, grace)) => (since.max(activity.last_write()) + grace, Deadline::Closing),
             None => activity.deadline(&limits),
         };
         let shed = connection.shed.notified();
@@ -247,6 +257,9 @@ struct State {
     request_started: Option<Instant>,
     /// Since when no request has been in flight.
     idle_since: Instant,
+    /// When bytes were last written: a response outlives its request in flight (hyper drops
+    /// the body once its last chunk is queued, not sent).
+    last_write: Instant,
     /// HTTP/2 multiplexes and pings: bytes on an idle connection do not start a request.
     h2: bool,
 }
@@ -258,6 +271,7 @@ impl Default for Activity {
                 in_flight: 0,
                 request_started: None,
                 idle_since: Instant::now(),
+                last_write: Instant::now(),
                 h2: false,
             }),
             changed: Notify::new(),
@@ -285,15 +299,27 @@ impl Activity {
             return (started + timeout, Deadline::Headers);
         }
         match limits.idle_timeout {
-            Some(timeout) => (s.idle_since + timeout, Deadline::Idle),
+            Some(timeout) => (s.idle_since.max(s.last_write) + timeout, Deadline::Idle),
             None => none,
         }
     }
 
-    fn read(&self, first: Option<&[u8]>) {
+    fn last_write(&self) -> Instant {
+        self.state().last_write
+    }
+
+    fn wrote(&self) {
+        self.state().last_write = Instant::now();
+    }
+
+    /// Bytes arrived; `h2` once the connection's preface told HTTP/2 from HTTP/1.
+    fn read(&self, h2: Option<bool>) {
         let mut s = self.state();
-        if let Some(bytes) = first {
-            s.h2 = bytes.starts_with(b"PRI * HTTP/2.0");
+        if let Some(h2) = h2 {
+            s.h2 = h2;
+            if h2 {
+                s.request_started = None;
+            }
         }
         if !s.h2 && s.in_flight == 0 && s.request_started.is_none() {
             s.request_started = Some(Instant::now());
@@ -321,11 +347,35 @@ impl Activity {
     }
 }
 
-/// The socket, telling [`Activity`] when a request's first bytes arrive.
+/// The HTTP/2 connection preface's first line, which tells h2c from HTTP/1.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// The socket, telling [`Activity`] when a request's first bytes arrive and when bytes go out.
 struct Observed {
     inner: TcpStream,
     activity: Arc<Activity>,
-    first_read: bool,
+    /// The connection's first bytes, until they tell HTTP/2 from HTTP/1 (reads may be short).
+    preface: Option<Vec<u8>>,
+}
+
+impl Observed {
+    /// Whether the connection is HTTP/2, once its first bytes tell.
+    fn protocol(&mut self, bytes: &[u8]) -> Option<bool> {
+        let preface = self.preface.as_mut()?;
+        let want = H2_PREFACE.len() - preface.len();
+        preface.extend_from_slice(&bytes[..bytes.len().min(want)]);
+        let decided = if !H2_PREFACE.starts_with(preface) {
+            Some(false)
+        } else if preface.len() == H2_PREFACE.len() {
+            Some(true)
+        } else {
+            None
+        };
+        if decided.is_some() {
+            self.preface = None;
+        }
+        decided
+    }
 }
 
 impl AsyncRead for Observed {
@@ -337,8 +387,8 @@ impl AsyncRead for Observed {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let first = std::mem::take(&mut self.first_read);
-            self.activity.read(first.then(|| &buf.filled()[before..]));
+            let h2 = self.protocol(&buf.filled()[before..]);
+            self.activity.read(h2);
         }
         result
     }
@@ -350,7 +400,11 @@ impl AsyncWrite for Observed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -366,7 +420,11 @@ impl AsyncWrite for Observed {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

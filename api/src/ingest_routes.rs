@@ -132,7 +132,8 @@ pub(crate) async fn otlp_export(
                 &headers,
                 body,
                 |tenant, request: ExportProfilesServiceRequest| async move {
-                    st.push(&tenant, move |_| otlp_profiles(&request)).await?;
+                    st.push(&tenant, move |limits| otlp_profiles(&request, limits))
+                        .await?;
                     Ok(ExportProfilesServiceResponse::default())
                 },
             )
@@ -161,7 +162,7 @@ pub(crate) async fn otlp_http(
     let result = async {
         let (tenant, bytes) = state.tenant_and_decoded_body(&headers, body).await?;
         state
-            .push(&tenant, move |_| {
+            .push(&tenant, move |limits| {
                 let request: ExportProfilesServiceRequest = if json {
                     let mut request = profusion_proto::from_json(&bytes)
                         .map_err(|e| ApiError::invalid(format!("invalid OTLP JSON: {e}")))?;
@@ -171,7 +172,7 @@ pub(crate) async fn otlp_http(
                     prost::Message::decode(bytes)
                         .map_err(|e| ApiError::invalid(format!("invalid OTLP protobuf: {e}")))?
                 };
-                otlp_profiles(&request)
+                otlp_profiles(&request, limits)
             })
             .await
     }
@@ -187,7 +188,10 @@ pub(crate) async fn otlp_http(
     }
 }
 
-fn otlp_profiles(request: &ExportProfilesServiceRequest) -> Result<Vec<IncomingProfile>, ApiError> {
+fn otlp_profiles(
+    request: &ExportProfilesServiceRequest,
+    limits: &Limits,
+) -> Result<Vec<IncomingProfile>, ApiError> {
     if request.resource_profiles.is_empty() {
         return Err(ApiError::invalid(
             "ExportProfilesServiceRequest has no resource_profiles",
@@ -196,5 +200,6 @@ fn otlp_profiles(request: &ExportProfilesServiceRequest) -> Result<Vec<IncomingP
     Ok(profusion_ingest::otlp::convert(
         request,
         profusion_ingest::now_nanos(),
+        limits,
     )?)
 }

@@ -7,6 +7,8 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use http::HeaderMap;
+use profusion_engine::budget::{Charged, QueryBudget};
+use profusion_engine::flamegraph::Tree;
 use profusion_engine::querier::{MergeRequest, TimeRange};
 use profusion_engine::selector::{self, Selector};
 use profusion_engine::symbolize::{GoPgo, StackFilter};
@@ -183,7 +185,7 @@ async fn matching_series(
     let selectors = selectors(matchers)?;
     Ok(state
         .frontend
-        .series(tenants, range, selectors, None)
+        .series(&state.frontend.budget(), tenants, range, selectors, None)
         .await?)
 }
 
@@ -346,14 +348,32 @@ impl MergeQuery {
 
 async fn merged_tree(
     state: &AppState,
+    budget: &QueryBudget,
     tenants: &[String],
     q: &MergeQuery,
     max_nodes: usize,
-) -> Result<profusion_engine::flamegraph::Tree, ApiError> {
+) -> Result<Charged<Tree>, ApiError> {
     Ok(state
         .frontend
-        .merge_tree(tenants, &q.req, max_nodes)
+        .merge_tree(budget, tenants, &q.req, max_nodes)
         .await?)
+}
+
+/// A diff of two trees, with the union it builds charged to the query's budget (at most the
+/// two sides' size).
+pub(crate) fn charged_diff(
+    budget: &QueryBudget,
+    left: &Tree,
+    right: &Tree,
+    max_nodes: usize,
+) -> Result<profusion_proto::querier::v1::FlameGraphDiff, ApiError> {
+    let mut union = budget.reservation("diff union tree");
+    budget.hold(
+        &mut union,
+        "the diff's union tree",
+        left.heap_bytes() + right.heap_bytes(),
+    )?;
+    Ok(profusion_engine::flamegraph::diff(left, right, max_nodes))
 }
 
 async fn select_merge_stacktraces(
@@ -376,10 +396,16 @@ async fn select_merge_stacktraces(
         &req.trace_id_selector,
     )?;
     let format = ProfileFormat::try_from(req.format).unwrap_or(ProfileFormat::Unspecified);
+    let budget = state.frontend.budget();
     if format == ProfileFormat::Pprof {
         return Ok(SelectMergeStacktracesResponse {
             pprof: Some(PprofProfile {
-                profile: Some(state.frontend.merge_pprof(&tenants, &q.req).await?),
+                profile: Some(
+                    state
+                        .frontend
+                        .merge_pprof(&budget, &tenants, &q.req)
+                        .await?,
+                ),
             }),
             ..Default::default()
         });
@@ -390,7 +416,8 @@ async fn select_merge_stacktraces(
     } else {
         q.max_nodes
     };
-    let tree = merged_tree(state, &tenants, &q, truncate_at).await?;
+    let charged = merged_tree(state, &budget, &tenants, &q, truncate_at).await?;
+    let tree = &charged.value;
     Ok(match format {
         ProfileFormat::Tree => SelectMergeStacktracesResponse {
             tree: tree.tree_bytes(q.max_nodes).into(),
@@ -398,7 +425,7 @@ async fn select_merge_stacktraces(
         },
         ProfileFormat::Dot => SelectMergeStacktracesResponse {
             dot: profusion_engine::dot::to_dot(
-                &tree,
+                tree,
                 &q.profile_type.sample_type,
                 &q.profile_type.sample_unit,
                 q.max_nodes,
@@ -431,7 +458,8 @@ async fn select_merge_span_profile(
         req.max_nodes,
     )?
     .narrowed(None, &[], &req.span_selector, &[])?;
-    let tree = merged_tree(state, &tenants, &q, q.max_nodes).await?;
+    let charged = merged_tree(state, &state.frontend.budget(), &tenants, &q, q.max_nodes).await?;
+    let tree = &charged.value;
     Ok(
         match ProfileFormat::try_from(req.format).unwrap_or(ProfileFormat::Unspecified) {
             ProfileFormat::Tree => SelectMergeSpanProfileResponse {
@@ -466,7 +494,10 @@ async fn select_merge_profile(
         &[],
         &req.trace_id_selector,
     )?;
-    Ok(state.frontend.merge_pprof(&tenants, &q.req).await?)
+    Ok(state
+        .frontend
+        .merge_pprof(&state.frontend.budget(), &tenants, &q.req)
+        .await?)
 }
 
 /// A legacy query string, `<profile type>{matchers}` or a bare selector, as one selector
@@ -503,7 +534,10 @@ async fn analyze_query(
 ) -> Result<AnalyzeQueryResponse, ApiError> {
     let range = time_range(state, req.start, req.end)?;
     let selector = typed_selector(&req.query)?;
-    let analysis = state.frontend.analyze(&tenants, selector, range).await?;
+    let analysis = state
+        .frontend
+        .analyze(&state.frontend.budget(), &tenants, selector, range)
+        .await?;
     let total_bytes = analysis.scopes.iter().map(|s| s.bytes).sum();
     Ok(AnalyzeQueryResponse {
         query_scopes: analysis
@@ -566,6 +600,7 @@ async fn select_series(
     let series = state
         .frontend
         .select_series(
+            &state.frontend.budget(),
             &tenants,
             &profusion_engine::querier::SeriesQuery {
                 profile_type: q.profile_type.id.clone(),
@@ -621,13 +656,14 @@ async fn diff(
         .map_err(|e| ApiError::invalid(format!("{name}: {}", e.message)))
     };
     let (l, r) = (side("left", &left)?, side("right", &right)?);
+    let budget = state.frontend.budget();
     let (lt, rt) = tokio::try_join!(
         // A diff unions both trees before truncating: they must stay whole.
-        merged_tree(state, &tenants, &l, 0),
-        merged_tree(state, &tenants, &r, 0)
+        merged_tree(state, &budget, &tenants, &l, 0),
+        merged_tree(state, &budget, &tenants, &r, 0)
     )?;
     Ok(DiffResponse {
-        flamegraph: Some(profusion_engine::flamegraph::diff(&lt, &rt, l.max_nodes)),
+        flamegraph: Some(charged_diff(&budget, &lt.value, &rt.value, l.max_nodes)?),
     })
 }
 

@@ -228,9 +228,12 @@ pub(crate) async fn render(req: LegacyRequest) -> Result<Response, ApiError> {
     if params.get("format") == Some("dot") {
         let q = legacy_merge(&state, &params, "query", "from", "until", None)?;
         let max_nodes = params.max_nodes()?.unwrap_or(DOT_MAX_NODES).max(1) as usize;
-        let tree = state.frontend.merge_tree(&tenants, &q.req, 0).await?;
+        let tree = state
+            .frontend
+            .merge_tree(&state.frontend.budget(), &tenants, &q.req, 0)
+            .await?;
         let dot = profusion_engine::dot::to_dot(
-            &tree,
+            &tree.value,
             &q.profile_type.sample_type,
             &q.profile_type.sample_unit,
             max_nodes,
@@ -278,14 +281,23 @@ pub(crate) async fn render(req: LegacyRequest) -> Result<Response, ApiError> {
         group_by: group_by.clone(),
         ..totals_query.clone()
     };
+    // One budget for the tree and both timelines: they are one query.
+    let budget = state.frontend.budget();
     let (tree, total, groups) = tokio::try_join!(
-        state.frontend.merge_tree(&tenants, &q.req, q.max_nodes),
-        state.frontend.select_series(&tenants, &totals_query),
+        state
+            .frontend
+            .merge_tree(&budget, &tenants, &q.req, q.max_nodes),
+        state
+            .frontend
+            .select_series(&budget, &tenants, &totals_query),
         async {
             if group_by.is_empty() {
                 Ok(Vec::new())
             } else {
-                state.frontend.select_series(&tenants, &groups_query).await
+                state
+                    .frontend
+                    .select_series(&budget, &tenants, &groups_query)
+                    .await
             }
         },
     )?;
@@ -303,7 +315,7 @@ pub(crate) async fn render(req: LegacyRequest) -> Result<Response, ApiError> {
     };
     Ok(json_response(&json!({
         "version": 1,
-        "flamebearer": single(&tree.flame_graph(q.max_nodes)),
+        "flamebearer": single(&tree.value.flame_graph(q.max_nodes)),
         "metadata": metadata(&q.profile_type, "single"),
         "timeline": timeline(total.first(), from, until, step),
         "groups": groups,
@@ -341,11 +353,12 @@ pub(crate) async fn render_diff(req: LegacyRequest) -> Result<Response, ApiError
             left.profile_type.id, right.profile_type.id
         )));
     }
+    let budget = state.frontend.budget();
     let (lt, rt) = tokio::try_join!(
-        state.frontend.merge_tree(&tenants, &left.req, 0),
-        state.frontend.merge_tree(&tenants, &right.req, 0),
+        state.frontend.merge_tree(&budget, &tenants, &left.req, 0),
+        state.frontend.merge_tree(&budget, &tenants, &right.req, 0),
     )?;
-    let diff = profusion_engine::flamegraph::diff(&lt, &rt, left.max_nodes);
+    let diff = query_routes::charged_diff(&budget, &lt.value, &rt.value, left.max_nodes)?;
     Ok(json_response(&json!({
         "version": 1,
         "flamebearer": flamebearer(
@@ -382,7 +395,7 @@ async fn label_series(
     };
     Ok(state
         .frontend
-        .series(tenants, range, selectors, None)
+        .series(&state.frontend.budget(), tenants, range, selectors, None)
         .await?)
 }
 

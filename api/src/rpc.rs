@@ -87,8 +87,22 @@ where
         .map_err(|e| ApiError::new(Code::Internal, format!("request task failed: {e}")))?
 }
 
-/// Bodies up to this size are decoded on the runtime thread: cheaper than a hop to the pool.
+/// Uncompressed bodies up to this size are decoded on the runtime thread: cheaper than a hop
+/// to the pool. (A compressed one may expand to the body limit.)
 const INLINE_DECODE_BYTES: usize = 64 * 1024;
+
+/// Whether a request body is compressed: a Connect `Content-Encoding` other than identity, or
+/// a gRPC frame with its compressed flag.
+fn compressed(protocol: Protocol, headers: &HeaderMap, body: &[u8]) -> bool {
+    match protocol {
+        Protocol::ConnectProto | Protocol::ConnectJson => header_str(headers, "content-encoding")
+            .is_some_and(|e| {
+                let e = e.trim();
+                !e.is_empty() && !e.eq_ignore_ascii_case("identity")
+            }),
+        Protocol::Grpc | Protocol::GrpcWeb => body.first().is_some_and(|flag| flag & 1 == 1),
+    }
+}
 
 /// Decompresses a body whose encoding header says gzip, within `limit` bytes of output.
 pub fn decode_content(
@@ -268,12 +282,13 @@ where
         let tenant = tenant(headers)?;
         let limit = state.config.body_limit_bytes();
         let bytes = read_body(body, limit, state.config.body_timeout()).await?;
-        let request: Req = if bytes.len() <= INLINE_DECODE_BYTES {
-            decode_request(protocol, headers, bytes, limit)?
-        } else {
-            let headers = headers.clone();
-            on_blocking_pool(move || decode_request(protocol, &headers, bytes, limit)).await?
-        };
+        let request: Req =
+            if bytes.len() <= INLINE_DECODE_BYTES && !compressed(protocol, headers, &bytes) {
+                decode_request(protocol, headers, bytes, limit)?
+            } else {
+                let headers = headers.clone();
+                on_blocking_pool(move || decode_request(protocol, &headers, bytes, limit)).await?
+            };
         handler(tenant, request).await
     }
     .await;

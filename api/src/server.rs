@@ -166,10 +166,24 @@ pub struct Server {
     pub addr: SocketAddr,
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
-    /// Where queries run; shut down without waiting once the server has stopped.
-    query_runtime: tokio::runtime::Runtime,
+    /// Where queries run.
+    query_runtime: QueryRuntime,
     /// Held until the process ends.
     _data_lock: DataDirLock,
+}
+
+/// The runtime queries run on, shut down without waiting for them when dropped: queries still
+/// running have no one to answer once the server stops, and a runtime dropped plainly inside
+/// another runtime (a failed startup, say) would panic.
+#[derive(Debug)]
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// An exclusive lock on the data directory, held for the life of the process. Two servers on
@@ -309,14 +323,16 @@ impl Server {
         ));
         // Queries run on a runtime of their own: a CPU-bound plan must not hold the threads
         // that answer `/ready`, take pushes and carry out a shutdown.
-        let query_runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(
-                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
-            )
-            .thread_name("profusion-query")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("starting the query runtime: {e}"))?;
+        let query_runtime = QueryRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(
+                    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+                )
+                .thread_name("profusion-query")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("starting the query runtime: {e}"))?,
+        ));
         let frontend = profusion_engine::frontend::QueryFrontend::start(
             querier,
             profusion_engine::frontend::FrontendConfig {
@@ -324,7 +340,7 @@ impl Server {
                 max_outstanding_per_tenant: config.max_outstanding_per_tenant,
                 split_interval_millis: config.split_queries_by_interval.as_millis() as i64,
             },
-            query_runtime.handle(),
+            query_runtime.0.as_ref().expect("just built").handle(),
         );
         let ring = Ring::new(
             vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>],
@@ -388,8 +404,7 @@ impl Server {
         crate::http_server::serve(self.listener, app, limits, shutdown, timeout).await;
         tracing::info!("flushing the head");
         let flushed = state.ingester.shutdown().await;
-        // Queries still running have no one to answer: stop without waiting for them.
-        self.query_runtime.shutdown_background();
+        drop(self.query_runtime);
         flushed.map_err(|e| format!("final flush failed: {e}"))?;
         tracing::info!("shutdown complete");
         Ok(())

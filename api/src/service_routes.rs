@@ -65,18 +65,6 @@ pub(crate) async fn settings(
                         return Err(ApiError::invalid("setting is required"));
                     };
                     check_setting(config, &s)?;
-                    let existing = catalog.settings(&tenant).await?;
-                    let max = config.settings_max_per_tenant;
-                    if existing.len() >= max && !existing.iter().any(|e| e.name == s.name) {
-                        return Err(ApiError::new(
-                            Code::ResourceExhausted,
-                            format!(
-                                "tenant already has {} settings, the limit \
-                                 (--settings.max-per-tenant is {max}); delete one first",
-                                existing.len()
-                            ),
-                        ));
-                    }
                     let stored = catalog
                         .set_setting(
                             &tenant,
@@ -85,6 +73,7 @@ pub(crate) async fn settings(
                                 value: s.value,
                                 modified_at_millis: s.modified_at,
                             },
+                            config.settings_max_per_tenant,
                         )
                         .await?;
                     Ok(settings_v1::SetSettingsResponse {

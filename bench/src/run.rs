@@ -84,6 +84,8 @@ impl Server {
                 "--validation.reject-older-than=0s",
                 "--validation.reject-newer-than=0s",
                 "--distributor.ingestion-rate-limit-mb=0",
+                // A fleet of any size: the benchmark measures speed, not the series limit.
+                "--ingester.max-global-series-per-tenant=0",
                 "--querier.max-query-length=0s",
                 "--querier.max-query-lookback=0s",
                 "--log.level=warn",

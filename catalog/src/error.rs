@@ -11,6 +11,9 @@ pub enum CatalogError {
     Corrupt(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A per-tenant limit on what the catalog keeps.
+    #[error("{0}")]
+    Limit(String),
     #[error("catalog schema version {found} is newer than this binary supports ({supported})")]
     TooNew { found: i64, supported: i64 },
     #[error("catalog task failed: {0}")]

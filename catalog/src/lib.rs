@@ -87,11 +87,25 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     async fn settings(&self, tenant: &str) -> Result<Vec<Setting>>;
 
     /// Creates or replaces a setting. A write older than the stored one is refused with
-    /// [`CatalogError::Conflict`], so concurrent editors cannot go back in time.
-    async fn set_setting(&self, tenant: &str, setting: &Setting) -> Result<Setting>;
+    /// [`CatalogError::Conflict`], so concurrent editors cannot go back in time; a new name
+    /// when the tenant has `max_settings` already, with [`CatalogError::Limit`].
+    async fn set_setting(
+        &self,
+        tenant: &str,
+        setting: &Setting,
+        max_settings: usize,
+    ) -> Result<Setting>;
 
     /// Removes a setting; removing an absent one is not an error.
     async fn delete_setting(&self, tenant: &str, name: &str) -> Result<()>;
+}
+
+/// The error of a new setting past a tenant's limit.
+fn limit_reached(count: i64, max_settings: usize) -> CatalogError {
+    CatalogError::Limit(format!(
+        "tenant already has {count} settings, the limit (--settings.max-per-tenant is \
+         {max_settings}); delete one first"
+    ))
 }
 
 /// Opens the catalog a URL names: `sqlite:<path>` (or a bare path) or `postgres://...`.

@@ -4,7 +4,8 @@ use tokio_postgres::{Client, NoTls, Row};
 use crate::migrations::{MIGRATIONS, latest_version};
 use crate::sqlite::now_millis;
 use crate::{
-    BlockMeta, Catalog, CatalogError, Result, Setting, strings_from_json, strings_to_json,
+    BlockMeta, Catalog, CatalogError, Result, Setting, limit_reached, strings_from_json,
+    strings_to_json,
 };
 
 /// A catalog shared by several nodes, in PostgreSQL. Migrations run under an advisory lock so
@@ -208,25 +209,55 @@ impl Catalog for PostgresCatalog {
             .collect())
     }
 
-    async fn set_setting(&self, tenant: &str, setting: &Setting) -> Result<Setting> {
+    async fn set_setting(
+        &self,
+        tenant: &str,
+        setting: &Setting,
+        max_settings: usize,
+    ) -> Result<Setting> {
         let mut s = setting.clone();
         if s.modified_at_millis == 0 {
             s.modified_at_millis = now_millis();
         }
-        // The conditional upsert writes only when not older than the stored value; no row back
-        // means a newer write won.
+        // The conditional upsert writes a new name only while the tenant is under its limit,
+        // and an existing one only when not older than the stored value; no row back means one
+        // of the two refused it. (Concurrent first writes of new names may pass the limit by
+        // as many as race; it bounds growth, not an exact count.)
+        let max = i64::try_from(max_settings).unwrap_or(i64::MAX);
         let rows = self
             .client
             .query(
-                "INSERT INTO tenant_settings (tenant, name, value, modified_at_millis) VALUES ($1, $2, $3, $4)
+                "INSERT INTO tenant_settings (tenant, name, value, modified_at_millis)
+                 SELECT $1, $2, $3, $4
+                 WHERE EXISTS (SELECT 1 FROM tenant_settings WHERE tenant = $1 AND name = $2)
+                    OR (SELECT count(*) FROM tenant_settings WHERE tenant = $1) < $5
                  ON CONFLICT (tenant, name) DO UPDATE SET value = EXCLUDED.value,
                      modified_at_millis = EXCLUDED.modified_at_millis
                  WHERE tenant_settings.modified_at_millis <= EXCLUDED.modified_at_millis
                  RETURNING modified_at_millis",
-                &[&tenant, &s.name, &s.value, &s.modified_at_millis],
+                &[&tenant, &s.name, &s.value, &s.modified_at_millis, &max],
             )
             .await?;
         if rows.is_empty() {
+            let exists = self
+                .client
+                .query_opt(
+                    "SELECT 1 FROM tenant_settings WHERE tenant = $1 AND name = $2",
+                    &[&tenant, &s.name],
+                )
+                .await?
+                .is_some();
+            if !exists {
+                let count: i64 = self
+                    .client
+                    .query_one(
+                        "SELECT count(*) FROM tenant_settings WHERE tenant = $1",
+                        &[&tenant],
+                    )
+                    .await?
+                    .get(0);
+                return Err(limit_reached(count, max_settings));
+            }
             return Err(CatalogError::Conflict(format!(
                 "setting {:?} was modified after {}",
                 s.name, s.modified_at_millis

@@ -6,7 +6,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::migrations::{MIGRATIONS, latest_version};
 use crate::{
-    BlockMeta, Catalog, CatalogError, Result, Setting, strings_from_json, strings_to_json,
+    BlockMeta, Catalog, CatalogError, Result, Setting, limit_reached, strings_from_json,
+    strings_to_json,
 };
 
 /// The embedded catalog: one SQLite file, written with full fsync so a registered block
@@ -226,7 +227,12 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
-    async fn set_setting(&self, tenant: &str, setting: &Setting) -> Result<Setting> {
+    async fn set_setting(
+        &self,
+        tenant: &str,
+        setting: &Setting,
+        max_settings: usize,
+    ) -> Result<Setting> {
         let tenant = tenant.to_owned();
         let mut s = setting.clone();
         if s.modified_at_millis == 0 {
@@ -246,6 +252,16 @@ impl Catalog for SqliteCatalog {
                     "setting {:?} was modified at {stored}, after {}",
                     s.name, s.modified_at_millis
                 )));
+            }
+            if stored.is_none() {
+                let count: i64 = tx.query_row(
+                    "SELECT count(*) FROM tenant_settings WHERE tenant = ?1",
+                    params![tenant],
+                    |r| r.get(0),
+                )?;
+                if count as usize >= max_settings {
+                    return Err(limit_reached(count, max_settings));
+                }
             }
             tx.execute(
                 "INSERT OR REPLACE INTO tenant_settings (tenant, name, value, modified_at_millis) VALUES (?1, ?2, ?3, ?4)",

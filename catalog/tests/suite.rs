@@ -75,17 +75,31 @@ async fn suite(c: &dyn Catalog) {
         value: value.into(),
         modified_at_millis: at,
     };
-    c.set_setting("t1", &s("theme", "dark", 10)).await.unwrap();
-    c.set_setting("t1", &s("alpha", "1", 10)).await.unwrap();
-    c.set_setting("t2", &s("theme", "light", 10)).await.unwrap();
-    c.set_setting("t1", &s("theme", "solarized", 20))
+    c.set_setting("t1", &s("theme", "dark", 10), 3)
+        .await
+        .unwrap();
+    c.set_setting("t1", &s("alpha", "1", 10), 3).await.unwrap();
+    c.set_setting("t2", &s("theme", "light", 10), 3)
+        .await
+        .unwrap();
+    c.set_setting("t1", &s("theme", "solarized", 20), 3)
         .await
         .unwrap();
     let err = c
-        .set_setting("t1", &s("theme", "stale", 15))
+        .set_setting("t1", &s("theme", "stale", 15), 3)
         .await
         .unwrap_err();
     assert!(matches!(err, CatalogError::Conflict(_)), "{err}");
+    // A third name fits the limit of 3; a fourth does not, while existing names still update.
+    c.set_setting("t1", &s("beta", "2", 10), 3).await.unwrap();
+    let err = c
+        .set_setting("t1", &s("gamma", "3", 10), 3)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Limit(_)), "{err}");
+    assert!(err.to_string().contains("already has 3 settings"), "{err}");
+    c.set_setting("t1", &s("beta", "4", 30), 3).await.unwrap();
+    c.delete_setting("t1", "beta").await.unwrap();
     assert_eq!(
         c.settings("t1").await.unwrap(),
         vec![s("alpha", "1", 10), s("theme", "solarized", 20)]

@@ -2,7 +2,7 @@
 //!
 //! One user query (a flame graph, a diff, a series request) may run as several parts: split
 //! intervals, the two sides of a diff, the legacy render's tree and timelines. They all draw on
-//! one [`QueryBudget`]: a DataFusion memory pool of `--querier.max-query-memory` bytes that every
+//! one [`QueryBudget`], created per request by the API (`QueryFrontend::budget`): a DataFusion memory pool of `--querier.max-query-memory` bytes that every
 //! operator of every part reserves from, and so do the structures the read path builds outside
 //! DataFusion (the symbolize node's call tree, decoded and merged trees, series label sets).
 //! A query that needs more fails with `resource_exhausted`; the process stays up.

@@ -17,6 +17,7 @@ use futures_util::future::BoxFuture;
 use profusion_proto::google::v1 as pprof;
 use tokio::sync::{Notify, oneshot};
 
+use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, QueryErrorKind, Result};
 use crate::flamegraph::Tree;
 use crate::querier::{
@@ -119,8 +120,10 @@ impl QueryScheduler {
     /// The next job, waiting for one.
     async fn next(&self) -> Job {
         loop {
-            // Registered before the check, so a job queued in between still wakes us.
+            // Registered (enabled) before the check, so a job queued in between still wakes us.
             let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
             if let Some(job) = self.try_next() {
                 return job;
             }
@@ -146,7 +149,9 @@ fn split(range: TimeRange, interval_millis: i64, max_parts: usize) -> Result<Vec
     if interval <= 0 || length < i128::from(interval) {
         return Ok(vec![range]);
     }
-    let parts = length / i128::from(interval) + 2;
+    let parts = i128::from(range.end).div_euclid(i128::from(interval))
+        - i128::from(range.start).div_euclid(i128::from(interval))
+        + 1;
     if parts > max_parts as i128 {
         return Err(QueryError {
             kind: QueryErrorKind::ResourceExhausted,
@@ -214,6 +219,12 @@ impl QueryFrontend {
         &self.scheduler
     }
 
+    /// The memory budget of one user query, for every part and every call it makes (a render's
+    /// tree and timelines, a diff's two sides).
+    pub fn budget(&self) -> QueryBudget {
+        self.querier.budget()
+    }
+
     /// Queues `work` under the tenants' queue and waits for a worker to run it. A caller that
     /// goes away costs no more work: before its turn the job is skipped, during it the plan is
     /// dropped, which cancels it.
@@ -249,17 +260,17 @@ impl QueryFrontend {
     /// `max_nodes`; split parts stay whole, as truncated parts could not be summed exactly.
     pub async fn merge_tree(
         &self,
+        budget: &QueryBudget,
         tenants: &[String],
         req: &MergeRequest,
         max_nodes: usize,
-    ) -> Result<Tree> {
+    ) -> Result<Charged<Tree>> {
         let parts = split(
             req.range,
             self.config.split_interval_millis,
             self.config.max_outstanding_per_tenant,
         )?;
         let max_nodes = if parts.len() == 1 { max_nodes } else { 0 };
-        let budget = self.querier.budget();
         let jobs = parts.into_iter().map(|range| {
             let (tenants, req, budget) = (
                 tenants.to_vec(),
@@ -279,23 +290,24 @@ impl QueryFrontend {
         });
         let mut parts = futures_util::future::try_join_all(jobs).await?;
         if parts.len() == 1 {
-            return Ok(parts.remove(0).value);
+            return Ok(parts.remove(0));
         }
         let mut reservation = budget.reservation("merged flame-graph tree");
         let mut tree = Tree::new();
         for part in parts {
             tree.merge_charged(&part.value, budget.tree_charge(&mut reservation))?;
         }
-        Ok(tree)
+        Ok(Charged::new(tree, reservation))
     }
 
     /// A request's samples as one pprof profile (not split: profiles are merged whole).
     pub async fn merge_pprof(
         &self,
+        budget: &QueryBudget,
         tenants: &[String],
         req: &MergeRequest,
     ) -> Result<pprof::Profile> {
-        let (owned, req, budget) = (tenants.to_vec(), req.clone(), self.querier.budget());
+        let (owned, req, budget) = (tenants.to_vec(), req.clone(), budget.clone());
         self.run(tenants, move |q| async move {
             q.merge_pprof(&budget, &owned, &req).await
         })
@@ -306,6 +318,7 @@ impl QueryFrontend {
     /// the top-N limit applies after the parts are joined.
     pub async fn select_series(
         &self,
+        budget: &QueryBudget,
         tenants: &[String],
         query: &SeriesQuery,
     ) -> Result<Vec<TimeSeries>> {
@@ -314,7 +327,6 @@ impl QueryFrontend {
             0 => 0,
             i => i.div_euclid(step).max(1) * step,
         };
-        let budget = self.querier.budget();
         let parts = split(
             query.range,
             interval,
@@ -357,12 +369,13 @@ impl QueryFrontend {
     /// Series matching any of `selectors` (all when there are none), optionally of one type.
     pub async fn series(
         &self,
+        budget: &QueryBudget,
         tenants: &[String],
         range: TimeRange,
         selectors: Vec<Selector>,
         profile_type: Option<String>,
     ) -> Result<Vec<SeriesLabels>> {
-        let (owned, budget) = (tenants.to_vec(), self.querier.budget());
+        let (owned, budget) = (tenants.to_vec(), budget.clone());
         self.run(tenants, move |q| async move {
             let tables = q
                 .tables(&budget, &owned, range, profile_type.as_deref(), None)
@@ -391,11 +404,12 @@ impl QueryFrontend {
 
     pub async fn analyze(
         &self,
+        budget: &QueryBudget,
         tenants: &[String],
         selector: Selector,
         range: TimeRange,
     ) -> Result<QueryAnalysis> {
-        let (owned, budget) = (tenants.to_vec(), self.querier.budget());
+        let (owned, budget) = (tenants.to_vec(), budget.clone());
         self.run(tenants, move |q| async move {
             q.analyze(&budget, &owned, &selector, range).await
         })

@@ -14,7 +14,7 @@ use crate::error::{IngestError, Result};
 use crate::labels::{self, Labels};
 use crate::limits::Limits;
 use crate::metrics::IngestMetrics;
-use crate::pprof::{self, ConvertOptions, Converted};
+use crate::pprof::{self, ConvertOptions, Converted, SharedSymbols};
 use crate::ratelimit::TenantRateLimiter;
 use crate::ring::Ring;
 
@@ -25,28 +25,11 @@ pub enum ProfileBody {
     Raw(Bytes),
     Decoded(Box<Profile>),
     /// Samples, sample types, period and times in `profile`; symbol tables in `symbols`, which
-    /// the request's other profiles share (see [`pprof::convert_with_symbols`]).
+    /// the request's other profiles share (see [`pprof::convert_shared`]).
     Shared {
         profile: Box<Profile>,
         symbols: Arc<SharedSymbols>,
     },
-}
-
-/// A pprof holding only symbol tables (strings, mappings, locations, functions), shared by the
-/// profiles of one request, with its encoded size measured once.
-#[derive(Debug)]
-pub struct SharedSymbols {
-    pub profile: Profile,
-    pub encoded_len: usize,
-}
-
-impl SharedSymbols {
-    pub fn new(profile: Profile) -> Self {
-        Self {
-            encoded_len: prost::Message::encoded_len(&profile),
-            profile,
-        }
-    }
 }
 
 /// One profile as an ingest endpoint received it.
@@ -85,7 +68,14 @@ impl Distributor {
     /// Validates and converts profiles without storing them (the CPU part of a push).
     pub fn prepare(&self, profiles: Vec<IncomingProfile>, now_nanos: i64) -> Result<Converted> {
         let mut out = Converted::default();
+        // Symbol tables shared by several profiles are charged once, not once per profile.
+        let mut shared: HashSet<usize> = HashSet::new();
         for (i, incoming) in profiles.into_iter().enumerate() {
+            if let ProfileBody::Shared { symbols, .. } = &incoming.body
+                && shared.insert(Arc::as_ptr(symbols) as usize)
+            {
+                out.bytes += symbols.encoded_len;
+            }
             let converted = self.prepare_one(incoming, now_nanos).map_err(|e| {
                 self.metrics.reject(reason(&e));
                 e.at(format!("profile {i}"))
@@ -114,29 +104,46 @@ impl Distributor {
             options.fallback_time_nanos = now_nanos;
         }
         let decoded;
-        let (profile, symbols, size) = match &body {
+        let profile = match &body {
             ProfileBody::Raw(raw) => {
                 let (p, size) = pprof::decode(raw, &self.limits)?;
                 decoded = p;
-                (&decoded, &decoded, size)
+                return pprof::convert(
+                    &decoded,
+                    &labels,
+                    &id,
+                    &options,
+                    &self.limits,
+                    now_nanos,
+                    size,
+                );
             }
-            ProfileBody::Decoded(p) => (
-                p.as_ref(),
-                p.as_ref(),
-                prost::Message::encoded_len(p.as_ref()),
-            ),
-            ProfileBody::Shared { profile, symbols } => (
-                profile.as_ref(),
-                &symbols.profile,
-                prost::Message::encoded_len(profile.as_ref()) + symbols.encoded_len,
-            ),
+            ProfileBody::Decoded(p) => p,
+            ProfileBody::Shared { profile, symbols } => {
+                let own = prost::Message::encoded_len(profile.as_ref());
+                // As Pyroscope sees it, each profile is a pprof holding the whole dictionary.
+                let size = own + symbols.encoded_len;
+                if size > self.limits.max_profile_size_bytes {
+                    return Err(pprof::too_big(size, self.limits.max_profile_size_bytes));
+                }
+                return pprof::convert_shared(
+                    profile,
+                    symbols,
+                    &labels,
+                    &id,
+                    &options,
+                    &self.limits,
+                    now_nanos,
+                    own,
+                );
+            }
         };
+        let size = prost::Message::encoded_len(profile.as_ref());
         if size > self.limits.max_profile_size_bytes {
             return Err(pprof::too_big(size, self.limits.max_profile_size_bytes));
         }
-        pprof::convert_with_symbols(
+        pprof::convert(
             profile,
-            symbols,
             &labels,
             &id,
             &options,

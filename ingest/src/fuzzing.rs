@@ -46,18 +46,11 @@ pub fn otlp(data: &[u8]) {
     }
     let limits = limits();
     for r in requests {
-        if let Ok(profiles) = crate::otlp::convert(&r, 0) {
+        if let Ok(profiles) = crate::otlp::convert(&r, 0, &limits) {
             for p in profiles {
                 if let crate::distributor::ProfileBody::Shared { profile, symbols } = &p.body {
-                    let _ = pprof::convert_with_symbols(
-                        profile,
-                        &symbols.profile,
-                        &p.labels,
-                        "id",
-                        &p.options,
-                        &limits,
-                        0,
-                        0,
+                    let _ = pprof::convert_shared(
+                        profile, symbols, &p.labels, "id", &p.options, &limits, 0, 0,
                     );
                 }
             }

@@ -10,16 +10,25 @@ use profusion_proto::otlp::collector::ExportProfilesServiceRequest;
 use profusion_proto::otlp::common::{AnyValue, KeyValue, any_value};
 use profusion_proto::otlp::profiles::{self as otlp, ProfilesDictionary};
 
-use crate::distributor::{IncomingProfile, ProfileBody, SharedSymbols};
+use crate::distributor::{IncomingProfile, ProfileBody};
 use crate::error::{IngestError, Result};
 use crate::labels::{self, Labels};
+use crate::limits::Limits;
 use crate::pprof::ConvertOptions;
+use crate::pprof::SharedSymbols;
 
 const DEFAULT_DURATION_NANOS: i64 = 10_000_000_000;
 
 /// Converts an export request into profiles for the distributor. Every profile of the request
-/// shares one pprof symbol table built from the request's dictionary, instead of a copy each.
-pub fn convert(req: &ExportProfilesServiceRequest, now_nanos: i64) -> Result<Vec<IncomingProfile>> {
+/// shares one pprof symbol table built from the request's dictionary, instead of a copy each,
+/// and costs only its own samples: what a profile references is bounded by `limits` before it
+/// is expanded (dictionary stacks and attributes are shared, so a small request could
+/// otherwise reference them millions of times).
+pub fn convert(
+    req: &ExportProfilesServiceRequest,
+    now_nanos: i64,
+    limits: &Limits,
+) -> Result<Vec<IncomingProfile>> {
     let dict = req
         .dictionary
         .as_ref()
@@ -32,22 +41,21 @@ pub fn convert(req: &ExportProfilesServiceRequest, now_nanos: i64) -> Result<Vec
             .as_ref()
             .map_or(&[][..], |r| r.attributes.as_slice());
         for (si, sp) in rp.scope_profiles.iter().enumerate() {
+            let at = format!("resource_profiles[{ri}].scope_profiles[{si}]");
             let scope_attrs = sp
                 .scope
                 .as_ref()
                 .map_or(&[][..], |s| s.attributes.as_slice());
+            let series =
+                SeriesBase::new(resource_attrs, scope_attrs, limits).map_err(|e| e.at(&at))?;
             for (pi, profile) in sp.profiles.iter().enumerate() {
-                let at = format!("resource_profiles[{ri}].scope_profiles[{si}].profiles[{pi}]");
+                // A profile without samples stores nothing (and is not validated), as before.
+                if profile.samples.is_empty() {
+                    continue;
+                }
                 converted.push(
-                    convert_profile(
-                        dict,
-                        &mut strings,
-                        resource_attrs,
-                        scope_attrs,
-                        profile,
-                        now_nanos,
-                    )
-                    .map_err(|e| e.at(&at))?,
+                    convert_profile(dict, &mut strings, &series, profile, now_nanos, limits)
+                        .map_err(|e| e.at(format!("{at}.profiles[{pi}]")))?,
                 );
             }
         }
@@ -55,7 +63,7 @@ pub fn convert(req: &ExportProfilesServiceRequest, now_nanos: i64) -> Result<Vec
     if converted.is_empty() {
         return Ok(Vec::new());
     }
-    let symbols = Arc::new(SharedSymbols::new(symbols(dict, strings)));
+    let symbols = Arc::new(SharedSymbols::new(symbols(dict, strings))?);
     Ok(converted
         .into_iter()
         .map(|(labels, profile, id)| IncomingProfile {
@@ -73,10 +81,55 @@ pub fn convert(req: &ExportProfilesServiceRequest, now_nanos: i64) -> Result<Vec
         .collect())
 }
 
-/// The dictionary's string table, growing by the strings labels and types need.
+/// The series labels the profiles of one scope start from: resource then scope attributes,
+/// first occurrence wins, and the service they name.
+struct SeriesBase {
+    attrs: BTreeMap<String, String>,
+    default_service: String,
+}
+
+impl SeriesBase {
+    fn new(resource: &[KeyValue], scope: &[KeyValue], limits: &Limits) -> Result<Self> {
+        let mut attrs: BTreeMap<String, String> = BTreeMap::new();
+        for kv in resource.iter().chain(scope) {
+            if let Some(v) = kv.value.as_ref().and_then(string_of) {
+                attrs.entry(kv.key.clone()).or_insert(v);
+                // Refused once built anyway; stop before copying them into every profile.
+                if attrs.len() > limits.max_label_names_per_series {
+                    return Err(IngestError::invalid(format!(
+                        "resource and scope have more than {} attributes, the limit of labels per series",
+                        limits.max_label_names_per_series
+                    )));
+                }
+            }
+        }
+        let default_service = attrs.get("service.name").cloned().unwrap_or_else(|| {
+            attrs.get("process.executable.name").map_or_else(
+                || labels::UNKNOWN_SERVICE.to_owned(),
+                |e| format!("{}:{e}", labels::UNKNOWN_SERVICE),
+            )
+        });
+        Ok(Self {
+            attrs,
+            default_service,
+        })
+    }
+}
+
+/// The dictionary's string table, growing by the strings labels and types need, and the
+/// sample label each dictionary attribute becomes (computed once per attribute, however many
+/// samples reference it).
 struct SharedStrings {
     strings: Vec<String>,
     index: HashMap<String, i64>,
+    attributes: HashMap<i32, Option<SampleAttribute>>,
+}
+
+/// A dictionary attribute as a sample label; `service` is set for `service.name`.
+#[derive(Clone)]
+struct SampleAttribute {
+    label: pprof::Label,
+    service: Option<String>,
 }
 
 impl SharedStrings {
@@ -89,7 +142,37 @@ impl SharedStrings {
         Ok(Self {
             strings: dict.string_table.clone(),
             index: HashMap::new(),
+            attributes: HashMap::new(),
         })
+    }
+
+    /// The sample label of dictionary attribute `ai` (None for values that are not strings or
+    /// integers).
+    fn attribute(&mut self, dict: &ProfilesDictionary, ai: i32) -> Result<Option<SampleAttribute>> {
+        if let Some(a) = self.attributes.get(&ai) {
+            return Ok(a.clone());
+        }
+        let kv = get(&dict.attribute_table, ai, "attribute index")?;
+        let key = get(
+            &dict.string_table,
+            kv.key_strindex,
+            "attribute key_strindex",
+        )?;
+        let attribute = kv.value.as_ref().and_then(string_of).map(|v| {
+            if key == "service.name" {
+                SampleAttribute {
+                    label: self.label(labels::SERVICE_NAME, &v),
+                    service: Some(v),
+                }
+            } else {
+                SampleAttribute {
+                    label: self.label(key, &v),
+                    service: None,
+                }
+            }
+        });
+        self.attributes.insert(ai, attribute.clone());
+        Ok(attribute)
     }
 
     fn intern(&mut self, v: &str) -> i64 {
@@ -209,10 +292,10 @@ fn get<'a, T>(table: &'a [T], idx: i32, what: &str) -> Result<&'a T> {
 fn convert_profile(
     dict: &ProfilesDictionary,
     strings: &mut SharedStrings,
-    resource_attrs: &[KeyValue],
-    scope_attrs: &[KeyValue],
+    series: &SeriesBase,
     profile: &otlp::Profile,
     now_nanos: i64,
+    limits: &Limits,
 ) -> Result<(Labels, pprof::Profile, String)> {
     let s = |idx: i32, what: &str| get(&dict.string_table, idx, what).map(String::as_str);
     let st = profile.sample_type.unwrap_or_default();
@@ -239,26 +322,33 @@ fn convert_profile(
         "process_cpu".to_owned()
     };
 
-    // Series labels: resource then scope attributes, first occurrence wins.
-    let mut attrs: BTreeMap<String, String> = BTreeMap::new();
-    for kv in resource_attrs.iter().chain(scope_attrs) {
-        if let Some(v) = kv.value.as_ref().and_then(string_of) {
-            attrs.entry(kv.key.clone()).or_insert(v);
-        }
+    if profile.samples.len() > limits.max_profile_samples {
+        return Err(IngestError::invalid(format!(
+            "profile has {} samples, more than the limit of {}",
+            profile.samples.len(),
+            limits.max_profile_samples
+        )));
     }
-    let default_service = attrs.get("service.name").cloned().unwrap_or_else(|| {
-        attrs.get("process.executable.name").map_or_else(
-            || labels::UNKNOWN_SERVICE.to_owned(),
-            |e| format!("{}:{e}", labels::UNKNOWN_SERVICE),
-        )
-    });
-
+    let mut location_refs = 0usize;
     let mut samples = Vec::with_capacity(profile.samples.len());
     for (si, sample) in profile.samples.iter().enumerate() {
         let at = |e: IngestError| e.at(format!("samples[{si}]"));
         let stack = get(&dict.stack_table, sample.stack_index, "stack_index").map_err(at)?;
-        let mut location_id = Vec::with_capacity(stack.location_indices.len());
-        for &li in &stack.location_indices {
+        // Leaf first: the locations past the depth limit (each at least one frame) would be
+        // cut anyway. A stack is shared, so its references are counted per use against the
+        // size the profile would have as a pprof.
+        let kept =
+            &stack.location_indices[..stack.location_indices.len().min(limits.max_stack_depth)];
+        location_refs += kept.len();
+        if location_refs > limits.max_profile_size_bytes {
+            return Err(IngestError::invalid(format!(
+                "the profile's samples reference more than {} locations in all: as a pprof it \
+                 would be more than the limit of {} bytes",
+                limits.max_profile_size_bytes, limits.max_profile_size_bytes
+            )));
+        }
+        let mut location_id = Vec::with_capacity(kept.len());
+        for &li in kept {
             get(&dict.location_table, li, "location index").map_err(at)?;
             location_id.push(li as u64 + 1);
         }
@@ -271,19 +361,23 @@ fn convert_profile(
                 "sample has neither values nor timestamps",
             )));
         };
+        if sample.attribute_indices.len() > limits.max_sample_labels {
+            return Err(at(IngestError::invalid(format!(
+                "sample has {} attributes, more than the limit of {} labels",
+                sample.attribute_indices.len(),
+                limits.max_sample_labels
+            ))));
+        }
         let mut label = Vec::new();
         for &ai in &sample.attribute_indices {
-            let kv = get(&dict.attribute_table, ai, "attribute index").map_err(at)?;
-            let key = s(kv.key_strindex, "attribute key_strindex").map_err(at)?;
-            let Some(v) = kv.value.as_ref().and_then(string_of) else {
+            let Some(attribute) = strings.attribute(dict, ai).map_err(at)? else {
                 continue;
             };
-            let key = if key == "service.name" {
-                labels::SERVICE_NAME
-            } else {
-                key
-            };
-            label.push(strings.label(key, &v));
+            // The profile's own service needs no label: samples with and without it are one
+            // series.
+            if attribute.service.as_deref() != Some(series.default_service.as_str()) {
+                label.push(attribute.label);
+            }
         }
         if sample.link_index != 0 {
             let link = get(&dict.link_table, sample.link_index, "link_index").map_err(at)?;
@@ -315,11 +409,11 @@ fn convert_profile(
         Ok(b) if b != [0; 16] => uuid::Uuid::from_bytes(b).to_string(),
         _ => String::new(),
     };
-    let mut l = Labels::from_pairs(attrs);
+    let mut l = Labels::from_pairs(series.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     l.set(labels::DELTA, "false");
     l.set("__otel__", "true");
     l.set(labels::METRIC_NAME, metric.as_str());
-    l.set(labels::SERVICE_NAME, default_service);
+    l.set(labels::SERVICE_NAME, series.default_service.as_str());
     let p = pprof::Profile {
         sample_type: vec![pprof::ValueType {
             r#type: strings.intern(sample_type),

@@ -157,9 +157,15 @@ pub fn convert(
     now_nanos: i64,
     decoded_size: usize,
 ) -> Result<Converted> {
-    convert_with_symbols(
+    let index = SymbolIndex::build(profile)?;
+    let symbols = Symbols {
         profile,
+        index: &index,
+        shared: false,
+    };
+    convert_over(
         profile,
+        symbols,
         base,
         profile_id,
         options,
@@ -169,15 +175,33 @@ pub fn convert(
     )
 }
 
-/// [`convert`] of a profile whose symbol tables (strings, mappings, locations, functions) are
-/// `symbols`'s, shared with the other profiles of one request (OTLP's dictionary): `profile`
-/// gives the samples, sample types, period and times, its string indexes pointing into
-/// `symbols.string_table`. Sharing instead of copying the tables keeps a request of many
-/// profiles over one dictionary from costing profiles × dictionary.
+/// A pprof holding only symbol tables (strings, mappings, locations, functions), shared by the
+/// profiles of one request (OTLP's dictionary): indexed and measured once, not per profile.
+#[derive(Debug)]
+pub struct SharedSymbols {
+    pub profile: Profile,
+    pub encoded_len: usize,
+    index: SymbolIndex,
+}
+
+impl SharedSymbols {
+    pub fn new(profile: Profile) -> Result<Self> {
+        Ok(Self {
+            encoded_len: prost::Message::encoded_len(&profile),
+            index: SymbolIndex::build(&profile)?,
+            profile,
+        })
+    }
+}
+
+/// [`convert`] of a profile whose symbol tables are `symbols`'s, shared with the other
+/// profiles of one request: `profile` gives the samples, sample types, period and times, its
+/// string indexes pointing into `symbols.profile.string_table`. Only the locations the samples
+/// reference are resolved, so a profile costs its samples, not the whole shared dictionary.
 #[allow(clippy::too_many_arguments)]
-pub fn convert_with_symbols(
+pub fn convert_shared(
     profile: &Profile,
-    symbols: &Profile,
+    symbols: &SharedSymbols,
     base: &Labels,
     profile_id: &str,
     options: &ConvertOptions,
@@ -185,8 +209,79 @@ pub fn convert_with_symbols(
     now_nanos: i64,
     decoded_size: usize,
 ) -> Result<Converted> {
-    let strings = Strings(&symbols.string_table);
-    if symbols.string_table.first().is_some_and(|s| !s.is_empty()) {
+    let symbols = Symbols {
+        profile: &symbols.profile,
+        index: &symbols.index,
+        shared: true,
+    };
+    convert_over(
+        profile,
+        symbols,
+        base,
+        profile_id,
+        options,
+        limits,
+        now_nanos,
+        decoded_size,
+    )
+}
+
+/// A profile's symbol tables and their index.
+#[derive(Clone, Copy)]
+struct Symbols<'a> {
+    profile: &'a Profile,
+    index: &'a SymbolIndex,
+    /// Shared by many profiles: resolve into a sparse map, not a table of every location.
+    shared: bool,
+}
+
+/// Position of each location, function and mapping id in a pprof's tables.
+#[derive(Debug)]
+struct SymbolIndex {
+    location: IdIndex,
+    function: IdIndex,
+    mapping: IdIndex,
+}
+
+impl SymbolIndex {
+    fn build(profile: &Profile) -> Result<Self> {
+        fn index<T>(items: &[T], id: impl Fn(&T) -> u64 + Clone, what: &str) -> Result<IdIndex> {
+            if let Some(i) = items.iter().position(|item| id(item) == 0) {
+                return Err(IngestError::invalid(format!("{what}[{i}] has id 0")));
+            }
+            IdIndex::build(items.iter().map(id)).map_err(|d| {
+                IngestError::invalid(format!(
+                    "{what}[{}] has id {}, the same as {what}[{}]: ids must be unique",
+                    d.repeat, d.id, d.first
+                ))
+            })
+        }
+        Ok(Self {
+            location: index(&profile.location, |l| l.id, "location")?,
+            function: index(&profile.function, |f| f.id, "function")?,
+            mapping: index(&profile.mapping, |m| m.id, "mapping")?,
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn convert_over(
+    profile: &Profile,
+    symbols: Symbols<'_>,
+    base: &Labels,
+    profile_id: &str,
+    options: &ConvertOptions,
+    limits: &Limits,
+    now_nanos: i64,
+    decoded_size: usize,
+) -> Result<Converted> {
+    let strings = Strings(&symbols.profile.string_table);
+    if symbols
+        .profile
+        .string_table
+        .first()
+        .is_some_and(|s| !s.is_empty())
+    {
         return Err(IngestError::invalid(
             "string_table[0] must be the empty string",
         ));
@@ -242,7 +337,7 @@ pub fn convert_with_symbols(
     labels::check_profile_type_part("period type", &period_type)?;
     labels::check_profile_type_part("period unit", &period_unit)?;
 
-    let mut symbols = SymbolTable::new(symbols, &strings, options, limits)?;
+    let mut symbols = SymbolTable::new(symbols, &strings, options, limits);
 
     // Group samples by their string-label set (as string-table indexes, so the hot loop
     // allocates nothing per label); merge equal (stack, span) pairs within a group.
@@ -392,11 +487,9 @@ struct SymbolTable<'a> {
     strings: &'a Strings<'a>,
     options: &'a ConvertOptions,
     limits: &'a Limits,
-    location_index: IdIndex,
-    function_index: IdIndex,
-    mapping_index: IdIndex,
-    /// Per location index: its frames (indexes into `frames`), leaf first; None until resolved.
-    location_frames: Vec<Option<Vec<u32>>>,
+    index: &'a SymbolIndex,
+    /// Per location index: its frames (indexes into `frames`), leaf first, once resolved.
+    location_frames: LocationFrames,
     /// Distinct frames in first-seen order, and the position of each frame id.
     frames: Vec<Frame>,
     frame_index: PrehashedMap<u64, u32>,
@@ -406,39 +499,56 @@ struct SymbolTable<'a> {
     hash_input: Vec<u8>,
 }
 
+/// The resolved frames of each location: a table of every location for a profile's own
+/// symbols, a map of the referenced ones for shared symbols (a table per profile would cost
+/// the whole shared dictionary per profile).
+enum LocationFrames {
+    Dense(Vec<Option<Vec<u32>>>),
+    Sparse(PrehashedMap<u64, Vec<u32>>),
+}
+
+impl LocationFrames {
+    fn get(&self, idx: usize) -> Option<&Vec<u32>> {
+        match self {
+            Self::Dense(v) => v[idx].as_ref(),
+            Self::Sparse(m) => m.get(&(idx as u64)),
+        }
+    }
+
+    fn set(&mut self, idx: usize, frames: Vec<u32>) {
+        match self {
+            Self::Dense(v) => v[idx] = Some(frames),
+            Self::Sparse(m) => {
+                m.insert(idx as u64, frames);
+            }
+        }
+    }
+}
+
 impl<'a> SymbolTable<'a> {
     fn new(
-        profile: &'a Profile,
+        symbols: Symbols<'a>,
         strings: &'a Strings<'a>,
         options: &'a ConvertOptions,
         limits: &'a Limits,
-    ) -> Result<Self> {
-        fn index<T>(items: &[T], id: impl Fn(&T) -> u64 + Clone, what: &str) -> Result<IdIndex> {
-            if let Some(i) = items.iter().position(|item| id(item) == 0) {
-                return Err(IngestError::invalid(format!("{what}[{i}] has id 0")));
-            }
-            IdIndex::build(items.iter().map(id)).map_err(|d| {
-                IngestError::invalid(format!(
-                    "{what}[{}] has id {}, the same as {what}[{}]: ids must be unique",
-                    d.repeat, d.id, d.first
-                ))
-            })
-        }
-        Ok(Self {
-            profile,
+    ) -> Self {
+        Self {
+            profile: symbols.profile,
             strings,
             options,
             limits,
-            location_index: index(&profile.location, |l| l.id, "location")?,
-            function_index: index(&profile.function, |f| f.id, "function")?,
-            mapping_index: index(&profile.mapping, |m| m.id, "mapping")?,
-            location_frames: vec![None; profile.location.len()],
+            index: symbols.index,
+            location_frames: if symbols.shared {
+                LocationFrames::Sparse(PrehashedMap::default())
+            } else {
+                LocationFrames::Dense(vec![None; symbols.profile.location.len()])
+            },
             frames: Vec::new(),
             frame_index: PrehashedMap::default(),
             stacks: PrehashedMap::default(),
             scratch: Vec::new(),
             hash_input: Vec::new(),
-        })
+        }
     }
 
     /// Hashes the stack of a sample (location ids leaf first), keeping at most
@@ -453,15 +563,21 @@ impl<'a> SymbolTable<'a> {
             if frames.len() >= max {
                 break;
             }
-            let idx = self.location_index.get(id).ok_or_else(|| {
+            let idx = self.index.location.get(id).ok_or_else(|| {
                 IngestError::invalid(format!("refers to location {id}, which does not exist"))
             })?;
-            if self.location_frames[idx].is_none() {
+            if self.location_frames.get(idx).is_none() {
                 let resolved = self.resolve_location(idx)?;
-                self.location_frames[idx] = Some(resolved);
+                self.location_frames.set(idx, resolved);
             }
             let room = max - frames.len();
-            frames.extend(self.location_frames[idx].iter().flatten().take(room));
+            frames.extend(
+                self.location_frames
+                    .get(idx)
+                    .into_iter()
+                    .flatten()
+                    .take(room),
+            );
         }
         frames.reverse();
         self.hash_input.clear();
@@ -482,7 +598,8 @@ impl<'a> SymbolTable<'a> {
             0 => (String::new(), String::new()),
             id => {
                 let m = self
-                    .mapping_index
+                    .index
+                    .mapping
                     .get(id)
                     .map(|i| &self.profile.mapping[i])
                     .ok_or_else(|| {
@@ -514,7 +631,8 @@ impl<'a> SymbolTable<'a> {
         }
         for (li, line) in loc.line.iter().enumerate() {
             let f = self
-                .function_index
+                .index
+                .function
                 .get(line.function_id)
                 .map(|i| &self.profile.function[i])
                 .ok_or_else(|| {

@@ -45,8 +45,13 @@ impl Catalog for RefusingCatalog {
     async fn settings(&self, t: &str) -> profusion_catalog::Result<Vec<Setting>> {
         self.inner.settings(t).await
     }
-    async fn set_setting(&self, t: &str, s: &Setting) -> profusion_catalog::Result<Setting> {
-        self.inner.set_setting(t, s).await
+    async fn set_setting(
+        &self,
+        t: &str,
+        s: &Setting,
+        max: usize,
+    ) -> profusion_catalog::Result<Setting> {
+        self.inner.set_setting(t, s, max).await
     }
     async fn delete_setting(&self, t: &str, n: &str) -> profusion_catalog::Result<()> {
         self.inner.delete_setting(t, n).await

@@ -444,6 +444,133 @@ fn small_bodies_with_huge_expansions_are_refused_before_the_work() {
     assert_peak_below(&server, 250);
 }
 
+/// An OTLP request whose profiles share one dictionary: `profiles` profiles of `samples`
+/// samples each, every sample on the one stack of `stack_depth` locations and with its own
+/// `service.name` when `services`.
+fn otlp_shared(
+    profiles: usize,
+    samples: usize,
+    stack_depth: usize,
+    services: bool,
+) -> profusion_proto::otlp::collector::ExportProfilesServiceRequest {
+    use profusion_proto::otlp::collector::ExportProfilesServiceRequest;
+    use profusion_proto::otlp::common::{AnyValue, KeyValue, any_value};
+    use profusion_proto::otlp::profiles as otlp;
+    let string = |v: &str| {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        })
+    };
+    // A 1 MB function name, which a copy per profile or per service would multiply.
+    let mut string_table = vec![
+        String::new(),
+        "f".repeat(1 << 20),
+        "cpu".into(),
+        "nanoseconds".into(),
+        "service.name".into(),
+    ];
+    string_table.extend(["samples".into(), "count".into()]);
+    let dictionary = otlp::ProfilesDictionary {
+        function_table: vec![otlp::Function {
+            name_strindex: 1,
+            ..Default::default()
+        }],
+        location_table: vec![otlp::Location {
+            lines: vec![otlp::Line::default()],
+            ..Default::default()
+        }],
+        stack_table: vec![otlp::Stack {
+            location_indices: vec![0; stack_depth],
+        }],
+        attribute_table: (0..samples)
+            .map(|i| otlp::KeyValueAndUnit {
+                key_strindex: 4,
+                value: string(&format!("svc-{i}")),
+                ..Default::default()
+            })
+            .collect(),
+        string_table,
+        ..Default::default()
+    };
+    // samples:count over cpu:nanoseconds every 10 ms: Pyroscope's process_cpu, ×10,000,000.
+    let profile = otlp::Profile {
+        sample_type: Some(otlp::ValueType {
+            type_strindex: 5,
+            unit_strindex: 6,
+        }),
+        period_type: Some(otlp::ValueType {
+            type_strindex: 2,
+            unit_strindex: 3,
+        }),
+        period: 10_000_000,
+        time_unix_nano: now_nanos() as u64,
+        samples: (0..samples)
+            .map(|i| otlp::Sample {
+                stack_index: 0,
+                attribute_indices: if services { vec![i as i32] } else { vec![] },
+                values: vec![1],
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    ExportProfilesServiceRequest {
+        resource_profiles: vec![otlp::ResourceProfiles {
+            resource: Some(profusion_proto::otlp::resource::Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: string("otel-app"),
+                }],
+                ..Default::default()
+            }),
+            scope_profiles: vec![otlp::ScopeProfiles {
+                profiles: vec![profile; profiles],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        dictionary: Some(dictionary),
+    }
+}
+
+/// Finding 5's class in OTLP: profiles and per-sample services over one shared dictionary
+/// once copied the dictionary for each (2,000 services of a 1 MB dictionary: 2 GB), and a
+/// shared stack referenced by every sample was expanded per sample before any limit.
+#[test]
+fn otlp_requests_cost_what_they_hold_not_what_they_reference() {
+    let mut server = TestServer::start(&["--distributor.ingestion-rate-limit-mb=0"]);
+    push_canary(&server, None);
+    let url = server.url("/v1development/profiles");
+    let send = |req: &profusion_proto::otlp::collector::ExportProfilesServiceRequest| {
+        post(
+            &url,
+            &[("content-type", "application/x-protobuf")],
+            req.encode_to_vec(),
+            false,
+        )
+    };
+    let r = send(&otlp_shared(1, 2_000, 1, true));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(&otlp_shared(2_000, 1, 1, false));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // 16,000 samples on one stack of 100,000 locations: 1.6 billion references from 400 KB.
+    let r = send(&otlp_shared(1, 16_000, 100_000, false));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("reference more than"), "{}", r.text());
+    let fg = merge(&server, None, r#"{service_name="svc-7"}"#, None)
+        .unwrap()
+        .flamegraph
+        .unwrap();
+    assert_eq!(fg.total, 10_000_000);
+    let fg = merge(&server, None, r#"{service_name="otel-app"}"#, None)
+        .unwrap()
+        .flamegraph
+        .unwrap();
+    assert_eq!(fg.total, 2_000 * 10_000_000);
+    assert_alive_with_canary(&mut server, None);
+    assert_peak_below(&server, 300);
+}
+
 /// `count` CPU profiles of 2,000 random stacks each, 12 frames deep over 200 functions: a
 /// call tree of about two million nodes.
 fn push_random_fleet(server: &TestServer, count: usize) {

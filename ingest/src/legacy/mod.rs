@@ -266,15 +266,19 @@ fn infer_metric(sample_types: &[&str]) -> String {
 
 /// Series labels shared by every `/ingest` format.
 fn base_labels(app: &str, tags: &[(String, String)], metric: &str, spy: &str) -> Labels {
-    let mut l = Labels::new();
-    l.set(labels::METRIC_NAME, metric);
-    l.set(labels::DELTA, "false");
-    l.set(labels::SPY_NAME, spy);
-    for (k, v) in tags {
-        if !k.starts_with("__") || k == labels::SESSION_ID {
-            l.set(k.as_str(), v.as_str());
-        }
-    }
+    let kept = tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with("__") || k == labels::SESSION_ID)
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    let mut l = Labels::from_pairs(
+        [
+            (labels::METRIC_NAME, metric),
+            (labels::DELTA, "false"),
+            (labels::SPY_NAME, spy),
+        ]
+        .into_iter()
+        .chain(kept),
+    );
     if l.get(labels::SERVICE_NAME).is_some() {
         l.set_default("app_name", app);
     } else {
@@ -374,6 +378,14 @@ pub fn decode(
         .filter(|n| !n.is_empty())
         .ok_or_else(|| IngestError::invalid("the name parameter is required"))?;
     let (app, tags) = parse_name(name)?;
+    // Refused once the labels are built anyway; a name of thousands of tags is not built.
+    if tags.len() > limits.max_label_names_per_series {
+        return Err(IngestError::invalid(format!(
+            "name has {} tags, more than the limit of {} labels per series",
+            tags.len(),
+            limits.max_label_names_per_series
+        )));
+    }
     let from = parse_time(params.from.as_deref().unwrap_or("now"), now_nanos)?;
     let until = parse_time(params.until.as_deref().unwrap_or("now"), now_nanos)?;
     let spy = params
