@@ -335,6 +335,14 @@ async fn reply(resp: ::reqwest::Response) -> Reply {
     }
 }
 
+/// One uncompressed gRPC message frame: flag byte, big-endian length, message.
+pub fn grpc_frame(msg: &[u8]) -> Vec<u8> {
+    let mut v = vec![0u8];
+    v.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    v.extend_from_slice(msg);
+    v
+}
+
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -16,8 +16,8 @@ use profusion_proto::querier::v1::{
 };
 use profusion_proto::settings::v1::{SetSettingsRequest, SetSettingsResponse, Setting};
 use profusion_tests::{
-    MutationRng, Reply, TestSample, TestServer, cpu_pprof, decode_flamegraph, get, now_nanos, post,
-    pprof, push_request,
+    MutationRng, Reply, TestSample, TestServer, cpu_pprof, decode_flamegraph, get, grpc_frame,
+    now_nanos, post, pprof, push_request,
 };
 use prost::Message;
 
@@ -832,13 +832,10 @@ fn codes_are_right_and_messages_short() {
         "{}",
         r.text()
     );
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&2_000_000u32.to_be_bytes());
-    framed.extend_from_slice(&vec![0; 2_000_000]);
     let r = post(
         &push_url,
         &[("content-type", "application/grpc")],
-        framed,
+        grpc_frame(&vec![0; 2_000_000]),
         true,
     );
     assert_eq!(r.header("grpc-status"), Some("8"), "{:?}", r.headers);
@@ -890,14 +887,10 @@ fn codes_are_right_and_messages_short() {
         "{}",
         message.len()
     );
-    let mut framed = vec![0u8];
-    let encoded = req.encode_to_vec();
-    framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&encoded);
     let r = post(
         &server.url("/querier.v1.QuerierService/SelectMergeStacktraces"),
         &[("content-type", "application/grpc")],
-        framed,
+        grpc_frame(&req.encode_to_vec()),
         true,
     );
     assert_eq!(r.header("grpc-status"), Some("3"));

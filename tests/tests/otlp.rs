@@ -116,10 +116,7 @@ fn otlp_http_protobuf_json_and_grpc() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({}));
 
-    let msg = capture_pb(now);
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&msg);
+    let frame = profusion_tests::grpc_frame(&capture_pb(now));
     let r = post(
         &server.url(EXPORT),
         &[

@@ -3,7 +3,7 @@
 
 use profusion_proto::push::v1::PushRequest;
 use profusion_tests::{
-    TestServer, clients, cpu_pprof, gzip, now_nanos, post, push_request, stacks_sql,
+    TestServer, clients, cpu_pprof, grpc_frame, gzip, now_nanos, post, push_request, stacks_sql,
 };
 use prost::Message;
 use serde_json::json;
@@ -26,13 +26,6 @@ fn cpu_push(service: &str, time: i64, gzipped: bool) -> PushRequest {
         if gzipped { gzip(&raw) } else { raw },
         &uuid::Uuid::new_v4().to_string(),
     )
-}
-
-fn grpc_frame(msg: &[u8]) -> Vec<u8> {
-    let mut v = vec![0u8];
-    v.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    v.extend_from_slice(msg);
-    v
 }
 
 const PUSH: &str = "/push.v1.PusherService/Push";
