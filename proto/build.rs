@@ -1,5 +1,5 @@
-//! Compiles the project's `.proto` files with protox (pure Rust, no system `protoc`), emits
-//! prost types and an encoded descriptor set that drives the protobuf JSON mapping.
+//! Compiles the project's `.proto` files with protox (pure Rust, no system `protoc`) into prost
+//! types and their serde implementations of the protobuf JSON mapping (pbjson).
 
 use std::path::PathBuf;
 
@@ -24,7 +24,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(FILES, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptors = prost::Message::encode_to_vec(&fds);
-    std::fs::write(out.join("descriptor_set.bin"), &descriptors)?;
     let mut config = prost_build::Config::new();
     config.enable_type_names();
     config.bytes(["."]);

@@ -190,7 +190,7 @@ where
 /// Encodes the answer of a unary call, or its error, in the request's protocol.
 pub fn respond<M>(protocol: Protocol, result: Result<M, ApiError>) -> Response
 where
-    M: prost::Message + prost::Name,
+    M: prost::Message + prost::Name + serde::Serialize,
 {
     match (protocol, result) {
         (Protocol::ConnectProto, Ok(m)) => (
@@ -219,7 +219,7 @@ pub(crate) async fn unary<Req, Resp, F, Fut>(
 ) -> Response
 where
     Req: prost::Message + prost::Name + Default + serde::de::DeserializeOwned + Send + 'static,
-    Resp: prost::Message + prost::Name,
+    Resp: prost::Message + prost::Name + serde::Serialize,
     F: FnOnce(String, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
 {
@@ -243,7 +243,7 @@ pub(crate) async fn unary_read<Req, Resp, F, Fut>(
 ) -> Response
 where
     Req: prost::Message + prost::Name + Default + serde::de::DeserializeOwned + Send + 'static,
-    Resp: prost::Message + prost::Name,
+    Resp: prost::Message + prost::Name + serde::Serialize,
     F: FnOnce(Vec<String>, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
 {
@@ -267,7 +267,7 @@ async fn unary_as<T, Req, Resp, F, Fut>(
 ) -> Response
 where
     Req: prost::Message + prost::Name + Default + serde::de::DeserializeOwned + Send + 'static,
-    Resp: prost::Message + prost::Name,
+    Resp: prost::Message + prost::Name + serde::Serialize,
     F: FnOnce(T, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
 {

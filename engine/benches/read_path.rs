@@ -406,7 +406,7 @@ fn main() {
         })
         .await;
         // Where the time goes: the flame-graph plan with per-operator metrics.
-        let (_tables, plan) = querier
+        let plan = querier
             .merge_plan(
                 &querier.budget(),
                 &tenants,

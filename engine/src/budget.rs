@@ -16,6 +16,9 @@ use datafusion::execution::memory_pool::{
 use crate::error::{QueryError, QueryErrorKind};
 use crate::flamegraph::TreeError;
 
+/// The granularity of [`QueryBudget::hold`].
+const HOLD_STEP: usize = 64 * 1024;
+
 /// A memory pool shared by every part of one query.
 #[derive(Debug, Clone)]
 pub struct QueryBudget {
@@ -53,15 +56,20 @@ impl QueryBudget {
         }
     }
 
-    /// Resizes `reservation` to `bytes`, or the budget error naming `what`.
+    /// Makes `reservation` hold at least `bytes`, or the budget error naming `what`. It grows
+    /// in steps of [`HOLD_STEP`] and never shrinks, so callers may report every small increase
+    /// without going to the pool each time.
     pub fn hold(
         &self,
         reservation: &mut MemoryReservation,
         what: &str,
         bytes: usize,
     ) -> Result<(), QueryError> {
+        if bytes <= reservation.size() {
+            return Ok(());
+        }
         reservation
-            .try_resize(bytes)
+            .try_resize(bytes.next_multiple_of(HOLD_STEP))
             .map_err(|_| self.exceeded(what, bytes))
     }
 
@@ -81,16 +89,15 @@ impl QueryBudget {
 #[derive(Debug)]
 pub struct Charged<T> {
     pub value: T,
-    reservation: MemoryReservation,
+    /// Held, not read: dropping it returns the memory to the budget.
+    _reservation: MemoryReservation,
 }
 
 impl<T> Charged<T> {
     pub fn new(value: T, reservation: MemoryReservation) -> Self {
-        Self { value, reservation }
-    }
-
-    /// The value and its reservation.
-    pub fn into_parts(self) -> (T, MemoryReservation) {
-        (self.value, self.reservation)
+        Self {
+            value,
+            _reservation: reservation,
+        }
     }
 }

@@ -464,12 +464,9 @@ impl Querier {
         tenants: &[String],
         req: &MergeRequest,
         output: SymbolizeOutput,
-    ) -> Result<Option<(QueryTables, DataFrame)>> {
+    ) -> Result<Option<DataFrame>> {
         let tables = self.merge_tables(budget, tenants, req).await?;
-        Ok(self
-            .merge_plan_on(&tables, req, output)
-            .await?
-            .map(|plan| (tables, plan)))
+        self.merge_plan_on(&tables, req, output).await
     }
 
     /// The tables a merge request reads, pruned by its profile type and exact service.
@@ -557,7 +554,7 @@ impl Querier {
     ) -> Result<Charged<Tree>> {
         let mut reservation = budget.reservation("flame-graph tree");
         let output = SymbolizeOutput::Tree { max_nodes };
-        let Some((_tables, plan)) = self.merge_plan(budget, tenants, req, output).await? else {
+        let Some(plan) = self.merge_plan(budget, tenants, req, output).await? else {
             return Ok(Charged::new(Tree::new(), reservation));
         };
         let bytes = symbolize::output_bytes(&plan.collect().await?)?;
@@ -626,7 +623,7 @@ impl Querier {
     /// The indented physical plan of a flame-graph query, as `EXPLAIN` shows it.
     pub async fn explain_merge(&self, tenants: &[String], req: &MergeRequest) -> Result<String> {
         let output = SymbolizeOutput::Tree { max_nodes: 0 };
-        let Some((_tables, plan)) = self
+        let Some(plan) = self
             .merge_plan(&self.budget(), tenants, req, output)
             .await?
         else {

@@ -103,28 +103,22 @@ impl Distributor {
         if options.fallback_time_nanos == 0 {
             options.fallback_time_nanos = now_nanos;
         }
+        let max_size = self.limits.max_profile_size_bytes;
         let decoded;
-        let profile = match &body {
+        let (profile, size) = match &body {
             ProfileBody::Raw(raw) => {
                 let (p, size) = pprof::decode(raw, &self.limits)?;
                 decoded = p;
-                return pprof::convert(
-                    &decoded,
-                    &labels,
-                    &id,
-                    &options,
-                    &self.limits,
-                    now_nanos,
-                    size,
-                );
+                (&decoded, size)
             }
-            ProfileBody::Decoded(p) => p,
+            ProfileBody::Decoded(p) => (p.as_ref(), prost::Message::encoded_len(p.as_ref())),
             ProfileBody::Shared { profile, symbols } => {
                 let own = prost::Message::encoded_len(profile.as_ref());
-                // As Pyroscope sees it, each profile is a pprof holding the whole dictionary.
+                // As Pyroscope sees it, each profile is a pprof holding the whole dictionary;
+                // the rate limit charges the dictionary once per request (`prepare`).
                 let size = own + symbols.encoded_len;
-                if size > self.limits.max_profile_size_bytes {
-                    return Err(pprof::too_big(size, self.limits.max_profile_size_bytes));
+                if size > max_size {
+                    return Err(pprof::too_big(size, max_size));
                 }
                 return pprof::convert_shared(
                     profile,
@@ -138,9 +132,8 @@ impl Distributor {
                 );
             }
         };
-        let size = prost::Message::encoded_len(profile.as_ref());
-        if size > self.limits.max_profile_size_bytes {
-            return Err(pprof::too_big(size, self.limits.max_profile_size_bytes));
+        if size > max_size {
+            return Err(pprof::too_big(size, max_size));
         }
         pprof::convert(
             profile,

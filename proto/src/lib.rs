@@ -6,10 +6,6 @@
 
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
-use std::sync::OnceLock;
-
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
-
 pub mod google {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/google.v1.rs"));
@@ -127,30 +123,13 @@ pub mod otlp {
     pub use crate::opentelemetry::proto::resource::v1 as resource;
 }
 
-const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));
-
-/// The descriptors of every message above, for reflection-based JSON mapping.
-pub fn descriptor_pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        DescriptorPool::decode(DESCRIPTOR_SET).expect("descriptor set built by build.rs is valid")
-    })
-}
-
 /// Why a JSON body could not be mapped to or from a message.
 #[derive(Debug, thiserror::Error)]
 pub enum JsonError {
-    #[error("unknown message type {0}")]
-    UnknownMessage(String),
     #[error("invalid JSON for {message}: {source}")]
     Invalid {
         message: String,
         source: serde_json::Error,
-    },
-    #[error("cannot convert {message}: {source}")]
-    Convert {
-        message: String,
-        source: prost::DecodeError,
     },
 }
 
@@ -171,25 +150,12 @@ where
 
 /// Renders a generated message as canonical protobuf JSON (lowerCamel or declared JSON names,
 /// 64-bit integers as strings, default values omitted).
-pub fn to_json<M: prost::Message + prost::Name>(message: &M) -> Result<Vec<u8>, JsonError> {
-    let name = M::full_name();
-    let desc = descriptor_pool()
-        .get_message_by_name(&name)
-        .ok_or_else(|| JsonError::UnknownMessage(name.clone()))?;
-    let mut dynamic = DynamicMessage::new(desc);
-    dynamic
-        .transcode_from(message)
-        .map_err(|source| JsonError::Convert {
-            message: name.clone(),
-            source,
-        })?;
-    let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::new(&mut out);
-    dynamic
-        .serialize_with_options(&mut ser, &SerializeOptions::new())
-        .map_err(|source| JsonError::Invalid {
-            message: name,
-            source,
-        })?;
-    Ok(out)
+pub fn to_json<M>(message: &M) -> Result<Vec<u8>, JsonError>
+where
+    M: prost::Name + serde::Serialize,
+{
+    serde_json::to_vec(message).map_err(|source| JsonError::Invalid {
+        message: M::full_name(),
+        source,
+    })
 }

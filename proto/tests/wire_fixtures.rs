@@ -26,7 +26,11 @@ fn normalize(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
-fn check<M: Message + Name + Default + PartialEq + serde::de::DeserializeOwned>(name: &str) {
+fn check<
+    M: Message + Name + Default + PartialEq + serde::de::DeserializeOwned + serde::Serialize,
+>(
+    name: &str,
+) {
     let dir = fixtures_dir();
     let bin = std::fs::read(dir.join(format!("{name}.bin")))
         .unwrap_or_else(|e| panic!("reading {name}.bin in {}: {e}", dir.display()));

@@ -75,6 +75,12 @@ fn assert_alive_with_canary(server: &mut TestServer, tenant: Option<&str>) {
     );
 }
 
+/// What every test ends with: the server is up with its canary, under a peak memory bound.
+fn assert_survived(server: &mut TestServer, tenant: Option<&str>, peak_mib: u64) {
+    assert_alive_with_canary(server, tenant);
+    assert_peak_below(server, peak_mib);
+}
+
 fn assert_peak_below(server: &TestServer, mib: u64) {
     let peak = server.peak_rss_bytes();
     assert!(
@@ -195,8 +201,7 @@ fn deep_inlined_stacks_are_cut_at_the_frame_limit_and_query_after_restarts() {
     server.kill();
     server.restart();
     check(&server);
-    assert_alive_with_canary(&mut server, None);
-    assert_peak_below(&server, 200);
+    assert_survived(&mut server, None, 200);
 }
 
 /// Finding 1, the same class with the depth limit raised: a stack of 150,000 frames goes
@@ -231,8 +236,7 @@ fn stacks_far_deeper_than_the_default_limit_never_recurse() {
     assert_eq!(pprof.sample[0].location_id.len(), 150_000);
     server.kill();
     server.restart();
-    assert_alive_with_canary(&mut server, None);
-    assert_peak_below(&server, 250);
+    assert_survived(&mut server, None, 250);
 }
 
 /// Finding 2: a second server on the same data directory replayed, flushed and deleted the
@@ -371,8 +375,7 @@ fn sums_past_64_bits_hold_at_the_largest_value() {
     server.stop();
     server.restart();
     check(&server);
-    assert_alive_with_canary(&mut server, None);
-    assert_peak_below(&server, 200);
+    assert_survived(&mut server, None, 200);
 }
 
 /// A tree-format chain of `n` nodes, each with a self value: a small body whose stacks repeat
@@ -440,8 +443,7 @@ fn small_bodies_with_huge_expansions_are_refused_before_the_work() {
             )
         );
     }
-    assert_alive_with_canary(&mut server, None);
-    assert_peak_below(&server, 250);
+    assert_survived(&mut server, None, 250);
 }
 
 /// An OTLP request whose profiles share one dictionary: `profiles` profiles of `samples`
@@ -567,8 +569,7 @@ fn otlp_requests_cost_what_they_hold_not_what_they_reference() {
         .flamegraph
         .unwrap();
     assert_eq!(fg.total, 2_000 * 10_000_000);
-    assert_alive_with_canary(&mut server, None);
-    assert_peak_below(&server, 300);
+    assert_survived(&mut server, None, 300);
 }
 
 /// `count` CPU profiles of 2,000 random stacks each, 12 frames deep over 200 functions: a
@@ -691,8 +692,7 @@ fn series_are_limited_per_tenant_and_series_queries_stay_in_budget() {
     let (status, text) = series.unwrap_err();
     assert_eq!(status, 429, "{text}");
     assert!(text.contains("series' labels"), "{text}");
-    assert_alive_with_canary(&mut server, None);
-    assert_peak_below(&server, 200);
+    assert_survived(&mut server, None, 200);
 }
 
 /// Whether the peer closed `stream`: a read returns end of file (or a reset).
@@ -757,8 +757,40 @@ fn slow_headers_and_idle_connections_are_cut_off() {
             "an idle connection stayed open"
         );
     }
-    assert_alive_with_canary(&mut server, None);
-    assert_peak_below(&server, 200);
+    assert_survived(&mut server, None, 200);
+}
+
+/// Finding 7, the body half: a body that stops arriving is answered 408 once
+/// `--server.http-read-timeout` has passed, over plain HTTP and over Connect.
+#[test]
+fn stalled_bodies_are_answered_408() {
+    let mut server = TestServer::start(&["--server.http-read-timeout=1s"]);
+    push_canary(&server, None);
+    for (path, content_type) in [
+        ("/ingest?name=slow.cpu", "text/plain"),
+        ("/push.v1.PusherService/Push", "application/proto"),
+    ] {
+        let mut stream = TcpStream::connect(&server.addr).unwrap();
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: 1000\r\n\r\nmain 1"
+        )
+        .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut answer = String::new();
+        let mut buf = [0u8; 4096];
+        while !answer.contains("\r\n\r\n") {
+            let n = stream
+                .read(&mut buf)
+                .expect("an answer before the client gives up");
+            assert!(n > 0, "closed without an answer: {answer:?}");
+            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+    }
+    assert_survived(&mut server, None, 200);
 }
 
 /// Finding 7, the descriptor half: 260 idle connections under a 256-descriptor limit. The
@@ -804,8 +836,7 @@ fn a_flood_of_idle_connections_leaves_the_server_reachable_and_flushing() {
         server.log()
     );
     drop(flood);
-    assert_alive_with_canary(&mut server, None);
-    assert_peak_below(&server, 200);
+    assert_survived(&mut server, None, 200);
 }
 
 /// Finding 8: Connect bodies over the body limit answered 429 (an invitation to retry); folded
@@ -927,8 +958,7 @@ fn codes_are_right_and_messages_short() {
             "profile 0: location[1] has id 1, the same as location[0]: ids must be unique".into()
         )
     );
-    assert_alive_with_canary(&mut server, None);
-    assert_peak_below(&server, 200);
+    assert_survived(&mut server, None, 200);
 }
 
 /// Finding 9: `__name__="a:b"`, a sample type `cpu:x` or a display name `x:y` were stored and
@@ -1006,8 +1036,7 @@ fn names_no_query_could_select_are_refused_at_ingest() {
     .unwrap();
     let ids: Vec<&str> = types.profile_types.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, [CPU]);
-    assert_alive_with_canary(&mut server, None);
-    assert_peak_below(&server, 200);
+    assert_survived(&mut server, None, 200);
 }
 
 /// Finding 10: with the lookback disabled, a range of [i64 min, i64 max] overflowed past the
@@ -1066,8 +1095,7 @@ fn extreme_ranges_and_oversized_settings_are_refused() {
     set("s1".into(), "again".into()).unwrap();
     let (status, message) = set("s3".into(), "v".into()).unwrap_err();
     assert_eq!(status, 429, "{message}");
-    assert_alive_with_canary(&mut server, None);
-    assert_peak_below(&server, 200);
+    assert_survived(&mut server, None, 200);
 }
 
 /// Finding 10, with both query limits off: the widest range is a valid query over everything,
@@ -1108,6 +1136,5 @@ fn the_widest_range_is_a_query_over_everything_when_limits_are_off() {
     let err = call(&split).unwrap_err();
     assert_eq!(err.0, 429, "{}", err.1);
     assert!(err.1.contains("splits into"), "{}", err.1);
-    assert_alive_with_canary(&mut split, None);
-    assert_peak_below(&split, 200);
+    assert_survived(&mut split, None, 200);
 }

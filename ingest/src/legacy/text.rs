@@ -157,7 +157,8 @@ impl ParsedStacks {
     }
 
     /// Root-first `;`-joined stacks and values, in parse order.
-    pub fn stacks(&self) -> Vec<(String, i64)> {
+    #[cfg(test)]
+    fn stacks(&self) -> Vec<(String, i64)> {
         self.samples
             .iter()
             .map(|(ids, v)| {
