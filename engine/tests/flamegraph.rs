@@ -9,9 +9,7 @@ use profusion_tests::decode_levels as decode;
 use prost::Message;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let dir =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/wire");
-    std::fs::read(dir.join(name)).unwrap()
+    std::fs::read(profusion_tests::fixtures_dir().join("wire").join(name)).unwrap()
 }
 
 fn tree(stacks: &[(&str, i64)]) -> Tree {

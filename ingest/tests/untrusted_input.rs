@@ -11,12 +11,9 @@ fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
     mutate_with(seed, rng, &[0x00, 0x7f, 0x80, 0xff])
 }
 
-fn shared(path: &str) -> Vec<u8> {
-    let root = std::env::var_os("PROFUSION_SHARED_DIR").map_or_else(
-        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-        std::path::PathBuf::from,
-    );
-    std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(profusion_tests::fixtures_dir().join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn hammer(seeds: &[Vec<u8>], run: fn(&[u8]), rounds: usize) {
@@ -44,9 +41,9 @@ fn hostile(target: &str, run: fn(&[u8])) {
 #[test]
 fn pprof_decoder_survives_mutations() {
     let seeds = vec![
-        shared("fixtures/wire/pprof_cpu_small.bin"),
-        shared("captures/pyroscope-nodejs-0.6.4-ingest/req001.body"),
-        shared("captures/pyroscope-io-0.8.16-ingest/req001.body"),
+        fixture("wire/pprof_cpu_small.bin"),
+        fixture("captures/pyroscope-nodejs-0.6.4-ingest/req001.body"),
+        fixture("captures/pyroscope-io-0.8.16-ingest/req001.body"),
     ];
     hammer(&seeds, fuzzing::pprof, 3000);
     hostile("pprof", fuzzing::pprof);
@@ -55,8 +52,8 @@ fn pprof_decoder_survives_mutations() {
 #[test]
 fn otlp_decoder_survives_mutations() {
     let seeds = vec![
-        shared("captures/otlp-synthetic/otlp_profiles_v1.10.pb"),
-        shared("captures/otlp-synthetic/otlp_profiles_v1.10.json"),
+        fixture("captures/otlp-synthetic/otlp_profiles_v1.10.pb"),
+        fixture("captures/otlp-synthetic/otlp_profiles_v1.10.json"),
     ];
     hammer(&seeds, fuzzing::otlp, 3000);
     hostile("otlp", fuzzing::otlp);
@@ -70,7 +67,7 @@ fn legacy_decoders_survive_mutations() {
     tree.extend_from_slice(&[0, 0, 1, 1, b'a', 1, 2, 1, b'b', 3, 0, 1, b'c', 1, 0]);
     let mut multipart = vec![4u8];
     multipart.extend_from_slice(b"--B\r\nContent-Disposition: form-data; name=\"profile\"\r\n\r\n");
-    multipart.extend_from_slice(&shared("fixtures/wire/pprof_cpu_small.bin"));
+    multipart.extend_from_slice(&fixture("wire/pprof_cpu_small.bin"));
     multipart.extend_from_slice(b"\r\n--B\r\nContent-Disposition: form-data; name=\"sample_type_config\"\r\n\r\n{\"cpu\":{\"units\":\"x\"}}\r\n--B--\r\n");
     let seeds = vec![
         b"\x00main;work 30\nmain;idle 10\n".to_vec(),
@@ -88,7 +85,7 @@ fn push_json_decoder_survives_mutations() {
     let raw = String::from_utf8(
         profusion_proto::to_json(&profusion_tests::push_request(
             &[("__name__", "process_cpu"), ("service_name", "svc")],
-            shared("fixtures/wire/pprof_cpu_small.bin"),
+            fixture("wire/pprof_cpu_small.bin"),
             "",
         ))
         .unwrap(),

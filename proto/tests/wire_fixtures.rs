@@ -1,4 +1,4 @@
-//! Every golden encoding in `shared/fixtures/wire/` decodes into the message its JSON twin
+//! Every golden encoding in `tests/fixtures/wire/` decodes into the message its JSON twin
 //! describes, renders back to that JSON through the Connect JSON mapping, and re-encodes to the
 //! very same bytes.
 
@@ -8,11 +8,7 @@ use profusion_proto::{google, push, querier, types};
 use prost::{Message, Name};
 
 fn fixtures_dir() -> PathBuf {
-    let shared = std::env::var_os("PROFUSION_SHARED_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-        PathBuf::from,
-    );
-    shared.join("fixtures/wire")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/wire")
 }
 
 /// JSON numbers compare by value (`15.0` and `15` are the same double).

@@ -28,12 +28,9 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-/// The shared folder beside the repository (fixtures and captures).
-pub fn shared_dir() -> PathBuf {
-    std::env::var_os("PROFUSION_SHARED_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-        PathBuf::from,
-    )
+/// The fixtures and captures kept in the repository (`tests/fixtures/`, see its README).
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 /// A running server process.

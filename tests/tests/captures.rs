@@ -1,4 +1,4 @@
-//! Every ingest request recorded from a real agent under `shared/captures/` is replayed (moved
+//! Every ingest request recorded from a real agent under `tests/fixtures/captures/` is replayed (moved
 //! to the present, as Pyroscope's ingestion window requires) and accepted, and what it stored
 //! is what the agent sent.
 
@@ -6,7 +6,7 @@ use std::path::Path;
 
 use profusion_proto::google::v1::Profile;
 use profusion_proto::push::v1::PushRequest;
-use profusion_tests::{TestServer, clients, gzip, now_nanos, post, shared_dir};
+use profusion_tests::{TestServer, clients, gzip, now_nanos, post, fixtures_dir};
 use prost::Message;
 use serde_json::{Value, json};
 
@@ -130,7 +130,7 @@ fn encode(s: &str) -> String {
 /// Every ingest capture, in directory order (query captures belong to the read path).
 fn ingest_captures() -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    let mut dirs: Vec<_> = std::fs::read_dir(shared_dir().join("captures"))
+    let mut dirs: Vec<_> = std::fs::read_dir(fixtures_dir().join("captures"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();

@@ -17,7 +17,7 @@ use profusion_proto::types::v1::{
 };
 use profusion_tests::{
     TestSample, TestServer, clients, decode_flamegraph, now_nanos, post, pprof, push_request,
-    reference_tree, shared_dir,
+    reference_tree, fixtures_dir,
 };
 use prost::Message;
 use serde_json::Value;
@@ -74,7 +74,7 @@ fn recorded_grafana_queries_answer_over_recorded_agent_data() {
         "--validation.reject-older-than=0s",
         "--querier.max-query-lookback=0s",
     ]);
-    let captures = shared_dir().join("captures");
+    let captures = fixtures_dir().join("captures");
     replay(&server, &captures.join("pyroscope-io-1.4.0-push"), "req001");
 
     let queries = captures.join("buf-curl-connect-query");
