@@ -7,9 +7,9 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use profusion_ingest::distributor::{IncomingProfile, ProfileBody};
-use profusion_ingest::labels::Labels;
 use profusion_ingest::limits::Limits;
 use profusion_ingest::pprof::ConvertOptions;
+use profusion_model::labels::Labels;
 use profusion_proto::otlp::collector::{
     ExportProfilesServiceRequest, ExportProfilesServiceResponse,
 };
@@ -62,7 +62,7 @@ fn push_profiles(request: PushRequest, limits: &Limits) -> Result<Vec<IncomingPr
             if let Some(l) = series.labels.iter().find(|l| !seen.insert(&l.name)) {
                 return Err(ApiError::invalid(format!(
                     "series[{si}]: duplicate label name {:?}",
-                    profusion_ingest::labels::clip(&l.name, 64)
+                    profusion_model::labels::clip(&l.name, 64)
                 )));
             }
         }
@@ -105,7 +105,7 @@ pub(crate) async fn ingest(
                     &params,
                     &content_type,
                     bytes,
-                    profusion_ingest::now_nanos(),
+                    profusion_model::time::now_nanos(),
                     limits,
                 )?)
             })
@@ -199,7 +199,7 @@ fn otlp_profiles(
     }
     Ok(profusion_ingest::otlp::convert(
         request,
-        profusion_ingest::now_nanos(),
+        profusion_model::time::now_nanos(),
         limits,
     )?)
 }

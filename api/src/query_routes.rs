@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use http::HeaderMap;
 use profusion_engine::budget::{Charged, QueryBudget};
-use profusion_engine::flamegraph::Tree;
 use profusion_engine::querier::{MergeRequest, TimeRange};
 use profusion_engine::selector::{self, Selector};
 use profusion_engine::symbolize::{GoPgo, StackFilter};
+use profusion_model::tree::Tree;
 use profusion_proto::google::v1::Profile;
 use profusion_proto::querier::v1::{
     AnalyzeQueryRequest, AnalyzeQueryResponse, DiffRequest, DiffResponse, PprofProfile,
@@ -97,7 +97,7 @@ pub(crate) fn time_range(state: &AppState, start: i64, end: i64) -> Result<TimeR
     let mut start = start;
     let lookback = state.config.max_query_lookback.as_millis() as i64;
     if lookback > 0 {
-        let oldest = profusion_ingest::now_millis().saturating_sub(lookback);
+        let oldest = profusion_model::time::now_millis().saturating_sub(lookback);
         if end < oldest {
             return Ok(TimeRange::EMPTY);
         }
@@ -163,7 +163,7 @@ async fn profile_types(
     req: ProfileTypesRequest,
 ) -> Result<ProfileTypesResponse, ApiError> {
     let range = if req.start == 0 && req.end == 0 {
-        let now = profusion_ingest::now_millis();
+        let now = profusion_model::time::now_millis();
         TimeRange::from_millis(now - 3_600_000, now)
     } else {
         time_range(state, req.start, req.end)?
@@ -373,7 +373,7 @@ pub(crate) fn charged_diff(
         "the diff's union tree",
         left.heap_bytes() + right.heap_bytes(),
     )?;
-    Ok(profusion_engine::flamegraph::diff(left, right, max_nodes))
+    Ok(profusion_model::tree::diff(left, right, max_nodes))
 }
 
 async fn select_merge_stacktraces(
@@ -517,7 +517,7 @@ pub(crate) fn typed_selector(query: &str) -> Result<Selector, ApiError> {
     if let Some(pt) = profile_type {
         selector.matchers.push(
             selector::Matcher::new(
-                profusion_ingest::labels::PROFILE_TYPE,
+                profusion_model::labels::PROFILE_TYPE,
                 selector::MatchOp::Equal,
                 pt.id,
             )

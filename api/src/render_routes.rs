@@ -92,7 +92,7 @@ fn legacy_merge(
         .get(query_key)
         .ok_or_else(|| ApiError::invalid(format!("{query_key} is required")))?;
     let (profile_type, selector) = split_query(query)?;
-    let now = profusion_ingest::now_nanos();
+    let now = profusion_model::time::now_nanos();
     let from = params.time(from_key, DEFAULT_FROM, now)?;
     let until = params.time(until_key, "now", now)?;
     query_routes::merge_query(state, profile_type, selector, from, until, max_nodes)
@@ -383,7 +383,7 @@ async fn label_series(
     tenants: &[String],
     params: &Params,
 ) -> Result<Vec<profusion_engine::querier::SeriesLabels>, ApiError> {
-    let now = profusion_ingest::now_nanos();
+    let now = profusion_model::time::now_nanos();
     let range = query_routes::time_range(
         state,
         params.time("from", DEFAULT_FROM, now)?,
@@ -411,7 +411,7 @@ pub(crate) async fn label_values(req: LegacyRequest) -> Result<Response, ApiErro
         .filter(|l| !l.is_empty())
         .ok_or_else(|| ApiError::invalid("label is required"))?;
     let name = if label == "__name__" {
-        profusion_ingest::labels::PROFILE_TYPE
+        profusion_model::labels::PROFILE_TYPE
     } else {
         label
     };

@@ -104,7 +104,7 @@ impl AppState {
         let distributor = Arc::clone(&self.distributor);
         let converted = rpc::on_blocking_pool(move || {
             let profiles = decode(distributor.limits())?;
-            Ok(distributor.prepare(profiles, profusion_ingest::now_nanos())?)
+            Ok(distributor.prepare(profiles, profusion_model::time::now_nanos())?)
         })
         .await?;
         self.distributor.write(tenant, converted).await?;
@@ -313,9 +313,11 @@ impl Server {
         .await
         .map_err(|e| format!("starting the ingester: {e}"))?;
         let querier = Arc::new(profusion_engine::querier::Querier::new(
-            query_catalog,
-            query_store,
-            Arc::clone(&ingester) as Arc<dyn profusion_engine::querier::HeadSource>,
+            Arc::clone(&ingester) as Arc<dyn profusion_model::scan::HeadSource>,
+            Arc::new(profusion_engine::blocks::CatalogBlocks::new(
+                query_catalog,
+                query_store,
+            )),
             profusion_engine::querier::QuerierConfig {
                 query_memory_bytes: config.query_memory_bytes,
                 ..Default::default()

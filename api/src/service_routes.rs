@@ -110,7 +110,7 @@ fn check_setting(config: &crate::config::Config, s: &settings_v1::Setting) -> Re
     if s.name.len() > config.settings_max_name_length {
         return Err(ApiError::invalid(format!(
             "setting name {:?} is {} bytes long, more than the limit of {} (--settings.max-name-length)",
-            profusion_ingest::labels::clip(&s.name, 64),
+            profusion_model::labels::clip(&s.name, 64),
             s.name.len(),
             config.settings_max_name_length
         )));
@@ -118,7 +118,7 @@ fn check_setting(config: &crate::config::Config, s: &settings_v1::Setting) -> Re
     if s.value.len() > config.settings_max_value_bytes {
         return Err(ApiError::invalid(format!(
             "value of setting {:?} is {} bytes long, more than the limit of {} (--settings.max-value-bytes)",
-            profusion_ingest::labels::clip(&s.name, 64),
+            profusion_model::labels::clip(&s.name, 64),
             s.value.len(),
             config.settings_max_value_bytes
         )));

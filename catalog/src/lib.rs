@@ -14,40 +14,12 @@ mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
+use profusion_model::block::BlockMeta;
 use serde::{Deserialize, Serialize};
 
 pub use error::{CatalogError, Result};
 pub use postgres::PostgresCatalog;
 pub use sqlite::SqliteCatalog;
-
-/// What the catalog records about one block.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockMeta {
-    pub tenant: String,
-    /// ULID of the block; its files live under `<tenant>/blocks/<id>/`.
-    pub id: String,
-    /// Earliest profile time in the block, Unix nanoseconds, inclusive.
-    pub min_time_nanos: i64,
-    /// Latest profile time in the block, Unix nanoseconds, inclusive.
-    pub max_time_nanos: i64,
-    pub num_series: u64,
-    pub num_profiles: u64,
-    pub num_samples: u64,
-    /// Total bytes of the block's files in the object store.
-    pub size_bytes: u64,
-    /// Distinct `service_name` values, sorted.
-    pub services: Vec<String>,
-    /// Distinct `__profile_type__` values, sorted.
-    pub profile_types: Vec<String>,
-    /// The component that wrote the block, e.g. `ingester-<id>` or `compactor`.
-    pub source: String,
-    /// The write-ahead-log segment whose data the block holds (ingester blocks); used on
-    /// recovery so that a segment already flushed is never replayed into a second block.
-    pub wal_segment: u64,
-    pub compaction_level: u32,
-    /// Unix milliseconds when the block was registered.
-    pub created_at_millis: i64,
-}
 
 /// One per-tenant setting (the `settings.v1` API).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

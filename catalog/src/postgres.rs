@@ -3,9 +3,10 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use crate::migrations::{MIGRATIONS, latest_version};
 use crate::sqlite::now_millis;
+use profusion_model::block::BlockMeta;
+
 use crate::{
-    BlockMeta, Catalog, CatalogError, Result, Setting, limit_reached, strings_from_json,
-    strings_to_json,
+    Catalog, CatalogError, Result, Setting, limit_reached, strings_from_json, strings_to_json,
 };
 
 /// A catalog shared by several nodes, in PostgreSQL. Migrations run under an advisory lock so

@@ -5,9 +5,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::migrations::{MIGRATIONS, latest_version};
+use profusion_model::block::BlockMeta;
+
 use crate::{
-    BlockMeta, Catalog, CatalogError, Result, Setting, limit_reached, strings_from_json,
-    strings_to_json,
+    Catalog, CatalogError, Result, Setting, limit_reached, strings_from_json, strings_to_json,
 };
 
 /// The embedded catalog: one SQLite file, written with full fsync so a registered block

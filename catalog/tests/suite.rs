@@ -1,7 +1,8 @@
 //! One catalog suite, run against SQLite (a real file) and PostgreSQL (a private server started
 //! from the installed binaries in a temporary directory).
 
-use profusion_catalog::{BlockMeta, Catalog, CatalogError, Setting};
+use profusion_catalog::{Catalog, CatalogError, Setting};
+use profusion_model::block::BlockMeta;
 use profusion_tests::PostgresServer;
 
 fn block(tenant: &str, id: &str, min: i64, max: i64, segment: u64) -> BlockMeta {

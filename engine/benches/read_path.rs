@@ -139,9 +139,8 @@ async fn open(dir: &Path) -> (Arc<Ingester>, Querier) {
     .await
     .unwrap();
     let querier = Querier::new(
-        catalog,
-        store,
         Arc::clone(&ingester) as _,
+        Arc::new(profusion_engine::blocks::CatalogBlocks::new(catalog, store)),
         QuerierConfig {
             query_memory_bytes: 8 << 30,
             target_partitions: 2,
@@ -158,7 +157,7 @@ async fn generate(dir: &Path, total_samples: u64) -> Dataset {
     let pool = stack_pool(&mut rng);
     let hashes: Vec<u64> = pool.iter().map(|s| stack_hash(s)).collect();
     let series = SERVICES * PODS_PER_SERVICE;
-    let now = profusion_ingest::now_nanos();
+    let now = profusion_model::time::now_nanos();
     let start = now - HOURS * 3_600_000_000_000;
     // Profiles are spread evenly over the range; duplicates drawn within a profile merge, so
     // a profile holds somewhat fewer than SAMPLES_PER_PROFILE samples.

@@ -14,7 +14,7 @@ use datafusion::execution::memory_pool::{
 };
 
 use crate::error::{QueryError, QueryErrorKind};
-use crate::flamegraph::TreeError;
+use profusion_model::tree::TreeError;
 
 /// The granularity of [`QueryBudget::hold`].
 const HOLD_STEP: usize = 64 * 1024;
@@ -73,7 +73,7 @@ impl QueryBudget {
             .map_err(|_| self.exceeded(what, bytes))
     }
 
-    /// A charge for [`crate::flamegraph::Tree`]'s growth into `reservation`.
+    /// A charge for [`profusion_model::tree::Tree`]'s growth into `reservation`.
     pub fn tree_charge<'a>(
         &'a self,
         reservation: &'a mut MemoryReservation,

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use crate::flamegraph::{Tree, Visit};
+use profusion_model::tree::{Tree, Visit};
 
 /// Per-function and per-edge totals of a tree.
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -1,3 +1,5 @@
+use profusion_model::scan::ScanError;
+
 /// The class of a query failure; the API maps each to one Connect/gRPC code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryErrorKind {
@@ -50,6 +52,26 @@ impl From<datafusion::error::DataFusionError> for QueryError {
                 kind: QueryErrorKind::Unavailable,
                 message: format!("object store: {o}"),
             },
+            E::External(inner) => match inner.downcast_ref::<ScanError>() {
+                Some(ScanError::Unavailable(m)) => Self {
+                    kind: QueryErrorKind::Unavailable,
+                    message: m.clone(),
+                },
+                _ => Self::internal(inner.to_string()),
+            },
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl QueryError {
+    /// A failed head or block scan: unavailable sources can be retried, anything else is ours.
+    pub fn from_scan(e: ScanError) -> Self {
+        match e {
+            ScanError::Unavailable(message) => Self {
+                kind: QueryErrorKind::Unavailable,
+                message,
+            },
             other => Self::internal(other.to_string()),
         }
     }
@@ -64,16 +86,10 @@ impl From<profusion_catalog::CatalogError> for QueryError {
     }
 }
 
-impl From<profusion_ingest::IngestError> for QueryError {
-    fn from(e: profusion_ingest::IngestError) -> Self {
-        Self::internal(format!("reading the head: {e}"))
-    }
-}
-
-impl From<crate::flamegraph::TreeError> for QueryError {
-    fn from(e: crate::flamegraph::TreeError) -> Self {
+impl From<profusion_model::tree::TreeError> for QueryError {
+    fn from(e: profusion_model::tree::TreeError) -> Self {
         match e {
-            crate::flamegraph::TreeError::OverBudget(message) => Self {
+            profusion_model::tree::TreeError::OverBudget(message) => Self {
                 kind: QueryErrorKind::ResourceExhausted,
                 message,
             },

@@ -19,12 +19,13 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, QueryErrorKind, Result};
-use crate::flamegraph::Tree;
 use crate::querier::{
     MergeRequest, Querier, QueryAnalysis, SeriesLabels, SeriesQuery, TimeRange, TimeSeries,
     top_series,
 };
 use crate::selector::Selector;
+use crate::table::ScanWindow;
+use profusion_model::tree::Tree;
 
 /// A unit of work for a querier worker.
 type Job = Box<dyn FnOnce(Arc<Querier>) -> BoxFuture<'static, ()> + Send>;
@@ -377,10 +378,17 @@ impl QueryFrontend {
     ) -> Result<Vec<SeriesLabels>> {
         let (owned, budget) = (tenants.to_vec(), budget.clone());
         self.run(tenants, move |q| async move {
-            let tables = q
-                .tables(&budget, &owned, range, profile_type.as_deref(), None)
-                .await?;
-            q.series(&tables, &selectors, profile_type.as_deref()).await
+            let session = q.session(
+                &budget,
+                &owned,
+                ScanWindow {
+                    range: Some(range),
+                    profile_type: profile_type.clone(),
+                    services: None,
+                },
+            )?;
+            q.series(&session, &selectors, profile_type.as_deref())
+                .await
         })
         .await
     }

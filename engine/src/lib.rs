@@ -7,12 +7,13 @@
 //! `profusion-ingest`, whose `block` module defines the format read here
 //! (`docs/block-format.md`).
 
+pub mod blocks;
 pub mod budget;
 pub mod dot;
 pub mod error;
-pub mod flamegraph;
 pub mod frontend;
 pub mod functions;
 pub mod querier;
 pub mod selector;
 pub mod symbolize;
+pub mod table;

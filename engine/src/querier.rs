@@ -1,68 +1,41 @@
-//! The querier: runs each read as DataFusion plans over one tenant's head snapshot and the
-//! blocks the catalog lists for the time range.
+//! The querier: runs each read as DataFusion plans over a tenant scope's tables, the union of
+//! ingester head data and the blocks the catalog lists (see [`crate::table`]).
 //!
-//! Every query gets its own `SessionContext` with a memory pool of the configured budget, and
-//! five tables in the block schema (`samples`, `profiles`, `series`, `stacks`, `frames`), each
-//! the union of the head's batches and the selected blocks' Parquet files. Blocks are selected
-//! from catalog statistics (time range, profile type, service) before anything is read; blocks
-//! flushed from WAL segments still in the head snapshot are skipped, so nothing is counted twice
-//! across a flush.
+//! Every query gets its own `SessionContext` with a memory pool of the configured budget and
+//! the scope's [`TenantSchema`] as its default schema, windowed to the request (time range,
+//! profile type, service) so tables no filter narrows (`series`, `stacks`, `frames`) still read
+//! only the blocks the request can need.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef, UInt64Type};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
-    MemorySchemaProvider,
-};
-use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::expr_fn::max;
-use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, cast, col, lit};
+use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, lit};
 use futures_util::StreamExt;
-use object_store::ObjectStore;
-use object_store::path::Path as ObjectPath;
-use profusion_catalog::{BlockMeta, Catalog};
-use profusion_ingest::block::{self, BlockBatches};
-use profusion_ingest::hash::PrehashedMap;
-use profusion_ingest::ingester::{GenerationSummary, HeadSnapshot};
-use profusion_ingest::labels;
+use profusion_model::block::Table;
+use profusion_model::hash::PrehashedMap;
+use profusion_model::labels;
+use profusion_model::profile_type::ProfileType;
+use profusion_model::scan::{BlockSource, GenerationSummary, HeadSource, ScanRequest};
+use profusion_model::tenant::{TenantId, TenantScope};
+pub use profusion_model::time::TimeRange;
+use profusion_model::tree::Tree;
 
 use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, Result};
-use crate::flamegraph::Tree;
 use crate::selector::Selector;
 use crate::symbolize::{self, PprofHeader, StackFilter, Symbolize, SymbolizeOutput};
+use crate::table::{STORE_URL, ScanWindow, TenantSchema};
 use profusion_proto::google::v1 as pprof;
 use prost::Message;
-
-/// Where the head data of a tenant comes from: the in-process ingester in monolithic mode.
-pub trait HeadSource: Send + Sync + std::fmt::Debug {
-    /// The tenant's head data as block batches, for queries that read samples.
-    fn snapshot(&self, tenant: &str) -> Result<HeadSnapshot>;
-    /// Time bounds and profile types per generation, for queries that do not.
-    fn summary(&self, tenant: &str) -> Vec<GenerationSummary>;
-}
-
-impl HeadSource for profusion_ingest::ingester::Ingester {
-    fn snapshot(&self, tenant: &str) -> Result<HeadSnapshot> {
-        Ok(profusion_ingest::ingester::Ingester::snapshot(
-            self, tenant,
-        )?)
-    }
-
-    fn summary(&self, tenant: &str) -> Vec<GenerationSummary> {
-        profusion_ingest::ingester::Ingester::summary(self, tenant)
-    }
-}
 
 /// Querier settings.
 #[derive(Debug, Clone)]
@@ -78,29 +51,6 @@ impl Default for QuerierConfig {
         Self {
             query_memory_bytes: 1 << 30,
             target_partitions: 2,
-        }
-    }
-}
-
-/// A time range in Unix nanoseconds, both ends inclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeRange {
-    pub start: i64,
-    pub end: i64,
-}
-
-impl TimeRange {
-    /// A range that selects nothing.
-    pub const EMPTY: Self = Self {
-        start: i64::MAX,
-        end: i64::MIN,
-    };
-
-    /// From Pyroscope's millisecond bounds, both inclusive.
-    pub fn from_millis(start: i64, end: i64) -> Self {
-        Self {
-            start: start.saturating_mul(1_000_000),
-            end: end.saturating_mul(1_000_000).saturating_add(999_999),
         }
     }
 }
@@ -195,44 +145,35 @@ impl SeriesLabels {
     }
 }
 
-const STORE_URL: &str = "profusion://store/";
-/// Rows per head batch handed to a scan (DataFusion's default batch size).
-const HEAD_SLICE_ROWS: usize = 8192;
-const TABLES: [&str; 5] = ["samples", "profiles", "series", "stacks", "frames"];
-
 #[derive(Debug)]
 pub struct Querier {
-    catalog: Arc<dyn Catalog>,
-    store: Arc<dyn ObjectStore>,
     head: Arc<dyn HeadSource>,
+    blocks: Arc<dyn BlockSource>,
     config: QuerierConfig,
     /// Functions, options and planner, built once; each query copies it with its own memory
     /// pool and tables.
     base: datafusion::execution::SessionState,
 }
 
-/// One query's DataFusion session with the tenant's tables registered.
-pub struct QueryTables {
+/// One query's DataFusion session over a tenant scope's tables.
+pub struct QuerySession {
     pub ctx: SessionContext,
-    /// The blocks the tables read, after catalog pruning.
-    pub blocks: Vec<BlockMeta>,
+    /// The scope's tables, for what the query asks of them beyond SQL (the blocks it reads).
+    pub schema: Arc<TenantSchema>,
     /// The budget the session's pool belongs to, for what the query builds outside DataFusion.
     pub budget: QueryBudget,
 }
 
-impl std::fmt::Debug for QueryTables {
+impl std::fmt::Debug for QuerySession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryTables")
-            .field("blocks", &self.blocks.len())
-            .finish_non_exhaustive()
+        f.debug_struct("QuerySession").finish_non_exhaustive()
     }
 }
 
 impl Querier {
     pub fn new(
-        catalog: Arc<dyn Catalog>,
-        store: Arc<dyn ObjectStore>,
         head: Arc<dyn HeadSource>,
+        blocks: Arc<dyn BlockSource>,
         config: QuerierConfig,
     ) -> Self {
         // Parquet strings are read as views (the default): dictionary-encoded columns such as
@@ -249,9 +190,8 @@ impl Querier {
                 .with_default_features(),
         );
         Self {
-            catalog,
-            store,
             head,
+            blocks,
             config,
             base,
         }
@@ -262,7 +202,15 @@ impl Querier {
         QueryBudget::new(self.config.query_memory_bytes)
     }
 
-    fn session(&self, budget: &QueryBudget) -> Result<SessionContext> {
+    /// A session over `tenants` (one, or several for a cross-tenant read) whose tables read
+    /// at most the blocks of `window`.
+    pub fn session(
+        &self,
+        budget: &QueryBudget,
+        tenants: &[String],
+        window: ScanWindow,
+    ) -> Result<QuerySession> {
+        let scope = scope_of(tenants)?;
         // The budget is a hard limit for now: no spilling to disk, so a query over it fails with
         // `resource_exhausted` instead of filling the disk.
         let runtime = RuntimeEnvBuilder::new()
@@ -271,105 +219,29 @@ impl Querier {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()?;
+        let schema = Arc::new(TenantSchema::new(
+            scope,
+            window,
+            Arc::clone(&self.head),
+            Arc::clone(&self.blocks),
+            self.config.target_partitions,
+        ));
         // A fresh catalog per query: the base state's would be shared by every copy.
         let defaults = &self.base.config().options().catalog;
-        let schema = MemoryCatalogProvider::new();
-        schema.register_schema(
-            &defaults.default_schema,
-            Arc::new(MemorySchemaProvider::new()),
-        )?;
+        let catalog = MemoryCatalogProvider::new();
+        catalog.register_schema(&defaults.default_schema, Arc::clone(&schema) as _)?;
         let catalogs = MemoryCatalogProviderList::new();
-        catalogs.register_catalog(defaults.default_catalog.clone(), Arc::new(schema));
+        catalogs.register_catalog(defaults.default_catalog.clone(), Arc::new(catalog));
         let state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(Arc::new(catalogs))
             .with_runtime_env(runtime)
             .build();
         let ctx = SessionContext::new_with_state(state);
         let url = url::Url::parse(STORE_URL).map_err(|e| QueryError::internal(e.to_string()))?;
-        ctx.register_object_store(&url, Arc::clone(&self.store));
-        Ok(ctx)
-    }
-
-    /// Registers the tables of `tenants` (one, or several for a cross-tenant read) for a query
-    /// over `range`, reading only blocks that may hold `profile_type` (when given) and one of
-    /// `services` (when given).
-    pub async fn tables(
-        &self,
-        budget: &QueryBudget,
-        tenants: &[String],
-        range: TimeRange,
-        profile_type: Option<&str>,
-        services: Option<&HashSet<String>>,
-    ) -> Result<QueryTables> {
-        let ctx = self.session(budget)?;
-        let mut heads: Vec<Arc<BlockBatches>> = Vec::new();
-        let mut blocks: Vec<BlockMeta> = Vec::new();
-        for tenant in tenants {
-            let snapshot = self.head.snapshot(tenant)?;
-            let in_head: HashSet<u64> = snapshot.segments.iter().copied().collect();
-            blocks.extend(
-                self.catalog
-                    .blocks(tenant, range.start, range.end)
-                    .await?
-                    .into_iter()
-                    .filter(|b| !(b.source == snapshot.source && in_head.contains(&b.wal_segment)))
-                    .filter(|b| {
-                        profile_type.is_none_or(|pt| b.profile_types.iter().any(|t| t == pt))
-                    })
-                    .filter(|b| services.is_none_or(|s| b.services.iter().any(|x| s.contains(x)))),
-            );
-            heads.extend(snapshot.batches);
-        }
-        for (table, schema) in TABLES.iter().zip(schemas()) {
-            // The head's batches, sliced into scan-sized pieces spread over the partitions, so
-            // the plan needs no repartitioning of the head; a repartition would charge every
-            // slice of a large batch to the memory pool at the size of the whole batch.
-            let partitions = self.config.target_partitions.max(1);
-            let mut head_batches: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
-            let mut next = 0;
-            for b in &heads {
-                let batch = table_batch(b, table);
-                let mut offset = 0;
-                while offset < batch.num_rows() {
-                    let len = HEAD_SLICE_ROWS.min(batch.num_rows() - offset);
-                    head_batches[next % partitions].push(batch.slice(offset, len));
-                    next += 1;
-                    offset += len;
-                }
-            }
-            let head = MemTable::try_new(Arc::clone(&schema), head_batches)?;
-            let mut df = ctx.read_table(Arc::new(head))?.select(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        let c = col(f.name());
-                        if f.data_type() == &DataType::Utf8 {
-                            cast(c, DataType::Utf8View).alias(f.name())
-                        } else {
-                            c
-                        }
-                    })
-                    .collect::<Vec<Expr>>(),
-            )?;
-            if !blocks.is_empty() {
-                let file = file_name(table);
-                let urls = blocks
-                    .iter()
-                    .map(|b| block_url(&block::block_file_path(&b.tenant, &b.id, file)))
-                    .collect::<Result<Vec<_>>>()?;
-                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                    .with_file_extension(".parquet");
-                let config = ListingTableConfig::new_with_multi_paths(urls)
-                    .with_listing_options(options)
-                    .with_schema(view_schema(&schema));
-                df = df.union(ctx.read_table(Arc::new(ListingTable::try_new(config)?))?)?;
-            }
-            ctx.register_table(*table, df.into_view())?;
-        }
-        Ok(QueryTables {
+        ctx.register_object_store(&url, self.blocks.store());
+        Ok(QuerySession {
             ctx,
-            blocks,
+            schema,
             budget: budget.clone(),
         })
     }
@@ -378,18 +250,18 @@ impl Querier {
     /// optionally of one profile type.
     pub async fn series(
         &self,
-        tables: &QueryTables,
+        session: &QuerySession,
         selectors: &[Selector],
         profile_type: Option<&str>,
     ) -> Result<Vec<SeriesLabels>> {
-        let mut df = tables.ctx.table("series").await?;
+        let mut df = session.ctx.table("series").await?;
         if let Some(pt) = profile_type {
             df = df.filter(col("profile_type").eq(lit(pt)))?;
         }
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         // Label sets are the query's to hold: a tenant may have churned through many series.
-        let mut reservation = tables.budget.reservation("series labels");
+        let mut reservation = session.budget.reservation("series labels");
         let mut held = 0usize;
         let mut batches = df
             .select(vec![col("series_fingerprint"), col("labels")])?
@@ -418,7 +290,7 @@ impl Querier {
                 };
                 if selectors.is_empty() || selectors.iter().any(|s| s.matches(|n| series.get(n))) {
                     held += series.heap_bytes();
-                    tables
+                    session
                         .budget
                         .hold(&mut reservation, "the matching series' labels", held)?;
                     seen.insert(fp);
@@ -465,32 +337,33 @@ impl Querier {
         req: &MergeRequest,
         output: SymbolizeOutput,
     ) -> Result<Option<DataFrame>> {
-        let tables = self.merge_tables(budget, tenants, req).await?;
-        self.merge_plan_on(&tables, req, output).await
+        let session = self.merge_session(budget, tenants, req)?;
+        self.merge_plan_on(&session, req, output).await
     }
 
-    /// The tables a merge request reads, pruned by its profile type and exact service.
-    async fn merge_tables(
+    /// The session a merge request reads, windowed to its range, profile type and exact
+    /// service.
+    fn merge_session(
         &self,
         budget: &QueryBudget,
         tenants: &[String],
         req: &MergeRequest,
-    ) -> Result<QueryTables> {
-        let services = selector_services(&req.selector);
-        self.tables(
+    ) -> Result<QuerySession> {
+        self.session(
             budget,
             tenants,
-            req.range,
-            Some(&req.profile_type),
-            services.as_ref(),
+            ScanWindow {
+                range: Some(req.range),
+                profile_type: Some(req.profile_type.clone()),
+                services: selector_services(&req.selector),
+            },
         )
-        .await
     }
 
-    /// [`Self::merge_plan`] over tables already registered.
+    /// [`Self::merge_plan`] in a session already made.
     async fn merge_plan_on(
         &self,
-        tables: &QueryTables,
+        session: &QuerySession,
         req: &MergeRequest,
         output: SymbolizeOutput,
     ) -> Result<Option<DataFrame>> {
@@ -499,7 +372,7 @@ impl Querier {
         } else {
             let s = self
                 .series(
-                    tables,
+                    session,
                     std::slice::from_ref(&req.selector),
                     Some(&req.profile_type),
                 )
@@ -518,7 +391,7 @@ impl Querier {
             filter = filter
                 .and(col("span_id").in_list(req.span_ids.iter().map(|s| lit(*s)).collect(), false));
         }
-        let ctx = &tables.ctx;
+        let ctx = &session.ctx;
         let merged = ctx.table("samples").await?.filter(filter)?.aggregate(
             vec![col("stack_hash")],
             vec![
@@ -570,15 +443,15 @@ impl Querier {
         tenants: &[String],
         req: &MergeRequest,
     ) -> Result<pprof::Profile> {
-        let parts: Vec<&str> = req.profile_type.split(':').collect();
-        let part = |i: usize| parts.get(i).copied().unwrap_or_default().to_owned();
-        let tables = self.merge_tables(budget, tenants, req).await?;
-        let period = Self::max_period(&tables, req).await?;
+        let profile_type = ProfileType::parse(&req.profile_type)
+            .map_err(|e| QueryError::invalid(e.to_string()))?;
+        let session = self.merge_session(budget, tenants, req)?;
+        let period = Self::max_period(&session, req).await?;
         let header = PprofHeader {
-            sample_type: part(1),
-            sample_unit: part(2),
-            period_type: part(3),
-            period_unit: part(4),
+            sample_type: profile_type.sample_type,
+            sample_unit: profile_type.sample_unit,
+            period_type: profile_type.period_type,
+            period_unit: profile_type.period_unit,
             period,
             time_nanos: req.range.start,
             duration_nanos: req
@@ -588,7 +461,7 @@ impl Querier {
                 .saturating_add(1),
         };
         match self
-            .merge_plan_on(&tables, req, SymbolizeOutput::Pprof(header.clone()))
+            .merge_plan_on(&session, req, SymbolizeOutput::Pprof(header.clone()))
             .await?
         {
             Some(plan) => {
@@ -601,8 +474,8 @@ impl Querier {
     }
 
     /// The largest period of the profiles a request selects (0 when none).
-    async fn max_period(tables: &QueryTables, req: &MergeRequest) -> Result<i64> {
-        let rows = tables
+    async fn max_period(session: &QuerySession, req: &MergeRequest) -> Result<i64> {
+        let rows = session
             .ctx
             .table("profiles")
             .await?
@@ -644,19 +517,18 @@ impl Querier {
         tenants: &[String],
         query: &SeriesQuery,
     ) -> Result<Vec<TimeSeries>> {
-        let services = selector_services(&query.selector);
-        let tables = self
-            .tables(
-                budget,
-                tenants,
-                query.range,
-                Some(query.profile_type.as_str()),
-                services.as_ref(),
-            )
-            .await?;
+        let session = self.session(
+            budget,
+            tenants,
+            ScanWindow {
+                range: Some(query.range),
+                profile_type: Some(query.profile_type.clone()),
+                services: selector_services(&query.selector),
+            },
+        )?;
         let series = self
             .series(
-                &tables,
+                &session,
                 std::slice::from_ref(&query.selector),
                 Some(query.profile_type.as_str()),
             )
@@ -684,7 +556,7 @@ impl Querier {
             })
             .collect();
         let narrowed = (!query.selector.matchers.is_empty()).then_some(series.as_slice());
-        let mut rows = tables
+        let mut rows = session
             .ctx
             .table("profiles")
             .await?
@@ -745,19 +617,30 @@ impl Querier {
         Ok(top_series(out, query.limit))
     }
 
-    fn summaries(&self, tenants: &[String]) -> Vec<GenerationSummary> {
-        tenants.iter().flat_map(|t| self.head.summary(t)).collect()
-    }
-
-    async fn catalog_blocks(
-        &self,
-        tenants: &[String],
-        min: i64,
-        max: i64,
-    ) -> Result<Vec<BlockMeta>> {
+    async fn summaries(&self, tenants: &[String]) -> Result<Vec<GenerationSummary>> {
         let mut out = Vec::new();
         for t in tenants {
-            out.extend(self.catalog.blocks(t, min, max).await?);
+            out.extend(self.head.summary(t).await.map_err(QueryError::from_scan)?);
+        }
+        Ok(out)
+    }
+
+    /// Blocks of `tenants` overlapping `range`, whatever they hold.
+    async fn blocks_in(
+        &self,
+        tenants: &[String],
+        range: TimeRange,
+    ) -> Result<Vec<profusion_model::block::BlockMeta>> {
+        let mut out = Vec::new();
+        for t in tenants {
+            let mut request = ScanRequest::all(t.as_str(), Table::Profiles);
+            request.range = range;
+            out.extend(
+                self.blocks
+                    .blocks(&request)
+                    .await
+                    .map_err(QueryError::from_scan)?,
+            );
         }
         Ok(out)
     }
@@ -769,10 +652,10 @@ impl Querier {
         let mut widen = |min: i64, max: i64| {
             bounds = Some(bounds.map_or((min, max), |(a, b)| (a.min(min), b.max(max))));
         };
-        for g in self.summaries(tenants) {
+        for g in self.summaries(tenants).await? {
             widen(g.min_time_nanos, g.max_time_nanos);
         }
-        for b in self.catalog_blocks(tenants, i64::MIN, i64::MAX).await? {
+        for b in self.blocks_in(tenants, TimeRange::ALL).await? {
             widen(b.min_time_nanos, b.max_time_nanos);
         }
         Ok(bounds.map(|(min, max)| (min.div_euclid(1_000_000), max.div_euclid(1_000_000))))
@@ -787,14 +670,13 @@ impl Querier {
         selector: &Selector,
         range: TimeRange,
     ) -> Result<QueryAnalysis> {
-        let overlaps = |min: i64, max: i64| max >= range.start && min <= range.end;
         let mut head = QueryScope {
             component: "Head",
             components: 1,
             ..QueryScope::default()
         };
-        for g in self.summaries(tenants) {
-            if overlaps(g.min_time_nanos, g.max_time_nanos) {
+        for g in self.summaries(tenants).await? {
+            if range.overlaps(g.min_time_nanos, g.max_time_nanos) {
                 head.blocks += 1;
                 head.series += g.num_series;
                 head.profiles += g.num_profiles;
@@ -802,16 +684,22 @@ impl Querier {
                 head.bytes += g.bytes;
             }
         }
-        let services = selector_services(selector);
-        let tables = self
-            .tables(budget, tenants, range, None, services.as_ref())
-            .await?;
+        let session = self.session(
+            budget,
+            tenants,
+            ScanWindow {
+                range: Some(range),
+                profile_type: None,
+                services: selector_services(selector),
+            },
+        )?;
+        let blocks = session.schema.table(Table::Series).blocks(&[]).await?;
         let mut store = QueryScope {
             component: "Object storage",
-            components: u64::from(!tables.blocks.is_empty()),
+            components: u64::from(!blocks.is_empty()),
             ..QueryScope::default()
         };
-        for b in &tables.blocks {
+        for b in &blocks {
             store.blocks += 1;
             store.series += b.num_series;
             store.profiles += b.num_profiles;
@@ -819,7 +707,7 @@ impl Querier {
             store.bytes += b.size_bytes;
         }
         let series = self
-            .series(&tables, std::slice::from_ref(selector), None)
+            .series(&session, std::slice::from_ref(selector), None)
             .await?
             .len() as u64;
         Ok(QueryAnalysis {
@@ -832,11 +720,12 @@ impl Querier {
     pub async fn profile_types(&self, tenants: &[String], range: TimeRange) -> Result<Vec<String>> {
         let mut types: HashSet<String> = self
             .summaries(tenants)
+            .await?
             .into_iter()
-            .filter(|g| g.max_time_nanos >= range.start && g.min_time_nanos <= range.end)
+            .filter(|g| range.overlaps(g.min_time_nanos, g.max_time_nanos))
             .flat_map(|g| g.profile_types)
             .collect();
-        for b in self.catalog_blocks(tenants, range.start, range.end).await? {
+        for b in self.blocks_in(tenants, range).await? {
             types.extend(b.profile_types);
         }
         let mut out: Vec<String> = types.into_iter().collect();
@@ -860,67 +749,19 @@ pub fn top_series(mut series: Vec<TimeSeries>, limit: Option<usize>) -> Vec<Time
 }
 
 /// The services an exact `service_name` matcher pins, for catalog pruning.
-fn selector_services(selector: &Selector) -> Option<HashSet<String>> {
+fn selector_services(selector: &Selector) -> Option<Vec<String>> {
     selector
         .matchers
         .iter()
         .find(|m| m.name == labels::SERVICE_NAME && m.op == crate::selector::MatchOp::Equal)
-        .map(|m| HashSet::from([m.value.clone()]))
+        .map(|m| vec![m.value.clone()])
 }
 
-/// The table URL of an object. The path's segments are already in object_store's encoding
-/// (a tenant `a*` is the segment `a%2A`): pushed as URL segments, their `%` is escaped again,
-/// so the listing table decodes the URL back to exactly that path. Formatting the path into a
-/// URL string would decode `%2A` to `*`, a file that does not exist.
-fn block_url(path: &ObjectPath) -> Result<ListingTableUrl> {
-    let mut url = url::Url::parse(STORE_URL).map_err(|e| QueryError::internal(e.to_string()))?;
-    url.path_segments_mut()
-        .map_err(|()| QueryError::internal(format!("{STORE_URL} cannot take a path")))?
-        .pop_if_empty()
-        .extend(path.parts().map(|p| p.as_ref().to_owned()));
-    Ok(ListingTableUrl::try_new(url, None)?)
-}
-
-/// `schema` with top-level strings as views, as the Parquet reader produces them.
-fn view_schema(schema: &SchemaRef) -> SchemaRef {
-    Arc::new(Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
-                _ => f.as_ref().clone(),
-            })
-            .collect::<Vec<_>>(),
-    ))
-}
-
-fn schemas() -> [SchemaRef; 5] {
-    [
-        block::samples_schema(),
-        block::profiles_schema(),
-        block::series_schema(),
-        block::stacks_schema(),
-        block::frames_schema(),
-    ]
-}
-
-fn table_batch<'a>(b: &'a BlockBatches, table: &str) -> &'a RecordBatch {
-    match table {
-        "samples" => &b.samples,
-        "profiles" => &b.profiles,
-        "series" => &b.series,
-        "stacks" => &b.stacks,
-        _ => &b.frames,
-    }
-}
-
-fn file_name(table: &str) -> &'static str {
-    match table {
-        "samples" => block::SAMPLES_FILE,
-        "profiles" => block::PROFILES_FILE,
-        "series" => block::SERIES_FILE,
-        "stacks" => block::STACKS_FILE,
-        _ => block::FRAMES_FILE,
-    }
+/// The scope of a read of `tenants` (already validated by the API).
+fn scope_of(tenants: &[String]) -> Result<TenantScope> {
+    let ids = tenants
+        .iter()
+        .map(|t| TenantId::new(t.as_str()).map_err(|e| QueryError::invalid(e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    TenantScope::new(ids).ok_or_else(|| QueryError::invalid("a read must name a tenant"))
 }

@@ -33,11 +33,11 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::Expr;
 use futures_util::StreamExt;
-use profusion_ingest::hash::PrehashedMap;
+use profusion_model::hash::PrehashedMap;
 use profusion_proto::google::v1 as pprof;
 use prost::Message;
 
-use crate::flamegraph::{FOLDED, Tree};
+use profusion_model::tree::{FOLDED, Tree};
 
 /// The name of the output column.
 pub const OUTPUT_COLUMN: &str = "symbolized";
@@ -731,10 +731,10 @@ impl<'a> NameTree<'a> {
             totals[k]
         };
         let mut write = |name: &str, self_value: i64, children: usize| {
-            crate::flamegraph::uvarint(&mut out, name.len() as u64);
+            profusion_model::tree::uvarint(&mut out, name.len() as u64);
             out.extend_from_slice(name.as_bytes());
-            crate::flamegraph::uvarint(&mut out, self_value as u64);
-            crate::flamegraph::uvarint(&mut out, children as u64);
+            profusion_model::tree::uvarint(&mut out, self_value as u64);
+            profusion_model::tree::uvarint(&mut out, children as u64);
         };
         // A node to write, or the folded remainder of a parent's small children.
         enum Item {

@@ -81,9 +81,8 @@ async fn setup(dir: &Path) -> (Arc<Ingester>, Querier) {
     .await
     .unwrap();
     let querier = Querier::new(
-        catalog,
-        store,
         Arc::clone(&ingester) as _,
+        Arc::new(profusion_engine::blocks::CatalogBlocks::new(catalog, store)),
         QuerierConfig::default(),
     );
     (ingester, querier)

@@ -3,8 +3,8 @@
 //! (bit flips, truncations, splices, boundary bytes); a valid input must also give the same
 //! answer twice.
 
-use profusion_engine::flamegraph::Tree;
 use profusion_engine::selector;
+use profusion_model::tree::Tree;
 
 use profusion_tests::{MutationRng as Rng, mutate as mutate_with};
 

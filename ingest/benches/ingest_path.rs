@@ -15,11 +15,11 @@ use object_store::local::LocalFileSystem;
 use profusion_catalog::SqliteCatalog;
 use profusion_ingest::distributor::{Distributor, IncomingProfile, ProfileBody};
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig};
-use profusion_ingest::labels::Labels;
 use profusion_ingest::limits::Limits;
 use profusion_ingest::metrics::IngestMetrics;
 use profusion_ingest::pprof::ConvertOptions;
 use profusion_ingest::ring::Ring;
+use profusion_model::labels::Labels;
 use profusion_proto::google::v1::{
     Function, Label, Line, Location, Mapping, Profile, Sample, ValueType,
 };
@@ -218,7 +218,7 @@ fn main() {
     let n_profiles = arg("--profiles", 300);
     let rounds = arg("--rounds", 3);
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
-    let now = profusion_ingest::now_nanos();
+    let now = profusion_model::time::now_nanos();
     let pool = stack_pool(&mut rng, 600, 5000);
     let payloads: Vec<(Bytes, usize)> = (0..n_profiles)
         .map(|i| {

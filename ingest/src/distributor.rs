@@ -11,12 +11,12 @@ use profusion_proto::google::v1::Profile;
 use profusion_proto::ingester::v1::WriteRequest;
 
 use crate::error::{IngestError, Result};
-use crate::labels::{self, Labels};
 use crate::limits::Limits;
 use crate::metrics::IngestMetrics;
 use crate::pprof::{self, ConvertOptions, Converted, SharedSymbols};
 use crate::ratelimit::TenantRateLimiter;
 use crate::ring::Ring;
+use profusion_model::labels::{self, Labels};
 
 /// The profile bytes of an incoming profile, or a profile another decoder already built.
 #[derive(Debug, Clone)]
@@ -263,7 +263,7 @@ impl Distributor {
 
     /// [`Self::prepare`] then [`Self::write`].
     pub async fn push(&self, tenant: &str, profiles: Vec<IncomingProfile>) -> Result<()> {
-        let converted = self.prepare(profiles, crate::now_nanos())?;
+        let converted = self.prepare(profiles, profusion_model::time::now_nanos())?;
         self.write(tenant, converted).await
     }
 }

@@ -4,9 +4,9 @@
 
 use bytes::Bytes;
 
-use crate::labels::Labels;
 use crate::limits::Limits;
 use crate::pprof::{self, ConvertOptions};
+use profusion_model::labels::Labels;
 
 fn limits() -> Limits {
     Limits {

@@ -7,13 +7,11 @@
 //! Owns: everything from request bytes to a registered block. Must not serve reads or speak
 //! HTTP: the API layer calls in here, the engine reads what this writes.
 
-pub mod block;
 pub mod distributor;
 pub mod error;
 pub mod fuzzing;
-pub mod hash;
+mod id_index;
 pub mod ingester;
-pub mod labels;
 pub mod legacy;
 pub mod limits;
 pub mod metrics;
@@ -21,19 +19,6 @@ pub mod otlp;
 pub mod pprof;
 pub mod ratelimit;
 pub mod ring;
+pub mod validation;
 
 pub use error::{ErrorKind, IngestError, Result};
-
-/// Unix time now, in milliseconds.
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Unix time now, in nanoseconds.
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}

@@ -12,10 +12,11 @@ use profusion_proto::otlp::profiles::{self as otlp, ProfilesDictionary};
 
 use crate::distributor::{IncomingProfile, ProfileBody};
 use crate::error::{IngestError, Result};
-use crate::labels::{self, Labels};
 use crate::limits::Limits;
 use crate::pprof::ConvertOptions;
 use crate::pprof::SharedSymbols;
+use crate::validation;
+use profusion_model::labels::{self, Labels};
 
 const DEFAULT_DURATION_NANOS: i64 = 10_000_000_000;
 
@@ -316,7 +317,7 @@ fn convert_profile(
         "process_cpu".to_owned()
     } else if type_string.starts_with("off_cpu:nanoseconds") {
         "off_cpu".to_owned()
-    } else if !period_type.is_empty() && labels::is_valid_metric_name(period_type) {
+    } else if !period_type.is_empty() && validation::is_valid_metric_name(period_type) {
         period_type.to_owned()
     } else {
         "process_cpu".to_owned()

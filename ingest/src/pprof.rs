@@ -11,12 +11,15 @@ use std::io::Read;
 use profusion_proto::google::v1::Profile;
 use profusion_proto::ingester::v1::{Frame, SeriesProfile, Stack, StackSample};
 use prost::Message;
-use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{IngestError, Result};
-use crate::hash::{IdIndex, PrehashedMap};
-use crate::labels::{self, Labels};
+use profusion_model::hash::PrehashedMap;
+use profusion_model::symbols;
+
+use crate::id_index::IdIndex;
 use crate::limits::Limits;
+use crate::validation;
+use profusion_model::labels::{self, Labels};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -329,13 +332,13 @@ fn convert_over(
         None => (String::new(), String::new()),
     };
     let metric = base.get(labels::METRIC_NAME).unwrap_or_default().to_owned();
-    labels::check_profile_type_part(labels::METRIC_NAME, &metric)?;
+    validation::check_profile_type_part(labels::METRIC_NAME, &metric)?;
     for (ty, unit) in &sample_types {
-        labels::check_profile_type_part("sample type", ty)?;
-        labels::check_profile_type_part("sample unit", unit)?;
+        validation::check_profile_type_part("sample type", ty)?;
+        validation::check_profile_type_part("sample unit", unit)?;
     }
-    labels::check_profile_type_part("period type", &period_type)?;
-    labels::check_profile_type_part("period unit", &period_unit)?;
+    validation::check_profile_type_part("period type", &period_type)?;
+    validation::check_profile_type_part("period unit", &period_unit)?;
 
     let mut symbols = SymbolTable::new(symbols, &strings, options, limits);
 
@@ -426,12 +429,12 @@ fn convert_over(
             }
             labels.set(
                 labels::PROFILE_TYPE,
-                labels::profile_type_id(&metric, ty, unit, &period_type, &period_unit),
+                profusion_model::profile_type::id(&metric, ty, unit, &period_type, &period_unit),
             );
             if let Some(service) = labels.get(labels::SERVICE_NAME).map(str::to_owned) {
                 labels.set(labels::SERVICE_NAME_PRIVATE, service);
             }
-            labels::validate(&labels, limits)?;
+            validation::validate(&labels, limits)?;
             out.profiles.push(SeriesProfile {
                 fingerprint: labels.fingerprint(),
                 labels: labels.to_pairs(),
@@ -580,12 +583,10 @@ impl<'a> SymbolTable<'a> {
             );
         }
         frames.reverse();
-        self.hash_input.clear();
-        for &f in &frames {
-            self.hash_input
-                .extend_from_slice(&self.frames[f as usize].id.to_le_bytes());
-        }
-        let hash = xxhash_rust::xxh3::xxh3_64(&self.hash_input);
+        let hash = symbols::stack_hash(
+            frames.iter().map(|&f| self.frames[f as usize].id),
+            &mut self.hash_input,
+        );
         self.stacks.entry(hash).or_insert_with(|| frames.clone());
         self.scratch = frames;
         Ok(hash)
@@ -658,7 +659,7 @@ impl<'a> SymbolTable<'a> {
                 name = format!("{filename} {name}");
             }
             for s in [&mut name, &mut system_name, &mut filename] {
-                labels::keep_tail(s, self.limits.max_symbol_length);
+                validation::keep_tail(s, self.limits.max_symbol_length);
             }
             ids.push(self.intern(Frame {
                 function_name: name,
@@ -676,7 +677,7 @@ impl<'a> SymbolTable<'a> {
 
     /// The index of `frame` in `frames`, adding it if new.
     fn intern(&mut self, mut frame: Frame) -> u32 {
-        frame.id = frame_id(&frame);
+        frame.id = symbols::frame_id(&frame);
         let next = self.frames.len() as u32;
         let idx = *self.frame_index.entry(frame.id).or_insert(next);
         if idx == next {
@@ -694,25 +695,6 @@ impl<'a> SymbolTable<'a> {
         stacks.sort_unstable_by_key(|s| s.hash);
         (stacks, self.frames)
     }
-}
-
-/// Content hash of a frame: every symbolic field, so equal frames agree everywhere.
-pub fn frame_id(f: &Frame) -> u64 {
-    let mut h = Xxh3::new();
-    for s in [
-        &f.function_name,
-        &f.system_name,
-        &f.filename,
-        &f.mapping_file,
-        &f.build_id,
-    ] {
-        h.update(&(s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
-    }
-    h.update(&f.line.to_le_bytes());
-    h.update(&f.start_line.to_le_bytes());
-    h.update(&f.address.to_le_bytes());
-    h.digest()
 }
 
 #[cfg(test)]

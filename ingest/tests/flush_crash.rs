@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use object_store::local::LocalFileSystem;
-use profusion_catalog::{BlockMeta, Catalog, CatalogError, Setting, SqliteCatalog};
+use profusion_catalog::{Catalog, CatalogError, Setting, SqliteCatalog};
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig};
 use profusion_ingest::metrics::IngestMetrics;
+use profusion_model::block::BlockMeta;
 use profusion_proto::ingester::v1::{Frame, SeriesProfile, Stack, StackSample, WriteRequest};
 use profusion_proto::types::v1::LabelPair;
 

@@ -11,12 +11,12 @@ use object_store::local::LocalFileSystem;
 use profusion_catalog::SqliteCatalog;
 use profusion_ingest::distributor::{Distributor, IncomingProfile, ProfileBody};
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig};
-use profusion_ingest::labels::Labels;
 use profusion_ingest::limits::Limits;
 use profusion_ingest::metrics::IngestMetrics;
 use profusion_ingest::pprof::ConvertOptions;
 use profusion_ingest::ring::Ring;
 use profusion_ingest::{ErrorKind, IngestError};
+use profusion_model::labels::Labels;
 use profusion_proto::ingester::v1::WriteRequest;
 
 #[derive(Debug)]
@@ -62,7 +62,7 @@ fn client(i: &Arc<Ingester>) -> Arc<dyn IngesterClient> {
 
 fn folded(service: &str) -> IncomingProfile {
     let stacks = vec![(vec!["main".to_owned(), "work".to_owned()], 3)];
-    let now = profusion_ingest::now_nanos();
+    let now = profusion_model::time::now_nanos();
     IncomingProfile {
         labels: Labels::from_pairs([("__name__", "process_cpu"), ("service_name", service)]),
         body: ProfileBody::Decoded(Box::new(profusion_ingest::legacy::synthetic_pprof(

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use profusion_proto::google::v1::Profile;
 use profusion_proto::push::v1::PushRequest;
-use profusion_tests::{TestServer, clients, gzip, now_nanos, post, fixtures_dir};
+use profusion_tests::{TestServer, clients, fixtures_dir, gzip, now_nanos, post};
 use prost::Message;
 use serde_json::{Value, json};
 

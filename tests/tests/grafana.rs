@@ -16,8 +16,8 @@ use profusion_proto::types::v1::{
     ExemplarType, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
 };
 use profusion_tests::{
-    TestSample, TestServer, clients, decode_flamegraph, now_nanos, post, pprof, push_request,
-    reference_tree, fixtures_dir,
+    TestSample, TestServer, clients, decode_flamegraph, fixtures_dir, now_nanos, post, pprof,
+    push_request, reference_tree,
 };
 use prost::Message;
 use serde_json::Value;

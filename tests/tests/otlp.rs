@@ -2,7 +2,7 @@
 
 use profusion_proto::otlp::collector::ExportProfilesServiceRequest;
 use profusion_tests::{
-    Clients, TestServer, clients, gzip, now_nanos, post, fixtures_dir, stacks_sql,
+    Clients, TestServer, clients, fixtures_dir, gzip, now_nanos, post, stacks_sql,
 };
 use prost::Message;
 use serde_json::{Value, json};
@@ -11,8 +11,8 @@ const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
 const EXPORT: &str = "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
 
 fn capture_pb(now: i64) -> Vec<u8> {
-    let raw =
-        std::fs::read(fixtures_dir().join("captures/otlp-synthetic/otlp_profiles_v1.10.pb")).unwrap();
+    let raw = std::fs::read(fixtures_dir().join("captures/otlp-synthetic/otlp_profiles_v1.10.pb"))
+        .unwrap();
     let mut req = ExportProfilesServiceRequest::decode(raw.as_slice()).unwrap();
     for p in req
         .resource_profiles
@@ -27,8 +27,9 @@ fn capture_pb(now: i64) -> Vec<u8> {
 
 /// The capture's JSON twin, moved to `now`, with the link ids in OTLP/JSON's hex form.
 fn capture_json(now: i64) -> Vec<u8> {
-    let raw = std::fs::read(fixtures_dir().join("captures/otlp-synthetic/otlp_profiles_v1.10.json"))
-        .unwrap();
+    let raw =
+        std::fs::read(fixtures_dir().join("captures/otlp-synthetic/otlp_profiles_v1.10.json"))
+            .unwrap();
     let mut v: Value = serde_json::from_slice(&raw).unwrap();
     v["resourceProfiles"][0]["scopeProfiles"][0]["profiles"][0]["timeUnixNano"] =
         json!(now.to_string());

@@ -9,7 +9,7 @@ use std::time::Instant;
 use profusion_proto::ingester::v1::{Frame, SeriesProfile, WriteRequest};
 use profusion_proto::types::v1::LabelPair;
 
-use crate::hash::PrehashedMap;
+use profusion_model::hash::PrehashedMap;
 
 /// One tenant's data in one generation.
 #[derive(Debug, Default)]
@@ -26,7 +26,7 @@ pub struct TenantHead {
     pub bytes: usize,
     /// The block batches of the last query snapshot and the profile count they cover: queries
     /// reuse them until an append changes the head, so sealed generations are sorted once.
-    pub(crate) snapshot: Option<(usize, std::sync::Arc<crate::block::BlockBatches>)>,
+    pub(crate) snapshot: Option<(usize, std::sync::Arc<profusion_model::block::BlockBatches>)>,
 }
 
 impl TenantHead {

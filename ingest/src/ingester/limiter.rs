@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use profusion_proto::ingester::v1::WriteRequest;
 
 use crate::error::{IngestError, Result};
-use crate::hash::PrehashedMap;
+use profusion_model::hash::PrehashedMap;
 
 /// How long a series counts as active after its last write (Pyroscope's value).
 pub const ACTIVE_SERIES_TIMEOUT: Duration = Duration::from_secs(10 * 60);

@@ -13,8 +13,10 @@
 //! overwrite, not a duplicate); a crash after it finds the segment's tenants registered and
 //! skips them.
 
+mod batches;
 pub mod head;
 pub mod limiter;
+mod scan;
 pub(crate) mod wal;
 
 use std::path::PathBuf;
@@ -29,11 +31,13 @@ use profusion_catalog::Catalog;
 use profusion_proto::ingester::v1::WriteRequest;
 use tokio::sync::Notify;
 
-use crate::block;
 use crate::error::{IngestError, Result};
 use crate::metrics::IngestMetrics;
 use head::Head;
 use limiter::SeriesLimiter;
+use profusion_model::block::{self, BlockOrigin};
+use profusion_model::labels;
+use profusion_model::scan::{GenerationSummary, HeadCut};
 use wal::WalHandle;
 
 /// Ingester settings.
@@ -53,30 +57,6 @@ pub struct IngesterConfig {
     /// Most active series per tenant on this ingester (0: no limit); see
     /// [`limiter::local_series_limit`].
     pub max_series_per_tenant: usize,
-}
-
-/// What one head generation holds for a tenant, without its samples.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenerationSummary {
-    pub min_time_nanos: i64,
-    pub max_time_nanos: i64,
-    /// Distinct `__profile_type__` values, sorted.
-    pub profile_types: Vec<String>,
-    pub num_series: u64,
-    pub num_profiles: u64,
-    pub num_samples: u64,
-    /// Approximate memory held, in bytes.
-    pub bytes: u64,
-}
-
-/// An ingester's head data for one tenant at one moment.
-#[derive(Debug, Clone)]
-pub struct HeadSnapshot {
-    /// The ingester's block source name (`ingester-<id>`).
-    pub source: String,
-    /// WAL segments whose generations were in the head, flushed or not.
-    pub segments: Vec<u64>,
-    pub batches: Vec<Arc<block::BlockBatches>>,
 }
 
 /// Where the distributor sends writes: an ingester in this process or, later, over the network.
@@ -216,7 +196,7 @@ impl Ingester {
 
     /// Time bounds and profile types of `tenant`'s head data, per generation, read from the
     /// head's metadata: for questions that need no samples.
-    pub fn summary(&self, tenant: &str) -> Vec<GenerationSummary> {
+    fn summary(&self, tenant: &str) -> Vec<GenerationSummary> {
         let h = self.head.lock().expect("head lock");
         h.generations
             .values()
@@ -227,11 +207,7 @@ impl Ingester {
                 let mut profile_types: Vec<String> = th
                     .series
                     .values()
-                    .filter_map(|labels| {
-                        labels
-                            .iter()
-                            .find(|l| l.name == crate::labels::PROFILE_TYPE)
-                    })
+                    .filter_map(|labels| labels.iter().find(|l| l.name == labels::PROFILE_TYPE))
                     .map(|l| l.value.clone())
                     .collect();
                 profile_types.sort();
@@ -249,18 +225,21 @@ impl Ingester {
             .collect()
     }
 
-    /// `tenant`'s head data as block batches, one per generation, with the WAL segments they
-    /// came from. A reader takes this before listing catalog blocks and skips blocks of these
-    /// segments: a generation is dropped only after its block is registered, so every profile
-    /// is seen exactly once, before, during and after a flush.
-    pub fn snapshot(&self, tenant: &str) -> Result<HeadSnapshot> {
+    /// `tenant`'s head data as block batches, one per generation with the WAL segment it came
+    /// from, and the cut of the snapshot: every segment in the head. A reader takes this before
+    /// listing catalog blocks and skips blocks of these segments: a generation is dropped only
+    /// after its block is registered, so every profile is seen exactly once, before, during and
+    /// after a flush. Each generation's batches are built once and reused until it changes.
+    fn pin(&self, tenant: &str) -> Result<scan::PinnedHead> {
         let mut h = self.head.lock().expect("head lock");
-        let mut snapshot = HeadSnapshot {
-            source: self.source.clone(),
-            segments: h.generations.keys().copied().collect(),
-            batches: Vec::new(),
+        let mut pinned = scan::PinnedHead {
+            cut: HeadCut {
+                source: self.source.clone(),
+                segments: h.generations.keys().copied().collect(),
+            },
+            generations: Vec::new(),
         };
-        for generation in h.generations.values_mut() {
+        for (&segment, generation) in h.generations.iter_mut() {
             let Some(th) = generation
                 .tenants
                 .get_mut(tenant)
@@ -271,14 +250,14 @@ impl Ingester {
             let batches = match &th.snapshot {
                 Some((profiles, batches)) if *profiles == th.profiles.len() => Arc::clone(batches),
                 _ => {
-                    let batches = Arc::new(block::batches(th)?);
+                    let batches = Arc::new(batches::block_batches(th)?);
                     th.snapshot = Some((th.profiles.len(), Arc::clone(&batches)));
                     batches
                 }
             };
-            snapshot.batches.push(batches);
+            pinned.generations.push((segment, batches));
         }
-        Ok(snapshot)
+        Ok(pinned)
     }
 
     async fn flush_if_due(&self) -> Result<()> {
@@ -345,7 +324,29 @@ impl Ingester {
                 if th.profiles.is_empty() {
                     continue;
                 }
-                block::encode(&tenant, &id, th, &self.source, seq)?
+                let origin = BlockOrigin {
+                    source: self.source.clone(),
+                    wal_segment: seq,
+                    compaction_level: 0,
+                };
+                // The batches a query already built from this generation, if still current.
+                let cached = th
+                    .snapshot
+                    .as_ref()
+                    .filter(|(profiles, _)| *profiles == th.profiles.len())
+                    .map(|(_, batches)| Arc::clone(batches));
+                let batches = match cached {
+                    Some(b) => b,
+                    None => Arc::new(batches::block_batches(th)?),
+                };
+                block::encode(
+                    &tenant,
+                    &id,
+                    &batches,
+                    &origin,
+                    profusion_model::time::now_millis(),
+                )
+                .map_err(|e| IngestError::internal(e.to_string()))?
             };
             for (name, bytes) in &encoded.files {
                 let path = block::block_file_path(&tenant, &id, name);

@@ -188,7 +188,7 @@ struct Segment {
 
 impl Segment {
     fn create(dir: &Path, seq: u64) -> Result<Self> {
-        let created_millis = crate::now_millis();
+        let created_millis = profusion_model::time::now_millis();
         let mut file = OpenOptions::new()
             .create_new(true)
             .write(true)

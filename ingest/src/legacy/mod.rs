@@ -9,9 +9,9 @@ use profusion_proto::google::v1::Profile;
 
 use crate::distributor::{IncomingProfile, ProfileBody};
 use crate::error::{IngestError, Result};
-use crate::labels::{self, Labels};
 use crate::limits::Limits;
 use crate::pprof::ConvertOptions;
+use profusion_model::labels::{self, Labels};
 
 mod text;
 

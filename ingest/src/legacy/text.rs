@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use profusion_proto::google::v1::{Function, Line, Location, Profile, Sample, ValueType};
 
 use crate::error::{IngestError, Result};
-use crate::labels;
 use crate::limits::Limits;
+use profusion_model::labels;
 
 /// What a text upload may expand into, checked while it is parsed.
 #[derive(Debug, Clone, Copy)]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use profusion_engine::flamegraph::{Tree, diff};
+use profusion_model::tree::{Tree, diff};
 use profusion_proto::querier::v1::{DiffResponse, FlameGraph, SelectMergeStacktracesResponse};
 use profusion_tests::decode_levels as decode;
 use prost::Message;

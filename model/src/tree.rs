@@ -616,7 +616,8 @@ pub fn diff(left: &Tree, right: &Tree, max_nodes: usize) -> FlameGraphDiff {
     }
 }
 
-pub(crate) fn uvarint(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as a protobuf varint (the tree bytes' integer encoding).
+pub fn uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;

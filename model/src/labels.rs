@@ -1,9 +1,7 @@
-//! Series labels: the reserved names, fingerprints and validation shared by every ingest path.
+//! Series labels: the reserved label names, label sets kept sorted and unique, and the
+//! series fingerprint every role computes the same way.
 
 use profusion_proto::types::v1::LabelPair;
-
-use crate::error::{IngestError, Result};
-use crate::limits::Limits;
 
 pub const METRIC_NAME: &str = "__name__";
 pub const SERVICE_NAME: &str = "service_name";
@@ -154,108 +152,6 @@ pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// A valid Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-pub fn is_valid_metric_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-/// Checks a series' labels as Pyroscope's distributor does; the message names the label.
-pub fn validate(labels: &Labels, limits: &Limits) -> Result<()> {
-    if labels.len() > limits.max_label_names_per_series {
-        return Err(IngestError::invalid(format!(
-            "series {} has {} labels, more than the limit of {}",
-            labels.describe(),
-            labels.len(),
-            limits.max_label_names_per_series
-        )));
-    }
-    match labels.get(METRIC_NAME) {
-        None => {
-            return Err(IngestError::invalid(format!(
-                "series {} has no {METRIC_NAME} label",
-                labels.describe()
-            )));
-        }
-        Some(name) if !is_valid_metric_name(name) => {
-            return Err(IngestError::invalid(format!(
-                "invalid {METRIC_NAME} {:?}: must match [a-zA-Z_:][a-zA-Z0-9_:]*",
-                clip(name, 128)
-            )));
-        }
-        Some(_) => {}
-    }
-    if labels.get(SERVICE_NAME).is_none_or(str::is_empty) {
-        return Err(IngestError::invalid(format!(
-            "series {} has no {SERVICE_NAME} label",
-            labels.describe()
-        )));
-    }
-    for (name, value) in labels.iter() {
-        if name.is_empty() {
-            return Err(IngestError::invalid(format!(
-                "series {} has an empty label name",
-                labels.describe()
-            )));
-        }
-        if name.len() > limits.max_label_name_length {
-            return Err(IngestError::invalid(format!(
-                "label name {:?} is {} bytes long, more than the limit of {}",
-                clip(name, 64),
-                name.len(),
-                limits.max_label_name_length
-            )));
-        }
-        if value.len() > limits.max_label_value_length {
-            return Err(IngestError::invalid(format!(
-                "value of label {:?} is {} bytes long, more than the limit of {}",
-                clip(name, 64),
-                value.len(),
-                limits.max_label_value_length
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Refuses a part of a profile type id that no query could name: `:` separates the parts of
-/// `name:sample_type:sample_unit:period_type:period_unit`, and the legacy query grammar
-/// `<profile type>{matchers}` ends the type at the first brace. Stored, such a profile would be
-/// listed but never selectable.
-pub fn check_profile_type_part(what: &str, value: &str) -> Result<()> {
-    match value.chars().find(|c| matches!(c, ':' | '{' | '}')) {
-        None => Ok(()),
-        Some(c) => Err(IngestError::invalid(format!(
-            "{what} {:?} must not contain {c:?}: it becomes part of the profile type id \
-             name:sample_type:sample_unit:period_type:period_unit that queries select",
-            clip(value, 128)
-        ))),
-    }
-}
-
-/// Keeps the last `max` bytes of `s` (at a char boundary), as Pyroscope does for long symbols.
-pub fn keep_tail(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = s.len() - max;
-        while !s.is_char_boundary(cut) {
-            cut += 1;
-        }
-        s.drain(..cut);
-    }
-}
-
-/// Parses a profile type ID `name:sample_type:sample_unit:period_type:period_unit`.
-pub fn profile_type_id(
-    name: &str,
-    sample_type: &str,
-    sample_unit: &str,
-    period_type: &str,
-    period_unit: &str,
-) -> String {
-    format!("{name}:{sample_type}:{sample_unit}:{period_type}:{period_unit}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,12 +171,5 @@ mod tests {
         let c = Labels::from_pairs([("a", "1"), ("b", "3")]);
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
-    }
-
-    #[test]
-    fn keep_tail_respects_char_boundaries() {
-        let mut s = "aé".repeat(3);
-        keep_tail(&mut s, 4);
-        assert_eq!(s, "aé");
     }
 }

@@ -1,0 +1,102 @@
+//! The tables of one tenant scope as a DataFusion schema, and the head snapshots they share.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::SchemaProvider;
+use datafusion::datasource::TableProvider;
+use datafusion::error::{DataFusionError, Result};
+use profusion_model::block::Table;
+use profusion_model::scan::{BlockSource, HeadSnapshot, HeadSource};
+use profusion_model::tenant::TenantScope;
+
+use super::{ProfileTable, ScanWindow};
+
+/// One pinned head snapshot per tenant, taken when a query first reads the tenant and shared
+/// by every table of the query, so all of them see the same head.
+#[derive(Debug)]
+pub struct PinnedHeads {
+    source: Arc<dyn HeadSource>,
+    pinned: tokio::sync::Mutex<HashMap<String, Arc<dyn HeadSnapshot>>>,
+}
+
+impl PinnedHeads {
+    pub fn new(source: Arc<dyn HeadSource>) -> Self {
+        Self {
+            source,
+            pinned: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's snapshot, taken now if this query has none yet.
+    pub async fn get(&self, tenant: &str) -> Result<Arc<dyn HeadSnapshot>> {
+        let mut pinned = self.pinned.lock().await;
+        if let Some(head) = pinned.get(tenant) {
+            return Ok(Arc::clone(head));
+        }
+        let head = self
+            .source
+            .snapshot(tenant)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        pinned.insert(tenant.to_owned(), Arc::clone(&head));
+        Ok(head)
+    }
+}
+
+/// The five block tables of a tenant scope, within a window.
+#[derive(Debug)]
+pub struct TenantSchema {
+    tables: HashMap<&'static str, Arc<ProfileTable>>,
+}
+
+impl TenantSchema {
+    pub fn new(
+        scope: TenantScope,
+        window: ScanWindow,
+        head: Arc<dyn HeadSource>,
+        blocks: Arc<dyn BlockSource>,
+        partitions: usize,
+    ) -> Self {
+        let heads = Arc::new(PinnedHeads::new(head));
+        let tables = Table::ALL
+            .into_iter()
+            .map(|table| {
+                let provider = ProfileTable::new(
+                    table,
+                    scope.clone(),
+                    window.clone(),
+                    Arc::clone(&heads),
+                    Arc::clone(&blocks),
+                    partitions,
+                );
+                (table.name(), Arc::new(provider))
+            })
+            .collect();
+        Self { tables }
+    }
+
+    /// The provider of one table.
+    pub fn table(&self, table: Table) -> Arc<ProfileTable> {
+        Arc::clone(&self.tables[table.name()])
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for TenantSchema {
+    fn table_names(&self) -> Vec<String> {
+        Table::ALL.iter().map(|t| t.name().to_owned()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self
+            .tables
+            .get(name)
+            .map(|t| Arc::clone(t) as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.contains_key(name)
+    }
+}

@@ -1,0 +1,586 @@
+//! The block format: what one tenant's data becomes in the object store, whoever writes it (an
+//! ingester flushing its head, later the compactor merging blocks) and whoever reads it (the
+//! querier, store-gateways, DuckDB or Spark given nothing but the files).
+//!
+//! `<tenant>/blocks/<ULID>/` holds five Parquet files, one per [`Table`], and `meta.json`
+//! (written last, so a directory without it is an incomplete upload). Schemas and sort orders
+//! are documented in `docs/block-format.md`; every column is a plain Parquet type so any
+//! Parquet reader works.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::SortingColumn;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde::{Deserialize, Serialize};
+
+/// Version of the layout below; readers refuse versions they do not know.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub const META_FILE: &str = "meta.json";
+
+/// The five tables of a block, each one Parquet file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    /// One row per (profile, stack): the values.
+    Samples,
+    /// One row per profile.
+    Profiles,
+    /// One row per series, with its labels.
+    Series,
+    /// Each stack once, as frame ids.
+    Stacks,
+    /// Each frame once, with its symbols.
+    Frames,
+}
+
+impl Table {
+    /// Every table, in the order files are written.
+    pub const ALL: [Self; 5] = [
+        Self::Samples,
+        Self::Profiles,
+        Self::Series,
+        Self::Stacks,
+        Self::Frames,
+    ];
+
+    /// The table's name in SQL and in plans.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Samples => "samples",
+            Self::Profiles => "profiles",
+            Self::Series => "series",
+            Self::Stacks => "stacks",
+            Self::Frames => "frames",
+        }
+    }
+
+    /// The table named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The table's file in a block directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Samples => "samples.parquet",
+            Self::Profiles => "profiles.parquet",
+            Self::Series => "series.parquet",
+            Self::Stacks => "stacks.parquet",
+            Self::Frames => "frames.parquet",
+        }
+    }
+
+    /// The schema of the table as written (strings plain; `samples` dictionary-encodes its
+    /// repeated strings).
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Self::Samples => samples_schema(),
+            Self::Profiles => profiles_schema(),
+            Self::Series => series_schema(),
+            Self::Stacks => stacks_schema(),
+            Self::Frames => frames_schema(),
+        }
+    }
+
+    /// The columns the rows are sorted by, most significant first (indexes into the schema).
+    pub fn sort_columns(self) -> &'static [usize] {
+        match self {
+            // service, profile type, series, time, profile id, stack hash
+            Self::Samples => &[0, 1, 2, 3, 4, 5],
+            // service, profile type, series, time, profile id
+            Self::Profiles => &[0, 1, 2, 3, 4],
+            // service, profile type, series
+            Self::Series => &[1, 2, 0],
+            Self::Stacks | Self::Frames => &[0],
+        }
+    }
+
+    /// Whether the table's rows carry their series' identity (`series_fingerprint`,
+    /// `service_name`, `profile_type`), so a scan can be narrowed by them.
+    pub fn has_series_columns(self) -> bool {
+        matches!(self, Self::Samples | Self::Profiles | Self::Series)
+    }
+
+    /// Whether the table's rows carry a profile's time (`time_nanos`) and profile type, so a
+    /// scan can be narrowed by them.
+    pub fn is_per_profile(self) -> bool {
+        matches!(self, Self::Samples | Self::Profiles)
+    }
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a block's file lives in the object store: `<tenant>/blocks/<block id>/<file>`. The one
+/// place object paths of blocks are made: the tenant id is a path segment in object_store's
+/// encoding (characters it reserves, such as `*`, percent-encoded), so every reader and writer
+/// must name it through here, and turn it into a URL without decoding it (see the querier).
+pub fn block_file_path(tenant: &str, block_id: &str, file: &str) -> object_store::path::Path {
+    object_store::path::Path::from_iter([tenant, "blocks", block_id, file])
+}
+
+const MAX_ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// `samples.parquet`: one row per (profile, stack), sorted by service, profile type, series,
+/// time, profile id, stack hash. The string columns repeat on every row of a profile, so they
+/// are dictionary-encoded in memory as well as in the file: a flush holds 4 bytes per row for
+/// each, not the string.
+pub fn samples_schema() -> SchemaRef {
+    let dictionary = |f: Field| match f.data_type() {
+        DataType::Utf8 => {
+            let (name, nullable) = (f.name().clone(), f.is_nullable());
+            Field::new(
+                name,
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                nullable,
+            )
+        }
+        _ => f,
+    };
+    Arc::new(Schema::new(
+        [
+            profile_key_fields().into_iter().map(dictionary).collect(),
+            vec![
+                Field::new("stack_hash", DataType::UInt64, false),
+                Field::new("value", DataType::Int64, false),
+                Field::new("span_id", DataType::UInt64, true),
+            ],
+        ]
+        .concat(),
+    ))
+}
+
+/// The columns that identify a profile, leading both `samples` and `profiles`.
+fn profile_key_fields() -> Vec<Field> {
+    vec![
+        Field::new("service_name", DataType::Utf8, false),
+        Field::new("profile_type", DataType::Utf8, false),
+        Field::new("series_fingerprint", DataType::UInt64, false),
+        Field::new("time_nanos", DataType::Int64, false),
+        Field::new("profile_id", DataType::Utf8, false),
+    ]
+}
+
+/// `profiles.parquet`: one row per profile of a series, in the samples' order.
+pub fn profiles_schema() -> SchemaRef {
+    Arc::new(Schema::new(
+        [
+            profile_key_fields(),
+            vec![
+                Field::new("duration_nanos", DataType::Int64, false),
+                Field::new("period", DataType::Int64, false),
+                Field::new("total_value", DataType::Int64, false),
+                Field::new("num_samples", DataType::UInt64, false),
+            ],
+        ]
+        .concat(),
+    ))
+}
+
+/// The fields of one label in `series.labels`: `name` and `value`.
+pub fn label_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, false),
+    ])
+}
+
+/// `series.parquet`: one row per series with all its labels.
+pub fn series_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("series_fingerprint", DataType::UInt64, false),
+        Field::new("service_name", DataType::Utf8, false),
+        Field::new("profile_type", DataType::Utf8, false),
+        Field::new(
+            "labels",
+            DataType::List(Arc::new(Field::new(
+                "item",
+                DataType::Struct(label_fields()),
+                true,
+            ))),
+            false,
+        ),
+    ]))
+}
+
+/// `stacks.parquet`: each stack once, frames root first.
+pub fn stacks_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("stack_hash", DataType::UInt64, false),
+        Field::new(
+            "frame_ids",
+            DataType::List(Arc::new(Field::new("item", DataType::UInt64, true))),
+            false,
+        ),
+    ]))
+}
+
+/// `frames.parquet`: each frame once.
+pub fn frames_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("frame_id", DataType::UInt64, false),
+        Field::new("function_name", DataType::Utf8, false),
+        Field::new("system_name", DataType::Utf8, false),
+        Field::new("filename", DataType::Utf8, false),
+        Field::new("line", DataType::Int64, false),
+        Field::new("start_line", DataType::Int64, false),
+        Field::new("mapping_file", DataType::Utf8, false),
+        Field::new("build_id", DataType::Utf8, false),
+        Field::new("address", DataType::UInt64, false),
+    ]))
+}
+
+/// `meta.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlockFileMeta {
+    pub format_version: u32,
+    pub id: String,
+    pub tenant: String,
+    pub min_time_nanos: i64,
+    pub max_time_nanos: i64,
+    pub num_series: u64,
+    pub num_profiles: u64,
+    pub num_samples: u64,
+    pub services: Vec<String>,
+    pub profile_types: Vec<String>,
+    pub source: String,
+    pub wal_segment: u64,
+    pub files: Vec<BlockFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlockFile {
+    pub name: String,
+    pub size_bytes: u64,
+    pub rows: u64,
+}
+
+/// What the catalog records about one block: everything planning needs without opening it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockMeta {
+    pub tenant: String,
+    /// ULID of the block; its files live under `<tenant>/blocks/<id>/`.
+    pub id: String,
+    /// Earliest profile time in the block, Unix nanoseconds, inclusive.
+    pub min_time_nanos: i64,
+    /// Latest profile time in the block, Unix nanoseconds, inclusive.
+    pub max_time_nanos: i64,
+    pub num_series: u64,
+    pub num_profiles: u64,
+    pub num_samples: u64,
+    /// Total bytes of the block's files in the object store.
+    pub size_bytes: u64,
+    /// Distinct `service_name` values, sorted.
+    pub services: Vec<String>,
+    /// Distinct `__profile_type__` values, sorted.
+    pub profile_types: Vec<String>,
+    /// The component that wrote the block, e.g. `ingester-<id>` or `compactor`.
+    pub source: String,
+    /// The write-ahead-log segment whose data the block holds (ingester blocks); used on
+    /// recovery so that a segment already flushed is never replayed into a second block.
+    pub wal_segment: u64,
+    pub compaction_level: u32,
+    /// Unix milliseconds when the block was registered.
+    pub created_at_millis: i64,
+}
+
+/// Who wrote a block and from what, recorded in `meta.json` and the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockOrigin {
+    /// `ingester-<id>`, or `compactor`.
+    pub source: String,
+    /// The WAL segment an ingester block holds (0 for compacted blocks).
+    pub wal_segment: u64,
+    /// 0 for ingester blocks; one more than the highest source level for a compacted one.
+    pub compaction_level: u32,
+}
+
+/// An encoded block, ready to upload.
+#[derive(Debug)]
+pub struct EncodedBlock {
+    /// Parquet files then `meta.json`, in upload order.
+    pub files: Vec<(&'static str, Bytes)>,
+    pub catalog: BlockMeta,
+}
+
+/// One block's tables as Arrow batches in block order and schema: what a block holds before
+/// it becomes Parquet, and what queries read from an ingester's head.
+#[derive(Debug, Clone)]
+pub struct BlockBatches {
+    pub samples: RecordBatch,
+    pub profiles: RecordBatch,
+    pub series: RecordBatch,
+    pub stacks: RecordBatch,
+    pub frames: RecordBatch,
+    pub min_time_nanos: i64,
+    pub max_time_nanos: i64,
+    /// Distinct `service_name` values, sorted.
+    pub services: Vec<String>,
+    /// Distinct `__profile_type__` values, sorted.
+    pub profile_types: Vec<String>,
+}
+
+impl BlockBatches {
+    pub fn table(&self, table: Table) -> &RecordBatch {
+        match table {
+            Table::Samples => &self.samples,
+            Table::Profiles => &self.profiles,
+            Table::Series => &self.series,
+            Table::Stacks => &self.stacks,
+            Table::Frames => &self.frames,
+        }
+    }
+}
+
+/// A block that could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("encoding the {table} table of a block: {source}")]
+    Encode {
+        table: Table,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("block metadata {path}: {message}")]
+    Meta { path: String, message: String },
+}
+
+/// Encodes a block of `tenant` with id `id` from its tables.
+pub fn encode(
+    tenant: &str,
+    id: &str,
+    batches: &BlockBatches,
+    origin: &BlockOrigin,
+    created_at_millis: i64,
+) -> Result<EncodedBlock, BlockError> {
+    let mut files = Vec::new();
+    let mut listed = Vec::new();
+    for table in Table::ALL {
+        let batch = batches.table(table);
+        let sorting = table
+            .sort_columns()
+            .iter()
+            .map(|&c| SortingColumn {
+                column_idx: c as i32,
+                descending: false,
+                nulls_first: false,
+            })
+            .collect();
+        let bytes =
+            write_parquet(batch, sorting).map_err(|source| BlockError::Encode { table, source })?;
+        listed.push(BlockFile {
+            name: table.file_name().to_owned(),
+            size_bytes: bytes.len() as u64,
+            rows: batch.num_rows() as u64,
+        });
+        files.push((table.file_name(), bytes));
+    }
+    let meta = BlockFileMeta {
+        format_version: FORMAT_VERSION,
+        id: id.to_owned(),
+        tenant: tenant.to_owned(),
+        min_time_nanos: batches.min_time_nanos,
+        max_time_nanos: batches.max_time_nanos,
+        num_series: batches.series.num_rows() as u64,
+        num_profiles: batches.profiles.num_rows() as u64,
+        num_samples: batches.samples.num_rows() as u64,
+        services: batches.services.clone(),
+        profile_types: batches.profile_types.clone(),
+        source: origin.source.clone(),
+        wal_segment: origin.wal_segment,
+        files: listed,
+    };
+    let meta_bytes =
+        Bytes::from(
+            serde_json::to_vec_pretty(&meta).map_err(|e| BlockError::Meta {
+                path: block_file_path(tenant, id, META_FILE).to_string(),
+                message: e.to_string(),
+            })?,
+        );
+    let size_bytes =
+        files.iter().map(|(_, b)| b.len() as u64).sum::<u64>() + meta_bytes.len() as u64;
+    files.push((META_FILE, meta_bytes));
+    Ok(EncodedBlock {
+        files,
+        catalog: BlockMeta {
+            tenant: tenant.to_owned(),
+            id: id.to_owned(),
+            min_time_nanos: meta.min_time_nanos,
+            max_time_nanos: meta.max_time_nanos,
+            num_series: meta.num_series,
+            num_profiles: meta.num_profiles,
+            num_samples: meta.num_samples,
+            size_bytes,
+            services: meta.services,
+            profile_types: meta.profile_types,
+            source: meta.source,
+            wal_segment: meta.wal_segment,
+            compaction_level: origin.compaction_level,
+            created_at_millis,
+        },
+    })
+}
+
+/// A block's `meta.json`, refused when its format version is one this build does not know.
+pub async fn read_meta(
+    store: &dyn ObjectStore,
+    tenant: &str,
+    block_id: &str,
+) -> Result<BlockFileMeta, BlockError> {
+    let path = block_file_path(tenant, block_id, META_FILE);
+    let bytes = store.get(&path).await?.bytes().await?;
+    let meta: BlockFileMeta = serde_json::from_slice(&bytes).map_err(|e| BlockError::Meta {
+        path: path.to_string(),
+        message: e.to_string(),
+    })?;
+    if meta.format_version != FORMAT_VERSION {
+        return Err(BlockError::Meta {
+            path: path.to_string(),
+            message: format!(
+                "format version {} is not {FORMAT_VERSION}, the one this build reads",
+                meta.format_version
+            ),
+        });
+    }
+    Ok(meta)
+}
+
+/// Streams one table of a block, `rows_per_batch` rows at a time, in file order (the table's
+/// sort order).
+pub async fn read_table(
+    store: Arc<dyn ObjectStore>,
+    tenant: &str,
+    block_id: &str,
+    table: Table,
+    rows_per_batch: usize,
+) -> Result<BoxStream<'static, Result<RecordBatch, BlockError>>, BlockError> {
+    let path = block_file_path(tenant, block_id, table.file_name());
+    let name = path.to_string();
+    let read_error = |source| BlockError::Read {
+        path: name.clone(),
+        source,
+    };
+    let size = store.head(&path).await?.size;
+    let reader = BlockFileReader {
+        store,
+        path: path.clone(),
+        size,
+    };
+    let stream = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(read_error)?
+        .with_batch_size(rows_per_batch.max(1))
+        .build()
+        .map_err(read_error)?;
+    let name = path.to_string();
+    Ok(stream
+        .map_err(move |source| BlockError::Read {
+            path: name.clone(),
+            source,
+        })
+        .boxed())
+}
+
+/// Ranges of one block file, fetched from the object store as the Parquet reader asks.
+struct BlockFileReader {
+    store: Arc<dyn ObjectStore>,
+    path: object_store::path::Path,
+    size: u64,
+}
+
+impl AsyncFileReader for BlockFileReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .load_and_finish(&mut *self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+fn write_parquet(
+    batch: &RecordBatch,
+    sorting: Vec<SortingColumn>,
+) -> Result<Bytes, parquet::errors::ParquetError> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
+        .set_sorting_columns(Some(sorting))
+        .set_created_by(format!("profusion {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(Bytes::from(out))
+}
+
+/// A ULID string for a 48-bit millisecond time and 80 bits of entropy.
+pub fn ulid(millis: i64, entropy: u128) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let value = ((millis as u128 & 0xFFFF_FFFF_FFFF) << 80) | (entropy & ((1u128 << 80) - 1));
+    (0..26)
+        .map(|i| ALPHABET[((value >> (125 - i * 5)) & 0x1f) as usize] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulid_is_26_crockford_chars_and_time_ordered() {
+        let a = ulid(1_700_000_000_000, 42);
+        let b = ulid(1_700_000_000_001, 0);
+        assert_eq!(a.len(), 26);
+        assert!(a < b);
+        assert_eq!(ulid(0, 0), "00000000000000000000000000");
+    }
+}
