@@ -13,6 +13,9 @@ use datafusion::logical_expr::{
 };
 use datafusion_functions_aggregate_common::aggregate::groups_accumulator::prim_op::PrimitiveGroupsAccumulator;
 
+/// The name `saturating_sum` is known by in plans.
+pub const SATURATING_SUM: &str = "saturating_sum";
+
 /// `saturating_sum(value)`: the sum of 64-bit integers, held at `i64::MAX` (or `i64::MIN`)
 /// instead of wrapping. Sample values are untrusted: DataFusion's `sum` wraps on overflow, and
 /// three profiles of 2^63 / 3 would then sum to a negative flame-graph node. With this one a
@@ -36,7 +39,7 @@ impl Default for SaturatingSum {
 
 impl AggregateUDFImpl for SaturatingSum {
     fn name(&self) -> &str {
-        "saturating_sum"
+        SATURATING_SUM
     }
 
     fn signature(&self) -> &Signature {

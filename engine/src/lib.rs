@@ -9,6 +9,7 @@
 
 pub mod blocks;
 pub mod budget;
+pub mod codec;
 pub mod dot;
 pub mod error;
 pub mod frontend;

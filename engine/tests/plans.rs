@@ -6,11 +6,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
 use object_store::local::LocalFileSystem;
 use profusion_catalog::{Catalog, SqliteCatalog};
+use profusion_engine::codec::ProfusionCodec;
 use profusion_engine::querier::{MergeRequest, Querier, QuerierConfig, TimeRange};
 use profusion_engine::selector;
 use profusion_engine::symbolize::StackFilter;
+use profusion_engine::symbolize::{PprofHeader, SymbolizeOutput, output_bytes};
+use profusion_engine::table::ScanWindow;
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig};
 use profusion_ingest::metrics::IngestMetrics;
 use profusion_proto::ingester::v1::{Frame, SeriesProfile, Stack, StackSample, WriteRequest};
@@ -19,6 +26,11 @@ use profusion_proto::types::v1::LabelPair;
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
 
 fn write(i: u64, stack: &[&str], value: i64) -> WriteRequest {
+    write_for("svc", 7, i, stack, value)
+}
+
+/// A one-sample profile of `service` (series `fingerprint`) at 1 s + `i` ns.
+fn write_for(service: &str, fingerprint: u64, i: u64, stack: &[&str], value: i64) -> WriteRequest {
     let label = |name: &str, value: &str| LabelPair {
         name: name.into(),
         value: value.into(),
@@ -37,9 +49,9 @@ fn write(i: u64, stack: &[&str], value: i64) -> WriteRequest {
             labels: vec![
                 label("__name__", "process_cpu"),
                 label("__profile_type__", CPU),
-                label("service_name", "svc"),
+                label("service_name", service),
             ],
-            fingerprint: 7,
+            fingerprint,
             time_nanos: 1_000_000_000 + i as i64,
             duration_nanos: 10,
             period: 1,
@@ -149,10 +161,101 @@ async fn flame_graph_plan_scans_filters_merges_by_stack_hash_and_symbolizes() {
             call_site: vec!["main".into()],
             go_pgo: None,
         },
-        ..req
+        ..req.clone()
     };
     insta::assert_snapshot!(
         "flame_graph_plan_with_selectors",
         redact(&querier.explain_merge(&tenants, &narrowed).await.unwrap())
     );
+
+    // Every plan survives the trip to bytes and back: same EXPLAIN, same answer.
+    let pprof = SymbolizeOutput::Pprof(PprofHeader {
+        sample_type: "cpu".into(),
+        sample_unit: "nanoseconds".into(),
+        period_type: "cpu".into(),
+        period_unit: "nanoseconds".into(),
+        period: 1,
+        time_nanos: 0,
+        duration_nanos: 1,
+    });
+    for (r, output) in [
+        (&req, SymbolizeOutput::Tree { max_nodes: 0 }),
+        (&req, SymbolizeOutput::Tree { max_nodes: 1 }),
+        (&narrowed, SymbolizeOutput::Tree { max_nodes: 0 }),
+        (&req, pprof),
+    ] {
+        let df = querier
+            .merge_plan(&querier.budget(), &tenants, r, output)
+            .await
+            .unwrap()
+            .expect("the selector matches a series");
+        let task = Arc::new(df.task_ctx());
+        let plan = df.create_physical_plan().await.unwrap();
+        let codec = ProfusionCodec::new(Arc::clone(&ingester) as _);
+        let bytes = physical_plan_to_bytes_with_extension_codec(Arc::clone(&plan), &codec).unwrap();
+        let decoded = physical_plan_from_bytes_with_extension_codec(&bytes, &task, &codec).unwrap();
+        assert_eq!(explain(decoded.as_ref()), explain(plan.as_ref()));
+        let original = output_bytes(&collect(plan, Arc::clone(&task)).await.unwrap()).unwrap();
+        let shipped = output_bytes(&collect(decoded, task).await.unwrap()).unwrap();
+        assert!(!original.is_empty());
+        assert_eq!(shipped, original);
+    }
+}
+
+fn explain(plan: &dyn ExecutionPlan) -> String {
+    displayable(plan).indent(false).to_string()
+}
+
+/// A SQL query over a session's tables is pruned like a flame-graph request: the catalog
+/// drops the blocks of other services, and the head scan is narrowed by the same filters.
+#[tokio::test]
+async fn sql_over_the_tables_is_pruned_by_its_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ingester, querier) = setup(dir.path()).await;
+    let tenants = ["t".to_owned()];
+    ingester
+        .write(write(1, &["main", "work"], 3))
+        .await
+        .unwrap();
+    ingester.flush().await.unwrap();
+    ingester
+        .write(write_for("other", 8, 2, &["main", "gc"], 5))
+        .await
+        .unwrap();
+    ingester.flush().await.unwrap();
+    ingester
+        .write(write(3, &["main", "idle"], 1))
+        .await
+        .unwrap();
+    ingester
+        .write(write_for("other", 8, 4, &["main", "gc"], 20))
+        .await
+        .unwrap();
+
+    let session = querier
+        .session(&querier.budget(), &tenants, ScanWindow::default())
+        .unwrap();
+    let sql = format!(
+        "SELECT sum(value) AS total FROM samples WHERE profile_type = '{CPU}' \
+         AND service_name = 'svc' AND time_nanos BETWEEN 0 AND 2000000000"
+    );
+    let df = session.ctx.sql(&sql).await.unwrap();
+    let plan = redact(&explain(
+        df.clone().create_physical_plan().await.unwrap().as_ref(),
+    ));
+    // Two blocks exist; only the one holding `svc` is opened.
+    assert_eq!(plan.matches("samples.parquet").count(), 1, "{plan}");
+    assert!(
+        plan.contains("HeadScanExec: table=samples, tenants=[t], partitions=2, time=[0, 2000000000], profile_type=process_cpu:cpu:nanoseconds:cpu:nanoseconds, services=[svc]"),
+        "{plan}"
+    );
+    let rows = df.collect().await.unwrap();
+    let total = rows[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    // svc's profiles: 3 in the first block, 1 in the head.
+    assert_eq!(total, 3 + 1);
 }
