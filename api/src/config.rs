@@ -382,6 +382,16 @@ impl Config {
         Self::from_arg_matches(&matches).map_err(|e| e.to_string())
     }
 
+    /// The read service's query limits.
+    pub fn query_limits(&self) -> profusion_engine::service::QueryLimits {
+        profusion_engine::service::QueryLimits {
+            max_query_lookback_millis: self.max_query_lookback.as_millis() as i64,
+            max_query_length_millis: self.max_query_length.as_millis() as i64,
+            max_nodes_default: self.max_flamegraph_nodes_default,
+            max_nodes_max: self.max_flamegraph_nodes_max,
+        }
+    }
+
     pub fn limits(&self) -> profusion_ingest::limits::Limits {
         const MIB: f64 = 1024.0 * 1024.0;
         profusion_ingest::limits::Limits {

@@ -151,6 +151,7 @@ impl From<profusion_engine::error::QueryError> for ApiError {
         use profusion_engine::error::QueryErrorKind as K;
         let code = match e.kind {
             K::InvalidArgument => Code::InvalidArgument,
+            K::Unimplemented => Code::Unimplemented,
             K::ResourceExhausted => Code::ResourceExhausted,
             K::Unavailable => Code::Unavailable,
             K::Internal => Code::Internal,

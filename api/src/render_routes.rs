@@ -1,21 +1,26 @@
 //! Pyroscope's plain-HTTP query endpoints: `/pyroscope/render` (flamebearer JSON with its
 //! timeline and groups, or Graphviz DOT), `/pyroscope/render-diff`, `/pyroscope/label-values`
 //! and `/pyroscope/labels`. They parse the legacy `query` string (`<profile type>{matchers}`)
-//! and attime grammar, then run the same engine calls as the Connect API.
+//! and attime grammar, then call the read service exactly as Grafana's data source calls the
+//! Connect API, and reshape its answers into what Pyroscope's UI expects.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::header;
 use http::request::Parts;
-use profusion_engine::querier::{SeriesQuery, TimeSeries};
-use profusion_proto::querier::v1::FlameGraph;
+use profusion_engine::service::{QueryContext, ReadService, profile_type};
+use profusion_model::profile_type::ProfileType;
+use profusion_proto::querier::v1::{
+    DiffRequest, FlameGraph, ProfileFormat, SelectMergeStacktracesRequest, SelectSeriesRequest,
+};
+use profusion_proto::types::v1::{
+    LabelNamesRequest, LabelValuesRequest, Series, TimeSeriesAggregationType,
+};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::query_routes::{self, MergeQuery};
 use crate::server::AppState;
 
 /// Default window of a render without `from`.
@@ -79,23 +84,50 @@ fn split_query(query: &str) -> Result<(&str, &str), ApiError> {
     }
 }
 
-/// The merge a legacy `query` with `from`/`until` asks for.
-fn legacy_merge(
-    state: &AppState,
-    params: &Params,
-    query_key: &str,
-    from_key: &str,
-    until_key: &str,
-    max_nodes: Option<i64>,
-) -> Result<MergeQuery, ApiError> {
-    let query = params
-        .get(query_key)
-        .ok_or_else(|| ApiError::invalid(format!("{query_key} is required")))?;
-    let (profile_type, selector) = split_query(query)?;
-    let now = profusion_model::time::now_nanos();
-    let from = params.time(from_key, DEFAULT_FROM, now)?;
-    let until = params.time(until_key, "now", now)?;
-    query_routes::merge_query(state, profile_type, selector, from, until, max_nodes)
+/// A legacy `query` with `from`/`until`: the profile type, the selector and the bounds in
+/// Unix milliseconds, as a flame-graph request of the querier API.
+struct LegacyQuery {
+    profile_type: String,
+    selector: String,
+    from: i64,
+    until: i64,
+}
+
+impl LegacyQuery {
+    fn parse(
+        params: &Params,
+        query_key: &str,
+        from_key: &str,
+        until_key: &str,
+    ) -> Result<Self, ApiError> {
+        let query = params
+            .get(query_key)
+            .ok_or_else(|| ApiError::invalid(format!("{query_key} is required")))?;
+        let (profile_type, selector) = split_query(query)?;
+        let now = profusion_model::time::now_nanos();
+        Ok(Self {
+            profile_type: profile_type.to_owned(),
+            selector: selector.to_owned(),
+            from: params.time(from_key, DEFAULT_FROM, now)?,
+            until: params.time(until_key, "now", now)?,
+        })
+    }
+
+    fn merge(
+        &self,
+        max_nodes: Option<i64>,
+        format: ProfileFormat,
+    ) -> SelectMergeStacktracesRequest {
+        SelectMergeStacktracesRequest {
+            profile_type_id: self.profile_type.clone(),
+            label_selector: self.selector.clone(),
+            start: self.from,
+            end: self.until,
+            max_nodes,
+            format: format as i32,
+            ..Default::default()
+        }
+    }
 }
 
 /// Pyroscope's point interval of a render: the range over 1,500 points, rounded to a "nice"
@@ -134,16 +166,17 @@ fn point_interval_seconds(from_ms: i64, until_ms: i64) -> i64 {
 
 /// A flamebearer timeline: `startTime` snapped to the step, one zero-backfilled sample per
 /// step from there up to `until`.
-fn timeline(series: Option<&TimeSeries>, from_ms: i64, until_ms: i64, step_s: i64) -> Value {
+fn timeline(series: Option<&Series>, from_ms: i64, until_ms: i64, step_s: i64) -> Value {
     let step_ms = step_s * 1000;
     let start = from_ms.div_euclid(step_ms) * step_ms;
     let end = until_ms.div_euclid(step_ms) * step_ms;
     let slots = usize::try_from((end - start) / step_ms).unwrap_or(0);
     let mut samples = vec![0u64; slots];
-    for (ts, v) in series.map_or(&[][..], |s| s.points.as_slice()) {
-        if *ts >= start && *ts < end {
+    for point in series.map_or(&[][..], |s| s.points.as_slice()) {
+        let (ts, v) = (point.timestamp, point.value);
+        if ts >= start && ts < end {
             let slot = &mut samples[((ts - start) / step_ms) as usize];
-            *slot = slot.saturating_add(*v as u64);
+            *slot = slot.saturating_add(v as u64);
         }
     }
     json!({
@@ -155,7 +188,7 @@ fn timeline(series: Option<&TimeSeries>, from_ms: i64, until_ms: i64, step_s: i6
 }
 
 /// `units`, `sampleRate` and `name` of a profile type in flamebearer metadata.
-fn metadata(profile_type: &profusion_proto::types::v1::ProfileType, format: &str) -> Value {
+fn metadata(profile_type: &ProfileType, format: &str) -> Value {
     let (units, rate) = match profile_type.sample_type.as_str() {
         "inuse_objects" | "alloc_objects" | "goroutine" | "samples" => ("objects", 100),
         "cpu" => ("samples", 1_000_000_000),
@@ -192,11 +225,12 @@ fn json_response(v: &Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
-/// What every legacy GET endpoint starts from: the query-string parameters and the tenants
-/// the request may read (a rejection answers the tenant error).
+/// What every legacy GET endpoint starts from: the read service, the context of the tenants
+/// the request may read, and the query-string parameters (a rejection answers the tenant
+/// error).
 pub(crate) struct LegacyRequest {
     state: Arc<AppState>,
-    tenants: Vec<String>,
+    ctx: QueryContext,
     params: Params,
 }
 
@@ -207,11 +241,9 @@ impl FromRequestParts<Arc<AppState>> for LegacyRequest {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        let scope = crate::tenant::read_scope(&parts.headers, state.config.multitenancy_enabled)?;
         Ok(Self {
-            tenants: crate::tenant::read_tenants(
-                &parts.headers,
-                state.config.multitenancy_enabled,
-            )?,
+            ctx: state.read.context(scope),
             params: Params::parse(parts.uri.query()),
             state: Arc::clone(state),
         })
@@ -220,94 +252,74 @@ impl FromRequestParts<Arc<AppState>> for LegacyRequest {
 
 /// `GET /pyroscope/render`.
 pub(crate) async fn render(req: LegacyRequest) -> Result<Response, ApiError> {
-    let LegacyRequest {
-        state,
-        tenants,
-        params,
-    } = req;
+    let LegacyRequest { state, ctx, params } = req;
+    let read = state.read.as_ref();
+    let query = LegacyQuery::parse(&params, "query", "from", "until")?;
     if params.get("format") == Some("dot") {
-        let q = legacy_merge(&state, &params, "query", "from", "until", None)?;
-        let max_nodes = params.max_nodes()?.unwrap_or(DOT_MAX_NODES).max(1) as usize;
-        let tree = state
-            .frontend
-            .merge_tree(&state.frontend.budget(), &tenants, &q.req, 0)
+        let max_nodes = params.max_nodes()?.unwrap_or(DOT_MAX_NODES).max(1);
+        let answer = read
+            .select_merge_stacktraces(&ctx, query.merge(Some(max_nodes), ProfileFormat::Dot))
             .await?;
-        let dot = profusion_engine::dot::to_dot(
-            &tree.value,
-            &q.profile_type.sample_type,
-            &q.profile_type.sample_unit,
-            max_nodes,
-        );
-        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], dot).into_response());
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            answer.dot,
+        )
+            .into_response());
     }
     if let Some(f) = params.get("format").filter(|f| *f != "json") {
         return Err(ApiError::invalid(format!(
             "format {f:?} is not supported; use json or dot"
         )));
     }
-    let q = legacy_merge(
-        &state,
-        &params,
-        "query",
-        "from",
-        "until",
-        params.max_nodes()?,
-    )?;
+    let max_nodes = params.max_nodes()?;
+    // The range the service reads (the lookback may move its start), for the timeline.
+    let range = read.time_range(query.from, query.until)?;
     let (from, until) = (
-        q.req.range.start.div_euclid(1_000_000),
-        q.req.range.end.div_euclid(1_000_000),
+        range.start.div_euclid(1_000_000),
+        range.end.div_euclid(1_000_000),
     );
     let step = point_interval_seconds(from, until);
     let group_by: Vec<String> = params.all("groupBy").into_iter().take(1).collect();
-    let average = match params.get("aggregation") {
-        None | Some("sum") => false,
-        Some("avg") => true,
+    let aggregation = match params.get("aggregation") {
+        None | Some("sum") => TimeSeriesAggregationType::Sum,
+        Some("avg") => TimeSeriesAggregationType::Average,
         Some(other) => {
             return Err(ApiError::invalid(format!(
                 "aggregation {other:?} is not supported; use sum or avg"
             )));
         }
     };
-    let totals_query = SeriesQuery {
-        profile_type: q.req.profile_type.clone(),
-        selector: q.req.selector.clone(),
-        range: q.req.range,
-        step_millis: step * 1000,
-        group_by: Vec::new(),
-        average,
-        limit: None,
+    let series = |group_by: Vec<String>| SelectSeriesRequest {
+        profile_type_id: query.profile_type.clone(),
+        label_selector: query.selector.clone(),
+        start: query.from,
+        end: query.until,
+        group_by,
+        step: step as f64,
+        aggregation: Some(aggregation as i32),
+        ..Default::default()
     };
-    let groups_query = SeriesQuery {
-        group_by: group_by.clone(),
-        ..totals_query.clone()
-    };
-    // One budget for the tree and both timelines: they are one query.
-    let budget = state.frontend.budget();
+    // One context for the tree and both timelines: they are one query, with one budget.
     let (tree, total, groups) = tokio::try_join!(
-        state
-            .frontend
-            .merge_tree(&budget, &tenants, &q.req, q.max_nodes),
-        state
-            .frontend
-            .select_series(&budget, &tenants, &totals_query),
+        read.select_merge_stacktraces(&ctx, query.merge(max_nodes, ProfileFormat::Flamegraph)),
+        read.select_series(&ctx, series(Vec::new())),
         async {
             if group_by.is_empty() {
-                Ok(Vec::new())
+                Ok(Default::default())
             } else {
-                state
-                    .frontend
-                    .select_series(&budget, &tenants, &groups_query)
-                    .await
+                read.select_series(&ctx, series(group_by.clone())).await
             }
         },
     )?;
+    let profile_type = profile_type(&query.profile_type)?;
     let groups: Value = if group_by.is_empty() {
         Value::Null
     } else {
         groups
+            .series
             .iter()
             .map(|s| {
-                let key = s.labels.first().map_or("*", |(_, v)| v.as_str());
+                let key = s.labels.first().map_or("*", |l| l.value.as_str());
                 (key.to_owned(), timeline(Some(s), from, until, step))
             })
             .collect::<serde_json::Map<_, _>>()
@@ -315,9 +327,9 @@ pub(crate) async fn render(req: LegacyRequest) -> Result<Response, ApiError> {
     };
     Ok(json_response(&json!({
         "version": 1,
-        "flamebearer": single(&tree.value.flame_graph(q.max_nodes)),
-        "metadata": metadata(&q.profile_type, "single"),
-        "timeline": timeline(total.first(), from, until, step),
+        "flamebearer": single(&tree.flamegraph.unwrap_or_default()),
+        "metadata": metadata(&profile_type, "single"),
+        "timeline": timeline(total.series.first(), from, until, step),
         "groups": groups,
         "heatmap": null,
     })))
@@ -325,40 +337,32 @@ pub(crate) async fn render(req: LegacyRequest) -> Result<Response, ApiError> {
 
 /// `GET /pyroscope/render-diff`.
 pub(crate) async fn render_diff(req: LegacyRequest) -> Result<Response, ApiError> {
-    let LegacyRequest {
-        state,
-        tenants,
-        params,
-    } = req;
+    let LegacyRequest { state, ctx, params } = req;
     let max_nodes = params.max_nodes()?;
-    let left = legacy_merge(
-        &state,
-        &params,
-        "leftQuery",
-        "leftFrom",
-        "leftUntil",
-        max_nodes,
-    )?;
-    let right = legacy_merge(
-        &state,
-        &params,
-        "rightQuery",
-        "rightFrom",
-        "rightUntil",
-        max_nodes,
-    )?;
-    if left.profile_type.id != right.profile_type.id {
+    let left = LegacyQuery::parse(&params, "leftQuery", "leftFrom", "leftUntil")?;
+    let right = LegacyQuery::parse(&params, "rightQuery", "rightFrom", "rightUntil")?;
+    let (left_type, right_type) = (
+        profile_type(&left.profile_type)?,
+        profile_type(&right.profile_type)?,
+    );
+    if left_type != right_type {
         return Err(ApiError::invalid(format!(
             "leftQuery and rightQuery must have the same profile type, got {} and {}",
-            left.profile_type.id, right.profile_type.id
+            left_type, right_type
         )));
     }
-    let budget = state.frontend.budget();
-    let (lt, rt) = tokio::try_join!(
-        state.frontend.merge_tree(&budget, &tenants, &left.req, 0),
-        state.frontend.merge_tree(&budget, &tenants, &right.req, 0),
-    )?;
-    let diff = query_routes::charged_diff(&budget, &lt.value, &rt.value, left.max_nodes)?;
+    let diff = state
+        .read
+        .diff(
+            &ctx,
+            DiffRequest {
+                left: Some(left.merge(max_nodes, ProfileFormat::Flamegraph)),
+                right: Some(right.merge(max_nodes, ProfileFormat::Flamegraph)),
+            },
+        )
+        .await?
+        .flamegraph
+        .unwrap_or_default();
     Ok(json_response(&json!({
         "version": 1,
         "flamebearer": flamebearer(
@@ -367,7 +371,7 @@ pub(crate) async fn render_diff(req: LegacyRequest) -> Result<Response, ApiError
             diff.total,
             diff.max_self,
         ),
-        "metadata": metadata(&left.profile_type, "double"),
+        "metadata": metadata(&left_type, "double"),
         "leftTicks": diff.left_ticks,
         "rightTicks": diff.right_ticks,
         "timeline": null,
@@ -376,36 +380,25 @@ pub(crate) async fn render_diff(req: LegacyRequest) -> Result<Response, ApiError
     })))
 }
 
-/// The series a label endpoint's optional `query` (a selector, optionally behind a profile
-/// type) selects over `from`/`until`.
-async fn label_series(
-    state: &AppState,
-    tenants: &[String],
-    params: &Params,
-) -> Result<Vec<profusion_engine::querier::SeriesLabels>, ApiError> {
+/// The optional `query` of a label endpoint (a selector, optionally behind a profile type) as
+/// series matchers, and its `from`/`until`.
+fn label_scope(params: &Params) -> Result<(Vec<String>, i64, i64), ApiError> {
     let now = profusion_model::time::now_nanos();
-    let range = query_routes::time_range(
-        state,
+    let matchers = params
+        .get("query")
+        .filter(|q| !q.is_empty())
+        .map(|q| vec![q.to_owned()])
+        .unwrap_or_default();
+    Ok((
+        matchers,
         params.time("from", DEFAULT_FROM, now)?,
         params.time("until", "now", now)?,
-    )?;
-    let selectors = match params.get("query").filter(|q| !q.is_empty()) {
-        None => Vec::new(),
-        Some(q) => vec![query_routes::typed_selector(q)?],
-    };
-    Ok(state
-        .frontend
-        .series(&state.frontend.budget(), tenants, range, selectors, None)
-        .await?)
+    ))
 }
 
 /// `GET /pyroscope/label-values?label=<name>`: a JSON array; `__name__` lists profile types.
 pub(crate) async fn label_values(req: LegacyRequest) -> Result<Response, ApiError> {
-    let LegacyRequest {
-        state,
-        tenants,
-        params,
-    } = req;
+    let LegacyRequest { state, ctx, params } = req;
     let label = params
         .get("label")
         .filter(|l| !l.is_empty())
@@ -415,22 +408,36 @@ pub(crate) async fn label_values(req: LegacyRequest) -> Result<Response, ApiErro
     } else {
         label
     };
-    let series = label_series(&state, &tenants, &params).await?;
-    let values: BTreeSet<&str> = series.iter().filter_map(|s| s.get(name)).collect();
-    Ok(json_response(&json!(values)))
+    let (matchers, start, end) = label_scope(&params)?;
+    let values = state
+        .read
+        .label_values(
+            &ctx,
+            LabelValuesRequest {
+                name: name.to_owned(),
+                matchers,
+                start,
+                end,
+            },
+        )
+        .await?;
+    Ok(json_response(&json!(values.names)))
 }
 
 /// `GET /pyroscope/labels`: the label names of the selected series as a JSON array.
 pub(crate) async fn labels(req: LegacyRequest) -> Result<Response, ApiError> {
-    let LegacyRequest {
-        state,
-        tenants,
-        params,
-    } = req;
-    let series = label_series(&state, &tenants, &params).await?;
-    let names: BTreeSet<&str> = series
-        .iter()
-        .flat_map(|s| s.labels.iter().map(|(k, _)| k.as_str()))
-        .collect();
-    Ok(json_response(&json!(names)))
+    let LegacyRequest { state, ctx, params } = req;
+    let (matchers, start, end) = label_scope(&params)?;
+    let names = state
+        .read
+        .label_names(
+            &ctx,
+            LabelNamesRequest {
+                matchers,
+                start,
+                end,
+            },
+        )
+        .await?;
+    Ok(json_response(&json!(names.names)))
 }

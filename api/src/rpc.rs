@@ -244,7 +244,7 @@ pub(crate) async fn unary_read<Req, Resp, F, Fut>(
 where
     Req: prost::Message + prost::Name + Default + serde::de::DeserializeOwned + Send + 'static,
     Resp: prost::Message + prost::Name + serde::Serialize,
-    F: FnOnce(Vec<String>, Req) -> Fut,
+    F: FnOnce(profusion_model::tenant::TenantScope, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
 {
     let multitenancy = state.config.multitenancy_enabled;
@@ -252,7 +252,7 @@ where
         state,
         headers,
         body,
-        |h| crate::tenant::read_tenants(h, multitenancy),
+        |h| crate::tenant::read_scope(h, multitenancy),
         handler,
     )
     .await

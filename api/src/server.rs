@@ -29,6 +29,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use profusion_engine::frontend::QueryFrontend;
+use profusion_engine::service::QueryApi;
+
 use crate::config::Config;
 use crate::error::{ApiError, Code};
 use crate::ingest_routes;
@@ -40,8 +43,9 @@ pub struct AppState {
     pub config: Config,
     pub distributor: Arc<Distributor>,
     pub ingester: Arc<Ingester>,
-    /// Every read goes through the frontend's per-tenant queues to the querier workers.
-    pub frontend: profusion_engine::frontend::QueryFrontend,
+    /// Every read goes through the read service: its limits, then the frontend's per-tenant
+    /// queues to the querier workers.
+    pub read: Arc<QueryApi<QueryFrontend>>,
     /// Per-tenant settings live here (`settings.v1`).
     pub catalog: Arc<dyn profusion_catalog::Catalog>,
     registry: Registry,
@@ -335,7 +339,7 @@ impl Server {
                 .build()
                 .map_err(|e| format!("starting the query runtime: {e}"))?,
         ));
-        let frontend = profusion_engine::frontend::QueryFrontend::start(
+        let frontend = QueryFrontend::start(
             querier,
             profusion_engine::frontend::FrontendConfig {
                 workers: config.querier_max_concurrent,
@@ -344,6 +348,7 @@ impl Server {
             },
             query_runtime.0.as_ref().expect("just built").handle(),
         );
+        let read = Arc::new(QueryApi::new(frontend, config.query_limits()));
         let ring = Ring::new(
             vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>],
             config.replication_factor,
@@ -367,7 +372,7 @@ impl Server {
             config,
             distributor,
             ingester,
-            frontend,
+            read,
             catalog: settings_catalog,
             registry,
             http,
@@ -504,7 +509,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     state.http.query_queue.clear();
-    for (tenant, queued) in state.frontend.scheduler().queue_lengths() {
+    for (tenant, queued) in state.read.executor().scheduler().queue_lengths() {
         state
             .http
             .query_queue

@@ -2,11 +2,11 @@
 
 use http::HeaderMap;
 
+use profusion_model::tenant::{ANONYMOUS, TenantId, TenantIdError, TenantScope};
+
 use crate::error::{ApiError, Code};
 
 pub const TENANT_HEADER: &str = "x-scope-orgid";
-pub const ANONYMOUS: &str = "anonymous";
-const MAX_TENANT_LENGTH: usize = 150;
 
 /// The raw `X-Scope-OrgID` value; `unauthenticated` when it is missing.
 fn org_id(headers: &HeaderMap) -> Result<&str, ApiError> {
@@ -38,49 +38,21 @@ pub fn write_tenant(headers: &HeaderMap, multitenancy: bool) -> Result<String, A
             "tenant {raw:?}: a write must name exactly one tenant"
         )));
     }
-    validate(raw)?;
-    Ok(raw.to_owned())
+    Ok(TenantId::new(raw).map_err(refused)?.into())
 }
 
 /// The tenants a read covers: `a|b` reads several at once, sorted and deduplicated, as
 /// Pyroscope resolves cross-tenant queries.
-pub fn read_tenants(headers: &HeaderMap, multitenancy: bool) -> Result<Vec<String>, ApiError> {
+pub fn read_scope(headers: &HeaderMap, multitenancy: bool) -> Result<TenantScope, ApiError> {
     if !multitenancy {
-        return Ok(vec![ANONYMOUS.to_owned()]);
+        return Ok(TenantScope::single(TenantId::anonymous()));
     }
-    let mut tenants: Vec<String> = org_id(headers)?
-        .split('|')
-        .map(|t| validate(t).map(|()| t.to_owned()))
-        .collect::<Result<_, _>>()?;
-    tenants.sort();
-    tenants.dedup();
-    Ok(tenants)
+    TenantScope::parse(org_id(headers)?).map_err(refused)
 }
 
-/// Checks a tenant id as Pyroscope does: at most 150 bytes of `[A-Za-z0-9!-_.*'()]`, and not
-/// `.` or `..` (ids become object-store path segments).
-pub fn validate(tenant: &str) -> Result<(), ApiError> {
-    let err = |why: String| {
-        Err(ApiError::new(
-            Code::Unauthenticated,
-            format!("invalid tenant id {tenant:?}: {why}"),
-        ))
-    };
-    if tenant.is_empty() {
-        return err("it is empty".into());
-    }
-    if tenant.len() > MAX_TENANT_LENGTH {
-        return err(format!("it is longer than {MAX_TENANT_LENGTH} bytes"));
-    }
-    if tenant == "." || tenant == ".." {
-        return err("it is a reserved name".into());
-    }
-    if let Some(c) = tenant.chars().find(|c| {
-        !(c.is_ascii_alphanumeric() || matches!(c, '!' | '-' | '_' | '.' | '*' | '\'' | '(' | ')'))
-    }) {
-        return err(format!("character {c:?} is not allowed"));
-    }
-    Ok(())
+/// An invalid tenant id is an authentication failure, as in Pyroscope.
+fn refused(e: TenantIdError) -> ApiError {
+    ApiError::new(Code::Unauthenticated, e.to_string())
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use profusion_model::scan::ScanError;
 pub enum QueryErrorKind {
     /// A bad selector, time range or limit (`invalid_argument`).
     InvalidArgument,
+    /// A feature the request asks for that this version lacks (`unimplemented`).
+    Unimplemented,
     /// The query needed more memory than its budget (`resource_exhausted`).
     ResourceExhausted,
     /// The catalog or object store could not be reached (`unavailable`).

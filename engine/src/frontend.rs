@@ -7,28 +7,27 @@
 //! one FIFO queue per tenant (or cross-tenant scope) and serves the queues round-robin, so a
 //! tenant that floods queries waits behind itself, not in front of others; a tenant with too
 //! many queued jobs is refused with `resource_exhausted`. A fixed pool of querier workers pulls
-//! jobs and runs them on the [`Querier`].
+//! jobs and runs them on the [`Querier`]. Jobs are data ([`ReadJob`]), not code: the same
+//! queue will hand them to queriers in other processes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use futures_util::future::BoxFuture;
-use profusion_proto::google::v1 as pprof;
+use async_trait::async_trait;
+use profusion_model::tree::Tree;
 use tokio::sync::{Notify, oneshot};
 
 use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, QueryErrorKind, Result};
-use crate::querier::{
-    MergeRequest, Querier, QueryAnalysis, SeriesLabels, SeriesQuery, TimeRange, TimeSeries,
-    top_series,
-};
-use crate::selector::Selector;
-use crate::table::ScanWindow;
-use profusion_model::tree::Tree;
+use crate::querier::{MergeRequest, Querier, SeriesQuery, TimeRange, TimeSeries, top_series};
+use crate::service::{QueryContext, ReadAnswer, ReadExecutor, ReadJob};
 
-/// A unit of work for a querier worker.
-type Job = Box<dyn FnOnce(Arc<Querier>) -> BoxFuture<'static, ()> + Send>;
+/// A queued job: what to run, for whom, and where the answer goes.
+struct Job {
+    ctx: QueryContext,
+    job: ReadJob,
+    reply: oneshot::Sender<Result<ReadAnswer>>,
+}
 
 /// Frontend, scheduler and worker settings.
 #[derive(Debug, Clone)]
@@ -203,7 +202,7 @@ impl QueryFrontend {
                 loop {
                     let job = scheduler.next().await;
                     // Its own task, so a panicking query fails alone and the worker lives on.
-                    if let Err(e) = jobs.spawn(job(Arc::clone(&querier))).await {
+                    if let Err(e) = jobs.spawn(run_job(Arc::clone(&querier), job)).await {
                         tracing::error!(error = %e, "a query job panicked");
                     }
                 }
@@ -220,79 +219,54 @@ impl QueryFrontend {
         &self.scheduler
     }
 
-    /// The memory budget of one user query, for every part and every call it makes (a render's
-    /// tree and timelines, a diff's two sides).
-    pub fn budget(&self) -> QueryBudget {
-        self.querier.budget()
-    }
-
-    /// Queues `work` under the tenants' queue and waits for a worker to run it. A caller that
+    /// Queues `job` under the scope's queue and waits for a worker to run it. A caller that
     /// goes away costs no more work: before its turn the job is skipped, during it the plan is
     /// dropped, which cancels it.
-    pub async fn run<T, F, Fut>(&self, tenants: &[String], work: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(Arc<Querier>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T>> + Send + 'static,
-    {
-        let (mut tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |querier| {
-            Box::pin(async move {
-                if tx.is_closed() {
-                    return;
-                }
-                tokio::select! {
-                    result = work(querier) => {
-                        let _ = tx.send(result);
-                    }
-                    () = tx.closed() => {
-                        tracing::debug!("query cancelled: the caller went away");
-                    }
-                }
-            })
-        });
-        self.scheduler.enqueue(&tenants.join("|"), job)?;
-        rx.await
+    async fn run(&self, ctx: &QueryContext, job: ReadJob) -> Result<ReadAnswer> {
+        let (reply, answer) = oneshot::channel();
+        self.scheduler.enqueue(
+            &ctx.scope.key(),
+            Job {
+                ctx: ctx.clone(),
+                job,
+                reply,
+            },
+        )?;
+        answer
+            .await
             .map_err(|_| QueryError::internal("a querier worker dropped the query"))?
     }
 
     /// The merged tree of a request, the range split into intervals run in parallel. With
     /// `max_nodes` (not 0) and a single part, the querier truncates it for an encoding at
     /// `max_nodes`; split parts stay whole, as truncated parts could not be summed exactly.
-    pub async fn merge_tree(
+    async fn merge_tree(
         &self,
-        budget: &QueryBudget,
-        tenants: &[String],
-        req: &MergeRequest,
+        ctx: &QueryContext,
+        request: MergeRequest,
         max_nodes: usize,
     ) -> Result<Charged<Tree>> {
         let parts = split(
-            req.range,
+            request.range,
             self.config.split_interval_millis,
             self.config.max_outstanding_per_tenant,
         )?;
         let max_nodes = if parts.len() == 1 { max_nodes } else { 0 };
         let jobs = parts.into_iter().map(|range| {
-            let (tenants, req, budget) = (
-                tenants.to_vec(),
-                MergeRequest {
+            let job = ReadJob::MergeTree {
+                request: MergeRequest {
                     range,
-                    ..req.clone()
+                    ..request.clone()
                 },
-                budget.clone(),
-            );
-            let scope = tenants.clone();
-            async move {
-                self.run(&scope, move |q| async move {
-                    q.merge_tree(&budget, &tenants, &req, max_nodes).await
-                })
-                .await
-            }
+                max_nodes,
+            };
+            async move { self.run(ctx, job).await?.into_tree() }
         });
         let mut parts = futures_util::future::try_join_all(jobs).await?;
         if parts.len() == 1 {
             return Ok(parts.remove(0));
         }
+        let budget = &ctx.budget;
         let mut reservation = budget.reservation("merged flame-graph tree");
         let mut tree = Tree::new();
         for part in parts {
@@ -301,27 +275,12 @@ impl QueryFrontend {
         Ok(Charged::new(tree, reservation))
     }
 
-    /// A request's samples as one pprof profile (not split: profiles are merged whole).
-    pub async fn merge_pprof(
-        &self,
-        budget: &QueryBudget,
-        tenants: &[String],
-        req: &MergeRequest,
-    ) -> Result<pprof::Profile> {
-        let (owned, req, budget) = (tenants.to_vec(), req.clone(), budget.clone());
-        self.run(tenants, move |q| async move {
-            q.merge_pprof(&budget, &owned, &req).await
-        })
-        .await
-    }
-
     /// Time series, split at step-aligned interval boundaries so every step falls in one part;
     /// the top-N limit applies after the parts are joined.
-    pub async fn select_series(
+    async fn select_series(
         &self,
-        budget: &QueryBudget,
-        tenants: &[String],
-        query: &SeriesQuery,
+        ctx: &QueryContext,
+        query: SeriesQuery,
     ) -> Result<Vec<TimeSeries>> {
         let step = query.step_millis.max(1);
         let interval = match self.config.split_interval_millis {
@@ -334,18 +293,15 @@ impl QueryFrontend {
             self.config.max_outstanding_per_tenant,
         )?;
         let jobs = parts.into_iter().map(|range| {
-            let (tenants, budget) = (tenants.to_vec(), budget.clone());
             let part = SeriesQuery {
                 range,
                 limit: None,
                 ..query.clone()
             };
-            let scope = tenants.clone();
             async move {
-                self.run(&scope, move |q| async move {
-                    q.select_series(&budget, &tenants, &part).await
-                })
-                .await
+                self.run(ctx, ReadJob::SelectSeries(part))
+                    .await?
+                    .into_series()
             }
         });
         let mut joined: BTreeMap<Vec<(String, String)>, BTreeMap<i64, f64>> = BTreeMap::new();
@@ -366,62 +322,48 @@ impl QueryFrontend {
             .collect();
         Ok(top_series(series, query.limit))
     }
+}
 
-    /// Series matching any of `selectors` (all when there are none), optionally of one type.
-    pub async fn series(
-        &self,
-        budget: &QueryBudget,
-        tenants: &[String],
-        range: TimeRange,
-        selectors: Vec<Selector>,
-        profile_type: Option<String>,
-    ) -> Result<Vec<SeriesLabels>> {
-        let (owned, budget) = (tenants.to_vec(), budget.clone());
-        self.run(tenants, move |q| async move {
-            let session = q.session(
-                &budget,
-                &owned,
-                ScanWindow {
-                    range: Some(range),
-                    profile_type: profile_type.clone(),
-                    services: None,
-                },
-            )?;
-            q.series(&session, &selectors, profile_type.as_deref())
+#[async_trait]
+impl ReadExecutor for QueryFrontend {
+    /// The memory budget of one user query, for every part and every call it makes (a render's
+    /// tree and timelines, a diff's two sides).
+    fn budget(&self) -> QueryBudget {
+        self.querier.budget()
+    }
+
+    async fn execute(&self, ctx: &QueryContext, job: ReadJob) -> Result<ReadAnswer> {
+        match job {
+            ReadJob::MergeTree { request, max_nodes } => self
+                .merge_tree(ctx, request, max_nodes)
                 .await
-        })
-        .await
+                .map(ReadAnswer::Tree),
+            ReadJob::SelectSeries(query) => {
+                self.select_series(ctx, query).await.map(ReadAnswer::Series)
+            }
+            // Profiles are merged whole; the rest need no split.
+            other => self.run(ctx, other).await,
+        }
     }
+}
 
-    pub async fn profile_types(&self, tenants: &[String], range: TimeRange) -> Result<Vec<String>> {
-        let owned = tenants.to_vec();
-        self.run(tenants, move |q| async move {
-            q.profile_types(&owned, range).await
-        })
-        .await
+/// Runs one job on a querier worker, unless its caller has gone away.
+async fn run_job(querier: Arc<Querier>, job: Job) {
+    let Job {
+        ctx,
+        job,
+        mut reply,
+    } = job;
+    if reply.is_closed() {
+        return;
     }
-
-    pub async fn profile_stats(&self, tenants: &[String]) -> Result<Option<(i64, i64)>> {
-        let owned = tenants.to_vec();
-        self.run(
-            tenants,
-            move |q| async move { q.profile_stats(&owned).await },
-        )
-        .await
-    }
-
-    pub async fn analyze(
-        &self,
-        budget: &QueryBudget,
-        tenants: &[String],
-        selector: Selector,
-        range: TimeRange,
-    ) -> Result<QueryAnalysis> {
-        let (owned, budget) = (tenants.to_vec(), budget.clone());
-        self.run(tenants, move |q| async move {
-            q.analyze(&budget, &owned, &selector, range).await
-        })
-        .await
+    tokio::select! {
+        result = querier.execute(&ctx, job) => {
+            let _ = reply.send(result);
+        }
+        () = reply.closed() => {
+            tracing::debug!("query cancelled: the caller went away");
+        }
     }
 }
 

@@ -16,5 +16,6 @@ pub mod frontend;
 pub mod functions;
 pub mod querier;
 pub mod selector;
+pub mod service;
 pub mod symbolize;
 pub mod table;

@@ -32,6 +32,7 @@ use profusion_model::tree::Tree;
 use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, Result};
 use crate::selector::Selector;
+use crate::service::{QueryContext, ReadAnswer, ReadExecutor, ReadJob};
 use crate::symbolize::{self, PprofHeader, StackFilter, Symbolize, SymbolizeOutput};
 use crate::table::{STORE_URL, ScanWindow, TenantSchema};
 use profusion_proto::google::v1 as pprof;
@@ -764,4 +765,54 @@ fn scope_of(tenants: &[String]) -> Result<TenantScope> {
         .map(|t| TenantId::new(t.as_str()).map_err(|e| QueryError::invalid(e.to_string())))
         .collect::<Result<Vec<_>>>()?;
     TenantScope::new(ids).ok_or_else(|| QueryError::invalid("a read must name a tenant"))
+}
+
+#[async_trait::async_trait]
+impl ReadExecutor for Querier {
+    fn budget(&self) -> QueryBudget {
+        Querier::budget(self)
+    }
+
+    async fn execute(&self, ctx: &QueryContext, job: ReadJob) -> Result<ReadAnswer> {
+        let tenants = ctx.tenants();
+        let budget = &ctx.budget;
+        Ok(match job {
+            ReadJob::MergeTree { request, max_nodes } => ReadAnswer::Tree(
+                self.merge_tree(budget, &tenants, &request, max_nodes)
+                    .await?,
+            ),
+            ReadJob::MergePprof { request } => {
+                ReadAnswer::Pprof(self.merge_pprof(budget, &tenants, &request).await?)
+            }
+            ReadJob::SelectSeries(query) => {
+                ReadAnswer::Series(self.select_series(budget, &tenants, &query).await?)
+            }
+            ReadJob::Series {
+                range,
+                selectors,
+                profile_type,
+            } => {
+                let session = self.session(
+                    budget,
+                    &tenants,
+                    ScanWindow {
+                        range: Some(range),
+                        profile_type: profile_type.clone(),
+                        services: None,
+                    },
+                )?;
+                ReadAnswer::Labels(
+                    self.series(&session, &selectors, profile_type.as_deref())
+                        .await?,
+                )
+            }
+            ReadJob::ProfileTypes { range } => {
+                ReadAnswer::ProfileTypes(self.profile_types(&tenants, range).await?)
+            }
+            ReadJob::ProfileStats => ReadAnswer::ProfileStats(self.profile_stats(&tenants).await?),
+            ReadJob::Analyze { selector, range } => {
+                ReadAnswer::Analysis(self.analyze(budget, &tenants, &selector, range).await?)
+            }
+        })
+    }
 }

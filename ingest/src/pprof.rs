@@ -373,7 +373,7 @@ fn convert_over(
             let key = strings.get_lazy(label.key, || format!("sample[{si}].label[{li}].key"))?;
             let value = strings.get_lazy(label.str, || format!("sample[{si}].label[{li}].str"))?;
             match key {
-                "span_id" | "profile_id" => span_id = parse_span_id(value).unwrap_or(0),
+                "span_id" | "profile_id" => span_id = symbols::parse_span_id(value).unwrap_or(0),
                 "trace_id" | "" => {}
                 _ => sample_labels.push((label.key, label.str)),
             }
@@ -475,13 +475,6 @@ fn check_time_window(time_nanos: i64, now_nanos: i64, limits: &Limits) -> Result
         )));
     }
     Ok(())
-}
-
-/// A 16-hex-digit span id; anything else is ignored.
-pub fn parse_span_id(s: &str) -> Option<u64> {
-    (s.len() == 16)
-        .then(|| u64::from_str_radix(s, 16).ok())
-        .flatten()
 }
 
 /// Resolves locations to frames once each and hashes stacks, deduplicating both.

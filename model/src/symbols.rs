@@ -33,3 +33,10 @@ pub fn stack_hash(frame_ids: impl IntoIterator<Item = u64>, scratch: &mut Vec<u8
     }
     xxhash_rust::xxh3::xxh3_64(scratch)
 }
+
+/// A span id as pprof sample labels and the querier API carry it: exactly 16 hex digits.
+pub fn parse_span_id(s: &str) -> Option<u64> {
+    (s.len() == 16)
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
+}
