@@ -3,7 +3,7 @@
 //!
 //! Owns: protocols, status-code mapping (`error`), tenant resolution, configuration and the
 //! `profusion` binary. Must not hold ingest or query logic: it decodes requests and calls
-//! `profusion-ingest` (and, for reads, `profusion-engine`).
+//! `profusion-ingest` for writes and `profusion_engine::service::ReadService` for reads.
 
 pub mod config;
 pub mod error;

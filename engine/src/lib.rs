@@ -1,11 +1,13 @@
-//! The DataFusion layer of Profusion's read path: table providers over head chunks and block
-//! chunks, the custom physical plans (head scans, symbolization, flame-graph building), and the
-//! query frontend, scheduler and querier logic.
+//! The read path of Profusion, on DataFusion: the five block tables as table providers over
+//! ingester heads and catalog-listed blocks ([`table`], [`blocks`]), the custom plan nodes and
+//! their codec ([`symbolize`], [`codec`]), the querier, the query frontend and scheduler, and
+//! the read service every read surface calls ([`service`]), with the answers' encodings
+//! ([`dot`]; flame graphs and trees are `profusion_model::tree`).
 //!
-//! Owns: planning and executing reads, and the encodings of their answers (flame graphs, tree
-//! bytes, diffs). Must not write data: blocks and the catalog are written only by
-//! `profusion-ingest`, whose `block` module defines the format read here
-//! (`docs/block-format.md`).
+//! Owns: planning and executing reads, their limits and fairness, and the encodings of their
+//! answers. Must not write data or depend on the write path: heads are reached only through
+//! `profusion_model::scan::HeadSource`, blocks through the catalog and the object store, in
+//! the block format `profusion_model::block` defines (`docs/block-format.md`).
 
 pub mod blocks;
 pub mod budget;

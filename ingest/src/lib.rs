@@ -4,8 +4,10 @@
 //! replication) and the ingester (write-ahead log, per-tenant head, flush to Parquet blocks
 //! registered in the catalog).
 //!
-//! Owns: everything from request bytes to a registered block. Must not serve reads or speak
-//! HTTP: the API layer calls in here, the engine reads what this writes.
+//! Owns: everything from request bytes to a registered block, and the ingester's head as a
+//! `profusion_model::scan::HeadSource` (pinned snapshots scanned by request). Must not plan or
+//! answer queries or speak HTTP: the API layer calls in here, the engine reads the head through
+//! that trait and the blocks in the format `profusion_model::block` defines.
 
 pub mod distributor;
 pub mod error;

@@ -574,6 +574,117 @@ pub fn ulid(millis: i64, entropy: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::builder::{ListBuilder, StringDictionaryBuilder, UInt64Builder};
+    use arrow_array::types::Int32Type;
+    use arrow_array::{ArrayRef, Int64Array, StringArray, UInt64Array};
+    use object_store::memory::InMemory;
+
+    /// Two profiles of one series: a block small enough to write by hand.
+    fn batches() -> BlockBatches {
+        let dictionary = |values: &[&str]| -> ArrayRef {
+            let mut b = StringDictionaryBuilder::<Int32Type>::new();
+            values.iter().for_each(|v| b.append_value(v));
+            Arc::new(b.finish())
+        };
+        let strings =
+            |values: &[&str]| -> ArrayRef { Arc::new(StringArray::from(values.to_vec())) };
+        let u64s = |values: &[u64]| -> ArrayRef { Arc::new(UInt64Array::from(values.to_vec())) };
+        let i64s = |values: &[i64]| -> ArrayRef { Arc::new(Int64Array::from(values.to_vec())) };
+        let cpu = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+        let samples = RecordBatch::try_new(
+            Table::Samples.schema(),
+            vec![
+                dictionary(&["api", "api", "api"]),
+                dictionary(&[cpu, cpu, cpu]),
+                u64s(&[7, 7, 7]),
+                i64s(&[10, 10, 20]),
+                dictionary(&["p1", "p1", "p2"]),
+                u64s(&[1, 2, 1]),
+                i64s(&[5, 6, 7]),
+                Arc::new(UInt64Array::from(vec![None, Some(9), None])),
+            ],
+        )
+        .unwrap();
+        let profiles = RecordBatch::try_new(
+            Table::Profiles.schema(),
+            vec![
+                strings(&["api", "api"]),
+                strings(&[cpu, cpu]),
+                u64s(&[7, 7]),
+                i64s(&[10, 20]),
+                strings(&["p1", "p2"]),
+                i64s(&[1, 1]),
+                i64s(&[100, 100]),
+                i64s(&[11, 7]),
+                u64s(&[2, 1]),
+            ],
+        )
+        .unwrap();
+        let mut frames = ListBuilder::new(UInt64Builder::new());
+        frames.values().append_slice(&[3, 4]);
+        frames.append(true);
+        frames.values().append_slice(&[3]);
+        frames.append(true);
+        let stacks = RecordBatch::try_new(
+            Table::Stacks.schema(),
+            vec![u64s(&[1, 2]), Arc::new(frames.finish())],
+        )
+        .unwrap();
+        BlockBatches {
+            samples,
+            profiles,
+            series: RecordBatch::new_empty(Table::Series.schema()),
+            stacks,
+            frames: RecordBatch::new_empty(Table::Frames.schema()),
+            min_time_nanos: 10,
+            max_time_nanos: 20,
+            services: vec!["api".into()],
+            profile_types: vec![cpu.into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_block_reads_back_as_written() {
+        let batches = batches();
+        let origin = BlockOrigin {
+            source: "ingester-a".into(),
+            wal_segment: 3,
+            compaction_level: 0,
+        };
+        let block = encode("t*", "B1", &batches, &origin, 1234).unwrap();
+        assert_eq!(
+            (
+                block.catalog.num_profiles,
+                block.catalog.num_samples,
+                block.catalog.wal_segment
+            ),
+            (2, 3, 3)
+        );
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        for (name, bytes) in &block.files {
+            store
+                .put(&block_file_path("t*", "B1", name), bytes.clone().into())
+                .await
+                .unwrap();
+        }
+        let meta = read_meta(store.as_ref(), "t*", "B1").await.unwrap();
+        assert_eq!((meta.min_time_nanos, meta.max_time_nanos), (10, 20));
+        assert_eq!(meta.files.len(), 5);
+        for table in Table::ALL {
+            let mut rows = read_table(Arc::clone(&store), "t*", "B1", table, 2)
+                .await
+                .unwrap();
+            let mut read = Vec::new();
+            while let Some(batch) = rows.next().await {
+                read.push(batch.unwrap());
+            }
+            let written = batches.table(table);
+            let read = arrow_select::concat::concat_batches(&written.schema(), &read).unwrap();
+            assert_eq!(&read, written, "{table}");
+        }
+        let missing = read_table(Arc::clone(&store), "t*", "B2", Table::Samples, 2).await;
+        assert!(matches!(missing, Err(BlockError::Store(_))));
+    }
 
     #[test]
     fn ulid_is_26_crockford_chars_and_time_ordered() {
