@@ -1,56 +1,64 @@
 //! The one place where failures become wire status codes: Connect code names, gRPC status
 //! numbers and HTTP statuses.
 
-use http::StatusCode;
-use profusion_ingest::{ErrorKind, IngestError};
+use http::StatusCode as HttpStatus;
+use profusion_model::status::ErrorExt;
+/// Status codes, as every crate classifies its errors.
+pub use profusion_model::status::StatusCode as Code;
 
-/// Connect / gRPC status codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    InvalidArgument,
-    /// The request conflicts with the stored state (an older settings write).
-    FailedPrecondition,
-    Unauthenticated,
-    ResourceExhausted,
-    Unimplemented,
-    Unavailable,
-    Internal,
-}
+// The wire forms of each [`Code`]: the one mapping to Connect, gRPC and HTTP.
 
-impl Code {
-    /// The Connect protocol's name of the code.
-    pub fn connect_name(self) -> &'static str {
-        match self {
-            Self::InvalidArgument => "invalid_argument",
-            Self::FailedPrecondition => "failed_precondition",
-            Self::Unauthenticated => "unauthenticated",
-            Self::ResourceExhausted => "resource_exhausted",
-            Self::Unimplemented => "unimplemented",
-            Self::Unavailable => "unavailable",
-            Self::Internal => "internal",
-        }
-    }
-
-    /// The gRPC status number.
-    pub fn grpc(self) -> u8 {
-        match self {
-            Self::InvalidArgument => 3,
-            Self::FailedPrecondition => 9,
-            Self::ResourceExhausted => 8,
-            Self::Unimplemented => 12,
-            Self::Internal => 13,
-            Self::Unavailable => 14,
-            Self::Unauthenticated => 16,
-        }
+/// The Connect protocol's name of a code.
+pub fn connect_name(code: Code) -> &'static str {
+    match code {
+        Code::InvalidArgument => "invalid_argument",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Unauthenticated => "unauthenticated",
+        Code::ResourceExhausted | Code::PayloadTooLarge => "resource_exhausted",
+        Code::RequestTimeout => "deadline_exceeded",
+        Code::UnsupportedMediaType | Code::Unimplemented => "unimplemented",
+        Code::Unavailable => "unavailable",
+        Code::Internal => "internal",
     }
 }
 
-/// A request failure: its Connect/gRPC code, the HTTP status plain-HTTP endpoints answer with,
-/// and a message saying what was wrong and where.
+/// The gRPC status number of a code.
+pub fn grpc_status(code: Code) -> u8 {
+    match code {
+        Code::InvalidArgument => 3,
+        Code::RequestTimeout => 4,
+        Code::ResourceExhausted | Code::PayloadTooLarge => 8,
+        Code::FailedPrecondition => 9,
+        Code::UnsupportedMediaType | Code::Unimplemented => 12,
+        Code::Internal => 13,
+        Code::Unavailable => 14,
+        Code::Unauthenticated => 16,
+    }
+}
+
+/// The HTTP status of a code: `plain` for Pyroscope's plain-HTTP endpoints, else for a
+/// Connect error. They differ only for an unsupported media type, which plain HTTP
+/// answers 415 and Connect, whose codes have fixed statuses, 501 (`unimplemented`).
+/// A body over the limit is 413 for both (Connect's 429 would invite a retry that can
+/// never succeed), a body not received in time 408.
+pub fn http_status(code: Code, plain: bool) -> HttpStatus {
+    match code {
+        Code::InvalidArgument | Code::FailedPrecondition => HttpStatus::BAD_REQUEST,
+        Code::Unauthenticated => HttpStatus::UNAUTHORIZED,
+        Code::ResourceExhausted => HttpStatus::TOO_MANY_REQUESTS,
+        Code::PayloadTooLarge => HttpStatus::PAYLOAD_TOO_LARGE,
+        Code::RequestTimeout => HttpStatus::REQUEST_TIMEOUT,
+        Code::UnsupportedMediaType if plain => HttpStatus::UNSUPPORTED_MEDIA_TYPE,
+        Code::UnsupportedMediaType | Code::Unimplemented => HttpStatus::NOT_IMPLEMENTED,
+        Code::Unavailable => HttpStatus::SERVICE_UNAVAILABLE,
+        Code::Internal => HttpStatus::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A request failure: its code and a message saying what was wrong and where.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub code: Code,
-    pub http: StatusCode,
     pub message: String,
 }
 
@@ -74,17 +82,8 @@ fn capped(mut message: String) -> String {
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        let http = match code {
-            Code::InvalidArgument | Code::FailedPrecondition => StatusCode::BAD_REQUEST,
-            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
         Self {
             code,
-            http,
             message: capped(message.into()),
         }
     }
@@ -93,38 +92,43 @@ impl ApiError {
         Self::new(Code::InvalidArgument, message)
     }
 
-    /// Overrides the HTTP status used by plain-HTTP endpoints (413, 415, ...).
-    pub fn with_http(mut self, status: StatusCode) -> Self {
-        self.http = status;
-        self
+    /// The HTTP status of a plain-HTTP answer.
+    pub fn http_status(&self) -> HttpStatus {
+        http_status(self.code, true)
     }
 
-    /// The HTTP status of a Connect error: the code's, except 413 for a body over the limit
-    /// (Connect would answer 429, an invitation to retry what can never succeed) and 408 for a
-    /// body not received in time.
-    pub fn connect_status(&self) -> StatusCode {
-        if matches!(
-            self.http,
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
-        ) {
-            self.http
-        } else {
-            Self::new(self.code, "").http
-        }
+    /// The HTTP status of a Connect error.
+    pub fn connect_status(&self) -> HttpStatus {
+        http_status(self.code, false)
+    }
+
+    /// The error of another crate, with the code it classified itself as.
+    pub fn from_error(e: &(impl ErrorExt + ?Sized)) -> Self {
+        Self::new(e.status_code(), e.to_string())
     }
 }
 
-impl From<IngestError> for ApiError {
-    fn from(e: IngestError) -> Self {
-        match e.kind {
-            ErrorKind::InvalidArgument => Self::new(Code::InvalidArgument, e.message),
-            ErrorKind::ResourceExhausted => Self::new(Code::ResourceExhausted, e.message),
-            ErrorKind::TooLarge => Self::new(Code::ResourceExhausted, e.message)
-                .with_http(StatusCode::PAYLOAD_TOO_LARGE),
-            ErrorKind::Unsupported => Self::new(Code::Unimplemented, e.message)
-                .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE),
-            ErrorKind::Unavailable => Self::new(Code::Unavailable, e.message),
-            ErrorKind::Internal => Self::new(Code::Internal, e.message),
+impl From<profusion_ingest::IngestError> for ApiError {
+    fn from(e: profusion_ingest::IngestError) -> Self {
+        Self::from_error(&e)
+    }
+}
+
+impl From<profusion_engine::error::QueryError> for ApiError {
+    fn from(e: profusion_engine::error::QueryError) -> Self {
+        Self::from_error(&e)
+    }
+}
+
+impl From<profusion_catalog::CatalogError> for ApiError {
+    fn from(e: profusion_catalog::CatalogError) -> Self {
+        use profusion_catalog::CatalogError as E;
+        // Conflicts and limits are the client's to act on: their own words, without the
+        // catalog's prefix.
+        let code = e.status_code();
+        match e {
+            E::Conflict(m) | E::Limit(m) => Self::new(code, m),
+            other => Self::new(code, format!("catalog: {other}")),
         }
     }
 }
@@ -132,41 +136,17 @@ impl From<IngestError> for ApiError {
 impl axum::response::IntoResponse for ApiError {
     /// Plain-HTTP form: the status and the message as text.
     fn into_response(self) -> axum::response::Response {
-        if self.http.is_server_error() {
-            tracing::error!(code = self.code.connect_name(), message = %self.message, "request failed");
+        let status = self.http_status();
+        if status.is_server_error() {
+            tracing::error!(code = connect_name(self.code), message = %self.message, "request failed");
         } else {
-            tracing::debug!(code = self.code.connect_name(), message = %self.message, "request refused");
+            tracing::debug!(code = connect_name(self.code), message = %self.message, "request refused");
         }
         (
-            self.http,
+            status,
             [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             self.message + "\n",
         )
             .into_response()
-    }
-}
-
-impl From<profusion_engine::error::QueryError> for ApiError {
-    fn from(e: profusion_engine::error::QueryError) -> Self {
-        use profusion_engine::error::QueryErrorKind as K;
-        let code = match e.kind {
-            K::InvalidArgument => Code::InvalidArgument,
-            K::Unimplemented => Code::Unimplemented,
-            K::ResourceExhausted => Code::ResourceExhausted,
-            K::Unavailable => Code::Unavailable,
-            K::Internal => Code::Internal,
-        };
-        Self::new(code, e.message)
-    }
-}
-
-impl From<profusion_catalog::CatalogError> for ApiError {
-    fn from(e: profusion_catalog::CatalogError) -> Self {
-        use profusion_catalog::CatalogError as E;
-        match e {
-            E::Conflict(m) => Self::new(Code::FailedPrecondition, m),
-            E::Limit(m) => Self::new(Code::ResourceExhausted, m),
-            other => Self::new(Code::Unavailable, format!("catalog: {other}")),
-        }
     }
 }

@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 
-use crate::error::{ApiError, Code};
+use crate::error::{ApiError, Code, connect_name, grpc_status};
 
 /// The wire protocol of a request, from its content type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,22 +55,25 @@ pub async fn read_body(
     let collected = match timeout {
         None => collect.await,
         Some(t) => tokio::time::timeout(t, collect).await.map_err(|_| {
-            ApiError::invalid(format!(
-                "the request body was not received within {}s (--server.http-read-timeout)",
-                t.as_secs_f64()
-            ))
-            .with_http(StatusCode::REQUEST_TIMEOUT)
+            ApiError::new(
+                Code::RequestTimeout,
+                format!(
+                    "the request body was not received within {}s (--server.http-read-timeout)",
+                    t.as_secs_f64()
+                ),
+            )
         })?,
     };
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            Code::ResourceExhausted,
+            Code::PayloadTooLarge,
             format!("request body is larger than the limit of {limit} bytes"),
-        )
-        .with_http(StatusCode::PAYLOAD_TOO_LARGE)),
-        Err(e) => Err(ApiError::invalid(format!("reading the request body: {e}"))
-            .with_http(StatusCode::REQUEST_TIMEOUT)),
+        )),
+        Err(e) => Err(ApiError::new(
+            Code::RequestTimeout,
+            format!("reading the request body: {e}"),
+        )),
     }
 }
 
@@ -114,10 +117,9 @@ pub fn decode_content(
         None | Some("" | "identity") => Ok(body),
         Some("gzip") => gunzip(&body, limit),
         Some(other) => Err(ApiError::new(
-            Code::Unimplemented,
+            Code::UnsupportedMediaType,
             format!("content encoding {other:?} is not supported; use gzip or identity"),
-        )
-        .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE)),
+        )),
     }
 }
 
@@ -129,10 +131,9 @@ pub fn gunzip(data: &[u8], limit: usize) -> Result<Bytes, ApiError> {
         .map_err(|e| ApiError::invalid(format!("invalid gzip body: {e}")))?;
     if out.len() > limit {
         return Err(ApiError::new(
-            Code::ResourceExhausted,
+            Code::PayloadTooLarge,
             format!("decompressed body is larger than the limit of {limit} bytes"),
-        )
-        .with_http(StatusCode::PAYLOAD_TOO_LARGE));
+        ));
     }
     Ok(out.into())
 }
@@ -302,10 +303,9 @@ pub(crate) fn unsupported_content_type(headers: &HeaderMap, expected: &str) -> R
         .and_then(|v| v.to_str().ok())
         .unwrap_or("(none)");
     ApiError::new(
-        Code::InvalidArgument,
+        Code::UnsupportedMediaType,
         format!("unsupported content type {ct:?}; expected {expected}"),
     )
-    .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE)
     .into_response()
 }
 
@@ -323,16 +323,16 @@ pub(crate) fn unimplemented(headers: &HeaderMap, what: &str) -> Response {
 
 fn log_error(e: &ApiError) {
     if matches!(e.code, Code::Internal | Code::Unavailable) {
-        tracing::error!(code = e.code.connect_name(), message = %e.message, "rpc failed");
+        tracing::error!(code = connect_name(e.code), message = %e.message, "rpc failed");
     } else {
-        tracing::debug!(code = e.code.connect_name(), message = %e.message, "rpc refused");
+        tracing::debug!(code = connect_name(e.code), message = %e.message, "rpc refused");
     }
 }
 
 /// A Connect unary error: the code's HTTP status and a JSON body `{code, message}`.
 pub fn connect_error(e: &ApiError) -> Response {
     log_error(e);
-    let body = serde_json::json!({ "code": e.code.connect_name(), "message": e.message });
+    let body = serde_json::json!({ "code": connect_name(e.code), "message": e.message });
     let status = e.connect_status();
     (
         status,
@@ -373,7 +373,7 @@ fn grpc_response<M: prost::Message>(result: Result<M, ApiError>, web: bool) -> R
         Ok(m) => (0u8, String::new(), Some(frame(0, &m.encode_to_vec()))),
         Err(e) => {
             log_error(&e);
-            (e.code.grpc(), percent_encode(&e.message), None)
+            (grpc_status(e.code), percent_encode(&e.message), None)
         }
     };
     let mut trailers = HeaderMap::new();

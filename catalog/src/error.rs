@@ -21,3 +21,17 @@ pub enum CatalogError {
 }
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+impl profusion_model::status::ErrorExt for CatalogError {
+    fn status_code(&self) -> profusion_model::status::StatusCode {
+        use profusion_model::status::StatusCode;
+        match self {
+            Self::Conflict(_) => StatusCode::FailedPrecondition,
+            Self::Limit(_) => StatusCode::ResourceExhausted,
+            Self::Corrupt(_) | Self::TooNew { .. } => StatusCode::Internal,
+            Self::Sqlite(_) | Self::Postgres(_) | Self::Io(_) | Self::Task(_) => {
+                StatusCode::Unavailable
+            }
+        }
+    }
+}

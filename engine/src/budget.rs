@@ -13,7 +13,8 @@ use datafusion::execution::memory_pool::{
     FairSpillPool, MemoryConsumer, MemoryPool, MemoryReservation,
 };
 
-use crate::error::{QueryError, QueryErrorKind};
+use crate::error::QueryError;
+use profusion_model::status::StatusCode;
 use profusion_model::tree::TreeError;
 
 /// The granularity of [`QueryBudget::hold`].
@@ -47,7 +48,8 @@ impl QueryBudget {
     /// The error of a structure that outgrew the budget.
     pub fn exceeded(&self, what: &str, bytes: usize) -> QueryError {
         QueryError {
-            kind: QueryErrorKind::ResourceExhausted,
+            source: None,
+            status: StatusCode::ResourceExhausted,
             message: format!(
                 "the query needs more memory than its budget of {} bytes (--querier.max-query-memory): \
                  {what} alone would hold {bytes} bytes; narrow the time range or the selector",

@@ -1,102 +1,99 @@
+//! Failures of the read path, each classified once by the [`StatusCode`] it carries.
+
+use std::sync::Arc;
+
 use profusion_model::scan::ScanError;
+use profusion_model::status::{ErrorExt, StatusCode};
 
-/// The class of a query failure; the API maps each to one Connect/gRPC code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueryErrorKind {
-    /// A bad selector, time range or limit (`invalid_argument`).
-    InvalidArgument,
-    /// A feature the request asks for that this version lacks (`unimplemented`).
-    Unimplemented,
-    /// The query needed more memory than its budget (`resource_exhausted`).
-    ResourceExhausted,
-    /// The catalog or object store could not be reached (`unavailable`).
-    Unavailable,
-    /// A bug or corrupt data (`internal`).
-    Internal,
-}
-
-/// A query failure with a message saying what was wrong.
+/// A query failure: its status, a message saying what was wrong, and the error underneath, if
+/// any (shared, so a failure can be handed to every waiter of a query).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct QueryError {
-    pub kind: QueryErrorKind,
+    pub status: StatusCode,
     pub message: String,
+    #[source]
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl QueryError {
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
-            kind: QueryErrorKind::InvalidArgument,
+            status,
             message: message.into(),
+            source: None,
         }
     }
 
+    /// A bad selector, time range or limit.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::InvalidArgument, message)
+    }
+
+    /// A bug or corrupt data.
     pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::Internal, message)
+    }
+
+    /// An error of another crate, classified by its own status.
+    pub fn wrap<E: ErrorExt + Send + Sync + 'static>(e: E, message: impl Into<String>) -> Self {
         Self {
-            kind: QueryErrorKind::Internal,
+            status: e.status_code(),
             message: message.into(),
+            source: Some(Arc::new(e)),
         }
+    }
+
+    /// A failed head or block scan: unavailable sources can be retried, anything else is ours.
+    pub fn from_scan(e: ScanError) -> Self {
+        let message = e.to_string();
+        Self::wrap(e, message)
+    }
+}
+
+impl ErrorExt for QueryError {
+    fn status_code(&self) -> StatusCode {
+        self.status
     }
 }
 
 impl From<datafusion::error::DataFusionError> for QueryError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as E;
-        match e.find_root() {
-            E::ResourcesExhausted(m) => Self {
-                kind: QueryErrorKind::ResourceExhausted,
-                message: format!(
+        let (status, message) = match e.find_root() {
+            E::ResourcesExhausted(m) => (
+                StatusCode::ResourceExhausted,
+                format!(
                     "the query needs more memory than its budget (--querier.max-query-memory); \
                      narrow the time range or the selector: {m}"
                 ),
-            },
-            E::ObjectStore(o) => Self {
-                kind: QueryErrorKind::Unavailable,
-                message: format!("object store: {o}"),
-            },
+            ),
+            E::ObjectStore(o) => (StatusCode::Unavailable, format!("object store: {o}")),
             E::External(inner) => match inner.downcast_ref::<ScanError>() {
-                Some(ScanError::Unavailable(m)) => Self {
-                    kind: QueryErrorKind::Unavailable,
-                    message: m.clone(),
-                },
-                _ => Self::internal(inner.to_string()),
+                Some(scan) => (scan.status_code(), scan.to_string()),
+                None => (StatusCode::Internal, inner.to_string()),
             },
-            other => Self::internal(other.to_string()),
-        }
-    }
-}
-
-impl QueryError {
-    /// A failed head or block scan: unavailable sources can be retried, anything else is ours.
-    pub fn from_scan(e: ScanError) -> Self {
-        match e {
-            ScanError::Unavailable(message) => Self {
-                kind: QueryErrorKind::Unavailable,
-                message,
-            },
-            other => Self::internal(other.to_string()),
+            other => (StatusCode::Internal, other.to_string()),
+        };
+        Self {
+            status,
+            message,
+            source: Some(Arc::new(e)),
         }
     }
 }
 
 impl From<profusion_catalog::CatalogError> for QueryError {
     fn from(e: profusion_catalog::CatalogError) -> Self {
-        Self {
-            kind: QueryErrorKind::Unavailable,
-            message: format!("catalog: {e}"),
-        }
+        let message = format!("catalog: {e}");
+        Self::wrap(e, message)
     }
 }
 
 impl From<profusion_model::tree::TreeError> for QueryError {
     fn from(e: profusion_model::tree::TreeError) -> Self {
-        match e {
-            profusion_model::tree::TreeError::OverBudget(message) => Self {
-                kind: QueryErrorKind::ResourceExhausted,
-                message,
-            },
-            other => Self::internal(other.to_string()),
-        }
+        let message = e.to_string();
+        Self::wrap(e, message)
     }
 }
 

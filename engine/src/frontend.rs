@@ -18,9 +18,10 @@ use profusion_model::tree::Tree;
 use tokio::sync::{Notify, oneshot};
 
 use crate::budget::{Charged, QueryBudget};
-use crate::error::{QueryError, QueryErrorKind, Result};
+use crate::error::{QueryError, Result};
 use crate::querier::{MergeRequest, Querier, SeriesQuery, TimeRange, TimeSeries, top_series};
 use crate::service::{QueryContext, ReadAnswer, ReadExecutor, ReadJob};
+use profusion_model::status::StatusCode;
 
 /// A queued job: what to run, for whom, and where the answer goes.
 struct Job {
@@ -87,7 +88,8 @@ impl QueryScheduler {
             let queue = q.by_tenant.entry(tenant.to_owned()).or_default();
             if queue.len() >= self.max_outstanding {
                 return Err(QueryError {
-                    kind: QueryErrorKind::ResourceExhausted,
+                    source: None,
+                    status: StatusCode::ResourceExhausted,
                     message: format!(
                         "too many outstanding requests for tenant {tenant:?}: {} are queued (limit {}); retry later",
                         queue.len(),
@@ -154,7 +156,8 @@ fn split(range: TimeRange, interval_millis: i64, max_parts: usize) -> Result<Vec
         + 1;
     if parts > max_parts as i128 {
         return Err(QueryError {
-            kind: QueryErrorKind::ResourceExhausted,
+            source: None,
+            status: StatusCode::ResourceExhausted,
             message: format!(
                 "the time range splits into {parts} parts of --querier.split-queries-by-interval, \
                  more than the {max_parts} a tenant may have queued; narrow the range"

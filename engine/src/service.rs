@@ -31,10 +31,11 @@ use profusion_proto::types::v1::{
 };
 
 use crate::budget::{Charged, QueryBudget};
-use crate::error::{QueryError, QueryErrorKind, Result};
+use crate::error::{QueryError, Result};
 use crate::querier::{MergeRequest, QueryAnalysis, SeriesLabels, SeriesQuery, TimeSeries};
 use crate::selector::{self, MatchOp, Matcher, Selector};
 use crate::symbolize::{GoPgo, StackFilter};
+use profusion_model::status::StatusCode;
 
 /// Who is asking and with what memory: shared by every call one user request makes (a
 /// render's tree and timelines, a diff's two sides), so together they stay within one budget.
@@ -383,7 +384,8 @@ impl MergeQuery {
     ) -> Result<Self> {
         if !trace_ids.is_empty() {
             return Err(QueryError {
-                kind: QueryErrorKind::Unimplemented,
+                source: None,
+                status: StatusCode::Unimplemented,
                 message: "trace_id_selector is not supported; select spans with span_selector"
                     .into(),
             });
@@ -747,7 +749,8 @@ impl<E: ReadExecutor> ReadService for QueryApi<E> {
         }
         if req.stack_trace_selector.is_some() {
             return Err(QueryError {
-                kind: QueryErrorKind::Unimplemented,
+                source: None,
+                status: StatusCode::Unimplemented,
                 message: "stack_trace_selector on SelectSeries is not supported yet".into(),
             });
         }

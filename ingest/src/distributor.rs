@@ -17,6 +17,7 @@ use crate::pprof::{self, ConvertOptions, Converted, SharedSymbols};
 use crate::ratelimit::TenantRateLimiter;
 use crate::ring::Ring;
 use profusion_model::labels::{self, Labels};
+use profusion_model::status::StatusCode;
 
 /// The profile bytes of an incoming profile, or a profile another decoder already built.
 #[derive(Debug, Clone)]
@@ -242,18 +243,16 @@ impl Distributor {
             let ok = replicas.iter().filter(|r| !failed.contains_key(r)).count();
             if ok < quorum.min(replicas.len()) {
                 let (_, first) = failed.into_iter().next().expect("a failure");
-                if first.kind != crate::error::ErrorKind::ResourceExhausted {
+                if first.status != StatusCode::ResourceExhausted {
                     // A series limit is counted by the ingester that refused it.
                     self.metrics.reject("ingester_failure");
                 }
-                return Err(IngestError {
-                    kind: first.kind,
-                    message: format!(
-                        "only {ok} of {} replicas stored the profile: {}",
-                        replicas.len(),
-                        first.message
-                    ),
-                });
+                let message = format!(
+                    "only {ok} of {} replicas stored the profile: {}",
+                    replicas.len(),
+                    first.message
+                );
+                return Err(IngestError::new(first.status, message).with_source(first));
             }
         }
         self.metrics.profiles_received.inc_by(n_profiles as u64);
@@ -269,12 +268,10 @@ impl Distributor {
 }
 
 fn reason(e: &IngestError) -> &'static str {
-    match e.kind {
-        crate::error::ErrorKind::InvalidArgument => "invalid",
-        crate::error::ErrorKind::ResourceExhausted | crate::error::ErrorKind::TooLarge => {
-            "too_large"
-        }
-        crate::error::ErrorKind::Unsupported => "unsupported",
+    match e.status {
+        StatusCode::InvalidArgument => "invalid",
+        StatusCode::ResourceExhausted | StatusCode::PayloadTooLarge => "too_large",
+        StatusCode::UnsupportedMediaType => "unsupported",
         _ => "internal",
     }
 }

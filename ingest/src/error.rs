@@ -1,76 +1,73 @@
-/// The class of an ingest failure; the API layer maps each to one Connect/gRPC code and HTTP
-/// status in a single place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Malformed or invalid input (Connect `invalid_argument`, HTTP 400).
-    InvalidArgument,
-    /// A limit on rate or size was hit (Connect `resource_exhausted`, HTTP 429).
-    ResourceExhausted,
-    /// The body is larger than allowed (HTTP 413).
-    TooLarge,
-    /// The format exists but is not supported (HTTP 415).
-    Unsupported,
-    /// No ingester could take the write (Connect `unavailable`, HTTP 503).
-    Unavailable,
-    /// A bug or an I/O failure on our side (Connect `internal`, HTTP 500).
-    Internal,
-}
+//! Failures of the write path, each classified once by the [`StatusCode`] it carries.
 
-/// An ingest failure with a message that says what was wrong and where.
+use profusion_model::status::{ErrorExt, StatusCode};
+
+/// An ingest failure: its status, a message that says what was wrong and where, and the error
+/// underneath, if any.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct IngestError {
-    pub kind: ErrorKind,
+    pub status: StatusCode,
     pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl IngestError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Malformed or invalid input.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::InvalidArgument,
-            message: message.into(),
-        }
+        Self::new(StatusCode::InvalidArgument, message)
     }
 
+    /// A limit on rate or size was hit.
     pub fn exhausted(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::ResourceExhausted,
-            message: message.into(),
-        }
+        Self::new(StatusCode::ResourceExhausted, message)
     }
 
+    /// The body is larger than allowed.
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::TooLarge,
-            message: message.into(),
-        }
+        Self::new(StatusCode::PayloadTooLarge, message)
     }
 
+    /// The format exists but is not supported.
     pub fn unsupported(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Unsupported,
-            message: message.into(),
-        }
+        Self::new(StatusCode::UnsupportedMediaType, message)
     }
 
+    /// No ingester, store or catalog could take the write.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Unavailable,
-            message: message.into(),
-        }
+        Self::new(StatusCode::Unavailable, message)
     }
 
+    /// A bug or an I/O failure on our side.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Internal,
-            message: message.into(),
-        }
+        Self::new(StatusCode::Internal, message)
+    }
+
+    /// Keeps the error underneath (its text is usually in the message already).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
     }
 
     /// Prefixes the message with where the error happened, e.g. `series[2].samples[0]`.
     pub fn at(mut self, location: impl std::fmt::Display) -> Self {
         self.message = format!("{location}: {}", self.message);
         self
+    }
+}
+
+impl ErrorExt for IngestError {
+    fn status_code(&self) -> StatusCode {
+        self.status
     }
 }
 

@@ -23,4 +23,4 @@ pub mod ratelimit;
 pub mod ring;
 pub mod validation;
 
-pub use error::{ErrorKind, IngestError, Result};
+pub use error::{IngestError, Result};

@@ -9,14 +9,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use object_store::local::LocalFileSystem;
 use profusion_catalog::SqliteCatalog;
+use profusion_ingest::IngestError;
 use profusion_ingest::distributor::{Distributor, IncomingProfile, ProfileBody};
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig};
 use profusion_ingest::limits::Limits;
 use profusion_ingest::metrics::IngestMetrics;
 use profusion_ingest::pprof::ConvertOptions;
 use profusion_ingest::ring::Ring;
-use profusion_ingest::{ErrorKind, IngestError};
 use profusion_model::labels::Labels;
+use profusion_model::status::StatusCode;
 use profusion_proto::ingester::v1::WriteRequest;
 
 #[derive(Debug)]
@@ -155,7 +156,7 @@ async fn writes_reach_every_replica_and_succeed_on_quorum() {
         IngestMetrics::default(),
     );
     let err = d.push("t", vec![folded("svc3")]).await.unwrap_err();
-    assert_eq!(err.kind, ErrorKind::Unavailable);
+    assert_eq!(err.status, StatusCode::Unavailable);
     assert!(
         err.message
             .contains("only 1 of 3 replicas stored the profile"),

@@ -8,6 +8,7 @@
 //! - [`profile_type`], [`tenant`], [`time`]: the ids and ranges every request carries.
 //! - [`tree`]: function-name call trees and their wire encodings (flame graphs, tree bytes).
 //! - [`scan`]: scan requests and the head and block sources that answer them.
+//! - [`status`]: the one classification of failures into status codes.
 //! - [`hash`]: maps keyed by values that already are hashes.
 //!
 //! Owns: these types and formats, and nothing that runs. Must not touch the catalog, the WAL,
@@ -19,6 +20,7 @@ pub mod hash;
 pub mod labels;
 pub mod profile_type;
 pub mod scan;
+pub mod status;
 pub mod symbols;
 pub mod tenant;
 pub mod time;

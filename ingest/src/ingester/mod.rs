@@ -113,7 +113,7 @@ impl Ingester {
             let done = catalog
                 .tenants_flushed(&source, seq)
                 .await
-                .map_err(|e| IngestError::unavailable(format!("catalog: {e}")))?;
+                .map_err(|e| IngestError::unavailable(format!("catalog: {e}")).with_source(e))?;
             let mut h = head.lock().expect("head lock");
             let generation = h.generation(seq, contents.created_millis);
             for record in contents.records {
@@ -346,21 +346,25 @@ impl Ingester {
                     &origin,
                     profusion_model::time::now_millis(),
                 )
-                .map_err(|e| IngestError::internal(e.to_string()))?
+                .map_err(|e| IngestError::internal(e.to_string()).with_source(e))?
             };
             for (name, bytes) in &encoded.files {
                 let path = block::block_file_path(&tenant, &id, name);
                 self.store
                     .put(&path, bytes.clone().into())
                     .await
-                    .map_err(|e| IngestError::unavailable(format!("uploading {path}: {e}")))?;
+                    .map_err(|e| {
+                        IngestError::unavailable(format!("uploading {path}: {e}")).with_source(e)
+                    })?;
                 self.sync_local(&path)?;
                 self.metrics.block_bytes.inc_by(bytes.len() as u64);
             }
             self.catalog
                 .register_block(&encoded.catalog)
                 .await
-                .map_err(|e| IngestError::unavailable(format!("registering block {id}: {e}")))?;
+                .map_err(|e| {
+                    IngestError::unavailable(format!("registering block {id}: {e}")).with_source(e)
+                })?;
             blocks += 1;
             tracing::info!(tenant = %tenant, block = %id, segment = seq,
                 profiles = encoded.catalog.num_profiles, samples = encoded.catalog.num_samples,

@@ -1,0 +1,72 @@
+//! The one classification of failures. Every crate's error says which [`StatusCode`] it is
+//! ([`ErrorExt`]), decided where the error is raised; the API maps each code to its Connect
+//! name, gRPC number and HTTP status in exactly one place.
+
+/// What kind of failure an error is, for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusCode {
+    /// Malformed or invalid input: fix the request.
+    InvalidArgument,
+    /// The request conflicts with the stored state (an older settings write).
+    FailedPrecondition,
+    /// No or an invalid tenant.
+    Unauthenticated,
+    /// A limit on rate, size or memory was hit: retry later or ask for less.
+    ResourceExhausted,
+    /// The request body is larger than allowed: retrying will not help.
+    PayloadTooLarge,
+    /// The request body did not arrive in time.
+    RequestTimeout,
+    /// A format or encoding that exists but is not supported.
+    UnsupportedMediaType,
+    /// A feature this version lacks.
+    Unimplemented,
+    /// A dependency (catalog, object store, ingester) cannot be reached: retry.
+    Unavailable,
+    /// A bug or corrupt data on our side.
+    Internal,
+}
+
+/// An error that knows its [`StatusCode`].
+pub trait ErrorExt: std::error::Error {
+    fn status_code(&self) -> StatusCode;
+}
+
+impl ErrorExt for crate::block::BlockError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Store(_) => StatusCode::Unavailable,
+            _ => StatusCode::Internal,
+        }
+    }
+}
+
+impl ErrorExt for crate::scan::ScanError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unavailable(_) => StatusCode::Unavailable,
+            _ => StatusCode::Internal,
+        }
+    }
+}
+
+impl ErrorExt for crate::tenant::TenantIdError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::Unauthenticated
+    }
+}
+
+impl ErrorExt for crate::profile_type::ProfileTypeError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::InvalidArgument
+    }
+}
+
+impl ErrorExt for crate::tree::TreeError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::OverBudget(_) => StatusCode::ResourceExhausted,
+            _ => StatusCode::Internal,
+        }
+    }
+}
