@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use profusion_proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
 use profusion_proto::types::v1::LabelPair;
+use profusion_testing::ConnectClient;
 use prost::Message;
 use tokio::sync::Mutex;
 
@@ -72,11 +73,14 @@ pub(crate) async fn push_all<F>(
 where
     F: FnMut() -> Option<GeneratedProfile> + Send + 'static,
 {
-    let client = reqwest::Client::builder()
+    let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
         .expect("HTTP client");
-    let endpoint = format!("{url}/push.v1.PusherService/Push");
+    let mut client = ConnectClient::new(url).with_http(http);
+    if let Some(t) = tenant {
+        client = client.tenant(t);
+    }
     let source = Arc::new(Mutex::new(next));
     let started = Instant::now();
     let issued = Arc::new(AtomicU64::new(0));
@@ -99,15 +103,13 @@ where
     });
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let (client, endpoint, source, stats, issued, done) = (
+            let (client, source, stats, issued, done) = (
                 client.clone(),
-                endpoint.clone(),
                 Arc::clone(&source),
                 Arc::clone(&stats),
                 Arc::clone(&issued),
                 Arc::clone(&done),
             );
-            let tenant = tenant.map(str::to_owned);
             tokio::spawn(async move {
                 loop {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -126,15 +128,11 @@ where
                         return;
                     };
                     let body = request(&profile, n);
-                    let mut req = client
-                        .post(&endpoint)
-                        .header("content-type", "application/proto")
-                        .body(body);
-                    if let Some(t) = &tenant {
-                        req = req.header("x-scope-orgid", t);
-                    }
                     let t = Instant::now();
-                    let ok = matches!(req.send().await, Ok(r) if r.status().is_success());
+                    let ok = client
+                        .send("/push.v1.PusherService/Push", body)
+                        .await
+                        .is_ok();
                     let latency = t.elapsed();
                     done.fetch_add(1, Ordering::Relaxed);
                     let mut s = stats.lock().await;

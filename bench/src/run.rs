@@ -23,6 +23,7 @@ use profusion_proto::querier::v1::{
     SelectSeriesResponse, SeriesRequest, SeriesResponse,
 };
 use profusion_proto::types::v1::{LabelValuesRequest, LabelValuesResponse};
+use profusion_testing::ConnectClient;
 use prost::Message;
 use serde_json::{Value, json};
 
@@ -198,27 +199,16 @@ fn mb(bytes: f64) -> f64 {
     bytes / 1e6
 }
 
+/// A querier-API call the benchmark cannot go on without.
 async fn rpc<Req: Message, Resp: Message + Default>(
-    client: &reqwest::Client,
-    url: &str,
+    client: &ConnectClient,
     method: &str,
     req: &Req,
 ) -> Resp {
-    let r = client
-        .post(format!("{url}/querier.v1.QuerierService/{method}"))
-        .header("content-type", "application/proto")
-        .body(req.encode_to_vec())
-        .send()
+    client
+        .querier(method, req)
         .await
-        .unwrap_or_else(|e| panic!("{method}: {e}"));
-    let status = r.status();
-    let body = r.bytes().await.expect("response body");
-    assert!(
-        status.is_success(),
-        "{method}: {status} {}",
-        String::from_utf8_lossy(&body)
-    );
-    Resp::decode(body.as_ref()).expect("response")
+        .unwrap_or_else(|e| panic!("{method}: {e}"))
 }
 
 /// p50 and p95 seconds of `runs` timed calls (the first one cold).
@@ -466,7 +456,7 @@ pub(crate) async fn run(args: RunArgs) {
 
     // 4. Queries.
     eprintln!("[4/5] queries over 1 h, 24 h and 7 d");
-    let client = reqwest::Client::new();
+    let client = ConnectClient::new(&server.url);
     let end_ms = end / 1_000_000;
     let mut queries = Vec::new();
     for (label, hours) in [("1h", 1), ("24h", 24), ("7d", 168)] {
@@ -477,11 +467,10 @@ pub(crate) async fn run(args: RunArgs) {
             .map(|(_, n)| n)
             .sum();
         let flame = |selector: &'static str| {
-            let (client, url) = (&client, &server.url);
+            let client = &client;
             move || async move {
                 let r: SelectMergeStacktracesResponse = rpc(
                     client,
-                    url,
                     "SelectMergeStacktraces",
                     &SelectMergeStacktracesRequest {
                         profile_type_id: CPU.into(),
@@ -503,7 +492,6 @@ pub(crate) async fn run(args: RunArgs) {
         let (ser50, ser95, _) = latency(scale.query_runs, || async {
             let r: SelectSeriesResponse = rpc(
                 &client,
-                &server.url,
                 "SelectSeries",
                 &SelectSeriesRequest {
                     profile_type_id: CPU.into(),
@@ -522,7 +510,6 @@ pub(crate) async fn run(args: RunArgs) {
         let (lv50, lv95, _) = latency(scale.query_runs, || async {
             let _: LabelValuesResponse = rpc(
                 &client,
-                &server.url,
                 "LabelValues",
                 &LabelValuesRequest {
                     name: "pod".into(),
@@ -537,7 +524,6 @@ pub(crate) async fn run(args: RunArgs) {
         let (se50, se95, _) = latency(scale.query_runs, || async {
             let _: SeriesResponse = rpc(
                 &client,
-                &server.url,
                 "Series",
                 &SeriesRequest {
                     matchers: vec![],

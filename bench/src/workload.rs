@@ -370,12 +370,7 @@ fn build_pprof(
     }
 }
 
-pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).expect("gzip to memory");
-    e.finish().expect("gzip to memory")
-}
+pub(crate) use profusion_testing::gzip;
 
 /// The reference of the ingest phase: gunzip and protobuf-parse a payload, nothing else.
 pub(crate) fn decode_only(gzipped: &[u8]) -> usize {

@@ -3,7 +3,7 @@
 
 use profusion_catalog::{Catalog, CatalogError, Setting};
 use profusion_model::block::BlockMeta;
-use profusion_tests::PostgresServer;
+use profusion_testing::PostgresServer;
 
 fn block(tenant: &str, id: &str, min: i64, max: i64, segment: u64) -> BlockMeta {
     BlockMeta {

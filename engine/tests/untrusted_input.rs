@@ -6,7 +6,7 @@
 use profusion_engine::selector;
 use profusion_model::tree::Tree;
 
-use profusion_tests::{MutationRng as Rng, mutate as mutate_with};
+use profusion_testing::{MutationRng as Rng, mutate as mutate_with};
 
 /// Quotes, braces and operators break selector parsing; 0x80 and 0xff break UTF-8 and varints.
 fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {

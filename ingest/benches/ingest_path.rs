@@ -6,7 +6,7 @@
 //!
 //! `cargo bench -p profusion-ingest --bench ingest_path [-- --profiles N --rounds R]`
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use profusion_model::labels::Labels;
 use profusion_proto::google::v1::{
     Function, Label, Line, Location, Mapping, Profile, Sample, ValueType,
 };
+use profusion_testing::gzip;
 use prost::Message;
 
 struct Rng(u64);
@@ -178,12 +179,6 @@ fn generate(
         period: 10_000_000,
         ..Profile::default()
     }
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 /// User plus system CPU time of this process.

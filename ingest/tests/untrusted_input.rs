@@ -4,7 +4,7 @@
 
 use profusion_ingest::fuzzing;
 
-use profusion_tests::{MutationRng as Rng, mutate as mutate_with};
+use profusion_testing::{MutationRng as Rng, mutate as mutate_with};
 
 /// Varint boundaries: the bytes that break length and tag decoding.
 fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
@@ -12,7 +12,7 @@ fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
 }
 
 fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(profusion_tests::fixtures_dir().join(path))
+    std::fs::read(profusion_testing::fixtures_dir().join(path))
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -83,7 +83,7 @@ fn legacy_decoders_survive_mutations() {
 #[test]
 fn push_json_decoder_survives_mutations() {
     let raw = String::from_utf8(
-        profusion_proto::to_json(&profusion_tests::push_request(
+        profusion_proto::to_json(&profusion_testing::push_request(
             &[("__name__", "process_cpu"), ("service_name", "svc")],
             fixture("wire/pprof_cpu_small.bin"),
             "",

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use profusion_model::tree::{Tree, diff};
 use profusion_proto::querier::v1::{DiffResponse, FlameGraph, SelectMergeStacktracesResponse};
-use profusion_tests::decode_levels as decode;
+use profusion_testing::decode_levels as decode;
 use prost::Message;
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(profusion_tests::fixtures_dir().join("wire").join(name)).unwrap()
+    std::fs::read(profusion_testing::fixtures_dir().join("wire").join(name)).unwrap()
 }
 
 fn tree(stacks: &[(&str, i64)]) -> Tree {

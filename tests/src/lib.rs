@@ -4,6 +4,10 @@
 
 #![allow(missing_docs)]
 
+// The shared test support (fixtures, profile builders, decoders, the typed client), so an
+// end-to-end test needs one import.
+pub use profusion_testing::*;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,11 +32,6 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-/// The fixtures and captures kept in the repository (`tests/fixtures/`, see its README).
-pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
-
 /// A running server process.
 #[derive(Debug)]
 pub struct TestServer {
@@ -47,37 +46,75 @@ pub struct TestServer {
     _dir: Option<tempfile::TempDir>,
 }
 
-impl TestServer {
-    /// Starts a server on a fresh data directory with extra flags.
-    pub fn start(args: &[&str]) -> Self {
-        Self::start_with_env(args, &[])
+/// How to start a [`TestServer`]: `TestServer::configure().args(&[…]).env(…).spawn()`.
+#[derive(Debug, Default, Clone)]
+pub struct ServerBuilder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    wrapper: Vec<String>,
+    data: Option<PathBuf>,
+}
+
+impl ServerBuilder {
+    /// Adds flags.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
     }
 
-    /// Starts a server with extra flags and environment variables.
-    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::start_wrapped(&[], args, env)
+    /// Adds one flag.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
     }
 
-    /// Starts a server under `wrapper` (e.g. `["prlimit", "--nofile=256"]`, which execs it with
-    /// that limit), with extra flags and environment variables.
-    pub fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
+    /// Sets an environment variable of the process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs the binary under `wrapper` (e.g. `["prlimit", "--nofile=256"]`, which execs it with
+    /// that limit).
+    pub fn wrapper(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// Keeps the data in `dir` (kept after the server stops) instead of a fresh temporary one.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data = Some(dir.into());
+        self
+    }
+
+    /// Starts the real binary on a free loopback port and waits until `/ready` answers 200.
+    pub fn spawn(self) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("data");
-        let mut s = Self {
+        let data = self.data.unwrap_or_else(|| dir.path().join("data"));
+        let mut s = TestServer {
             child: None,
             addr: String::new(),
             data,
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            wrapper: wrapper.iter().map(|a| (*a).to_owned()).collect(),
+            args: self.args,
+            env: self.env,
+            wrapper: self.wrapper,
             stderr_log: dir.path().join("server.log"),
             _dir: Some(dir),
         };
         s.spawn();
         s
+    }
+}
+
+impl TestServer {
+    /// How to start a server; see [`ServerBuilder`].
+    pub fn configure() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Starts a server on a fresh data directory with extra flags.
+    pub fn start(args: &[&str]) -> Self {
+        Self::configure().args(args).spawn()
     }
 
     /// The command that starts the binary with this server's data directory and flags, for
@@ -169,6 +206,11 @@ impl TestServer {
         panic!("server never became ready:\n{}", self.log());
     }
 
+    /// A typed Connect client of this server.
+    pub fn client(&self) -> ConnectClient {
+        ConnectClient::new(self.url(""))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -230,6 +272,54 @@ impl TestServer {
             .unwrap_or_default();
         out.sort();
         out
+    }
+}
+
+/// Several `profusion` processes started with different flags, each waited for until ready:
+/// the harness of microservices mode, where each role runs as its own process. Nodes share
+/// nothing the harness does not give them (each has its own data directory); flags such as a
+/// shared `--catalog.url` or `--storage.url` tie them together.
+#[derive(Debug, Default)]
+pub struct Cluster {
+    nodes: Vec<(String, TestServer)>,
+}
+
+impl Cluster {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a node named `name` from `server` and waits until it is ready.
+    pub fn start(&mut self, name: &str, server: ServerBuilder) -> &TestServer {
+        assert!(
+            self.nodes.iter().all(|(n, _)| n != name),
+            "a node named {name} already runs"
+        );
+        self.nodes.push((name.to_owned(), server.spawn()));
+        &self.nodes.last().expect("just pushed").1
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> &TestServer {
+        self.nodes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+            .unwrap_or_else(|| panic!("no node named {name}"))
+    }
+
+    /// The node named `name`, to stop, kill or restart it.
+    pub fn node_mut(&mut self, name: &str) -> &mut TestServer {
+        self.nodes
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+            .unwrap_or_else(|| panic!("no node named {name}"))
+    }
+
+    /// Node names, in start order.
+    pub fn names(&self) -> Vec<&str> {
+        self.nodes.iter().map(|(n, _)| n.as_str()).collect()
     }
 }
 
@@ -332,21 +422,6 @@ async fn reply(resp: ::reqwest::Response) -> Reply {
     }
 }
 
-/// One uncompressed gRPC message frame: flag byte, big-endian length, message.
-pub fn grpc_frame(msg: &[u8]) -> Vec<u8> {
-    let mut v = vec![0u8];
-    v.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    v.extend_from_slice(msg);
-    v
-}
-
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).expect("gzip");
-    e.finish().expect("gzip")
-}
-
 /// Paths of the real clients, from `scripts/install-test-clients`. `None` (with a printed
 /// reason) when they are not installed, unless `PROFUSION_REQUIRE_CLIENTS=1`, where missing
 /// clients fail the test instead of skipping it.
@@ -418,134 +493,6 @@ print(json.dumps([list(r) for r in rows], default=str))
     }
 }
 
-/// Unix time now in nanoseconds.
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos() as i64
-}
-
-/// One sample of a test profile: root-first function names, value, sample labels.
-#[derive(Debug, Clone)]
-pub struct TestSample<'a> {
-    pub stack: &'a [&'a str],
-    pub value: i64,
-    pub labels: &'a [(&'a str, &'a str)],
-}
-
-/// Builds a pprof with one sample type; `sample_type` and `period_type` are (type, unit).
-pub fn pprof(
-    sample_type: (&str, &str),
-    period_type: (&str, &str),
-    period: i64,
-    time_nanos: i64,
-    samples: &[TestSample<'_>],
-) -> profusion_proto::google::v1::Profile {
-    use profusion_proto::google::v1::{
-        Function, Label, Line, Location, Profile, Sample, ValueType,
-    };
-    let mut strings = vec![String::new()];
-    let mut intern = |s: &str| -> i64 {
-        if let Some(i) = strings.iter().position(|x| x == s) {
-            return i as i64;
-        }
-        strings.push(s.to_owned());
-        strings.len() as i64 - 1
-    };
-    let st = ValueType {
-        r#type: intern(sample_type.0),
-        unit: intern(sample_type.1),
-    };
-    let pt = ValueType {
-        r#type: intern(period_type.0),
-        unit: intern(period_type.1),
-    };
-    let mut functions: Vec<Function> = Vec::new();
-    let mut out = Vec::new();
-    for s in samples {
-        let mut location_id = Vec::new();
-        for name in s.stack.iter().rev() {
-            let n = intern(name);
-            let f = intern("main.go");
-            let id = match functions.iter().find(|x| x.name == n) {
-                Some(x) => x.id,
-                None => {
-                    let id = functions.len() as u64 + 1;
-                    functions.push(Function {
-                        id,
-                        name: n,
-                        system_name: n,
-                        filename: f,
-                        start_line: 1,
-                    });
-                    id
-                }
-            };
-            location_id.push(id);
-        }
-        let label = s
-            .labels
-            .iter()
-            .map(|(k, v)| Label {
-                key: intern(k),
-                str: intern(v),
-                ..Label::default()
-            })
-            .collect();
-        out.push(Sample {
-            location_id,
-            value: vec![s.value],
-            label,
-        });
-    }
-    let location = functions
-        .iter()
-        .map(|f| Location {
-            id: f.id,
-            line: vec![Line {
-                function_id: f.id,
-                line: 10,
-            }],
-            ..Location::default()
-        })
-        .collect();
-    Profile {
-        sample_type: vec![st],
-        sample: out,
-        location,
-        function: functions,
-        string_table: strings,
-        time_nanos,
-        duration_nanos: 10_000_000_000,
-        period_type: Some(pt),
-        period,
-        ..Profile::default()
-    }
-}
-
-/// A CPU profile (`cpu:nanoseconds`, 10 ms period) at `time_nanos`.
-pub fn cpu_pprof(
-    time_nanos: i64,
-    stacks: &[(&[&str], i64)],
-) -> profusion_proto::google::v1::Profile {
-    let samples: Vec<TestSample<'_>> = stacks
-        .iter()
-        .map(|(stack, value)| TestSample {
-            stack,
-            value: *value,
-            labels: &[],
-        })
-        .collect();
-    pprof(
-        ("cpu", "nanoseconds"),
-        ("cpu", "nanoseconds"),
-        10_000_000,
-        time_nanos,
-        &samples,
-    )
-}
-
 /// DuckDB SQL (the one `docs/block-format.md` gives) listing `service_name`, `profile_type`,
 /// the root-first `;`-joined stack and the summed value over every block of `tenant`.
 pub fn stacks_sql(tenant: &str) -> String {
@@ -562,227 +509,6 @@ pub fn stacks_sql(tenant: &str) -> String {
          FROM read_parquet('{b}/samples.parquet') x JOIN named n USING (stack_hash)
          GROUP BY ALL ORDER BY ALL"
     )
-}
-
-/// A private PostgreSQL server in a temporary directory, started from the installed binaries
-/// (through `runuser -u postgres` when running as root), stopped on drop.
-#[derive(Debug)]
-pub struct PostgresServer {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-    as_postgres: bool,
-}
-
-impl PostgresServer {
-    /// Starts one, or prints why `test` is skipped and returns None when this machine has no
-    /// PostgreSQL server binaries.
-    pub fn start(test: &str) -> Option<Self> {
-        let Some(server) = Self::try_start() else {
-            eprintln!(
-                "SKIPPED {test}: no PostgreSQL server binaries under /usr/lib/postgresql/*/bin (install the postgresql package)"
-            );
-            return None;
-        };
-        Some(server)
-    }
-
-    fn try_start() -> Option<Self> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .find(|b| b.join("initdb").exists())?;
-        let dir = tempfile::Builder::new()
-            .prefix("profusion-pg")
-            .tempdir_in("/tmp")
-            .ok()?;
-        let as_postgres = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
-        if as_postgres {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .ok()?;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let pg = Self {
-            bin,
-            dir,
-            port,
-            as_postgres,
-        };
-        let data = pg.dir.path().join("data");
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                data.to_str()?,
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-        )?;
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            pg.port,
-            pg.dir.path().display()
-        );
-        let log = pg.dir.path().join("log");
-        pg.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str()?,
-                "-o",
-                &opts,
-                "-l",
-                log.to_str()?,
-                "-w",
-                "start",
-            ],
-        )?;
-        Some(pg)
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) -> Option<()> {
-        let exe = self.bin.join(tool);
-        let status = if self.as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&exe)
-                .args(args)
-                .status()
-        } else {
-            Command::new(&exe).args(args).status()
-        };
-        match status {
-            Ok(s) if s.success() => Some(()),
-            other => {
-                eprintln!("{tool} failed: {other:?}");
-                None
-            }
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PostgresServer {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = self.run(
-            "pg_ctl",
-            &["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"],
-        );
-    }
-}
-
-/// A one-series, one-sample `PushRequest` carrying `raw_profile` (pprof bytes, gzipped or not)
-/// under the given series labels.
-pub fn push_request(
-    labels: &[(&str, &str)],
-    raw_profile: Vec<u8>,
-    id: &str,
-) -> profusion_proto::push::v1::PushRequest {
-    use profusion_proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
-    use profusion_proto::types::v1::LabelPair;
-    PushRequest {
-        series: vec![RawProfileSeries {
-            labels: labels
-                .iter()
-                .map(|(name, value)| LabelPair {
-                    name: (*name).into(),
-                    value: (*value).into(),
-                })
-                .collect(),
-            samples: vec![RawSample {
-                raw_profile: raw_profile.into(),
-                id: id.into(),
-            }],
-            annotations: vec![],
-        }],
-    }
-}
-
-/// Decodes flame-graph levels (`width` values per node) into `path -> (total, self)` for side
-/// `side`, checking that each node lies inside its parent's span after the parent's self.
-pub fn decode_levels(
-    names: &[String],
-    levels: &[Vec<i64>],
-    width: usize,
-    side: usize,
-) -> std::collections::BTreeMap<String, (i64, i64)> {
-    // Absolute (x, total, self, path) of each node per level.
-    let mut rows: Vec<Vec<(i64, i64, i64, String)>> = Vec::new();
-    for (depth, level) in levels.iter().enumerate() {
-        let mut row = Vec::new();
-        let mut end = 0;
-        for node in level.chunks(width) {
-            let (dx, total, self_value) = (node[3 * side], node[3 * side + 1], node[3 * side + 2]);
-            let x = end + dx;
-            end = x + total;
-            // A node absent on this side of a diff has no width there, and neither do its
-            // children; it would only blur which parent a child belongs to.
-            if total == 0 && width == 7 {
-                continue;
-            }
-            let name = &names[node[width - 1] as usize];
-            let path = if depth == 0 {
-                name.clone()
-            } else {
-                let parent = rows[depth - 1]
-                    .iter()
-                    .find(|(px, pt, ps, _): &&(i64, i64, i64, String)| {
-                        x >= px + ps && x + total <= px + pt
-                    })
-                    .unwrap_or_else(|| panic!("node {name} at x={x} has no parent"));
-                format!("{};{name}", parent.3)
-            };
-            row.push((x, total, self_value, path));
-        }
-        rows.push(row);
-    }
-    rows.into_iter()
-        .flatten()
-        .map(|(_, t, s, p)| (p, (t, s)))
-        .collect()
-}
-
-/// `path -> (total, self)` of a flame graph, decoded independently of the engine.
-pub fn decode_flamegraph(
-    fg: &profusion_proto::querier::v1::FlameGraph,
-) -> std::collections::BTreeMap<String, (i64, i64)> {
-    let levels: Vec<Vec<i64>> = fg.levels.iter().map(|l| l.values.clone()).collect();
-    decode_levels(&fg.names, &levels, 4, 0)
-}
-
-/// The reference the engine is checked against: `path -> (total, self)` computed directly from
-/// root-first stacks and values, with the virtual root named `total`.
-pub fn reference_tree(
-    stacks: &[(Vec<String>, i64)],
-) -> std::collections::BTreeMap<String, (i64, i64)> {
-    let mut out: std::collections::BTreeMap<String, (i64, i64)> = std::collections::BTreeMap::new();
-    for (stack, value) in stacks {
-        let mut path = "total".to_owned();
-        out.entry(path.clone()).or_default().0 += value;
-        for (i, frame) in stack.iter().enumerate() {
-            path = format!("{path};{frame}");
-            let e = out.entry(path.clone()).or_default();
-            e.0 += value;
-            if i + 1 == stack.len() {
-                e.1 += value;
-            }
-        }
-    }
-    out
 }
 
 /// Pushes one CPU profile (`cpu:nanoseconds`, 10 ms period) over Connect with these series
@@ -810,32 +536,6 @@ pub fn push_cpu(
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-/// Root-first stacks (`;`-joined function names) and summed values of a pprof answer, read
-/// through its location and function tables.
-pub fn pprof_stacks(
-    p: &profusion_proto::google::v1::Profile,
-) -> std::collections::BTreeMap<String, i64> {
-    let name = |location: u64| -> String {
-        let loc = p
-            .location
-            .iter()
-            .find(|l| l.id == location)
-            .expect("location");
-        let f = p
-            .function
-            .iter()
-            .find(|f| f.id == loc.line[0].function_id)
-            .expect("function");
-        p.string_table[f.name as usize].clone()
-    };
-    let mut out = std::collections::BTreeMap::new();
-    for s in &p.sample {
-        let stack: Vec<String> = s.location_id.iter().rev().map(|l| name(*l)).collect();
-        *out.entry(stack.join(";")).or_default() += s.value[0];
-    }
-    out
-}
-
 /// Calls a Connect RPC at `path` with binary protobuf, as `tenant` when given: the decoded
 /// answer, or the HTTP status and the body text.
 pub fn connect_call<Req: prost::Message, Resp: prost::Message + Default>(
@@ -844,16 +544,13 @@ pub fn connect_call<Req: prost::Message, Resp: prost::Message + Default>(
     tenant: Option<&str>,
     req: &Req,
 ) -> Result<Resp, (u16, String)> {
-    let mut headers = vec![("content-type", "application/proto")];
+    let mut client = server.client();
     if let Some(t) = tenant {
-        headers.push(("x-scope-orgid", t));
+        client = client.tenant(t);
     }
-    let r = post(&server.url(path), &headers, req.encode_to_vec(), false);
-    if r.status == 200 {
-        Ok(Resp::decode(r.body.as_slice()).expect("response"))
-    } else {
-        Err((r.status, r.text()))
-    }
+    blocking::runtime()
+        .block_on(client.call(path, req))
+        .map_err(|e| (e.status, e.body))
 }
 
 /// A small fleet several query tests push: (service, env, root-first stack, value in ns).
@@ -892,53 +589,4 @@ pub fn small_fleet_tree(
         .map(|(_, _, stack, v)| (stack.split(';').map(str::to_owned).collect(), v * times))
         .collect();
     reference_tree(&stacks)
-}
-
-/// A seedable xorshift generator for mutation tests.
-#[derive(Debug, Clone)]
-pub struct MutationRng(pub u64);
-
-impl MutationRng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-}
-
-/// One to four mutations of `seed`: bit flips, truncations, bytes set to one of `boundary`,
-/// random splices and self-copies, the shapes that break hand-written parsers.
-pub fn mutate(seed: &[u8], rng: &mut MutationRng, boundary: &[u8]) -> Vec<u8> {
-    let mut v = seed.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        match rng.below(5) {
-            0 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v[i] ^= 1 << rng.below(8);
-            }
-            1 => v.truncate(rng.below(v.len() + 1)),
-            2 if !v.is_empty() && !boundary.is_empty() => {
-                let i = rng.below(v.len());
-                v[i] = boundary[rng.below(boundary.len())];
-            }
-            3 => {
-                let i = rng.below(v.len() + 1);
-                let extra: Vec<u8> = (0..rng.below(16)).map(|_| rng.next_u64() as u8).collect();
-                v.splice(i..i, extra);
-            }
-            _ if v.len() > 2 => {
-                let (a, b) = (rng.below(v.len()), rng.below(v.len()));
-                let (a, b) = (a.min(b), a.max(b));
-                let chunk = v[a..b].to_vec();
-                v.extend_from_slice(&chunk);
-            }
-            _ => {}
-        }
-    }
-    v
 }

@@ -798,14 +798,13 @@ fn stalled_bodies_are_answered_408() {
 /// new clients in, and its flushes go on.
 #[test]
 fn a_flood_of_idle_connections_leaves_the_server_reachable_and_flushing() {
-    let mut server = TestServer::start_wrapped(
-        &["prlimit", "--nofile=256:256"],
-        &[
+    let mut server = TestServer::configure()
+        .wrapper(&["prlimit", "--nofile=256:256"])
+        .args(&[
             "--pyroscopedb.max-block-duration=1s",
             "--ingester.flush-check-interval=100ms",
-        ],
-        &[],
-    );
+        ])
+        .spawn();
     push_canary(&server, None);
     let flood: Vec<TcpStream> = (0..260)
         .map(|_| TcpStream::connect(&server.addr).unwrap())

@@ -68,16 +68,14 @@ else:
 "#;
     assert_eq!(clients.python(s3, &[&endpoint, "create"]).trim(), "created");
 
-    let mut server = TestServer::start_with_env(
-        &["--storage.url=s3://profiles/cluster-a"],
-        &[
-            ("AWS_ENDPOINT", &endpoint),
-            ("AWS_ALLOW_HTTP", "true"),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-        ],
-    );
+    let mut server = TestServer::configure()
+        .arg("--storage.url=s3://profiles/cluster-a")
+        .env("AWS_ENDPOINT", &endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .spawn();
     let r = post(
         &server.url("/ingest?name=s3app.cpu"),
         &[],

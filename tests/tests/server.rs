@@ -137,10 +137,10 @@ fn yaml_file_and_environment_configure_the_server() {
     );
 
     // The environment overrides the file.
-    let env_server = TestServer::start_with_env(
-        &[&format!("--config.file={}", yaml.display())],
-        &[("PROFUSION_AUTH_MULTITENANCY_ENABLED", "false")],
-    );
+    let env_server = TestServer::configure()
+        .arg(format!("--config.file={}", yaml.display()))
+        .env("PROFUSION_AUTH_MULTITENANCY_ENABLED", "false")
+        .spawn();
     let r = post(
         &env_server.url("/ingest?name=cfg.cpu"),
         &[],
