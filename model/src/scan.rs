@@ -173,11 +173,3 @@ pub trait BlockSource: Send + Sync + std::fmt::Debug {
     /// The store holding the blocks' files (paths from [`crate::block::block_file_path`]).
     fn store(&self) -> Arc<dyn ObjectStore>;
 }
-
-/// Skips, among `blocks`, those a head snapshot already covers.
-pub fn not_covered(blocks: Vec<BlockMeta>, cuts: &[&HeadCut]) -> Vec<BlockMeta> {
-    blocks
-        .into_iter()
-        .filter(|b| !cuts.iter().any(|c| c.covers(b)))
-        .collect()
-}
