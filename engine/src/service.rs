@@ -431,21 +431,26 @@ pub fn profile_type(id: &str) -> Result<ProfileType> {
     ProfileType::parse(id).map_err(|e| QueryError::invalid(e.to_string()))
 }
 
+/// Narrows `selector` to one profile type, as a `__profile_type__` matcher.
+fn select_profile_type(selector: &mut Selector, pt: &ProfileType) -> Result<()> {
+    selector.matchers.push(
+        Matcher::new(
+            profusion_model::labels::PROFILE_TYPE,
+            MatchOp::Equal,
+            pt.id(),
+        )
+        .map_err(|e| QueryError::invalid(e.to_string()))?,
+    );
+    Ok(())
+}
+
 /// A series matcher of the label APIs: a selector, optionally behind a profile type
 /// (`<profile type>{...}`, as the legacy endpoints' `query` is), which then selects that type.
 fn series_selector(matcher: &str) -> Result<Selector> {
     let mut selector = selector::parse(matcher)
         .map_err(|e| QueryError::invalid(format!("matcher {matcher:?}: {e}")))?;
     if let Some(metric) = selector.metric.take() {
-        let pt = self::profile_type(&metric)?;
-        selector.matchers.push(
-            Matcher::new(
-                profusion_model::labels::PROFILE_TYPE,
-                MatchOp::Equal,
-                pt.id(),
-            )
-            .map_err(|e| QueryError::invalid(e.to_string()))?,
-        );
+        select_profile_type(&mut selector, &self::profile_type(&metric)?)?;
     }
     Ok(selector)
 }
@@ -465,14 +470,7 @@ pub fn typed_selector(query: &str) -> Result<Selector> {
     let mut selector = selector::parse(matchers)
         .map_err(|e| QueryError::invalid(format!("query {query:?}: {e}")))?;
     if let Some(pt) = profile_type {
-        selector.matchers.push(
-            Matcher::new(
-                profusion_model::labels::PROFILE_TYPE,
-                MatchOp::Equal,
-                pt.id(),
-            )
-            .map_err(|e| QueryError::invalid(e.to_string()))?,
-        );
+        select_profile_type(&mut selector, &pt)?;
     }
     Ok(selector)
 }

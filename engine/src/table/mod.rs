@@ -32,7 +32,7 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::Expr;
 use object_store::path::Path as ObjectPath;
 use profusion_model::block::{BlockMeta, Table, block_file_path};
-use profusion_model::scan::{BlockSource, ScanRequest};
+use profusion_model::scan::{BlockSource, HeadSnapshot, ScanRequest};
 use profusion_model::tenant::TenantScope;
 use profusion_model::time::TimeRange;
 
@@ -110,14 +110,22 @@ impl ProfileTable {
         request
     }
 
-    /// Blocks of every tenant of the scope a scan needs, minus those the pinned head covers.
+    /// Blocks of every tenant of the scope a scan with these filters needs, minus those the
+    /// pinned head covers.
     pub async fn blocks(&self, filters: &[Expr]) -> Result<Vec<BlockMeta>> {
-        let narrowing = Narrowing::from_filters(filters);
-        let mut out = Vec::new();
+        let (_, blocks) = self.sources(&Narrowing::from_filters(filters)).await?;
+        Ok(blocks)
+    }
+
+    /// What a scan narrowed by `narrowing` reads: each tenant's pinned head with its request,
+    /// and the blocks the catalog lists for those requests that the heads do not cover.
+    async fn sources(&self, narrowing: &Narrowing) -> Result<(HeadScans, Vec<BlockMeta>)> {
+        let mut heads = Vec::new();
+        let mut blocks = Vec::new();
         for tenant in self.scope.tenants() {
             let head = self.heads.get(tenant.as_str()).await?;
-            let request = self.request(tenant.as_str(), &narrowing);
-            out.extend(
+            let request = self.request(tenant.as_str(), narrowing);
+            blocks.extend(
                 self.blocks
                     .blocks(&request)
                     .await
@@ -125,10 +133,14 @@ impl ProfileTable {
                     .into_iter()
                     .filter(|b| !head.cut().covers(b)),
             );
+            heads.push((head, request));
         }
-        Ok(out)
+        Ok((heads, blocks))
     }
 }
+
+/// Pinned heads and the requests to scan them with.
+type HeadScans = Vec<(Arc<dyn HeadSnapshot>, ScanRequest)>;
 
 #[async_trait]
 impl TableProvider for ProfileTable {
@@ -156,13 +168,7 @@ impl TableProvider for ProfileTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let narrowing = Narrowing::from_filters(filters);
-        let mut heads = Vec::new();
-        for tenant in self.scope.tenants() {
-            let head = self.heads.get(tenant.as_str()).await?;
-            heads.push((head, self.request(tenant.as_str(), &narrowing)));
-        }
-        let blocks = self.blocks(filters).await?;
+        let (heads, blocks) = self.sources(&Narrowing::from_filters(filters)).await?;
         let head_scan: Arc<dyn ExecutionPlan> = Arc::new(HeadScanExec::try_new(
             self.table,
             Arc::clone(&self.schema),
