@@ -1,17 +1,20 @@
-//! Profusion's public surface on one port: Connect, gRPC and gRPC-Web RPCs, Pyroscope's plain
-//! HTTP endpoints and OTLP, with tenancy, configuration and the wiring of every role.
+//! Profusion's public surface as a library: Connect, gRPC and gRPC-Web RPCs, Pyroscope's plain
+//! HTTP endpoints and OTLP on one port, with tenancy and the status-code mapping.
 //!
-//! Owns: protocols, status-code mapping (`error`), tenant resolution, configuration and the
-//! `profusion` binary. Must not hold ingest or query logic: it decodes requests and calls
-//! `profusion-ingest` for writes and `profusion_engine::service::ReadService` for reads.
+//! Owns: the protocol adapters (`rpc`), one handler module per API family (`routes`), the
+//! router built from the services a process runs (`router`), the one mapping from status codes
+//! to Connect, gRPC and HTTP (`error`), tenant resolution and the HTTP server's connection
+//! protections (`http_server`). Must not hold ingest or query logic, nor build the services it
+//! serves: handlers decode requests and call a `PushService`, a `ReadService` or the catalog,
+//! which the `profusion` binary wires per role.
 
-pub mod config;
 pub mod error;
 pub mod http_server;
-mod ingest_routes;
-mod query_routes;
-mod render_routes;
+pub mod request;
+pub mod router;
+pub mod routes;
 pub mod rpc;
-pub mod server;
-mod service_routes;
 pub mod tenant;
+
+pub use request::RequestRules;
+pub use router::ApiRouter;

@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 
 use crate::error::{ApiError, Code, connect_name, grpc_status};
+use crate::request::RequestRules;
 
 /// The wire protocol of a request, from its content type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,7 +214,7 @@ where
 /// and decodes the request in the protocol its content type names, calls `handler`, and
 /// encodes the answer or error the same way.
 pub(crate) async fn unary<Req, Resp, F, Fut>(
-    state: &crate::server::AppState,
+    rules: &RequestRules,
     headers: &HeaderMap,
     body: Body,
     handler: F,
@@ -224,20 +225,12 @@ where
     F: FnOnce(String, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
 {
-    let multitenancy = state.config.multitenancy_enabled;
-    unary_as(
-        state,
-        headers,
-        body,
-        |h| crate::tenant::write_tenant(h, multitenancy),
-        handler,
-    )
-    .await
+    unary_as(rules, headers, body, |h| rules.write_tenant(h), handler).await
 }
 
 /// [`unary`] for reads, which may cover several tenants (`a|b`).
 pub(crate) async fn unary_read<Req, Resp, F, Fut>(
-    state: &crate::server::AppState,
+    rules: &RequestRules,
     headers: &HeaderMap,
     body: Body,
     handler: F,
@@ -248,19 +241,11 @@ where
     F: FnOnce(profusion_model::tenant::TenantScope, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
 {
-    let multitenancy = state.config.multitenancy_enabled;
-    unary_as(
-        state,
-        headers,
-        body,
-        |h| crate::tenant::read_scope(h, multitenancy),
-        handler,
-    )
-    .await
+    unary_as(rules, headers, body, |h| rules.read_scope(h), handler).await
 }
 
 async fn unary_as<T, Req, Resp, F, Fut>(
-    state: &crate::server::AppState,
+    rules: &RequestRules,
     headers: &HeaderMap,
     body: Body,
     tenant: impl FnOnce(&HeaderMap) -> Result<T, ApiError>,
@@ -281,8 +266,8 @@ where
     let result = async {
         // The tenant first, so an unauthenticated request is refused before its body is read.
         let tenant = tenant(headers)?;
-        let limit = state.config.body_limit_bytes();
-        let bytes = read_body(body, limit, state.config.body_timeout()).await?;
+        let limit = rules.body_limit_bytes;
+        let bytes = rules.read_body(body).await?;
         let request: Req =
             if bytes.len() <= INLINE_DECODE_BYTES && !compressed(protocol, headers, &bytes) {
                 decode_request(protocol, headers, bytes, limit)?

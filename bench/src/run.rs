@@ -11,9 +11,8 @@
 //! sampling the server's resident memory throughout, and writes `report.json`, `report.md` and
 //! two SVG plots.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ use profusion_proto::querier::v1::{
 };
 use profusion_proto::types::v1::{LabelValuesRequest, LabelValuesResponse};
 use profusion_testing::ConnectClient;
+use profusion_tests::TestServer;
 use prost::Message;
 use serde_json::{Value, json};
 
@@ -69,70 +69,29 @@ struct Scale {
     query_runs: usize,
 }
 
-/// A running server and what the harness watches of it.
-struct Server {
-    child: Child,
-    url: String,
-    pid: u32,
+/// The server under test, started as the end-to-end tests start it, with the flags a
+/// benchmark needs.
+fn start_server(binary: &Path, data: &Path) -> TestServer {
+    TestServer::configure()
+        .binary(binary)
+        .data_dir(data)
+        .log_level("warn")
+        .stop_timeout(Duration::from_secs(600))
+        .args(&[
+            "--validation.reject-older-than=0s",
+            "--validation.reject-newer-than=0s",
+            "--distributor.ingestion-rate-limit-mb=0",
+            // A fleet of any size: the benchmark measures speed, not the series limit.
+            "--ingester.max-global-series-per-tenant=0",
+            "--querier.max-query-length=0s",
+            "--querier.max-query-lookback=0s",
+        ])
+        .spawn()
 }
 
-impl Server {
-    fn start(binary: &Path, data: &Path) -> Self {
-        let mut child = Command::new(binary)
-            .args([
-                "--server.http-listen-port=0",
-                "--server.http-listen-address=127.0.0.1",
-                "--validation.reject-older-than=0s",
-                "--validation.reject-newer-than=0s",
-                "--distributor.ingestion-rate-limit-mb=0",
-                // A fleet of any size: the benchmark measures speed, not the series limit.
-                "--ingester.max-global-series-per-tenant=0",
-                "--querier.max-query-length=0s",
-                "--querier.max-query-lookback=0s",
-                "--log.level=warn",
-            ])
-            .arg(format!("--pyroscopedb.data-path={}", data.display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e} (run scripts/bench)", binary.display()));
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the server exited before listening")
-                .expect("server output");
-            if let Some(url) = line.strip_prefix("profusion listening on ") {
-                break url.trim().to_owned();
-            }
-        };
-        // Keep draining stdout so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        let pid = child.id();
-        Self { child, url, pid }
-    }
-
-    /// SIGTERM, which drains and flushes the head into blocks, then waits.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-
-    /// User plus system CPU seconds the server has used.
-    fn cpu_seconds(&self) -> f64 {
-        proc_cpu_seconds(self.pid)
-    }
-}
-
-impl Drop for Server {
-    /// A harness that fails midway leaves no server behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// User plus system CPU seconds the server has used.
+fn cpu_seconds(server: &TestServer) -> f64 {
+    proc_cpu_seconds(server.pid())
 }
 
 fn proc_cpu_seconds(pid: u32) -> f64 {
@@ -301,18 +260,19 @@ pub(crate) async fn run(args: RunArgs) {
     eprintln!("[2/5] ingest over loopback at rising concurrency");
     // Its own data directory, so the storage figures below hold only the history.
     let sweep_data = out.join("data-ingest");
-    let server = Server::start(&args.server, &sweep_data);
-    rss.watch(server.pid);
+    let mut server = start_server(&args.server, &sweep_data);
+    let url = server.url("");
+    rss.watch(server.pid());
     rss.take_peak();
     let mut steps = Vec::new();
     let mut best = 0.0f64;
     let mut flat = 0;
     for concurrency in [1usize, 2, 4, 8, 16, 32, 64] {
-        let cpu_before = server.cpu_seconds();
+        let cpu_before = cpu_seconds(&server);
         let payloads = payloads.clone();
         let mut i = 0usize;
         let stats: PushStats = push_all(
-            &server.url,
+            &url,
             None,
             concurrency,
             None,
@@ -324,7 +284,7 @@ pub(crate) async fn run(args: RunArgs) {
             },
         )
         .await;
-        let cpu = (server.cpu_seconds() - cpu_before).max(0.01);
+        let cpu = (cpu_seconds(&server) - cpu_before).max(0.01);
         let wall = stats.wall.as_secs_f64();
         let per_s = stats.profiles as f64 / wall;
         let step = json!({
@@ -380,8 +340,9 @@ pub(crate) async fn run(args: RunArgs) {
 
     // 3. Seven days of history, then everything into blocks.
     eprintln!("[3/5] seven days of fleet history");
-    let server = Server::start(&args.server, &data);
-    rss.watch(server.pid);
+    let mut server = start_server(&args.server, &data);
+    let url = server.url("");
+    rss.watch(server.pid());
     let end = crate::now_nanos();
     let step_ns = scale.history_every_min * 60_000_000_000;
     let windows = (7 * 24 * 60 / scale.history_every_min) as usize;
@@ -407,33 +368,26 @@ pub(crate) async fn run(args: RunArgs) {
     // (time, samples) of every CPU profile pushed, to know how much data each window holds.
     let cpu_pushed: Arc<std::sync::Mutex<Vec<(i64, usize)>>> = Arc::default();
     let record = Arc::clone(&cpu_pushed);
-    let history = push_all(
-        &server.url,
-        None,
-        8,
-        None,
-        None,
-        Some("history"),
-        move || {
-            let (s, p, kind, time) = next.next()?;
-            let profile = history_fleet.profile(s, p, kind, time);
-            if kind == Kind::Cpu {
-                record
-                    .lock()
-                    .expect("record lock")
-                    .push((time, profile.samples));
-            }
-            Some(profile)
-        },
-    )
+    let history = push_all(&url, None, 8, None, None, Some("history"), move || {
+        let (s, p, kind, time) = next.next()?;
+        let profile = history_fleet.profile(s, p, kind, time);
+        if kind == Kind::Cpu {
+            record
+                .lock()
+                .expect("record lock")
+                .push((time, profile.samples));
+        }
+        Some(profile)
+    })
     .await;
     let cpu_pushed = cpu_pushed.lock().expect("record lock").clone();
     assert_eq!(history.failures, 0, "history pushes failed");
     eprintln!("  {total} profiles pushed; restarting so the head flushes into blocks");
     let history_peak = rss.take_peak();
     server.stop();
-    let server = Server::start(&args.server, &data);
-    rss.watch(server.pid);
+    server.restart();
+    let url = server.url("");
+    rss.watch(server.pid());
     rss.take_peak();
     let (block_bytes, block_samples, blocks) = block_stats(&data.join("objects"));
     let pprof_samples = history.samples.max(1);
@@ -456,7 +410,7 @@ pub(crate) async fn run(args: RunArgs) {
 
     // 4. Queries.
     eprintln!("[4/5] queries over 1 h, 24 h and 7 d");
-    let client = ConnectClient::new(&server.url);
+    let client = ConnectClient::new(&url);
     let end_ms = end / 1_000_000;
     let mut queries = Vec::new();
     for (label, hours) in [("1h", 1), ("24h", 24), ("7d", 168)] {

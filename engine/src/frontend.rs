@@ -6,8 +6,9 @@
 //! nodes, series by joining their points, then the top-N limit. The [`QueryScheduler`] keeps
 //! one FIFO queue per tenant (or cross-tenant scope) and serves the queues round-robin, so a
 //! tenant that floods queries waits behind itself, not in front of others; a tenant with too
-//! many queued jobs is refused with `resource_exhausted`. A fixed pool of querier workers pulls
-//! jobs and runs them on the [`Querier`]. Jobs are data ([`ReadJob`]), not code: the same
+//! many queued jobs is refused with `resource_exhausted`. A fixed pool of querier workers
+//! ([`start_querier_workers`]) pulls jobs and runs them on the [`Querier`]. The three are built
+//! apart, as the three roles they are. Jobs are data ([`ReadJob`]), not code: the same
 //! queue will hand them to queriers in other processes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -30,23 +31,20 @@ struct Job {
     reply: oneshot::Sender<Result<ReadAnswer>>,
 }
 
-/// Frontend, scheduler and worker settings.
+/// The frontend's settings.
 #[derive(Debug, Clone)]
 pub struct FrontendConfig {
-    /// Querier workers pulling jobs.
-    pub workers: usize,
-    /// Queued jobs a tenant may have before new ones are refused.
-    pub max_outstanding_per_tenant: usize,
     /// Split ranges longer than this into parts of this length, in Unix ms (0 never splits).
     pub split_interval_millis: i64,
+    /// Memory budget of one user query: every part it is split into and what joins them.
+    pub query_memory_bytes: usize,
 }
 
 impl Default for FrontendConfig {
     fn default() -> Self {
         Self {
-            workers: 4,
-            max_outstanding_per_tenant: 100,
             split_interval_millis: 0,
+            query_memory_bytes: 1 << 30,
         }
     }
 }
@@ -185,37 +183,12 @@ fn split(range: TimeRange, interval_millis: i64, max_parts: usize) -> Result<Vec
 pub struct QueryFrontend {
     scheduler: Arc<QueryScheduler>,
     config: FrontendConfig,
-    querier: Arc<Querier>,
 }
 
 impl QueryFrontend {
-    /// Starts the scheduler and `config.workers` querier workers on `runtime`: the query
-    /// runtime, apart from the one serving requests, so CPU-bound plans never hold the threads
-    /// that answer `/ready`, take pushes and handle shutdown.
-    pub fn start(
-        querier: Arc<Querier>,
-        config: FrontendConfig,
-        runtime: &tokio::runtime::Handle,
-    ) -> Self {
-        let scheduler = Arc::new(QueryScheduler::new(config.max_outstanding_per_tenant));
-        for _ in 0..config.workers.max(1) {
-            let (scheduler, querier) = (Arc::clone(&scheduler), Arc::clone(&querier));
-            let jobs = runtime.clone();
-            runtime.spawn(async move {
-                loop {
-                    let job = scheduler.next().await;
-                    // Its own task, so a panicking query fails alone and the worker lives on.
-                    if let Err(e) = jobs.spawn(run_job(Arc::clone(&querier), job)).await {
-                        tracing::error!(error = %e, "a query job panicked");
-                    }
-                }
-            });
-        }
-        Self {
-            scheduler,
-            config,
-            querier,
-        }
+    /// A frontend queueing its jobs on `scheduler`.
+    pub fn new(scheduler: Arc<QueryScheduler>, config: FrontendConfig) -> Self {
+        Self { scheduler, config }
     }
 
     pub fn scheduler(&self) -> &QueryScheduler {
@@ -252,7 +225,7 @@ impl QueryFrontend {
         let parts = split(
             request.range,
             self.config.split_interval_millis,
-            self.config.max_outstanding_per_tenant,
+            self.scheduler.max_outstanding,
         )?;
         let max_nodes = if parts.len() == 1 { max_nodes } else { 0 };
         let jobs = parts.into_iter().map(|range| {
@@ -290,11 +263,7 @@ impl QueryFrontend {
             0 => 0,
             i => i.div_euclid(step).max(1) * step,
         };
-        let parts = split(
-            query.range,
-            interval,
-            self.config.max_outstanding_per_tenant,
-        )?;
+        let parts = split(query.range, interval, self.scheduler.max_outstanding)?;
         let jobs = parts.into_iter().map(|range| {
             let part = SeriesQuery {
                 range,
@@ -332,7 +301,7 @@ impl ReadExecutor for QueryFrontend {
     /// The memory budget of one user query, for every part and every call it makes (a render's
     /// tree and timelines, a diff's two sides).
     fn budget(&self) -> QueryBudget {
-        self.querier.budget()
+        QueryBudget::new(self.config.query_memory_bytes)
     }
 
     async fn execute(&self, ctx: &QueryContext, job: ReadJob) -> Result<ReadAnswer> {
@@ -347,6 +316,31 @@ impl ReadExecutor for QueryFrontend {
             // Profiles are merged whole; the rest need no split.
             other => self.run(ctx, other).await,
         }
+    }
+}
+
+/// Starts `workers` querier workers on `runtime`, each pulling jobs from `scheduler` and
+/// running them on `querier`, one at a time. `runtime` is the query runtime, apart from the
+/// one serving requests, so CPU-bound plans never hold the threads that answer `/ready`, take
+/// pushes and handle shutdown.
+pub fn start_querier_workers(
+    querier: Arc<Querier>,
+    scheduler: Arc<QueryScheduler>,
+    workers: usize,
+    runtime: &tokio::runtime::Handle,
+) {
+    for _ in 0..workers.max(1) {
+        let (scheduler, querier) = (Arc::clone(&scheduler), Arc::clone(&querier));
+        let jobs = runtime.clone();
+        runtime.spawn(async move {
+            loop {
+                let job = scheduler.next().await;
+                // Its own task, so a panicking query fails alone and the worker lives on.
+                if let Err(e) = jobs.spawn(run_job(Arc::clone(&querier), job)).await {
+                    tracing::error!(error = %e, "a query job panicked");
+                }
+            }
+        });
     }
 }
 

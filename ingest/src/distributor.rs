@@ -44,6 +44,20 @@ pub struct IncomingProfile {
     pub options: ConvertOptions,
 }
 
+/// What the write API needs from the write path, so its handlers hold a service, not the
+/// distributor: the limits a request is decoded under, the CPU part of a push (validation and
+/// conversion, which callers run on a blocking thread) and the storing part.
+#[async_trait::async_trait]
+pub trait PushService: Send + Sync + std::fmt::Debug {
+    fn limits(&self) -> &Limits;
+
+    /// Validates and converts profiles without storing them.
+    fn prepare(&self, profiles: Vec<IncomingProfile>, now_nanos: i64) -> Result<Converted>;
+
+    /// Stores converted profiles for `tenant`, answering once they are durable.
+    async fn write(&self, tenant: &str, converted: Converted) -> Result<()>;
+}
+
 #[derive(Debug)]
 pub struct Distributor {
     ring: Ring,
@@ -264,6 +278,21 @@ impl Distributor {
     pub async fn push(&self, tenant: &str, profiles: Vec<IncomingProfile>) -> Result<()> {
         let converted = self.prepare(profiles, profusion_model::time::now_nanos())?;
         self.write(tenant, converted).await
+    }
+}
+
+#[async_trait::async_trait]
+impl PushService for Distributor {
+    fn limits(&self) -> &Limits {
+        Distributor::limits(self)
+    }
+
+    fn prepare(&self, profiles: Vec<IncomingProfile>, now_nanos: i64) -> Result<Converted> {
+        Distributor::prepare(self, profiles, now_nanos)
+    }
+
+    async fn write(&self, tenant: &str, converted: Converted) -> Result<()> {
+        Distributor::write(self, tenant, converted).await
     }
 }
 

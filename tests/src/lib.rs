@@ -26,7 +26,7 @@ pub fn binary() -> PathBuf {
     let bin = dir.join("profusion");
     assert!(
         bin.exists(),
-        "{} does not exist: build it first with `cargo build -p profusion-api` (scripts/test does)",
+        "{} does not exist: build it first with `cargo build -p profusion` (scripts/test does)",
         bin.display()
     );
     bin
@@ -42,6 +42,9 @@ pub struct TestServer {
     env: Vec<(String, String)>,
     /// A command the binary runs under (`prlimit --nofile=…`), if any.
     wrapper: Vec<String>,
+    binary: PathBuf,
+    log_level: String,
+    stop_timeout: Duration,
     stderr_log: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
@@ -53,6 +56,9 @@ pub struct ServerBuilder {
     env: Vec<(String, String)>,
     wrapper: Vec<String>,
     data: Option<PathBuf>,
+    binary: Option<PathBuf>,
+    log_level: Option<String>,
+    stop_timeout: Option<Duration>,
 }
 
 impl ServerBuilder {
@@ -87,7 +93,27 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs `binary` instead of [`binary()`] (the benchmark runs an optimized build).
+    pub fn binary(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.binary = Some(binary.into());
+        self
+    }
+
+    /// The server's `--log.level` (`info` unless set).
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = Some(level.to_owned());
+        self
+    }
+
+    /// How long [`TestServer::stop`] waits for the graceful shutdown (60 s unless set; the
+    /// benchmark's final flush of a week of history takes longer).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = Some(timeout);
+        self
+    }
+
     /// Starts the real binary on a free loopback port and waits until `/ready` answers 200.
+    /// Blocking, without a runtime of its own, so async harnesses may call it too.
     pub fn spawn(self) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = self.data.unwrap_or_else(|| dir.path().join("data"));
@@ -98,6 +124,9 @@ impl ServerBuilder {
             args: self.args,
             env: self.env,
             wrapper: self.wrapper,
+            binary: self.binary.unwrap_or_else(binary),
+            log_level: self.log_level.unwrap_or_else(|| "info".to_owned()),
+            stop_timeout: self.stop_timeout.unwrap_or(Duration::from_secs(60)),
             stderr_log: dir.path().join("server.log"),
             _dir: Some(dir),
         };
@@ -123,15 +152,15 @@ impl TestServer {
         let mut c = match self.wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
-                c.args(rest).arg(binary());
+                c.args(rest).arg(&self.binary);
                 c
             }
-            None => Command::new(binary()),
+            None => Command::new(&self.binary),
         };
         c.arg("--server.http-listen-address=127.0.0.1")
             .arg("--server.http-listen-port=0")
             .arg(format!("--pyroscopedb.data-path={}", self.data.display()))
-            .arg("--log.level=info")
+            .arg(format!("--log.level={}", self.log_level))
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
@@ -172,7 +201,7 @@ impl TestServer {
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .expect("spawn profusion");
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary.display()));
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         let mut reader = BufReader::new(stdout);
@@ -196,14 +225,30 @@ impl TestServer {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = blocking::get_status(&self.url("/ready"))
-                && r == 200
-            {
+            if self.ready_status() == Some(200) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("server never became ready:\n{}", self.log());
+    }
+
+    /// The status of `GET /ready`, over a plain socket: no runtime, so the wait works from
+    /// inside an async harness as well as from a plain test.
+    fn ready_status(&self) -> Option<u16> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "GET /ready HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).ok()?;
+        // "HTTP/1.1 200"
+        std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
     }
 
     /// A typed Connect client of this server.
@@ -235,7 +280,7 @@ impl TestServer {
                 .arg("-TERM")
                 .arg(c.id().to_string())
                 .status();
-            let deadline = Instant::now() + Duration::from_secs(60);
+            let deadline = Instant::now() + self.stop_timeout;
             loop {
                 if let Ok(Some(status)) = c.try_wait() {
                     assert!(
@@ -247,7 +292,11 @@ impl TestServer {
                 }
                 if Instant::now() > deadline {
                     let _ = c.kill();
-                    panic!("profusion did not stop within 60s:\n{}", self.log());
+                    panic!(
+                        "profusion did not stop within {:?}:\n{}",
+                        self.stop_timeout,
+                        self.log()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }

@@ -164,6 +164,17 @@ fn yaml_file_and_environment_configure_the_server() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let out = std::process::Command::new(binary())
+        .arg("--target=all,quarrier")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown target \"quarrier\"")
+            && stderr.contains("known targets: all, distributor, ingester, query-frontend"),
+        "{stderr}"
+    );
 
     let help = std::process::Command::new(binary())
         .arg("--help")

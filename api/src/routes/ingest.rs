@@ -1,12 +1,16 @@
-//! Write endpoints: Connect/gRPC Push, the legacy `/ingest`, and OTLP profiles.
+//! Write endpoints: Connect/gRPC Push, the legacy `/ingest`, and OTLP profiles. They decode a
+//! request into profiles and hand them to a [`PushService`] (the distributor).
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
-use profusion_ingest::distributor::{IncomingProfile, ProfileBody};
+use profusion_ingest::distributor::{IncomingProfile, ProfileBody, PushService};
 use profusion_ingest::limits::Limits;
 use profusion_ingest::pprof::ConvertOptions;
 use profusion_model::labels::Labels;
@@ -16,18 +20,89 @@ use profusion_proto::otlp::collector::{
 use profusion_proto::push::v1::{PushRequest, PushResponse};
 
 use crate::error::ApiError;
+use crate::request::RequestRules;
 use crate::rpc::{self, Protocol};
-use crate::server::AppState;
+
+/// What the write handlers share: the request rules and the service profiles go to.
+#[derive(Debug)]
+pub struct IngestApi {
+    pub rules: RequestRules,
+    pub push: Arc<dyn PushService>,
+}
+
+/// The write API's routes.
+pub fn routes(api: IngestApi) -> Router {
+    Router::new()
+        .route("/push.v1.PusherService/Push", post(push))
+        .route("/ingest", post(ingest))
+        .route("/pyroscope/ingest", post(ingest))
+        .route("/v1development/profiles", post(otlp_http))
+        .route(
+            "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
+            post(otlp_export),
+        )
+        .with_state(Arc::new(api))
+}
+
+impl IngestApi {
+    /// The tenant of a write and its body (at most the configured limit), in that order so an
+    /// unauthenticated request is refused before its body is read.
+    async fn tenant_and_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<(String, Bytes), ApiError> {
+        let tenant = self.rules.write_tenant(headers)?;
+        let bytes = self.rules.read_body(body).await?;
+        Ok((tenant, bytes))
+    }
+
+    /// Like [`Self::tenant_and_body`], with the body decompressed per its `Content-Encoding`
+    /// (on the blocking pool: decompression is CPU work).
+    async fn tenant_and_decoded_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<(String, Bytes), ApiError> {
+        let (tenant, bytes) = self.tenant_and_body(headers, body).await?;
+        let encoding = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let limit = self.rules.body_limit_bytes;
+        let bytes = match encoding {
+            None => bytes,
+            Some(encoding) => {
+                rpc::on_blocking_pool(move || rpc::decode_content(Some(&encoding), bytes, limit))
+                    .await?
+            }
+        };
+        Ok((tenant, bytes))
+    }
+
+    /// Stores the profiles `decode` makes for `tenant`. Decoding, validation and
+    /// normalization run on the blocking pool, so a large or hostile profile never stalls the
+    /// runtime threads serving other requests and `/ready`.
+    async fn push<F>(&self, tenant: &str, decode: F) -> Result<(), ApiError>
+    where
+        F: FnOnce(&Limits) -> Result<Vec<IncomingProfile>, ApiError> + Send + 'static,
+    {
+        let service = Arc::clone(&self.push);
+        let converted = rpc::on_blocking_pool(move || {
+            let profiles = decode(service.limits())?;
+            Ok(service.prepare(profiles, profusion_model::time::now_nanos())?)
+        })
+        .await?;
+        self.push.write(tenant, converted).await?;
+        Ok(())
+    }
+}
 
 /// `push.v1.PusherService/Push`.
-pub(crate) async fn push(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let st = &*state;
+async fn push(State(api): State<Arc<IngestApi>>, headers: HeaderMap, body: Body) -> Response {
+    let st = &*api;
     rpc::unary(
-        st,
+        &st.rules,
         &headers,
         body,
         |tenant, request: PushRequest| async move {
@@ -79,8 +154,8 @@ fn push_profiles(request: PushRequest, limits: &Limits) -> Result<Vec<IncomingPr
 }
 
 /// Legacy `POST /ingest` and `/pyroscope/ingest`.
-pub(crate) async fn ingest(
-    State(state): State<Arc<AppState>>,
+async fn ingest(
+    State(state): State<Arc<IngestApi>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -119,16 +194,12 @@ pub(crate) async fn ingest(
 }
 
 /// OTLP gRPC `ProfilesService/Export`; the same path also takes OTLP/HTTP bodies.
-pub(crate) async fn otlp_export(
-    state: State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn otlp_export(state: State<Arc<IngestApi>>, headers: HeaderMap, body: Body) -> Response {
     match Protocol::detect(&headers) {
         Some(Protocol::Grpc | Protocol::GrpcWeb) => {
             let st = &*state;
             rpc::unary(
-                st,
+                &st.rules,
                 &headers,
                 body,
                 |tenant, request: ExportProfilesServiceRequest| async move {
@@ -144,8 +215,8 @@ pub(crate) async fn otlp_export(
 }
 
 /// OTLP/HTTP `POST /v1development/profiles`, protobuf or JSON, optionally gzip.
-pub(crate) async fn otlp_http(
-    State(state): State<Arc<AppState>>,
+async fn otlp_http(
+    State(state): State<Arc<IngestApi>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {

@@ -1,7 +1,19 @@
-//! The `profusion` binary.
+//! The `profusion` binary: reads its configuration, wires the roles `--target` names, and
+//! serves them until SIGINT or SIGTERM.
+//!
+//! Owns: the configuration (one clap struct per component, `config`), one wiring function per
+//! role (`roles`), the process's storage and data-directory lock (`storage`), and startup and
+//! shutdown (`server`). Must not hold protocol, ingest or query logic: those are the libraries
+//! it wires.
 
-use profusion_api::config::Config;
-use profusion_api::server::Server;
+mod config;
+mod error;
+mod roles;
+mod server;
+mod storage;
+
+use config::Config;
+use server::Server;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -12,12 +24,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_new(&config.log.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if config.log_format == "json" {
+    if config.log.log_format == "json" {
         builder.json().init();
     } else {
         builder.init();

@@ -6,11 +6,13 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use http::header;
 use http::request::Parts;
-use profusion_engine::service::{QueryContext, ReadService, profile_type};
+use profusion_engine::service::{QueryContext, profile_type};
 use profusion_model::profile_type::ProfileType;
 use profusion_proto::querier::v1::{
     DiffRequest, FlameGraph, ProfileFormat, SelectMergeStacktracesRequest, SelectSeriesRequest,
@@ -20,8 +22,18 @@ use profusion_proto::types::v1::{
 };
 use serde_json::{Value, json};
 
+use super::ReadApi;
 use crate::error::ApiError;
-use crate::server::AppState;
+
+/// The legacy read endpoints' routes.
+pub fn routes(api: Arc<ReadApi>) -> Router {
+    Router::new()
+        .route("/pyroscope/render", get(render))
+        .route("/pyroscope/render-diff", get(render_diff))
+        .route("/pyroscope/label-values", get(label_values))
+        .route("/pyroscope/labels", get(labels))
+        .with_state(api)
+}
 
 /// Default window of a render without `from`.
 const DEFAULT_FROM: &str = "now-1h";
@@ -228,32 +240,32 @@ fn json_response(v: &Value) -> Response {
 /// What every legacy GET endpoint starts from: the read service, the context of the tenants
 /// the request may read, and the query-string parameters (a rejection answers the tenant
 /// error).
-pub(crate) struct LegacyRequest {
-    state: Arc<AppState>,
+struct LegacyRequest {
+    api: Arc<ReadApi>,
     ctx: QueryContext,
     params: Params,
 }
 
-impl FromRequestParts<Arc<AppState>> for LegacyRequest {
+impl FromRequestParts<Arc<ReadApi>> for LegacyRequest {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &Arc<AppState>,
+        api: &Arc<ReadApi>,
     ) -> Result<Self, Self::Rejection> {
-        let scope = crate::tenant::read_scope(&parts.headers, state.config.multitenancy_enabled)?;
+        let scope = api.rules.read_scope(&parts.headers)?;
         Ok(Self {
-            ctx: state.read.context(scope),
+            ctx: api.read.context(scope),
             params: Params::parse(parts.uri.query()),
-            state: Arc::clone(state),
+            api: Arc::clone(api),
         })
     }
 }
 
 /// `GET /pyroscope/render`.
-pub(crate) async fn render(req: LegacyRequest) -> Result<Response, ApiError> {
-    let LegacyRequest { state, ctx, params } = req;
-    let read = state.read.as_ref();
+async fn render(req: LegacyRequest) -> Result<Response, ApiError> {
+    let LegacyRequest { api, ctx, params } = req;
+    let read = api.read.as_ref();
     let query = LegacyQuery::parse(&params, "query", "from", "until")?;
     if params.get("format") == Some("dot") {
         let max_nodes = params.max_nodes()?.unwrap_or(DOT_MAX_NODES).max(1);
@@ -336,8 +348,8 @@ pub(crate) async fn render(req: LegacyRequest) -> Result<Response, ApiError> {
 }
 
 /// `GET /pyroscope/render-diff`.
-pub(crate) async fn render_diff(req: LegacyRequest) -> Result<Response, ApiError> {
-    let LegacyRequest { state, ctx, params } = req;
+async fn render_diff(req: LegacyRequest) -> Result<Response, ApiError> {
+    let LegacyRequest { api, ctx, params } = req;
     let max_nodes = params.max_nodes()?;
     let left = LegacyQuery::parse(&params, "leftQuery", "leftFrom", "leftUntil")?;
     let right = LegacyQuery::parse(&params, "rightQuery", "rightFrom", "rightUntil")?;
@@ -351,7 +363,7 @@ pub(crate) async fn render_diff(req: LegacyRequest) -> Result<Response, ApiError
             left_type, right_type
         )));
     }
-    let diff = state
+    let diff = api
         .read
         .diff(
             &ctx,
@@ -397,8 +409,8 @@ fn label_scope(params: &Params) -> Result<(Vec<String>, i64, i64), ApiError> {
 }
 
 /// `GET /pyroscope/label-values?label=<name>`: a JSON array; `__name__` lists profile types.
-pub(crate) async fn label_values(req: LegacyRequest) -> Result<Response, ApiError> {
-    let LegacyRequest { state, ctx, params } = req;
+async fn label_values(req: LegacyRequest) -> Result<Response, ApiError> {
+    let LegacyRequest { api, ctx, params } = req;
     let label = params
         .get("label")
         .filter(|l| !l.is_empty())
@@ -409,7 +421,7 @@ pub(crate) async fn label_values(req: LegacyRequest) -> Result<Response, ApiErro
         label
     };
     let (matchers, start, end) = label_scope(&params)?;
-    let values = state
+    let values = api
         .read
         .label_values(
             &ctx,
@@ -425,10 +437,10 @@ pub(crate) async fn label_values(req: LegacyRequest) -> Result<Response, ApiErro
 }
 
 /// `GET /pyroscope/labels`: the label names of the selected series as a JSON array.
-pub(crate) async fn labels(req: LegacyRequest) -> Result<Response, ApiError> {
-    let LegacyRequest { state, ctx, params } = req;
+async fn labels(req: LegacyRequest) -> Result<Response, ApiError> {
+    let LegacyRequest { api, ctx, params } = req;
     let (matchers, start, end) = label_scope(&params)?;
-    let names = state
+    let names = api
         .read
         .label_names(
             &ctx,

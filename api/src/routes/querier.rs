@@ -4,27 +4,35 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::Response;
+use axum::routing::post;
 use http::HeaderMap;
-use profusion_engine::service::ReadService;
 
+use super::ReadApi;
 use crate::rpc;
-use crate::server::AppState;
+
+/// The querier API's routes.
+pub fn routes(api: Arc<ReadApi>) -> Router {
+    Router::new()
+        .route("/querier.v1.QuerierService/{method}", post(querier))
+        .with_state(api)
+}
 
 /// `POST /querier.v1.QuerierService/{method}`.
-pub(crate) async fn querier(
-    State(state): State<Arc<AppState>>,
+async fn querier(
+    State(api): State<Arc<ReadApi>>,
     Path(method): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let read = state.read.as_ref();
+    let read = api.read.as_ref();
     // One read-service method per RPC, in the RPC's own request and answer types.
     macro_rules! call {
         ($method:ident) => {
-            rpc::unary_read(&state, &headers, body, |scope, req| async move {
+            rpc::unary_read(&api.rules, &headers, body, |scope, req| async move {
                 let ctx = read.context(scope);
                 Ok(read.$method(&ctx, req).await?)
             })

@@ -1,0 +1,253 @@
+//! One wiring function per role, as Pyroscope's `modules.go` has one module per role: each
+//! builds its part from the process's shared resources and the parts of the roles it depends
+//! on. `--target=all` runs them together, in dependency order, in one process; microservices
+//! mode will run each alone, with network clients in place of the parts it lacks.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use profusion_catalog::Catalog;
+use profusion_engine::blocks::CatalogBlocks;
+use profusion_engine::frontend::{
+    FrontendConfig, QueryFrontend, QueryScheduler, start_querier_workers,
+};
+use profusion_engine::querier::{Querier, QuerierConfig};
+use profusion_engine::service::QueryApi;
+use profusion_ingest::distributor::Distributor;
+use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig, limiter};
+use profusion_ingest::metrics::IngestMetrics;
+use profusion_ingest::ring::Ring;
+use profusion_model::scan::{BlockSource, HeadSource};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+use crate::error::StartError;
+
+/// The roles a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Distributor,
+    Ingester,
+    QueryFrontend,
+    QueryScheduler,
+    Querier,
+    StoreGateway,
+    Compactor,
+}
+
+impl Role {
+    const ALL: [Role; 7] = [
+        Role::Distributor,
+        Role::Ingester,
+        Role::QueryFrontend,
+        Role::QueryScheduler,
+        Role::Querier,
+        Role::StoreGateway,
+        Role::Compactor,
+    ];
+
+    /// The role's `--target` name, as Pyroscope spells it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Role::Distributor => "distributor",
+            Role::Ingester => "ingester",
+            Role::QueryFrontend => "query-frontend",
+            Role::QueryScheduler => "query-scheduler",
+            Role::Querier => "querier",
+            Role::StoreGateway => "store-gateway",
+            Role::Compactor => "compactor",
+        }
+    }
+}
+
+/// The roles `--target` names. Only `all` runs today: a single role needs the network clients
+/// of microservices mode.
+pub(crate) fn roles(targets: &[String]) -> Result<Vec<Role>, StartError> {
+    for target in targets {
+        if target == "all" {
+            continue;
+        }
+        if !Role::ALL.iter().any(|r| r.name() == target) {
+            let known: Vec<&str> = std::iter::once("all")
+                .chain(Role::ALL.iter().map(|r| r.name()))
+                .collect();
+            return Err(StartError::UnknownTarget {
+                target: target.clone(),
+                known: known.join(", "),
+            });
+        }
+        return Err(StartError::NeedsMicroservices(target.clone()));
+    }
+    Ok(Role::ALL.to_vec())
+}
+
+/// What every role of a process shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    /// The directory behind `store`, when it is local.
+    pub(crate) local_store_root: Option<std::path::PathBuf>,
+    pub(crate) catalog: Arc<dyn Catalog>,
+    pub(crate) registry: Registry,
+    pub(crate) ingest_metrics: IngestMetrics,
+    /// Where queries run: apart from the runtime serving requests, so a CPU-bound plan never
+    /// holds the threads that answer `/ready`, take pushes and carry out a shutdown.
+    pub(crate) query_runtime: tokio::runtime::Handle,
+}
+
+/// The parts a process serves requests with, as its roles built them.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    /// Flushed at shutdown.
+    pub(crate) ingester: Arc<Ingester>,
+    pub(crate) distributor: Arc<Distributor>,
+    pub(crate) read: Arc<QueryApi<QueryFrontend>>,
+}
+
+/// Every role in this process (`--target=all`), in dependency order.
+pub(crate) async fn monolith(shared: &mut Shared) -> Result<Parts, StartError> {
+    let ingester = ingester(shared).await?;
+    let blocks = store_gateway(shared);
+    let scheduler = query_scheduler(shared);
+    querier(
+        shared,
+        Arc::clone(&ingester) as Arc<dyn HeadSource>,
+        blocks,
+        Arc::clone(&scheduler),
+    );
+    let read = query_frontend(shared, scheduler);
+    let distributor = distributor(
+        shared,
+        vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>],
+    );
+    compactor(shared);
+    Ok(Parts {
+        ingester,
+        distributor,
+        read,
+    })
+}
+
+/// The ingester: recovers its WAL, then takes writes into its head and flushes blocks.
+async fn ingester(shared: &Shared) -> Result<Arc<Ingester>, StartError> {
+    let flags = &shared.config.ingester;
+    Ingester::open(
+        IngesterConfig {
+            id: flags.ingester_id.clone(),
+            wal_dir: shared.config.storage.data_path.join("wal"),
+            max_block_duration: flags.max_block_duration,
+            max_head_bytes: flags.max_head_bytes,
+            flush_check_interval: flags.flush_check_interval,
+            local_store_root: shared.local_store_root.clone(),
+            // One in-process ingester holds every series.
+            max_series_per_tenant: limiter::local_series_limit(
+                flags.max_local_series_per_tenant,
+                flags.max_global_series_per_tenant,
+                flags.replication_factor,
+                1,
+            ),
+        },
+        Arc::clone(&shared.store),
+        Arc::clone(&shared.catalog),
+        shared.ingest_metrics.clone(),
+    )
+    .await
+    .map_err(StartError::Ingester)
+}
+
+/// The store-gateway: the blocks the catalog lists, read from the object store.
+fn store_gateway(shared: &Shared) -> Arc<dyn BlockSource> {
+    Arc::new(CatalogBlocks::new(
+        Arc::clone(&shared.catalog),
+        Arc::clone(&shared.store),
+    ))
+}
+
+/// The query scheduler: per-tenant queues of read jobs, its queue lengths in the metrics.
+fn query_scheduler(shared: &mut Shared) -> Arc<QueryScheduler> {
+    let scheduler = Arc::new(QueryScheduler::new(
+        shared.config.scheduler.max_outstanding_per_tenant,
+    ));
+    shared
+        .registry
+        .register_collector(Box::new(QueueLengths(Arc::clone(&scheduler))));
+    scheduler
+}
+
+/// The querier: workers pulling jobs from the scheduler and planning them over head data and
+/// blocks.
+fn querier(
+    shared: &Shared,
+    head: Arc<dyn HeadSource>,
+    blocks: Arc<dyn BlockSource>,
+    scheduler: Arc<QueryScheduler>,
+) {
+    let flags = &shared.config.querier;
+    let querier = Arc::new(Querier::new(
+        head,
+        blocks,
+        QuerierConfig {
+            query_memory_bytes: flags.query_memory_bytes,
+            ..Default::default()
+        },
+    ));
+    start_querier_workers(
+        querier,
+        scheduler,
+        flags.querier_max_concurrent,
+        &shared.query_runtime,
+    );
+}
+
+/// The query frontend: the read service every read API calls, with its limits, splitting the
+/// long ranges and queueing the parts on the scheduler.
+fn query_frontend(shared: &Shared, scheduler: Arc<QueryScheduler>) -> Arc<QueryApi<QueryFrontend>> {
+    let flags = &shared.config.querier;
+    let frontend = QueryFrontend::new(
+        scheduler,
+        FrontendConfig {
+            split_interval_millis: flags.split_queries_by_interval.as_millis() as i64,
+            query_memory_bytes: flags.query_memory_bytes,
+        },
+    );
+    Arc::new(QueryApi::new(frontend, flags.query_limits()))
+}
+
+/// The distributor: validates writes and sends each series to its ingesters on the ring.
+fn distributor(shared: &Shared, ingesters: Vec<Arc<dyn IngesterClient>>) -> Arc<Distributor> {
+    let config = &shared.config;
+    let ring = Ring::new(ingesters, config.ingester.replication_factor);
+    Arc::new(Distributor::new(
+        ring,
+        config.validation.limits(&config.distributor),
+        shared.ingest_metrics.clone(),
+    ))
+}
+
+/// The compactor. Blocks are not merged, expired or deleted yet: the role has nothing to run
+/// until compaction and retention exist.
+fn compactor(_shared: &Shared) {}
+
+/// `profusion_query_scheduler_queue_length`: the scheduler's queues, read at each scrape.
+#[derive(Debug)]
+struct QueueLengths(Arc<QueryScheduler>);
+
+impl Collector for QueueLengths {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "profusion_query_scheduler_queue_length",
+            "Queries waiting for a querier worker, by tenant",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (tenant, queued) in self.0.queue_lengths() {
+            let gauge = ConstGauge::new(queued as i64);
+            gauge.encode(family.encode_family(&[("tenant", tenant)])?)?;
+        }
+        Ok(())
+    }
+}
