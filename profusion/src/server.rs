@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use profusion_api::http_server::ConnectionLimits;
 use profusion_api::routes::ops::{HttpMetrics, OpsApi, Readiness};
 use profusion_api::{ApiRouter, RequestRules};
 use profusion_ingest::ingester::Ingester;
@@ -22,7 +23,9 @@ pub(crate) struct Server {
     listener: tokio::net::TcpListener,
     router: axum::Router,
     readiness: Arc<Readiness>,
-    config: Config,
+    connection_limits: ConnectionLimits,
+    /// How long a graceful shutdown waits for requests in flight.
+    drain: std::time::Duration,
     /// Flushed at shutdown.
     ingester: Arc<Ingester>,
     query_runtime: QueryRuntime,
@@ -137,7 +140,8 @@ impl Server {
             listener,
             router,
             readiness,
-            config,
+            connection_limits: config.server.connection_limits(),
+            drain: config.server.graceful_shutdown_timeout,
             ingester: parts.ingester,
             query_runtime,
             _data_lock: data_lock,
@@ -155,21 +159,15 @@ impl Server {
             readiness.shutting_down();
             tracing::info!("shutting down: draining requests");
         };
-        let limits = self.config.server.connection_limits();
+        let limits = self.connection_limits;
         tracing::info!(
             max_connections = limits.max_connections,
             header_timeout = ?limits.header_timeout,
             idle_timeout = ?limits.idle_timeout,
             "serving HTTP"
         );
-        profusion_api::http_server::serve(
-            self.listener,
-            self.router,
-            limits,
-            shutdown,
-            self.config.server.graceful_shutdown_timeout,
-        )
-        .await;
+        profusion_api::http_server::serve(self.listener, self.router, limits, shutdown, self.drain)
+            .await;
         tracing::info!("flushing the head");
         let flushed = self.ingester.shutdown().await;
         drop(self.query_runtime);
