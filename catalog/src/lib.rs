@@ -6,6 +6,13 @@
 //! a file under `./data`) and [`PostgresCatalog`] (shared by the nodes of a cluster). Both apply
 //! the same versioned migrations from [`migrations`].
 //!
+//! A block's life: an ingester registers it live. The compactor claims live blocks, adds its
+//! outputs as pending (invisible) before uploading them, then in one transaction makes them
+//! live and retires their sources; retention retires expired blocks the same way. Retired
+//! blocks stay readable by queries planned before the swap until the deletion delay has passed;
+//! then they are marked deleting, their files removed, and their rows forgotten. Pending blocks
+//! whose claim ran out (a compactor that died) are deleted the same way.
+//!
 //! Owns: catalog schema and queries. Must not touch block contents or the object store.
 
 mod error;
@@ -49,11 +56,64 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         max_time_nanos: i64,
     ) -> Result<Vec<BlockMeta>>;
 
-    /// Tenants that registered blocks from `source` for WAL segment `wal_segment`.
-    async fn tenants_flushed(&self, source: &str, wal_segment: u64) -> Result<Vec<String>>;
+    /// Which tenants' data of WAL segment `wal_segment` of `source` the catalog already holds
+    /// in some block (live, or compacted into one), so recovery replays only the others.
+    async fn flushed_tenants(&self, source: &str, wal_segment: u64) -> Result<FlushedTenants>;
 
-    /// Every tenant with at least one block, sorted.
+    /// Every tenant with at least one live block, sorted.
     async fn tenants(&self) -> Result<Vec<String>>;
+
+    /// Claims blocks of `tenant` for `owner` until `expires_at_millis`: all of them or none.
+    /// Refused (`false`) when one is not live or another owner holds an unexpired claim on it.
+    /// Claiming again extends the owner's own claims.
+    async fn claim_blocks(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        owner: &str,
+        expires_at_millis: i64,
+    ) -> Result<bool>;
+
+    /// Records blocks about to be uploaded, pending (listed by no reader) and claimed by
+    /// `owner` until `expires_at_millis`, so that if the owner dies their files are found and
+    /// deleted.
+    async fn add_pending_blocks(
+        &self,
+        blocks: &[BlockMeta],
+        owner: &str,
+        expires_at_millis: i64,
+    ) -> Result<()>;
+
+    /// In one transaction: makes the pending blocks `added` live and retires `retired`,
+    /// releasing `owner`'s claims on both. Refused with [`CatalogError::Conflict`], changing
+    /// nothing, unless every added block is still pending and every retired block is live,
+    /// both claimed by `owner`.
+    async fn replace_blocks(
+        &self,
+        tenant: &str,
+        added: &[String],
+        retired: &[String],
+        owner: &str,
+    ) -> Result<()>;
+
+    /// Drops every claim `owner` holds (a compactor shutting down).
+    async fn release_claims(&self, owner: &str) -> Result<()>;
+
+    /// Blocks whose files may be deleted: retired at or before `retired_before_millis`, pending
+    /// with no unexpired claim, or already being deleted.
+    async fn deletable_blocks(&self, retired_before_millis: i64) -> Result<Vec<BlockMeta>>;
+
+    /// Marks those of `ids` that are still deletable (see [`Self::deletable_blocks`]) as being
+    /// deleted, which no claim or replacement can undo; returns the ids marked.
+    async fn mark_deleting(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        retired_before_millis: i64,
+    ) -> Result<Vec<String>>;
+
+    /// Forgets blocks being deleted, once their files are gone.
+    async fn forget_blocks(&self, tenant: &str, ids: &[String]) -> Result<()>;
 
     /// Settings of `tenant`, sorted by name.
     async fn settings(&self, tenant: &str) -> Result<Vec<Setting>>;
@@ -70,6 +130,46 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 
     /// Removes a setting; removing an absent one is not an error.
     async fn delete_setting(&self, tenant: &str, name: &str) -> Result<()>;
+}
+
+/// What recovery may skip of one WAL segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlushedTenants {
+    /// A newer segment of the same source is in the catalog: flushes go oldest segment first
+    /// and finish every tenant of one before the next, so this one was flushed whole.
+    All,
+    /// These tenants' blocks of the segment are in the catalog, sorted.
+    Some(Vec<String>),
+}
+
+impl FlushedTenants {
+    /// Whether `tenant`'s data of the segment is in the catalog.
+    pub fn contains(&self, tenant: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Some(tenants) => tenants.iter().any(|t| t == tenant),
+        }
+    }
+}
+
+/// A block's place in its life (see the crate doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockState {
+    Pending,
+    Live,
+    Retired,
+    Deleting,
+}
+
+impl BlockState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Live => "live",
+            Self::Retired => "retired",
+            Self::Deleting => "deleting",
+        }
+    }
 }
 
 /// The error of a new setting past a tenant's limit.
@@ -100,4 +200,19 @@ fn strings_to_json(values: &[String]) -> String {
 
 fn strings_from_json(text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text).map_err(|e| CatalogError::Corrupt(format!("string list: {e}")))
+}
+
+fn lineage_to_json(lineage: &std::collections::BTreeMap<String, u64>) -> String {
+    serde_json::to_string(lineage).unwrap_or_else(|_| "{}".to_owned())
+}
+
+fn lineage_from_json(text: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+    serde_json::from_str(text).map_err(|e| CatalogError::Corrupt(format!("block lineage: {e}")))
+}
+
+/// The refusal of a replacement whose blocks are not in the state it needs.
+fn not_replaceable(tenant: &str, what: &str, ids: &[String]) -> CatalogError {
+    CatalogError::Conflict(format!(
+        "tenant {tenant:?}: blocks {ids:?} are not {what}; another compactor or retention took them"
+    ))
 }

@@ -6,8 +6,9 @@
 pub struct Migration {
     pub version: i64,
     pub description: &'static str,
-    pub sqlite: &'static str,
-    pub postgres: &'static str,
+    /// Statement batches, run in order in one transaction.
+    pub sqlite: &'static [&'static str],
+    pub postgres: &'static [&'static str],
 }
 
 const V1_COMMON: &str = "
@@ -39,13 +40,51 @@ CREATE TABLE tenant_settings (
 );
 ";
 
+/// Block lifecycle (pending, live, retired, deleting), the compactor's claims, and each
+/// block's WAL lineage; existing blocks are live ingester blocks of their own segment.
+const V2_COMMON: &str = "
+ALTER TABLE blocks ADD COLUMN state TEXT NOT NULL DEFAULT 'live';
+ALTER TABLE blocks ADD COLUMN state_changed_at_millis BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE blocks ADD COLUMN lineage TEXT NOT NULL DEFAULT '{}';
+CREATE INDEX blocks_by_state ON blocks (state, state_changed_at_millis);
+CREATE TABLE block_claims (
+    tenant TEXT NOT NULL,
+    block_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    expires_at_millis BIGINT NOT NULL,
+    PRIMARY KEY (tenant, block_id)
+);
+CREATE TABLE block_lineage (
+    tenant TEXT NOT NULL,
+    block_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    newest_segment BIGINT NOT NULL,
+    PRIMARY KEY (tenant, block_id, source)
+);
+CREATE INDEX block_lineage_by_source ON block_lineage (source, newest_segment);
+INSERT INTO block_lineage (tenant, block_id, source, newest_segment)
+    SELECT tenant, id, source, wal_segment FROM blocks WHERE compaction_level = 0;
+";
+
+const V2_SQLITE: &str =
+    "UPDATE blocks SET lineage = json_object(source, wal_segment) WHERE compaction_level = 0;";
+const V2_POSTGRES: &str = "UPDATE blocks SET lineage = json_build_object(source, wal_segment)::text WHERE compaction_level = 0;";
+
 /// All migrations, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "blocks and tenant settings",
-    sqlite: V1_COMMON,
-    postgres: V1_COMMON,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "blocks and tenant settings",
+        sqlite: &[V1_COMMON],
+        postgres: &[V1_COMMON],
+    },
+    Migration {
+        version: 2,
+        description: "block lifecycle, compaction claims and WAL lineage",
+        sqlite: &[V2_COMMON, V2_SQLITE],
+        postgres: &[V2_COMMON, V2_POSTGRES],
+    },
+];
 
 /// The newest version this binary knows.
 pub fn latest_version() -> i64 {

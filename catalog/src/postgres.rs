@@ -1,12 +1,13 @@
 use async_trait::async_trait;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
 use crate::migrations::{MIGRATIONS, latest_version};
 use crate::sqlite::now_millis;
 use profusion_model::block::BlockMeta;
 
 use crate::{
-    Catalog, CatalogError, Result, Setting, limit_reached, strings_from_json, strings_to_json,
+    BlockState, Catalog, CatalogError, FlushedTenants, Result, Setting, limit_reached,
+    lineage_from_json, lineage_to_json, not_replaceable, strings_from_json, strings_to_json,
 };
 
 /// A catalog shared by several nodes, in PostgreSQL. Migrations run under an advisory lock so
@@ -14,6 +15,9 @@ use crate::{
 #[derive(Debug)]
 pub struct PostgresCatalog {
     client: Client,
+    /// A second connection for multi-statement transactions: statements of other callers
+    /// pipelined on `client` would otherwise land inside them.
+    transactions: tokio::sync::Mutex<Client>,
 }
 
 /// Arbitrary, fixed key of the advisory lock that serializes migrations.
@@ -21,20 +25,27 @@ const MIGRATION_LOCK: i64 = 0x7072_6f66_7573_696f;
 
 const BLOCK_COLUMNS: &str = "tenant, id, min_time_nanos, max_time_nanos, num_series, num_profiles,
     num_samples, size_bytes, services, profile_types, source, wal_segment, compaction_level,
-    created_at_millis";
+    created_at_millis, lineage";
 
 impl PostgresCatalog {
     /// Connects to `url` (a libpq-style `postgres://` URL) and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self> {
+        let catalog = Self {
+            client: Self::connection(url).await?,
+            transactions: tokio::sync::Mutex::new(Self::connection(url).await?),
+        };
+        catalog.migrate().await?;
+        Ok(catalog)
+    }
+
+    async fn connection(url: &str) -> Result<Client> {
         let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::error!(error = %e, "postgres catalog connection ended");
             }
         });
-        let catalog = Self { client };
-        catalog.migrate().await?;
-        Ok(catalog)
+        Ok(client)
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -60,7 +71,9 @@ impl PostgresCatalog {
             for m in MIGRATIONS.iter().filter(|m| m.version > current) {
                 c.batch_execute("BEGIN").await?;
                 let applied = async {
-                    c.batch_execute(m.postgres).await?;
+                    for batch in m.postgres {
+                        c.batch_execute(batch).await?;
+                    }
                     c.execute(
                         "INSERT INTO schema_migrations (version, description, applied_at_millis) VALUES ($1, $2, $3)",
                         &[&m.version, &m.description, &now_millis()],
@@ -103,7 +116,118 @@ fn block_from_row(row: &Row) -> Result<BlockMeta> {
         wal_segment: row.get::<_, i64>(11) as u64,
         compaction_level: row.get::<_, i32>(12) as u32,
         created_at_millis: row.get(13),
+        lineage: lineage_from_json(row.get(14))?,
     })
+}
+
+/// Inserts (or, for a live block, replaces) a block row in `state`, and its lineage.
+async fn insert_block(c: &impl GenericClient, b: &BlockMeta, state: BlockState) -> Result<()> {
+    if b.compaction_level == 0 {
+        let superseded: bool = c
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM block_lineage WHERE tenant = $1 AND source = $2
+                    AND newest_segment >= $3 AND block_id <> $4)
+                AND NOT EXISTS (SELECT 1 FROM blocks WHERE tenant = $1 AND id = $4)",
+                &[&b.tenant, &b.source, &(b.wal_segment as i64), &b.id],
+            )
+            .await?
+            .get(0);
+        if superseded {
+            // A flush retried after its block was compacted and deleted: another block
+            // already holds this segment's data.
+            return Ok(());
+        }
+    }
+    let sql = format!(
+        "INSERT INTO blocks ({BLOCK_COLUMNS}, state, state_changed_at_millis)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)
+         ON CONFLICT (tenant, id) DO UPDATE SET
+           min_time_nanos = EXCLUDED.min_time_nanos, max_time_nanos = EXCLUDED.max_time_nanos,
+           num_series = EXCLUDED.num_series, num_profiles = EXCLUDED.num_profiles,
+           num_samples = EXCLUDED.num_samples, size_bytes = EXCLUDED.size_bytes,
+           services = EXCLUDED.services, profile_types = EXCLUDED.profile_types,
+           source = EXCLUDED.source, wal_segment = EXCLUDED.wal_segment,
+           compaction_level = EXCLUDED.compaction_level,
+           created_at_millis = EXCLUDED.created_at_millis, lineage = EXCLUDED.lineage
+         WHERE blocks.state = 'live' AND EXCLUDED.state = 'live'"
+    );
+    let changed = c
+        .execute(
+            &sql,
+            &[
+                &b.tenant,
+                &b.id,
+                &b.min_time_nanos,
+                &b.max_time_nanos,
+                &(b.num_series as i64),
+                &(b.num_profiles as i64),
+                &(b.num_samples as i64),
+                &(b.size_bytes as i64),
+                &strings_to_json(&b.services),
+                &strings_to_json(&b.profile_types),
+                &b.source,
+                &(b.wal_segment as i64),
+                &(b.compaction_level as i32),
+                &b.created_at_millis,
+                &lineage_to_json(&b.lineage),
+                &state.as_str(),
+                &now_millis(),
+            ],
+        )
+        .await?;
+    if changed == 0 {
+        // A retired or compacted block registered again: its data is already served by the
+        // block that replaced it.
+        return Ok(());
+    }
+    for (source, segment) in &b.lineage {
+        c.execute(
+            "INSERT INTO block_lineage (tenant, block_id, source, newest_segment) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant, block_id, source) DO UPDATE SET newest_segment = EXCLUDED.newest_segment",
+            &[&b.tenant, &b.id, source, &(*segment as i64)],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Whether every one of `ids` is in `state` and claimed by `owner`.
+async fn all_held(
+    c: &impl GenericClient,
+    tenant: &str,
+    ids: &[String],
+    state: BlockState,
+    owner: &str,
+) -> Result<bool> {
+    let held: i64 = c
+        .query_one(
+            "SELECT count(*) FROM blocks b JOIN block_claims c ON c.tenant = b.tenant AND c.block_id = b.id
+             WHERE b.tenant = $1 AND b.id = ANY($2) AND b.state = $3 AND c.owner = $4",
+            &[&tenant, &ids, &state.as_str(), &owner],
+        )
+        .await?
+        .get(0);
+    Ok(held as usize == ids.len())
+}
+
+/// The condition of a deletable block (`$1`: retired before, `$2`: now), on `blocks b`.
+const DELETABLE: &str = "((b.state = 'retired' AND b.state_changed_at_millis <= $1)
+    OR b.state = 'deleting'
+    OR (b.state = 'pending' AND NOT EXISTS (SELECT 1 FROM block_claims c
+        WHERE c.tenant = b.tenant AND c.block_id = b.id AND c.expires_at_millis > $2)))";
+
+impl PostgresCatalog {
+    /// Runs `f` in a transaction on the transaction connection, committing on success.
+    async fn transaction<T>(
+        &self,
+        f: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut client = self.transactions.lock().await;
+        let tx = client.transaction().await?;
+        let out = f(&tx).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
 }
 
 #[async_trait]
@@ -117,38 +241,8 @@ impl Catalog for PostgresCatalog {
     }
 
     async fn register_block(&self, b: &BlockMeta) -> Result<()> {
-        let sql = format!(
-            "INSERT INTO blocks ({BLOCK_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)
-             ON CONFLICT (tenant, id) DO UPDATE SET
-               min_time_nanos = EXCLUDED.min_time_nanos, max_time_nanos = EXCLUDED.max_time_nanos,
-               num_series = EXCLUDED.num_series, num_profiles = EXCLUDED.num_profiles,
-               num_samples = EXCLUDED.num_samples, size_bytes = EXCLUDED.size_bytes,
-               services = EXCLUDED.services, profile_types = EXCLUDED.profile_types,
-               source = EXCLUDED.source, wal_segment = EXCLUDED.wal_segment,
-               compaction_level = EXCLUDED.compaction_level, created_at_millis = EXCLUDED.created_at_millis"
-        );
-        self.client
-            .execute(
-                &sql,
-                &[
-                    &b.tenant,
-                    &b.id,
-                    &b.min_time_nanos,
-                    &b.max_time_nanos,
-                    &(b.num_series as i64),
-                    &(b.num_profiles as i64),
-                    &(b.num_samples as i64),
-                    &(b.size_bytes as i64),
-                    &strings_to_json(&b.services),
-                    &strings_to_json(&b.profile_types),
-                    &b.source,
-                    &(b.wal_segment as i64),
-                    &(b.compaction_level as i32),
-                    &b.created_at_millis,
-                ],
-            )
-            .await?;
-        Ok(())
+        self.transaction(async |tx| insert_block(tx, b, BlockState::Live).await)
+            .await
     }
 
     async fn blocks(
@@ -159,7 +253,7 @@ impl Catalog for PostgresCatalog {
     ) -> Result<Vec<BlockMeta>> {
         let sql = format!(
             "SELECT {BLOCK_COLUMNS} FROM blocks
-             WHERE tenant = $1 AND max_time_nanos >= $2 AND min_time_nanos <= $3
+             WHERE tenant = $1 AND state = 'live' AND max_time_nanos >= $2 AND min_time_nanos <= $3
              ORDER BY min_time_nanos, id"
         );
         self.client
@@ -170,12 +264,39 @@ impl Catalog for PostgresCatalog {
             .collect()
     }
 
-    async fn tenants_flushed(&self, source: &str, wal_segment: u64) -> Result<Vec<String>> {
+    async fn flushed_tenants(&self, source: &str, wal_segment: u64) -> Result<FlushedTenants> {
+        let segment = wal_segment as i64;
+        let newer: bool = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM block_lineage WHERE source = $1 AND newest_segment > $2)",
+                &[&source, &segment],
+            )
+            .await?
+            .get(0);
+        if newer {
+            return Ok(FlushedTenants::All);
+        }
+        Ok(FlushedTenants::Some(
+            self.client
+                .query(
+                    "SELECT DISTINCT tenant FROM block_lineage WHERE source = $1 AND newest_segment = $2
+                     ORDER BY tenant",
+                    &[&source, &segment],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        ))
+    }
+
+    async fn tenants(&self) -> Result<Vec<String>> {
         Ok(self
             .client
             .query(
-                "SELECT DISTINCT tenant FROM blocks WHERE source = $1 AND wal_segment = $2 ORDER BY tenant",
-                &[&source, &(wal_segment as i64)],
+                "SELECT DISTINCT tenant FROM blocks WHERE state = 'live' ORDER BY tenant",
+                &[],
             )
             .await?
             .iter()
@@ -183,14 +304,183 @@ impl Catalog for PostgresCatalog {
             .collect())
     }
 
-    async fn tenants(&self) -> Result<Vec<String>> {
-        Ok(self
-            .client
-            .query("SELECT DISTINCT tenant FROM blocks ORDER BY tenant", &[])
+    async fn claim_blocks(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        owner: &str,
+        expires_at_millis: i64,
+    ) -> Result<bool> {
+        self.transaction(async |tx| {
+            // Row locks on the blocks serialize claimers of the same blocks.
+            let live = tx
+                .query(
+                    "SELECT id FROM blocks WHERE tenant = $1 AND id = ANY($2) AND state = 'live'
+                     FOR UPDATE",
+                    &[&tenant, &ids],
+                )
+                .await?
+                .len();
+            let taken: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM block_claims WHERE tenant = $1 AND block_id = ANY($2)
+                        AND owner <> $3 AND expires_at_millis > $4",
+                    &[&tenant, &ids, &owner, &now_millis()],
+                )
+                .await?
+                .get(0);
+            if live != ids.len() || taken > 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO block_claims (tenant, block_id, owner, expires_at_millis)
+                 SELECT $1, id, $3, $4 FROM unnest($2::text[]) AS id
+                 ON CONFLICT (tenant, block_id) DO UPDATE SET owner = EXCLUDED.owner,
+                    expires_at_millis = EXCLUDED.expires_at_millis",
+                &[&tenant, &ids, &owner, &expires_at_millis],
+            )
+            .await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn add_pending_blocks(
+        &self,
+        blocks: &[BlockMeta],
+        owner: &str,
+        expires_at_millis: i64,
+    ) -> Result<()> {
+        self.transaction(async |tx| {
+            for b in blocks {
+                insert_block(tx, b, BlockState::Pending).await?;
+                tx.execute(
+                    "INSERT INTO block_claims (tenant, block_id, owner, expires_at_millis)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (tenant, block_id) DO UPDATE SET owner = EXCLUDED.owner,
+                        expires_at_millis = EXCLUDED.expires_at_millis",
+                    &[&b.tenant, &b.id, &owner, &expires_at_millis],
+                )
+                .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn replace_blocks(
+        &self,
+        tenant: &str,
+        added: &[String],
+        retired: &[String],
+        owner: &str,
+    ) -> Result<()> {
+        self.transaction(async |tx| {
+            // Lock the rows first, so a concurrent mark or claim waits for this swap.
+            tx.execute(
+                "SELECT 1 FROM blocks WHERE tenant = $1 AND (id = ANY($2) OR id = ANY($3)) FOR UPDATE",
+                &[&tenant, &added, &retired],
+            )
+            .await?;
+            if !all_held(tx, tenant, added, BlockState::Pending, owner).await? {
+                return Err(not_replaceable(tenant, "pending under this claim", added));
+            }
+            if !all_held(tx, tenant, retired, BlockState::Live, owner).await? {
+                return Err(not_replaceable(tenant, "live under this claim", retired));
+            }
+            let now = now_millis();
+            for (ids, state) in [(added, BlockState::Live), (retired, BlockState::Retired)] {
+                tx.execute(
+                    "UPDATE blocks SET state = $3, state_changed_at_millis = $4
+                     WHERE tenant = $1 AND id = ANY($2)",
+                    &[&tenant, &ids, &state.as_str(), &now],
+                )
+                .await?;
+                tx.execute(
+                    "DELETE FROM block_claims WHERE tenant = $1 AND block_id = ANY($2)",
+                    &[&tenant, &ids],
+                )
+                .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_claims(&self, owner: &str) -> Result<()> {
+        // Claims on pending blocks stay: they keep the uploads from being deleted until they
+        // expire.
+        self.client
+            .execute(
+                "DELETE FROM block_claims c WHERE owner = $1 AND EXISTS (SELECT 1 FROM blocks b
+                    WHERE b.tenant = c.tenant AND b.id = c.block_id AND b.state = 'live')",
+                &[&owner],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn deletable_blocks(&self, retired_before_millis: i64) -> Result<Vec<BlockMeta>> {
+        let sql =
+            format!("SELECT {BLOCK_COLUMNS} FROM blocks b WHERE {DELETABLE} ORDER BY tenant, id");
+        self.client
+            .query(&sql, &[&retired_before_millis, &now_millis()])
             .await?
             .iter()
-            .map(|r| r.get(0))
-            .collect())
+            .map(block_from_row)
+            .collect()
+    }
+
+    async fn mark_deleting(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        retired_before_millis: i64,
+    ) -> Result<Vec<String>> {
+        self.transaction(async |tx| {
+            let marked: Vec<String> = tx
+                .query(
+                    &format!(
+                        "UPDATE blocks b SET state = 'deleting', state_changed_at_millis = $2
+                         WHERE b.tenant = $3 AND b.id = ANY($4) AND {DELETABLE}
+                         RETURNING b.id"
+                    ),
+                    &[&retired_before_millis, &now_millis(), &tenant, &ids],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            tx.execute(
+                "DELETE FROM block_claims WHERE tenant = $1 AND block_id = ANY($2)",
+                &[&tenant, &marked],
+            )
+            .await?;
+            Ok(marked)
+        })
+        .await
+    }
+
+    async fn forget_blocks(&self, tenant: &str, ids: &[String]) -> Result<()> {
+        self.transaction(async |tx| {
+            let forgotten: Vec<String> = tx
+                .query(
+                    "DELETE FROM blocks WHERE tenant = $1 AND id = ANY($2) AND state = 'deleting'
+                     RETURNING id",
+                    &[&tenant, &ids],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            tx.execute(
+                "DELETE FROM block_lineage WHERE tenant = $1 AND block_id = ANY($2)",
+                &[&tenant, &forgotten],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn settings(&self, tenant: &str) -> Result<Vec<Setting>> {

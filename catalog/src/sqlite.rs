@@ -8,7 +8,8 @@ use crate::migrations::{MIGRATIONS, latest_version};
 use profusion_model::block::BlockMeta;
 
 use crate::{
-    Catalog, CatalogError, Result, Setting, limit_reached, strings_from_json, strings_to_json,
+    BlockState, Catalog, CatalogError, FlushedTenants, Result, Setting, limit_reached,
+    lineage_from_json, lineage_to_json, not_replaceable, strings_from_json, strings_to_json,
 };
 
 /// The embedded catalog: one SQLite file, written with full fsync so a registered block
@@ -73,7 +74,9 @@ fn migrate(conn: &Connection) -> Result<()> {
     }
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
         let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(m.sqlite)?;
+        for batch in m.sqlite {
+            tx.execute_batch(batch)?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, description, applied_at_millis) VALUES (?1, ?2, ?3)",
             params![m.version, m.description, now_millis()],
@@ -94,9 +97,14 @@ pub(crate) fn now_millis() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn block_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(BlockMeta, String, String)> {
-    Ok((
-        BlockMeta {
+/// The columns of a [`BlockMeta`], in [`block_from_row`]'s order.
+const BLOCK_COLUMNS: &str = "tenant, id, min_time_nanos, max_time_nanos, num_series, num_profiles,
+    num_samples, size_bytes, services, profile_types, source, wal_segment, compaction_level,
+    created_at_millis, lineage";
+
+fn block_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRow> {
+    Ok(BlockRow {
+        meta: BlockMeta {
             tenant: row.get(0)?,
             id: row.get(1)?,
             min_time_nanos: row.get(2)?,
@@ -111,11 +119,140 @@ fn block_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(BlockMeta, Strin
             wal_segment: row.get::<_, i64>(11)? as u64,
             compaction_level: row.get::<_, i64>(12)? as u32,
             created_at_millis: row.get(13)?,
+            lineage: Default::default(),
         },
-        row.get(8)?,
-        row.get(9)?,
-    ))
+        services: row.get(8)?,
+        profile_types: row.get(9)?,
+        lineage: row.get(14)?,
+    })
 }
+
+/// A block row with its JSON columns still text: rusqlite's row closures cannot return our
+/// error, so they are parsed after.
+struct BlockRow {
+    meta: BlockMeta,
+    services: String,
+    profile_types: String,
+    lineage: String,
+}
+
+impl BlockRow {
+    fn parse(self) -> Result<BlockMeta> {
+        let mut block = self.meta;
+        block.services = strings_from_json(&self.services)?;
+        block.profile_types = strings_from_json(&self.profile_types)?;
+        block.lineage = lineage_from_json(&self.lineage)?;
+        Ok(block)
+    }
+}
+
+fn query_blocks(
+    c: &Connection,
+    condition: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<BlockMeta>> {
+    let sql = format!("SELECT {BLOCK_COLUMNS} FROM blocks b WHERE {condition}");
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params, block_from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row?.parse()?);
+    }
+    Ok(out)
+}
+
+/// Inserts (or, for a live block, replaces) a block row in `state`, and its lineage.
+fn insert_block(c: &Connection, b: &BlockMeta, state: BlockState) -> Result<()> {
+    if b.compaction_level == 0 {
+        let superseded: bool = c.query_row(
+            "SELECT EXISTS (SELECT 1 FROM block_lineage WHERE tenant = ?1 AND source = ?2
+                AND newest_segment >= ?3 AND block_id <> ?4)
+                AND NOT EXISTS (SELECT 1 FROM blocks WHERE tenant = ?1 AND id = ?4)",
+            params![b.tenant, b.source, b.wal_segment as i64, b.id],
+            |r| r.get(0),
+        )?;
+        if superseded {
+            // A flush retried after its block was compacted and deleted: another block
+            // already holds this segment's data.
+            return Ok(());
+        }
+    }
+    let sql = format!(
+        "INSERT INTO blocks ({BLOCK_COLUMNS}, state, state_changed_at_millis)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+         ON CONFLICT (tenant, id) DO UPDATE SET
+           min_time_nanos = excluded.min_time_nanos, max_time_nanos = excluded.max_time_nanos,
+           num_series = excluded.num_series, num_profiles = excluded.num_profiles,
+           num_samples = excluded.num_samples, size_bytes = excluded.size_bytes,
+           services = excluded.services, profile_types = excluded.profile_types,
+           source = excluded.source, wal_segment = excluded.wal_segment,
+           compaction_level = excluded.compaction_level,
+           created_at_millis = excluded.created_at_millis, lineage = excluded.lineage
+         WHERE blocks.state = 'live' AND excluded.state = 'live'"
+    );
+    let changed = c.execute(
+        &sql,
+        params![
+            b.tenant,
+            b.id,
+            b.min_time_nanos,
+            b.max_time_nanos,
+            b.num_series as i64,
+            b.num_profiles as i64,
+            b.num_samples as i64,
+            b.size_bytes as i64,
+            strings_to_json(&b.services),
+            strings_to_json(&b.profile_types),
+            b.source,
+            b.wal_segment as i64,
+            i64::from(b.compaction_level),
+            b.created_at_millis,
+            lineage_to_json(&b.lineage),
+            state.as_str(),
+            now_millis(),
+        ],
+    )?;
+    if changed == 0 {
+        // A retired or compacted block registered again (a flush retried after its block was
+        // compacted): its data is already served by the block that replaced it.
+        return Ok(());
+    }
+    for (source, segment) in &b.lineage {
+        c.execute(
+            "INSERT OR REPLACE INTO block_lineage (tenant, block_id, source, newest_segment)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![b.tenant, b.id, source, *segment as i64],
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether every one of `ids` is in `state` and claimed by `owner`.
+fn all_held(
+    c: &Connection,
+    tenant: &str,
+    ids: &[String],
+    state: BlockState,
+    owner: &str,
+) -> Result<bool> {
+    let mut stmt = c.prepare_cached(
+        "SELECT count(*) FROM blocks b JOIN block_claims c ON c.tenant = b.tenant AND c.block_id = b.id
+         WHERE b.tenant = ?1 AND b.id = ?2 AND b.state = ?3 AND c.owner = ?4",
+    )?;
+    for id in ids {
+        let n: i64 = stmt.query_row(params![tenant, id, state.as_str(), owner], |r| r.get(0))?;
+        if n != 1 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The condition of a deletable block (`?1`: retired before, `?2`: now), on `blocks b`.
+const DELETABLE: &str = "(b.state = 'retired' AND b.state_changed_at_millis <= ?1)
+    OR b.state = 'deleting'
+    OR (b.state = 'pending' AND NOT EXISTS (SELECT 1 FROM block_claims c
+        WHERE c.tenant = b.tenant AND c.block_id = b.id AND c.expires_at_millis > ?2))";
 
 #[async_trait]
 impl Catalog for SqliteCatalog {
@@ -133,28 +270,9 @@ impl Catalog for SqliteCatalog {
     async fn register_block(&self, block: &BlockMeta) -> Result<()> {
         let b = block.clone();
         self.with(move |c| {
-            c.execute(
-                "INSERT OR REPLACE INTO blocks (tenant, id, min_time_nanos, max_time_nanos, num_series,
-                    num_profiles, num_samples, size_bytes, services, profile_types, source, wal_segment,
-                    compaction_level, created_at_millis)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                params![
-                    b.tenant,
-                    b.id,
-                    b.min_time_nanos,
-                    b.max_time_nanos,
-                    b.num_series as i64,
-                    b.num_profiles as i64,
-                    b.num_samples as i64,
-                    b.size_bytes as i64,
-                    strings_to_json(&b.services),
-                    strings_to_json(&b.profile_types),
-                    b.source,
-                    b.wal_segment as i64,
-                    i64::from(b.compaction_level),
-                    b.created_at_millis,
-                ],
-            )?;
+            let tx = c.transaction()?;
+            insert_block(&tx, &b, BlockState::Live)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -168,44 +286,227 @@ impl Catalog for SqliteCatalog {
     ) -> Result<Vec<BlockMeta>> {
         let tenant = tenant.to_owned();
         self.with(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT tenant, id, min_time_nanos, max_time_nanos, num_series, num_profiles, num_samples,
-                        size_bytes, services, profile_types, source, wal_segment, compaction_level,
-                        created_at_millis
-                 FROM blocks WHERE tenant = ?1 AND max_time_nanos >= ?2 AND min_time_nanos <= ?3
+            query_blocks(
+                c,
+                "tenant = ?1 AND state = 'live' AND max_time_nanos >= ?2 AND min_time_nanos <= ?3
                  ORDER BY min_time_nanos, id",
-            )?;
-            let rows = stmt.query_map(params![tenant, min_time_nanos, max_time_nanos], block_from_row)?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (mut block, services, types) = row?;
-                block.services = strings_from_json(&services)?;
-                block.profile_types = strings_from_json(&types)?;
-                out.push(block);
-            }
-            Ok(out)
+                params![tenant, min_time_nanos, max_time_nanos],
+            )
         })
         .await
     }
 
-    async fn tenants_flushed(&self, source: &str, wal_segment: u64) -> Result<Vec<String>> {
+    async fn flushed_tenants(&self, source: &str, wal_segment: u64) -> Result<FlushedTenants> {
         let source = source.to_owned();
         self.with(move |c| {
+            let newer: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM block_lineage WHERE source = ?1 AND newest_segment > ?2)",
+                params![source, wal_segment as i64],
+                |r| r.get(0),
+            )?;
+            if newer {
+                return Ok(FlushedTenants::All);
+            }
             let mut stmt = c.prepare_cached(
-                "SELECT DISTINCT tenant FROM blocks WHERE source = ?1 AND wal_segment = ?2 ORDER BY tenant",
+                "SELECT DISTINCT tenant FROM block_lineage WHERE source = ?1 AND newest_segment = ?2
+                 ORDER BY tenant",
             )?;
             let rows = stmt.query_map(params![source, wal_segment as i64], |r| r.get(0))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+            Ok(FlushedTenants::Some(
+                rows.collect::<rusqlite::Result<Vec<String>>>()?,
+            ))
         })
         .await
     }
 
     async fn tenants(&self) -> Result<Vec<String>> {
         self.with(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT DISTINCT tenant FROM blocks ORDER BY tenant")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT DISTINCT tenant FROM blocks WHERE state = 'live' ORDER BY tenant",
+            )?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
+    async fn claim_blocks(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        owner: &str,
+        expires_at_millis: i64,
+    ) -> Result<bool> {
+        let (tenant, ids, owner) = (tenant.to_owned(), ids.to_vec(), owner.to_owned());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let now = now_millis();
+            for id in &ids {
+                let free: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM blocks WHERE tenant = ?1 AND id = ?2 AND state = 'live')
+                        AND NOT EXISTS (SELECT 1 FROM block_claims WHERE tenant = ?1 AND block_id = ?2
+                            AND owner <> ?3 AND expires_at_millis > ?4)",
+                    params![tenant, id, owner, now],
+                    |r| r.get(0),
+                )?;
+                if !free {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "INSERT OR REPLACE INTO block_claims (tenant, block_id, owner, expires_at_millis)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![tenant, id, owner, expires_at_millis],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn add_pending_blocks(
+        &self,
+        blocks: &[BlockMeta],
+        owner: &str,
+        expires_at_millis: i64,
+    ) -> Result<()> {
+        let (blocks, owner) = (blocks.to_vec(), owner.to_owned());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            for b in &blocks {
+                insert_block(&tx, b, BlockState::Pending)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO block_claims (tenant, block_id, owner, expires_at_millis)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![b.tenant, b.id, owner, expires_at_millis],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn replace_blocks(
+        &self,
+        tenant: &str,
+        added: &[String],
+        retired: &[String],
+        owner: &str,
+    ) -> Result<()> {
+        let (tenant, added, retired, owner) = (
+            tenant.to_owned(),
+            added.to_vec(),
+            retired.to_vec(),
+            owner.to_owned(),
+        );
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            if !all_held(&tx, &tenant, &added, BlockState::Pending, &owner)? {
+                return Err(not_replaceable(&tenant, "pending under this claim", &added));
+            }
+            if !all_held(&tx, &tenant, &retired, BlockState::Live, &owner)? {
+                return Err(not_replaceable(&tenant, "live under this claim", &retired));
+            }
+            let now = now_millis();
+            for (ids, state) in [(&added, BlockState::Live), (&retired, BlockState::Retired)] {
+                for id in ids {
+                    tx.execute(
+                        "UPDATE blocks SET state = ?3, state_changed_at_millis = ?4
+                         WHERE tenant = ?1 AND id = ?2",
+                        params![tenant, id, state.as_str(), now],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM block_claims WHERE tenant = ?1 AND block_id = ?2",
+                        params![tenant, id],
+                    )?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_claims(&self, owner: &str) -> Result<()> {
+        let owner = owner.to_owned();
+        self.with(move |c| {
+            // Claims on pending blocks stay: they keep the uploads from being deleted until
+            // they expire.
+            c.execute(
+                "DELETE FROM block_claims WHERE owner = ?1 AND EXISTS (SELECT 1 FROM blocks b
+                    WHERE b.tenant = block_claims.tenant AND b.id = block_claims.block_id
+                    AND b.state = 'live')",
+                params![owner],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deletable_blocks(&self, retired_before_millis: i64) -> Result<Vec<BlockMeta>> {
+        self.with(move |c| {
+            query_blocks(
+                c,
+                &format!("{DELETABLE} ORDER BY tenant, id"),
+                params![retired_before_millis, now_millis()],
+            )
+        })
+        .await
+    }
+
+    async fn mark_deleting(
+        &self,
+        tenant: &str,
+        ids: &[String],
+        retired_before_millis: i64,
+    ) -> Result<Vec<String>> {
+        let (tenant, ids) = (tenant.to_owned(), ids.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let now = now_millis();
+            let mut marked = Vec::new();
+            for id in ids {
+                let changed = tx.execute(
+                    &format!(
+                        "UPDATE blocks SET state = 'deleting', state_changed_at_millis = ?2
+                         WHERE tenant = ?3 AND id = ?4 AND EXISTS (SELECT 1 FROM blocks b
+                            WHERE b.tenant = ?3 AND b.id = ?4 AND ({DELETABLE}))"
+                    ),
+                    params![retired_before_millis, now, tenant, id],
+                )?;
+                if changed == 1 {
+                    tx.execute(
+                        "DELETE FROM block_claims WHERE tenant = ?1 AND block_id = ?2",
+                        params![tenant, id],
+                    )?;
+                    marked.push(id);
+                }
+            }
+            tx.commit()?;
+            Ok(marked)
+        })
+        .await
+    }
+
+    async fn forget_blocks(&self, tenant: &str, ids: &[String]) -> Result<()> {
+        let (tenant, ids) = (tenant.to_owned(), ids.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            for id in &ids {
+                let forgotten = tx.execute(
+                    "DELETE FROM blocks WHERE tenant = ?1 AND id = ?2 AND state = 'deleting'",
+                    params![tenant, id],
+                )?;
+                if forgotten == 1 {
+                    tx.execute(
+                        "DELETE FROM block_lineage WHERE tenant = ?1 AND block_id = ?2",
+                        params![tenant, id],
+                    )?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

@@ -1,7 +1,7 @@
 //! One catalog suite, run against SQLite (a real file) and PostgreSQL (a private server started
 //! from the installed binaries in a temporary directory).
 
-use profusion_catalog::{Catalog, CatalogError, Setting};
+use profusion_catalog::{Catalog, CatalogError, FlushedTenants, Setting};
 use profusion_model::block::BlockMeta;
 use profusion_testing::PostgresServer;
 
@@ -21,7 +21,163 @@ fn block(tenant: &str, id: &str, min: i64, max: i64, segment: u64) -> BlockMeta 
         wal_segment: segment,
         compaction_level: 0,
         created_at_millis: 1_700_000_000_000,
+        lineage: [("ingester-a".to_owned(), segment)].into(),
     }
+}
+
+/// A compacted block of `parents`' lineage.
+fn compacted(tenant: &str, id: &str, min: i64, max: i64, parents: &[&BlockMeta]) -> BlockMeta {
+    let mut b = block(tenant, id, min, max, 0);
+    b.source = "compactor".into();
+    b.compaction_level = 1;
+    b.lineage = Default::default();
+    for p in parents {
+        for (s, seg) in &p.lineage {
+            let e = b.lineage.entry(s.clone()).or_insert(*seg);
+            *e = (*e).max(*seg);
+        }
+    }
+    b
+}
+
+fn ids(v: Vec<BlockMeta>) -> Vec<String> {
+    v.into_iter().map(|b| b.id).collect()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The compactor's protocol: claims, pending outputs, the swap, deletion after the delay, and
+/// what recovery learns from lineage.
+async fn lifecycle(c: &dyn Catalog) {
+    let far = i64::MAX / 2;
+    let (l1, l2, l3) = (
+        block("life", "L1", 0, 10, 1),
+        block("life", "L2", 5, 20, 2),
+        block("life", "L3", 30, 40, 3),
+    );
+    for b in [&l1, &l2, &l3] {
+        c.register_block(b).await.unwrap();
+    }
+    let both = strings(&["L1", "L2"]);
+    assert!(c.claim_blocks("life", &both, "a", far).await.unwrap());
+    assert!(
+        !c.claim_blocks("life", &strings(&["L2", "L3"]), "b", far)
+            .await
+            .unwrap(),
+        "a block claimed by another owner refuses the whole claim"
+    );
+    assert!(
+        c.claim_blocks("life", &strings(&["L3"]), "b", far)
+            .await
+            .unwrap(),
+        "a refused claim took nothing"
+    );
+    assert!(
+        !c.claim_blocks("life", &strings(&["nope"]), "b", far)
+            .await
+            .unwrap()
+    );
+
+    let out = compacted("life", "C1", 0, 20, &[&l1, &l2]);
+    c.add_pending_blocks(std::slice::from_ref(&out), "a", far)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(c.blocks("life", 0, 100).await.unwrap()),
+        ["L1", "L2", "L3"],
+        "pending is invisible"
+    );
+    let err = c
+        .replace_blocks("life", &strings(&["C1"]), &strings(&["L1", "L2"]), "b")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Conflict(_)), "{err}");
+    assert_eq!(
+        ids(c.blocks("life", 0, 100).await.unwrap()),
+        ["L1", "L2", "L3"],
+        "a refused swap changed nothing"
+    );
+    c.replace_blocks("life", &strings(&["C1"]), &both, "a")
+        .await
+        .unwrap();
+    assert_eq!(ids(c.blocks("life", 0, 100).await.unwrap()), ["C1", "L3"]);
+    assert_eq!(
+        c.blocks("life", 0, 100).await.unwrap()[0],
+        out,
+        "lineage round-trips"
+    );
+    // The sources are retired, not gone: deletable only once the delay has passed.
+    assert!(ids(c.deletable_blocks(0).await.unwrap()).is_empty());
+    let deletable = ids(c.deletable_blocks(far).await.unwrap());
+    assert_eq!(deletable, ["L1", "L2"]);
+    assert!(
+        !c.claim_blocks("life", &both, "b", far).await.unwrap(),
+        "retired blocks cannot be claimed"
+    );
+
+    // Recovery: segment 2 is in C1, segment 3 in L3; a newer segment proves older ones whole.
+    assert_eq!(
+        c.flushed_tenants("ingester-a", 3).await.unwrap(),
+        FlushedTenants::Some(strings(&["life"]))
+    );
+    assert_eq!(
+        c.flushed_tenants("ingester-a", 1).await.unwrap(),
+        FlushedTenants::All
+    );
+    assert_eq!(
+        c.flushed_tenants("ingester-z", 1).await.unwrap(),
+        FlushedTenants::Some(vec![])
+    );
+
+    // A dead compactor's pending upload becomes deletable once its claim runs out.
+    assert!(
+        c.claim_blocks("life", &strings(&["L3"]), "b", far)
+            .await
+            .unwrap()
+    );
+    let orphan = compacted("life", "C2", 30, 40, &[&l3]);
+    c.add_pending_blocks(std::slice::from_ref(&orphan), "b", 0)
+        .await
+        .unwrap();
+    assert_eq!(ids(c.deletable_blocks(0).await.unwrap()), ["C2"]);
+    assert_eq!(
+        c.mark_deleting("life", &strings(&["C2", "L3"]), 0)
+            .await
+            .unwrap(),
+        ["C2"],
+        "live blocks are never marked"
+    );
+    let err = c
+        .replace_blocks("life", &strings(&["C2"]), &strings(&["L3"]), "b")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CatalogError::Conflict(_)),
+        "a block being deleted cannot go live: {err}"
+    );
+    c.release_claims("b").await.unwrap();
+    assert!(
+        c.claim_blocks("life", &strings(&["L3"]), "c", far)
+            .await
+            .unwrap(),
+        "released"
+    );
+
+    // Deleting, then forgetting; lineage survives in the descendant.
+    assert_eq!(c.mark_deleting("life", &both, far).await.unwrap(), both);
+    c.forget_blocks("life", &strings(&["L1", "L2", "C2"]))
+        .await
+        .unwrap();
+    assert!(ids(c.deletable_blocks(far).await.unwrap()).is_empty());
+    assert_eq!(
+        c.flushed_tenants("ingester-a", 2).await.unwrap(),
+        FlushedTenants::All
+    );
+    // A flush retried after its block was compacted does not bring the block back.
+    c.register_block(&l1).await.unwrap();
+    assert_eq!(ids(c.blocks("life", 0, 100).await.unwrap()), ["C1", "L3"]);
 }
 
 async fn suite(c: &dyn Catalog) {
@@ -44,7 +200,6 @@ async fn suite(c: &dyn Catalog) {
     again.num_samples = 41;
     c.register_block(&again).await.unwrap();
 
-    let ids = |v: Vec<BlockMeta>| v.into_iter().map(|b| b.id).collect::<Vec<_>>();
     assert_eq!(ids(c.blocks("t1", 0, 1000).await.unwrap()), ["B1", "B2"]);
     assert_eq!(
         ids(c.blocks("t1", 250, 299).await.unwrap()),
@@ -64,11 +219,17 @@ async fn suite(c: &dyn Catalog) {
     assert_eq!(b1, again, "every field round-trips");
 
     assert_eq!(
-        c.tenants_flushed("ingester-a", 2).await.unwrap(),
-        ["t1", "t2"]
+        c.flushed_tenants("ingester-a", 2).await.unwrap(),
+        FlushedTenants::Some(strings(&["t1", "t2"]))
     );
-    assert_eq!(c.tenants_flushed("ingester-a", 1).await.unwrap(), ["t1"]);
-    assert!(c.tenants_flushed("ingester-b", 1).await.unwrap().is_empty());
+    assert_eq!(
+        c.flushed_tenants("ingester-a", 1).await.unwrap(),
+        FlushedTenants::All
+    );
+    assert_eq!(
+        c.flushed_tenants("ingester-b", 1).await.unwrap(),
+        FlushedTenants::Some(vec![])
+    );
     assert_eq!(c.tenants().await.unwrap(), ["t1", "t2"]);
 
     let s = |name: &str, value: &str, at: i64| Setting {
@@ -112,6 +273,7 @@ async fn suite(c: &dyn Catalog) {
     c.delete_setting("t1", "theme").await.unwrap();
     c.delete_setting("t1", "absent").await.unwrap();
     assert_eq!(c.settings("t1").await.unwrap(), vec![s("alpha", "1", 10)]);
+    lifecycle(c).await;
 }
 
 #[tokio::test]
@@ -127,7 +289,7 @@ async fn sqlite_catalog() {
     let catalog = profusion_catalog::open(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    assert_eq!(catalog.tenants().await.unwrap(), ["t1", "t2"]);
+    assert_eq!(catalog.tenants().await.unwrap(), ["life", "t1", "t2"]);
 }
 
 #[tokio::test]
@@ -142,7 +304,7 @@ async fn postgres_catalog() {
     suite(a.as_ref()).await;
     assert_eq!(
         b.tenants().await.unwrap(),
-        ["t1", "t2"],
+        ["life", "t1", "t2"],
         "both nodes see one catalog"
     );
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use object_store::local::LocalFileSystem;
-use profusion_catalog::{Catalog, CatalogError, Setting, SqliteCatalog};
+use profusion_catalog::{Catalog, CatalogError, FlushedTenants, Setting, SqliteCatalog};
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig};
 use profusion_ingest::metrics::IngestMetrics;
 use profusion_model::block::BlockMeta;
@@ -37,8 +37,12 @@ impl Catalog for RefusingCatalog {
     async fn blocks(&self, t: &str, a: i64, b: i64) -> profusion_catalog::Result<Vec<BlockMeta>> {
         self.inner.blocks(t, a, b).await
     }
-    async fn tenants_flushed(&self, s: &str, seg: u64) -> profusion_catalog::Result<Vec<String>> {
-        self.inner.tenants_flushed(s, seg).await
+    async fn flushed_tenants(
+        &self,
+        s: &str,
+        seg: u64,
+    ) -> profusion_catalog::Result<FlushedTenants> {
+        self.inner.flushed_tenants(s, seg).await
     }
     async fn tenants(&self) -> profusion_catalog::Result<Vec<String>> {
         self.inner.tenants().await
@@ -56,6 +60,49 @@ impl Catalog for RefusingCatalog {
     }
     async fn delete_setting(&self, t: &str, n: &str) -> profusion_catalog::Result<()> {
         self.inner.delete_setting(t, n).await
+    }
+    async fn claim_blocks(
+        &self,
+        t: &str,
+        ids: &[String],
+        owner: &str,
+        until: i64,
+    ) -> profusion_catalog::Result<bool> {
+        self.inner.claim_blocks(t, ids, owner, until).await
+    }
+    async fn add_pending_blocks(
+        &self,
+        blocks: &[BlockMeta],
+        owner: &str,
+        until: i64,
+    ) -> profusion_catalog::Result<()> {
+        self.inner.add_pending_blocks(blocks, owner, until).await
+    }
+    async fn replace_blocks(
+        &self,
+        t: &str,
+        added: &[String],
+        retired: &[String],
+        owner: &str,
+    ) -> profusion_catalog::Result<()> {
+        self.inner.replace_blocks(t, added, retired, owner).await
+    }
+    async fn release_claims(&self, owner: &str) -> profusion_catalog::Result<()> {
+        self.inner.release_claims(owner).await
+    }
+    async fn deletable_blocks(&self, before: i64) -> profusion_catalog::Result<Vec<BlockMeta>> {
+        self.inner.deletable_blocks(before).await
+    }
+    async fn mark_deleting(
+        &self,
+        t: &str,
+        ids: &[String],
+        before: i64,
+    ) -> profusion_catalog::Result<Vec<String>> {
+        self.inner.mark_deleting(t, ids, before).await
+    }
+    async fn forget_blocks(&self, t: &str, ids: &[String]) -> profusion_catalog::Result<()> {
+        self.inner.forget_blocks(t, ids).await
     }
 }
 
@@ -224,6 +271,7 @@ async fn a_crash_after_one_tenant_registered_replays_only_the_others() {
         wal_segment: seg,
         compaction_level: 0,
         created_at_millis: 0,
+        lineage: [("ingester-a".to_owned(), seg)].into(),
     };
     sqlite.register_block(&meta).await.unwrap();
     drop(ingester);

@@ -7,6 +7,7 @@
 //! are documented in `docs/block-format.md`; every column is a plain Parquet type so any
 //! Parquet reader works.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -262,7 +263,18 @@ pub struct BlockFileMeta {
     pub profile_types: Vec<String>,
     pub source: String,
     pub wal_segment: u64,
+    /// How a compacted block was made (absent on ingester blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<BlockCompaction>,
     pub files: Vec<BlockFile>,
+}
+
+/// `meta.json`'s record of a compaction: the output's level and the blocks merged into it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockCompaction {
+    pub level: u32,
+    /// Ids of the blocks merged into this one, sorted.
+    pub parents: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -299,17 +311,65 @@ pub struct BlockMeta {
     pub compaction_level: u32,
     /// Unix milliseconds when the block was registered.
     pub created_at_millis: i64,
+    /// For each ingester whose data the block holds (`ingester-<id>`), the newest of its WAL
+    /// segments merged in. An ingester block holds exactly its own segment; a compacted block
+    /// inherits the newest of its parents'. Readers of a head snapshot use it to notice a
+    /// compacted block that already holds data their snapshot also holds (see
+    /// [`crate::scan::HeadCut::conflicts`]).
+    #[serde(default)]
+    pub lineage: BTreeMap<String, u64>,
 }
 
 /// Who wrote a block and from what, recorded in `meta.json` and the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockOrigin {
-    /// `ingester-<id>`, or `compactor`.
+    /// `ingester-<id>`, or [`COMPACTOR_SOURCE`].
     pub source: String,
     /// The WAL segment an ingester block holds (0 for compacted blocks).
     pub wal_segment: u64,
-    /// 0 for ingester blocks; one more than the highest source level for a compacted one.
+    /// 0 for ingester blocks; the level the compactor gave a compacted one.
     pub compaction_level: u32,
+    /// Blocks merged into a compacted block, sorted (empty for ingester blocks).
+    pub parents: Vec<String>,
+    /// See [`BlockMeta::lineage`].
+    pub lineage: BTreeMap<String, u64>,
+}
+
+/// The `source` of every compacted block.
+pub const COMPACTOR_SOURCE: &str = "compactor";
+
+impl BlockOrigin {
+    /// A block an ingester flushed from one WAL segment.
+    pub fn ingester(source: impl Into<String>, wal_segment: u64) -> Self {
+        let source = source.into();
+        Self {
+            lineage: BTreeMap::from([(source.clone(), wal_segment)]),
+            source,
+            wal_segment,
+            compaction_level: 0,
+            parents: Vec::new(),
+        }
+    }
+
+    /// A block the compactor merged from `parents`, at `level`.
+    pub fn compacted(level: u32, parents: &[BlockMeta]) -> Self {
+        let mut lineage = BTreeMap::new();
+        for parent in parents {
+            for (source, &segment) in &parent.lineage {
+                let newest = lineage.entry(source.clone()).or_insert(segment);
+                *newest = (*newest).max(segment);
+            }
+        }
+        let mut ids: Vec<String> = parents.iter().map(|p| p.id.clone()).collect();
+        ids.sort();
+        Self {
+            source: COMPACTOR_SOURCE.to_owned(),
+            wal_segment: 0,
+            compaction_level: level,
+            parents: ids,
+            lineage,
+        }
+    }
 }
 
 /// An encoded block, ready to upload.
@@ -413,6 +473,10 @@ pub fn encode(
         profile_types: batches.profile_types.clone(),
         source: origin.source.clone(),
         wal_segment: origin.wal_segment,
+        compaction: (origin.compaction_level > 0).then(|| BlockCompaction {
+            level: origin.compaction_level,
+            parents: origin.parents.clone(),
+        }),
         files: listed,
     };
     let meta_bytes =
@@ -442,6 +506,7 @@ pub fn encode(
             wal_segment: meta.wal_segment,
             compaction_level: origin.compaction_level,
             created_at_millis,
+            lineage: origin.lineage.clone(),
         },
     })
 }
@@ -646,11 +711,7 @@ mod tests {
     #[tokio::test]
     async fn a_block_reads_back_as_written() {
         let batches = batches();
-        let origin = BlockOrigin {
-            source: "ingester-a".into(),
-            wal_segment: 3,
-            compaction_level: 0,
-        };
+        let origin = BlockOrigin::ingester("ingester-a", 3);
         let block = encode("t*", "B1", &batches, &origin, 1234).unwrap();
         assert_eq!(
             (

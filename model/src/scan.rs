@@ -140,6 +140,25 @@ impl HeadCut {
     pub fn covers(&self, block: &BlockMeta) -> bool {
         block.source == self.source && self.segments.contains(&block.wal_segment)
     }
+
+    /// Whether `block` is a compacted block that may hold data of a segment this snapshot also
+    /// holds: it can be neither read (that data would count twice) nor skipped (the rest of it
+    /// would be missed), so the reader must take a newer snapshot. This happens only when a
+    /// flush, its generation's drop and a compaction of the new block all fall between a
+    /// reader's snapshot and its block listing; the newer snapshot no longer has the segment.
+    ///
+    /// Flushes go oldest segment first and a generation stays in the head until its block is
+    /// registered, so a registered segment at or above the snapshot's oldest one was in it.
+    pub fn conflicts(&self, block: &BlockMeta) -> bool {
+        let Some(oldest) = self.segments.iter().min() else {
+            return false;
+        };
+        block.source != self.source
+            && block
+                .lineage
+                .get(&self.source)
+                .is_some_and(|newest| newest >= oldest)
+    }
 }
 
 /// One tenant's head data at one moment.

@@ -111,7 +111,7 @@ impl Ingester {
                     "write-ahead log segment is damaged; the intact records before the damage are recovered");
             }
             let done = catalog
-                .tenants_flushed(&source, seq)
+                .flushed_tenants(&source, seq)
                 .await
                 .map_err(|e| IngestError::unavailable(format!("catalog: {e}")).with_source(e))?;
             let mut h = head.lock().expect("head lock");
@@ -324,11 +324,7 @@ impl Ingester {
                 if th.profiles.is_empty() {
                     continue;
                 }
-                let origin = BlockOrigin {
-                    source: self.source.clone(),
-                    wal_segment: seq,
-                    compaction_level: 0,
-                };
+                let origin = BlockOrigin::ingester(self.source.clone(), seq);
                 // The batches a query already built from this generation, if still current.
                 let cached = th
                     .snapshot
