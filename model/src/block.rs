@@ -428,6 +428,12 @@ pub enum BlockError {
     Store(#[from] object_store::Error),
     #[error("block metadata {path}: {message}")]
     Meta { path: String, message: String },
+    #[error("syncing {path}: {source}")]
+    Sync {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Encodes a block of `tenant` with id `id` from its tables.
@@ -509,6 +515,69 @@ pub fn encode(
             lineage: origin.lineage.clone(),
         },
     })
+}
+
+/// Where blocks are written: the object store, and the local directory behind it when it is
+/// a local file system, whose files are fsynced so an upload survives a machine crash.
+#[derive(Debug, Clone)]
+pub struct BlockStore {
+    pub store: Arc<dyn ObjectStore>,
+    pub local_root: Option<std::path::PathBuf>,
+}
+
+impl BlockStore {
+    /// Uploads an encoded block, `meta.json` last (a directory without it is an incomplete
+    /// upload); returns the bytes written.
+    pub async fn upload(&self, tenant: &str, block: &EncodedBlock) -> Result<u64, BlockError> {
+        let mut written = 0;
+        for (name, bytes) in &block.files {
+            let path = block_file_path(tenant, &block.catalog.id, name);
+            self.store.put(&path, bytes.clone().into()).await?;
+            self.sync_local(&path)?;
+            written += bytes.len() as u64;
+        }
+        Ok(written)
+    }
+
+    /// Deletes a block's files, `meta.json` first so that a deletion cut short leaves an
+    /// incomplete directory rather than a block missing tables.
+    pub async fn delete(&self, tenant: &str, block_id: &str) -> Result<(), BlockError> {
+        let names = std::iter::once(META_FILE).chain(Table::ALL.iter().map(|t| t.file_name()));
+        for name in names {
+            match self.store.delete(&block_file_path(tenant, block_id, name)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(root) = &self.local_root {
+            // A local file system keeps the emptied directory; a missing one is already gone.
+            let mut dir = root.clone();
+            for part in block_file_path(tenant, block_id, META_FILE).parts() {
+                dir.push(part.as_ref());
+            }
+            if let Some(dir) = dir.parent() {
+                std::fs::remove_dir(dir).ok();
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_local(&self, path: &object_store::path::Path) -> Result<(), BlockError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let mut file = root.clone();
+        for part in path.parts() {
+            file.push(part.as_ref());
+        }
+        let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+        sync(&file)
+            .and_then(|()| file.parent().map_or(Ok(()), sync))
+            .map_err(|e| BlockError::Sync {
+                path: file.display().to_string(),
+                source: e,
+            })
+    }
 }
 
 /// A block's `meta.json`, refused when its format version is one this build does not know.

@@ -32,7 +32,7 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::Expr;
 use object_store::path::Path as ObjectPath;
 use profusion_model::block::{BlockMeta, Table, block_file_path};
-use profusion_model::scan::{BlockSource, HeadSnapshot, ScanRequest};
+use profusion_model::scan::{BlockSource, HeadSnapshot, ScanError, ScanRequest};
 use profusion_model::tenant::TenantScope;
 use profusion_model::time::TimeRange;
 
@@ -123,21 +123,42 @@ impl ProfileTable {
         let mut heads = Vec::new();
         let mut blocks = Vec::new();
         for tenant in self.scope.tenants() {
-            let head = self.heads.get(tenant.as_str()).await?;
-            let request = self.request(tenant.as_str(), narrowing);
-            blocks.extend(
-                self.blocks
+            let tenant = tenant.as_str();
+            let request = self.request(tenant, narrowing);
+            let mut head = self.heads.get(tenant).await?;
+            let mut renewed = 0;
+            let listed = loop {
+                let listed = self
+                    .blocks
                     .blocks(&request)
                     .await
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?
-                    .into_iter()
-                    .filter(|b| !head.cut().covers(b)),
-            );
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                if !listed.iter().any(|b| head.cut().conflicts(b)) {
+                    break listed;
+                }
+                // A compaction swallowed a block of this snapshot between the snapshot and
+                // the listing; a newer snapshot no longer holds that segment.
+                renewed += 1;
+                if renewed > MAX_SNAPSHOT_RENEWALS {
+                    return Err(DataFusionError::External(Box::new(ScanError::Unavailable(
+                        format!(
+                            "tenant {tenant:?}: the head kept changing under compaction; retry"
+                        ),
+                    ))));
+                }
+                head = self.heads.renew(tenant, &head).await?;
+            };
+            blocks.extend(listed.into_iter().filter(|b| !head.cut().covers(b)));
             heads.push((head, request));
         }
         Ok((heads, blocks))
     }
 }
+
+/// How often one listing takes a newer head snapshot before giving up: each renewal means a
+/// flush and a compaction both completed in between, so more than a few is a head that never
+/// settles.
+const MAX_SNAPSHOT_RENEWALS: usize = 5;
 
 /// Pinned heads and the requests to scan them with.
 type HeadScans = Vec<(Arc<dyn HeadSnapshot>, ScanRequest)>;

@@ -43,6 +43,29 @@ impl PinnedHeads {
         pinned.insert(tenant.to_owned(), Arc::clone(&head));
         Ok(head)
     }
+
+    /// Replaces the tenant's snapshot `stale` with a new one (unless another table of the query
+    /// already did), for a listing that found a compacted block overlapping it (see
+    /// [`profusion_model::scan::HeadCut::conflicts`]). Tables scanned after this see the new
+    /// snapshot; the per-profile tables, which must count every profile once, are the ones
+    /// that check.
+    pub async fn renew(
+        &self,
+        tenant: &str,
+        stale: &Arc<dyn HeadSnapshot>,
+    ) -> Result<Arc<dyn HeadSnapshot>> {
+        let mut pinned = self.pinned.lock().await;
+        if let Some(current) = pinned.get(tenant).filter(|h| !Arc::ptr_eq(h, stale)) {
+            return Ok(Arc::clone(current));
+        }
+        let head = self
+            .source
+            .snapshot(tenant)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        pinned.insert(tenant.to_owned(), Arc::clone(&head));
+        Ok(head)
+    }
 }
 
 /// The five block tables of a tenant scope, within a window.

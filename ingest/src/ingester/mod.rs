@@ -25,8 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use profusion_catalog::Catalog;
 use profusion_proto::ingester::v1::WriteRequest;
 use tokio::sync::Notify;
@@ -35,7 +34,7 @@ use crate::error::{IngestError, Result};
 use crate::metrics::IngestMetrics;
 use head::Head;
 use limiter::SeriesLimiter;
-use profusion_model::block::{self, BlockOrigin};
+use profusion_model::block::{self, BlockOrigin, BlockStore};
 use profusion_model::labels;
 use profusion_model::scan::{GenerationSummary, HeadCut};
 use wal::WalHandle;
@@ -77,7 +76,7 @@ pub struct Ingester {
     /// The WAL segment taking writes; every generation below it is sealed.
     open_segment: AtomicU64,
     head: Arc<Mutex<Head>>,
-    store: Arc<dyn ObjectStore>,
+    blocks: BlockStore,
     catalog: Arc<dyn Catalog>,
     flush_lock: tokio::sync::Mutex<()>,
     wake: Arc<Notify>,
@@ -154,13 +153,17 @@ impl Ingester {
                 apply_metrics.head_bytes.set(h.bytes() as i64);
             }),
         )?;
+        let blocks = BlockStore {
+            store,
+            local_root: config.local_store_root.clone(),
+        };
         let ingester = Arc::new(Self {
             config,
             source,
             wal,
             open_segment: AtomicU64::new(next),
             head,
-            store,
+            blocks,
             catalog,
             flush_lock: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
@@ -344,17 +347,14 @@ impl Ingester {
                 )
                 .map_err(|e| IngestError::internal(e.to_string()).with_source(e))?
             };
-            for (name, bytes) in &encoded.files {
-                let path = block::block_file_path(&tenant, &id, name);
-                self.store
-                    .put(&path, bytes.clone().into())
-                    .await
-                    .map_err(|e| {
-                        IngestError::unavailable(format!("uploading {path}: {e}")).with_source(e)
-                    })?;
-                self.sync_local(&path)?;
-                self.metrics.block_bytes.inc_by(bytes.len() as u64);
-            }
+            let written = self
+                .blocks
+                .upload(&tenant, &encoded)
+                .await
+                .map_err(|e| {
+                    IngestError::unavailable(format!("uploading block {id}: {e}")).with_source(e)
+                })?;
+            self.metrics.block_bytes.inc_by(written);
             self.catalog
                 .register_block(&encoded.catalog)
                 .await
@@ -380,20 +380,6 @@ impl Ingester {
             "flushed WAL segment"
         );
         Ok(())
-    }
-
-    fn sync_local(&self, path: &ObjectPath) -> Result<()> {
-        let Some(root) = &self.config.local_store_root else {
-            return Ok(());
-        };
-        let mut file = root.clone();
-        for part in path.parts() {
-            file.push(part.as_ref());
-        }
-        let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-        sync(&file)
-            .and_then(|()| file.parent().map_or(Ok(()), sync))
-            .map_err(|e| IngestError::internal(format!("syncing {}: {e}", file.display())))
     }
 
     /// Flushes everything; called on graceful shutdown.
