@@ -32,6 +32,8 @@ pub(crate) enum StartError {
         dir: PathBuf,
         holder: Option<String>,
     },
+    #[error("invalid --compactor.block-ranges: {0}")]
+    Compactor(String),
     #[error("invalid --storage.url: {0}")]
     StorageUrl(url::ParseError),
     #[error("object store {url}: {source}")]

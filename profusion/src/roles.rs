@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use object_store::ObjectStore;
 use profusion_catalog::Catalog;
+use profusion_compactor::{Compactor, CompactorConfig, CompactorMetrics, plan};
 use profusion_engine::blocks::CatalogBlocks;
 use profusion_engine::frontend::{
     FrontendConfig, QueryFrontend, QueryScheduler, start_querier_workers,
@@ -17,6 +18,7 @@ use profusion_ingest::distributor::Distributor;
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig, limiter};
 use profusion_ingest::metrics::IngestMetrics;
 use profusion_ingest::ring::Ring;
+use profusion_model::block::BlockStore;
 use profusion_model::scan::{BlockSource, HeadSource};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -106,6 +108,8 @@ pub(crate) struct Parts {
     pub(crate) ingester: Arc<Ingester>,
     pub(crate) distributor: Arc<Distributor>,
     pub(crate) read: Arc<QueryApi<QueryFrontend>>,
+    /// Releases its claims at shutdown.
+    pub(crate) compactor: Arc<Compactor>,
 }
 
 /// Every role in this process (`--target=all`), in dependency order.
@@ -124,11 +128,12 @@ pub(crate) async fn monolith(shared: &mut Shared) -> Result<Parts, StartError> {
         shared,
         vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>],
     );
-    compactor(shared);
+    let compactor = compactor(shared)?;
     Ok(Parts {
         ingester,
         distributor,
         read,
+        compactor,
     })
 }
 
@@ -228,9 +233,41 @@ fn distributor(shared: &Shared, ingesters: Vec<Arc<dyn IngesterClient>>) -> Arc<
     ))
 }
 
-/// The compactor. Blocks are not merged, expired or deleted yet: the role has nothing to run
-/// until compaction and retention exist.
-fn compactor(_shared: &Shared) {}
+/// The compactor: merges, expires and deletes blocks every compaction interval.
+fn compactor(shared: &mut Shared) -> Result<Arc<Compactor>, StartError> {
+    let flags = &shared.config.compactor;
+    plan::check_ranges(&flags.block_ranges).map_err(StartError::Compactor)?;
+    let metrics = CompactorMetrics::default();
+    metrics.register(&mut shared.registry);
+    let compactor = Arc::new(Compactor::new(
+        CompactorConfig {
+            block_ranges: flags.block_ranges.clone(),
+            compaction_interval: flags.compaction_interval,
+            deletion_delay: flags.deletion_delay,
+            retention_period: flags.blocks_retention_period,
+            retention_overrides: flags.retention_overrides(),
+            first_level_wait: flags.first_level_wait,
+            claim_lease: flags.claim_lease,
+            // Unique per process, so a restarted compactor never mistakes a dead one's
+            // claims for its own.
+            owner: format!(
+                "compactor-{}-{}-{}",
+                shared.config.ingester.ingester_id,
+                std::process::id(),
+                profusion_model::time::now_millis()
+            ),
+            fail_after: flags.fail_after_step,
+        },
+        Arc::clone(&shared.catalog),
+        BlockStore {
+            store: Arc::clone(&shared.store),
+            local_root: shared.local_store_root.clone(),
+        },
+        metrics,
+    ));
+    compactor.start();
+    Ok(compactor)
+}
 
 /// `profusion_query_scheduler_queue_length`: the scheduler's queues, read at each scrape.
 #[derive(Debug)]

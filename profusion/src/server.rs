@@ -28,6 +28,7 @@ pub(crate) struct Server {
     drain: std::time::Duration,
     /// Flushed at shutdown.
     ingester: Arc<Ingester>,
+    compactor: Arc<profusion_compactor::Compactor>,
     query_runtime: QueryRuntime,
     /// Held until the process ends.
     _data_lock: DataDirLock,
@@ -143,6 +144,7 @@ impl Server {
             connection_limits: config.server.connection_limits(),
             drain: config.server.graceful_shutdown_timeout,
             ingester: parts.ingester,
+            compactor: parts.compactor,
             query_runtime,
             _data_lock: data_lock,
         })
@@ -168,6 +170,9 @@ impl Server {
         );
         profusion_api::http_server::serve(self.listener, self.router, limits, shutdown, self.drain)
             .await;
+        if let Err(e) = self.compactor.shutdown().await {
+            tracing::warn!(error = %e, "releasing the compactor's claims; they expire on their own");
+        }
         tracing::info!("flushing the head");
         let flushed = self.ingester.shutdown().await;
         drop(self.query_runtime);

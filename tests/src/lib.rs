@@ -309,6 +309,40 @@ impl TestServer {
         self.spawn();
     }
 
+    /// Starts the server again on the same data directory with other flags.
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.restart();
+    }
+
+    /// Waits for the process to end on its own (a crash, an abort) and returns how it ended.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running server");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("profusion still running after {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The value of one sample of `/metrics` (`name{labels}` exactly as exposed), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let text = get(&self.url("/metrics"), &[]).text();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                (name == sample).then(|| value.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
     /// Block directories of `tenant` in the local object store.
     pub fn blocks(&self, tenant: &str) -> Vec<PathBuf> {
         let dir = self
@@ -385,6 +419,8 @@ impl Drop for TestServer {
 }
 
 /// Tiny blocking helpers over reqwest's async client, so tests stay plain `#[test]`s.
+pub mod reference;
+
 pub mod blocking {
     pub fn runtime() -> &'static tokio::runtime::Runtime {
         static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();

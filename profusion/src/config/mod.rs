@@ -5,6 +5,7 @@
 //! built-in default. YAML keys nest by the dots of a flag name and use `_` for `-`:
 //! `--server.http-listen-port` is `server: {http_listen_port: 4040}`.
 
+mod compactor;
 mod distributor;
 mod ingester;
 mod querier;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+pub(crate) use compactor::CompactorFlags;
 pub(crate) use distributor::{DistributorFlags, ValidationFlags};
 pub(crate) use ingester::IngesterFlags;
 pub(crate) use querier::{QuerierFlags, SchedulerFlags};
@@ -66,6 +68,9 @@ pub(crate) struct Config {
 
     #[command(flatten)]
     pub(crate) scheduler: SchedulerFlags,
+
+    #[command(flatten)]
+    pub(crate) compactor: CompactorFlags,
 
     #[command(flatten)]
     pub(crate) settings: SettingsFlags,
@@ -277,6 +282,10 @@ mod tests {
             "querier.max-concurrent",
             "query-scheduler.max-outstanding-requests-per-tenant",
             "settings.max-per-tenant",
+            "compactor.block-ranges",
+            "compactor.compaction-interval",
+            "compactor.deletion-delay",
+            "compactor.blocks-retention-period",
             "log.level",
         ] {
             assert!(
@@ -285,7 +294,7 @@ mod tests {
             );
         }
         assert_eq!(
-            flags, 46,
+            flags, 54,
             "a flag was added or lost: update this count knowingly"
         );
     }
@@ -299,11 +308,31 @@ mod tests {
                 "--querier.max-concurrent=3",
                 "--settings.max-per-tenant=9",
                 "--distributor.ingestion-body-limit-mb=1",
+                "--compactor.block-ranges=2h,4h",
+                "--compactor.blocks-retention-period-overrides=a=7d,b|c=0s",
+                "--compactor.fail-after-step=swap",
             ]
             .map(OsString::from)
             .to_vec(),
         )
         .unwrap();
+        assert_eq!(
+            c.compactor.block_ranges,
+            [Duration::from_secs(7200), Duration::from_secs(14400)]
+        );
+        assert_eq!(
+            c.compactor.retention_overrides(),
+            [
+                ("a".to_owned(), Duration::from_secs(7 * 86400)),
+                ("b|c".to_owned(), Duration::ZERO)
+            ]
+            .into()
+        );
+        assert_eq!(
+            c.compactor.fail_after_step,
+            Some(profusion_compactor::CompactionStep::Swap)
+        );
+        assert_eq!(c.compactor.blocks_retention_period, Duration::ZERO, "kept forever by default");
         assert_eq!(c.ingester.ingester_id, "i-7");
         assert_eq!(c.querier.querier_max_concurrent, 3);
         assert_eq!(c.settings.limits().max_per_tenant, 9);
