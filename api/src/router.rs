@@ -14,6 +14,7 @@ use profusion_ingest::distributor::PushService;
 
 use crate::error::{ApiError, Code};
 use crate::request::RequestRules;
+use crate::routes::admin::TombstoneCleaner;
 use crate::routes::ops::{HttpMetrics, OpsApi};
 use crate::routes::settings::{SettingsApi, SettingsLimits};
 use crate::routes::{self, ReadApi};
@@ -66,6 +67,24 @@ impl ApiRouter {
             limits,
         };
         self.router = self.router.merge(routes::settings::routes(api));
+        self
+    }
+
+    /// The admin calls (deleting series), resolving selectors through `read`, recording
+    /// tombstones in `catalog`, and cleaning them with `cleaner`.
+    pub fn with_admin(
+        mut self,
+        read: Arc<dyn ReadService>,
+        catalog: Arc<dyn Catalog>,
+        cleaner: Arc<dyn TombstoneCleaner>,
+    ) -> Self {
+        let api = routes::admin::AdminApi {
+            rules: self.rules.clone(),
+            read,
+            catalog,
+            cleaner,
+        };
+        self.router = self.router.merge(routes::admin::routes(api));
         self
     }
 

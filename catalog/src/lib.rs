@@ -22,6 +22,8 @@ mod sqlite;
 
 use async_trait::async_trait;
 use profusion_model::block::BlockMeta;
+use profusion_model::time::TimeRange;
+use profusion_model::tombstone::Tombstone;
 use serde::{Deserialize, Serialize};
 
 pub use error::{CatalogError, Result};
@@ -115,6 +117,17 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// Forgets blocks being deleted, once their files are gone.
     async fn forget_blocks(&self, tenant: &str, ids: &[String]) -> Result<()>;
 
+    /// Records a deletion and returns it with its sequence number, greater than that of every
+    /// tombstone visible before it.
+    async fn add_tombstone(&self, tombstone: &Tombstone) -> Result<Tombstone>;
+
+    /// `tenant`'s tombstones, oldest first.
+    async fn tombstones(&self, tenant: &str) -> Result<Vec<Tombstone>>;
+
+    /// Drops `tenant`'s tombstones whose range ends before `before_nanos`: retention has
+    /// removed everything they could hide.
+    async fn expire_tombstones(&self, tenant: &str, before_nanos: i64) -> Result<()>;
+
     /// Settings of `tenant`, sorted by name.
     async fn settings(&self, tenant: &str) -> Result<Vec<Setting>>;
 
@@ -200,6 +213,37 @@ fn strings_to_json(values: &[String]) -> String {
 
 fn strings_from_json(text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text).map_err(|e| CatalogError::Corrupt(format!("string list: {e}")))
+}
+
+fn fingerprints_to_json(fps: &[u64]) -> String {
+    serde_json::to_string(fps).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// A tombstone from its stored columns.
+#[allow(clippy::too_many_arguments)]
+fn tombstone_from_columns(
+    seq: i64,
+    tenant: String,
+    start_nanos: i64,
+    end_nanos: i64,
+    selectors: &str,
+    fingerprints: &str,
+    services: &str,
+    created_at_millis: i64,
+) -> Result<Tombstone> {
+    Ok(Tombstone {
+        tenant,
+        seq,
+        range: TimeRange {
+            start: start_nanos,
+            end: end_nanos,
+        },
+        selectors: strings_from_json(selectors)?,
+        fingerprints: serde_json::from_str(fingerprints)
+            .map_err(|e| CatalogError::Corrupt(format!("tombstone {seq} fingerprints: {e}")))?,
+        services: strings_from_json(services)?,
+        created_at_millis,
+    })
 }
 
 fn lineage_to_json(lineage: &std::collections::BTreeMap<String, u64>) -> String {

@@ -70,6 +70,37 @@ const V2_SQLITE: &str =
     "UPDATE blocks SET lineage = json_object(source, wal_segment) WHERE compaction_level = 0;";
 const V2_POSTGRES: &str = "UPDATE blocks SET lineage = json_build_object(source, wal_segment)::text WHERE compaction_level = 0;";
 
+/// Deletions: tombstones in the order they became visible, and the newest each block applied.
+const V3_COMMON: &str = "
+ALTER TABLE blocks ADD COLUMN tombstone_seq BIGINT NOT NULL DEFAULT 0;
+";
+const V3_SQLITE: &str = "
+CREATE TABLE tombstones (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant TEXT NOT NULL,
+    start_nanos BIGINT NOT NULL,
+    end_nanos BIGINT NOT NULL,
+    selectors TEXT NOT NULL,
+    fingerprints TEXT NOT NULL,
+    services TEXT NOT NULL,
+    created_at_millis BIGINT NOT NULL
+);
+CREATE INDEX tombstones_by_tenant ON tombstones (tenant, seq);
+";
+const V3_POSTGRES: &str = "
+CREATE TABLE tombstones (
+    seq BIGSERIAL PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    start_nanos BIGINT NOT NULL,
+    end_nanos BIGINT NOT NULL,
+    selectors TEXT NOT NULL,
+    fingerprints TEXT NOT NULL,
+    services TEXT NOT NULL,
+    created_at_millis BIGINT NOT NULL
+);
+CREATE INDEX tombstones_by_tenant ON tombstones (tenant, seq);
+";
+
 /// All migrations, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -83,6 +114,12 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "block lifecycle, compaction claims and WAL lineage",
         sqlite: &[V2_COMMON, V2_SQLITE],
         postgres: &[V2_COMMON, V2_POSTGRES],
+    },
+    Migration {
+        version: 3,
+        description: "tombstones of deleted series",
+        sqlite: &[V3_COMMON, V3_SQLITE],
+        postgres: &[V3_COMMON, V3_POSTGRES],
     },
 ];
 

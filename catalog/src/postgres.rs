@@ -6,9 +6,11 @@ use crate::sqlite::now_millis;
 use profusion_model::block::BlockMeta;
 
 use crate::{
-    BlockState, Catalog, CatalogError, FlushedTenants, Result, Setting, limit_reached,
-    lineage_from_json, lineage_to_json, not_replaceable, strings_from_json, strings_to_json,
+    BlockState, Catalog, CatalogError, FlushedTenants, Result, Setting, fingerprints_to_json,
+    limit_reached, lineage_from_json, lineage_to_json, not_replaceable, strings_from_json,
+    strings_to_json, tombstone_from_columns,
 };
+use profusion_model::tombstone::Tombstone;
 
 /// A catalog shared by several nodes, in PostgreSQL. Migrations run under an advisory lock so
 /// that nodes starting together apply each version exactly once.
@@ -25,7 +27,7 @@ const MIGRATION_LOCK: i64 = 0x7072_6f66_7573_696f;
 
 const BLOCK_COLUMNS: &str = "tenant, id, min_time_nanos, max_time_nanos, num_series, num_profiles,
     num_samples, size_bytes, services, profile_types, source, wal_segment, compaction_level,
-    created_at_millis, lineage";
+    created_at_millis, lineage, tombstone_seq";
 
 impl PostgresCatalog {
     /// Connects to `url` (a libpq-style `postgres://` URL) and applies pending migrations.
@@ -117,6 +119,7 @@ fn block_from_row(row: &Row) -> Result<BlockMeta> {
         compaction_level: row.get::<_, i32>(12) as u32,
         created_at_millis: row.get(13),
         lineage: lineage_from_json(row.get(14))?,
+        tombstone_seq: row.get(15),
     })
 }
 
@@ -140,7 +143,7 @@ async fn insert_block(c: &impl GenericClient, b: &BlockMeta, state: BlockState) 
     }
     let sql = format!(
         "INSERT INTO blocks ({BLOCK_COLUMNS}, state, state_changed_at_millis)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)
          ON CONFLICT (tenant, id) DO UPDATE SET
            min_time_nanos = EXCLUDED.min_time_nanos, max_time_nanos = EXCLUDED.max_time_nanos,
            num_series = EXCLUDED.num_series, num_profiles = EXCLUDED.num_profiles,
@@ -148,7 +151,8 @@ async fn insert_block(c: &impl GenericClient, b: &BlockMeta, state: BlockState) 
            services = EXCLUDED.services, profile_types = EXCLUDED.profile_types,
            source = EXCLUDED.source, wal_segment = EXCLUDED.wal_segment,
            compaction_level = EXCLUDED.compaction_level,
-           created_at_millis = EXCLUDED.created_at_millis, lineage = EXCLUDED.lineage
+           created_at_millis = EXCLUDED.created_at_millis, lineage = EXCLUDED.lineage,
+           tombstone_seq = EXCLUDED.tombstone_seq
          WHERE blocks.state = 'live' AND EXCLUDED.state = 'live'"
     );
     let changed = c
@@ -170,6 +174,7 @@ async fn insert_block(c: &impl GenericClient, b: &BlockMeta, state: BlockState) 
                 &(b.compaction_level as i32),
                 &b.created_at_millis,
                 &lineage_to_json(&b.lineage),
+                &b.tombstone_seq,
                 &state.as_str(),
                 &now_millis(),
             ],
@@ -481,6 +486,70 @@ impl Catalog for PostgresCatalog {
             Ok(())
         })
         .await
+    }
+
+    async fn add_tombstone(&self, tombstone: &Tombstone) -> Result<Tombstone> {
+        self.transaction(async |tx| {
+            // One writer at a time, so sequence numbers become visible in order: a reader that
+            // sees tombstone n has seen every one below it.
+            tx.batch_execute("LOCK TABLE tombstones IN EXCLUSIVE MODE").await?;
+            let seq: i64 = tx
+                .query_one(
+                    "INSERT INTO tombstones (tenant, start_nanos, end_nanos, selectors,
+                        fingerprints, services, created_at_millis)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+                    &[
+                        &tombstone.tenant,
+                        &tombstone.range.start,
+                        &tombstone.range.end,
+                        &strings_to_json(&tombstone.selectors),
+                        &fingerprints_to_json(&tombstone.fingerprints),
+                        &strings_to_json(&tombstone.services),
+                        &tombstone.created_at_millis,
+                    ],
+                )
+                .await?
+                .get(0);
+            Ok(Tombstone {
+                seq,
+                ..tombstone.clone()
+            })
+        })
+        .await
+    }
+
+    async fn tombstones(&self, tenant: &str) -> Result<Vec<Tombstone>> {
+        self.client
+            .query(
+                "SELECT seq, tenant, start_nanos, end_nanos, selectors, fingerprints, services,
+                    created_at_millis FROM tombstones WHERE tenant = $1 ORDER BY seq",
+                &[&tenant],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                tombstone_from_columns(
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    r.get(5),
+                    r.get(6),
+                    r.get(7),
+                )
+            })
+            .collect()
+    }
+
+    async fn expire_tombstones(&self, tenant: &str, before_nanos: i64) -> Result<()> {
+        self.client
+            .execute(
+                "DELETE FROM tombstones WHERE tenant = $1 AND end_nanos < $2",
+                &[&tenant, &before_nanos],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn settings(&self, tenant: &str) -> Result<Vec<Setting>> {

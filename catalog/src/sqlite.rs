@@ -8,9 +8,11 @@ use crate::migrations::{MIGRATIONS, latest_version};
 use profusion_model::block::BlockMeta;
 
 use crate::{
-    BlockState, Catalog, CatalogError, FlushedTenants, Result, Setting, limit_reached,
-    lineage_from_json, lineage_to_json, not_replaceable, strings_from_json, strings_to_json,
+    BlockState, Catalog, CatalogError, FlushedTenants, Result, Setting, fingerprints_to_json,
+    limit_reached, lineage_from_json, lineage_to_json, not_replaceable, strings_from_json,
+    strings_to_json, tombstone_from_columns,
 };
+use profusion_model::tombstone::Tombstone;
 
 /// The embedded catalog: one SQLite file, written with full fsync so a registered block
 /// survives a crash of the process or the machine.
@@ -100,7 +102,7 @@ pub(crate) fn now_millis() -> i64 {
 /// The columns of a [`BlockMeta`], in [`block_from_row`]'s order.
 const BLOCK_COLUMNS: &str = "tenant, id, min_time_nanos, max_time_nanos, num_series, num_profiles,
     num_samples, size_bytes, services, profile_types, source, wal_segment, compaction_level,
-    created_at_millis, lineage";
+    created_at_millis, lineage, tombstone_seq";
 
 fn block_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRow> {
     Ok(BlockRow {
@@ -120,6 +122,7 @@ fn block_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BlockRow> {
             compaction_level: row.get::<_, i64>(12)? as u32,
             created_at_millis: row.get(13)?,
             lineage: Default::default(),
+            tombstone_seq: row.get(15)?,
         },
         services: row.get(8)?,
         profile_types: row.get(9)?,
@@ -179,7 +182,7 @@ fn insert_block(c: &Connection, b: &BlockMeta, state: BlockState) -> Result<()> 
     }
     let sql = format!(
         "INSERT INTO blocks ({BLOCK_COLUMNS}, state, state_changed_at_millis)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
          ON CONFLICT (tenant, id) DO UPDATE SET
            min_time_nanos = excluded.min_time_nanos, max_time_nanos = excluded.max_time_nanos,
            num_series = excluded.num_series, num_profiles = excluded.num_profiles,
@@ -187,7 +190,8 @@ fn insert_block(c: &Connection, b: &BlockMeta, state: BlockState) -> Result<()> 
            services = excluded.services, profile_types = excluded.profile_types,
            source = excluded.source, wal_segment = excluded.wal_segment,
            compaction_level = excluded.compaction_level,
-           created_at_millis = excluded.created_at_millis, lineage = excluded.lineage
+           created_at_millis = excluded.created_at_millis, lineage = excluded.lineage,
+           tombstone_seq = excluded.tombstone_seq
          WHERE blocks.state = 'live' AND excluded.state = 'live'"
     );
     let changed = c.execute(
@@ -208,6 +212,7 @@ fn insert_block(c: &Connection, b: &BlockMeta, state: BlockState) -> Result<()> 
             i64::from(b.compaction_level),
             b.created_at_millis,
             lineage_to_json(&b.lineage),
+            b.tombstone_seq,
             state.as_str(),
             now_millis(),
         ],
@@ -506,6 +511,71 @@ impl Catalog for SqliteCatalog {
                 }
             }
             tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_tombstone(&self, tombstone: &Tombstone) -> Result<Tombstone> {
+        let mut t = tombstone.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO tombstones (tenant, start_nanos, end_nanos, selectors, fingerprints,
+                    services, created_at_millis) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    t.tenant,
+                    t.range.start,
+                    t.range.end,
+                    strings_to_json(&t.selectors),
+                    fingerprints_to_json(&t.fingerprints),
+                    strings_to_json(&t.services),
+                    t.created_at_millis,
+                ],
+            )?;
+            t.seq = c.last_insert_rowid();
+            Ok(t)
+        })
+        .await
+    }
+
+    async fn tombstones(&self, tenant: &str) -> Result<Vec<Tombstone>> {
+        let tenant = tenant.to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, tenant, start_nanos, end_nanos, selectors, fingerprints, services,
+                    created_at_millis FROM tombstones WHERE tenant = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![tenant], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, i64>(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, tenant, start, end, selectors, fps, services, created) = row?;
+                out.push(tombstone_from_columns(
+                    seq, tenant, start, end, &selectors, &fps, &services, created,
+                )?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn expire_tombstones(&self, tenant: &str, before_nanos: i64) -> Result<()> {
+        let tenant = tenant.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM tombstones WHERE tenant = ?1 AND end_nanos < ?2",
+                params![tenant, before_nanos],
+            )?;
             Ok(())
         })
         .await

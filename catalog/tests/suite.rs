@@ -3,6 +3,8 @@
 
 use profusion_catalog::{Catalog, CatalogError, FlushedTenants, Setting};
 use profusion_model::block::BlockMeta;
+use profusion_model::time::TimeRange;
+use profusion_model::tombstone::Tombstone;
 use profusion_testing::PostgresServer;
 
 fn block(tenant: &str, id: &str, min: i64, max: i64, segment: u64) -> BlockMeta {
@@ -22,6 +24,7 @@ fn block(tenant: &str, id: &str, min: i64, max: i64, segment: u64) -> BlockMeta 
         compaction_level: 0,
         created_at_millis: 1_700_000_000_000,
         lineage: [("ingester-a".to_owned(), segment)].into(),
+        tombstone_seq: 0,
     }
 }
 
@@ -274,6 +277,33 @@ async fn suite(c: &dyn Catalog) {
     c.delete_setting("t1", "absent").await.unwrap();
     assert_eq!(c.settings("t1").await.unwrap(), vec![s("alpha", "1", 10)]);
     lifecycle(c).await;
+    tombstones(c).await;
+}
+
+/// Tombstones round-trip in order of their sequence numbers; retention expires them.
+async fn tombstones(c: &dyn Catalog) {
+    let t = |tenant: &str, start: i64, end: i64| Tombstone {
+        tenant: tenant.into(),
+        seq: 0,
+        range: TimeRange { start, end },
+        selectors: vec![r#"{service_name="api"}"#.into()],
+        fingerprints: vec![3, 9],
+        services: vec!["api".into()],
+        created_at_millis: 1234,
+    };
+    let a = c.add_tombstone(&t("del", 10, 20)).await.unwrap();
+    let b = c.add_tombstone(&t("del", 30, 40)).await.unwrap();
+    c.add_tombstone(&t("other", 0, 1)).await.unwrap();
+    assert!(a.seq > 0 && b.seq > a.seq, "{} then {}", a.seq, b.seq);
+    assert_eq!(c.tombstones("del").await.unwrap(), vec![a.clone(), b.clone()]);
+    c.expire_tombstones("del", 21).await.unwrap();
+    assert_eq!(c.tombstones("del").await.unwrap(), vec![b]);
+    assert_eq!(c.tombstones("other").await.unwrap().len(), 1);
+    // A block records the newest tombstone applied to it.
+    let mut applied = block("del", "D1", 0, 50, 99);
+    applied.tombstone_seq = a.seq;
+    c.register_block(&applied).await.unwrap();
+    assert_eq!(c.blocks("del", 0, 100).await.unwrap(), vec![applied]);
 }
 
 #[tokio::test]
@@ -289,7 +319,7 @@ async fn sqlite_catalog() {
     let catalog = profusion_catalog::open(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    assert_eq!(catalog.tenants().await.unwrap(), ["life", "t1", "t2"]);
+    assert_eq!(catalog.tenants().await.unwrap(), ["del", "life", "t1", "t2"]);
 }
 
 #[tokio::test]
@@ -304,7 +334,7 @@ async fn postgres_catalog() {
     suite(a.as_ref()).await;
     assert_eq!(
         b.tenants().await.unwrap(),
-        ["life", "t1", "t2"],
+        ["del", "life", "t1", "t2"],
         "both nodes see one catalog"
     );
 }

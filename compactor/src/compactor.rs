@@ -5,6 +5,7 @@ use std::time::Duration;
 use profusion_catalog::{Catalog, CatalogError};
 use profusion_model::block::{self, BlockMeta, BlockOrigin, BlockStore};
 use profusion_model::time::now_millis;
+use profusion_model::tombstone::{Deletions, Tombstone};
 
 use crate::merge::{self, MergeError, SourceTables};
 use crate::metrics::CompactorMetrics;
@@ -108,6 +109,8 @@ pub struct CycleReport {
     pub blocks_compacted: usize,
     pub blocks_written: usize,
     pub duplicate_profiles: u64,
+    /// Profiles left out because a tombstone deletes them.
+    pub deleted_profiles: u64,
     pub blocks_expired: usize,
     pub blocks_deleted: usize,
     pub failed_jobs: usize,
@@ -170,43 +173,67 @@ impl Compactor {
     pub async fn run_cycle(&self) -> Result<CycleReport, CompactorError> {
         self.metrics.cycles.inc();
         let mut report = CycleReport::default();
-        let rules = PlanRules {
-            block_ranges: self.config.block_ranges.clone(),
-            first_level_wait: self.config.first_level_wait,
-        };
         for tenant in self.catalog.tenants().await? {
-            let now = now_millis();
-            report.blocks_expired += self.apply_retention(&tenant, now).await?;
-            let live = self.catalog.blocks(&tenant, i64::MIN, i64::MAX).await?;
-            for job in plan::plan(&tenant, &live, &rules, now) {
-                report.jobs += 1;
-                match self.run_job(&job).await {
-                    Ok(Some(done)) => {
-                        self.metrics.job("done");
-                        report.blocks_compacted += job.sources.len();
-                        report.blocks_written += done.written;
-                        report.duplicate_profiles += done.duplicates;
-                    }
-                    Ok(None) => self.metrics.job("skipped"),
-                    Err(CompactorError::Catalog(CatalogError::Conflict(reason))) => {
-                        self.metrics.job("conflict");
-                        tracing::info!(tenant = %tenant, %reason, "compaction job lost its blocks; skipped");
-                    }
-                    Err(e) => {
-                        self.metrics.job("failed");
-                        report.failed_jobs += 1;
-                        tracing::error!(tenant = %tenant, level = job.level, error = %e,
-                            "compaction job failed; its sources stay live and it is retried next cycle");
-                        self.catalog.release_claims(&self.config.owner).await?;
-                    }
-                }
-            }
+            self.compact_tenant(&tenant, self.config.first_level_wait, &mut report)
+                .await?;
         }
         report.blocks_deleted = self.delete_retired(now_millis()).await?;
         if report.failed_jobs == 0 {
             self.metrics.last_success.set(now_millis() / 1000);
         }
         Ok(report)
+    }
+
+    /// Applies `tenant`'s deletions to its blocks now (`clean_tombstones`): every block that
+    /// may hold deleted profiles is rewritten without them, ingester blocks included however
+    /// young. Data still in ingester heads is written without them at its first compaction.
+    pub async fn clean_tombstones(&self, tenant: &str) -> Result<CycleReport, CompactorError> {
+        let mut report = CycleReport::default();
+        self.compact_tenant(tenant, Duration::ZERO, &mut report)
+            .await?;
+        Ok(report)
+    }
+
+    /// Retention, then the planned jobs, for one tenant.
+    async fn compact_tenant(
+        &self,
+        tenant: &str,
+        first_level_wait: Duration,
+        report: &mut CycleReport,
+    ) -> Result<(), CompactorError> {
+        let rules = PlanRules {
+            block_ranges: self.config.block_ranges.clone(),
+            first_level_wait,
+        };
+        let now = now_millis();
+        report.blocks_expired += self.apply_retention(tenant, now).await?;
+        let tombstones = self.catalog.tombstones(tenant).await?;
+        let live = self.catalog.blocks(tenant, i64::MIN, i64::MAX).await?;
+        for job in plan::plan(tenant, &live, &tombstones, &rules, now) {
+            report.jobs += 1;
+            match self.run_job(&job, &tombstones).await {
+                Ok(Some(done)) => {
+                    self.metrics.job("done");
+                    report.blocks_compacted += job.sources.len();
+                    report.blocks_written += done.written;
+                    report.duplicate_profiles += done.duplicates;
+                    report.deleted_profiles += done.deleted;
+                }
+                Ok(None) => self.metrics.job("skipped"),
+                Err(CompactorError::Catalog(CatalogError::Conflict(reason))) => {
+                    self.metrics.job("conflict");
+                    tracing::info!(tenant, %reason, "compaction job lost its blocks; skipped");
+                }
+                Err(e) => {
+                    self.metrics.job("failed");
+                    report.failed_jobs += 1;
+                    tracing::error!(tenant, level = job.level, error = %e,
+                        "compaction job failed; its sources stay live and it is retried next cycle");
+                    self.catalog.release_claims(&self.config.owner).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Retires `tenant`'s blocks whose newest profile is older than its retention period.
@@ -218,6 +245,8 @@ impl Compactor {
         let cutoff_nanos = now
             .saturating_sub(i64::try_from(period.as_millis()).unwrap_or(i64::MAX))
             .saturating_mul(1_000_000);
+        // Tombstones whose whole range is older than anything kept have nothing left to hide.
+        self.catalog.expire_tombstones(tenant, cutoff_nanos).await?;
         let expired: Vec<String> = self
             .catalog
             .blocks(tenant, i64::MIN, cutoff_nanos)
@@ -255,7 +284,11 @@ impl Compactor {
     }
 
     /// Runs one job through the swap; `None` when another compactor holds its blocks.
-    async fn run_job(&self, job: &Job) -> Result<Option<JobDone>, CompactorError> {
+    async fn run_job(
+        &self,
+        job: &Job,
+        tombstones: &[Tombstone],
+    ) -> Result<Option<JobDone>, CompactorError> {
         let ids: Vec<String> = job.sources.iter().map(|b| b.id.clone()).collect();
         if !self.claim(&job.tenant, &ids).await? {
             return Ok(None);
@@ -266,11 +299,15 @@ impl Compactor {
         for meta in &job.sources {
             sources.push(SourceTables::read(&store, meta).await?);
         }
-        let merged = merge::merge(&sources, job.window_nanos, &|_, _| true)?;
+        let deletions = Deletions::new(tombstones);
+        let merged = merge::merge(&sources, job.window_nanos, &|fp, time| {
+            !deletions.hides(fp, time)
+        })?;
         drop(sources);
 
         let now = now_millis();
-        let origin = BlockOrigin::compacted(job.level, &job.sources);
+        let applied = tombstones.iter().map(|t| t.seq).max().unwrap_or(0);
+        let origin = BlockOrigin::compacted(job.level, &job.sources, applied);
         let mut encoded = Vec::with_capacity(merged.windows.len());
         for window in &merged.windows {
             let id = self.output_id(job, window.window_start, now);
@@ -304,12 +341,14 @@ impl Compactor {
         self.metrics.blocks_written.inc_by(added.len() as u64);
         self.metrics.bytes_written.inc_by(bytes);
         self.metrics.duplicate_profiles.inc_by(merged.duplicates);
+        self.metrics.deleted_profiles.inc_by(merged.removed);
         tracing::info!(tenant = %job.tenant, level = job.level, sources = ids.len(),
-            outputs = added.len(), duplicates = merged.duplicates, bytes,
+            outputs = added.len(), duplicates = merged.duplicates, deleted = merged.removed, bytes,
             elapsed_ms = started.elapsed().as_millis() as u64, "compacted blocks");
         Ok(Some(JobDone {
             written: added.len(),
             duplicates: merged.duplicates,
+            deleted: merged.removed,
         }))
     }
 
@@ -370,4 +409,5 @@ impl Compactor {
 struct JobDone {
     written: usize,
     duplicates: u64,
+    deleted: u64,
 }

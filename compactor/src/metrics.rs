@@ -13,6 +13,7 @@ pub struct CompactorMetrics {
     pub blocks_written: Counter,
     pub bytes_written: Counter,
     pub duplicate_profiles: Counter,
+    pub deleted_profiles: Counter,
     pub blocks_expired: Counter,
     pub blocks_deleted: Counter,
     /// Unix seconds of the last cycle that finished without a failed job.
@@ -43,6 +44,11 @@ impl CompactorMetrics {
             "duplicate_profiles_removed",
             "Profiles dropped as copies of one already kept (replicas, retried pushes)",
             self.duplicate_profiles.clone(),
+        );
+        r.register(
+            "deleted_profiles_removed",
+            "Profiles left out of rewritten blocks because a tombstone deletes them",
+            self.deleted_profiles.clone(),
         );
         r.register(
             "blocks_expired",

@@ -9,11 +9,15 @@
 //! for each range in turn, the blocks of levels 1 to `i + 1` inside one window of range `i` are
 //! merged into one block of level `i + 1` once the window has ended and it holds more than one.
 //! A block is in at most one job per plan.
+//!
+//! Deletions: a block no job takes that may hold profiles a tombstone newer than the block
+//! deletes is rewritten alone, at its own level and window, without them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use profusion_model::block::BlockMeta;
+use profusion_model::tombstone::Tombstone;
 
 /// One merge: its sources become blocks of `level`, one per window of `window_nanos` their rows
 /// fall in.
@@ -44,8 +48,14 @@ fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX).max(1)
 }
 
-/// The jobs for one tenant's live blocks at `now_millis`.
-pub fn plan(tenant: &str, blocks: &[BlockMeta], rules: &PlanRules, now_millis: i64) -> Vec<Job> {
+/// The jobs for one tenant's live blocks at `now_millis`, given its tombstones.
+pub fn plan(
+    tenant: &str,
+    blocks: &[BlockMeta],
+    tombstones: &[Tombstone],
+    rules: &PlanRules,
+    now_millis: i64,
+) -> Vec<Job> {
     let Some(&smallest) = rules.block_ranges.first() else {
         return Vec::new();
     };
@@ -96,6 +106,16 @@ pub fn plan(tenant: &str, blocks: &[BlockMeta], rules: &PlanRules, now_millis: i
             job(level, range, sources);
         }
     }
+
+    for b in blocks {
+        let deletes = tombstones.iter().any(|t| {
+            t.seq > b.tombstone_seq && t.touches(b.min_time_nanos, b.max_time_nanos, &b.services)
+        });
+        if b.compaction_level > 0 && deletes && !used.contains(&b.id) {
+            let range = rules.block_ranges[(b.compaction_level as usize - 1).min(rules.block_ranges.len() - 1)];
+            job(b.compaction_level, nanos(range), vec![b.clone()]);
+        }
+    }
     jobs
 }
 
@@ -143,6 +163,7 @@ mod tests {
             compaction_level: level,
             created_at_millis: created_millis,
             lineage: Default::default(),
+            tombstone_seq: 0,
         }
     }
 
@@ -188,7 +209,7 @@ mod tests {
             block("g", 1, 100 * H + 5, 100 * H + 9, 0),
         ];
         assert_eq!(
-            summary(&plan("t", &blocks, &rules(), now)),
+            summary(&plan("t", &blocks, &[], &rules(), now)),
             vec![
                 (1, 1, vec!["i1", "i2"]),
                 (1, 1, vec!["i3"]),
@@ -196,6 +217,47 @@ mod tests {
                 (3, 8, vec!["c", "d"]),
             ]
         );
+    }
+
+    #[test]
+    fn blocks_a_newer_tombstone_touches_are_rewritten_alone() {
+        let now = 100 * H / 1_000_000;
+        let mut done = block("done", 2, 2 * H, 3 * H, 0);
+        done.tombstone_seq = 5;
+        let blocks = vec![
+            block("old", 2, 2 * H, 3 * H, 0),
+            done,
+            block("elsewhere", 3, 40 * H, 41 * H, 0),
+            block("fresh", 0, 2 * H, 2 * H + 1, now),
+        ]
+        .into_iter()
+        .map(|mut b| {
+            b.services = vec!["api".into()];
+            b
+        })
+        .collect::<Vec<_>>();
+        let tombstone = Tombstone {
+            tenant: "t".into(),
+            seq: 5,
+            range: range(0, 10 * H),
+            selectors: vec![],
+            fingerprints: vec![1],
+            services: vec!["api".into()],
+            created_at_millis: 0,
+        };
+        // "old" predates the tombstone: rewritten alone at its level. "done" applied it,
+        // "elsewhere" is outside its range, and the young ingester block waits for its turn.
+        let mut rules = rules();
+        rules.block_ranges.truncate(2);
+        assert_eq!(
+            summary(&plan("t", &blocks[..1], std::slice::from_ref(&tombstone), &rules, now)),
+            vec![(2, 2, vec!["old"])]
+        );
+        assert!(plan("t", &blocks[1..], std::slice::from_ref(&tombstone), &rules, now).is_empty());
+    }
+
+    fn range(start: i64, end: i64) -> profusion_model::time::TimeRange {
+        profusion_model::time::TimeRange { start, end }
     }
 
     #[test]

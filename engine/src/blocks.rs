@@ -8,6 +8,7 @@ use object_store::ObjectStore;
 use profusion_catalog::Catalog;
 use profusion_model::block::BlockMeta;
 use profusion_model::scan::{BlockSource, ScanError, ScanRequest};
+use profusion_model::tombstone::Tombstone;
 
 /// Blocks as the catalog records them, files in one object store.
 #[derive(Debug, Clone)]
@@ -41,5 +42,12 @@ impl BlockSource for CatalogBlocks {
 
     fn store(&self) -> Arc<dyn ObjectStore> {
         Arc::clone(&self.store)
+    }
+
+    async fn tombstones(&self, tenant: &str) -> Result<Vec<Tombstone>, ScanError> {
+        self.catalog
+            .tombstones(tenant)
+            .await
+            .map_err(|e| ScanError::Unavailable(format!("catalog: {e}")))
     }
 }

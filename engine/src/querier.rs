@@ -299,8 +299,37 @@ impl Querier {
                 }
             }
         }
+        self.drop_deleted(session, &mut out).await?;
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
+    }
+
+    /// Removes series a deletion emptied: those a tombstone names that have no profile left
+    /// in the session's window (the profiles table hides deleted rows).
+    async fn drop_deleted(&self, session: &QuerySession, series: &mut Vec<SeriesLabels>) -> Result<()> {
+        let deleted = session.schema.deleted_series().await?;
+        let named: Vec<u64> = series
+            .iter()
+            .map(|s| s.fingerprint)
+            .filter(|fp| deleted.contains(fp))
+            .collect();
+        if named.is_empty() {
+            return Ok(());
+        }
+        let mut alive = HashSet::new();
+        let mut batches = session
+            .ctx
+            .table("profiles")
+            .await?
+            .filter(col("series_fingerprint").in_list(named.into_iter().map(lit).collect(), false))?
+            .select(vec![col("series_fingerprint")])?
+            .execute_stream()
+            .await?;
+        while let Some(batch) = batches.next().await.transpose()? {
+            alive.extend(batch.column(0).as_primitive::<UInt64Type>().values().iter().copied());
+        }
+        series.retain(|s| !deleted.contains(&s.fingerprint) || alive.contains(&s.fingerprint));
+        Ok(())
     }
 
     /// The sample filter of a profile type, time range and (when the selector narrows them)

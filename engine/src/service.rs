@@ -170,6 +170,15 @@ pub trait ReadService: Send + Sync + std::fmt::Debug {
         ctx: &QueryContext,
         req: ProfileTypesRequest,
     ) -> Result<ProfileTypesResponse>;
+
+    /// Every series matching any of `selectors` with data in `range`, with its fingerprint:
+    /// what a deletion names. Not bound by the query-length limit (deletions span months).
+    async fn series_to_delete(
+        &self,
+        ctx: &QueryContext,
+        selectors: &[String],
+        range: TimeRange,
+    ) -> Result<Vec<SeriesLabels>>;
     async fn label_names(
         &self,
         ctx: &QueryContext,
@@ -544,6 +553,43 @@ impl<E: ReadExecutor> ReadService for QueryApi<E> {
                 .map(|pt| proto_profile_type(&pt))
                 .collect(),
         })
+    }
+
+    async fn series_to_delete(
+        &self,
+        ctx: &QueryContext,
+        selectors: &[String],
+        range: TimeRange,
+    ) -> Result<Vec<SeriesLabels>> {
+        if selectors.is_empty() {
+            return Err(QueryError::invalid(
+                "no match[] selector: a deletion names the series it deletes",
+            ));
+        }
+        let selectors = selectors
+            .iter()
+            .map(|m| {
+                let selector = series_selector(m)?;
+                if selector.matchers.is_empty() {
+                    // As Prometheus: `{}` deleting everything is too easy a mistake.
+                    return Err(QueryError::invalid(format!(
+                        "match[] {m:?} has no matcher; name at least one label"
+                    )));
+                }
+                Ok(selector)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.executor
+            .execute(
+                ctx,
+                ReadJob::Series {
+                    range,
+                    selectors,
+                    profile_type: None,
+                },
+            )
+            .await?
+            .into_labels()
     }
 
     async fn label_names(

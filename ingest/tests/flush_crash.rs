@@ -14,6 +14,7 @@ use profusion_catalog::{Catalog, CatalogError, FlushedTenants, Setting, SqliteCa
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig};
 use profusion_ingest::metrics::IngestMetrics;
 use profusion_model::block::BlockMeta;
+use profusion_model::tombstone::Tombstone;
 use profusion_proto::ingester::v1::{Frame, SeriesProfile, Stack, StackSample, WriteRequest};
 use profusion_proto::types::v1::LabelPair;
 
@@ -103,6 +104,15 @@ impl Catalog for RefusingCatalog {
     }
     async fn forget_blocks(&self, t: &str, ids: &[String]) -> profusion_catalog::Result<()> {
         self.inner.forget_blocks(t, ids).await
+    }
+    async fn add_tombstone(&self, t: &Tombstone) -> profusion_catalog::Result<Tombstone> {
+        self.inner.add_tombstone(t).await
+    }
+    async fn tombstones(&self, t: &str) -> profusion_catalog::Result<Vec<Tombstone>> {
+        self.inner.tombstones(t).await
+    }
+    async fn expire_tombstones(&self, t: &str, before: i64) -> profusion_catalog::Result<()> {
+        self.inner.expire_tombstones(t, before).await
     }
 }
 
@@ -272,6 +282,7 @@ async fn a_crash_after_one_tenant_registered_replays_only_the_others() {
         compaction_level: 0,
         created_at_millis: 0,
         lineage: [("ingester-a".to_owned(), seg)].into(),
+        tombstone_seq: 0,
     };
     sqlite.register_block(&meta).await.unwrap();
     drop(ingester);

@@ -318,6 +318,10 @@ pub struct BlockMeta {
     /// [`crate::scan::HeadCut::conflicts`]).
     #[serde(default)]
     pub lineage: BTreeMap<String, u64>,
+    /// The newest tombstone ([`crate::tombstone::Tombstone::seq`]) already applied to the
+    /// block's rows when it was written (0: none, as for every ingester block).
+    #[serde(default)]
+    pub tombstone_seq: i64,
 }
 
 /// Who wrote a block and from what, recorded in `meta.json` and the catalog.
@@ -333,6 +337,8 @@ pub struct BlockOrigin {
     pub parents: Vec<String>,
     /// See [`BlockMeta::lineage`].
     pub lineage: BTreeMap<String, u64>,
+    /// See [`BlockMeta::tombstone_seq`].
+    pub tombstone_seq: i64,
 }
 
 /// The `source` of every compacted block.
@@ -348,11 +354,13 @@ impl BlockOrigin {
             wal_segment,
             compaction_level: 0,
             parents: Vec::new(),
+            tombstone_seq: 0,
         }
     }
 
-    /// A block the compactor merged from `parents`, at `level`.
-    pub fn compacted(level: u32, parents: &[BlockMeta]) -> Self {
+    /// A block the compactor merged from `parents`, at `level`, leaving out what the
+    /// tombstones up to `tombstone_seq` delete.
+    pub fn compacted(level: u32, parents: &[BlockMeta], tombstone_seq: i64) -> Self {
         let mut lineage = BTreeMap::new();
         for parent in parents {
             for (source, &segment) in &parent.lineage {
@@ -368,6 +376,7 @@ impl BlockOrigin {
             compaction_level: level,
             parents: ids,
             lineage,
+            tombstone_seq,
         }
     }
 }
@@ -513,6 +522,7 @@ pub fn encode(
             compaction_level: origin.compaction_level,
             created_at_millis,
             lineage: origin.lineage.clone(),
+            tombstone_seq: origin.tombstone_seq,
         },
     })
 }

@@ -8,6 +8,7 @@
 //! - [`profile_type`], [`tenant`], [`time`]: the ids and ranges every request carries.
 //! - [`tree`]: function-name call trees and their wire encodings (flame graphs, tree bytes).
 //! - [`scan`]: scan requests and the head and block sources that answer them.
+//! - [`tombstone`]: deletions, as readers and the compactor apply them.
 //! - [`status`]: the one classification of failures into status codes.
 //! - [`hash`]: maps keyed by values that already are hashes.
 //!
@@ -24,4 +25,5 @@ pub mod status;
 pub mod symbols;
 pub mod tenant;
 pub mod time;
+pub mod tombstone;
 pub mod tree;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::{BlockMeta, Table};
 use crate::time::TimeRange;
+use crate::tombstone::Tombstone;
 
 /// What one scan of one table of one tenant selects. Every narrowing is optional and applies
 /// only to the tables that carry its column: `range` and `profile_type` to the per-profile
@@ -191,4 +192,7 @@ pub trait BlockSource: Send + Sync + std::fmt::Debug {
 
     /// The store holding the blocks' files (paths from [`crate::block::block_file_path`]).
     fn store(&self) -> Arc<dyn ObjectStore>;
+
+    /// `tenant`'s deletions, which every reader of its data applies (blocks and head alike).
+    async fn tombstones(&self, tenant: &str) -> Result<Vec<Tombstone>, ScanError>;
 }

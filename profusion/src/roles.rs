@@ -25,6 +25,9 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use profusion_api::error::{ApiError, Code};
+use profusion_api::routes::admin::TombstoneCleaner;
+
 use crate::config::Config;
 use crate::error::StartError;
 
@@ -267,6 +270,36 @@ fn compactor(shared: &mut Shared) -> Result<Arc<Compactor>, StartError> {
     ));
     compactor.start();
     Ok(compactor)
+}
+
+/// `clean_tombstones` in one process: the ingester flushes its head, so every deleted profile
+/// is in a block, then the compactor rewrites the tenant's blocks without them.
+#[derive(Debug)]
+pub(crate) struct LocalCleaner {
+    pub(crate) ingester: Arc<Ingester>,
+    pub(crate) compactor: Arc<Compactor>,
+}
+
+#[async_trait::async_trait]
+impl TombstoneCleaner for LocalCleaner {
+    async fn clean(&self, tenant: &str) -> Result<(), ApiError> {
+        self.ingester.flush().await?;
+        let report = self
+            .compactor
+            .clean_tombstones(tenant)
+            .await
+            .map_err(|e| ApiError::new(Code::Unavailable, format!("cleaning tombstones: {e}")))?;
+        if report.failed_jobs > 0 {
+            return Err(ApiError::new(
+                Code::Unavailable,
+                format!(
+                    "{} of {} rewrites failed (see the log); retry",
+                    report.failed_jobs, report.jobs
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `profusion_query_scheduler_queue_length`: the scheduler's queues, read at each scrape.

@@ -111,9 +111,14 @@ impl Server {
             body_timeout: config.server.body_timeout(),
         };
         let readiness = Arc::new(Readiness::ready());
+        let cleaner = Arc::new(roles::LocalCleaner {
+            ingester: Arc::clone(&parts.ingester),
+            compactor: Arc::clone(&parts.compactor),
+        });
         let router = ApiRouter::new(rules)
             .with_push(parts.distributor)
-            .with_read(parts.read)
+            .with_read(Arc::clone(&parts.read) as _)
+            .with_admin(parts.read, Arc::clone(&catalog), cleaner)
             .with_settings(catalog, config.settings.limits())
             .build(
                 OpsApi {

@@ -1,6 +1,7 @@
 //! One module per API family. Each owns its routes and the state its handlers share, built
 //! from the services it calls; none reaches into another's state or into the process's wiring.
 
+pub mod admin;
 pub mod info;
 pub mod ingest;
 pub mod ops;

@@ -29,16 +29,22 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
-use datafusion::prelude::Expr;
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::prelude::{Expr, col, lit};
 use object_store::path::Path as ObjectPath;
 use profusion_model::block::{BlockMeta, Table, block_file_path};
 use profusion_model::scan::{BlockSource, HeadSnapshot, ScanError, ScanRequest};
 use profusion_model::tenant::TenantScope;
 use profusion_model::time::TimeRange;
+use profusion_model::tombstone::Tombstone;
 
 pub use filters::Narrowing;
 pub use head_scan::HeadScanExec;
-pub use schema::{PinnedHeads, TenantSchema};
+pub use schema::{PinnedHeads, PinnedTombstones, TenantSchema};
 
 /// The URL the blocks' object store is registered under in every query session.
 pub const STORE_URL: &str = "profusion://store/";
@@ -63,6 +69,7 @@ pub struct ProfileTable {
     scope: TenantScope,
     window: ScanWindow,
     heads: Arc<PinnedHeads>,
+    tombstones: Arc<PinnedTombstones>,
     blocks: Arc<dyn BlockSource>,
     schema: SchemaRef,
     partitions: usize,
@@ -74,6 +81,7 @@ impl ProfileTable {
         scope: TenantScope,
         window: ScanWindow,
         heads: Arc<PinnedHeads>,
+        tombstones: Arc<PinnedTombstones>,
         blocks: Arc<dyn BlockSource>,
         partitions: usize,
     ) -> Self {
@@ -82,6 +90,7 @@ impl ProfileTable {
             scope,
             window,
             heads,
+            tombstones,
             blocks,
             schema: scan_schema(table),
             partitions: partitions.max(1),
@@ -125,6 +134,7 @@ impl ProfileTable {
         for tenant in self.scope.tenants() {
             let tenant = tenant.as_str();
             let request = self.request(tenant, narrowing);
+            self.tombstones.get(tenant).await?;
             let mut head = self.heads.get(tenant).await?;
             let mut renewed = 0;
             let listed = loop {
@@ -190,6 +200,93 @@ impl TableProvider for ProfileTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let (heads, blocks) = self.sources(&Narrowing::from_filters(filters)).await?;
+        // Per tenant, the tombstones that may hide rows this scan reads; tenants without any
+        // are read as before, in one union.
+        let mut deleting = Vec::new();
+        let (mut plain_heads, mut plain_blocks) = (Vec::new(), Vec::new());
+        for (head, request) in heads {
+            let tombstones = self.deletions(&request).await?;
+            let own: Vec<BlockMeta> = blocks
+                .iter()
+                .filter(|b| b.tenant == request.tenant)
+                .cloned()
+                .collect();
+            if tombstones.is_empty() {
+                plain_heads.push((head, request));
+                plain_blocks.extend(own);
+            } else {
+                deleting.push(((head, request), own, tombstones));
+            }
+        }
+        let mut branches = Vec::new();
+        if !plain_heads.is_empty() || deleting.is_empty() {
+            branches.push(
+                self.read(state, plain_heads, &plain_blocks, projection, filters, limit)
+                    .await?,
+            );
+        }
+        for (head, own, tombstones) in deleting {
+            // Read every column (the deletion test needs series and time), drop deleted rows,
+            // then project; no limit before the filter.
+            let all = self.read(state, vec![head], &own, None, filters, None).await?;
+            let keep = state.create_physical_expr(
+                not_deleted(&tombstones),
+                &DFSchema::try_from(Arc::clone(&self.schema))?,
+            )?;
+            let kept: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(keep, all)?);
+            branches.push(match projection {
+                None => kept,
+                Some(columns) => Arc::new(ProjectionExec::try_new(
+                    columns.iter().map(|&i| {
+                        let name = self.schema.field(i).name().clone();
+                        (
+                            Arc::new(PhysicalColumn::new(&name, i)) as Arc<dyn PhysicalExpr>,
+                            name,
+                        )
+                    }),
+                    kept,
+                )?),
+            });
+        }
+        if branches.len() == 1 {
+            return Ok(branches.remove(0));
+        }
+        UnionExec::try_new(branches)
+    }
+}
+
+impl ProfileTable {
+    /// The tombstones hiding rows a scan of `request` may read: none for tables without
+    /// profile rows, else the tenant's whose range and series the request can meet.
+    async fn deletions(&self, request: &ScanRequest) -> Result<Vec<Tombstone>> {
+        if !self.table.is_per_profile() {
+            return Ok(Vec::new());
+        }
+        let all = self.tombstones.get(&request.tenant).await?;
+        Ok(all
+            .iter()
+            .filter(|t| {
+                t.range.overlaps(request.range.start, request.range.end)
+                    && request.series.as_ref().is_none_or(|series| {
+                        series
+                            .iter()
+                            .any(|fp| t.fingerprints.binary_search(fp).is_ok())
+                    })
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// The union of head scans and block files.
+    async fn read(
+        &self,
+        state: &dyn Session,
+        heads: HeadScans,
+        blocks: &[BlockMeta],
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let head_scan: Arc<dyn ExecutionPlan> = Arc::new(HeadScanExec::try_new(
             self.table,
             Arc::clone(&self.schema),
@@ -214,6 +311,21 @@ impl TableProvider for ProfileTable {
             .await?;
         UnionExec::try_new(vec![head_scan, files])
     }
+}
+
+/// `NOT (deleted by any tombstone)`: a row survives unless its series is one a tombstone
+/// names and its time is in that tombstone's range.
+fn not_deleted(tombstones: &[Tombstone]) -> Expr {
+    let deleted = tombstones
+        .iter()
+        .map(|t| {
+            col("series_fingerprint")
+                .in_list(t.fingerprints.iter().map(|fp| lit(*fp)).collect(), false)
+                .and(col("time_nanos").between(lit(t.range.start), lit(t.range.end)))
+        })
+        .reduce(Expr::or)
+        .unwrap_or(lit(false));
+    !deleted
 }
 
 /// The schema a table is scanned in: the block schema with top-level strings as views, as

@@ -10,6 +10,7 @@ use datafusion::error::{DataFusionError, Result};
 use profusion_model::block::Table;
 use profusion_model::scan::{BlockSource, HeadSnapshot, HeadSource};
 use profusion_model::tenant::TenantScope;
+use profusion_model::tombstone::Tombstone;
 
 use super::{ProfileTable, ScanWindow};
 
@@ -68,10 +69,46 @@ impl PinnedHeads {
     }
 }
 
+/// One tenant's tombstones per query, read when a query first lists the tenant's blocks (and
+/// before it does, so that a block the compactor rewrote after the read has applied every
+/// tombstone the query applies), shared by every table of the query.
+#[derive(Debug)]
+pub struct PinnedTombstones {
+    source: Arc<dyn BlockSource>,
+    pinned: tokio::sync::Mutex<HashMap<String, Arc<Vec<Tombstone>>>>,
+}
+
+impl PinnedTombstones {
+    pub fn new(source: Arc<dyn BlockSource>) -> Self {
+        Self {
+            source,
+            pinned: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's tombstones, read now if this query has not read them yet.
+    pub async fn get(&self, tenant: &str) -> Result<Arc<Vec<Tombstone>>> {
+        let mut pinned = self.pinned.lock().await;
+        if let Some(t) = pinned.get(tenant) {
+            return Ok(Arc::clone(t));
+        }
+        let tombstones = Arc::new(
+            self.source
+                .tombstones(tenant)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+        );
+        pinned.insert(tenant.to_owned(), Arc::clone(&tombstones));
+        Ok(tombstones)
+    }
+}
+
 /// The five block tables of a tenant scope, within a window.
 #[derive(Debug)]
 pub struct TenantSchema {
     tables: HashMap<&'static str, Arc<ProfileTable>>,
+    scope: TenantScope,
+    tombstones: Arc<PinnedTombstones>,
 }
 
 impl TenantSchema {
@@ -83,6 +120,7 @@ impl TenantSchema {
         partitions: usize,
     ) -> Self {
         let heads = Arc::new(PinnedHeads::new(head));
+        let tombstones = Arc::new(PinnedTombstones::new(Arc::clone(&blocks)));
         let tables = Table::ALL
             .into_iter()
             .map(|table| {
@@ -91,13 +129,30 @@ impl TenantSchema {
                     scope.clone(),
                     window.clone(),
                     Arc::clone(&heads),
+                    Arc::clone(&tombstones),
                     Arc::clone(&blocks),
                     partitions,
                 );
                 (table.name(), Arc::new(provider))
             })
             .collect();
-        Self { tables }
+        Self {
+            tables,
+            scope,
+            tombstones,
+        }
+    }
+
+    /// Series some tombstone of the scope's tenants names: whether they still have data in a
+    /// window takes a look at their profiles.
+    pub async fn deleted_series(&self) -> Result<std::collections::HashSet<u64>> {
+        let mut out = std::collections::HashSet::new();
+        for tenant in self.scope.tenants() {
+            for t in self.tombstones.get(tenant.as_str()).await?.iter() {
+                out.extend(t.fingerprints.iter().copied());
+            }
+        }
+        Ok(out)
     }
 
     /// The provider of one table.
