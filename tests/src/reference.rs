@@ -97,15 +97,15 @@ pub struct Generated {
 /// One stored sample, as the reference sees it.
 #[derive(Debug, Clone)]
 pub struct Row {
-    tenant: &'static str,
-    profile_type: &'static str,
-    service: &'static str,
-    env: &'static str,
-    time_ms: i64,
-    stack: Vec<&'static str>,
-    value: i64,
+    pub tenant: &'static str,
+    pub profile_type: &'static str,
+    pub service: &'static str,
+    pub env: &'static str,
+    pub time_ms: i64,
+    pub stack: Vec<&'static str>,
+    pub value: i64,
     /// Which generated profile it came from, to count profiles for averages.
-    profile: usize,
+    pub profile: usize,
 }
 
 /// `count` random profiles with times spread over the `span_s` seconds before a minute ago.

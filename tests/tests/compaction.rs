@@ -1,7 +1,8 @@
-//! Compaction, retention and crash recovery of the real binary, against the reference of
+//! Compaction, deletion and crash recovery of the real binary, against the reference of
 //! [`profusion_tests::reference`]: a random workload spread over twenty hours, flushed into many
 //! small blocks, answers every query exactly as the reference does before, while and after the
-//! compactor merges it, after a restart, and after a crash at every step of compaction.
+//! compactor merges it, after a restart, after a crash at every step of compaction, and after
+//! series are deleted (at once, and once the deletion is applied to the blocks).
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use profusion_proto::querier::v1::{AnalyzeQueryRequest, AnalyzeQueryResponse};
 use profusion_tests::reference::{
     Generated, Window, check_everything, check_totals, generate, rows, send,
 };
-use profusion_tests::{TestServer, connect_call, now_nanos};
+use profusion_tests::{TestServer, clients, connect_call, now_nanos, post};
 
 /// Twenty hours of history: several windows of every level of the default block ranges.
 const SPAN_S: u64 = 20 * 3600;
@@ -209,4 +210,132 @@ fn a_crash_at_any_step_of_compaction_changes_no_answer() {
         files_match_the_catalog(&server, step);
         server.stop();
     }
+}
+
+/// `POST /api/v1/admin/tsdb/{call}` for `tenant` with a query string; the status and body.
+fn admin(server: &TestServer, call: &str, tenant: &str, query: &str) -> (u16, String) {
+    let reply = post(
+        &server.url(&format!("/api/v1/admin/tsdb/{call}?{query}")),
+        &[("x-scope-orgid", tenant)],
+        Vec::new(),
+        false,
+    );
+    (reply.status, reply.text())
+}
+
+fn rfc3339(millis: i64) -> String {
+    let secs = millis / 1000;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[test]
+fn deleted_series_leave_every_answer_at_once_and_the_blocks_at_compaction() {
+    let mut server = TestServer::start(&flags(&[
+        HISTORY,
+        COMPACTING,
+        &["--compactor.deletion-delay=3s"],
+    ]));
+    let now_ms = now_nanos() / 1_000_000;
+    let window = Window::covering(now_ms, SPAN_S);
+    let profiles = generate(seed() + 3, now_ms / 1000, SPAN_S, 120);
+    for p in &profiles {
+        send(&server, p);
+    }
+    let mut all = rows(&profiles);
+    check_everything(&server, &all, window, "before deleting");
+
+    // t1's svc-a from 15 h to 5 h ago (an RFC 3339 start, a Unix-seconds end; whole seconds,
+    // so the reference's millisecond times compare exactly), and all of t2's staging.
+    let (from_s, to_s) = (now_ms / 1000 - 15 * 3600, now_ms / 1000 - 5 * 3600);
+    let middle = format!(
+        "match[]=%7Bservice_name%3D%22svc-a%22%7D&start={}&end={to_s}",
+        rfc3339(from_s * 1000)
+    );
+    assert_eq!(admin(&server, "delete_series", "t1", &middle).0, 204);
+    assert_eq!(
+        admin(
+            &server,
+            "delete_series",
+            "t2",
+            "match[]=%7Benv%3D%22staging%22%7D"
+        )
+        .0,
+        204
+    );
+    let deleted = |r: &profusion_tests::reference::Row| {
+        (r.tenant == "t1"
+            && r.service == "svc-a"
+            && r.time_ms >= from_s * 1000
+            && r.time_ms <= to_s * 1000)
+            || (r.tenant == "t2" && r.env == "staging")
+    };
+    let before = all.len();
+    all.retain(|r| !deleted(r));
+    assert!(all.len() < before, "the deletions select some rows");
+    check_everything(&server, &all, window, "right after deleting");
+
+    // Repeating a call changes nothing; bad calls say what is wrong.
+    assert_eq!(admin(&server, "delete_series", "t1", &middle).0, 204);
+    for (query, says) in [
+        ("match[]=%7Bservice_name%3D", "matcher"),
+        ("match[]=%7B%7D", "has no matcher"),
+        ("start=10", "no match[]"),
+        (
+            "match[]=%7Ba%3D%22b%22%7D&end=noon",
+            "end=\"noon\" is not a time",
+        ),
+        (
+            "match[]=%7Ba%3D%22b%22%7D&start=20&end=10",
+            "is before start",
+        ),
+    ] {
+        let (status, body) = admin(&server, "delete_series", "t1", query);
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(says), "{query}: {body}");
+    }
+    check_everything(
+        &server,
+        &all,
+        window,
+        "after repeated and refused deletions",
+    );
+
+    // The physical step: every block rewritten without the deleted profiles.
+    for tenant in ["t1", "t2"] {
+        let (status, body) = admin(&server, "clean_tombstones", tenant, "");
+        assert_eq!(status, 204, "{body}");
+    }
+    assert!(server.metric("profusion_compactor_deleted_profiles_removed_total") > 0.0);
+    check_everything(&server, &all, window, "after cleaning tombstones");
+    wait_until_compacted(&server);
+    files_match_the_catalog(&server, "clean_tombstones");
+    if let Some(clients) = clients("deleted_series_leave_every_answer") {
+        // Read straight from the files, without Profusion: no staging series has a sample.
+        let left = clients.duckdb(
+            &server.data.join("objects"),
+            "SELECT count(*) FROM read_parquet('{store}/t2/blocks/*/samples.parquet') s
+             JOIN read_parquet('{store}/t2/blocks/*/series.parquet') r USING (series_fingerprint)
+             WHERE len(list_filter(r.labels, l -> l.name = 'env' AND l.value = 'staging')) > 0",
+        );
+        assert_eq!(left, vec![serde_json::json!([0])]);
+    }
+    server.stop();
+    server.restart();
+    check_everything(&server, &all, window, "after a restart");
 }
