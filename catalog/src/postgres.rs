@@ -492,7 +492,8 @@ impl Catalog for PostgresCatalog {
         self.transaction(async |tx| {
             // One writer at a time, so sequence numbers become visible in order: a reader that
             // sees tombstone n has seen every one below it.
-            tx.batch_execute("LOCK TABLE tombstones IN EXCLUSIVE MODE").await?;
+            tx.batch_execute("LOCK TABLE tombstones IN EXCLUSIVE MODE")
+                .await?;
             let seq: i64 = tx
                 .query_one(
                     "INSERT INTO tombstones (tenant, start_nanos, end_nanos, selectors,

@@ -295,7 +295,10 @@ async fn tombstones(c: &dyn Catalog) {
     let b = c.add_tombstone(&t("del", 30, 40)).await.unwrap();
     c.add_tombstone(&t("other", 0, 1)).await.unwrap();
     assert!(a.seq > 0 && b.seq > a.seq, "{} then {}", a.seq, b.seq);
-    assert_eq!(c.tombstones("del").await.unwrap(), vec![a.clone(), b.clone()]);
+    assert_eq!(
+        c.tombstones("del").await.unwrap(),
+        vec![a.clone(), b.clone()]
+    );
     c.expire_tombstones("del", 21).await.unwrap();
     assert_eq!(c.tombstones("del").await.unwrap(), vec![b]);
     assert_eq!(c.tombstones("other").await.unwrap().len(), 1);
@@ -319,7 +322,10 @@ async fn sqlite_catalog() {
     let catalog = profusion_catalog::open(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    assert_eq!(catalog.tenants().await.unwrap(), ["del", "life", "t1", "t2"]);
+    assert_eq!(
+        catalog.tenants().await.unwrap(),
+        ["del", "life", "t1", "t2"]
+    );
 }
 
 #[tokio::test]

@@ -277,8 +277,8 @@ pub fn merge(
                 .map(|row| (s, row)),
         );
     }
-    let mut duplicates = ranges.iter().map(|r| r.ranges.len()).sum::<usize>() as u64
-        - order.len() as u64;
+    let mut duplicates =
+        ranges.iter().map(|r| r.ranges.len()).sum::<usize>() as u64 - order.len() as u64;
     order.sort_by(|&(sa, ra), &(sb, rb)| keys[sa].key(ra).cmp(&keys[sb].key(rb)).then(sa.cmp(&sb)));
 
     let mut windows: BTreeMap<i64, WindowRows> = BTreeMap::new();

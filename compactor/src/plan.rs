@@ -112,7 +112,8 @@ pub fn plan(
             t.seq > b.tombstone_seq && t.touches(b.min_time_nanos, b.max_time_nanos, &b.services)
         });
         if b.compaction_level > 0 && deletes && !used.contains(&b.id) {
-            let range = rules.block_ranges[(b.compaction_level as usize - 1).min(rules.block_ranges.len() - 1)];
+            let range = rules.block_ranges
+                [(b.compaction_level as usize - 1).min(rules.block_ranges.len() - 1)];
             job(b.compaction_level, nanos(range), vec![b.clone()]);
         }
     }
@@ -250,10 +251,25 @@ mod tests {
         let mut rules = rules();
         rules.block_ranges.truncate(2);
         assert_eq!(
-            summary(&plan("t", &blocks[..1], std::slice::from_ref(&tombstone), &rules, now)),
+            summary(&plan(
+                "t",
+                &blocks[..1],
+                std::slice::from_ref(&tombstone),
+                &rules,
+                now
+            )),
             vec![(2, 2, vec!["old"])]
         );
-        assert!(plan("t", &blocks[1..], std::slice::from_ref(&tombstone), &rules, now).is_empty());
+        assert!(
+            plan(
+                "t",
+                &blocks[1..],
+                std::slice::from_ref(&tombstone),
+                &rules,
+                now
+            )
+            .is_empty()
+        );
     }
 
     fn range(start: i64, end: i64) -> profusion_model::time::TimeRange {

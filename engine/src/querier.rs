@@ -306,7 +306,11 @@ impl Querier {
 
     /// Removes series a deletion emptied: those a tombstone names that have no profile left
     /// in the session's window (the profiles table hides deleted rows).
-    async fn drop_deleted(&self, session: &QuerySession, series: &mut Vec<SeriesLabels>) -> Result<()> {
+    async fn drop_deleted(
+        &self,
+        session: &QuerySession,
+        series: &mut Vec<SeriesLabels>,
+    ) -> Result<()> {
         let deleted = session.schema.deleted_series().await?;
         let named: Vec<u64> = series
             .iter()
@@ -326,7 +330,14 @@ impl Querier {
             .execute_stream()
             .await?;
         while let Some(batch) = batches.next().await.transpose()? {
-            alive.extend(batch.column(0).as_primitive::<UInt64Type>().values().iter().copied());
+            alive.extend(
+                batch
+                    .column(0)
+                    .as_primitive::<UInt64Type>()
+                    .values()
+                    .iter()
+                    .copied(),
+            );
         }
         series.retain(|s| !deleted.contains(&s.fingerprint) || alive.contains(&s.fingerprint));
         Ok(())

@@ -554,7 +554,11 @@ impl BlockStore {
     pub async fn delete(&self, tenant: &str, block_id: &str) -> Result<(), BlockError> {
         let names = std::iter::once(META_FILE).chain(Table::ALL.iter().map(|t| t.file_name()));
         for name in names {
-            match self.store.delete(&block_file_path(tenant, block_id, name)).await {
+            match self
+                .store
+                .delete(&block_file_path(tenant, block_id, name))
+                .await
+            {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -43,7 +43,9 @@ impl Tombstone {
     /// Whether a block of these bounds and services may hold deleted profiles.
     pub fn touches(&self, min_time: i64, max_time: i64, services: &[String]) -> bool {
         self.range.overlaps(min_time, max_time)
-            && services.iter().any(|s| self.services.binary_search(s).is_ok())
+            && services
+                .iter()
+                .any(|s| self.services.binary_search(s).is_ok())
     }
 }
 

@@ -284,11 +284,10 @@ pub(crate) struct LocalCleaner {
 impl TombstoneCleaner for LocalCleaner {
     async fn clean(&self, tenant: &str) -> Result<(), ApiError> {
         self.ingester.flush().await?;
-        let report = self
-            .compactor
-            .clean_tombstones(tenant)
-            .await
-            .map_err(|e| ApiError::new(Code::Unavailable, format!("cleaning tombstones: {e}")))?;
+        let report =
+            self.compactor.clean_tombstones(tenant).await.map_err(|e| {
+                ApiError::new(Code::Unavailable, format!("cleaning tombstones: {e}"))
+            })?;
         if report.failed_jobs > 0 {
             return Err(ApiError::new(
                 Code::Unavailable,

@@ -69,8 +69,8 @@ impl DeleteParams {
     /// From the query string and a form body together.
     fn parse(query: &str, form: &[u8]) -> Result<Self, ApiError> {
         let (mut selectors, mut start, mut end) = (Vec::new(), None, None);
-        let pairs = url::form_urlencoded::parse(query.as_bytes())
-            .chain(url::form_urlencoded::parse(form));
+        let pairs =
+            url::form_urlencoded::parse(query.as_bytes()).chain(url::form_urlencoded::parse(form));
         for (name, value) in pairs {
             match name.as_ref() {
                 "match[]" => selectors.push(value.into_owned()),
@@ -133,7 +133,12 @@ async fn delete_series(
     }
 }
 
-async fn delete(api: &AdminApi, query: &str, headers: &HeaderMap, body: Body) -> Result<(), ApiError> {
+async fn delete(
+    api: &AdminApi,
+    query: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), ApiError> {
     let tenant = api.rules.write_tenant(headers)?;
     let form = api.rules.read_body(body).await?;
     let params = DeleteParams::parse(query, &form)?;
@@ -213,8 +218,14 @@ mod tests {
         assert_eq!(all.range, TimeRange::ALL);
         for (query, says) in [
             ("start=1", "no match[]"),
-            ("match[]={a=\"b\"}&start=yesterday", "start=\"yesterday\" is not a time"),
-            ("match[]={a=\"b\"}&start=20&end=10", "end (10000000000) is before start"),
+            (
+                "match[]={a=\"b\"}&start=yesterday",
+                "start=\"yesterday\" is not a time",
+            ),
+            (
+                "match[]={a=\"b\"}&start=20&end=10",
+                "end (10000000000) is before start",
+            ),
             ("match[]={a=\"b\"}&end=1e300", "out of range"),
         ] {
             let err = DeleteParams::parse(query, b"").unwrap_err();

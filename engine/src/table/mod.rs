@@ -20,6 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::common::DFSchema;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -27,13 +28,12 @@ use datafusion::datasource::listing::{
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::TableProviderFilterPushDown;
-use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::union::UnionExec;
-use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{Expr, col, lit};
 use object_store::path::Path as ObjectPath;
 use profusion_model::block::{BlockMeta, Table, block_file_path};
@@ -221,14 +221,23 @@ impl TableProvider for ProfileTable {
         let mut branches = Vec::new();
         if !plain_heads.is_empty() || deleting.is_empty() {
             branches.push(
-                self.read(state, plain_heads, &plain_blocks, projection, filters, limit)
-                    .await?,
+                self.read(
+                    state,
+                    plain_heads,
+                    &plain_blocks,
+                    projection,
+                    filters,
+                    limit,
+                )
+                .await?,
             );
         }
         for (head, own, tombstones) in deleting {
             // Read every column (the deletion test needs series and time), drop deleted rows,
             // then project; no limit before the filter.
-            let all = self.read(state, vec![head], &own, None, filters, None).await?;
+            let all = self
+                .read(state, vec![head], &own, None, filters, None)
+                .await?;
             let keep = state.create_physical_expr(
                 not_deleted(&tombstones),
                 &DFSchema::try_from(Arc::clone(&self.schema))?,

@@ -321,39 +321,47 @@ impl Ingester {
         let mut blocks = 0;
         for tenant in tenants {
             let id = block_id(&self.source, seq, &tenant, created);
-            let encoded = {
-                let h = self.head.lock().expect("head lock");
-                let th = &h.generations[&seq].tenants[&tenant];
-                if th.profiles.is_empty() {
+            // Under the head lock only long enough to take the generation's block batches
+            // (those a query already built, or built now and kept for queries): appends to the
+            // open generation wait on this lock, so the Parquet encoding happens outside it.
+            let batches = {
+                let mut h = self.head.lock().expect("head lock");
+                let Some(th) = h
+                    .generations
+                    .get_mut(&seq)
+                    .and_then(|g| g.tenants.get_mut(&tenant))
+                    .filter(|th| !th.profiles.is_empty())
+                else {
                     continue;
-                }
-                let origin = BlockOrigin::ingester(self.source.clone(), seq);
-                // The batches a query already built from this generation, if still current.
-                let cached = th
-                    .snapshot
-                    .as_ref()
-                    .filter(|(profiles, _)| *profiles == th.profiles.len())
-                    .map(|(_, batches)| Arc::clone(batches));
-                let batches = match cached {
-                    Some(b) => b,
-                    None => Arc::new(batches::block_batches(th)?),
                 };
+                match &th.snapshot {
+                    Some((profiles, batches)) if *profiles == th.profiles.len() => {
+                        Arc::clone(batches)
+                    }
+                    _ => {
+                        let batches = Arc::new(batches::block_batches(th)?);
+                        th.snapshot = Some((th.profiles.len(), Arc::clone(&batches)));
+                        batches
+                    }
+                }
+            };
+            let origin = BlockOrigin::ingester(self.source.clone(), seq);
+            let (block_tenant, block_id) = (tenant.clone(), id.clone());
+            let encoded = tokio::task::spawn_blocking(move || {
                 block::encode(
-                    &tenant,
-                    &id,
+                    &block_tenant,
+                    &block_id,
                     &batches,
                     &origin,
                     profusion_model::time::now_millis(),
                 )
-                .map_err(|e| IngestError::internal(e.to_string()).with_source(e))?
-            };
-            let written = self
-                .blocks
-                .upload(&tenant, &encoded)
-                .await
-                .map_err(|e| {
-                    IngestError::unavailable(format!("uploading block {id}: {e}")).with_source(e)
-                })?;
+            })
+            .await
+            .map_err(|e| IngestError::internal(format!("encoding block {id}: {e}")))?
+            .map_err(|e| IngestError::internal(e.to_string()).with_source(e))?;
+            let written = self.blocks.upload(&tenant, &encoded).await.map_err(|e| {
+                IngestError::unavailable(format!("uploading block {id}: {e}")).with_source(e)
+            })?;
             self.metrics.block_bytes.inc_by(written);
             self.catalog
                 .register_block(&encoded.catalog)

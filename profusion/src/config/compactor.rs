@@ -48,7 +48,11 @@ pub(crate) struct CompactorFlags {
 
     /// For crash tests: abort the process right after this compaction step (claim, pending,
     /// upload, swap, mark or delete).
-    #[arg(long = "compactor.fail-after-step", env = "PROFUSION_COMPACTOR_FAIL_AFTER_STEP", hide = true)]
+    #[arg(
+        long = "compactor.fail-after-step",
+        env = "PROFUSION_COMPACTOR_FAIL_AFTER_STEP",
+        hide = true
+    )]
     pub(crate) fail_after_step: Option<CompactionStep>,
 }
 

@@ -332,7 +332,11 @@ mod tests {
             c.compactor.fail_after_step,
             Some(profusion_compactor::CompactionStep::Swap)
         );
-        assert_eq!(c.compactor.blocks_retention_period, Duration::ZERO, "kept forever by default");
+        assert_eq!(
+            c.compactor.blocks_retention_period,
+            Duration::ZERO,
+            "kept forever by default"
+        );
         assert_eq!(c.ingester.ingester_id, "i-7");
         assert_eq!(c.querier.querier_max_concurrent, 3);
         assert_eq!(c.settings.limits().max_per_tenant, 9);
