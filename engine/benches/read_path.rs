@@ -140,7 +140,15 @@ async fn open(dir: &Path) -> (Arc<Ingester>, Querier) {
     .unwrap();
     let querier = Querier::new(
         Arc::clone(&ingester) as _,
-        Arc::new(profusion_engine::blocks::CatalogBlocks::new(catalog, store)),
+        Arc::new(
+            profusion_store_gateway::StoreGateway::new(
+                catalog,
+                store,
+                &profusion_store_gateway::StoreGatewayConfig::uncached(),
+                Default::default(),
+            )
+            .unwrap(),
+        ),
         QuerierConfig {
             query_memory_bytes: 8 << 30,
             target_partitions: 2,

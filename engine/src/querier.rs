@@ -15,6 +15,7 @@ use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
 };
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::expr_fn::max;
@@ -29,6 +30,7 @@ use profusion_model::tenant::{TenantId, TenantScope};
 pub use profusion_model::time::TimeRange;
 use profusion_model::tree::Tree;
 
+use crate::blocks::BlockMetadataCache;
 use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, Result};
 use crate::selector::Selector;
@@ -214,8 +216,14 @@ impl Querier {
         let scope = scope_of(tenants)?;
         // The budget is a hard limit for now: no spilling to disk, so a query over it fails with
         // `resource_exhausted` instead of filling the disk.
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(budget.pool())
+        let mut runtime = RuntimeEnvBuilder::new().with_memory_pool(budget.pool());
+        if let Some(cache) = self.blocks.metadata_cache() {
+            runtime = runtime.with_cache_manager(
+                CacheManagerConfig::default()
+                    .with_file_metadata_cache(Some(Arc::new(BlockMetadataCache(cache)))),
+            );
+        }
+        let runtime = runtime
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )

@@ -94,7 +94,15 @@ async fn setup(dir: &Path) -> (Arc<Ingester>, Querier) {
     .unwrap();
     let querier = Querier::new(
         Arc::clone(&ingester) as _,
-        Arc::new(profusion_engine::blocks::CatalogBlocks::new(catalog, store)),
+        Arc::new(
+            profusion_store_gateway::StoreGateway::new(
+                catalog,
+                store,
+                &profusion_store_gateway::StoreGatewayConfig::uncached(),
+                Default::default(),
+            )
+            .unwrap(),
+        ),
         QuerierConfig::default(),
     );
     (ingester, querier)

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
-use object_store::ObjectStore;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore};
+use parquet::file::metadata::ParquetMetaData;
 use serde::{Deserialize, Serialize};
 
 use crate::block::{BlockMeta, Table};
@@ -195,4 +197,27 @@ pub trait BlockSource: Send + Sync + std::fmt::Debug {
 
     /// `tenant`'s deletions, which every reader of its data applies (blocks and head alike).
     async fn tombstones(&self, tenant: &str) -> Result<Vec<Tombstone>, ScanError>;
+
+    /// Decoded Parquet metadata of block files that this source keeps across queries, for
+    /// readers to look footers up in before fetching them; `None` when it keeps none.
+    fn metadata_cache(&self) -> Option<Arc<dyn ParquetMetadataCache>> {
+        None
+    }
+}
+
+/// Decoded Parquet metadata (footers with their page indexes) of block files, by path. Block
+/// files never change once written, so an entry stays good for as long as the file exists;
+/// `meta` is the object's metadata when the entry was read, which readers compare with what
+/// they see now.
+pub trait ParquetMetadataCache: Send + Sync + std::fmt::Debug {
+    fn get(&self, path: &Path) -> Option<(ObjectMeta, Arc<ParquetMetaData>)>;
+    fn put(&self, path: &Path, meta: ObjectMeta, metadata: Arc<ParquetMetaData>);
+    fn remove(&self, path: &Path) -> bool;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn clear(&self);
+    /// The most bytes of decoded metadata it keeps.
+    fn limit_bytes(&self) -> usize;
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 use profusion_catalog::Catalog;
 use profusion_compactor::{Compactor, CompactorConfig, CompactorMetrics, plan};
-use profusion_engine::blocks::CatalogBlocks;
 use profusion_engine::frontend::{
     FrontendConfig, QueryFrontend, QueryScheduler, start_querier_workers,
 };
@@ -20,6 +19,7 @@ use profusion_ingest::metrics::IngestMetrics;
 use profusion_ingest::ring::Ring;
 use profusion_model::block::BlockStore;
 use profusion_model::scan::{BlockSource, HeadSource};
+use profusion_store_gateway::{StoreGateway, StoreGatewayMetrics};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -118,7 +118,7 @@ pub(crate) struct Parts {
 /// Every role in this process (`--target=all`), in dependency order.
 pub(crate) async fn monolith(shared: &mut Shared) -> Result<Parts, StartError> {
     let ingester = ingester(shared).await?;
-    let blocks = store_gateway(shared);
+    let blocks = store_gateway(shared)?;
     let scheduler = query_scheduler(shared);
     querier(
         shared,
@@ -167,12 +167,23 @@ async fn ingester(shared: &Shared) -> Result<Arc<Ingester>, StartError> {
     .map_err(StartError::Ingester)
 }
 
-/// The store-gateway: the blocks the catalog lists, read from the object store.
-fn store_gateway(shared: &Shared) -> Arc<dyn BlockSource> {
-    Arc::new(CatalogBlocks::new(
+/// The store-gateway: the blocks the catalog lists, their files read through its caches.
+fn store_gateway(shared: &mut Shared) -> Result<Arc<dyn BlockSource>, StartError> {
+    let metrics = StoreGatewayMetrics::default();
+    metrics.register(&mut shared.registry);
+    let config = shared.config.store_gateway.config();
+    let gateway = StoreGateway::new(
         Arc::clone(&shared.catalog),
         Arc::clone(&shared.store),
-    ))
+        &config,
+        metrics,
+    )
+    .map_err(|source| StartError::LocalState {
+        doing: "opening the store-gateway's disk cache",
+        path: config.ranges.disk.map(|(dir, _)| dir).unwrap_or_default(),
+        source,
+    })?;
+    Ok(Arc::new(gateway))
 }
 
 /// The query scheduler: per-tenant queues of read jobs, its queue lengths in the metrics.

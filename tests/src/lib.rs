@@ -419,6 +419,7 @@ impl Drop for TestServer {
 }
 
 /// Tiny blocking helpers over reqwest's async client, so tests stay plain `#[test]`s.
+pub mod emulators;
 pub mod reference;
 
 pub mod blocking {

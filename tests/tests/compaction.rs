@@ -2,15 +2,19 @@
 //! [`profusion_tests::reference`]: a random workload spread over twenty hours, flushed into many
 //! small blocks, answers every query exactly as the reference does before, while and after the
 //! compactor merges it, after a restart, after a crash at every step of compaction, and after
-//! series are deleted (at once, and once the deletion is applied to the blocks).
+//! series are deleted (at once, and once the deletion is applied to the blocks). The main
+//! comparison runs on each catalog (SQLite, PostgreSQL) and object store (local files, S3 on
+//! moto, Azure Blob on azurite).
 
 use std::time::{Duration, Instant};
 
 use profusion_proto::querier::v1::{AnalyzeQueryRequest, AnalyzeQueryResponse};
+use profusion_testing::postgres::PostgresServer;
+use profusion_tests::emulators::ObjectStoreEmulator;
 use profusion_tests::reference::{
     Generated, Window, check_everything, check_totals, generate, rows, send,
 };
-use profusion_tests::{TestServer, clients, connect_call, now_nanos, post};
+use profusion_tests::{ServerBuilder, TestServer, clients, connect_call, now_nanos, post};
 
 /// Twenty hours of history: several windows of every level of the default block ranges.
 const SPAN_S: u64 = 20 * 3600;
@@ -115,13 +119,17 @@ fn files_match_the_catalog(server: &TestServer, step: &str) {
     }
 }
 
-#[test]
-fn every_query_matches_the_reference_before_during_and_after_compaction() {
-    let mut server = TestServer::start(&flags(&[
-        HISTORY,
-        COMPACTING,
-        &["--compactor.deletion-delay=30s"],
-    ]));
+/// Every query equals the reference while the compactor merges a history of many small
+/// blocks, after a restart and once it is done, with replica copies counted once; on the
+/// catalog and object store `server` configures.
+fn every_query_matches_the_reference(server: ServerBuilder) {
+    let mut server = server
+        .args(&flags(&[
+            HISTORY,
+            COMPACTING,
+            &["--compactor.deletion-delay=30s"],
+        ]))
+        .spawn();
     let now_ms = now_nanos() / 1_000_000;
     let window = Window::covering(now_ms, SPAN_S);
     let profiles = generate(seed(), now_ms / 1000, SPAN_S, 120);
@@ -160,6 +168,39 @@ fn every_query_matches_the_reference_before_during_and_after_compaction() {
     );
     check_everything(&server, &all, window, "after compaction");
     check_everything(&server, &once, window, "replica copies after compaction");
+}
+
+#[test]
+fn every_query_matches_the_reference_before_during_and_after_compaction() {
+    every_query_matches_the_reference(TestServer::configure());
+}
+
+#[test]
+fn compaction_matches_the_reference_with_a_postgresql_catalog() {
+    let Some(postgres) = PostgresServer::start("compaction_with_a_postgresql_catalog") else {
+        return;
+    };
+    every_query_matches_the_reference(
+        TestServer::configure().arg(format!("--catalog.url={}", postgres.url())),
+    );
+}
+
+#[test]
+fn compaction_matches_the_reference_on_s3() {
+    let Some(clients) = clients("compaction_on_s3") else {
+        return;
+    };
+    let s3 = ObjectStoreEmulator::moto(&clients, "profiles", "compaction");
+    every_query_matches_the_reference(s3.configure(TestServer::configure()));
+}
+
+#[test]
+fn compaction_matches_the_reference_on_azure_blob_storage() {
+    let Some(clients) = clients("compaction_on_azure") else {
+        return;
+    };
+    let azure = ObjectStoreEmulator::azurite(&clients, "profiles", "compaction");
+    every_query_matches_the_reference(azure.configure(TestServer::configure()));
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod querier;
 mod server;
 mod settings;
 mod storage;
+mod store_gateway;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub(crate) use querier::{QuerierFlags, SchedulerFlags};
 pub(crate) use server::{AuthFlags, LogFlags, ServerFlags};
 pub(crate) use settings::SettingsFlags;
 pub(crate) use storage::StorageFlags;
+pub(crate) use store_gateway::StoreGatewayFlags;
 
 /// Profusion: a continuous-profiling database that speaks Grafana Pyroscope's APIs.
 #[derive(Debug, Clone, Parser)]
@@ -68,6 +70,9 @@ pub(crate) struct Config {
 
     #[command(flatten)]
     pub(crate) scheduler: SchedulerFlags,
+
+    #[command(flatten)]
+    pub(crate) store_gateway: StoreGatewayFlags,
 
     #[command(flatten)]
     pub(crate) compactor: CompactorFlags,
@@ -294,7 +299,7 @@ mod tests {
             );
         }
         assert_eq!(
-            flags, 54,
+            flags, 58,
             "a flag was added or lost: update this count knowingly"
         );
     }
