@@ -139,6 +139,9 @@ pub fn block_file_path(tenant: &str, block_id: &str, file: &str) -> object_store
 
 const MAX_ROW_GROUP_ROWS: usize = 1 << 20;
 
+/// Part size of multipart uploads of spooled block files (S3 wants at least 5 MiB per part).
+pub const UPLOAD_PART_BYTES: usize = 16 << 20;
+
 /// `samples.parquet`: one row per (profile, stack), sorted by service, profile type, series,
 /// time, profile id, stack hash. The string columns repeat on every row of a profile, so they
 /// are dictionary-encoded in memory as well as in the file: a flush holds 4 bytes per row for
@@ -407,6 +410,19 @@ pub struct BlockBatches {
 }
 
 impl BlockBatches {
+    /// What the block's metadata says of these rows.
+    pub fn summary(&self) -> BlockSummary {
+        BlockSummary {
+            min_time_nanos: self.min_time_nanos,
+            max_time_nanos: self.max_time_nanos,
+            num_series: self.series.num_rows() as u64,
+            num_profiles: self.profiles.num_rows() as u64,
+            num_samples: self.samples.num_rows() as u64,
+            services: self.services.clone(),
+            profile_types: self.profile_types.clone(),
+        }
+    }
+
     pub fn table(&self, table: Table) -> &RecordBatch {
         match table {
             Table::Samples => &self.samples,
@@ -443,6 +459,13 @@ pub enum BlockError {
         #[source]
         source: std::io::Error,
     },
+    /// The local spool a block is written to before its upload.
+    #[error("spooling block to {path}: {source}")]
+    Spool {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Encodes a block of `tenant` with id `id` from its tables.
@@ -457,17 +480,8 @@ pub fn encode(
     let mut listed = Vec::new();
     for table in Table::ALL {
         let batch = batches.table(table);
-        let sorting = table
-            .sort_columns()
-            .iter()
-            .map(|&c| SortingColumn {
-                column_idx: c as i32,
-                descending: false,
-                nulls_first: false,
-            })
-            .collect();
         let bytes =
-            write_parquet(batch, sorting).map_err(|source| BlockError::Encode { table, source })?;
+            write_parquet(table, batch).map_err(|source| BlockError::Encode { table, source })?;
         listed.push(BlockFile {
             name: table.file_name().to_owned(),
             size_bytes: bytes.len() as u64,
@@ -475,24 +489,60 @@ pub fn encode(
         });
         files.push((table.file_name(), bytes));
     }
+    let (meta_bytes, catalog) = describe(
+        tenant,
+        id,
+        &batches.summary(),
+        origin,
+        listed,
+        created_at_millis,
+    )?;
+    files.push((META_FILE, meta_bytes));
+    Ok(EncodedBlock { files, catalog })
+}
+
+/// What a block's `meta.json` and catalog row say of its rows, besides its files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockSummary {
+    pub min_time_nanos: i64,
+    pub max_time_nanos: i64,
+    pub num_series: u64,
+    pub num_profiles: u64,
+    pub num_samples: u64,
+    /// Distinct `service_name` values, sorted.
+    pub services: Vec<String>,
+    /// Distinct `__profile_type__` values, sorted.
+    pub profile_types: Vec<String>,
+}
+
+/// The `meta.json` bytes and the catalog row of a block whose files are `files`.
+fn describe(
+    tenant: &str,
+    id: &str,
+    summary: &BlockSummary,
+    origin: &BlockOrigin,
+    files: Vec<BlockFile>,
+    created_at_millis: i64,
+) -> Result<(Bytes, BlockMeta), BlockError> {
+    let files_bytes: u64 = files.iter().map(|f| f.size_bytes).sum();
     let meta = BlockFileMeta {
         format_version: FORMAT_VERSION,
         id: id.to_owned(),
         tenant: tenant.to_owned(),
-        min_time_nanos: batches.min_time_nanos,
-        max_time_nanos: batches.max_time_nanos,
-        num_series: batches.series.num_rows() as u64,
-        num_profiles: batches.profiles.num_rows() as u64,
-        num_samples: batches.samples.num_rows() as u64,
-        services: batches.services.clone(),
-        profile_types: batches.profile_types.clone(),
+        min_time_nanos: summary.min_time_nanos,
+        max_time_nanos: summary.max_time_nanos,
+        num_series: summary.num_series,
+        num_profiles: summary.num_profiles,
+        num_samples: summary.num_samples,
+        services: summary.services.clone(),
+        profile_types: summary.profile_types.clone(),
         source: origin.source.clone(),
         wal_segment: origin.wal_segment,
         compaction: (origin.compaction_level > 0).then(|| BlockCompaction {
             level: origin.compaction_level,
             parents: origin.parents.clone(),
         }),
-        files: listed,
+        files,
     };
     let meta_bytes =
         Bytes::from(
@@ -501,30 +551,132 @@ pub fn encode(
                 message: e.to_string(),
             })?,
         );
-    let size_bytes =
-        files.iter().map(|(_, b)| b.len() as u64).sum::<u64>() + meta_bytes.len() as u64;
-    files.push((META_FILE, meta_bytes));
-    Ok(EncodedBlock {
-        files,
-        catalog: BlockMeta {
-            tenant: tenant.to_owned(),
-            id: id.to_owned(),
-            min_time_nanos: meta.min_time_nanos,
-            max_time_nanos: meta.max_time_nanos,
-            num_series: meta.num_series,
-            num_profiles: meta.num_profiles,
-            num_samples: meta.num_samples,
-            size_bytes,
-            services: meta.services,
-            profile_types: meta.profile_types,
-            source: meta.source,
-            wal_segment: meta.wal_segment,
-            compaction_level: origin.compaction_level,
-            created_at_millis,
-            lineage: origin.lineage.clone(),
-            tombstone_seq: origin.tombstone_seq,
-        },
-    })
+    let catalog = BlockMeta {
+        tenant: tenant.to_owned(),
+        id: id.to_owned(),
+        min_time_nanos: meta.min_time_nanos,
+        max_time_nanos: meta.max_time_nanos,
+        num_series: meta.num_series,
+        num_profiles: meta.num_profiles,
+        num_samples: meta.num_samples,
+        size_bytes: files_bytes + meta_bytes.len() as u64,
+        services: meta.services,
+        profile_types: meta.profile_types,
+        source: meta.source,
+        wal_segment: meta.wal_segment,
+        compaction_level: origin.compaction_level,
+        created_at_millis,
+        lineage: origin.lineage.clone(),
+        tombstone_seq: origin.tombstone_seq,
+    };
+    Ok((meta_bytes, catalog))
+}
+
+/// A block being written to local files a batch at a time, for blocks too large to hold
+/// encoded in memory: each table's writer keeps at most one row group, so memory stays near
+/// one batch and one row group however many rows the block has. Tables may be written in any
+/// order and in several batches each, each table's batches in block order.
+#[derive(Debug)]
+pub struct BlockSpool {
+    dir: std::path::PathBuf,
+    writers: Vec<(Table, ArrowWriter<std::fs::File>)>,
+}
+
+/// A block written to local files, ready for [`BlockStore::upload_spooled`].
+#[derive(Debug)]
+pub struct SpooledBlock {
+    dir: std::path::PathBuf,
+    /// Parquet files in upload order.
+    files: Vec<(&'static str, std::path::PathBuf)>,
+    meta: Bytes,
+    pub catalog: BlockMeta,
+}
+
+impl BlockSpool {
+    /// Starts block `id` in a directory of its own under `root` (anything left there by an
+    /// earlier attempt is replaced).
+    pub fn create(root: &std::path::Path, id: &str) -> Result<Self, BlockError> {
+        let dir = root.join(id);
+        let spool_err = |source| BlockError::Spool {
+            path: dir.display().to_string(),
+            source,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(spool_err)?;
+        }
+        std::fs::create_dir_all(&dir).map_err(spool_err)?;
+        let mut writers = Vec::new();
+        for table in Table::ALL {
+            let path = dir.join(table.file_name());
+            let file = std::fs::File::create(&path).map_err(|source| BlockError::Spool {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let writer = ArrowWriter::try_new(file, table.schema(), Some(writer_properties(table)))
+                .map_err(|source| BlockError::Encode { table, source })?;
+            writers.push((table, writer));
+        }
+        Ok(Self { dir, writers })
+    }
+
+    /// Appends rows to `table` (in the table's schema).
+    pub fn write(&mut self, table: Table, batch: &RecordBatch) -> Result<(), BlockError> {
+        let (_, writer) = self
+            .writers
+            .iter_mut()
+            .find(|(t, _)| *t == table)
+            .expect("a writer per table");
+        writer
+            .write(batch)
+            .map_err(|source| BlockError::Encode { table, source })
+    }
+
+    /// Closes every table's file and describes the block.
+    pub fn finish(
+        self,
+        tenant: &str,
+        id: &str,
+        summary: &BlockSummary,
+        origin: &BlockOrigin,
+        created_at_millis: i64,
+    ) -> Result<SpooledBlock, BlockError> {
+        let mut files = Vec::new();
+        let mut listed = Vec::new();
+        for (table, writer) in self.writers {
+            let written = writer
+                .close()
+                .map_err(|source| BlockError::Encode { table, source })?;
+            let path = self.dir.join(table.file_name());
+            let size = std::fs::metadata(&path)
+                .map_err(|source| BlockError::Spool {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .len();
+            listed.push(BlockFile {
+                name: table.file_name().to_owned(),
+                size_bytes: size,
+                rows: written.file_metadata().num_rows() as u64,
+            });
+            files.push((table.file_name(), path));
+        }
+        let (meta, catalog) = describe(tenant, id, summary, origin, listed, created_at_millis)?;
+        Ok(SpooledBlock {
+            dir: self.dir,
+            files,
+            meta,
+            catalog,
+        })
+    }
+}
+
+impl SpooledBlock {
+    /// Removes the local files (after the upload, or when giving up on it).
+    pub fn discard(&self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove a spooled block");
+        }
+    }
 }
 
 /// Where blocks are written: the object store, and the local directory behind it when it is
@@ -547,6 +699,66 @@ impl BlockStore {
             written += bytes.len() as u64;
         }
         Ok(written)
+    }
+
+    /// Uploads a spooled block, each file streamed from its local copy in parts (never whole
+    /// in memory), `meta.json` last; returns the bytes written.
+    pub async fn upload_spooled(
+        &self,
+        tenant: &str,
+        block: &SpooledBlock,
+    ) -> Result<u64, BlockError> {
+        let mut written = 0;
+        for (name, local) in &block.files {
+            let path = block_file_path(tenant, &block.catalog.id, name);
+            written += self.stream_file(&path, local).await?;
+            self.sync_local(&path)?;
+        }
+        let meta = block_file_path(tenant, &block.catalog.id, META_FILE);
+        self.store.put(&meta, block.meta.clone().into()).await?;
+        self.sync_local(&meta)?;
+        Ok(written + block.meta.len() as u64)
+    }
+
+    /// Copies the local file `local` to `path` in the store: one request when it is small, a
+    /// multipart upload of [`UPLOAD_PART_BYTES`] parts otherwise.
+    async fn stream_file(
+        &self,
+        path: &object_store::path::Path,
+        local: &std::path::Path,
+    ) -> Result<u64, BlockError> {
+        use tokio::io::AsyncReadExt;
+        let spool_err = |source| BlockError::Spool {
+            path: local.display().to_string(),
+            source,
+        };
+        let mut file = tokio::fs::File::open(local).await.map_err(spool_err)?;
+        let size = file.metadata().await.map_err(spool_err)?.len();
+        if size <= UPLOAD_PART_BYTES as u64 {
+            let mut data = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut data).await.map_err(spool_err)?;
+            self.store.put(path, Bytes::from(data).into()).await?;
+            return Ok(size);
+        }
+        let upload = self.store.put_multipart(path).await?;
+        let mut parts =
+            object_store::WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let read = match file.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    parts.abort().await.ok();
+                    return Err(spool_err(e));
+                }
+            };
+            // At most two parts in flight: memory stays a few parts whatever the file's size.
+            parts.wait_for_capacity(2).await?;
+            parts.write(&buf[..read]);
+        }
+        parts.finish().await?;
+        Ok(size)
     }
 
     /// Deletes a block's files, `meta.json` first so that a deletion cut short leaves an
@@ -690,11 +902,19 @@ impl AsyncFileReader for BlockFileReader {
     }
 }
 
-fn write_parquet(
-    batch: &RecordBatch,
-    sorting: Vec<SortingColumn>,
-) -> Result<Bytes, parquet::errors::ParquetError> {
-    let props = WriterProperties::builder()
+/// How every block file is written: zstd, page statistics (for pruning), row groups of at
+/// most [`MAX_ROW_GROUP_ROWS`], and the table's sort order recorded.
+fn writer_properties(table: Table) -> WriterProperties {
+    let sorting = table
+        .sort_columns()
+        .iter()
+        .map(|&c| SortingColumn {
+            column_idx: c as i32,
+            descending: false,
+            nulls_first: false,
+        })
+        .collect();
+    WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("valid level"),
         ))
@@ -702,9 +922,16 @@ fn write_parquet(
         .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
         .set_sorting_columns(Some(sorting))
         .set_created_by(format!("profusion {}", env!("CARGO_PKG_VERSION")))
-        .build();
+        .build()
+}
+
+fn write_parquet(
+    table: Table,
+    batch: &RecordBatch,
+) -> Result<Bytes, parquet::errors::ParquetError> {
     let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props))?;
+    let mut writer =
+        ArrowWriter::try_new(&mut out, batch.schema(), Some(writer_properties(table)))?;
     writer.write(batch)?;
     writer.close()?;
     Ok(Bytes::from(out))

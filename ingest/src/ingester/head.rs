@@ -4,6 +4,7 @@
 //! be flushed, registered and dropped as one unit while new writes go to the next generation.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use profusion_proto::ingester::v1::{Frame, SeriesProfile, WriteRequest};
@@ -11,9 +12,36 @@ use profusion_proto::types::v1::LabelPair;
 
 use profusion_model::hash::PrehashedMap;
 
-/// One tenant's data in one generation.
+/// One tenant's data in one generation. The data is behind an `Arc` so that a flush can
+/// write a sealed generation's block without holding the head's lock: appends go only to the
+/// open generation, whose data nothing else holds, so they change it in place.
 #[derive(Debug, Default)]
 pub struct TenantHead {
+    pub(crate) data: Arc<HeadData>,
+    /// The block batches of the last query snapshot and the profile count they cover: queries
+    /// reuse them until an append changes the head, so sealed generations are sorted once.
+    pub(crate) snapshot: Option<(usize, Arc<profusion_model::block::BlockBatches>)>,
+}
+
+impl std::ops::Deref for TenantHead {
+    type Target = HeadData;
+
+    fn deref(&self) -> &HeadData {
+        &self.data
+    }
+}
+
+impl TenantHead {
+    pub(crate) fn append(&mut self, req: WriteRequest) -> usize {
+        // Shared only while a flush of this (sealed) generation runs, which takes no appends;
+        // were it ever shared here, the append would go to a copy, never lost.
+        Arc::make_mut(&mut self.data).append(req)
+    }
+}
+
+/// What a tenant's head holds.
+#[derive(Debug, Default, Clone)]
+pub struct HeadData {
     /// Series labels by fingerprint.
     pub series: PrehashedMap<u64, Vec<LabelPair>>,
     /// Profiles in arrival order; their `labels` are moved into `series`.
@@ -24,13 +52,10 @@ pub struct TenantHead {
     pub num_samples: usize,
     /// Approximate memory held, in bytes.
     pub bytes: usize,
-    /// The block batches of the last query snapshot and the profile count they cover: queries
-    /// reuse them until an append changes the head, so sealed generations are sorted once.
-    pub(crate) snapshot: Option<(usize, std::sync::Arc<profusion_model::block::BlockBatches>)>,
 }
 
-impl TenantHead {
-    pub(crate) fn append(&mut self, req: WriteRequest) -> usize {
+impl HeadData {
+    fn append(&mut self, req: WriteRequest) -> usize {
         let before = self.bytes;
         for mut p in req.profiles {
             let labels = std::mem::take(&mut p.labels);

@@ -44,6 +44,8 @@ use wal::WalHandle;
 pub struct IngesterConfig {
     /// Stable identity; blocks record `ingester-<id>` as their source.
     pub id: String,
+    /// The write-ahead log's directory; blocks being flushed are spooled in `flush-spool`
+    /// next to it.
     pub wal_dir: PathBuf,
     /// Flush a generation once it has been open this long.
     pub max_block_duration: Duration,
@@ -56,6 +58,52 @@ pub struct IngesterConfig {
     /// Most active series per tenant on this ingester (0: no limit); see
     /// [`limiter::local_series_limit`].
     pub max_series_per_tenant: usize,
+}
+
+/// Rows of a sealed generation rows to flush, taken under the head's lock and written
+/// outside it.
+enum FlushSource {
+    /// The block batches a query snapshot already built: written as they are.
+    Batches(Arc<profusion_model::block::BlockBatches>),
+    /// The head's data: built into rows a chunk at a time while written.
+    Head(Arc<head::HeadData>),
+}
+
+/// Samples per chunk a flush builds and writes at a time: a few tens of MB of Arrow.
+const FLUSH_CHUNK_SAMPLES: usize = 1 << 20;
+
+impl FlushSource {
+    /// Writes the block to files under `spool_dir`.
+    fn spool(
+        &self,
+        spool_dir: &std::path::Path,
+        tenant: &str,
+        id: &str,
+        origin: &BlockOrigin,
+    ) -> Result<block::SpooledBlock> {
+        let spool_err = |e: block::BlockError| IngestError::internal(e.to_string()).with_source(e);
+        let mut spool = block::BlockSpool::create(spool_dir, id).map_err(spool_err)?;
+        let summary = match self {
+            FlushSource::Batches(batches) => {
+                for table in block::Table::ALL {
+                    spool
+                        .write(table, batches.table(table))
+                        .map_err(spool_err)?;
+                }
+                batches.summary()
+            }
+            FlushSource::Head(data) => batches::spool_block(data, &mut spool, FLUSH_CHUNK_SAMPLES)?,
+        };
+        spool
+            .finish(
+                tenant,
+                id,
+                &summary,
+                origin,
+                profusion_model::time::now_millis(),
+            )
+            .map_err(spool_err)
+    }
 }
 
 /// Where the distributor sends writes: an ingester in this process or, later, over the network.
@@ -77,6 +125,8 @@ pub struct Ingester {
     open_segment: AtomicU64,
     head: Arc<Mutex<Head>>,
     blocks: BlockStore,
+    /// Where a flush writes a block's files before uploading them.
+    spool_dir: PathBuf,
     catalog: Arc<dyn Catalog>,
     flush_lock: tokio::sync::Mutex<()>,
     wake: Arc<Notify>,
@@ -96,6 +146,14 @@ impl Ingester {
         std::fs::create_dir_all(&config.wal_dir).map_err(|e| {
             IngestError::internal(format!("creating {}: {e}", config.wal_dir.display()))
         })?;
+        // A flush cut short left its spooled files behind; the block is flushed again from
+        // the WAL.
+        let spool_dir = config.wal_dir.with_file_name("flush-spool");
+        if spool_dir.exists() {
+            std::fs::remove_dir_all(&spool_dir).map_err(|e| {
+                IngestError::internal(format!("clearing {}: {e}", spool_dir.display()))
+            })?;
+        }
         let source = format!("ingester-{}", config.id);
         let head = Arc::new(Mutex::new(Head::default()));
         let series = SeriesLimiter::new(config.max_series_per_tenant);
@@ -164,6 +222,7 @@ impl Ingester {
             open_segment: AtomicU64::new(next),
             head,
             blocks,
+            spool_dir,
             catalog,
             flush_lock: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
@@ -321,58 +380,51 @@ impl Ingester {
         let mut blocks = 0;
         for tenant in tenants {
             let id = block_id(&self.source, seq, &tenant, created);
-            // Under the head lock only long enough to take the generation's block batches
-            // (those a query already built, or built now and kept for queries): appends to the
-            // open generation wait on this lock, so the Parquet encoding happens outside it.
-            let batches = {
-                let mut h = self.head.lock().expect("head lock");
+            // Under the head lock only long enough to take the generation's data (or the
+            // block batches a query already built from it): appends to the open generation
+            // wait on this lock, so the block is built and written outside it. A sealed
+            // generation takes no appends, so what is taken stays its whole data.
+            let source = {
+                let h = self.head.lock().expect("head lock");
                 let Some(th) = h
                     .generations
-                    .get_mut(&seq)
-                    .and_then(|g| g.tenants.get_mut(&tenant))
+                    .get(&seq)
+                    .and_then(|g| g.tenants.get(&tenant))
                     .filter(|th| !th.profiles.is_empty())
                 else {
                     continue;
                 };
                 match &th.snapshot {
                     Some((profiles, batches)) if *profiles == th.profiles.len() => {
-                        Arc::clone(batches)
+                        FlushSource::Batches(Arc::clone(batches))
                     }
-                    _ => {
-                        let batches = Arc::new(batches::block_batches(th)?);
-                        th.snapshot = Some((th.profiles.len(), Arc::clone(&batches)));
-                        batches
-                    }
+                    _ => FlushSource::Head(Arc::clone(&th.data)),
                 }
             };
             let origin = BlockOrigin::ingester(self.source.clone(), seq);
-            let (block_tenant, block_id) = (tenant.clone(), id.clone());
-            let encoded = tokio::task::spawn_blocking(move || {
-                block::encode(
-                    &block_tenant,
-                    &block_id,
-                    &batches,
-                    &origin,
-                    profusion_model::time::now_millis(),
-                )
+            let (spool_dir, block_tenant, block_id) =
+                (self.spool_dir.clone(), tenant.clone(), id.clone());
+            let spooled = tokio::task::spawn_blocking(move || {
+                source.spool(&spool_dir, &block_tenant, &block_id, &origin)
             })
             .await
-            .map_err(|e| IngestError::internal(format!("encoding block {id}: {e}")))?
-            .map_err(|e| IngestError::internal(e.to_string()).with_source(e))?;
-            let written = self.blocks.upload(&tenant, &encoded).await.map_err(|e| {
+            .map_err(|e| IngestError::internal(format!("writing block {id}: {e}")))??;
+            let uploaded = self.blocks.upload_spooled(&tenant, &spooled).await;
+            spooled.discard();
+            let written = uploaded.map_err(|e| {
                 IngestError::unavailable(format!("uploading block {id}: {e}")).with_source(e)
             })?;
             self.metrics.block_bytes.inc_by(written);
             self.catalog
-                .register_block(&encoded.catalog)
+                .register_block(&spooled.catalog)
                 .await
                 .map_err(|e| {
                     IngestError::unavailable(format!("registering block {id}: {e}")).with_source(e)
                 })?;
             blocks += 1;
             tracing::info!(tenant = %tenant, block = %id, segment = seq,
-                profiles = encoded.catalog.num_profiles, samples = encoded.catalog.num_samples,
-                bytes = encoded.catalog.size_bytes, "flushed block");
+                profiles = spooled.catalog.num_profiles, samples = spooled.catalog.num_samples,
+                bytes = spooled.catalog.size_bytes, "flushed block");
         }
         {
             let mut h = self.head.lock().expect("head lock");
