@@ -25,16 +25,22 @@ pub(crate) struct PushStats {
     pub(crate) wall: Duration,
     /// Per-request latencies, sorted.
     pub(crate) latencies: Vec<Duration>,
+    /// When each successful push started and how long it took, in completion order.
+    pub(crate) pushes: Vec<(Instant, Duration)>,
 }
 
 impl PushStats {
     pub(crate) fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[i]
+        percentile(&self.latencies, p)
     }
+}
+
+/// The `p` quantile of sorted latencies (zero for none).
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 pub(crate) fn request(p: &GeneratedProfile, id: u64) -> Vec<u8> {
@@ -142,6 +148,7 @@ where
                         s.raw_bytes += profile.raw_bytes as u64;
                         s.samples += profile.samples as u64;
                         s.latencies.push(latency);
+                        s.pushes.push((t, latency));
                     } else {
                         s.failures += 1;
                     }

@@ -17,6 +17,37 @@ fn ratio(v: &Value) -> String {
     v.as_f64().map_or("–".into(), |r| format!("{r:.2}"))
 }
 
+/// The latency table of one set of query measurements.
+fn query_table(md: &mut String, queries: &Value) {
+    let _ = writeln!(
+        md,
+        "| window | CPU samples | flame graph | one service | SelectSeries | LabelValues | Series | DuckDB p50: flame / series / label values / series sets | ratios: flame / series / label values / series sets |\n|---|---:|---|---|---|---|---|---|---|"
+    );
+    for q in queries.as_array().into_iter().flatten() {
+        let pair = |v: &Value| format!("{} / {}", ms(&v["p50_s"]), ms(&v["p95_s"]));
+        let duck = &q["duckdb"];
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} / {} / {} / {} |",
+            q["window"].as_str().unwrap_or("?"),
+            q["cpu_samples"],
+            pair(&q["flame_graph"]),
+            pair(&q["flame_graph_one_service"]),
+            pair(&q["select_series"]),
+            pair(&q["label_values"]),
+            pair(&q["series"]),
+            ms(&duck["flame_p50_s"]),
+            ms(&duck["series_p50_s"]),
+            ms(&duck["label_values_p50_s"]),
+            ms(&duck["series_sets_p50_s"]),
+            ratio(&q["ratio_flame_graph_to_duckdb"]),
+            ratio(&q["ratio_series_to_duckdb"]),
+            ratio(&q["ratio_label_values_to_duckdb"]),
+            ratio(&q["ratio_series_sets_to_duckdb"])
+        );
+    }
+}
+
 /// Writes `report.md`, `ingest-throughput.svg` and `query-latency.svg` into `dir`.
 pub(crate) fn write(dir: &Path, r: &Value) {
     let mut md = String::new();
@@ -69,7 +100,7 @@ pub(crate) fn write(dir: &Path, r: &Value) {
     let _ = writeln!(md, "## Storage\n");
     let _ = writeln!(
         md,
-        "{} profiles ({} pprof samples, {:.1} MB gzipped) became {} blocks of {:.1} MB: {:.2} bytes per stored sample row, {:.2} bytes per pprof sample against {:.2} gzipped, **{} × the gzipped input**. Peak RSS while loading {:.0} MB.\n",
+        "{} profiles ({} pprof samples, {:.1} MB gzipped) became {} blocks of {:.1} MB: {:.2} bytes per stored sample row, {:.2} bytes per pprof sample against {:.2} gzipped, **{} × the gzipped input**. Peak RSS while loading {:.0} MB, with the head flushing at {:.0} MB.\n",
         s["profiles"],
         s["pprof_samples"],
         f(&s["gzipped_input_bytes"]) / 1e6,
@@ -79,36 +110,56 @@ pub(crate) fn write(dir: &Path, r: &Value) {
         f(&s["block_bytes_per_pprof_sample"]),
         f(&s["gzipped_input_bytes_per_pprof_sample"]),
         ratio(&s["ratio_block_bytes_to_gzipped_input"]),
-        f(&s["peak_rss_bytes_while_loading"]) / 1e6
+        f(&s["peak_rss_bytes_while_loading"]) / 1e6,
+        f(&s["max_head_bytes"]) / 1e6
     );
     let _ = writeln!(md, "## Queries (ms; p50 / p95)\n");
+    query_table(&mut md, &r["queries"]);
+    let c = &r["after_compaction"];
     let _ = writeln!(
         md,
-        "| window | CPU samples | flame graph | one service | SelectSeries | LabelValues | Series | DuckDB p50: flame / series / label values / series sets | ratios: flame / series / label values / series sets |\n|---|---:|---|---|---|---|---|---|---|"
+        "\n## After compaction\n\n{} blocks became {} ({:.1} MB) in {:.0} s. The same queries, from a restarted server:\n",
+        s["blocks"],
+        c["blocks"],
+        f(&c["block_bytes"]) / 1e6,
+        f(&c["compaction_s"])
     );
-    for q in r["queries"].as_array().into_iter().flatten() {
-        let pair = |v: &Value| format!("{} / {}", ms(&v["p50_s"]), ms(&v["p95_s"]));
-        let duck = &q["duckdb"];
+    query_table(&mut md, &c["queries"]);
+    let _ = writeln!(
+        md,
+        "\n### Blocks read and object-store requests per flame graph\n\nBlocks and their bytes as the catalog lists them for the window; requests the store-gateway sent for the first flame graph of the window after a restart (cold; earlier windows may have warmed part of it) and for the second (warm).\n\n| window | blocks before / after compaction | MB before / after | requests cold / warm before | requests cold / warm after |\n|---|---:|---:|---:|---:|"
+    );
+    let before = r["queries"].as_array().cloned().unwrap_or_default();
+    let after = c["queries"].as_array().cloned().unwrap_or_default();
+    for (b, a) in before.iter().zip(&after) {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} / {} / {} / {} |",
-            q["window"].as_str().unwrap_or("?"),
-            q["cpu_samples"],
-            pair(&q["flame_graph"]),
-            pair(&q["flame_graph_one_service"]),
-            pair(&q["select_series"]),
-            pair(&q["label_values"]),
-            pair(&q["series"]),
-            ms(&duck["flame_p50_s"]),
-            ms(&duck["series_p50_s"]),
-            ms(&duck["label_values_p50_s"]),
-            ms(&duck["series_sets_p50_s"]),
-            ratio(&q["ratio_flame_graph_to_duckdb"]),
-            ratio(&q["ratio_series_to_duckdb"]),
-            ratio(&q["ratio_label_values_to_duckdb"]),
-            ratio(&q["ratio_series_sets_to_duckdb"])
+            "| {} | {} / {} | {:.1} / {:.1} | {} / {} | {} / {} |",
+            b["window"].as_str().unwrap_or("?"),
+            b["blocks"],
+            a["blocks"],
+            f(&b["block_bytes"]) / 1e6,
+            f(&a["block_bytes"]) / 1e6,
+            b["object_store_requests"]["cold"],
+            b["object_store_requests"]["warm"],
+            a["object_store_requests"]["cold"],
+            a["object_store_requests"]["warm"]
         );
     }
+    let fl = &r["push_during_flush"];
+    let _ = writeln!(
+        md,
+        "\n## Push latency while the head flushes\n\nFour pushers against a head flushing at {:.0} MB ({} flushes): p99 **{:.1} ms** for the {} pushes that overlapped a flush, {:.1} ms for the {} others (p50 {:.1} / {:.1} ms), **{} ×**.\n",
+        f(&fl["max_head_bytes"]) / 1e6,
+        fl["flushes"],
+        f(&fl["p99_ms_during_flush"]),
+        fl["pushes_during_flush"],
+        f(&fl["p99_ms_otherwise"]),
+        fl["pushes_otherwise"],
+        f(&fl["p50_ms_during_flush"]),
+        f(&fl["p50_ms_otherwise"]),
+        ratio(&fl["ratio_p99_during_flush_to_otherwise"])
+    );
     let p = &r["peak_rss_bytes"];
     let _ = writeln!(
         md,

@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use profusion_proto::querier::v1::{
-    SelectMergeStacktracesRequest, SelectMergeStacktracesResponse, SelectSeriesRequest,
-    SelectSeriesResponse, SeriesRequest, SeriesResponse,
+    AnalyzeQueryRequest, AnalyzeQueryResponse, SelectMergeStacktracesRequest,
+    SelectMergeStacktracesResponse, SelectSeriesRequest, SelectSeriesResponse, SeriesRequest,
+    SeriesResponse,
 };
 use profusion_proto::types::v1::{LabelValuesRequest, LabelValuesResponse};
 use profusion_testing::ConnectClient;
@@ -27,7 +28,7 @@ use profusion_tests::TestServer;
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::push::{PushStats, push_all};
+use crate::push::{PushStats, percentile, push_all};
 use crate::workload::{Fleet, FleetShape, GeneratedProfile, Kind, decode_only};
 
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
@@ -69,24 +70,60 @@ struct Scale {
     query_runs: usize,
 }
 
+/// The flags every server of the benchmark runs with.
+const SERVER_FLAGS: &[&str] = &[
+    "--validation.reject-older-than=0s",
+    "--validation.reject-newer-than=0s",
+    "--distributor.ingestion-rate-limit-mb=0",
+    // A fleet of any size: the benchmark measures speed, not the series limit.
+    "--ingester.max-global-series-per-tenant=0",
+    "--querier.max-query-length=0s",
+    "--querier.max-query-lookback=0s",
+];
+
+/// [`SERVER_FLAGS`] and `extra`, for a start or a restart.
+fn server_flags<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    SERVER_FLAGS.iter().chain(extra).copied().collect()
+}
+
 /// The server under test, started as the end-to-end tests start it, with the flags a
-/// benchmark needs.
-fn start_server(binary: &Path, data: &Path) -> TestServer {
+/// benchmark needs and `extra`.
+fn start_server(binary: &Path, data: &Path, extra: &[&str]) -> TestServer {
     TestServer::configure()
         .binary(binary)
         .data_dir(data)
         .log_level("warn")
         .stop_timeout(Duration::from_secs(600))
-        .args(&[
-            "--validation.reject-older-than=0s",
-            "--validation.reject-newer-than=0s",
-            "--distributor.ingestion-rate-limit-mb=0",
-            // A fleet of any size: the benchmark measures speed, not the series limit.
-            "--ingester.max-global-series-per-tenant=0",
-            "--querier.max-query-length=0s",
-            "--querier.max-query-lookback=0s",
-        ])
+        .args(&server_flags(extra))
         .spawn()
+}
+
+/// One sample of the server's `/metrics` (0 when absent), without blocking the runtime.
+async fn metric(url: &str, sample: &str) -> f64 {
+    let Ok(reply) = reqwest::get(format!("{url}/metrics")).await else {
+        return 0.0;
+    };
+    let text = reply.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Object-store requests the store-gateway has sent, every operation.
+async fn store_requests(url: &str) -> f64 {
+    let mut total = 0.0;
+    for op in ["get", "head", "list", "other"] {
+        total += metric(
+            url,
+            &format!("profusion_store_gateway_object_store_requests_total{{operation=\"{op}\"}}"),
+        )
+        .await;
+    }
+    total
 }
 
 /// User plus system CPU seconds the server has used.
@@ -227,7 +264,7 @@ pub(crate) async fn run(args: RunArgs) {
     );
 
     // 1. The reference: decode only.
-    eprintln!("[1/5] decode-only baseline");
+    eprintln!("[1/7] decode-only baseline");
     let now = crate::now_nanos();
     let payloads: Vec<GeneratedProfile> = (0..200)
         .map(|i| {
@@ -257,10 +294,10 @@ pub(crate) async fn run(args: RunArgs) {
     eprintln!("  {decode_profiles:.0} profiles/s, {decode_mb:.1} MB/s per core");
 
     // 2. Ingest at rising concurrency.
-    eprintln!("[2/5] ingest over loopback at rising concurrency");
+    eprintln!("[2/7] ingest over loopback at rising concurrency");
     // Its own data directory, so the storage figures below hold only the history.
     let sweep_data = out.join("data-ingest");
-    let mut server = start_server(&args.server, &sweep_data);
+    let mut server = start_server(&args.server, &sweep_data, &[]);
     let url = server.url("");
     rss.watch(server.pid());
     rss.take_peak();
@@ -338,9 +375,14 @@ pub(crate) async fn run(args: RunArgs) {
     server.stop();
     let _ = std::fs::remove_dir_all(&sweep_data);
 
-    // 3. Seven days of history, then everything into blocks.
-    eprintln!("[3/5] seven days of fleet history");
-    let mut server = start_server(&args.server, &data);
+    // 3. Push latency while the head flushes, against pushes while it does not.
+    eprintln!("[3/7] push latency while flushes write blocks");
+    let flush_report = push_latency_during_flushes(&args.server, &out, &payloads, &scale).await;
+    report.insert("push_during_flush".into(), flush_report);
+
+    // 4. Seven days of history, then everything into blocks.
+    eprintln!("[4/7] seven days of fleet history");
+    let mut server = start_server(&args.server, &data, &[]);
     let url = server.url("");
     rss.watch(server.pid());
     let end = crate::now_nanos();
@@ -405,13 +447,78 @@ pub(crate) async fn run(args: RunArgs) {
             "block_bytes_per_pprof_sample": block_bytes as f64 / pprof_samples as f64,
             "ratio_block_bytes_to_gzipped_input": block_bytes as f64 / history.gzipped_bytes.max(1) as f64,
             "peak_rss_bytes_while_loading": history_peak,
+            // The server's default --ingester.max-head-bytes, which the history runs with.
+            "max_head_bytes": 512u64 << 20,
         }),
     );
 
-    // 4. Queries.
-    eprintln!("[4/5] queries over 1 h, 24 h and 7 d");
-    let client = ConnectClient::new(&url);
+    // 5. Queries.
+    eprintln!("[5/7] queries over 1 h, 24 h and 7 d");
     let end_ms = end / 1_000_000;
+    let mut queries = measure_queries(&url, end_ms, &cpu_pushed, &scale).await;
+    let query_peak = rss.take_peak();
+    server.stop();
+
+    // 6. DuckDB over the same block files.
+    eprintln!("[6/7] DuckDB over the same block files");
+    let duck_ran = compare_with_duckdb(&data.join("objects"), &mut queries);
+    report.insert("queries".into(), Value::Array(queries));
+
+    // 7. The compactor merges the history; the same queries and DuckDB again.
+    eprintln!("[7/7] compaction, then the same queries");
+    server.restart_with(&server_flags(&[
+        "--compactor.compaction-interval=1s",
+        "--compactor.first-level-compaction-wait-period=0s",
+        "--compactor.deletion-delay=0s",
+    ]));
+    let compaction_started = Instant::now();
+    wait_until_compacted(&server.url("")).await;
+    let compaction_s = compaction_started.elapsed().as_secs_f64();
+    server.stop();
+    // Restarted with the usual flags: a cold cache, and a compactor with nothing left to do.
+    server.restart_with(&server_flags(&[]));
+    let url = server.url("");
+    let (compacted_bytes, _, compacted_blocks) = block_stats(&data.join("objects"));
+    eprintln!("  {blocks} blocks became {compacted_blocks} in {compaction_s:.0} s");
+    let mut compacted = measure_queries(&url, end_ms, &cpu_pushed, &scale).await;
+    server.stop();
+    compare_with_duckdb(&data.join("objects"), &mut compacted);
+    report.insert(
+        "after_compaction".into(),
+        json!({"blocks": compacted_blocks, "block_bytes": compacted_bytes,
+               "compaction_s": compaction_s, "queries": compacted}),
+    );
+    report.insert(
+        "peak_rss_bytes".into(),
+        json!({"ingest": ingest_peak, "loading_history": history_peak, "queries": query_peak}),
+    );
+    if !duck_ran {
+        report.insert(
+            "duckdb".into(),
+            json!("not run: set PROFUSION_PYTHON (eval \"$(scripts/install-test-clients)\")"),
+        );
+    }
+    let report = Value::Object(report);
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report).expect("JSON"),
+    )
+    .expect("write report.json");
+    crate::report::write(&out, &report);
+    let _ = std::fs::remove_dir_all(&data);
+    eprintln!("report: {}", out.join("report.md").display());
+    println!("{}", out.display());
+}
+
+/// Latencies of every query kind over 1 h, 24 h and 7 d before `end_ms`, with the blocks each
+/// window reads and the object-store requests of a flame graph cold and warm.
+async fn measure_queries(
+    url: &str,
+    end_ms: i64,
+    cpu_pushed: &[(i64, usize)],
+    scale: &Scale,
+) -> Vec<Value> {
+    let client = ConnectClient::new(url);
     let mut queries = Vec::new();
     for (label, hours) in [("1h", 1), ("24h", 24), ("7d", 168)] {
         let start_ms = end_ms - hours * HOUR_MS;
@@ -439,6 +546,33 @@ pub(crate) async fn run(args: RunArgs) {
                 std::hint::black_box(r.flamegraph.map(|f| f.total));
             }
         };
+        // What the catalog lists for the window, and what the store-gateway fetches the first
+        // time (cold, as far as earlier windows did not warm it) and the second time.
+        let analysis: AnalyzeQueryResponse = rpc(
+            &client,
+            "AnalyzeQuery",
+            &AnalyzeQueryRequest {
+                start: start_ms,
+                end: end_ms,
+                query: format!("{CPU}{{}}"),
+            },
+        )
+        .await;
+        let stored = analysis
+            .query_scopes
+            .iter()
+            .filter(|s| s.component_type == "Object storage");
+        let (blocks, block_bytes) = stored.fold((0, 0), |(n, b), s| {
+            (
+                n + s.block_count,
+                b + s.index_bytes + s.profile_bytes + s.symbol_bytes,
+            )
+        });
+        let before = store_requests(url).await;
+        flame("{}")().await;
+        let after_cold = store_requests(url).await;
+        flame("{}")().await;
+        let after_warm = store_requests(url).await;
         let (all50, all95, all_cold) = latency(scale.query_runs, flame("{}")).await;
         let (one50, one95, _) =
             latency(scale.query_runs, flame(r#"{service_name="shop-1"}"#)).await;
@@ -498,6 +632,8 @@ pub(crate) async fn run(args: RunArgs) {
         queries.push(json!({
             "window": label, "hours": hours, "start_ms": start_ms, "end_ms": end_ms,
             "cpu_samples": samples,
+            "blocks": blocks, "block_bytes": block_bytes,
+            "object_store_requests": {"cold": after_cold - before, "warm": after_warm - after_cold},
             "flame_graph": {"p50_s": all50, "p95_s": all95, "cold_s": all_cold},
             "flame_graph_one_service": {"p50_s": one50, "p95_s": one95},
             "select_series": {"p50_s": ser50, "p95_s": ser95, "step_s": step},
@@ -505,15 +641,18 @@ pub(crate) async fn run(args: RunArgs) {
             "series": {"p50_s": se50, "p95_s": se95},
         }));
     }
-    let query_peak = rss.take_peak();
-    server.stop();
+    queries
+}
 
-    // 5. DuckDB over the same block files.
-    eprintln!("[5/5] DuckDB over the same block files");
-    let duck = duckdb(&data.join("objects"), &queries);
-    for q in &mut queries {
+/// Runs the same queries in DuckDB over the block files in `objects` and records each
+/// window's times and Profusion's ratios to them; false when DuckDB could not run.
+fn compare_with_duckdb(objects: &Path, queries: &mut [Value]) -> bool {
+    let Some(duck) = duckdb(objects, queries) else {
+        return false;
+    };
+    for q in queries.iter_mut() {
         let window = q["window"].as_str().unwrap_or_default().to_owned();
-        if let Some(d) = duck.as_ref().and_then(|d| d.get(&window)) {
+        if let Some(d) = duck.get(&window) {
             let ratio = |ours: &Value, theirs: &Value| {
                 ours.as_f64().zip(theirs.as_f64()).map(|(a, b)| a / b)
             };
@@ -528,27 +667,137 @@ pub(crate) async fn run(args: RunArgs) {
                 json!(ratio(&q["series"]["p50_s"], &d["series_sets_p50_s"]));
         }
     }
-    report.insert("queries".into(), Value::Array(queries));
-    report.insert(
-        "peak_rss_bytes".into(),
-        json!({"ingest": ingest_peak, "loading_history": history_peak, "queries": query_peak}),
-    );
-    if duck.is_none() {
-        report.insert(
-            "duckdb".into(),
-            json!("not run: set PROFUSION_PYTHON (eval \"$(scripts/install-test-clients)\")"),
-        );
+    true
+}
+
+/// Waits until the compactor has merged everything it can and deleted every source block's
+/// files (the deletion delay is zero), so the files on disk are exactly the compacted blocks.
+async fn wait_until_compacted(url: &str) {
+    let jobs = || async {
+        let mut total = 0.0;
+        for outcome in ["done", "skipped", "conflict", "failed"] {
+            total += metric(
+                url,
+                &format!("profusion_compactor_jobs_total{{outcome=\"{outcome}\"}}"),
+            )
+            .await;
+        }
+        total
+    };
+    let cycles = || metric(url, "profusion_compactor_cycles_total");
+    let (mut since_cycle, mut since_jobs) = (cycles().await, jobs().await);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (c, j) = (cycles().await, jobs().await);
+        let compacted = metric(url, "profusion_compactor_blocks_compacted_total").await;
+        let deleted = metric(url, "profusion_compactor_blocks_deleted_total").await;
+        if j != since_jobs {
+            (since_cycle, since_jobs) = (c, j);
+        } else if c >= since_cycle + 3.0 && deleted >= compacted {
+            return;
+        }
     }
-    let report = Value::Object(report);
-    std::fs::write(
-        out.join("report.json"),
-        serde_json::to_string_pretty(&report).expect("JSON"),
+}
+
+/// Head size of the flush phase: small, so that several flushes happen while it pushes.
+const FLUSH_PHASE_HEAD_BYTES: &str = "--ingester.max-head-bytes=67108864";
+
+/// Pushes at a steady concurrency to a server whose head flushes every few seconds, watching
+/// its `profusion_ingester_flush_in_progress` gauge, and compares the latency of pushes that
+/// overlapped a flush with the others'.
+async fn push_latency_during_flushes(
+    binary: &Path,
+    out: &Path,
+    payloads: &[GeneratedProfile],
+    scale: &Scale,
+) -> Value {
+    let data = out.join("data-flush");
+    let mut server = start_server(
+        binary,
+        &data,
+        &[
+            FLUSH_PHASE_HEAD_BYTES,
+            "--ingester.flush-check-interval=50ms",
+        ],
+    );
+    let url = server.url("");
+    // When the gauge was seen at 1: a flush ran then.
+    let seen: Arc<std::sync::Mutex<Vec<(Instant, bool)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (seen, stop, url) = (Arc::clone(&seen), Arc::clone(&stop), url.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let at = Instant::now();
+                let on = metric(&url, "profusion_ingester_flush_in_progress").await > 0.0;
+                seen.lock().expect("flush watch").push((at, on));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let payloads = payloads.to_vec();
+    let mut i = 0usize;
+    let stats = push_all(
+        &url,
+        None,
+        4,
+        None,
+        Some(Instant::now() + Duration::from_secs(scale.ingest_seconds * 4)),
+        Some("pushing"),
+        move || {
+            i += 1;
+            Some(payloads[i % payloads.len()].clone())
+        },
     )
-    .expect("write report.json");
-    crate::report::write(&out, &report);
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.await;
+    let flushes = metric(&url, "profusion_ingester_flushes_total").await;
+    server.stop();
     let _ = std::fs::remove_dir_all(&data);
-    eprintln!("report: {}", out.join("report.md").display());
-    println!("{}", out.display());
+    // Intervals between a poll that saw a flush and the next poll that did not.
+    let seen = seen.lock().expect("flush watch").clone();
+    let mut flushing: Vec<(Instant, Instant)> = Vec::new();
+    for pair in seen.windows(2) {
+        if pair[0].1 {
+            match flushing.last_mut() {
+                Some(last) if last.1 >= pair[0].0 => last.1 = pair[1].0,
+                _ => flushing.push((pair[0].0, pair[1].0)),
+            }
+        }
+    }
+    let (mut during, mut outside): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+    for &(start, took) in &stats.pushes {
+        let end = start + took;
+        if flushing.iter().any(|&(a, b)| start < b && a < end) {
+            during.push(took);
+        } else {
+            outside.push(took);
+        }
+    }
+    during.sort_unstable();
+    outside.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    eprintln!(
+        "  {flushes} flushes; p99 {:.1} ms during a flush ({} pushes), {:.1} ms otherwise ({} pushes)",
+        ms(percentile(&during, 0.99)),
+        during.len(),
+        ms(percentile(&outside, 0.99)),
+        outside.len()
+    );
+    json!({
+        "flushes": flushes,
+        "max_head_bytes": 67108864,
+        "pushes_during_flush": during.len(),
+        "pushes_otherwise": outside.len(),
+        "p50_ms_during_flush": ms(percentile(&during, 0.5)),
+        "p99_ms_during_flush": ms(percentile(&during, 0.99)),
+        "p50_ms_otherwise": ms(percentile(&outside, 0.5)),
+        "p99_ms_otherwise": ms(percentile(&outside, 0.99)),
+        "ratio_p99_during_flush_to_otherwise":
+            ms(percentile(&during, 0.99)) / ms(percentile(&outside, 0.99)).max(1e-9),
+        "failures": stats.failures,
+    })
 }
 
 /// Total bytes of the block files, stored sample rows (from each block's `meta.json`) and

@@ -12,6 +12,9 @@ pub struct IngestMetrics {
     pub head_profiles: Counter,
     pub head_bytes: Gauge,
     pub flushes: Counter,
+    /// 1 while a flush writes a block (for dashboards, and for the benchmark to tell pushes
+    /// made during a flush from the others).
+    pub flushing: Gauge,
     pub block_bytes: Counter,
     pub wal_corruptions: Counter,
     /// Active series per tenant (for the series limit), refreshed once a minute.
@@ -45,6 +48,11 @@ impl IngestMetrics {
             "head_bytes",
             "Approximate bytes held by ingester heads",
             self.head_bytes.clone(),
+        );
+        r.register(
+            "ingester_flush_in_progress",
+            "1 while the ingester writes a block from its head",
+            self.flushing.clone(),
         );
         r.register(
             "ingester_flushes",

@@ -69,6 +69,15 @@ enum FlushSource {
     Head(Arc<head::HeadData>),
 }
 
+/// Runs a closure when dropped: on every way out of a scope.
+struct Defer<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
 /// Samples per chunk a flush builds and writes at a time: a few tens of MB of Arrow.
 const FLUSH_CHUNK_SAMPLES: usize = 1 << 20;
 
@@ -370,6 +379,11 @@ impl Ingester {
 
     async fn flush_generation(&self, seq: u64) -> Result<()> {
         let started = std::time::Instant::now();
+        self.metrics.flushing.set(1);
+        let flushing = &self.metrics.flushing;
+        let _done = Defer(move || {
+            flushing.set(0);
+        });
         let (created, tenants) = {
             let h = self.head.lock().expect("head lock");
             let g = &h.generations[&seq];
