@@ -95,6 +95,22 @@ enum Command {
     },
     /// The whole benchmark against a server binary it starts itself (what `scripts/bench` runs).
     Run(run::RunArgs),
+    /// Only its push-latency-during-flushes phase: prints that part of the report.
+    FlushLatency {
+        /// The server binary (a release build).
+        #[arg(
+            long,
+            env = "PROFUSION_BENCH_SERVER",
+            default_value = "target/release/profusion"
+        )]
+        server: PathBuf,
+        /// Where the server's data goes while it runs.
+        #[arg(long, env = "PROFUSION_BENCH_OUT", default_value = "bench-results")]
+        out: PathBuf,
+        /// Seconds of pushing.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
 }
 
 #[tokio::main]
@@ -172,6 +188,20 @@ async fn main() {
             );
         }
         Command::Run(args) => run::run(args).await,
+        Command::FlushLatency {
+            server,
+            out,
+            seconds,
+        } => {
+            let report = run::push_latency_during_flushes(
+                &server,
+                &out,
+                &run::cpu_payloads(&Fleet::new(FleetShape::default()), 200),
+                seconds,
+            )
+            .await;
+            println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+        }
     }
 }
 

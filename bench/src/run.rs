@@ -103,14 +103,7 @@ async fn metric(url: &str, sample: &str) -> f64 {
     let Ok(reply) = reqwest::get(format!("{url}/metrics")).await else {
         return 0.0;
     };
-    let text = reply.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == sample).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
+    profusion_tests::metric_sample(&reply.text().await.unwrap_or_default(), sample)
 }
 
 /// Object-store requests the store-gateway has sent, every operation.
@@ -265,14 +258,7 @@ pub(crate) async fn run(args: RunArgs) {
 
     // 1. The reference: decode only.
     eprintln!("[1/7] decode-only baseline");
-    let now = crate::now_nanos();
-    let payloads: Vec<GeneratedProfile> = (0..200)
-        .map(|i| {
-            let pods: Vec<(usize, usize)> = fleet.pods().collect();
-            let (s, p) = pods[i % pods.len()];
-            fleet.profile(s, p, Kind::Cpu, now + i as i64)
-        })
-        .collect();
+    let payloads = cpu_payloads(&fleet, 200);
     let raw: usize = payloads.iter().map(|p| p.raw_bytes).sum();
     let gz: usize = payloads.iter().map(|p| p.gzipped.len()).sum();
     let t = Instant::now();
@@ -377,7 +363,8 @@ pub(crate) async fn run(args: RunArgs) {
 
     // 3. Push latency while the head flushes, against pushes while it does not.
     eprintln!("[3/7] push latency while flushes write blocks");
-    let flush_report = push_latency_during_flushes(&args.server, &out, &payloads, &scale).await;
+    let flush_report =
+        push_latency_during_flushes(&args.server, &out, &payloads, scale.ingest_seconds * 4).await;
     report.insert("push_during_flush".into(), flush_report);
 
     // 4. Seven days of history, then everything into blocks.
@@ -699,26 +686,37 @@ async fn wait_until_compacted(url: &str) {
     }
 }
 
-/// Head size of the flush phase: small, so that several flushes happen while it pushes.
-const FLUSH_PHASE_HEAD_BYTES: &str = "--ingester.max-head-bytes=67108864";
+/// `n` CPU profiles of the fleet's pods in turn, timed now: the pushes of the ingest phases.
+pub(crate) fn cpu_payloads(fleet: &Fleet, n: usize) -> Vec<GeneratedProfile> {
+    let now = crate::now_nanos();
+    let pods: Vec<(usize, usize)> = fleet.pods().collect();
+    (0..n)
+        .map(|i| {
+            let (s, p) = pods[i % pods.len()];
+            fleet.profile(s, p, Kind::Cpu, now + i as i64)
+        })
+        .collect()
+}
+
+/// Head size of the flush phase: small, so that a flush starts every few seconds while it
+/// pushes (a default-size CPU profile adds about 10 KB to the head).
+const FLUSH_PHASE_HEAD_BYTES: u64 = 8 << 20;
 
 /// Pushes at a steady concurrency to a server whose head flushes every few seconds, watching
 /// its `profusion_ingester_flush_in_progress` gauge, and compares the latency of pushes that
 /// overlapped a flush with the others'.
-async fn push_latency_during_flushes(
+pub(crate) async fn push_latency_during_flushes(
     binary: &Path,
     out: &Path,
     payloads: &[GeneratedProfile],
-    scale: &Scale,
+    seconds: u64,
 ) -> Value {
     let data = out.join("data-flush");
+    let head = format!("--ingester.max-head-bytes={FLUSH_PHASE_HEAD_BYTES}");
     let mut server = start_server(
         binary,
         &data,
-        &[
-            FLUSH_PHASE_HEAD_BYTES,
-            "--ingester.flush-check-interval=50ms",
-        ],
+        &[&head, "--ingester.flush-check-interval=50ms"],
     );
     let url = server.url("");
     // When the gauge was seen at 1: a flush ran then.
@@ -742,7 +740,7 @@ async fn push_latency_during_flushes(
         None,
         4,
         None,
-        Some(Instant::now() + Duration::from_secs(scale.ingest_seconds * 4)),
+        Some(Instant::now() + Duration::from_secs(seconds)),
         Some("pushing"),
         move || {
             i += 1;
@@ -787,7 +785,7 @@ async fn push_latency_during_flushes(
     );
     json!({
         "flushes": flushes,
-        "max_head_bytes": 67108864,
+        "max_head_bytes": FLUSH_PHASE_HEAD_BYTES,
         "pushes_during_flush": during.len(),
         "pushes_otherwise": outside.len(),
         "p50_ms_during_flush": ms(percentile(&during, 0.5)),

@@ -140,15 +140,9 @@ async fn open(dir: &Path) -> (Arc<Ingester>, Querier) {
     .unwrap();
     let querier = Querier::new(
         Arc::clone(&ingester) as _,
-        Arc::new(
-            profusion_store_gateway::StoreGateway::new(
-                catalog,
-                store,
-                &profusion_store_gateway::StoreGatewayConfig::uncached(),
-                Default::default(),
-            )
-            .unwrap(),
-        ),
+        Arc::new(profusion_store_gateway::StoreGateway::uncached(
+            catalog, store,
+        )),
         QuerierConfig {
             query_memory_bytes: 8 << 30,
             target_partitions: 2,

@@ -94,15 +94,9 @@ async fn setup(dir: &Path) -> (Arc<Ingester>, Querier) {
     .unwrap();
     let querier = Querier::new(
         Arc::clone(&ingester) as _,
-        Arc::new(
-            profusion_store_gateway::StoreGateway::new(
-                catalog,
-                store,
-                &profusion_store_gateway::StoreGatewayConfig::uncached(),
-                Default::default(),
-            )
-            .unwrap(),
-        ),
+        Arc::new(profusion_store_gateway::StoreGateway::uncached(
+            catalog, store,
+        )),
         QuerierConfig::default(),
     );
     (ingester, querier)

@@ -74,6 +74,17 @@ impl StoreGateway {
         })
     }
 
+    /// A store-gateway that caches nothing (for tests and tools reading blocks directly).
+    pub fn uncached(catalog: Arc<dyn Catalog>, store: Arc<dyn ObjectStore>) -> Self {
+        Self::new(
+            catalog,
+            store,
+            &StoreGatewayConfig::uncached(),
+            StoreGatewayMetrics::default(),
+        )
+        .expect("no disk tier to open")
+    }
+
     pub fn metrics(&self) -> &StoreGatewayMetrics {
         &self.metrics
     }

@@ -333,14 +333,7 @@ impl TestServer {
 
     /// The value of one sample of `/metrics` (`name{labels}` exactly as exposed), 0 when absent.
     pub fn metric(&self, sample: &str) -> f64 {
-        let text = get(&self.url("/metrics"), &[]).text();
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                (name == sample).then(|| value.parse().ok()).flatten()
-            })
-            .unwrap_or(0.0)
+        metric_sample(&get(&self.url("/metrics"), &[]).text(), sample)
     }
 
     /// Block directories of `tenant` in the local object store.
@@ -356,6 +349,19 @@ impl TestServer {
         out.sort();
         out
     }
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed) in a Prometheus text
+/// exposition, 0 when absent.
+pub fn metric_sample(exposition: &str, sample: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
 }
 
 /// Several `profusion` processes started with different flags, each waited for until ready:
