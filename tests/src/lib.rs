@@ -191,6 +191,12 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
+        self.spawn_process(true);
+    }
+
+    /// Starts the process; with `ready`, waits until it listens and answers `/ready`, else
+    /// returns at once (for a process expected to die on its own before it is ready).
+    fn spawn_process(&mut self, ready: bool) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -202,6 +208,11 @@ impl TestServer {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary.display()));
+        if !ready {
+            // Its stdout is dropped: a write to it after that only fails.
+            self.child = Some(child);
+            return;
+        }
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         let mut reader = BufReader::new(stdout);
@@ -313,6 +324,15 @@ impl TestServer {
     pub fn restart_with(&mut self, args: &[&str]) {
         self.args = args.iter().map(|a| (*a).to_owned()).collect();
         self.restart();
+    }
+
+    /// Starts the server again with other flags under which it is expected to end on its own
+    /// (a crash test's failure point), without waiting for it to become ready: it may abort
+    /// before it does. Follow with [`Self::wait_for_exit`].
+    pub fn restart_to_crash(&mut self, args: &[&str]) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.spawn_process(false);
     }
 
     /// Waits for the process to end on its own (a crash, an abort) and returns how it ended.

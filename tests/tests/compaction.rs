@@ -224,7 +224,7 @@ fn a_crash_at_any_step_of_compaction_changes_no_answer() {
             COMPACTING,
             &["--compactor.deletion-delay=3s", fail.as_str()],
         ]);
-        server.restart_with(&crashing);
+        server.restart_to_crash(&crashing);
         let status = server.wait_for_exit(Duration::from_secs(60));
         assert!(!status.success(), "{step}: the process aborted: {status}");
         assert!(
@@ -372,7 +372,7 @@ fn deleted_series_leave_every_answer_at_once_and_the_blocks_at_compaction() {
             &server.data.join("objects"),
             "SELECT count(*) FROM read_parquet('{store}/t2/blocks/*/samples.parquet') s
              JOIN read_parquet('{store}/t2/blocks/*/series.parquet') r USING (series_fingerprint)
-             WHERE len(list_filter(r.labels, l -> l.name = 'env' AND l.value = 'staging')) > 0",
+             WHERE len(list_filter(r.labels, lambda l: l.name = 'env' AND l.value = 'staging')) > 0",
         );
         assert_eq!(left, vec![serde_json::json!([0])]);
     }
