@@ -97,16 +97,8 @@ enum Command {
     Run(run::RunArgs),
     /// Only its push-latency-during-flushes phase: prints that part of the report.
     FlushLatency {
-        /// The server binary (a release build).
-        #[arg(
-            long,
-            env = "PROFUSION_BENCH_SERVER",
-            default_value = "target/release/profusion"
-        )]
-        server: PathBuf,
-        /// Where the server's data goes while it runs.
-        #[arg(long, env = "PROFUSION_BENCH_OUT", default_value = "bench-results")]
-        out: PathBuf,
+        #[command(flatten)]
+        target: run::ServerArgs,
         /// Seconds of pushing.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
@@ -188,14 +180,10 @@ async fn main() {
             );
         }
         Command::Run(args) => run::run(args).await,
-        Command::FlushLatency {
-            server,
-            out,
-            seconds,
-        } => {
+        Command::FlushLatency { target, seconds } => {
             let report = run::push_latency_during_flushes(
-                &server,
-                &out,
+                &target.server,
+                &target.out,
                 &run::cpu_payloads(&Fleet::new(FleetShape::default()), 200),
                 seconds,
             )

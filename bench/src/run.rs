@@ -36,16 +36,8 @@ const HOUR_MS: i64 = 3_600_000;
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RunArgs {
-    /// The server binary (a release build).
-    #[arg(
-        long,
-        env = "PROFUSION_BENCH_SERVER",
-        default_value = "target/release/profusion"
-    )]
-    server: PathBuf,
-    /// Where reports go; each run writes a timestamped directory there.
-    #[arg(long, env = "PROFUSION_BENCH_OUT", default_value = "bench-results")]
-    out: PathBuf,
+    #[command(flatten)]
+    target: ServerArgs,
     /// A larger run: more pods, denser history, longer ingest steps.
     #[arg(long, env = "PROFUSION_BENCH_LARGE")]
     large: bool,
@@ -58,6 +50,21 @@ pub(crate) struct RunArgs {
     /// Seed of the workload.
     #[arg(long, env = "PROFUSION_BENCH_SEED", default_value_t = 1)]
     seed: u64,
+}
+
+/// The server a benchmark starts, and where its output goes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ServerArgs {
+    /// The server binary (a release build).
+    #[arg(
+        long,
+        env = "PROFUSION_BENCH_SERVER",
+        default_value = "target/release/profusion"
+    )]
+    pub(crate) server: PathBuf,
+    /// Where reports and the server's data go; each run writes a timestamped directory there.
+    #[arg(long, env = "PROFUSION_BENCH_OUT", default_value = "bench-results")]
+    pub(crate) out: PathBuf,
 }
 
 /// Size of a run.
@@ -98,25 +105,28 @@ fn start_server(binary: &Path, data: &Path, extra: &[&str]) -> TestServer {
         .spawn()
 }
 
-/// One sample of the server's `/metrics` (0 when absent), without blocking the runtime.
+/// The server's `/metrics` exposition ("" when it does not answer), without blocking the
+/// runtime.
+async fn exposition(url: &str) -> String {
+    match reqwest::get(format!("{url}/metrics")).await {
+        Ok(reply) => reply.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// One sample of the server's `/metrics` (0 when absent).
 async fn metric(url: &str, sample: &str) -> f64 {
-    let Ok(reply) = reqwest::get(format!("{url}/metrics")).await else {
-        return 0.0;
-    };
-    profusion_tests::metric_sample(&reply.text().await.unwrap_or_default(), sample)
+    profusion_tests::metric_sample(&exposition(url).await, sample)
 }
 
 /// Object-store requests the store-gateway has sent, every operation.
 async fn store_requests(url: &str) -> f64 {
-    let mut total = 0.0;
-    for op in ["get", "head", "list", "other"] {
-        total += metric(
-            url,
-            &format!("profusion_store_gateway_object_store_requests_total{{operation=\"{op}\"}}"),
-        )
-        .await;
-    }
-    total
+    profusion_tests::metric_sum(
+        &exposition(url).await,
+        "profusion_store_gateway_object_store_requests_total",
+        "operation",
+        &["get", "head", "list", "other"],
+    )
 }
 
 /// User plus system CPU seconds the server has used.
@@ -237,7 +247,7 @@ pub(crate) async fn run(args: RunArgs) {
         }
     };
     let stamp = crate::now_nanos() / 1_000_000_000;
-    let out = args.out.join(stamp.to_string());
+    let out = args.target.out.join(stamp.to_string());
     std::fs::create_dir_all(&out).expect("report directory");
     let data = out.join("data");
     let fleet = Fleet::new(FleetShape {
@@ -283,7 +293,7 @@ pub(crate) async fn run(args: RunArgs) {
     eprintln!("[2/7] ingest over loopback at rising concurrency");
     // Its own data directory, so the storage figures below hold only the history.
     let sweep_data = out.join("data-ingest");
-    let mut server = start_server(&args.server, &sweep_data, &[]);
+    let mut server = start_server(&args.target.server, &sweep_data, &[]);
     let url = server.url("");
     rss.watch(server.pid());
     rss.take_peak();
@@ -363,13 +373,18 @@ pub(crate) async fn run(args: RunArgs) {
 
     // 3. Push latency while the head flushes, against pushes while it does not.
     eprintln!("[3/7] push latency while flushes write blocks");
-    let flush_report =
-        push_latency_during_flushes(&args.server, &out, &payloads, scale.ingest_seconds * 4).await;
+    let flush_report = push_latency_during_flushes(
+        &args.target.server,
+        &out,
+        &payloads,
+        scale.ingest_seconds * 4,
+    )
+    .await;
     report.insert("push_during_flush".into(), flush_report);
 
     // 4. Seven days of history, then everything into blocks.
     eprintln!("[4/7] seven days of fleet history");
-    let mut server = start_server(&args.server, &data, &[]);
+    let mut server = start_server(&args.target.server, &data, &[]);
     let url = server.url("");
     rss.watch(server.pid());
     let end = crate::now_nanos();
@@ -660,24 +675,26 @@ fn compare_with_duckdb(objects: &Path, queries: &mut [Value]) -> bool {
 /// Waits until the compactor has merged everything it can and deleted every source block's
 /// files (the deletion delay is zero), so the files on disk are exactly the compacted blocks.
 async fn wait_until_compacted(url: &str) {
-    let jobs = || async {
-        let mut total = 0.0;
-        for outcome in ["done", "skipped", "conflict", "failed"] {
-            total += metric(
-                url,
-                &format!("profusion_compactor_jobs_total{{outcome=\"{outcome}\"}}"),
-            )
-            .await;
-        }
-        total
+    use profusion_tests::{metric_sample, metric_sum};
+    // Cycles and jobs of every outcome, from one reading of the metrics.
+    let progress = |text: &str| {
+        (
+            metric_sample(text, "profusion_compactor_cycles_total"),
+            metric_sum(
+                text,
+                "profusion_compactor_jobs_total",
+                "outcome",
+                &["done", "skipped", "conflict", "failed"],
+            ),
+        )
     };
-    let cycles = || metric(url, "profusion_compactor_cycles_total");
-    let (mut since_cycle, mut since_jobs) = (cycles().await, jobs().await);
+    let (mut since_cycle, mut since_jobs) = progress(&exposition(url).await);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (c, j) = (cycles().await, jobs().await);
-        let compacted = metric(url, "profusion_compactor_blocks_compacted_total").await;
-        let deleted = metric(url, "profusion_compactor_blocks_deleted_total").await;
+        let text = exposition(url).await;
+        let (c, j) = progress(&text);
+        let compacted = metric_sample(&text, "profusion_compactor_blocks_compacted_total");
+        let deleted = metric_sample(&text, "profusion_compactor_blocks_deleted_total");
         if j != since_jobs {
             (since_cycle, since_jobs) = (c, j);
         } else if c >= since_cycle + 3.0 && deleted >= compacted {

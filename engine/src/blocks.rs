@@ -52,7 +52,7 @@ impl Cache<Path, CachedFileMetadataEntry> for BlockMetadataCache {
     }
 
     fn contains_key(&self, key: &Path) -> bool {
-        self.0.get(key).is_some()
+        self.0.contains(key)
     }
 
     fn len(&self) -> usize {

@@ -213,6 +213,8 @@ pub trait ParquetMetadataCache: Send + Sync + std::fmt::Debug {
     fn get(&self, path: &Path) -> Option<(ObjectMeta, Arc<ParquetMetaData>)>;
     fn put(&self, path: &Path, meta: ObjectMeta, metadata: Arc<ParquetMetaData>);
     fn remove(&self, path: &Path) -> bool;
+    /// Whether `path` has an entry, without counting as a use of it.
+    fn contains(&self, path: &Path) -> bool;
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0

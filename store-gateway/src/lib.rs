@@ -53,7 +53,6 @@ pub struct StoreGateway {
     catalog: Arc<dyn Catalog>,
     store: Arc<CachingStore>,
     metadata: Option<Arc<MetadataCache>>,
-    metrics: StoreGatewayMetrics,
 }
 
 impl StoreGateway {
@@ -69,8 +68,7 @@ impl StoreGateway {
             catalog,
             store: Arc::new(CachingStore::new(store, &config.ranges, metrics.clone())?),
             metadata: (config.metadata_bytes > 0)
-                .then(|| Arc::new(MetadataCache::new(config.metadata_bytes, metrics.clone()))),
-            metrics,
+                .then(|| Arc::new(MetadataCache::new(config.metadata_bytes, metrics))),
         })
     }
 
@@ -83,10 +81,6 @@ impl StoreGateway {
             StoreGatewayMetrics::default(),
         )
         .expect("no disk tier to open")
-    }
-
-    pub fn metrics(&self) -> &StoreGatewayMetrics {
-        &self.metrics
     }
 }
 

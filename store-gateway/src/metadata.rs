@@ -54,6 +54,10 @@ impl ParquetMetadataCache for MetadataCache {
         removed
     }
 
+    fn contains(&self, path: &Path) -> bool {
+        self.entries.lock().expect("metadata cache").contains(path)
+    }
+
     fn len(&self) -> usize {
         self.entries.lock().expect("metadata cache").len()
     }

@@ -45,36 +45,55 @@ fn wait_for_port(port: u16, what: &str) {
 }
 
 impl ObjectStoreEmulator {
-    /// moto's S3 server with the bucket `bucket`; the storage URL is `s3://bucket/prefix`.
-    pub fn moto(clients: &Clients, bucket: &str, prefix: &str) -> Self {
-        let port = free_port();
-        let child = Command::new(&clients.python)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
+    /// Spawns `command` (an emulator told to listen on `port`) without output, and waits
+    /// until it listens; a server reaches it with `storage_url` and `env`.
+    fn start(
+        mut command: Command,
+        port: u16,
+        what: &str,
+        storage_url: String,
+        env: Vec<(&'static str, String)>,
+    ) -> Self {
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start moto");
-        let endpoint = format!("http://127.0.0.1:{port}");
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
         let emulator = Self {
             child,
-            storage_url: format!("s3://{bucket}/{prefix}"),
-            endpoint: endpoint.clone(),
-            env: vec![
-                ("AWS_ENDPOINT", endpoint),
+            storage_url,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            env,
+        };
+        wait_for_port(port, what);
+        emulator
+    }
+
+    /// moto's S3 server with the bucket `bucket`; the storage URL is `s3://bucket/prefix`.
+    pub fn moto(clients: &Clients, bucket: &str, prefix: &str) -> Self {
+        let port = free_port();
+        let mut command = Command::new(&clients.python);
+        command.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]);
+        let emulator = Self::start(
+            command,
+            port,
+            "moto",
+            format!("s3://{bucket}/{prefix}"),
+            vec![
+                ("AWS_ENDPOINT", format!("http://127.0.0.1:{port}")),
                 ("AWS_ALLOW_HTTP", "true".into()),
                 ("AWS_ACCESS_KEY_ID", "test".into()),
                 ("AWS_SECRET_ACCESS_KEY", "test".into()),
                 ("AWS_REGION", "us-east-1".into()),
             ],
-        };
-        wait_for_port(port, "moto");
+        );
         let create = r#"
 import boto3, sys
 s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
@@ -88,29 +107,28 @@ s3.create_bucket(Bucket=sys.argv[2])
     /// `container`; the storage URL is `az://container/prefix`.
     pub fn azurite(clients: &Clients, container: &str, prefix: &str) -> Self {
         let port = free_port();
-        let child = Command::new(clients.node_modules.join(".bin/azurite-blob"))
+        let mut command = Command::new(clients.node_modules.join(".bin/azurite-blob"));
+        command
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             // In memory, and without the telemetry that would try to reach the internet.
             .args([
                 "--inMemoryPersistence",
                 "--skipApiVersionCheck",
                 "--disableTelemetry",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start azurite");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let emulator = Self {
-            child,
-            storage_url: format!("az://{container}/{prefix}"),
-            endpoint: endpoint.clone(),
-            env: vec![
+            ]);
+        let emulator = Self::start(
+            command,
+            port,
+            "azurite",
+            format!("az://{container}/{prefix}"),
+            vec![
                 ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
-                ("AZURITE_BLOB_STORAGE_URL", endpoint),
+                (
+                    "AZURITE_BLOB_STORAGE_URL",
+                    format!("http://127.0.0.1:{port}"),
+                ),
             ],
-        };
-        wait_for_port(port, "azurite");
+        );
         let create = r#"
 import sys
 from azure.storage.blob import BlobServiceClient

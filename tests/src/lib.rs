@@ -384,6 +384,15 @@ pub fn metric_sample(exposition: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The sum of `family{label="v"}` over `values` in a Prometheus text exposition (absent
+/// samples count 0).
+pub fn metric_sum(exposition: &str, family: &str, label: &str, values: &[&str]) -> f64 {
+    values
+        .iter()
+        .map(|v| metric_sample(exposition, &format!("{family}{{{label}=\"{v}\"}}")))
+        .sum()
+}
+
 /// Several `profusion` processes started with different flags, each waited for until ready:
 /// the harness of microservices mode, where each role runs as its own process. Nodes share
 /// nothing the harness does not give them (each has its own data directory); flags such as a
