@@ -103,6 +103,15 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Only its loading of seven days of history into a server with the default head size:
+    /// peak resident memory and head size next to the head's limit.
+    LoadHistory {
+        #[command(flatten)]
+        target: run::ServerArgs,
+        /// Minutes between two CPU profiles of a pod.
+        #[arg(long, default_value_t = 10)]
+        every_min: i64,
+    },
 }
 
 #[tokio::main]
@@ -188,6 +197,10 @@ async fn main() {
                 seconds,
             )
             .await;
+            println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+        }
+        Command::LoadHistory { target, every_min } => {
+            let report = run::history_memory(&target, every_min).await;
             println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
         }
     }

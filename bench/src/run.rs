@@ -385,48 +385,14 @@ pub(crate) async fn run(args: RunArgs) {
     // 4. Seven days of history, then everything into blocks.
     eprintln!("[4/7] seven days of fleet history");
     let mut server = start_server(&args.target.server, &data, &[]);
-    let url = server.url("");
     rss.watch(server.pid());
-    let end = crate::now_nanos();
-    let step_ns = scale.history_every_min * 60_000_000_000;
-    let windows = (7 * 24 * 60 / scale.history_every_min) as usize;
-    let pods: Vec<(usize, usize)> = fleet.pods().collect();
-    // Each window: CPU from every pod; memory every 2nd, goroutine and mutex every 4th window.
-    let mut plan: Vec<(usize, usize, Kind, i64)> = Vec::new();
-    for w in 0..windows {
-        let time = end - (windows - w) as i64 * step_ns;
-        for &(s, p) in &pods {
-            plan.push((s, p, Kind::Cpu, time));
-            if w % 2 == 0 {
-                plan.push((s, p, Kind::Memory, time));
-            }
-            if w % 4 == 0 {
-                plan.push((s, p, Kind::Goroutine, time));
-                plan.push((s, p, Kind::Mutex, time));
-            }
-        }
-    }
-    let total = plan.len();
-    let history_fleet = fleet.clone();
-    let mut next = plan.into_iter();
-    // (time, samples) of every CPU profile pushed, to know how much data each window holds.
-    let cpu_pushed: Arc<std::sync::Mutex<Vec<(i64, usize)>>> = Arc::default();
-    let record = Arc::clone(&cpu_pushed);
-    let history = push_all(&url, None, 8, None, None, Some("history"), move || {
-        let (s, p, kind, time) = next.next()?;
-        let profile = history_fleet.profile(s, p, kind, time);
-        if kind == Kind::Cpu {
-            record
-                .lock()
-                .expect("record lock")
-                .push((time, profile.samples));
-        }
-        Some(profile)
-    })
-    .await;
-    let cpu_pushed = cpu_pushed.lock().expect("record lock").clone();
+    let loaded = load_history(&server, &fleet, scale.history_every_min).await;
+    let (end, history, cpu_pushed) = (loaded.end, loaded.pushes, loaded.cpu_pushed);
     assert_eq!(history.failures, 0, "history pushes failed");
-    eprintln!("  {total} profiles pushed; restarting so the head flushes into blocks");
+    eprintln!(
+        "  {} profiles pushed; restarting so the head flushes into blocks",
+        history.profiles
+    );
     let history_peak = rss.take_peak();
     server.stop();
     server.restart();
@@ -449,6 +415,7 @@ pub(crate) async fn run(args: RunArgs) {
             "block_bytes_per_pprof_sample": block_bytes as f64 / pprof_samples as f64,
             "ratio_block_bytes_to_gzipped_input": block_bytes as f64 / history.gzipped_bytes.max(1) as f64,
             "peak_rss_bytes_while_loading": history_peak,
+            "peak_head_bytes_while_loading": loaded.peak_head_bytes,
             // The server's default --ingester.max-head-bytes, which the history runs with.
             "max_head_bytes": 512u64 << 20,
         }),
@@ -713,6 +680,115 @@ pub(crate) fn cpu_payloads(fleet: &Fleet, n: usize) -> Vec<GeneratedProfile> {
             fleet.profile(s, p, Kind::Cpu, now + i as i64)
         })
         .collect()
+}
+
+/// What loading the history gave: the end of its time range, the push statistics, the
+/// (time, samples) of every CPU profile pushed, and the head's largest size on the way.
+pub(crate) struct LoadedHistory {
+    pub(crate) end: i64,
+    pub(crate) pushes: PushStats,
+    pub(crate) cpu_pushed: Vec<(i64, usize)>,
+    pub(crate) peak_head_bytes: f64,
+}
+
+/// Pushes seven days of the fleet's history into `server` as fast as it takes them: each
+/// `every_min` window a CPU profile from every pod, memory every 2nd window, goroutine and
+/// mutex every 4th.
+pub(crate) async fn load_history(
+    server: &TestServer,
+    fleet: &Fleet,
+    every_min: i64,
+) -> LoadedHistory {
+    let url = server.url("");
+    let end = crate::now_nanos();
+    let step_ns = every_min * 60_000_000_000;
+    let windows = (7 * 24 * 60 / every_min) as usize;
+    let pods: Vec<(usize, usize)> = fleet.pods().collect();
+    let mut plan: Vec<(usize, usize, Kind, i64)> = Vec::new();
+    for w in 0..windows {
+        let time = end - (windows - w) as i64 * step_ns;
+        for &(s, p) in &pods {
+            plan.push((s, p, Kind::Cpu, time));
+            if w % 2 == 0 {
+                plan.push((s, p, Kind::Memory, time));
+            }
+            if w % 4 == 0 {
+                plan.push((s, p, Kind::Goroutine, time));
+                plan.push((s, p, Kind::Mutex, time));
+            }
+        }
+    }
+    let history_fleet = fleet.clone();
+    let mut next = plan.into_iter();
+    let cpu_pushed: Arc<std::sync::Mutex<Vec<(i64, usize)>>> = Arc::default();
+    let record = Arc::clone(&cpu_pushed);
+    // The head's size, polled while the pushes run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let head_watch = {
+        let (stop, url) = (Arc::clone(&stop), url.clone());
+        tokio::spawn(async move {
+            let mut peak = 0f64;
+            while !stop.load(Ordering::Relaxed) {
+                peak = peak.max(metric(&url, "profusion_head_bytes").await);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            peak
+        })
+    };
+    let pushes = push_all(&url, None, 8, None, None, Some("history"), move || {
+        let (s, p, kind, time) = next.next()?;
+        let profile = history_fleet.profile(s, p, kind, time);
+        if kind == Kind::Cpu {
+            record
+                .lock()
+                .expect("record lock")
+                .push((time, profile.samples));
+        }
+        Some(profile)
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let peak_head_bytes = head_watch.await.unwrap_or(0.0);
+    let cpu_pushed = cpu_pushed.lock().expect("record lock").clone();
+    LoadedHistory {
+        end,
+        pushes,
+        cpu_pushed,
+        peak_head_bytes,
+    }
+}
+
+/// Memory while loading the history alone (`profusion-bench load-history`): the server's
+/// peak resident memory and the head's largest size next to its limit, with how the pushes
+/// fared.
+pub(crate) async fn history_memory(target: &ServerArgs, every_min: i64) -> Value {
+    let stamp = crate::now_nanos() / 1_000_000_000;
+    let data = target.out.join(format!("{stamp}-history"));
+    let rss = RssSampler::start();
+    let mut server = start_server(&target.server, &data, &[]);
+    rss.watch(server.pid());
+    let loaded = load_history(&server, &Fleet::new(FleetShape::default()), every_min).await;
+    let peak_rss = rss.take_peak();
+    let url = server.url("");
+    let waits = metric(&url, "profusion_ingester_head_full_waits_total").await;
+    let flushes = metric(&url, "profusion_ingester_flushes_total").await;
+    server.stop();
+    let _ = std::fs::remove_dir_all(&data);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let max_head_bytes = 512u64 << 20;
+    json!({
+        "profiles": loaded.pushes.profiles,
+        "failures": loaded.pushes.failures,
+        "seconds": loaded.pushes.wall.as_secs_f64(),
+        "push_p50_ms": ms(loaded.pushes.percentile(0.5)),
+        "push_p99_ms": ms(loaded.pushes.percentile(0.99)),
+        "flushes": flushes,
+        "head_full_waits": waits,
+        "max_head_bytes": max_head_bytes,
+        "peak_head_bytes": loaded.peak_head_bytes,
+        "peak_rss_bytes": peak_rss,
+        "ratio_peak_rss_to_max_head_bytes": peak_rss as f64 / max_head_bytes as f64,
+    })
 }
 
 /// Head size of the flush phase: small, so that a flush starts every few seconds while it

@@ -82,6 +82,7 @@ async fn setup(dir: &Path) -> (Arc<Ingester>, Querier) {
             wal_dir: dir.join("wal"),
             max_block_duration: Duration::from_secs(3600),
             max_head_bytes: usize::MAX,
+            head_full_wait: std::time::Duration::from_secs(30),
             flush_check_interval: Duration::from_secs(3600),
             local_store_root: Some(objects),
             max_series_per_tenant: 0,

@@ -308,6 +308,7 @@ fn main() {
                 wal_dir: dir.path().join("wal"),
                 max_block_duration: Duration::from_secs(3600),
                 max_head_bytes: usize::MAX,
+                head_full_wait: std::time::Duration::from_secs(30),
                 flush_check_interval: Duration::from_secs(3600),
                 local_store_root: None,
                 max_series_per_tenant: 0,

@@ -15,6 +15,8 @@ pub struct IngestMetrics {
     /// 1 while a flush writes a block (for dashboards, and for the benchmark to tell pushes
     /// made during a flush from the others).
     pub flushing: Gauge,
+    /// Writes that found the head full and waited for a flush.
+    pub head_full_waits: Counter,
     pub block_bytes: Counter,
     pub wal_corruptions: Counter,
     /// Active series per tenant (for the series limit), refreshed once a minute.
@@ -46,13 +48,18 @@ impl IngestMetrics {
         );
         r.register(
             "head_bytes",
-            "Approximate bytes held by ingester heads",
+            "Bytes held by ingester heads, as allocated",
             self.head_bytes.clone(),
         );
         r.register(
             "ingester_flush_in_progress",
             "1 while the ingester writes a block from its head",
             self.flushing.clone(),
+        );
+        r.register(
+            "ingester_head_full_waits",
+            "Writes that found the head at --ingester.max-head-bytes and waited for a flush",
+            self.head_full_waits.clone(),
         );
         r.register(
             "ingester_flushes",

@@ -45,6 +45,7 @@ async fn ingester(dir: &std::path::Path, id: &str) -> Arc<Ingester> {
             wal_dir: root.join("wal"),
             max_block_duration: Duration::from_secs(3600),
             max_head_bytes: usize::MAX,
+            head_full_wait: std::time::Duration::from_secs(30),
             flush_check_interval: Duration::from_secs(3600),
             local_store_root: None,
             max_series_per_tenant: 0,

@@ -149,6 +149,7 @@ async fn ingester(shared: &Shared) -> Result<Arc<Ingester>, StartError> {
             wal_dir: shared.config.storage.data_path.join("wal"),
             max_block_duration: flags.max_block_duration,
             max_head_bytes: flags.max_head_bytes,
+            head_full_wait: flags.head_full_wait,
             flush_check_interval: flags.flush_check_interval,
             local_store_root: shared.local_store_root.clone(),
             // One in-process ingester holds every series.

@@ -16,6 +16,47 @@ fn push(server: &TestServer, i: i64) {
     );
 }
 
+/// A push of `stacks` distinct 20-frame stacks named after `chunk`, each of `value`.
+fn push_bulk(
+    server: &TestServer,
+    chunk: usize,
+    stacks: usize,
+    value: i64,
+) -> profusion_tests::Reply {
+    let names: Vec<Vec<String>> = (0..stacks)
+        .map(|s| (0..20).map(|f| format!("fn_{chunk}_{s}_{f}")).collect())
+        .collect();
+    let frames: Vec<Vec<&str>> = names
+        .iter()
+        .map(|s| s.iter().map(String::as_str).collect())
+        .collect();
+    let stacks: Vec<(&[&str], i64)> = frames.iter().map(|f| (f.as_slice(), value)).collect();
+    let req = profusion_tests::push_request(
+        &[("__name__", "process_cpu"), ("service_name", "bulk")],
+        prost::Message::encode_to_vec(&profusion_tests::cpu_pprof(now_nanos(), &stacks)),
+        "",
+    );
+    profusion_tests::post(
+        &server.url("/push.v1.PusherService/Push"),
+        &[("content-type", "application/proto")],
+        prost::Message::encode_to_vec(&req),
+        false,
+    )
+}
+
+/// The `bulk` service's flame-graph total over the last hour.
+fn bulk_total(server: &TestServer) -> serde_json::Value {
+    let render = profusion_tests::get(
+        &server.url(
+            "/pyroscope/render?query=process_cpu:cpu:nanoseconds:cpu:nanoseconds\
+             %7Bservice_name%3D%22bulk%22%7D&from=now-1h&until=now%2B1m",
+        ),
+        &[],
+    );
+    assert_eq!(render.status, 200, "{}", render.text());
+    render.json()["flamebearer"]["numTicks"].clone()
+}
+
 fn wal_segments(server: &TestServer) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(server.data.join("wal"))
         .unwrap()
@@ -120,30 +161,11 @@ fn pushes_are_acknowledged_while_a_flush_writes_its_block() {
         "--ingester.flush-check-interval=10ms",
     ]);
     let flushes = || server.metric("profusion_ingester_flushes_total");
-    // Pushes of 2,000 distinct 20-frame stacks each (about 5 MB of head) until one crosses the
-    // limit and the flush starts.
+    // Pushes of 2,000 distinct 20-frame stacks each (about 5 MB of head) until the open
+    // generation reaches half the limit and the flush starts.
     let mut chunk = 0;
-    while server.metric("profusion_head_bytes") < 20e6 && flushes() == 0.0 {
-        let names: Vec<Vec<String>> = (0..2000)
-            .map(|s| (0..20).map(|f| format!("fn_{chunk}_{s}_{f}")).collect())
-            .collect();
-        let frames: Vec<Vec<&str>> = names
-            .iter()
-            .map(|s| s.iter().map(String::as_str).collect())
-            .collect();
-        let stacks: Vec<(&[&str], i64)> =
-            frames.iter().map(|f| (f.as_slice(), 10_000_000)).collect();
-        let req = profusion_tests::push_request(
-            &[("__name__", "process_cpu"), ("service_name", "bulk")],
-            prost::Message::encode_to_vec(&profusion_tests::cpu_pprof(now_nanos(), &stacks)),
-            "",
-        );
-        let r = profusion_tests::post(
-            &server.url("/push.v1.PusherService/Push"),
-            &[("content-type", "application/proto")],
-            prost::Message::encode_to_vec(&req),
-            false,
-        );
+    while server.metric("profusion_head_bytes") < 10e6 && flushes() == 0.0 {
+        let r = push_bulk(&server, chunk, 2000, 10_000_000);
         assert_eq!(r.status, 200, "{}", r.text());
         chunk += 1;
         assert!(chunk < 50, "the head never reached its limit");
@@ -163,4 +185,78 @@ fn pushes_are_acknowledged_while_a_flush_writes_its_block() {
         "only {during} pushes were acknowledged while the flush ran:\n{}",
         server.log()
     );
+}
+
+/// `--ingester.max-head-bytes` bounds the head even when no flush can finish (here the object
+/// store does not answer): once the head holds the limit, a push waits for room up to
+/// `--ingester.head-full-wait` and is then refused with 503, stored nowhere. Every push
+/// acknowledged before stays readable, and after a restart onto a working store the WAL brings
+/// exactly the acknowledged pushes into blocks.
+#[test]
+fn a_full_head_refuses_writes_with_503_and_keeps_every_acknowledged_one() {
+    let dead_store = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{dead_store}");
+    let mut server = TestServer::configure()
+        .args(&[
+            "--storage.url=s3://bucket/profiles",
+            "--ingester.max-head-bytes=4000000",
+            "--ingester.head-full-wait=1s",
+            "--ingester.flush-check-interval=10ms",
+        ])
+        .env("AWS_ENDPOINT", &endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .spawn();
+    // Pushes of 200 distinct stacks (about half a megabyte of head each), each push's value
+    // its own, until one is refused.
+    let mut acknowledged = 0i64;
+    let refused = (0..40)
+        .find_map(|chunk| {
+            let value = 1_000 + chunk as i64;
+            let r = push_bulk(&server, chunk, 200, value);
+            match r.status {
+                200 => {
+                    acknowledged += 200 * value;
+                    None
+                }
+                _ => Some(r),
+            }
+        })
+        .unwrap_or_else(|| panic!("no push was refused:\n{}", server.log()));
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    let message = refused.text();
+    assert!(
+        message.contains("head is full") && message.contains("--ingester.max-head-bytes"),
+        "{message}"
+    );
+    assert!(server.metric("profusion_ingester_head_full_waits_total") >= 1.0);
+    assert_eq!(server.metric("profusion_ingester_flushes_total"), 0.0);
+    // Bounded: at most one push's worth of head beyond the limit.
+    assert!(
+        server.metric("profusion_head_bytes") < 4e6 + 1e6,
+        "the head grew to {} bytes",
+        server.metric("profusion_head_bytes")
+    );
+    assert_eq!(bulk_total(&server), json!(acknowledged));
+
+    // A graceful stop would keep retrying the flush against the dead store.
+    server.kill();
+    server.restart_with(&["--ingester.flush-check-interval=10ms"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while server.metric("profusion_ingester_flushes_total") == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replayed head was not flushed:\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!server.blocks("anonymous").is_empty(), "{}", server.log());
+    assert_eq!(bulk_total(&server), json!(acknowledged));
 }

@@ -50,49 +50,81 @@ pub struct HeadData {
     pub stacks: PrehashedMap<u64, Vec<u64>>,
     pub frames: PrehashedMap<u64, Frame>,
     pub num_samples: usize,
-    /// Approximate memory held, in bytes.
+    /// Heap bytes owned by the entries (label strings, sample vectors, frame lists, frame
+    /// strings), as allocated: capacities, not lengths.
+    entry_bytes: usize,
+    /// Memory held, in bytes: [`Self::entry_bytes`] plus the tables and the profile vector at
+    /// their allocated capacity. `--ingester.max-head-bytes` bounds this, so it counts what the
+    /// allocator hands out rather than what the data would take packed; `head_memory` (a
+    /// test with a counting allocator) keeps the two close.
     pub bytes: usize,
 }
 
 impl HeadData {
-    fn append(&mut self, req: WriteRequest) -> usize {
+    /// Adds a write; returns how many bytes the head grew by.
+    pub fn append(&mut self, req: WriteRequest) -> usize {
         let before = self.bytes;
         for mut p in req.profiles {
             let labels = std::mem::take(&mut p.labels);
             self.series.entry(p.fingerprint).or_insert_with(|| {
-                self.bytes += labels
-                    .iter()
-                    .map(|l| l.name.len() + l.value.len() + 48)
-                    .sum::<usize>();
+                self.entry_bytes += vec_bytes(&labels)
+                    + labels
+                        .iter()
+                        .map(|l| l.name.capacity() + l.value.capacity())
+                        .sum::<usize>();
                 labels
             });
             self.num_samples += p.samples.len();
-            self.bytes += 96 + p.profile_id.len() + p.samples.len() * 24;
+            // Decoders grow sample vectors by doubling; the head keeps them for an hour.
+            p.samples.shrink_to_fit();
+            self.entry_bytes += p.profile_id.capacity() + vec_bytes(&p.samples);
             self.profiles.push(p);
         }
         for s in &req.stacks {
             self.stacks.entry(s.hash).or_insert_with(|| {
-                self.bytes += 48 + s.frame_refs.len() * 8;
                 // References were checked against `frames` before the WAL append.
-                s.frame_refs
-                    .iter()
-                    .filter_map(|&r| req.frames.get(r as usize).map(|f| f.id))
-                    .collect()
+                let mut ids = Vec::with_capacity(s.frame_refs.len());
+                ids.extend(
+                    s.frame_refs
+                        .iter()
+                        .filter_map(|&r| req.frames.get(r as usize).map(|f| f.id)),
+                );
+                self.entry_bytes += vec_bytes(&ids);
+                ids
             });
         }
         for f in req.frames {
             self.frames.entry(f.id).or_insert_with(|| {
-                self.bytes += 120
-                    + f.function_name.len()
-                    + f.system_name.len()
-                    + f.filename.len()
-                    + f.mapping_file.len()
-                    + f.build_id.len();
+                self.entry_bytes += f.function_name.capacity()
+                    + f.system_name.capacity()
+                    + f.filename.capacity()
+                    + f.mapping_file.capacity()
+                    + f.build_id.capacity();
                 f
             });
         }
+        self.bytes = self.entry_bytes
+            + table_bytes(&self.series)
+            + table_bytes(&self.stacks)
+            + table_bytes(&self.frames)
+            + vec_bytes(&self.profiles);
         self.bytes - before
     }
+}
+
+/// Bytes a vector has allocated for its elements.
+fn vec_bytes<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
+}
+
+/// Bytes a hash table has allocated: std's tables hold `capacity` entries at a load of at most
+/// 7/8 in a power-of-two number of buckets, each an entry and one control byte.
+fn table_bytes<K, V, S>(map: &std::collections::HashMap<K, V, S>) -> usize {
+    if map.capacity() == 0 {
+        return 0;
+    }
+    let buckets = (map.capacity() * 8 / 7).next_power_of_two();
+    buckets * (std::mem::size_of::<(K, V)>() + 1)
 }
 
 /// The heads fed by one WAL segment.

@@ -49,8 +49,12 @@ pub struct IngesterConfig {
     pub wal_dir: PathBuf,
     /// Flush a generation once it has been open this long.
     pub max_block_duration: Duration,
-    /// Flush once the head holds this many bytes.
+    /// Most bytes the head holds, generations being flushed included: the open generation
+    /// is sealed and flushed at half of it, so the next one fills while a block is written,
+    /// and writes wait for a flush (up to `head_full_wait`) once the whole is reached.
     pub max_head_bytes: usize,
+    /// How long a write waits for a flush to free room in a full head before it is refused.
+    pub head_full_wait: Duration,
     /// How often flush triggers are checked.
     pub flush_check_interval: Duration,
     /// Local directory behind the object store, if any: uploaded files are fsynced there.
@@ -139,6 +143,8 @@ pub struct Ingester {
     catalog: Arc<dyn Catalog>,
     flush_lock: tokio::sync::Mutex<()>,
     wake: Arc<Notify>,
+    /// Signalled when a flush drops a generation, for writes waiting on a full head.
+    head_freed: Notify,
     metrics: IngestMetrics,
     series: SeriesLimiter,
     series_expired: Mutex<std::time::Instant>,
@@ -235,6 +241,7 @@ impl Ingester {
             catalog,
             flush_lock: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
+            head_freed: Notify::new(),
             metrics,
             series,
             series_expired: Mutex::new(std::time::Instant::now()),
@@ -335,8 +342,9 @@ impl Ingester {
         let (due, sealed_pending) = {
             let open = self.open_segment.load(Ordering::Acquire);
             let h = self.head.lock().expect("head lock");
-            let over_size = h.bytes() >= self.config.max_head_bytes;
-            let over_age = h.generations.get(&open).is_some_and(|g| {
+            let open_generation = h.generations.get(&open);
+            let over_size = open_generation.is_some_and(|g| g.bytes >= self.flush_at_bytes());
+            let over_age = open_generation.is_some_and(|g| {
                 !g.tenants.is_empty() && g.opened.elapsed() >= self.config.max_block_duration
             });
             // Generations recovered from older segments are flushed right away.
@@ -445,6 +453,7 @@ impl Ingester {
             h.generations.remove(&seq);
             self.metrics.head_bytes.set(h.bytes() as i64);
         }
+        self.head_freed.notify_waiters();
         wal::remove_segments_through(&self.config.wal_dir, seq)?;
         self.metrics.flushes.inc();
         tracing::debug!(
@@ -481,6 +490,44 @@ impl Ingester {
         }
     }
 
+    /// The open generation's size at which it is sealed and flushed: half the head's limit,
+    /// leaving the other half to the next generation while the block is written.
+    fn flush_at_bytes(&self) -> usize {
+        self.config.max_head_bytes / 2
+    }
+
+    /// Returns once the head is below its limit, waiting for a flush to free room when it is
+    /// not (writes outrunning flushes, or flushes failing): memory stays bounded, and the
+    /// write is refused as unavailable, for the client to retry, if no room comes in time.
+    async fn wait_for_head_room(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.config.head_full_wait;
+        let mut waited = false;
+        loop {
+            // Registered before the check, so a flush finishing in between still wakes us.
+            let freed = self.head_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let held = self.head.lock().expect("head lock").bytes();
+            if held < self.config.max_head_bytes {
+                return Ok(());
+            }
+            if !waited {
+                waited = true;
+                self.metrics.head_full_waits.inc();
+                self.nudge();
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                self.metrics.reject("head_full");
+                return Err(IngestError::unavailable(format!(
+                    "the ingester's head is full ({held} bytes held, limit {} set by \
+                     --ingester.max-head-bytes) and no flush freed room within {:?}; \
+                     retry later",
+                    self.config.max_head_bytes, self.config.head_full_wait
+                )));
+            }
+        }
+    }
+
     /// Asks the flush loop to check its triggers now.
     pub fn nudge(&self) {
         self.wake.notify_one();
@@ -495,11 +542,17 @@ impl IngesterClient for Ingester {
 
     async fn write(&self, request: WriteRequest) -> Result<()> {
         check_write(&request)?;
+        self.wait_for_head_room().await?;
         self.series.admit(&request).inspect_err(|_| {
             self.metrics.reject("series_limit");
         })?;
         self.wal.append(request).await?;
-        if self.head.lock().expect("head lock").bytes() >= self.config.max_head_bytes {
+        let open = self.open_segment.load(Ordering::Acquire);
+        let h = self.head.lock().expect("head lock");
+        if h.generations
+            .get(&open)
+            .is_some_and(|g| g.bytes >= self.flush_at_bytes())
+        {
             self.nudge();
         }
         Ok(())

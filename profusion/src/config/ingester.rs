@@ -50,9 +50,16 @@ pub(crate) struct IngesterFlags {
     #[arg(long = "pyroscopedb.max-block-duration", env = "PROFUSION_PYROSCOPEDB_MAX_BLOCK_DURATION", default_value = "1h", value_parser = parse_duration)]
     pub(crate) max_block_duration: Duration,
 
-    /// Flush the head into a block once it holds this many bytes.
+    /// Most memory the ingester's head may hold, blocks being flushed included: the head is
+    /// flushed into a block when it reaches half of this, so the next half fills while the
+    /// block is written, and writes wait for a flush once the whole is reached.
     #[arg(long = "ingester.max-head-bytes", env = "PROFUSION_INGESTER_MAX_HEAD_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub(crate) max_head_bytes: usize,
+
+    /// How long a write waits for a flush to free room in a full head before it is refused
+    /// as unavailable (503), for the client to retry.
+    #[arg(long = "ingester.head-full-wait", env = "PROFUSION_INGESTER_HEAD_FULL_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) head_full_wait: Duration,
 
     /// How often the ingester checks whether the head is due for a flush.
     #[arg(long = "ingester.flush-check-interval", env = "PROFUSION_INGESTER_FLUSH_CHECK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
