@@ -410,6 +410,20 @@ pub struct BlockBatches {
 }
 
 impl BlockBatches {
+    /// Bytes the batches' buffers hold.
+    pub fn memory_bytes(&self) -> usize {
+        [
+            &self.samples,
+            &self.profiles,
+            &self.series,
+            &self.stacks,
+            &self.frames,
+        ]
+        .iter()
+        .map(|b| b.get_array_memory_size())
+        .sum()
+    }
+
     /// What the block's metadata says of these rows.
     pub fn summary(&self) -> BlockSummary {
         BlockSummary {

@@ -260,3 +260,24 @@ fn a_full_head_refuses_writes_with_503_and_keeps_every_acknowledged_one() {
     assert!(!server.blocks("anonymous").is_empty(), "{}", server.log());
     assert_eq!(bulk_total(&server), json!(acknowledged));
 }
+
+/// A query of the head builds block batches of it, kept for the next queries until a write
+/// changes the head; they are memory the head holds, so `--ingester.max-head-bytes` counts
+/// them, and a flush frees them with the rest.
+#[test]
+fn query_snapshots_of_the_head_count_as_head_memory() {
+    let server = TestServer::start(&[]);
+    let r = push_bulk(&server, 0, 500, 1_000);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let data_only = server.metric("profusion_head_bytes");
+    assert!(data_only > 0.0);
+    assert_eq!(bulk_total(&server), json!(500_000));
+    let with_snapshot = server.metric("profusion_head_bytes");
+    assert!(
+        with_snapshot > data_only,
+        "{with_snapshot} bytes with a query snapshot, {data_only} without"
+    );
+    // The snapshot is reused, not built again.
+    assert_eq!(bulk_total(&server), json!(500_000));
+    assert_eq!(server.metric("profusion_head_bytes"), with_snapshot);
+}

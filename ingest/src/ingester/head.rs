@@ -37,6 +37,18 @@ impl TenantHead {
         // were it ever shared here, the append would go to a copy, never lost.
         Arc::make_mut(&mut self.data).append(req)
     }
+
+    /// Keeps `batches` as the query snapshot of the head's current profiles; returns the
+    /// snapshot's bytes and the replaced one's, which the generation counts as head memory.
+    pub(crate) fn set_snapshot(
+        &mut self,
+        batches: Arc<profusion_model::block::BlockBatches>,
+    ) -> (usize, usize) {
+        let replaced = self.snapshot.as_ref().map_or(0, |(_, b)| b.memory_bytes());
+        let held = batches.memory_bytes();
+        self.snapshot = Some((self.profiles.len(), batches));
+        (held, replaced)
+    }
 }
 
 /// What a tenant's head holds.
@@ -135,6 +147,7 @@ pub struct Generation {
     pub created_millis: i64,
     pub opened: Instant,
     pub tenants: HashMap<String, TenantHead>,
+    /// The tenants' data and query snapshots, in bytes.
     pub bytes: usize,
 }
 

@@ -329,12 +329,14 @@ impl Ingester {
                 Some((profiles, batches)) if *profiles == th.profiles.len() => Arc::clone(batches),
                 _ => {
                     let batches = Arc::new(batches::block_batches(th)?);
-                    th.snapshot = Some((th.profiles.len(), Arc::clone(&batches)));
+                    let (held, replaced) = th.set_snapshot(Arc::clone(&batches));
+                    generation.bytes = generation.bytes + held - replaced;
                     batches
                 }
             };
             pinned.generations.push((segment, batches));
         }
+        self.metrics.head_bytes.set(h.bytes() as i64);
         Ok(pinned)
     }
 
