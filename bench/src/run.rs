@@ -766,6 +766,9 @@ pub(crate) async fn history_memory(target: &ServerArgs, every_min: i64) -> Value
     let data = target.out.join(format!("{stamp}-history"));
     let rss = RssSampler::start();
     let mut server = start_server(&target.server, &data, &[]);
+    // What the process holds before any data: the floor under the head.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = proc_rss_bytes(server.pid());
     rss.watch(server.pid());
     let loaded = load_history(&server, &Fleet::new(FleetShape::default()), every_min).await;
     let peak_rss = rss.take_peak();
@@ -786,14 +789,15 @@ pub(crate) async fn history_memory(target: &ServerArgs, every_min: i64) -> Value
         "head_full_waits": waits,
         "max_head_bytes": max_head_bytes,
         "peak_head_bytes": loaded.peak_head_bytes,
+        "idle_rss_bytes": idle_rss,
         "peak_rss_bytes": peak_rss,
         "ratio_peak_rss_to_max_head_bytes": peak_rss as f64 / max_head_bytes as f64,
     })
 }
 
-/// Head size of the flush phase: small, so that a flush starts every few seconds while it
-/// pushes (a default-size CPU profile adds about 10 KB to the head).
-const FLUSH_PHASE_HEAD_BYTES: u64 = 8 << 20;
+/// Head size of the flush phase: small, so that a flush (at half of it) starts every second or
+/// so while it pushes, and about as much time is spent flushing as not.
+const FLUSH_PHASE_HEAD_BYTES: u64 = 16 << 20;
 
 /// Pushes at a steady concurrency to a server whose head flushes every few seconds, watching
 /// its `profusion_ingester_flush_in_progress` gauge, and compares the latency of pushes that
