@@ -1,6 +1,8 @@
 //! The catalog: which tenants exist, which blocks each tenant has and what is in them (time
-//! range, services, profile types, counts), and per-tenant settings. Planning reads it instead
-//! of listing the object store.
+//! range, services, profile types, counts), per-tenant settings, and the rings of a cluster's
+//! processes (who runs which role, at which address, alive when). Planning reads it instead of
+//! listing the object store; processes find each other through it, so a cluster needs no
+//! other coordination service.
 //!
 //! One [`Catalog`] trait with two implementations: [`SqliteCatalog`] (the embedded default,
 //! a file under `./data`) and [`PostgresCatalog`] (shared by the nodes of a cluster). Both apply
@@ -143,7 +145,113 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 
     /// Removes a setting; removing an absent one is not an error.
     async fn delete_setting(&self, tenant: &str, name: &str) -> Result<()>;
+
+    /// Records that `member` is alive: adds it to its ring, or updates its address, tokens and
+    /// state and sets its heartbeat to now, keeping when it first registered.
+    async fn heartbeat(&self, member: &RingMember) -> Result<RingMember>;
+
+    /// The members of `ring` by instance id, healthy or not (see [`RingMember::is_healthy`]).
+    async fn ring_members(&self, ring: &str) -> Result<Vec<RingMember>>;
+
+    /// Removes a member from its ring (a clean shutdown, or an operator forgetting a dead
+    /// one); removing an absent one is not an error.
+    async fn forget_member(&self, ring: &str, instance: &str) -> Result<()>;
 }
+
+/// One process in one ring (a role's set of instances), as Pyroscope's ring describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingMember {
+    /// The ring: the role's name (`ingester`, `store-gateway`, `querier`, ...).
+    pub ring: String,
+    /// Stable instance id (`--ingester.id` for ingesters).
+    pub instance: String,
+    /// `host:port` the other processes reach it at.
+    pub address: String,
+    /// Its ring tokens, sorted: it owns the hashes from each token's predecessor to the token.
+    pub tokens: Vec<u32>,
+    pub state: MemberState,
+    /// Unix milliseconds of its first heartbeat.
+    pub registered_at_millis: i64,
+    /// Unix milliseconds of its last heartbeat.
+    pub heartbeat_at_millis: i64,
+}
+
+impl RingMember {
+    /// Whether its last heartbeat is within `timeout_millis` of `now_millis`: a member whose
+    /// heartbeat stopped is left out of the ring's routing.
+    pub fn is_healthy(&self, now_millis: i64, timeout_millis: i64) -> bool {
+        now_millis - self.heartbeat_at_millis <= timeout_millis
+    }
+}
+
+/// A member's state, with Pyroscope's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Starting: not yet serving (an ingester replaying its WAL).
+    #[serde(rename = "JOINING")]
+    Joining,
+    /// Serving its role.
+    #[serde(rename = "ACTIVE")]
+    Active,
+    /// Shutting down: takes no new work.
+    #[serde(rename = "LEAVING")]
+    Leaving,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Joining => "JOINING",
+            Self::Active => "ACTIVE",
+            Self::Leaving => "LEAVING",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        match text {
+            "JOINING" => Ok(Self::Joining),
+            "ACTIVE" => Ok(Self::Active),
+            "LEAVING" => Ok(Self::Leaving),
+            other => Err(CatalogError::Corrupt(format!(
+                "ring member state {other:?} is not JOINING, ACTIVE or LEAVING"
+            ))),
+        }
+    }
+}
+
+fn tokens_to_json(tokens: &[u32]) -> String {
+    serde_json::to_string(tokens).expect("numbers serialize")
+}
+
+/// A ring member from its row: ring, instance, address, tokens (JSON), state, registered at,
+/// heartbeat at.
+fn member_from_columns(
+    (ring, instance, address, tokens, state, registered_at_millis, heartbeat_at_millis): (
+        String,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+    ),
+) -> Result<RingMember> {
+    Ok(RingMember {
+        tokens: serde_json::from_str(&tokens).map_err(|e| {
+            CatalogError::Corrupt(format!("tokens of ring member {instance:?}: {e}"))
+        })?,
+        state: MemberState::parse(&state)?,
+        ring,
+        instance,
+        address,
+        registered_at_millis,
+        heartbeat_at_millis,
+    })
+}
+
+/// The columns of a ring member row, in [`member_from_columns`]'s order.
+const MEMBER_COLUMNS: &str =
+    "ring, instance, address, tokens, state, registered_at_millis, heartbeat_at_millis";
 
 /// What recovery may skip of one WAL segment.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -101,6 +101,21 @@ CREATE TABLE tombstones (
 CREATE INDEX tombstones_by_tenant ON tombstones (tenant, seq);
 ";
 
+/// Ring membership: the processes of a cluster, each in the rings of its roles, with the
+/// address others reach it at, its tokens and its last heartbeat.
+const V4_COMMON: &str = "
+CREATE TABLE ring_members (
+    ring TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    address TEXT NOT NULL,
+    tokens TEXT NOT NULL,
+    state TEXT NOT NULL,
+    registered_at_millis BIGINT NOT NULL,
+    heartbeat_at_millis BIGINT NOT NULL,
+    PRIMARY KEY (ring, instance)
+);
+";
+
 /// All migrations, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -120,6 +135,12 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "tombstones of deleted series",
         sqlite: &[V3_COMMON, V3_SQLITE],
         postgres: &[V3_COMMON, V3_POSTGRES],
+    },
+    Migration {
+        version: 4,
+        description: "ring membership",
+        sqlite: &[V4_COMMON],
+        postgres: &[V4_COMMON],
     },
 ];
 

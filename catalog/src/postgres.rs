@@ -6,9 +6,9 @@ use crate::sqlite::now_millis;
 use profusion_model::block::BlockMeta;
 
 use crate::{
-    BlockState, Catalog, CatalogError, FlushedTenants, Result, Setting, fingerprints_to_json,
-    limit_reached, lineage_from_json, lineage_to_json, not_replaceable, strings_from_json,
-    strings_to_json, tombstone_from_columns,
+    BlockState, Catalog, CatalogError, FlushedTenants, MEMBER_COLUMNS, Result, RingMember, Setting,
+    fingerprints_to_json, limit_reached, lineage_from_json, lineage_to_json, member_from_columns,
+    not_replaceable, strings_from_json, strings_to_json, tokens_to_json, tombstone_from_columns,
 };
 use profusion_model::tombstone::Tombstone;
 
@@ -636,4 +636,64 @@ impl Catalog for PostgresCatalog {
             .await?;
         Ok(())
     }
+
+    async fn heartbeat(&self, member: &RingMember) -> Result<RingMember> {
+        let row = self
+            .client
+            .query_one(
+                &format!(
+                    "INSERT INTO ring_members ({MEMBER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6)
+                     ON CONFLICT (ring, instance) DO UPDATE SET address = excluded.address,
+                         tokens = excluded.tokens, state = excluded.state,
+                         heartbeat_at_millis = excluded.heartbeat_at_millis
+                     RETURNING {MEMBER_COLUMNS}"
+                ),
+                &[
+                    &member.ring,
+                    &member.instance,
+                    &member.address,
+                    &tokens_to_json(&member.tokens),
+                    &member.state.as_str(),
+                    &now_millis(),
+                ],
+            )
+            .await?;
+        member_from_columns(member_row(&row))
+    }
+
+    async fn ring_members(&self, ring: &str) -> Result<Vec<RingMember>> {
+        self.client
+            .query(
+                &format!(
+                    "SELECT {MEMBER_COLUMNS} FROM ring_members WHERE ring = $1 ORDER BY instance"
+                ),
+                &[&ring],
+            )
+            .await?
+            .iter()
+            .map(|r| member_from_columns(member_row(r)))
+            .collect()
+    }
+
+    async fn forget_member(&self, ring: &str, instance: &str) -> Result<()> {
+        self.client
+            .execute(
+                "DELETE FROM ring_members WHERE ring = $1 AND instance = $2",
+                &[&ring, &instance],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn member_row(r: &Row) -> (String, String, String, String, String, i64, i64) {
+    (
+        r.get(0),
+        r.get(1),
+        r.get(2),
+        r.get(3),
+        r.get(4),
+        r.get(5),
+        r.get(6),
+    )
 }

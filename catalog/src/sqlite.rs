@@ -8,9 +8,9 @@ use crate::migrations::{MIGRATIONS, latest_version};
 use profusion_model::block::BlockMeta;
 
 use crate::{
-    BlockState, Catalog, CatalogError, FlushedTenants, Result, Setting, fingerprints_to_json,
-    limit_reached, lineage_from_json, lineage_to_json, not_replaceable, strings_from_json,
-    strings_to_json, tombstone_from_columns,
+    BlockState, Catalog, CatalogError, FlushedTenants, MEMBER_COLUMNS, Result, RingMember, Setting,
+    fingerprints_to_json, limit_reached, lineage_from_json, lineage_to_json, member_from_columns,
+    not_replaceable, strings_from_json, strings_to_json, tokens_to_json, tombstone_from_columns,
 };
 use profusion_model::tombstone::Tombstone;
 
@@ -656,4 +656,71 @@ impl Catalog for SqliteCatalog {
         })
         .await
     }
+
+    async fn heartbeat(&self, member: &RingMember) -> Result<RingMember> {
+        let m = member.clone();
+        self.with(move |c| {
+            let now = now_millis();
+            let row = c.query_row(
+                &format!(
+                    "INSERT INTO ring_members ({MEMBER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                     ON CONFLICT (ring, instance) DO UPDATE SET address = excluded.address,
+                         tokens = excluded.tokens, state = excluded.state,
+                         heartbeat_at_millis = excluded.heartbeat_at_millis
+                     RETURNING {MEMBER_COLUMNS}"
+                ),
+                params![
+                    m.ring,
+                    m.instance,
+                    m.address,
+                    tokens_to_json(&m.tokens),
+                    m.state.as_str(),
+                    now
+                ],
+                member_row,
+            )?;
+            member_from_columns(row)
+        })
+        .await
+    }
+
+    async fn ring_members(&self, ring: &str) -> Result<Vec<RingMember>> {
+        let ring = ring.to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {MEMBER_COLUMNS} FROM ring_members WHERE ring = ?1 ORDER BY instance"
+            ))?;
+            let rows = stmt
+                .query_map(params![ring], member_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(member_from_columns).collect()
+        })
+        .await
+    }
+
+    async fn forget_member(&self, ring: &str, instance: &str) -> Result<()> {
+        let (ring, instance) = (ring.to_owned(), instance.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM ring_members WHERE ring = ?1 AND instance = ?2",
+                params![ring, instance],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+type MemberRow = (String, String, String, String, String, i64, i64);
+
+fn member_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MemberRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }

@@ -1,7 +1,7 @@
 //! One catalog suite, run against SQLite (a real file) and PostgreSQL (a private server started
 //! from the installed binaries in a temporary directory).
 
-use profusion_catalog::{Catalog, CatalogError, FlushedTenants, Setting};
+use profusion_catalog::{Catalog, CatalogError, FlushedTenants, MemberState, RingMember, Setting};
 use profusion_model::block::BlockMeta;
 use profusion_model::time::TimeRange;
 use profusion_model::tombstone::Tombstone;
@@ -278,6 +278,66 @@ async fn suite(c: &dyn Catalog) {
     assert_eq!(c.settings("t1").await.unwrap(), vec![s("alpha", "1", 10)]);
     lifecycle(c).await;
     tombstones(c).await;
+    ring(c).await;
+}
+
+/// Ring membership: a heartbeat adds or refreshes a member, keeping when it registered; rings
+/// are apart; a forgotten member is gone.
+async fn ring(c: &dyn Catalog) {
+    let member = |ring: &str, instance: &str, address: &str, tokens: &[u32]| RingMember {
+        ring: ring.into(),
+        instance: instance.into(),
+        address: address.into(),
+        tokens: tokens.to_vec(),
+        state: MemberState::Joining,
+        registered_at_millis: 0,
+        heartbeat_at_millis: 0,
+    };
+    let before = now_millis();
+    let b = c
+        .heartbeat(&member("ingester", "ingester-b", "10.0.0.2:4040", &[7, 90]))
+        .await
+        .unwrap();
+    assert!(b.registered_at_millis >= before && b.heartbeat_at_millis == b.registered_at_millis);
+    let a = c
+        .heartbeat(&member("ingester", "ingester-a", "10.0.0.1:4040", &[3, 50]))
+        .await
+        .unwrap();
+    c.heartbeat(&member("querier", "querier-1", "10.0.0.3:4040", &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.ring_members("ingester").await.unwrap(),
+        vec![a.clone(), b.clone()],
+        "by instance id"
+    );
+
+    // A later heartbeat: new address, tokens and state; registration kept.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let mut moved = member("ingester", "ingester-b", "10.0.0.9:4040", &[8, 91]);
+    moved.state = MemberState::Active;
+    let b2 = c.heartbeat(&moved).await.unwrap();
+    assert_eq!(b2.registered_at_millis, b.registered_at_millis);
+    assert!(b2.heartbeat_at_millis > b.heartbeat_at_millis);
+    assert_eq!(
+        (b2.address.as_str(), b2.tokens.as_slice(), b2.state),
+        ("10.0.0.9:4040", &[8u32, 91][..], MemberState::Active)
+    );
+    assert!(b2.is_healthy(b2.heartbeat_at_millis + 1000, 1000));
+    assert!(!b2.is_healthy(b2.heartbeat_at_millis + 1001, 1000));
+
+    c.forget_member("ingester", "ingester-a").await.unwrap();
+    c.forget_member("ingester", "absent").await.unwrap();
+    assert_eq!(c.ring_members("ingester").await.unwrap(), vec![b2]);
+    assert_eq!(c.ring_members("querier").await.unwrap().len(), 1);
+    assert!(c.ring_members("compactor").await.unwrap().is_empty());
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Tombstones round-trip in order of their sequence numbers; retention expires them.
@@ -342,5 +402,10 @@ async fn postgres_catalog() {
         b.tenants().await.unwrap(),
         ["del", "life", "t1", "t2"],
         "both nodes see one catalog"
+    );
+    assert_eq!(
+        b.ring_members("ingester").await.unwrap(),
+        a.ring_members("ingester").await.unwrap(),
+        "and one ring"
     );
 }

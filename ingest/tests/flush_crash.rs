@@ -62,6 +62,21 @@ impl Catalog for RefusingCatalog {
     async fn delete_setting(&self, t: &str, n: &str) -> profusion_catalog::Result<()> {
         self.inner.delete_setting(t, n).await
     }
+    async fn heartbeat(
+        &self,
+        m: &profusion_catalog::RingMember,
+    ) -> profusion_catalog::Result<profusion_catalog::RingMember> {
+        self.inner.heartbeat(m).await
+    }
+    async fn ring_members(
+        &self,
+        r: &str,
+    ) -> profusion_catalog::Result<Vec<profusion_catalog::RingMember>> {
+        self.inner.ring_members(r).await
+    }
+    async fn forget_member(&self, r: &str, i: &str) -> profusion_catalog::Result<()> {
+        self.inner.forget_member(r, i).await
+    }
     async fn claim_blocks(
         &self,
         t: &str,

@@ -157,14 +157,14 @@ fn a_corrupt_record_is_skipped_with_what_follows_it() {
 #[test]
 fn pushes_are_acknowledged_while_a_flush_writes_its_block() {
     let server = TestServer::start(&[
-        "--ingester.max-head-bytes=20000000",
+        "--ingester.max-head-bytes=40000000",
         "--ingester.flush-check-interval=10ms",
     ]);
     let flushes = || server.metric("profusion_ingester_flushes_total");
     // Pushes of 2,000 distinct 20-frame stacks each (about 5 MB of head) until the open
     // generation reaches half the limit and the flush starts.
     let mut chunk = 0;
-    while server.metric("profusion_head_bytes") < 10e6 && flushes() == 0.0 {
+    while server.metric("profusion_head_bytes") < 20e6 && flushes() == 0.0 {
         let r = push_bulk(&server, chunk, 2000, 10_000_000);
         assert_eq!(r.status, 200, "{}", r.text());
         chunk += 1;
