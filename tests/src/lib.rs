@@ -517,6 +517,20 @@ pub fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>, h2: bool) -> Rep
     })
 }
 
+/// The CPU flame-graph total (`numTicks` of `/pyroscope/render`) of `service` over the last
+/// hour.
+pub fn cpu_total_last_hour(server: &TestServer, service: &str) -> serde_json::Value {
+    let render = get(
+        &server.url(&format!(
+            "/pyroscope/render?query=process_cpu:cpu:nanoseconds:cpu:nanoseconds\
+             %7Bservice_name%3D%22{service}%22%7D&from=now-1h&until=now%2B1m"
+        )),
+        &[],
+    );
+    assert_eq!(render.status, 200, "{}", render.text());
+    render.json()["flamebearer"]["numTicks"].clone()
+}
+
 /// GETs `url` with headers.
 pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
     blocking::runtime().block_on(async {

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use profusion_tests::{TestServer, clients, now_nanos, push_cpu};
+use profusion_tests::{TestServer, clients, cpu_total_last_hour, now_nanos, push_cpu};
 use serde_json::json;
 
 fn push(server: &TestServer, i: i64) {
@@ -42,19 +42,6 @@ fn push_bulk(
         prost::Message::encode_to_vec(&req),
         false,
     )
-}
-
-/// The `bulk` service's flame-graph total over the last hour.
-fn bulk_total(server: &TestServer) -> serde_json::Value {
-    let render = profusion_tests::get(
-        &server.url(
-            "/pyroscope/render?query=process_cpu:cpu:nanoseconds:cpu:nanoseconds\
-             %7Bservice_name%3D%22bulk%22%7D&from=now-1h&until=now%2B1m",
-        ),
-        &[],
-    );
-    assert_eq!(render.status, 200, "{}", render.text());
-    render.json()["flamebearer"]["numTicks"].clone()
 }
 
 fn wal_segments(server: &TestServer) -> Vec<std::path::PathBuf> {
@@ -243,7 +230,7 @@ fn a_full_head_refuses_writes_with_503_and_keeps_every_acknowledged_one() {
         "the head grew to {} bytes",
         server.metric("profusion_head_bytes")
     );
-    assert_eq!(bulk_total(&server), json!(acknowledged));
+    assert_eq!(cpu_total_last_hour(&server, "bulk"), json!(acknowledged));
 
     // A graceful stop would keep retrying the flush against the dead store.
     server.kill();
@@ -258,7 +245,7 @@ fn a_full_head_refuses_writes_with_503_and_keeps_every_acknowledged_one() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(!server.blocks("anonymous").is_empty(), "{}", server.log());
-    assert_eq!(bulk_total(&server), json!(acknowledged));
+    assert_eq!(cpu_total_last_hour(&server, "bulk"), json!(acknowledged));
 }
 
 /// A query of the head builds block batches of it, kept for the next queries until a write
@@ -271,13 +258,13 @@ fn query_snapshots_of_the_head_count_as_head_memory() {
     assert_eq!(r.status, 200, "{}", r.text());
     let data_only = server.metric("profusion_head_bytes");
     assert!(data_only > 0.0);
-    assert_eq!(bulk_total(&server), json!(500_000));
+    assert_eq!(cpu_total_last_hour(&server, "bulk"), json!(500_000));
     let with_snapshot = server.metric("profusion_head_bytes");
     assert!(
         with_snapshot > data_only,
         "{with_snapshot} bytes with a query snapshot, {data_only} without"
     );
     // The snapshot is reused, not built again.
-    assert_eq!(bulk_total(&server), json!(500_000));
+    assert_eq!(cpu_total_last_hour(&server, "bulk"), json!(500_000));
     assert_eq!(server.metric("profusion_head_bytes"), with_snapshot);
 }

@@ -4,7 +4,7 @@
 
 use profusion_tests::emulators::ObjectStoreEmulator;
 use profusion_tests::reference::{Window, check_everything, check_totals, generate, rows, send};
-use profusion_tests::{TestServer, clients, now_nanos, post};
+use profusion_tests::{TestServer, clients, cpu_total_last_hour, now_nanos, post};
 use serde_json::json;
 
 /// Pushes one profile, stops the server (its head goes to a block), checks that a restarted
@@ -26,16 +26,8 @@ fn one_block(emulator: &ObjectStoreEmulator, list: &str) -> serde_json::Value {
         "nothing on local disk"
     );
     server.restart();
-    let render = profusion_tests::get(
-        &server.url(
-            "/pyroscope/render?query=process_cpu:cpu:nanoseconds:cpu:nanoseconds\
-             %7Bservice_name%3D%22remoteapp%22%7D&from=now-1h&until=now%2B1m",
-        ),
-        &[],
-    );
-    assert_eq!(render.status, 200, "{}", render.text());
     assert_eq!(
-        render.json()["flamebearer"]["numTicks"],
+        cpu_total_last_hour(&server, "remoteapp"),
         json!(30_000_000),
         "the block is read back from the store:\n{}",
         server.log()
