@@ -223,18 +223,13 @@ fn tokens_to_json(tokens: &[u32]) -> String {
     serde_json::to_string(tokens).expect("numbers serialize")
 }
 
-/// A ring member from its row: ring, instance, address, tokens (JSON), state, registered at,
-/// heartbeat at.
+/// A ring member's row as read: ring, instance, address, tokens (JSON), state, registered at,
+/// heartbeat at ([`MEMBER_COLUMNS`]).
+type MemberRow = (String, String, String, String, String, i64, i64);
+
+/// A ring member from its row.
 fn member_from_columns(
-    (ring, instance, address, tokens, state, registered_at_millis, heartbeat_at_millis): (
-        String,
-        String,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-    ),
+    (ring, instance, address, tokens, state, registered_at_millis, heartbeat_at_millis): MemberRow,
 ) -> Result<RingMember> {
     Ok(RingMember {
         tokens: serde_json::from_str(&tokens).map_err(|e| {

@@ -6,9 +6,10 @@ use crate::sqlite::now_millis;
 use profusion_model::block::BlockMeta;
 
 use crate::{
-    BlockState, Catalog, CatalogError, FlushedTenants, MEMBER_COLUMNS, Result, RingMember, Setting,
-    fingerprints_to_json, limit_reached, lineage_from_json, lineage_to_json, member_from_columns,
-    not_replaceable, strings_from_json, strings_to_json, tokens_to_json, tombstone_from_columns,
+    BlockState, Catalog, CatalogError, FlushedTenants, MEMBER_COLUMNS, MemberRow, Result,
+    RingMember, Setting, fingerprints_to_json, limit_reached, lineage_from_json, lineage_to_json,
+    member_from_columns, not_replaceable, strings_from_json, strings_to_json, tokens_to_json,
+    tombstone_from_columns,
 };
 use profusion_model::tombstone::Tombstone;
 
@@ -686,7 +687,7 @@ impl Catalog for PostgresCatalog {
     }
 }
 
-fn member_row(r: &Row) -> (String, String, String, String, String, i64, i64) {
+fn member_row(r: &Row) -> MemberRow {
     (
         r.get(0),
         r.get(1),

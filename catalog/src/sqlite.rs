@@ -8,9 +8,10 @@ use crate::migrations::{MIGRATIONS, latest_version};
 use profusion_model::block::BlockMeta;
 
 use crate::{
-    BlockState, Catalog, CatalogError, FlushedTenants, MEMBER_COLUMNS, Result, RingMember, Setting,
-    fingerprints_to_json, limit_reached, lineage_from_json, lineage_to_json, member_from_columns,
-    not_replaceable, strings_from_json, strings_to_json, tokens_to_json, tombstone_from_columns,
+    BlockState, Catalog, CatalogError, FlushedTenants, MEMBER_COLUMNS, MemberRow, Result,
+    RingMember, Setting, fingerprints_to_json, limit_reached, lineage_from_json, lineage_to_json,
+    member_from_columns, not_replaceable, strings_from_json, strings_to_json, tokens_to_json,
+    tombstone_from_columns,
 };
 use profusion_model::tombstone::Tombstone;
 
@@ -710,8 +711,6 @@ impl Catalog for SqliteCatalog {
         .await
     }
 }
-
-type MemberRow = (String, String, String, String, String, i64, i64);
 
 fn member_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MemberRow> {
     Ok((

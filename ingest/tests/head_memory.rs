@@ -11,24 +11,13 @@ use profusion_ingest::limits::Limits;
 use profusion_ingest::pprof::{self, ConvertOptions};
 use profusion_model::labels::Labels;
 use profusion_proto::ingester::v1::WriteRequest;
+use profusion_testing::Rng;
 use profusion_testing::profiles::{TestSample, pprof as build_pprof};
 use prost::Message;
 
 /// The system allocator, counting the bytes live in it.
 #[global_allocator]
 static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
-
-/// A deterministic pseudo-random sequence (xorshift), so the workload is the same every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
 
 /// Writes shaped like a service fleet's CPU profiles: `services` × `pods` series, each profile
 /// a few hundred samples over stacks 8–40 frames deep drawn from a shared pool of functions.
@@ -45,9 +34,9 @@ fn fleet_writes(profiles_per_pod: usize) -> Vec<WriteRequest> {
         .collect();
     let stacks: Vec<Vec<&str>> = (0..1500)
         .map(|_| {
-            let depth = 8 + rng.below(33);
+            let depth = 8 + rng.below(33) as usize;
             (0..depth)
-                .map(|_| functions[rng.below(functions.len())].as_str())
+                .map(|_| functions[rng.below(functions.len() as u64) as usize].as_str())
                 .collect()
         })
         .collect();
@@ -57,9 +46,9 @@ fn fleet_writes(profiles_per_pod: usize) -> Vec<WriteRequest> {
         for service in 0..4 {
             for pod in 0..5 {
                 let time = 1_700_000_000_000_000_000 + round as i64 * 10_000_000_000;
-                let samples: Vec<TestSample<'_>> = (0..200 + rng.below(400))
+                let samples: Vec<TestSample<'_>> = (0..200 + rng.below(400) as usize)
                     .map(|_| TestSample {
-                        stack: &stacks[rng.below(stacks.len())],
+                        stack: &stacks[rng.below(stacks.len() as u64) as usize],
                         value: 10_000_000 * (1 + rng.below(20) as i64),
                         labels: &[],
                     })

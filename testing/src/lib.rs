@@ -14,6 +14,7 @@ pub mod flamegraph;
 pub mod mutation;
 pub mod postgres;
 pub mod profiles;
+pub mod rng;
 
 pub use client::{CallError, ConnectClient};
 pub use fixtures::fixtures_dir;
@@ -21,3 +22,4 @@ pub use flamegraph::{decode_flamegraph, decode_levels, pprof_stacks, reference_t
 pub use mutation::{MutationRng, mutate};
 pub use postgres::PostgresServer;
 pub use profiles::{TestSample, cpu_pprof, grpc_frame, gzip, now_nanos, pprof, push_request};
+pub use rng::Rng;

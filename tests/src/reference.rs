@@ -8,6 +8,7 @@
 //! (flame-graph levels, diff 7-tuples, pprof) and must match exactly: trees node by node,
 //! totals, series points per step, label names and values, diffs and pprof stacks.
 
+use profusion_testing::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
@@ -46,27 +47,6 @@ const FUNCTIONS: &[&str] = &[
 const SERVICES: &[&str] = &["svc-a", "svc-b", "svc-c"];
 const ENVS: &[&str] = &["prod", "dev", "staging"];
 const TENANTS: &[&str] = &["t1", "t2"];
-
-/// SplitMix64: small, seedable, good enough to spread test inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len() as u64) as usize]
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum IngestPath {

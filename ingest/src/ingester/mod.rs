@@ -64,6 +64,14 @@ pub struct IngesterConfig {
     pub max_series_per_tenant: usize,
 }
 
+impl IngesterConfig {
+    /// The open generation's size at which it is sealed and flushed: half the head's limit,
+    /// leaving the other half to the next generation while the block is written.
+    fn flush_at_bytes(&self) -> usize {
+        self.max_head_bytes / 2
+    }
+}
+
 /// Rows of a sealed generation rows to flush, taken under the head's lock and written
 /// outside it.
 enum FlushSource {
@@ -211,17 +219,24 @@ impl Ingester {
             );
         }
         let next = segments.last().map_or(1, |s| s + 1);
+        let wake = Arc::new(Notify::new());
         let apply_head = Arc::clone(&head);
         let apply_metrics = metrics.clone();
+        let apply_wake = Arc::clone(&wake);
+        let flush_at_bytes = config.flush_at_bytes();
         let wal = WalHandle::start(
             config.wal_dir.clone(),
             next,
+            // Appends go to the open segment's generation, so this is where it fills up.
             Box::new(move |seq, created, requests| {
                 let mut h = apply_head.lock().expect("head lock");
                 let generation = h.generation(seq, created);
                 for r in requests {
                     apply_metrics.head_profiles.inc_by(r.profiles.len() as u64);
                     generation.append(r);
+                }
+                if generation.bytes >= flush_at_bytes {
+                    apply_wake.notify_one();
                 }
                 apply_metrics.head_bytes.set(h.bytes() as i64);
             }),
@@ -240,7 +255,7 @@ impl Ingester {
             spool_dir,
             catalog,
             flush_lock: tokio::sync::Mutex::new(()),
-            wake: Arc::new(Notify::new()),
+            wake,
             head_freed: Notify::new(),
             metrics,
             series,
@@ -345,7 +360,8 @@ impl Ingester {
             let open = self.open_segment.load(Ordering::Acquire);
             let h = self.head.lock().expect("head lock");
             let open_generation = h.generations.get(&open);
-            let over_size = open_generation.is_some_and(|g| g.bytes >= self.flush_at_bytes());
+            let over_size =
+                open_generation.is_some_and(|g| g.bytes >= self.config.flush_at_bytes());
             let over_age = open_generation.is_some_and(|g| {
                 !g.tenants.is_empty() && g.opened.elapsed() >= self.config.max_block_duration
             });
@@ -492,12 +508,6 @@ impl Ingester {
         }
     }
 
-    /// The open generation's size at which it is sealed and flushed: half the head's limit,
-    /// leaving the other half to the next generation while the block is written.
-    fn flush_at_bytes(&self) -> usize {
-        self.config.max_head_bytes / 2
-    }
-
     /// Returns once the head is below its limit, waiting for a flush to free room when it is
     /// not (writes outrunning flushes, or flushes failing): memory stays bounded, and the
     /// write is refused as unavailable, for the client to retry, if no room comes in time.
@@ -548,16 +558,8 @@ impl IngesterClient for Ingester {
         self.series.admit(&request).inspect_err(|_| {
             self.metrics.reject("series_limit");
         })?;
-        self.wal.append(request).await?;
-        let open = self.open_segment.load(Ordering::Acquire);
-        let h = self.head.lock().expect("head lock");
-        if h.generations
-            .get(&open)
-            .is_some_and(|g| g.bytes >= self.flush_at_bytes())
-        {
-            self.nudge();
-        }
-        Ok(())
+        // Applying the write nudges the flush loop once the open generation is due.
+        self.wal.append(request).await
     }
 }
 
