@@ -24,16 +24,7 @@ pub fn connect_name(code: Code) -> &'static str {
 
 /// The gRPC status number of a code.
 pub fn grpc_status(code: Code) -> u8 {
-    match code {
-        Code::InvalidArgument => 3,
-        Code::RequestTimeout => 4,
-        Code::ResourceExhausted | Code::PayloadTooLarge => 8,
-        Code::FailedPrecondition => 9,
-        Code::UnsupportedMediaType | Code::Unimplemented => 12,
-        Code::Internal => 13,
-        Code::Unavailable => 14,
-        Code::Unauthenticated => 16,
-    }
+    code.grpc()
 }
 
 /// The HTTP status of a code: `plain` for Pyroscope's plain-HTTP endpoints, else for a

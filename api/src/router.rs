@@ -2,6 +2,7 @@
 //! families it serves, so a process with no read service routes no read endpoint.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -11,6 +12,7 @@ use http::{HeaderMap, StatusCode};
 use profusion_catalog::Catalog;
 use profusion_engine::service::ReadService;
 use profusion_ingest::distributor::PushService;
+use profusion_ingest::ingester::IngesterClient;
 
 use crate::error::{ApiError, Code};
 use crate::request::RequestRules;
@@ -25,6 +27,65 @@ use crate::rpc::{self, Protocol};
 pub struct ApiRouter {
     rules: RequestRules,
     router: Router,
+    /// The families added, so the others can answer which role serves them.
+    served: Vec<Family>,
+    /// The roles of this process, named in the answer to a request another role serves.
+    roles: Vec<String>,
+}
+
+/// The API families that belong to one role each, with the paths they route: a process
+/// without the role answers those paths with the role to call instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Write,
+    Read,
+    Settings,
+    Admin,
+}
+
+impl Family {
+    const ALL: [Family; 4] = [Family::Write, Family::Read, Family::Settings, Family::Admin];
+
+    fn describe(self) -> &'static str {
+        match self {
+            Family::Write => "the write APIs (Push, /ingest, OTLP)",
+            Family::Read => "the read APIs (querier, render, labels)",
+            Family::Settings => "the tenant settings API",
+            Family::Admin => "the admin API",
+        }
+    }
+
+    /// The role that serves the family in microservices mode.
+    fn role(self) -> &'static str {
+        match self {
+            Family::Write => "distributor",
+            Family::Read | Family::Settings | Family::Admin => "query-frontend",
+        }
+    }
+
+    fn paths(self) -> &'static [&'static str] {
+        match self {
+            Family::Write => &[
+                "/push.v1.PusherService/Push",
+                "/ingest",
+                "/pyroscope/ingest",
+                "/v1development/profiles",
+                "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export",
+            ],
+            Family::Read => &[
+                "/querier.v1.QuerierService/{method}",
+                "/pyroscope/render",
+                "/pyroscope/render-diff",
+                "/pyroscope/label-values",
+                "/pyroscope/labels",
+            ],
+            Family::Settings => &["/settings.v1.SettingsService/{method}"],
+            Family::Admin => &[
+                "/api/v1/admin/tsdb/delete_series",
+                "/api/v1/admin/tsdb/clean_tombstones",
+            ],
+        }
+    }
 }
 
 impl ApiRouter {
@@ -33,7 +94,36 @@ impl ApiRouter {
         Self {
             router: routes::info::routes(rules.clone()),
             rules,
+            served: Vec::new(),
+            roles: vec!["all".to_owned()],
         }
+    }
+
+    /// The roles this process runs (`--target`), named when a request reaches a process that
+    /// lacks the role serving it.
+    pub fn for_roles(mut self, roles: Vec<String>) -> Self {
+        self.roles = roles;
+        self
+    }
+
+    /// The ingester's own RPC (the distributor's writes from other processes).
+    pub fn with_ingester(mut self, ingester: Arc<dyn IngesterClient>) -> Self {
+        let api = routes::ingester::IngesterApi {
+            rules: self.rules.clone(),
+            ingester,
+        };
+        self.router = self.router.merge(routes::ingester::routes(api));
+        self
+    }
+
+    /// The ring pages (`/ring`, `/<role>/ring`), read from the catalog's membership.
+    pub fn with_ring(mut self, catalog: Arc<dyn Catalog>, heartbeat_timeout: Duration) -> Self {
+        let api = routes::ring::RingApi {
+            catalog,
+            heartbeat_timeout,
+        };
+        self.router = self.router.merge(routes::ring::routes(api));
+        self
     }
 
     /// The write APIs (Push, `/ingest`, OTLP), storing through `push`.
@@ -43,6 +133,7 @@ impl ApiRouter {
             push,
         };
         self.router = self.router.merge(routes::ingest::routes(api));
+        self.served.push(Family::Write);
         self
     }
 
@@ -56,6 +147,7 @@ impl ApiRouter {
             .router
             .merge(routes::querier::routes(Arc::clone(&api)))
             .merge(routes::render::routes(api));
+        self.served.push(Family::Read);
         self
     }
 
@@ -67,6 +159,7 @@ impl ApiRouter {
             limits,
         };
         self.router = self.router.merge(routes::settings::routes(api));
+        self.served.push(Family::Settings);
         self
     }
 
@@ -85,18 +178,51 @@ impl ApiRouter {
             cleaner,
         };
         self.router = self.router.merge(routes::admin::routes(api));
+        self.served.push(Family::Admin);
         self
     }
 
     /// The router: the families added, `/ready` and `/metrics`, every matched route counted
     /// in `metrics`, and an answer for every other path in the caller's protocol.
     pub fn build(self, ops: OpsApi, metrics: HttpMetrics) -> Router {
-        let router = self.router.merge(routes::ops::routes(ops));
+        let mut router = self.router.merge(routes::ops::routes(ops));
+        let roles = self.roles.join(",");
+        for family in Family::ALL {
+            if self.served.contains(&family) {
+                continue;
+            }
+            let message = format!(
+                "this process runs --target={roles}; {} are served by the {role} role: send \
+                 this request to a process started with --target={role} (or --target=all)",
+                family.describe(),
+                role = family.role(),
+            );
+            for path in family.paths() {
+                let message = message.clone();
+                router = router.route(
+                    path,
+                    axum::routing::any(move |headers: HeaderMap| async move {
+                        elsewhere(&headers, message)
+                    }),
+                );
+            }
+        }
         metrics
             .instrument(router)
             .fallback(fallback)
             // Bodies are limited where they are read, by `RequestRules`.
             .layer(DefaultBodyLimit::disable())
+    }
+}
+
+/// A request for a family another role serves: `unimplemented` in the caller's protocol.
+fn elsewhere(headers: &HeaderMap, message: String) -> Response {
+    let error = ApiError::new(Code::Unimplemented, message);
+    match Protocol::detect(headers) {
+        Some(protocol) => {
+            rpc::respond::<profusion_proto::push::v1::PushResponse>(protocol, Err(error))
+        }
+        None => error.into_response(),
     }
 }
 

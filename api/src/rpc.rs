@@ -244,7 +244,7 @@ where
     unary_as(rules, headers, body, |h| rules.read_scope(h), handler).await
 }
 
-async fn unary_as<T, Req, Resp, F, Fut>(
+pub(crate) async fn unary_as<T, Req, Resp, F, Fut>(
     rules: &RequestRules,
     headers: &HeaderMap,
     body: Body,

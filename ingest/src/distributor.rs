@@ -15,7 +15,7 @@ use crate::limits::Limits;
 use crate::metrics::IngestMetrics;
 use crate::pprof::{self, ConvertOptions, Converted, SharedSymbols};
 use crate::ratelimit::TenantRateLimiter;
-use crate::ring::Ring;
+use crate::ring::{Ring, SharedRing};
 use profusion_model::labels::{self, Labels};
 use profusion_model::status::StatusCode;
 
@@ -60,7 +60,7 @@ pub trait PushService: Send + Sync + std::fmt::Debug {
 
 #[derive(Debug)]
 pub struct Distributor {
-    ring: Ring,
+    ring: Arc<SharedRing>,
     limits: Limits,
     rate: TenantRateLimiter,
     metrics: IngestMetrics,
@@ -69,7 +69,7 @@ pub struct Distributor {
 impl Distributor {
     pub fn new(ring: Ring, limits: Limits, metrics: IngestMetrics) -> Self {
         Self {
-            ring,
+            ring: Arc::new(SharedRing::new(ring)),
             limits,
             rate: TenantRateLimiter::default(),
             metrics,
@@ -78,6 +78,11 @@ impl Distributor {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The ring writes are routed over, for membership to replace as ingesters come and go.
+    pub fn ring(&self) -> &Arc<SharedRing> {
+        &self.ring
     }
 
     /// Validates and converts profiles without storing them (the CPU part of a push).
@@ -183,6 +188,14 @@ impl Distributor {
         }
         let n_profiles = converted.profiles.len();
         let bytes = converted.bytes;
+        let ring_now = self.ring.load();
+        let ring = &*ring_now;
+        if ring.is_empty() {
+            self.metrics.reject("ingester_failure");
+            return Err(IngestError::unavailable(
+                "no ingester is in the ring to store the profiles; retry once one has joined",
+            ));
+        }
 
         // Replica set per series profile, and the profiles per instance.
         let mut per_instance: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -191,7 +204,7 @@ impl Distributor {
             let rendered =
                 Labels::from_pairs(p.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
                     .render();
-            let replicas = self.ring.replicas(Ring::token_for(tenant, &rendered));
+            let replicas = ring.replicas(Ring::token_for(tenant, &rendered));
             for &r in &replicas {
                 per_instance.entry(r).or_default().push(pi);
             }
@@ -242,17 +255,17 @@ impl Distributor {
             }
         }
         let results = join_all(requests.into_iter().map(|(instance, req)| async move {
-            (instance, self.ring.instance(instance).write(req).await)
+            (instance, ring.instance(instance).write(req).await)
         }))
         .await;
         let mut failed = HashMap::new();
         for (instance, result) in results {
             if let Err(e) = result {
-                tracing::warn!(instance = self.ring.instance(instance).instance_id(), error = %e, "ingester write failed");
+                tracing::warn!(instance = ring.instance(instance).instance_id(), error = %e, "ingester write failed");
                 failed.insert(instance, e);
             }
         }
-        let quorum = self.ring.quorum();
+        let quorum = ring.quorum();
         for replicas in &replicas_of {
             let ok = replicas.iter().filter(|r| !failed.contains_key(r)).count();
             if ok < quorum.min(replicas.len()) {

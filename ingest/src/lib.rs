@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod pprof;
 pub mod ratelimit;
+pub mod remote;
 pub mod ring;
 pub mod validation;
 

@@ -27,6 +27,37 @@ pub enum StatusCode {
     Internal,
 }
 
+impl StatusCode {
+    /// The gRPC status number of a code (the API's one mapping to the wire uses it).
+    pub fn grpc(self) -> u8 {
+        match self {
+            Self::InvalidArgument => 3,
+            Self::RequestTimeout => 4,
+            Self::ResourceExhausted | Self::PayloadTooLarge => 8,
+            Self::FailedPrecondition => 9,
+            Self::UnsupportedMediaType | Self::Unimplemented => 12,
+            Self::Internal => 13,
+            Self::Unavailable => 14,
+            Self::Unauthenticated => 16,
+        }
+    }
+
+    /// The code of a gRPC status a peer of the cluster answered: the inverse of
+    /// [`Self::grpc`]. A deadline or a cancellation on the way to the peer, and codes we never
+    /// send, are `Unavailable`: the peer may work on a retry.
+    pub fn from_grpc(code: i32) -> Self {
+        match code {
+            3 => Self::InvalidArgument,
+            8 => Self::ResourceExhausted,
+            9 => Self::FailedPrecondition,
+            12 => Self::Unimplemented,
+            13 => Self::Internal,
+            16 => Self::Unauthenticated,
+            _ => Self::Unavailable,
+        }
+    }
+}
+
 /// An error that knows its [`StatusCode`].
 pub trait ErrorExt: std::error::Error {
     fn status_code(&self) -> StatusCode;

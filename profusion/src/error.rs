@@ -11,7 +11,9 @@ pub(crate) enum StartError {
     #[error("unknown target {target:?}; known targets: {known}")]
     UnknownTarget { target: String, known: String },
     #[error(
-        "target {0:?} needs microservices mode, which this version does not have yet; run --target=all"
+        "target {0:?} cannot run as its own process yet: the read roles (query-frontend, \
+         query-scheduler, querier, store-gateway) run only in --target=all; the distributor, \
+         ingester and compactor run alone"
     )]
     NeedsMicroservices(String),
     /// A file or directory of local state could not be used.

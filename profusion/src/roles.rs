@@ -6,17 +6,20 @@
 use std::sync::Arc;
 
 use object_store::ObjectStore;
+use profusion_api::routes::ops::ReadinessCheck;
 use profusion_catalog::Catalog;
+use profusion_cluster::{Lifecycler, MemberState, RingWatcher};
 use profusion_compactor::{Compactor, CompactorConfig, CompactorMetrics, plan};
 use profusion_engine::frontend::{
     FrontendConfig, QueryFrontend, QueryScheduler, start_querier_workers,
 };
 use profusion_engine::querier::{Querier, QuerierConfig};
 use profusion_engine::service::QueryApi;
-use profusion_ingest::distributor::Distributor;
+use profusion_ingest::distributor::{Distributor, PushService};
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig, limiter};
 use profusion_ingest::metrics::IngestMetrics;
-use profusion_ingest::ring::Ring;
+use profusion_ingest::remote::{IngesterMember, RemoteRingBuilder};
+use profusion_ingest::ring::{Ring, instance_tokens};
 use profusion_model::block::BlockStore;
 use profusion_model::scan::{BlockSource, HeadSource};
 use profusion_store_gateway::{StoreGateway, StoreGatewayMetrics};
@@ -44,7 +47,7 @@ pub(crate) enum Role {
 }
 
 impl Role {
-    const ALL: [Role; 7] = [
+    pub(crate) const ALL: [Role; 7] = [
         Role::Distributor,
         Role::Ingester,
         Role::QueryFrontend,
@@ -68,25 +71,30 @@ impl Role {
     }
 }
 
-/// The roles `--target` names. Only `all` runs today: a single role needs the network clients
-/// of microservices mode.
+/// The roles `--target` names, without repeats, in dependency order; `all` is every role.
 pub(crate) fn roles(targets: &[String]) -> Result<Vec<Role>, StartError> {
+    let mut named = Vec::new();
     for target in targets {
+        let target = target.trim();
         if target == "all" {
+            named.extend(Role::ALL);
             continue;
         }
-        if !Role::ALL.iter().any(|r| r.name() == target) {
+        let Some(role) = Role::ALL.iter().find(|r| r.name() == target) else {
             let known: Vec<&str> = std::iter::once("all")
                 .chain(Role::ALL.iter().map(|r| r.name()))
                 .collect();
             return Err(StartError::UnknownTarget {
-                target: target.clone(),
+                target: target.to_owned(),
                 known: known.join(", "),
             });
-        }
-        return Err(StartError::NeedsMicroservices(target.clone()));
+        };
+        named.push(*role);
     }
-    Ok(Role::ALL.to_vec())
+    Ok(Role::ALL
+        .into_iter()
+        .filter(|r| named.contains(r))
+        .collect())
 }
 
 /// What every role of a process shares.
@@ -102,22 +110,43 @@ pub(crate) struct Shared {
     /// Where queries run: apart from the runtime serving requests, so a CPU-bound plan never
     /// holds the threads that answer `/ready`, take pushes and carry out a shutdown.
     pub(crate) query_runtime: tokio::runtime::Handle,
+    /// `host:port` the other processes of a cluster reach this one at.
+    pub(crate) advertise_address: String,
 }
 
-/// The parts a process serves requests with, as its roles built them.
-#[derive(Debug)]
+/// The parts a process serves requests with, as its roles built them; a part is `None` when
+/// no role of the process builds it.
+#[derive(Default)]
 pub(crate) struct Parts {
-    /// Flushed at shutdown.
-    pub(crate) ingester: Arc<Ingester>,
-    pub(crate) distributor: Arc<Distributor>,
-    pub(crate) read: Arc<QueryApi<QueryFrontend>>,
+    /// Takes writes from distributors; flushed at shutdown.
+    pub(crate) ingester: Option<Arc<Ingester>>,
+    pub(crate) push: Option<Arc<dyn PushService>>,
+    pub(crate) read: Option<Arc<QueryApi<QueryFrontend>>>,
     /// Releases its claims at shutdown.
-    pub(crate) compactor: Arc<Compactor>,
+    pub(crate) compactor: Option<Arc<Compactor>>,
+    /// The process's ring memberships, left at shutdown.
+    pub(crate) members: Vec<Arc<Lifecycler>>,
+    /// What `/ready` waits for besides startup.
+    pub(crate) readiness: Vec<ReadinessCheck>,
+    /// Background work of the roles (ring watchers), stopped at shutdown.
+    pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("ingester", &self.ingester.is_some())
+            .field("push", &self.push.is_some())
+            .field("read", &self.read.is_some())
+            .field("compactor", &self.compactor.is_some())
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Every role in this process (`--target=all`), in dependency order.
 pub(crate) async fn monolith(shared: &mut Shared) -> Result<Parts, StartError> {
-    let ingester = ingester(shared).await?;
+    let ingester = ingester(shared, 1).await?;
     let blocks = store_gateway(shared)?;
     let scheduler = query_scheduler(shared);
     querier(
@@ -129,19 +158,104 @@ pub(crate) async fn monolith(shared: &mut Shared) -> Result<Parts, StartError> {
     let read = query_frontend(shared, scheduler);
     let distributor = distributor(
         shared,
-        vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>],
+        Ring::new(
+            vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>],
+            shared.config.ingester.replication_factor,
+        ),
     );
     let compactor = compactor(shared)?;
+    // Every role is in its ring, so the ring pages show this process as Pyroscope's
+    // monolith shows itself.
+    let mut members = Vec::new();
+    for role in Role::ALL {
+        let member = join_ring(shared, role).await?;
+        member.set_active();
+        members.push(member);
+    }
     Ok(Parts {
-        ingester,
-        distributor,
-        read,
-        compactor,
+        ingester: Some(ingester),
+        push: Some(distributor),
+        read: Some(read),
+        compactor: Some(compactor),
+        members,
+        ..Default::default()
     })
 }
 
+/// The roles `roles` names, each alone in this process (microservices mode): the parts they
+/// lack are reached over the network, found through the rings in the catalog.
+pub(crate) async fn microservices(
+    shared: &mut Shared,
+    roles: &[Role],
+) -> Result<Parts, StartError> {
+    if let Some(role) = roles.iter().find(|r| {
+        matches!(
+            r,
+            Role::QueryFrontend | Role::QueryScheduler | Role::Querier | Role::StoreGateway
+        )
+    }) {
+        return Err(StartError::NeedsMicroservices(role.name().to_owned()));
+    }
+    let mut parts = Parts::default();
+    for &role in roles {
+        let member = join_ring(shared, role).await?;
+        match role {
+            Role::Ingester => {
+                // The series limit is shared by the ingesters in the ring now, this one
+                // included.
+                let others = shared
+                    .catalog
+                    .ring_members(Role::Ingester.name())
+                    .await
+                    .map_err(StartError::Catalog)?
+                    .iter()
+                    .filter(|m| {
+                        m.instance != shared.config.ingester.ingester_id
+                            && shared.config.ring.config().is_healthy(m)
+                    })
+                    .count();
+                parts.ingester = Some(ingester(shared, others + 1).await?);
+            }
+            Role::Distributor => {
+                let (distributor, watch, ready) = remote_distributor(shared).await?;
+                parts.push = Some(distributor);
+                parts.tasks.push(watch);
+                parts.readiness.push(ready);
+            }
+            Role::Compactor => parts.compactor = Some(compactor(shared)?),
+            Role::QueryFrontend | Role::QueryScheduler | Role::Querier | Role::StoreGateway => {
+                unreachable!("refused above")
+            }
+        }
+        member.set_active();
+        parts.members.push(member);
+    }
+    Ok(parts)
+}
+
+/// Registers this process in `role`'s ring (JOINING until the role is built). Ingesters are
+/// known by `--ingester.id` and own the tokens it derives; other roles by their address.
+async fn join_ring(shared: &Shared, role: Role) -> Result<Arc<Lifecycler>, StartError> {
+    let (instance, tokens) = if role == Role::Ingester {
+        let id = &shared.config.ingester.ingester_id;
+        (id.clone(), instance_tokens(id))
+    } else {
+        (shared.advertise_address.clone(), Vec::new())
+    };
+    Lifecycler::register(
+        Arc::clone(&shared.catalog),
+        role.name(),
+        &instance,
+        &shared.advertise_address,
+        tokens,
+        shared.config.ring.config(),
+    )
+    .await
+    .map_err(StartError::Catalog)
+}
+
 /// The ingester: recovers its WAL, then takes writes into its head and flushes blocks.
-async fn ingester(shared: &Shared) -> Result<Arc<Ingester>, StartError> {
+async fn ingester(shared: &Shared, ingesters: usize) -> Result<Arc<Ingester>, StartError> {
     let flags = &shared.config.ingester;
     Ingester::open(
         IngesterConfig {
@@ -152,12 +266,11 @@ async fn ingester(shared: &Shared) -> Result<Arc<Ingester>, StartError> {
             head_full_wait: flags.head_full_wait,
             flush_check_interval: flags.flush_check_interval,
             local_store_root: shared.local_store_root.clone(),
-            // One in-process ingester holds every series.
             max_series_per_tenant: limiter::local_series_limit(
                 flags.max_local_series_per_tenant,
                 flags.max_global_series_per_tenant,
                 flags.replication_factor,
-                1,
+                ingesters,
             ),
         },
         Arc::clone(&shared.store),
@@ -237,15 +350,72 @@ fn query_frontend(shared: &Shared, scheduler: Arc<QueryScheduler>) -> Arc<QueryA
     Arc::new(QueryApi::new(frontend, flags.query_limits()))
 }
 
-/// The distributor: validates writes and sends each series to its ingesters on the ring.
-fn distributor(shared: &Shared, ingesters: Vec<Arc<dyn IngesterClient>>) -> Arc<Distributor> {
+/// The distributor: validates writes and sends each series to its ingesters on `ring`.
+fn distributor(shared: &Shared, ring: Ring) -> Arc<Distributor> {
     let config = &shared.config;
-    let ring = Ring::new(ingesters, config.ingester.replication_factor);
     Arc::new(Distributor::new(
         ring,
         config.validation.limits(&config.distributor),
         shared.ingest_metrics.clone(),
     ))
+}
+
+/// A distributor of a cluster: its ring is the ingester ring's members, reached over gRPC,
+/// rebuilt whenever the membership changes. Ready once a quorum of ingesters serves.
+async fn remote_distributor(
+    shared: &Shared,
+) -> Result<
+    (
+        Arc<Distributor>,
+        tokio::task::JoinHandle<()>,
+        ReadinessCheck,
+    ),
+    StartError,
+> {
+    let ring_config = shared.config.ring.config();
+    let mut watcher = RingWatcher::start(
+        Arc::clone(&shared.catalog),
+        Role::Ingester.name(),
+        ring_config,
+    )
+    .await
+    .map_err(StartError::Catalog)?;
+    let replication_factor = shared.config.ingester.replication_factor;
+    let builder =
+        RemoteRingBuilder::new(replication_factor, shared.config.distributor.push_timeout);
+    let members = move |watcher: &RingWatcher| -> Vec<IngesterMember> {
+        watcher
+            .members()
+            .iter()
+            .map(|m| IngesterMember {
+                instance: m.instance.clone(),
+                address: m.address.clone(),
+                tokens: m.tokens.clone(),
+                healthy: m.state == MemberState::Active && ring_config.is_healthy(m),
+            })
+            .collect()
+    };
+    let distributor = distributor(shared, builder.build(&members(&watcher)));
+    let ring = Arc::clone(distributor.ring());
+    let readiness_watcher = watcher.clone();
+    let watch = tokio::spawn(async move {
+        while watcher.changed().await {
+            ring.replace(builder.build(&members(&watcher)));
+        }
+    });
+    let quorum = replication_factor / 2 + 1;
+    let ready: ReadinessCheck = Box::new(move || {
+        let serving = readiness_watcher.serving().len();
+        if serving >= quorum {
+            Ok(())
+        } else {
+            Err(format!(
+                "waiting for ingesters: {serving} serve, a write needs {quorum} \
+                 (--ingester.ring.replication-factor={replication_factor})"
+            ))
+        }
+    });
+    Ok((distributor, watch, ready))
 }
 
 /// The compactor: merges, expires and deletes blocks every compaction interval.

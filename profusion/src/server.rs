@@ -27,8 +27,11 @@ pub(crate) struct Server {
     /// How long a graceful shutdown waits for requests in flight.
     drain: std::time::Duration,
     /// Flushed at shutdown.
-    ingester: Arc<Ingester>,
-    compactor: Arc<profusion_compactor::Compactor>,
+    ingester: Option<Arc<Ingester>>,
+    compactor: Option<Arc<profusion_compactor::Compactor>>,
+    /// Ring memberships, left first at shutdown so peers stop routing here.
+    members: Vec<Arc<profusion_cluster::Lifecycler>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     query_runtime: QueryRuntime,
     /// Held until the process ends.
     _data_lock: DataDirLock,
@@ -75,6 +78,20 @@ impl Server {
                 .build()
                 .map_err(StartError::QueryRuntime)?,
         ));
+        let address = format!(
+            "{}:{}",
+            config.server.http_listen_address, config.server.http_listen_port
+        );
+        let addr: SocketAddr = address
+            .parse()
+            .map_err(|source| StartError::ListenAddress { address, source })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let advertise_address = advertise_address(&config, addr);
         let mut registry = Registry::default();
         let ingest_metrics = IngestMetrics::default();
         ingest_metrics.register(&mut registry);
@@ -92,8 +109,14 @@ impl Server {
                 .expect("just built")
                 .handle()
                 .clone(),
+            advertise_address,
         };
-        let parts = roles::monolith(&mut shared).await?;
+        let monolith = roles.len() == roles::Role::ALL.len();
+        let parts = if monolith {
+            roles::monolith(&mut shared).await?
+        } else {
+            roles::microservices(&mut shared, &roles).await?
+        };
         tracing::info!(
             roles = ?roles.iter().map(|r| r.name()).collect::<Vec<_>>(),
             "roles started"
@@ -111,36 +134,38 @@ impl Server {
             body_timeout: config.server.body_timeout(),
         };
         let readiness = Arc::new(Readiness::ready());
-        let cleaner = Arc::new(roles::LocalCleaner {
-            ingester: Arc::clone(&parts.ingester),
-            compactor: Arc::clone(&parts.compactor),
-        });
-        let router = ApiRouter::new(rules)
-            .with_push(parts.distributor)
-            .with_read(Arc::clone(&parts.read) as _)
-            .with_admin(parts.read, Arc::clone(&catalog), cleaner)
-            .with_settings(catalog, config.settings.limits())
-            .build(
-                OpsApi {
-                    registry,
-                    readiness: Arc::clone(&readiness),
-                },
-                http_metrics,
-            );
-
-        let address = format!(
-            "{}:{}",
-            config.server.http_listen_address, config.server.http_listen_port
+        for check in parts.readiness {
+            readiness.add_check(check);
+        }
+        let mut router = ApiRouter::new(rules)
+            .for_roles(roles.iter().map(|r| r.name().to_owned()).collect())
+            .with_ring(Arc::clone(&catalog), config.ring.heartbeat_timeout);
+        if let Some(ingester) = &parts.ingester {
+            router = router.with_ingester(Arc::clone(ingester) as _);
+        }
+        if let Some(push) = parts.push {
+            router = router.with_push(push);
+        }
+        if let Some(read) = &parts.read {
+            router = router
+                .with_read(Arc::clone(read) as _)
+                .with_settings(Arc::clone(&catalog), config.settings.limits());
+            if let (Some(ingester), Some(compactor)) = (&parts.ingester, &parts.compactor) {
+                let cleaner = Arc::new(roles::LocalCleaner {
+                    ingester: Arc::clone(ingester),
+                    compactor: Arc::clone(compactor),
+                });
+                router = router.with_admin(Arc::clone(read) as _, Arc::clone(&catalog), cleaner);
+            }
+        }
+        let router = router.build(
+            OpsApi {
+                registry,
+                readiness: Arc::clone(&readiness),
+            },
+            http_metrics,
         );
-        let addr: SocketAddr = address
-            .parse()
-            .map_err(|source| StartError::ListenAddress { address, source })?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+
         Ok(Self {
             addr,
             listener,
@@ -150,6 +175,8 @@ impl Server {
             drain: config.server.graceful_shutdown_timeout,
             ingester: parts.ingester,
             compactor: parts.compactor,
+            members: parts.members,
+            tasks: parts.tasks,
             query_runtime,
             _data_lock: data_lock,
         })
@@ -161,9 +188,14 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ShutdownError> {
         let readiness = Arc::clone(&self.readiness);
+        let members = self.members.clone();
         let shutdown = async move {
             shutdown.await;
             readiness.shutting_down();
+            // Out of the rings first, so peers stop sending work while requests drain.
+            for member in &members {
+                member.leave().await;
+            }
             tracing::info!("shutting down: draining requests");
         };
         let limits = self.connection_limits;
@@ -175,14 +207,58 @@ impl Server {
         );
         profusion_api::http_server::serve(self.listener, self.router, limits, shutdown, self.drain)
             .await;
-        if let Err(e) = self.compactor.shutdown().await {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(compactor) = &self.compactor
+            && let Err(e) = compactor.shutdown().await
+        {
             tracing::warn!(error = %e, "releasing the compactor's claims; they expire on their own");
         }
-        tracing::info!("flushing the head");
-        let flushed = self.ingester.shutdown().await;
-        drop(self.query_runtime);
-        flushed.map_err(ShutdownError::FinalFlush)?;
+        if let Some(ingester) = &self.ingester {
+            tracing::info!("flushing the head");
+            let flushed = ingester.shutdown().await;
+            drop(self.query_runtime);
+            flushed.map_err(ShutdownError::FinalFlush)?;
+        }
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// The address peers reach this process at: `--server.advertise-address` (its port, or the
+/// bound one), else the bound address; a wildcard listen address is replaced by loopback, the
+/// one address it certainly answers on, with a warning to set the flag.
+fn advertise_address(config: &Config, bound: SocketAddr) -> String {
+    match config.server.advertise_address.as_deref() {
+        Some(address) if has_port(address) => address.to_owned(),
+        Some(host) => format!("{host}:{}", bound.port()),
+        None if bound.ip().is_unspecified() => {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bound.port()).to_string()
+        }
+        None => bound.to_string(),
+    }
+}
+
+/// Whether `address` names a port: `host:port`, `1.2.3.4:port` or `[v6]:port`.
+fn has_port(address: &str) -> bool {
+    address.parse::<SocketAddr>().is_ok()
+        || address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.contains(':') && port.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_port;
+
+    #[test]
+    fn advertised_addresses_with_and_without_ports() {
+        assert!(has_port("ingester-1:4040"));
+        assert!(has_port("10.0.0.7:4040"));
+        assert!(has_port("[::1]:4040"));
+        assert!(!has_port("ingester-1"));
+        assert!(!has_port("10.0.0.7"));
+        assert!(!has_port("::1"));
     }
 }

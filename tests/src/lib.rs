@@ -393,54 +393,6 @@ pub fn metric_sum(exposition: &str, family: &str, label: &str, values: &[&str]) 
         .sum()
 }
 
-/// Several `profusion` processes started with different flags, each waited for until ready:
-/// the harness of microservices mode, where each role runs as its own process. Nodes share
-/// nothing the harness does not give them (each has its own data directory); flags such as a
-/// shared `--catalog.url` or `--storage.url` tie them together.
-#[derive(Debug, Default)]
-pub struct Cluster {
-    nodes: Vec<(String, TestServer)>,
-}
-
-impl Cluster {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Starts a node named `name` from `server` and waits until it is ready.
-    pub fn start(&mut self, name: &str, server: ServerBuilder) -> &TestServer {
-        assert!(
-            self.nodes.iter().all(|(n, _)| n != name),
-            "a node named {name} already runs"
-        );
-        self.nodes.push((name.to_owned(), server.spawn()));
-        &self.nodes.last().expect("just pushed").1
-    }
-
-    /// The node named `name`.
-    pub fn node(&self, name: &str) -> &TestServer {
-        self.nodes
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, s)| s)
-            .unwrap_or_else(|| panic!("no node named {name}"))
-    }
-
-    /// The node named `name`, to stop, kill or restart it.
-    pub fn node_mut(&mut self, name: &str) -> &mut TestServer {
-        self.nodes
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .map(|(_, s)| s)
-            .unwrap_or_else(|| panic!("no node named {name}"))
-    }
-
-    /// Node names, in start order.
-    pub fn names(&self) -> Vec<&str> {
-        self.nodes.iter().map(|(n, _)| n.as_str()).collect()
-    }
-}
-
 /// The directory name of a tenant in the object store: object_store percent-encodes `*`, the
 /// one character tenant ids may hold that it reserves (docs/block-format.md).
 pub fn tenant_dir(tenant: &str) -> String {
@@ -454,8 +406,11 @@ impl Drop for TestServer {
 }
 
 /// Tiny blocking helpers over reqwest's async client, so tests stay plain `#[test]`s.
+mod cluster;
 pub mod emulators;
 pub mod reference;
+
+pub use cluster::{Cluster, ClusterBackends};
 
 pub mod blocking {
     pub fn runtime() -> &'static tokio::runtime::Runtime {

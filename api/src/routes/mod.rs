@@ -4,9 +4,11 @@
 pub mod admin;
 pub mod info;
 pub mod ingest;
+pub mod ingester;
 pub mod ops;
 pub mod querier;
 pub mod render;
+pub mod ring;
 pub mod settings;
 
 use std::sync::Arc;

@@ -20,22 +20,55 @@ use prometheus_client::registry::Registry;
 
 use crate::error::{ApiError, Code};
 
-/// Whether the process serves: `/ready` answers 200 until shutdown begins, then 503, so load
-/// balancers stop sending requests while those in flight drain.
-#[derive(Debug)]
-pub struct Readiness(AtomicBool);
+/// Whether the process serves: `/ready` answers 200 once every role's check passes (an
+/// ingester that replayed its WAL, a distributor that sees a quorum of ingesters) and until
+/// shutdown begins, then 503, so load balancers stop sending requests while those in flight
+/// drain.
+#[derive(Default)]
+pub struct Readiness {
+    shutting_down: AtomicBool,
+    checks: std::sync::Mutex<Vec<ReadinessCheck>>,
+}
+
+/// One condition of readiness: `Err` says what the process still waits for.
+pub type ReadinessCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("shutting_down", &self.shutting_down)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Readiness {
     pub fn ready() -> Self {
-        Self(AtomicBool::new(true))
+        Self::default()
+    }
+
+    /// Adds a condition `/ready` waits for.
+    pub fn add_check(&self, check: ReadinessCheck) {
+        self.checks.lock().expect("readiness lock").push(check);
     }
 
     pub fn shutting_down(&self) {
-        self.0.store(false, Ordering::SeqCst);
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// `Ok` when the process serves, else why not.
+    pub fn status(&self) -> Result<(), String> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err("shutting down".to_owned());
+        }
+        self.checks
+            .lock()
+            .expect("readiness lock")
+            .iter()
+            .try_for_each(|check| check())
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.status().is_ok()
     }
 }
 
@@ -56,10 +89,9 @@ pub fn routes(api: OpsApi) -> Router {
 }
 
 async fn ready(State(api): State<Arc<OpsApi>>) -> Response {
-    if api.readiness.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    match api.readiness.status() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why + "\n").into_response(),
     }
 }
 

@@ -34,6 +34,11 @@ pub(crate) struct DistributorFlags {
         default_value_t = 2.0
     )]
     pub(crate) ingestion_burst_size_mb: f64,
+
+    /// Longest a write to one ingester of another process may take, connecting included;
+    /// a replica that does not answer in time counts as failed for the quorum.
+    #[arg(long = "distributor.push.timeout", env = "PROFUSION_DISTRIBUTOR_PUSH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) push_timeout: Duration,
 }
 
 impl DistributorFlags {

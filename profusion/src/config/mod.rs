@@ -9,6 +9,7 @@ mod compactor;
 mod distributor;
 mod ingester;
 mod querier;
+mod ring;
 mod server;
 mod settings;
 mod storage;
@@ -25,6 +26,7 @@ pub(crate) use compactor::CompactorFlags;
 pub(crate) use distributor::{DistributorFlags, ValidationFlags};
 pub(crate) use ingester::IngesterFlags;
 pub(crate) use querier::{QuerierFlags, SchedulerFlags};
+pub(crate) use ring::RingFlags;
 pub(crate) use server::{AuthFlags, LogFlags, ServerFlags};
 pub(crate) use settings::SettingsFlags;
 pub(crate) use storage::StorageFlags;
@@ -55,6 +57,9 @@ pub(crate) struct Config {
 
     #[command(flatten)]
     pub(crate) storage: StorageFlags,
+
+    #[command(flatten)]
+    pub(crate) ring: RingFlags,
 
     #[command(flatten)]
     pub(crate) distributor: DistributorFlags,
@@ -299,7 +304,7 @@ mod tests {
             );
         }
         assert_eq!(
-            flags, 59,
+            flags, 63,
             "a flag was added or lost: update this count knowingly"
         );
     }

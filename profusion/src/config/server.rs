@@ -27,6 +27,15 @@ pub(crate) struct ServerFlags {
     )]
     pub(crate) http_listen_port: u16,
 
+    /// Address the other processes of a cluster reach this one at, `host` or `host:port`;
+    /// by default the listen address and the bound port. Set it when the listen address is
+    /// not reachable from them (`0.0.0.0`, a container's address behind a NAT).
+    #[arg(
+        long = "server.advertise-address",
+        env = "PROFUSION_SERVER_ADVERTISE_ADDRESS"
+    )]
+    pub(crate) advertise_address: Option<String>,
+
     /// Longest time a client may take to send a request's headers, counted from its first byte;
     /// a slower client is disconnected (0s: use --server.http-read-timeout).
     #[arg(long = "server.http-read-header-timeout", env = "PROFUSION_SERVER_HTTP_READ_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

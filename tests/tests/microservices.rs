@@ -1,0 +1,278 @@
+//! Microservices mode: every role its own process, over a private PostgreSQL catalog and an
+//! S3 bucket (moto), as `Cluster::seed` starts them. Writes go through the distributor to
+//! three ingesters (replication factor 3) over gRPC.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use profusion_tests::{
+    Cluster, ClusterBackends, TestServer, clients, cpu_pprof, get, now_nanos, post, push_cpu,
+};
+
+const INGESTERS: [&str; 3] = ["ingester-1", "ingester-2", "ingester-3"];
+
+/// The ring page of `path` as JSON: instance id → (state, address, token count).
+fn ring(server: &TestServer, path: &str) -> BTreeMap<String, (String, String, usize)> {
+    let reply = get(&server.url(path), &[("accept", "application/json")]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let page = reply.json();
+    assert!(page["now"].is_string(), "{page}");
+    page["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| {
+            assert!(s["timestamp"].is_string() && s["registered_timestamp"].is_string());
+            (
+                s["id"].as_str().unwrap().to_owned(),
+                (
+                    s["state"].as_str().unwrap().to_owned(),
+                    s["address"].as_str().unwrap().to_owned(),
+                    s["tokens"].as_array().unwrap().len(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `check` holds of `path`'s ring, as seen from `server`.
+fn wait_for_ring(
+    server: &TestServer,
+    path: &str,
+    what: &str,
+    check: impl Fn(&BTreeMap<String, (String, String, usize)>) -> bool,
+) {
+    let started = Instant::now();
+    loop {
+        let members = ring(server, path);
+        if check(&members) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what}: the ring is {members:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn appended(server: &TestServer) -> f64 {
+    server.metric("profusion_head_profiles_appended_total")
+}
+
+/// Series profiles per push: one per sample type of the pushed pprof.
+fn series_per_push() -> f64 {
+    cpu_pprof(0, &[(&["main"], 1)]).sample_type.len() as f64
+}
+
+fn push(server: &TestServer, i: usize) {
+    push_cpu(
+        server,
+        &[
+            ("service_name", &format!("svc-{}", i % 4)),
+            ("__name__", "process_cpu"),
+        ],
+        &[("main;work", 10_000_000 + i as i64)],
+        now_nanos(),
+    );
+}
+
+/// Profiles per block source in the catalog: `ingester-<id>` → profiles.
+fn block_profiles(cluster: &Cluster) -> BTreeMap<String, i64> {
+    let url = cluster.backends().unwrap().postgres.url();
+    profusion_tests::blocking::runtime().block_on(async move {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .query(
+                "SELECT source, sum(num_profiles)::BIGINT FROM blocks \
+                 WHERE tenant = 'anonymous' GROUP BY source",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+            .collect()
+    })
+}
+
+#[test]
+fn writes_reach_every_replica_and_survive_an_ingester_killed_mid_stream() {
+    let test = "writes_reach_every_replica";
+    let Some(clients) = clients(test) else {
+        return;
+    };
+    let Some(backends) = ClusterBackends::start(test, &clients) else {
+        return;
+    };
+    let mut cluster = Cluster::seed(backends);
+    let distributor = cluster.node("distributor");
+
+    // Membership: every process is in its ring, ACTIVE, at the address it listens on.
+    let members = ring(distributor, "/ring");
+    assert_eq!(
+        members.keys().map(String::as_str).collect::<Vec<_>>(),
+        INGESTERS
+    );
+    for id in INGESTERS {
+        let (state, address, tokens) = &members[id];
+        assert_eq!(state, "ACTIVE");
+        assert_eq!(address, &cluster.node(id).addr);
+        assert_eq!(*tokens, 128);
+    }
+    let distributors = ring(cluster.node("ingester-1"), "/distributor/ring");
+    assert_eq!(distributors.len(), 1, "{distributors:?}");
+    let (state, address, _) = distributors.values().next().unwrap();
+    assert_eq!((state.as_str(), address), ("ACTIVE", &distributor.addr));
+    assert!(
+        get(&distributor.url("/ring"), &[])
+            .text()
+            .contains("<td>ingester-2</td>"),
+        "the ring page is an HTML table"
+    );
+
+    // A request to a process that lacks the role says which role to call.
+    let misrouted = post(
+        &cluster
+            .node("ingester-1")
+            .url("/push.v1.PusherService/Push"),
+        &[("content-type", "application/proto")],
+        Vec::new(),
+        false,
+    );
+    assert_eq!(misrouted.status, 501, "{}", misrouted.text());
+    assert!(
+        misrouted.text().contains("--target=distributor"),
+        "{}",
+        misrouted.text()
+    );
+    let read = get(&distributor.url("/pyroscope/labels"), &[]);
+    assert_eq!(read.status, 501);
+    assert!(read.text().contains("query-frontend"), "{}", read.text());
+
+    // Every write reaches all three replicas.
+    let per_push = series_per_push();
+    for i in 0..20 {
+        push(distributor, i);
+    }
+    for id in INGESTERS {
+        assert_eq!(appended(cluster.node(id)), 20.0 * per_push, "{id}");
+    }
+
+    // One ingester killed: writes keep being acknowledged by the other two (a majority).
+    cluster.node_mut("ingester-3").kill();
+    let distributor = cluster.node("distributor");
+    for i in 20..30 {
+        push(distributor, i);
+    }
+    // Its heartbeats stop: unhealthy on the ring page once the timeout passes, and writes
+    // no longer try it.
+    wait_for_ring(distributor, "/ring", "ingester-3 unhealthy", |m| {
+        m.get("ingester-3")
+            .is_some_and(|(s, _, _)| s == "UNHEALTHY")
+    });
+    for i in 30..35 {
+        push(distributor, i);
+    }
+    for id in &INGESTERS[..2] {
+        assert_eq!(appended(cluster.node(id)), 35.0 * per_push, "{id}");
+    }
+
+    // Restarted, it replays its WAL, rejoins, and takes writes again.
+    cluster.node_mut("ingester-3").restart();
+    let distributor = cluster.node("distributor");
+    wait_for_ring(distributor, "/ring", "ingester-3 back", |m| {
+        m.get("ingester-3").is_some_and(|(s, _, _)| s == "ACTIVE")
+    });
+    // The distributor rebuilds its ring from the membership within a heartbeat period.
+    std::thread::sleep(Duration::from_millis(700));
+    for i in 35..40 {
+        push(distributor, i);
+    }
+
+    // Graceful stops flush every head and leave the ring. Each replica's blocks hold what it
+    // acknowledged: all 40 pushes on the two that stayed up; the killed one, the 20 before
+    // its death (recovered from its WAL) and the 5 after its return.
+    for id in INGESTERS {
+        cluster.node_mut(id).stop();
+    }
+    wait_for_ring(
+        cluster.node("distributor"),
+        "/ring",
+        "every ingester left",
+        |m| m.is_empty(),
+    );
+    let per_push = per_push as i64;
+    let want: BTreeMap<String, i64> = [
+        ("ingester-ingester-1", 40 * per_push),
+        ("ingester-ingester-2", 40 * per_push),
+        ("ingester-ingester-3", 25 * per_push),
+    ]
+    .into_iter()
+    .map(|(s, n)| (s.to_owned(), n))
+    .collect();
+    assert_eq!(block_profiles(&cluster), want);
+
+    // With no ingester left, the distributor is not ready (once it has read the ring again)
+    // and refuses writes as unavailable, never acknowledging what nothing stored.
+    let distributor = cluster.node("distributor");
+    let started = Instant::now();
+    loop {
+        let ready = get(&distributor.url("/ready"), &[]);
+        if ready.status == 503 {
+            assert!(
+                ready.text().contains("waiting for ingesters"),
+                "{}",
+                ready.text()
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = post(
+        &distributor.url("/ingest?name=late.cpu"),
+        &[],
+        b"main;work 1\n".to_vec(),
+        false,
+    );
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("no ingester"), "{}", refused.text());
+}
+
+#[test]
+fn a_dead_member_can_be_forgotten_from_the_ring_page() {
+    let test = "a_dead_member_can_be_forgotten";
+    let Some(clients) = clients(test) else {
+        return;
+    };
+    let Some(backends) = ClusterBackends::start(test, &clients) else {
+        return;
+    };
+    let mut cluster = Cluster::on(backends);
+    cluster.start_ingester("ingester-1");
+    cluster.start_ingester("ingester-2");
+    cluster.node_mut("ingester-2").kill();
+    let page = cluster.node("ingester-1");
+    wait_for_ring(page, "/ring", "ingester-2 unhealthy", |m| {
+        m.get("ingester-2")
+            .is_some_and(|(s, _, _)| s == "UNHEALTHY")
+    });
+    let reply = post(
+        &page.url("/ring"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        b"forget=ingester-2".to_vec(),
+        false,
+    );
+    assert_eq!(reply.status, 200, "the redirect leads back to the page");
+    assert_eq!(
+        ring(page, "/ring")
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["ingester-1"]
+    );
+}
