@@ -116,6 +116,24 @@ impl ApiRouter {
         self
     }
 
+    /// A gRPC service of another library (the ingester's Arrow Flight head service), routed
+    /// by its fully qualified name.
+    pub fn with_grpc_service<S>(mut self, name: &str, service: S) -> Self
+    where
+        S: tower_service::Service<Request<Body>, Error = std::convert::Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.router = self
+            .router
+            .route_service(&format!("/{name}/{{*method}}"), service);
+        self
+    }
+
     /// The ring pages (`/ring`, `/<role>/ring`), read from the catalog's membership.
     pub fn with_ring(mut self, catalog: Arc<dyn Catalog>, heartbeat_timeout: Duration) -> Self {
         let api = routes::ring::RingApi {

@@ -193,7 +193,19 @@ impl HeadSnapshot for Resnapshot {
     ) -> std::result::Result<RecordBatchStream, ScanError> {
         let head = self
             .pinned
-            .get_or_try_init(|| self.source.snapshot(&self.tenant))
+            .get_or_try_init(|| async {
+                // This process's snapshot of the ingester the plan was cut on.
+                let heads = self.source.snapshot(&self.tenant).await?;
+                heads
+                    .into_iter()
+                    .find(|h| h.cut().source == self.cut.source)
+                    .ok_or_else(|| {
+                        ScanError::Unavailable(format!(
+                            "the head of {} cannot be read here; retry the query",
+                            self.cut.source
+                        ))
+                    })
+            })
             .await?;
         head.scan(request).await
     }

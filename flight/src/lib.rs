@@ -1,7 +1,21 @@
-//! Arrow Flight services of Profusion: ingester head scans and store-gateway block scans between
-//! processes (the Flight client and server of `profusion_model::scan`'s `HeadSource` and
-//! `BlockSource`, carrying the serializable `ScanRequest`), Flight SQL for external clients, and
-//! the transport of plan fragments encoded by `profusion_engine::codec`.
+//! Arrow Flight services of Profusion: the ingesters' head data for queriers in other
+//! processes ([`HeadFlightService`] on the ingester, [`RemoteHeads`] on the querier). Later,
+//! Flight SQL for external clients (issue 12).
 //!
-//! Owns: Flight wire handling only; plans come from `profusion-engine`, scans from the roles
-//! that own the data. Empty until microservices mode (issue 11) and the SQL surface (issue 12).
+//! Owns: Flight wire handling only. What a head holds and how it is scanned belongs to the
+//! ingester (`profusion_model::scan::HeadSource`); how plans use it, to the engine.
+//!
+//! The protocol, all in JSON bodies over Flight's generic calls:
+//! - `DoAction("head.snapshot", {"tenant"})` pins the tenant's head and answers
+//!   `[{"id", "cut"}]`, one entry per snapshot;
+//! - `DoGet({"id", "request"})` streams the rows a `ScanRequest` selects from a pinned snapshot;
+//! - `DoAction("head.summary", {"tenant"})` answers the head's generation summaries;
+//! - `DoAction("head.release", {"ids"})` unpins snapshots. A querier that dies without
+//!   releasing leaves them to expire a few minutes after their last use.
+
+mod head_client;
+mod head_service;
+mod protocol;
+
+pub use head_client::RemoteHeads;
+pub use head_service::HeadFlightService;

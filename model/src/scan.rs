@@ -174,16 +174,21 @@ pub trait HeadSnapshot: Send + Sync + std::fmt::Debug {
     async fn scan(&self, request: &ScanRequest) -> Result<RecordBatchStream, ScanError>;
 }
 
-/// Head data of ingesters: in this process today, over Arrow Flight in microservices mode.
+/// Head data of ingesters: the ingester of this process (monolithic mode), or every ingester of
+/// the ring over Arrow Flight (microservices mode).
 #[async_trait]
 pub trait HeadSource: Send + Sync + std::fmt::Debug {
-    /// Pins `tenant`'s head as it is now.
-    async fn snapshot(&self, tenant: &str) -> Result<Arc<dyn HeadSnapshot>, ScanError>;
+    /// Pins `tenant`'s head as it is now: one snapshot per ingester, each with its own cut.
+    /// With replicas, several snapshots may hold the same profile; readers count it once.
+    async fn snapshot(&self, tenant: &str) -> Result<HeadSnapshots, ScanError>;
 
     /// Time bounds, profile types and sizes of `tenant`'s head per generation, read from the
-    /// head's metadata: for questions that need no samples.
+    /// heads' metadata: for questions that need no samples (replicas are listed each).
     async fn summary(&self, tenant: &str) -> Result<Vec<GenerationSummary>, ScanError>;
 }
+
+/// The snapshots of one tenant's head on each ingester, in the order of their sources.
+pub type HeadSnapshots = Vec<Arc<dyn HeadSnapshot>>;
 
 /// Blocks in the object store, as the catalog lists them.
 #[async_trait]

@@ -11,9 +11,9 @@ pub(crate) enum StartError {
     #[error("unknown target {target:?}; known targets: {known}")]
     UnknownTarget { target: String, known: String },
     #[error(
-        "target {0:?} cannot run as its own process yet: the read roles (query-frontend, \
-         query-scheduler, querier, store-gateway) run only in --target=all; the distributor, \
-         ingester and compactor run alone"
+        "the read roles run together in one process so far: add {0:?} to --target \
+         (query-frontend,query-scheduler,querier,store-gateway); the distributor, ingester \
+         and compactor run alone"
     )]
     NeedsMicroservices(String),
     /// A file or directory of local state could not be used.

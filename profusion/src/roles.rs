@@ -15,6 +15,7 @@ use profusion_engine::frontend::{
 };
 use profusion_engine::querier::{Querier, QuerierConfig};
 use profusion_engine::service::QueryApi;
+use profusion_flight::RemoteHeads;
 use profusion_ingest::distributor::{Distributor, PushService};
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig, limiter};
 use profusion_ingest::metrics::IngestMetrics;
@@ -188,15 +189,26 @@ pub(crate) async fn microservices(
     shared: &mut Shared,
     roles: &[Role],
 ) -> Result<Parts, StartError> {
-    if let Some(role) = roles.iter().find(|r| {
-        matches!(
-            r,
-            Role::QueryFrontend | Role::QueryScheduler | Role::Querier | Role::StoreGateway
-        )
-    }) {
-        return Err(StartError::NeedsMicroservices(role.name().to_owned()));
+    // The read roles still talk in process: they run together, reading the ingesters over
+    // Arrow Flight and the blocks from the object store.
+    let read_roles = [
+        Role::QueryFrontend,
+        Role::QueryScheduler,
+        Role::Querier,
+        Role::StoreGateway,
+    ];
+    let reads = read_roles.iter().filter(|r| roles.contains(r)).count();
+    if reads != 0 && reads != read_roles.len() {
+        let missing = read_roles
+            .iter()
+            .find(|r| !roles.contains(r))
+            .expect("one is missing");
+        return Err(StartError::NeedsMicroservices(missing.name().to_owned()));
     }
     let mut parts = Parts::default();
+    if reads == read_roles.len() {
+        parts.read = Some(remote_read_stack(shared).await?);
+    }
     for &role in roles {
         let member = join_ring(shared, role).await?;
         match role {
@@ -223,14 +235,36 @@ pub(crate) async fn microservices(
                 parts.readiness.push(ready);
             }
             Role::Compactor => parts.compactor = Some(compactor(shared)?),
-            Role::QueryFrontend | Role::QueryScheduler | Role::Querier | Role::StoreGateway => {
-                unreachable!("refused above")
-            }
+            // Built together above.
+            Role::QueryFrontend | Role::QueryScheduler | Role::Querier | Role::StoreGateway => {}
         }
         member.set_active();
         parts.members.push(member);
     }
     Ok(parts)
+}
+
+/// The read roles of a cluster in one process: the frontend, scheduler and querier workers,
+/// reading every ingester's head over Arrow Flight and the blocks through the store-gateway.
+async fn remote_read_stack(
+    shared: &mut Shared,
+) -> Result<Arc<QueryApi<QueryFrontend>>, StartError> {
+    let ingesters = RingWatcher::start(
+        Arc::clone(&shared.catalog),
+        Role::Ingester.name(),
+        shared.config.ring.config(),
+    )
+    .await
+    .map_err(StartError::Catalog)?;
+    let heads = Arc::new(RemoteHeads::new(
+        ingesters,
+        shared.config.ingester.replication_factor,
+        shared.config.querier.remote_timeout,
+    ));
+    let blocks = store_gateway(shared)?;
+    let scheduler = query_scheduler(shared);
+    querier(shared, heads, blocks, Arc::clone(&scheduler));
+    Ok(query_frontend(shared, scheduler))
 }
 
 /// Registers this process in `role`'s ring (JOINING until the role is built). Ingesters are

@@ -33,12 +33,17 @@ impl ClusterBackends {
 pub struct Cluster {
     nodes: Vec<(String, TestServer)>,
     backends: Option<ClusterBackends>,
+    /// Flags every process of the cluster gets.
+    common: Vec<String>,
 }
 
 /// How often the harness's processes heartbeat, and when a silent one is unhealthy: short,
 /// so tests see membership change in seconds.
 const HEARTBEAT_PERIOD: &str = "--ring.heartbeat-period=300ms";
 const HEARTBEAT_TIMEOUT: &str = "--ring.heartbeat-timeout=3s";
+
+/// The read roles, which run in one process so far.
+const READ_ROLES: &str = "query-frontend,query-scheduler,querier,store-gateway";
 
 impl Cluster {
     pub fn new() -> Self {
@@ -50,19 +55,27 @@ impl Cluster {
         Self {
             nodes: Vec::new(),
             backends: Some(backends),
+            common: Vec::new(),
         }
     }
 
+    /// Gives every process started from now on `args` too.
+    pub fn with_args(mut self, args: &[&str]) -> Self {
+        self.common.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
     /// The seed cluster of microservices mode: three ingesters (`ingester-1..3`, replication
-    /// factor 3), a distributor and a compactor, each its own process.
-    pub fn seed(backends: ClusterBackends) -> Self {
-        let mut cluster = Self::on(backends);
+    /// factor 3), a distributor, a compactor, and the read roles (`reader`), each its own
+    /// process.
+    pub fn seed(mut self) -> Self {
         for i in 1..=3 {
-            cluster.start_ingester(&format!("ingester-{i}"));
+            self.start_ingester(&format!("ingester-{i}"));
         }
-        cluster.start_role("distributor", "distributor", &[]);
-        cluster.start_role("compactor", "compactor", &[]);
-        cluster
+        self.start_role("distributor", "distributor", &[]);
+        self.start_role("compactor", "compactor", &[]);
+        self.start_role("reader", READ_ROLES, &[]);
+        self
     }
 
     /// Flags every process of the cluster takes: the shared catalog and store, the
@@ -79,7 +92,8 @@ impl Cluster {
                 HEARTBEAT_PERIOD,
                 HEARTBEAT_TIMEOUT,
             ])
-            .stop_timeout(Duration::from_secs(60));
+            .stop_timeout(Duration::from_secs(60))
+            .args(&self.common.iter().map(String::as_str).collect::<Vec<_>>());
         backends.s3.configure(builder)
     }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use profusion_tests::reference::{Window, check_everything, generate, rows, send};
 use profusion_tests::{
     Cluster, ClusterBackends, TestServer, clients, cpu_pprof, get, now_nanos, post, push_cpu,
 };
@@ -108,7 +109,7 @@ fn writes_reach_every_replica_and_survive_an_ingester_killed_mid_stream() {
     let Some(backends) = ClusterBackends::start(test, &clients) else {
         return;
     };
-    let mut cluster = Cluster::seed(backends);
+    let mut cluster = Cluster::on(backends).seed();
     let distributor = cluster.node("distributor");
 
     // Membership: every process is in its ring, ACTIVE, at the address it listens on.
@@ -274,5 +275,67 @@ fn a_dead_member_can_be_forgotten_from_the_ring_page() {
             .map(String::as_str)
             .collect::<Vec<_>>(),
         ["ingester-1"]
+    );
+}
+
+/// The random seed: `$PROFUSION_REFERENCE_SEED`, to replay a failure, or a fixed default.
+fn seed() -> u64 {
+    let seed = std::env::var("PROFUSION_REFERENCE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_201);
+    eprintln!("reference seed {seed} (set PROFUSION_REFERENCE_SEED to replay)");
+    seed
+}
+
+#[test]
+fn every_query_on_the_cluster_matches_the_reference_counting_replicas_once() {
+    let test = "every_query_on_the_cluster_matches_the_reference";
+    let Some(clients) = clients(test) else {
+        return;
+    };
+    let Some(backends) = ClusterBackends::start(test, &clients) else {
+        return;
+    };
+    let mut cluster = Cluster::on(backends)
+        .with_args(&[
+            "--auth.multitenancy-enabled",
+            "--pyroscopedb.max-block-duration=1h",
+        ])
+        .seed();
+    let now_ms = now_nanos() / 1_000_000;
+    let span_s = 50 * 60;
+    let profiles = generate(seed(), now_ms / 1000, span_s, 40);
+    for p in &profiles {
+        send(cluster.node("distributor"), p);
+    }
+    let all = rows(&profiles);
+    let window = Window::covering(now_ms, span_s);
+    check_everything(
+        cluster.node("reader"),
+        &all,
+        window,
+        "from the heads of three replicas",
+    );
+
+    // One ingester down: its replicas answer for it.
+    cluster.node_mut("ingester-2").kill();
+    check_everything(
+        cluster.node("reader"),
+        &all,
+        window,
+        "with one ingester killed",
+    );
+
+    // Back from its WAL, then every head flushed: three copies of each profile in blocks.
+    cluster.node_mut("ingester-2").restart();
+    for id in INGESTERS {
+        cluster.node_mut(id).stop();
+    }
+    check_everything(
+        cluster.node("reader"),
+        &all,
+        window,
+        "from the blocks of three replicas",
     );
 }

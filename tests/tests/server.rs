@@ -160,7 +160,8 @@ fn yaml_file_and_environment_configure_the_server() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot run as its own process yet"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the read roles run together in one process so far"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -13,6 +13,7 @@
 
 mod filters;
 mod head_scan;
+pub mod replicas;
 mod schema;
 
 use std::sync::Arc;
@@ -45,6 +46,8 @@ use profusion_model::tombstone::Tombstone;
 pub use filters::Narrowing;
 pub use head_scan::HeadScanExec;
 pub use schema::{PinnedHeads, PinnedTombstones, TenantSchema};
+
+use replicas::ReplicaChoice;
 
 /// The URL the blocks' object store is registered under in every query session.
 pub const STORE_URL: &str = "profusion://store/";
@@ -143,7 +146,10 @@ impl ProfileTable {
                     .blocks(&request)
                     .await
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                if !listed.iter().any(|b| head.cut().conflicts(b)) {
+                if !listed
+                    .iter()
+                    .any(|b| head.iter().any(|h| h.cut().conflicts(b)))
+                {
                     break listed;
                 }
                 // A compaction swallowed a block of this snapshot between the snapshot and
@@ -158,8 +164,12 @@ impl ProfileTable {
                 }
                 head = self.heads.renew(tenant, &head).await?;
             };
-            blocks.extend(listed.into_iter().filter(|b| !head.cut().covers(b)));
-            heads.push((head, request));
+            blocks.extend(
+                listed
+                    .into_iter()
+                    .filter(|b| !head.iter().any(|h| h.cut().covers(b))),
+            );
+            heads.extend(head.iter().map(|h| (Arc::clone(h), request.clone())));
         }
         Ok((heads, blocks))
     }
@@ -199,27 +209,56 @@ impl TableProvider for ProfileTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (heads, blocks) = self.sources(&Narrowing::from_filters(filters)).await?;
+        let narrowing = Narrowing::from_filters(filters);
+        let (heads, blocks) = self.sources(&narrowing).await?;
         // Per tenant, the tombstones that may hide rows this scan reads; tenants without any
         // are read as before, in one union.
         let mut deleting = Vec::new();
+        let mut replicated = Vec::new();
         let (mut plain_heads, mut plain_blocks) = (Vec::new(), Vec::new());
-        for (head, request) in heads {
+        for tenant in self.scope.tenants() {
+            let tenant = tenant.as_str();
+            let own_heads: HeadScans = heads
+                .iter()
+                .filter(|(_, r)| r.tenant == tenant)
+                .cloned()
+                .collect();
+            let request = self.request(tenant, &narrowing);
             let tombstones = self.deletions(&request).await?;
             let own: Vec<BlockMeta> = blocks
                 .iter()
-                .filter(|b| b.tenant == request.tenant)
+                .filter(|b| b.tenant == tenant)
                 .cloned()
                 .collect();
+            if let Some(choice) = self
+                .replica_choice(state, &request, &own_heads, &own)
+                .await?
+            {
+                // Replicas of one profile in several origins: each origin read apart, keeping
+                // the profiles the choice gives it, tombstones applied to all.
+                let all = self
+                    .read_replicas(state, own_heads, &own, &choice, filters)
+                    .await?;
+                let kept: Arc<dyn ExecutionPlan> = if tombstones.is_empty() {
+                    all
+                } else {
+                    Arc::new(FilterExec::try_new(
+                        self.not_deleted(state, &tombstones)?,
+                        all,
+                    )?)
+                };
+                replicated.push(self.project(kept, projection)?);
+                continue;
+            }
             if tombstones.is_empty() {
-                plain_heads.push((head, request));
+                plain_heads.extend(own_heads);
                 plain_blocks.extend(own);
             } else {
-                deleting.push(((head, request), own, tombstones));
+                deleting.push((own_heads, own, tombstones));
             }
         }
-        let mut branches = Vec::new();
-        if !plain_heads.is_empty() || deleting.is_empty() {
+        let mut branches = replicated;
+        if !plain_heads.is_empty() || (deleting.is_empty() && branches.is_empty()) {
             branches.push(
                 self.read(
                     state,
@@ -232,30 +271,17 @@ impl TableProvider for ProfileTable {
                 .await?,
             );
         }
-        for (head, own, tombstones) in deleting {
+        for (own_heads, own, tombstones) in deleting {
             // Read every column (the deletion test needs series and time), drop deleted rows,
             // then project; no limit before the filter.
             let all = self
-                .read(state, vec![head], &own, None, filters, None)
+                .read(state, own_heads, &own, None, filters, None)
                 .await?;
-            let keep = state.create_physical_expr(
-                not_deleted(&tombstones),
-                &DFSchema::try_from(Arc::clone(&self.schema))?,
-            )?;
-            let kept: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(keep, all)?);
-            branches.push(match projection {
-                None => kept,
-                Some(columns) => Arc::new(ProjectionExec::try_new(
-                    columns.iter().map(|&i| {
-                        let name = self.schema.field(i).name().clone();
-                        (
-                            Arc::new(PhysicalColumn::new(&name, i)) as Arc<dyn PhysicalExpr>,
-                            name,
-                        )
-                    }),
-                    kept,
-                )?),
-            });
+            let kept: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(
+                self.not_deleted(state, &tombstones)?,
+                all,
+            )?);
+            branches.push(self.project(kept, projection)?);
         }
         if branches.len() == 1 {
             return Ok(branches.remove(0));
@@ -265,6 +291,190 @@ impl TableProvider for ProfileTable {
 }
 
 impl ProfileTable {
+    /// The physical form of [`not_deleted`] over the table's full schema.
+    fn not_deleted(
+        &self,
+        state: &dyn Session,
+        tombstones: &[Tombstone],
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        state.create_physical_expr(
+            not_deleted(tombstones),
+            &DFSchema::try_from(Arc::clone(&self.schema))?,
+        )
+    }
+
+    /// `plan` (in the full schema) with only the projected columns.
+    fn project(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        projection: Option<&Vec<usize>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(match projection {
+            None => plan,
+            Some(columns) => Arc::new(ProjectionExec::try_new(
+                columns.iter().map(|&i| {
+                    let name = self.schema.field(i).name().clone();
+                    (
+                        Arc::new(PhysicalColumn::new(&name, i)) as Arc<dyn PhysicalExpr>,
+                        name,
+                    )
+                }),
+                plan,
+            )?),
+        })
+    }
+
+    /// The replica choice of one tenant's scan, when its heads and blocks hold data of more
+    /// than one ingester (see [`replicas`]): each origin's profile keys in the request's
+    /// window, read from the `profiles` table of its heads and blocks.
+    async fn replica_choice(
+        &self,
+        state: &dyn Session,
+        request: &ScanRequest,
+        heads: &HeadScans,
+        blocks: &[BlockMeta],
+    ) -> Result<Option<Arc<ReplicaChoice>>> {
+        if !self.table.is_per_profile() {
+            return Ok(None);
+        }
+        let origins = heads
+            .iter()
+            .map(|(h, _)| h.cut().source.as_str())
+            .chain(blocks.iter().map(|b| b.source.as_str()));
+        let lineage = blocks
+            .iter()
+            .flat_map(|b| b.lineage.keys().map(String::as_str));
+        if !replicas::needs_choice(origins, lineage) {
+            return Ok(None);
+        }
+        let mut key_request = request.clone();
+        key_request.table = Table::Profiles;
+        key_request.projection = Some(
+            replicas::PROFILE_KEY_COLUMNS
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+        );
+        key_request.part = None;
+        let key = serde_json::to_string(&key_request)
+            .map_err(|e| DataFusionError::Internal(format!("replica choice key: {e}")))?;
+        let choice = self
+            .heads
+            .choice(key, async {
+                let mut keys: std::collections::BTreeMap<String, std::collections::HashSet<u64>> =
+                    Default::default();
+                for (head, _) in heads {
+                    let mut stream = head
+                        .scan(&key_request)
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    let held = keys.entry(head.cut().source.clone()).or_default();
+                    while let Some(batch) = futures_util::StreamExt::next(&mut stream).await {
+                        let batch = batch.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                        held.extend(replicas::key_hashes(&batch, [0, 1, 2])?);
+                    }
+                }
+                let mut by_source: std::collections::BTreeMap<&str, Vec<BlockMeta>> =
+                    Default::default();
+                for b in blocks {
+                    by_source.entry(&b.source).or_default().push(b.clone());
+                }
+                let profiles = scan_schema(Table::Profiles);
+                let columns: Vec<usize> = replicas::PROFILE_KEY_COLUMNS
+                    .iter()
+                    .map(|c| profiles.index_of(c))
+                    .collect::<std::result::Result<_, _>>()?;
+                let in_range =
+                    col("time_nanos").between(lit(request.range.start), lit(request.range.end));
+                for (source, own) in by_source {
+                    let plan = parquet_scan(
+                        state,
+                        &own,
+                        Table::Profiles,
+                        &profiles,
+                        Some(&columns),
+                        std::slice::from_ref(&in_range),
+                        None,
+                    )
+                    .await?;
+                    let held = keys.entry(source.to_owned()).or_default();
+                    for batch in datafusion::physical_plan::collect(plan, state.task_ctx()).await? {
+                        held.extend(replicas::key_hashes(&batch, [0, 1, 2])?);
+                    }
+                }
+                Ok(ReplicaChoice::choose(keys))
+            })
+            .await?;
+        Ok(Some(choice))
+    }
+
+    /// Every origin of one tenant's scan read apart (in the full schema), each keeping only
+    /// the profiles `choice` gives it, then unioned.
+    async fn read_replicas(
+        &self,
+        state: &dyn Session,
+        heads: HeadScans,
+        blocks: &[BlockMeta],
+        choice: &ReplicaChoice,
+        filters: &[Expr],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut origins: std::collections::BTreeMap<String, (HeadScans, Vec<BlockMeta>)> =
+            Default::default();
+        for (head, request) in heads {
+            let origin = origins.entry(head.cut().source.clone()).or_default();
+            origin.0.push((head, request));
+        }
+        for b in blocks {
+            origins
+                .entry(b.source.clone())
+                .or_default()
+                .1
+                .push(b.clone());
+        }
+        let mut branches = Vec::new();
+        for (origin, (heads, blocks)) in origins {
+            let mut parts = Vec::new();
+            if !heads.is_empty() {
+                parts.push(Arc::new(HeadScanExec::try_new(
+                    self.table,
+                    Arc::clone(&self.schema),
+                    None,
+                    heads,
+                    self.partitions,
+                )?) as Arc<dyn ExecutionPlan>);
+            }
+            if !blocks.is_empty() {
+                parts.push(
+                    parquet_scan(
+                        state,
+                        &blocks,
+                        self.table,
+                        &self.schema,
+                        None,
+                        filters,
+                        None,
+                    )
+                    .await?,
+                );
+            }
+            let all = if parts.len() == 1 {
+                parts.remove(0)
+            } else {
+                UnionExec::try_new(parts)?
+            };
+            branches.push(
+                match replicas::ProfileKeyFilter::new(choice.keep(&origin), &self.schema)? {
+                    None => all,
+                    Some(filter) => Arc::new(FilterExec::try_new(Arc::new(filter), all)?),
+                },
+            );
+        }
+        if branches.len() == 1 {
+            return Ok(branches.remove(0));
+        }
+        UnionExec::try_new(branches)
+    }
+
     /// The tombstones hiding rows a scan of `request` may read: none for tables without
     /// profile rows, else the tenant's whose range and series the request can meet.
     async fn deletions(&self, request: &ScanRequest) -> Result<Vec<Tombstone>> {
@@ -306,20 +516,42 @@ impl ProfileTable {
         if blocks.is_empty() {
             return Ok(head_scan);
         }
-        let urls = blocks
-            .iter()
-            .map(|b| block_url(&block_file_path(&b.tenant, &b.id, self.table.file_name())))
-            .collect::<Result<Vec<_>>>()?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(Arc::clone(&self.schema));
-        let files = ListingTable::try_new(config)?
-            .scan(state, projection, filters, limit)
-            .await?;
+        let files = parquet_scan(
+            state,
+            blocks,
+            self.table,
+            &self.schema,
+            projection,
+            filters,
+            limit,
+        )
+        .await?;
         UnionExec::try_new(vec![head_scan, files])
     }
+}
+
+/// DataFusion's Parquet scan of `table`'s files in `blocks`, in `schema`.
+async fn parquet_scan(
+    state: &dyn Session,
+    blocks: &[BlockMeta],
+    table: Table,
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let urls = blocks
+        .iter()
+        .map(|b| block_url(&block_file_path(&b.tenant, &b.id, table.file_name())))
+        .collect::<Result<Vec<_>>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(Arc::clone(schema));
+    ListingTable::try_new(config)?
+        .scan(state, projection, filters, limit)
+        .await
 }
 
 /// `NOT (deleted by any tombstone)`: a row survives unless its series is one a tombstone

@@ -8,18 +8,22 @@ use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 use profusion_model::block::Table;
-use profusion_model::scan::{BlockSource, HeadSnapshot, HeadSource};
+use profusion_model::scan::{BlockSource, HeadSnapshots, HeadSource};
 use profusion_model::tenant::TenantScope;
 use profusion_model::tombstone::Tombstone;
 
+use super::replicas::ReplicaChoice;
 use super::{ProfileTable, ScanWindow};
 
-/// One pinned head snapshot per tenant, taken when a query first reads the tenant and shared
-/// by every table of the query, so all of them see the same head.
+/// The pinned head snapshots of each tenant (one per ingester), taken when a query first reads
+/// the tenant and shared by every table of the query, so all of them see the same heads.
 #[derive(Debug)]
 pub struct PinnedHeads {
     source: Arc<dyn HeadSource>,
-    pinned: tokio::sync::Mutex<HashMap<String, Arc<dyn HeadSnapshot>>>,
+    pinned: tokio::sync::Mutex<HashMap<String, Arc<HeadSnapshots>>>,
+    /// The replica choice of each scan window made so far (see [`super::replicas`]), so the
+    /// tables of a query count the same copies; made again when the snapshots are renewed.
+    choices: tokio::sync::Mutex<HashMap<String, Arc<ReplicaChoice>>>,
 }
 
 impl PinnedHeads {
@@ -27,25 +31,41 @@ impl PinnedHeads {
         Self {
             source,
             pinned: tokio::sync::Mutex::new(HashMap::new()),
+            choices: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    /// The tenant's snapshot, taken now if this query has none yet.
-    pub async fn get(&self, tenant: &str) -> Result<Arc<dyn HeadSnapshot>> {
+    /// The replica choice made for `key` (a tenant's scan window), or `make`'s.
+    pub async fn choice<F>(&self, key: String, make: F) -> Result<Arc<ReplicaChoice>>
+    where
+        F: std::future::Future<Output = Result<ReplicaChoice>>,
+    {
+        let mut choices = self.choices.lock().await;
+        if let Some(choice) = choices.get(&key) {
+            return Ok(Arc::clone(choice));
+        }
+        let choice = Arc::new(make.await?);
+        choices.insert(key, Arc::clone(&choice));
+        Ok(choice)
+    }
+
+    /// The tenant's snapshots, taken now if this query has none yet.
+    pub async fn get(&self, tenant: &str) -> Result<Arc<HeadSnapshots>> {
         let mut pinned = self.pinned.lock().await;
         if let Some(head) = pinned.get(tenant) {
             return Ok(Arc::clone(head));
         }
-        let head = self
-            .source
-            .snapshot(tenant)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let head = Arc::new(
+            self.source
+                .snapshot(tenant)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+        );
         pinned.insert(tenant.to_owned(), Arc::clone(&head));
         Ok(head)
     }
 
-    /// Replaces the tenant's snapshot `stale` with a new one (unless another table of the query
+    /// Replaces the tenant's snapshots `stale` with new ones (unless another table of the query
     /// already did), for a listing that found a compacted block overlapping it (see
     /// [`profusion_model::scan::HeadCut::conflicts`]). Tables scanned after this see the new
     /// snapshot; the per-profile tables, which must count every profile once, are the ones
@@ -53,17 +73,19 @@ impl PinnedHeads {
     pub async fn renew(
         &self,
         tenant: &str,
-        stale: &Arc<dyn HeadSnapshot>,
-    ) -> Result<Arc<dyn HeadSnapshot>> {
+        stale: &Arc<HeadSnapshots>,
+    ) -> Result<Arc<HeadSnapshots>> {
         let mut pinned = self.pinned.lock().await;
         if let Some(current) = pinned.get(tenant).filter(|h| !Arc::ptr_eq(h, stale)) {
             return Ok(Arc::clone(current));
         }
-        let head = self
-            .source
-            .snapshot(tenant)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        self.choices.lock().await.clear();
+        let head = Arc::new(
+            self.source
+                .snapshot(tenant)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+        );
         pinned.insert(tenant.to_owned(), Arc::clone(&head));
         Ok(head)
     }

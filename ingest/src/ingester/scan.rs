@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use profusion_model::block::BlockBatches;
 use profusion_model::scan::{
-    GenerationSummary, HeadCut, HeadSnapshot, HeadSource, RecordBatchStream, ScanError, ScanRequest,
+    GenerationSummary, HeadCut, HeadSnapshot, HeadSnapshots, HeadSource, RecordBatchStream,
+    ScanError, ScanRequest,
 };
 
 use super::Ingester;
@@ -31,11 +32,11 @@ pub(super) struct PinnedHead {
 
 #[async_trait]
 impl HeadSource for Ingester {
-    async fn snapshot(&self, tenant: &str) -> Result<Arc<dyn HeadSnapshot>, ScanError> {
+    async fn snapshot(&self, tenant: &str) -> Result<HeadSnapshots, ScanError> {
         let pinned = self
             .pin(tenant)
             .map_err(|e| ScanError::Internal(format!("reading the head: {e}")))?;
-        Ok(Arc::new(pinned))
+        Ok(vec![Arc::new(pinned)])
     }
 
     async fn summary(&self, tenant: &str) -> Result<Vec<GenerationSummary>, ScanError> {

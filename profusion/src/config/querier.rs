@@ -24,6 +24,11 @@ pub(crate) struct QuerierFlags {
     )]
     pub(crate) querier_max_concurrent: usize,
 
+    /// Longest a querier waits for an ingester of another process to start answering (pinning
+    /// a head, starting a scan); a slower or dead one counts as down for the query.
+    #[arg(long = "querier.remote-timeout", env = "PROFUSION_QUERIER_REMOTE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) remote_timeout: Duration,
+
     /// Split flame-graph and series queries into parts of this length, run in parallel
     /// (0s never splits).
     #[arg(long = "querier.split-queries-by-interval", env = "PROFUSION_QUERIER_SPLIT_QUERIES_BY_INTERVAL", default_value = "0s", value_parser = parse_duration)]
