@@ -35,6 +35,11 @@ impl QueryBudget {
         }
     }
 
+    /// The budget's size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// The pool, for a DataFusion runtime.
     pub fn pool(&self) -> Arc<dyn MemoryPool> {
         Arc::clone(&self.pool)

@@ -25,10 +25,24 @@ use crate::service::{QueryContext, ReadAnswer, ReadExecutor, ReadJob};
 use profusion_model::status::StatusCode;
 
 /// A queued job: what to run, for whom, and where the answer goes.
-struct Job {
-    ctx: QueryContext,
-    job: ReadJob,
-    reply: oneshot::Sender<Result<ReadAnswer>>,
+pub(crate) struct Job {
+    pub(crate) ctx: QueryContext,
+    pub(crate) job: ReadJob,
+    pub(crate) reply: oneshot::Sender<Result<ReadAnswer>>,
+    /// Whether a querier already died running it (it is retried once).
+    pub(crate) retried: bool,
+}
+
+/// Where a frontend's jobs run: the scheduler of this process, or one in another process
+/// ([`crate::remote::RemoteScheduler`]).
+#[async_trait]
+pub trait JobQueue: Send + Sync + std::fmt::Debug {
+    /// Queues `job` under the scope's fair queue and waits for a querier to run it.
+    async fn run(&self, ctx: &QueryContext, job: ReadJob) -> Result<ReadAnswer>;
+
+    /// Most jobs a tenant may have queued: a query split into more parts is refused before
+    /// any is queued.
+    fn max_outstanding(&self) -> usize;
 }
 
 /// The frontend's settings.
@@ -80,7 +94,7 @@ impl QueryScheduler {
         }
     }
 
-    fn enqueue(&self, tenant: &str, job: Job) -> Result<()> {
+    pub(crate) fn enqueue(&self, tenant: &str, job: Job) -> Result<()> {
         {
             let mut q = self.queues.lock().expect("scheduler lock");
             let queue = q.by_tenant.entry(tenant.to_owned()).or_default();
@@ -104,6 +118,21 @@ impl QueryScheduler {
         Ok(())
     }
 
+    /// Puts back a job whose querier died before answering, first in its tenant's queue (it
+    /// waited its turn already).
+    pub(crate) fn requeue(&self, job: Job) {
+        let tenant = job.ctx.scope.key();
+        {
+            let mut q = self.queues.lock().expect("scheduler lock");
+            let queue = q.by_tenant.entry(tenant.clone()).or_default();
+            queue.push_front(job);
+            if queue.len() == 1 {
+                q.turn.push_front(tenant);
+            }
+        }
+        self.ready.notify_one();
+    }
+
     fn try_next(&self) -> Option<Job> {
         let mut q = self.queues.lock().expect("scheduler lock");
         let tenant = q.turn.pop_front()?;
@@ -118,7 +147,7 @@ impl QueryScheduler {
     }
 
     /// The next job, waiting for one.
-    async fn next(&self) -> Job {
+    pub(crate) async fn next(&self) -> Job {
         loop {
             // Registered (enabled) before the check, so a job queued in between still wakes us.
             let ready = self.ready.notified();
@@ -178,39 +207,46 @@ fn split(range: TimeRange, interval_millis: i64, max_parts: usize) -> Result<Vec
     Ok(parts)
 }
 
-/// What the API calls for every read.
-#[derive(Debug)]
-pub struct QueryFrontend {
-    scheduler: Arc<QueryScheduler>,
-    config: FrontendConfig,
-}
-
-impl QueryFrontend {
-    /// A frontend queueing its jobs on `scheduler`.
-    pub fn new(scheduler: Arc<QueryScheduler>, config: FrontendConfig) -> Self {
-        Self { scheduler, config }
-    }
-
-    pub fn scheduler(&self) -> &QueryScheduler {
-        &self.scheduler
-    }
-
-    /// Queues `job` under the scope's queue and waits for a worker to run it. A caller that
-    /// goes away costs no more work: before its turn the job is skipped, during it the plan is
-    /// dropped, which cancels it.
+#[async_trait]
+impl JobQueue for QueryScheduler {
+    /// A caller that goes away costs no more work: before its turn the job is skipped, during
+    /// it the plan is dropped, which cancels it.
     async fn run(&self, ctx: &QueryContext, job: ReadJob) -> Result<ReadAnswer> {
         let (reply, answer) = oneshot::channel();
-        self.scheduler.enqueue(
+        self.enqueue(
             &ctx.scope.key(),
             Job {
                 ctx: ctx.clone(),
                 job,
                 reply,
+                retried: false,
             },
         )?;
         answer
             .await
             .map_err(|_| QueryError::internal("a querier worker dropped the query"))?
+    }
+
+    fn max_outstanding(&self) -> usize {
+        self.max_outstanding
+    }
+}
+
+/// What the API calls for every read.
+#[derive(Debug)]
+pub struct QueryFrontend {
+    queue: Arc<dyn JobQueue>,
+    config: FrontendConfig,
+}
+
+impl QueryFrontend {
+    /// A frontend queueing its jobs on `queue`.
+    pub fn new(queue: Arc<dyn JobQueue>, config: FrontendConfig) -> Self {
+        Self { queue, config }
+    }
+
+    async fn run(&self, ctx: &QueryContext, job: ReadJob) -> Result<ReadAnswer> {
+        self.queue.run(ctx, job).await
     }
 
     /// The merged tree of a request, the range split into intervals run in parallel. With
@@ -225,7 +261,7 @@ impl QueryFrontend {
         let parts = split(
             request.range,
             self.config.split_interval_millis,
-            self.scheduler.max_outstanding,
+            self.queue.max_outstanding(),
         )?;
         let max_nodes = if parts.len() == 1 { max_nodes } else { 0 };
         let jobs = parts.into_iter().map(|range| {
@@ -263,7 +299,7 @@ impl QueryFrontend {
             0 => 0,
             i => i.div_euclid(step).max(1) * step,
         };
-        let parts = split(query.range, interval, self.scheduler.max_outstanding)?;
+        let parts = split(query.range, interval, self.queue.max_outstanding())?;
         let jobs = parts.into_iter().map(|range| {
             let part = SeriesQuery {
                 range,
@@ -350,6 +386,7 @@ async fn run_job(querier: Arc<Querier>, job: Job) {
         ctx,
         job,
         mut reply,
+        ..
     } = job;
     if reply.is_closed() {
         return;

@@ -1,7 +1,8 @@
 //! The read path of Profusion, on DataFusion: the five block tables as table providers over
 //! ingester heads and catalog-listed blocks ([`table`], [`blocks`]), the custom plan nodes and
 //! their codec ([`symbolize`], [`codec`]), the querier, the query frontend and scheduler, and
-//! the read service every read surface calls ([`service`]), with the answers' encodings
+//! the read service every read surface calls ([`service`]), the read roles' protocol between
+//! processes ([`remote`]), with the answers' encodings
 //! ([`dot`]; flame graphs and trees are `profusion_model::tree`).
 //!
 //! Owns: planning and executing reads, their limits and fairness, and the encodings of their
@@ -17,6 +18,7 @@ pub mod error;
 pub mod frontend;
 pub mod functions;
 pub mod querier;
+pub mod remote;
 pub mod selector;
 pub mod service;
 pub mod symbolize;

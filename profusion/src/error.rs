@@ -11,11 +11,10 @@ pub(crate) enum StartError {
     #[error("unknown target {target:?}; known targets: {known}")]
     UnknownTarget { target: String, known: String },
     #[error(
-        "the read roles run together in one process so far: add {0:?} to --target \
-         (query-frontend,query-scheduler,querier,store-gateway); the distributor, ingester \
-         and compactor run alone"
+        "the store-gateway serves blocks to the querier of its own process so far: run it \
+         with --target=querier,store-gateway (a querier alone reads blocks itself)"
     )]
-    NeedsMicroservices(String),
+    StoreGatewayAlone,
     /// A file or directory of local state could not be used.
     #[error("{doing} {}: {source}", path.display())]
     LocalState {

@@ -11,8 +11,9 @@ use profusion_catalog::Catalog;
 use profusion_cluster::{Lifecycler, MemberState, RingWatcher};
 use profusion_compactor::{Compactor, CompactorConfig, CompactorMetrics, plan};
 use profusion_engine::frontend::{
-    FrontendConfig, QueryFrontend, QueryScheduler, start_querier_workers,
+    FrontendConfig, JobQueue, QueryFrontend, QueryScheduler, start_querier_workers,
 };
+use profusion_engine::remote::{RemoteScheduler, start_remote_querier_workers};
 use profusion_engine::querier::{Querier, QuerierConfig};
 use profusion_engine::service::QueryApi;
 use profusion_flight::RemoteHeads;
@@ -92,6 +93,9 @@ pub(crate) fn roles(targets: &[String]) -> Result<Vec<Role>, StartError> {
         };
         named.push(*role);
     }
+    if named.contains(&Role::StoreGateway) && !named.contains(&Role::Querier) {
+        return Err(StartError::StoreGatewayAlone);
+    }
     Ok(Role::ALL
         .into_iter()
         .filter(|r| named.contains(r))
@@ -123,6 +127,8 @@ pub(crate) struct Parts {
     pub(crate) ingester: Option<Arc<Ingester>>,
     pub(crate) push: Option<Arc<dyn PushService>>,
     pub(crate) read: Option<Arc<QueryApi<QueryFrontend>>>,
+    /// The query scheduler, served to frontends and querier workers of other processes.
+    pub(crate) scheduler: Option<Arc<QueryScheduler>>,
     /// Releases its claims at shutdown.
     pub(crate) compactor: Option<Arc<Compactor>>,
     /// The process's ring memberships, left at shutdown.
@@ -150,13 +156,14 @@ pub(crate) async fn monolith(shared: &mut Shared) -> Result<Parts, StartError> {
     let ingester = ingester(shared, 1).await?;
     let blocks = store_gateway(shared)?;
     let scheduler = query_scheduler(shared);
-    querier(
-        shared,
-        Arc::clone(&ingester) as Arc<dyn HeadSource>,
-        blocks,
+    let querier = querier(shared, Arc::clone(&ingester) as Arc<dyn HeadSource>, blocks);
+    start_querier_workers(
+        querier,
         Arc::clone(&scheduler),
+        shared.config.querier.querier_max_concurrent,
+        &shared.query_runtime,
     );
-    let read = query_frontend(shared, scheduler);
+    let read = query_frontend(shared, Arc::clone(&scheduler) as _);
     let distributor = distributor(
         shared,
         Ring::new(
@@ -177,6 +184,7 @@ pub(crate) async fn monolith(shared: &mut Shared) -> Result<Parts, StartError> {
         ingester: Some(ingester),
         push: Some(distributor),
         read: Some(read),
+        scheduler: Some(scheduler),
         compactor: Some(compactor),
         members,
         ..Default::default()
@@ -189,26 +197,75 @@ pub(crate) async fn microservices(
     shared: &mut Shared,
     roles: &[Role],
 ) -> Result<Parts, StartError> {
-    // The read roles still talk in process: they run together, reading the ingesters over
-    // Arrow Flight and the blocks from the object store.
-    let read_roles = [
-        Role::QueryFrontend,
-        Role::QueryScheduler,
-        Role::Querier,
-        Role::StoreGateway,
-    ];
-    let reads = read_roles.iter().filter(|r| roles.contains(r)).count();
-    if reads != 0 && reads != read_roles.len() {
-        let missing = read_roles
-            .iter()
-            .find(|r| !roles.contains(r))
-            .expect("one is missing");
-        return Err(StartError::NeedsMicroservices(missing.name().to_owned()));
-    }
+    let runs = |role: Role| roles.contains(&role);
     let mut parts = Parts::default();
-    if reads == read_roles.len() {
-        parts.read = Some(remote_read_stack(shared).await?);
+    let scheduler = runs(Role::QueryScheduler).then(|| query_scheduler(shared));
+    let schedulers = if scheduler.is_none() && (runs(Role::Querier) || runs(Role::QueryFrontend))
+    {
+        Some(watch_ring(shared, Role::QueryScheduler).await?)
+    } else {
+        None
+    };
+    if runs(Role::Querier) {
+        let heads = Arc::new(RemoteHeads::new(
+            watch_ring(shared, Role::Ingester).await?,
+            shared.config.ingester.replication_factor,
+            shared.config.querier.remote_timeout,
+        ));
+        let blocks = store_gateway(shared)?;
+        let querier = querier(shared, heads, blocks);
+        let workers = shared.config.querier.querier_max_concurrent;
+        match (&scheduler, &schedulers) {
+            (Some(scheduler), _) => start_querier_workers(
+                querier,
+                Arc::clone(scheduler),
+                workers,
+                &shared.query_runtime,
+            ),
+            (None, Some(schedulers)) => {
+                let (manager, connected) = start_remote_querier_workers(
+                    querier,
+                    schedulers.clone(),
+                    shared.advertise_address.clone(),
+                    workers,
+                    shared.config.querier.remote_timeout,
+                    shared.query_runtime.clone(),
+                );
+                parts.tasks.push(manager);
+                parts.readiness.push(Box::new(move || {
+                    if connected.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                        Ok(())
+                    } else {
+                        Err("waiting for a query-scheduler to take jobs from".to_owned())
+                    }
+                }));
+            }
+            (None, None) => unreachable!("schedulers are watched when none runs here"),
+        }
     }
+    if runs(Role::QueryFrontend) {
+        let queue: Arc<dyn JobQueue> = match (&scheduler, &schedulers) {
+            (Some(scheduler), _) => Arc::clone(scheduler) as _,
+            (None, Some(schedulers)) => {
+                let waiting = schedulers.clone();
+                parts.readiness.push(Box::new(move || {
+                    if waiting.serving().is_empty() {
+                        Err("waiting for a query-scheduler to queue jobs on".to_owned())
+                    } else {
+                        Ok(())
+                    }
+                }));
+                Arc::new(RemoteScheduler::new(
+                    schedulers.clone(),
+                    shared.config.querier.remote_timeout,
+                    shared.config.scheduler.max_outstanding_per_tenant,
+                ))
+            }
+            (None, None) => unreachable!("schedulers are watched when none runs here"),
+        };
+        parts.read = Some(query_frontend(shared, queue));
+    }
+    parts.scheduler = scheduler;
     for &role in roles {
         let member = join_ring(shared, role).await?;
         match role {
@@ -235,7 +292,7 @@ pub(crate) async fn microservices(
                 parts.readiness.push(ready);
             }
             Role::Compactor => parts.compactor = Some(compactor(shared)?),
-            // Built together above.
+            // Built above, together, as they depend on each other.
             Role::QueryFrontend | Role::QueryScheduler | Role::Querier | Role::StoreGateway => {}
         }
         member.set_active();
@@ -244,27 +301,15 @@ pub(crate) async fn microservices(
     Ok(parts)
 }
 
-/// The read roles of a cluster in one process: the frontend, scheduler and querier workers,
-/// reading every ingester's head over Arrow Flight and the blocks through the store-gateway.
-async fn remote_read_stack(
-    shared: &mut Shared,
-) -> Result<Arc<QueryApi<QueryFrontend>>, StartError> {
-    let ingesters = RingWatcher::start(
+/// The members of `role`'s ring, kept up to date.
+async fn watch_ring(shared: &Shared, role: Role) -> Result<RingWatcher, StartError> {
+    RingWatcher::start(
         Arc::clone(&shared.catalog),
-        Role::Ingester.name(),
+        role.name(),
         shared.config.ring.config(),
     )
     .await
-    .map_err(StartError::Catalog)?;
-    let heads = Arc::new(RemoteHeads::new(
-        ingesters,
-        shared.config.ingester.replication_factor,
-        shared.config.querier.remote_timeout,
-    ));
-    let blocks = store_gateway(shared)?;
-    let scheduler = query_scheduler(shared);
-    querier(shared, heads, blocks, Arc::clone(&scheduler));
-    Ok(query_frontend(shared, scheduler))
+    .map_err(StartError::Catalog)
 }
 
 /// Registers this process in `role`'s ring (JOINING until the role is built). Ingesters are
@@ -345,37 +390,25 @@ fn query_scheduler(shared: &mut Shared) -> Arc<QueryScheduler> {
     scheduler
 }
 
-/// The querier: workers pulling jobs from the scheduler and planning them over head data and
-/// blocks.
-fn querier(
-    shared: &Shared,
-    head: Arc<dyn HeadSource>,
-    blocks: Arc<dyn BlockSource>,
-    scheduler: Arc<QueryScheduler>,
-) {
-    let flags = &shared.config.querier;
-    let querier = Arc::new(Querier::new(
+/// The querier: plans jobs over head data and blocks (its workers, which pull the jobs from a
+/// scheduler, are started by the caller).
+fn querier(shared: &Shared, head: Arc<dyn HeadSource>, blocks: Arc<dyn BlockSource>) -> Arc<Querier> {
+    Arc::new(Querier::new(
         head,
         blocks,
         QuerierConfig {
-            query_memory_bytes: flags.query_memory_bytes,
+            query_memory_bytes: shared.config.querier.query_memory_bytes,
             ..Default::default()
         },
-    ));
-    start_querier_workers(
-        querier,
-        scheduler,
-        flags.querier_max_concurrent,
-        &shared.query_runtime,
-    );
+    ))
 }
 
 /// The query frontend: the read service every read API calls, with its limits, splitting the
 /// long ranges and queueing the parts on the scheduler.
-fn query_frontend(shared: &Shared, scheduler: Arc<QueryScheduler>) -> Arc<QueryApi<QueryFrontend>> {
+fn query_frontend(shared: &Shared, queue: Arc<dyn JobQueue>) -> Arc<QueryApi<QueryFrontend>> {
     let flags = &shared.config.querier;
     let frontend = QueryFrontend::new(
-        scheduler,
+        queue,
         FrontendConfig {
             split_interval_millis: flags.split_queries_by_interval.as_millis() as i64,
             query_memory_bytes: flags.query_memory_bytes,

@@ -146,6 +146,12 @@ impl Server {
                 .with_ingester(Arc::clone(ingester) as _)
                 .with_grpc_service("arrow.flight.protocol.FlightService", heads.into_server());
         }
+        if let Some(scheduler) = &parts.scheduler {
+            router = router.with_grpc_service(
+                "scheduler.v1.SchedulerService",
+                profusion_engine::remote::SchedulerService::new(Arc::clone(scheduler)),
+            );
+        }
         if let Some(push) = parts.push {
             router = router.with_push(push);
         }

@@ -36,6 +36,12 @@ pub mod ingester {
         include!(concat!(env!("OUT_DIR"), "/ingester.v1.serde.rs"));
     }
 }
+pub mod scheduler {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/scheduler.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/scheduler.v1.serde.rs"));
+    }
+}
 pub mod settings {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/settings.v1.rs"));

@@ -42,8 +42,8 @@ pub struct Cluster {
 const HEARTBEAT_PERIOD: &str = "--ring.heartbeat-period=300ms";
 const HEARTBEAT_TIMEOUT: &str = "--ring.heartbeat-timeout=3s";
 
-/// The read roles, which run in one process so far.
-const READ_ROLES: &str = "query-frontend,query-scheduler,querier,store-gateway";
+/// A querier's roles: the store-gateway serves blocks to the querier of its own process so far.
+const QUERIER_ROLES: &str = "querier,store-gateway";
 
 impl Cluster {
     pub fn new() -> Self {
@@ -65,17 +65,26 @@ impl Cluster {
         self
     }
 
-    /// The seed cluster of microservices mode: three ingesters (`ingester-1..3`, replication
-    /// factor 3), a distributor, a compactor, and the read roles (`reader`), each its own
-    /// process.
+    /// The seed cluster of microservices mode, each role its own process: three ingesters
+    /// (`ingester-1..3`, replication factor 3), a distributor, a compactor, a query-scheduler,
+    /// two queriers (`querier-1`, `querier-2`, each with its store-gateway) and a
+    /// query-frontend.
     pub fn seed(mut self) -> Self {
         for i in 1..=3 {
             self.start_ingester(&format!("ingester-{i}"));
         }
         self.start_role("distributor", "distributor", &[]);
         self.start_role("compactor", "compactor", &[]);
-        self.start_role("reader", READ_ROLES, &[]);
+        self.start_role("query-scheduler", "query-scheduler", &[]);
+        self.start_querier("querier-1");
+        self.start_querier("querier-2");
+        self.start_role("query-frontend", "query-frontend", &[]);
         self
+    }
+
+    /// Starts a querier (with the store-gateway it reads blocks through) named `name`.
+    pub fn start_querier(&mut self, name: &str) -> &TestServer {
+        self.start_role(name, QUERIER_ROLES, &[])
     }
 
     /// Flags every process of the cluster takes: the shared catalog and store, the

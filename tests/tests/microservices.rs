@@ -312,7 +312,7 @@ fn every_query_on_the_cluster_matches_the_reference_counting_replicas_once() {
     let all = rows(&profiles);
     let window = Window::covering(now_ms, span_s);
     check_everything(
-        cluster.node("reader"),
+        cluster.node("query-frontend"),
         &all,
         window,
         "from the heads of three replicas",
@@ -321,7 +321,7 @@ fn every_query_on_the_cluster_matches_the_reference_counting_replicas_once() {
     // One ingester down: its replicas answer for it.
     cluster.node_mut("ingester-2").kill();
     check_everything(
-        cluster.node("reader"),
+        cluster.node("query-frontend"),
         &all,
         window,
         "with one ingester killed",
@@ -333,7 +333,7 @@ fn every_query_on_the_cluster_matches_the_reference_counting_replicas_once() {
         cluster.node_mut(id).stop();
     }
     check_everything(
-        cluster.node("reader"),
+        cluster.node("query-frontend"),
         &all,
         window,
         "from the blocks of three replicas",

@@ -155,13 +155,13 @@ fn yaml_file_and_environment_configure_the_server() {
     );
 
     let out = std::process::Command::new(binary())
-        .arg("--target=querier")
+        .arg("--target=store-gateway")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("the read roles run together in one process so far"),
+            .contains("run it with --target=querier,store-gateway"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
