@@ -13,8 +13,8 @@ use profusion_compactor::{Compactor, CompactorConfig, CompactorMetrics, plan};
 use profusion_engine::frontend::{
     FrontendConfig, JobQueue, QueryFrontend, QueryScheduler, start_querier_workers,
 };
-use profusion_engine::remote::{RemoteScheduler, start_remote_querier_workers};
 use profusion_engine::querier::{Querier, QuerierConfig};
+use profusion_engine::remote::{RemoteScheduler, WorkerStats, start_remote_querier_workers};
 use profusion_engine::service::QueryApi;
 use profusion_flight::RemoteHeads;
 use profusion_ingest::distributor::{Distributor, PushService};
@@ -27,6 +27,7 @@ use profusion_model::scan::{BlockSource, HeadSource};
 use profusion_store_gateway::{StoreGateway, StoreGatewayMetrics};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
@@ -200,8 +201,7 @@ pub(crate) async fn microservices(
     let runs = |role: Role| roles.contains(&role);
     let mut parts = Parts::default();
     let scheduler = runs(Role::QueryScheduler).then(|| query_scheduler(shared));
-    let schedulers = if scheduler.is_none() && (runs(Role::Querier) || runs(Role::QueryFrontend))
-    {
+    let schedulers = if scheduler.is_none() && (runs(Role::Querier) || runs(Role::QueryFrontend)) {
         Some(watch_ring(shared, Role::QueryScheduler).await?)
     } else {
         None
@@ -223,7 +223,7 @@ pub(crate) async fn microservices(
                 &shared.query_runtime,
             ),
             (None, Some(schedulers)) => {
-                let (manager, connected) = start_remote_querier_workers(
+                let (manager, stats) = start_remote_querier_workers(
                     querier,
                     schedulers.clone(),
                     shared.advertise_address.clone(),
@@ -232,8 +232,11 @@ pub(crate) async fn microservices(
                     shared.query_runtime.clone(),
                 );
                 parts.tasks.push(manager);
+                shared
+                    .registry
+                    .register_collector(Box::new(WorkerMetrics(Arc::clone(&stats))));
                 parts.readiness.push(Box::new(move || {
-                    if connected.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    if stats.connected.load(std::sync::atomic::Ordering::SeqCst) > 0 {
                         Ok(())
                     } else {
                         Err("waiting for a query-scheduler to take jobs from".to_owned())
@@ -392,7 +395,11 @@ fn query_scheduler(shared: &mut Shared) -> Arc<QueryScheduler> {
 
 /// The querier: plans jobs over head data and blocks (its workers, which pull the jobs from a
 /// scheduler, are started by the caller).
-fn querier(shared: &Shared, head: Arc<dyn HeadSource>, blocks: Arc<dyn BlockSource>) -> Arc<Querier> {
+fn querier(
+    shared: &Shared,
+    head: Arc<dyn HeadSource>,
+    blocks: Arc<dyn BlockSource>,
+) -> Arc<Querier> {
     Arc::new(Querier::new(
         head,
         blocks,
@@ -546,6 +553,32 @@ impl TombstoneCleaner for LocalCleaner {
                 ),
             ));
         }
+        Ok(())
+    }
+}
+
+/// A querier's remote workers: `profusion_querier_worker_streams` (streams open to schedulers)
+/// and `profusion_querier_jobs_total` (jobs run), read at each scrape.
+#[derive(Debug)]
+struct WorkerMetrics(Arc<WorkerStats>);
+
+impl Collector for WorkerMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering;
+        let streams = ConstGauge::new(self.0.connected.load(Ordering::SeqCst) as i64);
+        streams.encode(encoder.encode_descriptor(
+            "profusion_querier_worker_streams",
+            "Querier worker streams open to query-schedulers",
+            None,
+            streams.metric_type(),
+        )?)?;
+        let jobs = ConstCounter::new(self.0.jobs.load(Ordering::Relaxed));
+        jobs.encode(encoder.encode_descriptor(
+            "profusion_querier_jobs",
+            "Read jobs this querier's workers ran",
+            None,
+            jobs.metric_type(),
+        )?)?;
         Ok(())
     }
 }

@@ -408,6 +408,7 @@ impl Drop for TestServer {
 /// Tiny blocking helpers over reqwest's async client, so tests stay plain `#[test]`s.
 mod cluster;
 pub mod emulators;
+pub mod flood;
 pub mod reference;
 
 pub use cluster::{Cluster, ClusterBackends};

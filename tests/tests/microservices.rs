@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use profusion_proto::querier::v1::SelectMergeStacktracesResponse;
 use profusion_tests::reference::{Window, check_everything, generate, rows, send};
 use profusion_tests::{
-    Cluster, ClusterBackends, TestServer, clients, cpu_pprof, get, now_nanos, post, push_cpu,
+    Cluster, ClusterBackends, TestServer, clients, cpu_pprof, decode_flamegraph, flood, get,
+    now_nanos, post, push_cpu, reference_tree,
 };
+use prost::Message;
 
 const INGESTERS: [&str; 3] = ["ingester-1", "ingester-2", "ingester-3"];
 
@@ -337,5 +340,134 @@ fn every_query_on_the_cluster_matches_the_reference_counting_replicas_once() {
         &all,
         window,
         "from the blocks of three replicas",
+    );
+}
+
+/// The seed cluster with tenants, one querier worker per querier, and room in the queues for
+/// a flood.
+fn flood_cluster(test: &str) -> Option<Cluster> {
+    let clients = clients(test)?;
+    let backends = ClusterBackends::start(test, &clients)?;
+    Some(
+        Cluster::on(backends)
+            .with_args(&[
+                "--auth.multitenancy-enabled",
+                "--querier.max-concurrent=1",
+                "--query-scheduler.max-outstanding-requests-per-tenant=1000",
+            ])
+            .seed(),
+    )
+}
+
+#[test]
+fn a_flooding_tenant_does_not_starve_another_across_processes() {
+    let Some(cluster) = flood_cluster("a_flooding_tenant_does_not_starve_another_across_processes")
+    else {
+        return;
+    };
+    // Two queriers with one worker each; the queues are the query-scheduler's.
+    flood::a_flooding_tenant_does_not_starve_another(
+        cluster.node("distributor"),
+        cluster.node("query-frontend"),
+        cluster.node("query-scheduler"),
+        2,
+    );
+}
+
+#[test]
+fn queriers_killed_and_added_while_queries_run_never_give_a_wrong_answer() {
+    let Some(mut cluster) = flood_cluster("queriers_killed_and_added_while_queries_run") else {
+        return;
+    };
+    let now = now_nanos();
+    let mut want_stacks = Vec::new();
+    for i in 0..10 {
+        let stacks = flood::heavy_stacks(i);
+        flood::push_tenant(
+            cluster.node("distributor"),
+            "busy",
+            &stacks,
+            now - i as i64 * 1_000_000_000,
+        );
+        want_stacks.extend(
+            stacks
+                .into_iter()
+                .map(|(s, v)| (s.split(';').map(str::to_owned).collect::<Vec<_>>(), v)),
+        );
+    }
+    let want = reference_tree(&want_stacks);
+
+    let frontend = cluster.node("query-frontend").url("");
+    let queries: Vec<_> = (0..6)
+        .map(|_| {
+            let frontend = frontend.clone();
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| flood::query_at(&frontend, "busy", flood::whole_flame_request(now)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    // Mid-flood: one querier dies, another joins.
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.node_mut("querier-1").kill();
+    cluster.start_querier("querier-3");
+
+    let mut answered = 0;
+    for t in queries {
+        for (status, text, body) in t.join().unwrap() {
+            match status {
+                200 => {
+                    let fg = SelectMergeStacktracesResponse::decode(body.as_slice())
+                        .unwrap()
+                        .flamegraph
+                        .unwrap();
+                    let got = decode_flamegraph(&fg);
+                    // Not the whole trees on failure: thousands of nodes each.
+                    assert!(
+                        got == want,
+                        "a wrong answer: total {:?}, {} nodes; want {:?}, {} nodes",
+                        got.get("total"),
+                        got.len(),
+                        want.get("total"),
+                        want.len()
+                    );
+                    answered += 1;
+                }
+                // A querier lost twice over one job: retryable, never partial.
+                503 => assert!(text.contains("unavailable"), "{text}"),
+                other => panic!("status {other}: {text}"),
+            }
+        }
+    }
+    assert!(answered >= 28, "only {answered} of 30 queries answered");
+    eprintln!(
+        "{answered} of 30 answered; jobs the scheduler ran again after querier-1 died: {}",
+        cluster
+            .node("query-scheduler")
+            .log()
+            .matches("running it again")
+            .count()
+    );
+
+    // The new querier takes work: another round of queries reaches it.
+    let jobs = |name: &str| cluster.node(name).metric("profusion_querier_jobs_total");
+    let before = jobs("querier-3");
+    let more: Vec<_> = (0..4)
+        .map(|_| {
+            let frontend = frontend.clone();
+            std::thread::spawn(move || {
+                flood::query_at(&frontend, "busy", flood::flame_request(now))
+            })
+        })
+        .collect();
+    for t in more {
+        let (status, text, _) = t.join().unwrap();
+        assert_eq!(status, 200, "{text}");
+    }
+    assert!(
+        jobs("querier-3") > before || before > 0.0,
+        "querier-3 ran no job: {}",
+        cluster.node("querier-3").log()
     );
 }

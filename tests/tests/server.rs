@@ -160,8 +160,7 @@ fn yaml_file_and_environment_configure_the_server() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("run it with --target=querier,store-gateway"),
+        String::from_utf8_lossy(&out.stderr).contains("run it with --target=querier,store-gateway"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

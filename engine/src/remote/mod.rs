@@ -9,11 +9,11 @@
 //! caller went away cancels its job on the querier; no answer is ever partial.
 
 mod scheduler_service;
-mod workers;
 pub(crate) mod wire;
+mod workers;
 
 pub use scheduler_service::SchedulerService;
-pub use workers::{RemoteScheduler, start_remote_querier_workers};
+pub use workers::{RemoteScheduler, WorkerStats, start_remote_querier_workers};
 
 use profusion_model::status::StatusCode;
 
@@ -24,7 +24,10 @@ const LOOP_PATH: &str = "/scheduler.v1.SchedulerService/QuerierLoop";
 
 /// The status a query failure travels as.
 fn to_status(e: &QueryError) -> tonic::Status {
-    tonic::Status::new(tonic::Code::from_i32(i32::from(e.status.grpc())), e.message.clone())
+    tonic::Status::new(
+        tonic::Code::from_i32(i32::from(e.status.grpc())),
+        e.message.clone(),
+    )
 }
 
 /// The query failure a peer's status means, with who answered it.
@@ -43,13 +46,18 @@ fn from_status(peer: &str, s: &tonic::Status) -> QueryError {
 /// A client channel to a peer at `address`: connecting bounded by `timeout`, and a peer that
 /// stops answering noticed by HTTP/2 keepalive within about `timeout`, however long its calls
 /// legitimately run.
-fn channel(address: &str, timeout: std::time::Duration) -> Result<tonic::transport::Channel, QueryError> {
-    Ok(tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| QueryError::internal(format!("peer address {address:?}: {e}")))?
-        .connect_timeout(timeout)
-        .http2_keep_alive_interval(std::time::Duration::from_secs(5))
-        .keep_alive_timeout(timeout)
-        .keep_alive_while_idle(true)
-        .tcp_nodelay(true)
-        .connect_lazy())
+fn channel(
+    address: &str,
+    timeout: std::time::Duration,
+) -> Result<tonic::transport::Channel, QueryError> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| QueryError::internal(format!("peer address {address:?}: {e}")))?
+            .connect_timeout(timeout)
+            .http2_keep_alive_interval(std::time::Duration::from_secs(5))
+            .keep_alive_timeout(timeout)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true)
+            .connect_lazy(),
+    )
 }

@@ -196,11 +196,18 @@ async fn serve_worker(
 }
 
 /// The answer a worker reported, decoded for the job's caller.
-fn answer(done: &JobDone, job: &Job, querier: &str) -> crate::error::Result<crate::service::ReadAnswer> {
+fn answer(
+    done: &JobDone,
+    job: &Job,
+    querier: &str,
+) -> crate::error::Result<crate::service::ReadAnswer> {
     if done.error_code != 0 {
         return Err(from_status(
             &format!("querier {querier}"),
-            &Status::new(tonic::Code::from_i32(done.error_code), done.error_message.clone()),
+            &Status::new(
+                tonic::Code::from_i32(done.error_code),
+                done.error_message.clone(),
+            ),
         ));
     }
     wire::decode_answer(&done.answer, &job.ctx.budget)
@@ -219,7 +226,10 @@ fn lost(scheduler: &QueryScheduler, mut job: Job, querier: &str) {
         }));
         return;
     }
-    tracing::warn!(querier, "a querier went away while running a query; running it again");
+    tracing::warn!(
+        querier,
+        "a querier went away while running a query; running it again"
+    );
     job.retried = true;
     scheduler.requeue(job);
 }

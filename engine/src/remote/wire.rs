@@ -210,11 +210,14 @@ pub(crate) fn decode_job(bytes: &[u8]) -> Result<ReadJob> {
     })
 }
 
+/// Label pairs, in order.
+type LabelPairs = Vec<(String, String)>;
+
 /// The answers that travel as JSON.
 #[derive(Debug, Serialize, Deserialize)]
 enum JsonAnswer {
-    Series(Vec<(Vec<(String, String)>, Vec<(i64, f64)>)>),
-    Labels(Vec<(u64, Vec<(String, String)>)>),
+    Series(Vec<(LabelPairs, Vec<(i64, f64)>)>),
+    Labels(Vec<(u64, LabelPairs)>),
     ProfileTypes(Vec<String>),
     ProfileStats(Option<(i64, i64)>),
     Analysis {
@@ -289,8 +292,7 @@ pub(crate) fn decode_answer(bytes: &[u8], budget: &QueryBudget) -> Result<ReadAn
     match kind {
         TREE => {
             let mut reservation = budget.reservation("flame-graph tree from a querier");
-            let tree =
-                Tree::from_tree_bytes_charged(body, budget.tree_charge(&mut reservation))?;
+            let tree = Tree::from_tree_bytes_charged(body, budget.tree_charge(&mut reservation))?;
             Ok(ReadAnswer::Tree(Charged::new(tree, reservation)))
         }
         PPROF => Ok(ReadAnswer::Pprof(
@@ -324,23 +326,27 @@ pub(crate) fn decode_answer(bytes: &[u8], budget: &QueryBudget) -> Result<ReadAn
                 } => ReadAnswer::Analysis(QueryAnalysis {
                     scopes: scopes
                         .into_iter()
-                        .map(|(component, components, blocks, series, profiles, samples, bytes)| {
-                            QueryScope {
-                                component: component_name(&component),
-                                components,
-                                blocks,
-                                series,
-                                profiles,
-                                samples,
-                                bytes,
-                            }
-                        })
+                        .map(
+                            |(component, components, blocks, series, profiles, samples, bytes)| {
+                                QueryScope {
+                                    component: component_name(&component),
+                                    components,
+                                    blocks,
+                                    series,
+                                    profiles,
+                                    samples,
+                                    bytes,
+                                }
+                            },
+                        )
                         .collect(),
                     matching_series,
                 }),
             })
         }
-        other => Err(QueryError::internal(format!("an answer of unknown kind {other}"))),
+        other => Err(QueryError::internal(format!(
+            "an answer of unknown kind {other}"
+        ))),
     }
 }
 

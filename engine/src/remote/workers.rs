@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use profusion_cluster::RingWatcher;
 use profusion_proto::scheduler::v1::{
-    JobDone, QuerierMessage, QuerierReady, RunRequest, RunResponse, SchedulerMessage, JobToRun,
+    JobDone, JobToRun, QuerierMessage, QuerierReady, RunRequest, RunResponse, SchedulerMessage,
     querier_message, scheduler_message,
 };
 use tokio::sync::mpsc;
@@ -107,10 +107,19 @@ fn unavailable(peer: &str, message: &str) -> QueryError {
     }
 }
 
+/// What a querier's remote workers report, for readiness and metrics.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Streams to schedulers open now.
+    pub connected: AtomicUsize,
+    /// Jobs run to an answer or an error.
+    pub jobs: std::sync::atomic::AtomicU64,
+}
+
 /// Querier workers of this process connected to the schedulers of the ring: `per_scheduler`
 /// streams to each serving scheduler, each running one job at a time on `runtime` (the query
 /// runtime). Streams that break are opened again every heartbeat period; schedulers that
-/// leave the ring are dropped. Returns how many streams are connected now, for readiness.
+/// leave the ring are dropped.
 pub fn start_remote_querier_workers(
     querier: Arc<Querier>,
     schedulers: RingWatcher,
@@ -118,9 +127,9 @@ pub fn start_remote_querier_workers(
     per_scheduler: usize,
     timeout: Duration,
     runtime: tokio::runtime::Handle,
-) -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
-    let connected = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&connected);
+) -> (tokio::task::JoinHandle<()>, Arc<WorkerStats>) {
+    let stats = Arc::new(WorkerStats::default());
+    let counter = Arc::clone(&stats);
     let manager = tokio::spawn(async move {
         let mut workers: HashMap<String, Vec<tokio::task::JoinHandle<()>>> = HashMap::new();
         loop {
@@ -153,15 +162,15 @@ pub fn start_remote_querier_workers(
             tokio::time::sleep(schedulers.config().heartbeat_period).await;
         }
     });
-    (manager, connected)
+    (manager, stats)
 }
 
 /// Counts a stream as connected while it lives.
-struct Connected(Arc<AtomicUsize>);
+struct Connected(Arc<WorkerStats>);
 
 impl Drop for Connected {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.connected.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -172,9 +181,9 @@ async fn worker(
     me: String,
     timeout: Duration,
     runtime: tokio::runtime::Handle,
-    connected: Arc<AtomicUsize>,
+    stats: Arc<WorkerStats>,
 ) {
-    if let Err(e) = run_worker(querier, &address, me, timeout, runtime, connected).await {
+    if let Err(e) = run_worker(querier, &address, me, timeout, runtime, stats).await {
         tracing::debug!(scheduler = address, error = %e, "querier worker stream ended");
     }
 }
@@ -185,7 +194,7 @@ async fn run_worker(
     me: String,
     timeout: Duration,
     runtime: tokio::runtime::Handle,
-    connected: Arc<AtomicUsize>,
+    stats: Arc<WorkerStats>,
 ) -> std::result::Result<(), tonic::Status> {
     let channel = channel(address, timeout).map_err(|e| tonic::Status::internal(e.message))?;
     let mut grpc = tonic::client::Grpc::new(channel)
@@ -210,8 +219,8 @@ async fn run_worker(
         )
         .await?
         .into_inner();
-    connected.fetch_add(1, Ordering::SeqCst);
-    let _connected = Connected(connected);
+    stats.connected.fetch_add(1, Ordering::SeqCst);
+    let _connected = Connected(Arc::clone(&stats));
     loop {
         let Some(message) = inbound.message().await? else {
             return Ok(());
@@ -249,6 +258,7 @@ async fn run_worker(
                 },
             }
         };
+        stats.jobs.fetch_add(1, Ordering::Relaxed);
         tx.send(QuerierMessage {
             kind: Some(querier_message::Kind::Done(done)),
         })
