@@ -284,6 +284,25 @@ impl TestServer {
         }
     }
 
+    /// SIGSTOP: the process stays, holding its connections, but answers nothing (a hung
+    /// peer); [`Self::resume`] lets it go on.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// SIGTERM and wait: a graceful shutdown that flushes the head into blocks.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

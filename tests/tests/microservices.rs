@@ -471,3 +471,45 @@ fn queriers_killed_and_added_while_queries_run_never_give_a_wrong_answer() {
         cluster.node("querier-3").log()
     );
 }
+
+#[test]
+fn a_hung_ingester_holds_no_push_or_query_past_its_timeout() {
+    let test = "a_hung_ingester_holds_no_push_or_query_past_its_timeout";
+    let Some(clients) = clients(test) else {
+        return;
+    };
+    let Some(backends) = ClusterBackends::start(test, &clients) else {
+        return;
+    };
+    let cluster = Cluster::on(backends)
+        .with_args(&[
+            "--distributor.push.timeout=2s",
+            "--querier.remote-timeout=2s",
+        ])
+        .seed();
+    let distributor = cluster.node("distributor");
+    for i in 0..8 {
+        push(distributor, i);
+    }
+    // Stopped, not dead: its sockets stay open and nothing comes back. Before its heartbeat
+    // times out it is still in the ring as ACTIVE: the query waits for it at most the remote
+    // timeout, and answers from its replicas.
+    cluster.node("ingester-3").pause();
+    let started = Instant::now();
+    let total = profusion_tests::cpu_total_last_hour(cluster.node("query-frontend"), "svc-1");
+    let querying = started.elapsed();
+    let started = Instant::now();
+    for i in 8..12 {
+        push(distributor, i);
+    }
+    let pushing = started.elapsed();
+    eprintln!("query {querying:?}, pushes {pushing:?} with ingester-3 hung");
+    cluster.node("ingester-3").resume();
+    // svc-1 got pushes 1 and 5, each one sample of this value.
+    assert_eq!(total, serde_json::json!(10_000_001 + 10_000_005));
+    // Each push waits at most the push timeout for the hung replica (then the ring marks it
+    // unhealthy and writes stop trying it), the query at most the remote timeout; plus slack
+    // for this machine.
+    assert!(pushing < Duration::from_secs(4 * 2 + 5), "pushes took {pushing:?}");
+    assert!(querying < Duration::from_secs(2 + 5), "the query took {querying:?}");
+}
