@@ -390,6 +390,41 @@ impl TestServer {
     }
 }
 
+/// Compaction jobs a compactor ran, whatever their outcome.
+pub fn compaction_jobs(server: &TestServer) -> f64 {
+    ["done", "skipped", "conflict", "failed"]
+        .iter()
+        .map(|o| {
+            server.metric(&format!(
+                "profusion_compactor_jobs_total{{outcome=\"{o}\"}}"
+            ))
+        })
+        .sum()
+}
+
+/// Waits until the compactor has run full cycles with nothing left to do.
+pub fn wait_until_compacted(server: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let cycles = || server.metric("profusion_compactor_cycles_total");
+    let (mut since_cycle, mut since_jobs) = (cycles(), compaction_jobs(server));
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let (c, j) = (cycles(), compaction_jobs(server));
+        if j != since_jobs {
+            (since_cycle, since_jobs) = (c, j);
+        } else if c >= since_cycle + 3.0 {
+            assert_eq!(
+                server.metric("profusion_compactor_jobs_total{outcome=\"failed\"}"),
+                0.0,
+                "{}",
+                server.log()
+            );
+            return;
+        }
+    }
+    panic!("compaction did not settle:\n{}", server.log());
+}
+
 /// The value of one sample (`name{labels}` exactly as exposed) in a Prometheus text
 /// exposition, 0 when absent.
 pub fn metric_sample(exposition: &str, sample: &str) -> f64 {

@@ -14,7 +14,9 @@ use profusion_tests::emulators::ObjectStoreEmulator;
 use profusion_tests::reference::{
     Generated, Window, check_everything, check_totals, generate, rows, send,
 };
-use profusion_tests::{ServerBuilder, TestServer, clients, connect_call, now_nanos, post};
+use profusion_tests::{
+    ServerBuilder, TestServer, clients, connect_call, now_nanos, post, wait_until_compacted,
+};
 
 /// Twenty hours of history: several windows of every level of the default block ranges.
 const SPAN_S: u64 = 20 * 3600;
@@ -44,40 +46,6 @@ fn seed() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_261_201)
-}
-
-fn jobs(server: &TestServer) -> f64 {
-    ["done", "skipped", "conflict", "failed"]
-        .iter()
-        .map(|o| {
-            server.metric(&format!(
-                "profusion_compactor_jobs_total{{outcome=\"{o}\"}}"
-            ))
-        })
-        .sum()
-}
-
-/// Waits until the compactor has run full cycles with nothing left to do.
-fn wait_until_compacted(server: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let cycles = || server.metric("profusion_compactor_cycles_total");
-    let (mut since_cycle, mut since_jobs) = (cycles(), jobs(server));
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        let (c, j) = (cycles(), jobs(server));
-        if j != since_jobs {
-            (since_cycle, since_jobs) = (c, j);
-        } else if c >= since_cycle + 3.0 {
-            assert_eq!(
-                server.metric("profusion_compactor_jobs_total{outcome=\"failed\"}"),
-                0.0,
-                "{}",
-                server.log()
-            );
-            return;
-        }
-    }
-    panic!("compaction did not settle:\n{}", server.log());
 }
 
 /// Once the deletion delay has passed, the object store holds exactly the blocks queries read:

@@ -513,3 +513,43 @@ fn a_hung_ingester_holds_no_push_or_query_past_its_timeout() {
     assert!(pushing < Duration::from_secs(4 * 2 + 5), "pushes took {pushing:?}");
     assert!(querying < Duration::from_secs(2 + 5), "the query took {querying:?}");
 }
+
+#[test]
+fn the_compactor_of_a_cluster_merges_replicas_into_one_copy() {
+    let test = "the_compactor_of_a_cluster_merges_replicas";
+    let Some(clients) = clients(test) else {
+        return;
+    };
+    let Some(backends) = ClusterBackends::start(test, &clients) else {
+        return;
+    };
+    // Twenty hours of history in many small blocks per ingester, compacted as they come.
+    let cluster = Cluster::on(backends)
+        .with_args(&[
+            "--auth.multitenancy-enabled",
+            "--validation.reject-older-than=0s",
+            "--ingester.max-head-bytes=40000",
+            "--ingester.flush-check-interval=100ms",
+            "--compactor.compaction-interval=200ms",
+            "--compactor.first-level-compaction-wait-period=0s",
+            "--compactor.claim-lease=2s",
+        ])
+        .seed();
+    let now_ms = now_nanos() / 1_000_000;
+    let span_s = 20 * 3600;
+    let profiles = generate(seed() + 3, now_ms / 1000, span_s, 60);
+    for p in &profiles {
+        send(cluster.node("distributor"), p);
+    }
+    let all = rows(&profiles);
+    let window = Window::covering(now_ms, span_s);
+    let frontend = cluster.node("query-frontend");
+    check_everything(frontend, &all, window, "while the compactor merges replicas");
+    let compactor = cluster.node("compactor");
+    profusion_tests::wait_until_compacted(compactor);
+    // Three ingesters flushed each profile: the compactor kept one copy of each.
+    assert!(compactor.metric("profusion_compactor_blocks_compacted_total") > 0.0);
+    let removed = compactor.metric("profusion_compactor_duplicate_profiles_removed_total");
+    assert!(removed > 0.0, "no replica copy was merged:\n{}", compactor.log());
+    check_everything(frontend, &all, window, "after compaction");
+}
