@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use profusion_model::status::StatusCode;
-use profusion_proto::ingester::v1::{WriteRequest, WriteResponse};
+use profusion_proto::ingester::v1::{FlushRequest, FlushResponse, WriteRequest, WriteResponse};
 
 use crate::error::{IngestError, Result};
 use crate::ingester::IngesterClient;
 use crate::ring::Ring;
 
 const WRITE_PATH: &str = "/ingester.v1.IngesterService/Write";
+const FLUSH_PATH: &str = "/ingester.v1.IngesterService/Flush";
 
 /// An ingester reached over gRPC at its advertised address.
 #[derive(Debug, Clone)]
@@ -52,6 +53,23 @@ impl IngesterClient for RemoteIngester {
     }
 
     async fn write(&self, request: WriteRequest) -> Result<()> {
+        self.call::<WriteRequest, WriteResponse>(WRITE_PATH, request)
+            .await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.call::<FlushRequest, FlushResponse>(FLUSH_PATH, FlushRequest {})
+            .await
+    }
+}
+
+impl RemoteIngester {
+    /// One unary call of the ingester's service.
+    async fn call<Req, Resp>(&self, path: &'static str, request: Req) -> Result<()>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
         let failed = |status: StatusCode, message: String| {
             IngestError::new(
                 status,
@@ -62,11 +80,10 @@ impl IngesterClient for RemoteIngester {
         grpc.ready()
             .await
             .map_err(|e| failed(StatusCode::Unavailable, format!("not reachable: {e}")))?;
-        let codec = tonic_prost::ProstCodec::<WriteRequest, WriteResponse>::default();
-        grpc.unary(
+        grpc.unary::<Req, Resp, _>(
             tonic::Request::new(request),
-            http::uri::PathAndQuery::from_static(WRITE_PATH),
-            codec,
+            http::uri::PathAndQuery::from_static(path),
+            tonic_prost::ProstCodec::<Req, Resp>::default(),
         )
         .await
         .map_err(|s| {
@@ -93,10 +110,20 @@ impl IngesterClient for SilentIngester {
     }
 
     async fn write(&self, _request: WriteRequest) -> Result<()> {
-        Err(IngestError::unavailable(format!(
+        Err(self.silent())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        Err(self.silent())
+    }
+}
+
+impl SilentIngester {
+    fn silent(&self) -> IngestError {
+        IngestError::unavailable(format!(
             "ingester {} missed its ring heartbeats",
             self.instance
-        )))
+        ))
     }
 }
 

@@ -34,6 +34,12 @@ impl IngesterClient for Unreachable {
             self.0
         )))
     }
+    async fn flush(&self) -> profusion_ingest::Result<()> {
+        Err(IngestError::unavailable(format!(
+            "{} is unreachable",
+            self.0
+        )))
+    }
 }
 
 async fn ingester(dir: &std::path::Path, id: &str) -> Arc<Ingester> {

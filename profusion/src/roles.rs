@@ -20,7 +20,7 @@ use profusion_flight::RemoteHeads;
 use profusion_ingest::distributor::{Distributor, PushService};
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig, limiter};
 use profusion_ingest::metrics::IngestMetrics;
-use profusion_ingest::remote::{IngesterMember, RemoteRingBuilder};
+use profusion_ingest::remote::{IngesterMember, RemoteIngester, RemoteRingBuilder};
 use profusion_ingest::ring::{Ring, instance_tokens};
 use profusion_model::block::BlockStore;
 use profusion_model::scan::{BlockSource, HeadSource};
@@ -130,6 +130,8 @@ pub(crate) struct Parts {
     pub(crate) read: Option<Arc<QueryApi<QueryFrontend>>>,
     /// The query scheduler, served to frontends and querier workers of other processes.
     pub(crate) scheduler: Option<Arc<QueryScheduler>>,
+    /// Applies deletions to blocks, for the admin API beside the read APIs.
+    pub(crate) cleaner: Option<Arc<dyn TombstoneCleaner>>,
     /// Releases its claims at shutdown.
     pub(crate) compactor: Option<Arc<Compactor>>,
     /// The process's ring memberships, left at shutdown.
@@ -172,7 +174,7 @@ pub(crate) async fn monolith(shared: &mut Shared) -> Result<Parts, StartError> {
             shared.config.ingester.replication_factor,
         ),
     );
-    let compactor = compactor(shared)?;
+    let compactor = compactor(shared, true)?;
     // Every role is in its ring, so the ring pages show this process as Pyroscope's
     // monolith shows itself.
     let mut members = Vec::new();
@@ -181,11 +183,16 @@ pub(crate) async fn monolith(shared: &mut Shared) -> Result<Parts, StartError> {
         member.set_active();
         members.push(member);
     }
+    let cleaner = Arc::new(Cleaner {
+        heads: HeadsToFlush::Local(Arc::clone(&ingester)),
+        compactor: Arc::clone(&compactor),
+    });
     Ok(Parts {
         ingester: Some(ingester),
         push: Some(distributor),
         read: Some(read),
         scheduler: Some(scheduler),
+        cleaner: Some(cleaner),
         compactor: Some(compactor),
         members,
         ..Default::default()
@@ -267,6 +274,12 @@ pub(crate) async fn microservices(
             (None, None) => unreachable!("schedulers are watched when none runs here"),
         };
         parts.read = Some(query_frontend(shared, queue));
+        // Deletions are the frontend's: it resolves their selectors, and cleans through
+        // every ingester and an idle compactor of its own.
+        parts.cleaner = Some(Arc::new(Cleaner {
+            heads: HeadsToFlush::Ring(watch_ring(shared, Role::Ingester).await?),
+            compactor: compactor(shared, false)?,
+        }));
     }
     parts.scheduler = scheduler;
     for &role in roles {
@@ -294,7 +307,7 @@ pub(crate) async fn microservices(
                 parts.tasks.push(watch);
                 parts.readiness.push(ready);
             }
-            Role::Compactor => parts.compactor = Some(compactor(shared)?),
+            Role::Compactor => parts.compactor = Some(compactor(shared, true)?),
             // Built above, together, as they depend on each other.
             Role::QueryFrontend | Role::QueryScheduler | Role::Querier | Role::StoreGateway => {}
         }
@@ -492,8 +505,9 @@ async fn remote_distributor(
     Ok((distributor, watch, ready))
 }
 
-/// The compactor: merges, expires and deletes blocks every compaction interval.
-fn compactor(shared: &mut Shared) -> Result<Arc<Compactor>, StartError> {
+/// The compactor: merges, expires and deletes blocks every compaction interval when `run`;
+/// else idle, for the calls of another role (a query-frontend cleaning tombstones).
+fn compactor(shared: &mut Shared, run: bool) -> Result<Arc<Compactor>, StartError> {
     let flags = &shared.config.compactor;
     plan::check_ranges(&flags.block_ranges).map_err(StartError::Compactor)?;
     let metrics = CompactorMetrics::default();
@@ -524,22 +538,72 @@ fn compactor(shared: &mut Shared) -> Result<Arc<Compactor>, StartError> {
         },
         metrics,
     ));
-    compactor.start();
+    if run {
+        compactor.start();
+    }
     Ok(compactor)
 }
 
-/// `clean_tombstones` in one process: the ingester flushes its head, so every deleted profile
-/// is in a block, then the compactor rewrites the tenant's blocks without them.
-#[derive(Debug)]
-pub(crate) struct LocalCleaner {
-    pub(crate) ingester: Arc<Ingester>,
-    pub(crate) compactor: Arc<Compactor>,
+/// The ingesters whose heads a cleaning flushes.
+enum HeadsToFlush {
+    /// The ingester of this process.
+    Local(Arc<Ingester>),
+    /// Every ingester of the ring.
+    Ring(RingWatcher),
+}
+
+/// How long a cleaning waits for one ingester of another process to flush its head.
+const REMOTE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `clean_tombstones`: every ingester flushes its head, so every deleted profile is in a
+/// block, then the compactor rewrites the tenant's blocks without them. In a cluster every
+/// ingester of the ring must serve: one that does not could still hold deleted profiles.
+pub(crate) struct Cleaner {
+    heads: HeadsToFlush,
+    compactor: Arc<Compactor>,
+}
+
+impl std::fmt::Debug for Cleaner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cleaner").finish_non_exhaustive()
+    }
+}
+
+impl Cleaner {
+    async fn flush_heads(&self) -> Result<(), ApiError> {
+        match &self.heads {
+            HeadsToFlush::Local(ingester) => Ok(ingester.flush().await?),
+            HeadsToFlush::Ring(ring) => {
+                let config = ring.config();
+                let mut flushes = Vec::new();
+                for m in ring.members().iter() {
+                    if m.state != MemberState::Active || !config.is_healthy(m) {
+                        return Err(ApiError::new(
+                            Code::Unavailable,
+                            format!(
+                                "ingester {} does not serve, so its head cannot be flushed; \
+                                 retry once it does (or forget it on /ring if it is gone)",
+                                m.instance
+                            ),
+                        ));
+                    }
+                    let client =
+                        RemoteIngester::new(&m.instance, &m.address, REMOTE_FLUSH_TIMEOUT)?;
+                    flushes.push(async move { client.flush().await });
+                }
+                for result in futures_util::future::join_all(flushes).await {
+                    result?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl TombstoneCleaner for LocalCleaner {
+impl TombstoneCleaner for Cleaner {
     async fn clean(&self, tenant: &str) -> Result<(), ApiError> {
-        self.ingester.flush().await?;
+        self.flush_heads().await?;
         let report =
             self.compactor.clean_tombstones(tenant).await.map_err(|e| {
                 ApiError::new(Code::Unavailable, format!("cleaning tombstones: {e}"))

@@ -159,11 +159,7 @@ impl Server {
             router = router
                 .with_read(Arc::clone(read) as _)
                 .with_settings(Arc::clone(&catalog), config.settings.limits());
-            if let (Some(ingester), Some(compactor)) = (&parts.ingester, &parts.compactor) {
-                let cleaner = Arc::new(roles::LocalCleaner {
-                    ingester: Arc::clone(ingester),
-                    compactor: Arc::clone(compactor),
-                });
+            if let Some(cleaner) = parts.cleaner {
                 router = router.with_admin(Arc::clone(read) as _, Arc::clone(&catalog), cleaner);
             }
         }

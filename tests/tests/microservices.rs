@@ -510,13 +510,19 @@ fn a_hung_ingester_holds_no_push_or_query_past_its_timeout() {
     // Each push waits at most the push timeout for the hung replica (then the ring marks it
     // unhealthy and writes stop trying it), the query at most the remote timeout; plus slack
     // for this machine.
-    assert!(pushing < Duration::from_secs(4 * 2 + 5), "pushes took {pushing:?}");
-    assert!(querying < Duration::from_secs(2 + 5), "the query took {querying:?}");
+    assert!(
+        pushing < Duration::from_secs(4 * 2 + 5),
+        "pushes took {pushing:?}"
+    );
+    assert!(
+        querying < Duration::from_secs(2 + 5),
+        "the query took {querying:?}"
+    );
 }
 
 #[test]
-fn the_compactor_of_a_cluster_merges_replicas_into_one_copy() {
-    let test = "the_compactor_of_a_cluster_merges_replicas";
+fn compaction_and_deletion_run_in_the_cluster() {
+    let test = "compaction_and_deletion_run_in_the_cluster";
     let Some(clients) = clients(test) else {
         return;
     };
@@ -544,12 +550,61 @@ fn the_compactor_of_a_cluster_merges_replicas_into_one_copy() {
     let all = rows(&profiles);
     let window = Window::covering(now_ms, span_s);
     let frontend = cluster.node("query-frontend");
-    check_everything(frontend, &all, window, "while the compactor merges replicas");
+    check_everything(
+        frontend,
+        &all,
+        window,
+        "while the compactor merges replicas",
+    );
     let compactor = cluster.node("compactor");
     profusion_tests::wait_until_compacted(compactor);
     // Three ingesters flushed each profile: the compactor kept one copy of each.
     assert!(compactor.metric("profusion_compactor_blocks_compacted_total") > 0.0);
     let removed = compactor.metric("profusion_compactor_duplicate_profiles_removed_total");
-    assert!(removed > 0.0, "no replica copy was merged:\n{}", compactor.log());
+    assert!(
+        removed > 0.0,
+        "no replica copy was merged:\n{}",
+        compactor.log()
+    );
     check_everything(frontend, &all, window, "after compaction");
+
+    // Deletions through the query-frontend: gone from every answer at once, then from the
+    // blocks once every ingester has flushed and the tenant's blocks are rewritten.
+    let (from_s, to_s) = (now_ms / 1000 - 15 * 3600, now_ms / 1000 - 5 * 3600);
+    let admin = |call: &str, tenant: &str, query: &str| {
+        let reply = post(
+            &frontend.url(&format!("/api/v1/admin/tsdb/{call}?{query}")),
+            &[("x-scope-orgid", tenant)],
+            Vec::new(),
+            false,
+        );
+        (reply.status, reply.text())
+    };
+    let (status, body) = admin(
+        "delete_series",
+        "t1",
+        &format!("match[]=%7Bservice_name%3D%22svc-a%22%7D&start={from_s}&end={to_s}"),
+    );
+    assert_eq!(status, 204, "{body}");
+    let mut kept = all.clone();
+    kept.retain(|r| {
+        !(r.tenant == "t1"
+            && r.service == "svc-a"
+            && r.time_ms >= from_s * 1000
+            && r.time_ms <= to_s * 1000)
+    });
+    assert!(kept.len() < all.len(), "the deletion selects some rows");
+    check_everything(frontend, &kept, window, "right after deleting");
+    let (status, body) = admin("clean_tombstones", "t1", "");
+    assert_eq!(status, 204, "{body}");
+    // Removed by the cleaning itself, or by the running compactor's next rewrite of the same
+    // blocks, whichever came first.
+    let removed =
+        |node: &TestServer| node.metric("profusion_compactor_deleted_profiles_removed_total");
+    assert!(
+        removed(frontend) + removed(compactor) > 0.0,
+        "no deleted profile left a block:\n{}",
+        frontend.log()
+    );
+    check_everything(frontend, &kept, window, "after cleaning tombstones");
 }

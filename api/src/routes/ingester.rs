@@ -1,5 +1,6 @@
 //! The ingester's API in a cluster: `ingester.v1.IngesterService/Write`, the hop a distributor
-//! in another process stores a series' profiles with. The tenant travels in the message, which
+//! in another process stores a series' profiles with, and `Flush`, which a deletion's cleaning
+//! calls before it rewrites blocks. The tenant travels in the message, which
 //! a distributor built from a request it already authenticated.
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use axum::response::Response;
 use axum::routing::post;
 use http::HeaderMap;
 use profusion_ingest::ingester::IngesterClient;
-use profusion_proto::ingester::v1::{WriteRequest, WriteResponse};
+use profusion_proto::ingester::v1::{FlushRequest, FlushResponse, WriteRequest, WriteResponse};
 
 use crate::request::RequestRules;
 use crate::rpc;
@@ -31,6 +32,7 @@ pub struct IngesterApi {
 pub fn routes(api: IngesterApi) -> Router {
     Router::new()
         .route("/ingester.v1.IngesterService/Write", post(write))
+        .route("/ingester.v1.IngesterService/Flush", post(flush))
         .with_state(Arc::new(api))
 }
 
@@ -52,6 +54,21 @@ async fn write(State(api): State<Arc<IngesterApi>>, headers: HeaderMap, body: Bo
             }
             api.ingester.write(request).await?;
             Ok(WriteResponse {})
+        },
+    )
+    .await
+}
+
+async fn flush(State(api): State<Arc<IngesterApi>>, headers: HeaderMap, body: Body) -> Response {
+    let ingester = Arc::clone(&api.ingester);
+    rpc::unary_as(
+        &api.rules,
+        &headers,
+        body,
+        |_| Ok(()),
+        |(), _: FlushRequest| async move {
+            ingester.flush().await?;
+            Ok(FlushResponse {})
         },
     )
     .await

@@ -134,6 +134,9 @@ pub trait IngesterClient: Send + Sync + std::fmt::Debug {
     fn instance_id(&self) -> &str;
     /// Durably stores a write; returns once it is in the WAL and queryable.
     async fn write(&self, request: WriteRequest) -> Result<()>;
+
+    /// Writes the whole head into registered blocks.
+    async fn flush(&self) -> Result<()>;
 }
 
 /// An ingester running in this process.
@@ -560,6 +563,10 @@ impl IngesterClient for Ingester {
         })?;
         // Applying the write nudges the flush loop once the open generation is due.
         self.wal.append(request).await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        Ingester::flush(self).await
     }
 }
 
