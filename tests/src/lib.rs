@@ -460,6 +460,7 @@ impl Drop for TestServer {
 }
 
 /// Tiny blocking helpers over reqwest's async client, so tests stay plain `#[test]`s.
+pub mod agents;
 mod cluster;
 pub mod emulators;
 pub mod flood;

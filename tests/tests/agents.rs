@@ -1,59 +1,9 @@
 //! The real agents, profiling real workloads against the real server: PyPI `pyroscope-io`
 //! (Connect Push) and npm `@pyroscope/nodejs` (legacy `/ingest`).
 
-use std::process::Command;
-
+use profusion_tests::agents::{run_node_agent, run_python_agent};
 use profusion_tests::{TestServer, clients};
 use serde_json::Value;
-
-const PYTHON_AGENT: &str = r#"
-import sys, time
-import pyroscope
-
-pyroscope.configure(application_name="agent.python", server_address=sys.argv[1], sample_rate=100,
-                    upload_interval=1, tags={"suite": "e2e"})
-
-def crunch_numbers():
-    total = 0
-    for i in range(200_000):
-        total += i * i
-    return total
-
-def request_loop(seconds):
-    end = time.time() + seconds
-    while time.time() < end:
-        with pyroscope.tag_wrapper({"phase": "hot"}):
-            crunch_numbers()
-
-request_loop(4)
-pyroscope.shutdown()
-print("done")
-"#;
-
-const NODE_AGENT: &str = r#"
-const Pyroscope = require('@pyroscope/nodejs');
-Pyroscope.init({
-  serverAddress: process.argv[process.argv.length - 1],
-  appName: 'agent-node',
-  flushIntervalMs: 1000,
-  wall: { samplingDurationMs: 1000, collectCpuTime: true },
-  tags: { suite: 'e2e' },
-});
-Pyroscope.start();
-
-function fibonacciWork(n) { return n < 2 ? n : fibonacciWork(n - 1) + fibonacciWork(n - 2); }
-
-async function main() {
-  const end = Date.now() + 4000;
-  while (Date.now() < end) {
-    fibonacciWork(22);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-  await Pyroscope.stop();
-  console.log('done');
-}
-main();
-"#;
 
 /// What an agent left in the blocks of tenant `anonymous`.
 #[derive(Debug)]
@@ -96,8 +46,7 @@ fn pyroscope_io_python_agent() {
         return;
     };
     let mut server = TestServer::start(&[]);
-    let out = clients.python(PYTHON_AGENT, &[&server.url("")]);
-    assert_eq!(out.trim(), "done");
+    run_python_agent(&clients, &server.url(""));
     server.stop();
     let Stored {
         types,
@@ -129,19 +78,7 @@ fn pyroscope_nodejs_agent() {
         return;
     };
     let mut server = TestServer::start(&[]);
-    let out = Command::new("node")
-        .arg("-e")
-        .arg(NODE_AGENT)
-        .arg(server.url(""))
-        .env("NODE_PATH", &clients.node_modules)
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "node failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
+    run_node_agent(&clients, &server.url(""));
     server.stop();
     let Stored {
         types,

@@ -182,22 +182,13 @@ fn buf_curl_replays_the_grafana_data_source_sequence() {
         );
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/proto");
     let buf = |method: &str, body: Vec<u8>| -> Vec<u8> {
-        let out = std::process::Command::new(&clients.buf)
-            .args(["curl", "--schema"])
-            .arg(&schema)
-            .args(["--protocol", "connect", "-d"])
-            .arg(String::from_utf8(body).unwrap())
-            .arg(server.url(&format!("/querier.v1.QuerierService/{method}")))
-            .output()
-            .expect("run buf");
-        assert!(
-            out.status.success(),
-            "{method}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        profusion_tests::agents::buf_curl(
+            &clients,
+            &server.url(""),
+            method,
+            &String::from_utf8(body).unwrap(),
+        )
     };
     let (start, end) = (now / 1_000_000 - 3_600_000, now / 1_000_000 + 60_000);
     let selector = r#"{service_name="api"}"#;

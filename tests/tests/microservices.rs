@@ -608,3 +608,89 @@ fn compaction_and_deletion_run_in_the_cluster() {
     );
     check_everything(frontend, &kept, window, "after cleaning tombstones");
 }
+
+#[test]
+fn the_real_agents_and_buf_curl_work_against_the_cluster() {
+    let test = "the_real_agents_and_buf_curl_work_against_the_cluster";
+    let Some(clients) = clients(test) else {
+        return;
+    };
+    let Some(backends) = ClusterBackends::start(test, &clients) else {
+        return;
+    };
+    let cluster = Cluster::on(backends).seed();
+    // The agents push to the distributor: Connect Push (Python) and /ingest (Node.js).
+    let distributor = cluster.node("distributor").url("");
+    profusion_tests::agents::run_python_agent(&clients, &distributor);
+    profusion_tests::agents::run_node_agent(&clients, &distributor);
+
+    // `buf curl` reads them back from the query-frontend, as Grafana's data source would.
+    let frontend = cluster.node("query-frontend").url("");
+    let now = now_nanos() / 1_000_000;
+    let (start, end) = (now - 3_600_000, now + 60_000);
+    let buf = |method: &str, body: serde_json::Value| -> serde_json::Value {
+        let answer =
+            profusion_tests::agents::buf_curl(&clients, &frontend, method, &body.to_string());
+        serde_json::from_slice(&answer).expect("JSON from buf curl")
+    };
+    let types = buf(
+        "ProfileTypes",
+        serde_json::json!({"start": start, "end": end}),
+    );
+    let ids: Vec<&str> = types["profileTypes"]
+        .as_array()
+        .expect("profile types")
+        .iter()
+        .map(|t| t["ID"].as_str().unwrap_or_default())
+        .collect();
+    for id in [
+        "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+        "wall:wall:nanoseconds:wall:nanoseconds",
+    ] {
+        assert!(ids.contains(&id), "{id} not in {ids:?}");
+    }
+    let services = buf(
+        "LabelValues",
+        serde_json::json!({"name": "service_name", "start": start, "end": end}),
+    );
+    assert_eq!(
+        services["names"],
+        serde_json::json!(["agent-node", "agent.python"])
+    );
+    for (service, profile_type, function) in [
+        (
+            "agent.python",
+            "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+            "crunch_numbers",
+        ),
+        (
+            "agent-node",
+            "wall:wall:nanoseconds:wall:nanoseconds",
+            "fibonacciWork",
+        ),
+    ] {
+        let graph = buf(
+            "SelectMergeStacktraces",
+            serde_json::json!({
+                "profileTypeID": profile_type,
+                "labelSelector": format!("{{service_name=\"{service}\"}}"),
+                "start": start,
+                "end": end,
+            }),
+        );
+        let names = graph["flamegraph"]["names"].as_array().expect("names");
+        assert!(
+            names
+                .iter()
+                .any(|n| n.as_str().is_some_and(|n| n.contains(function))),
+            "{function} not in the {service} flame graph"
+        );
+        assert!(
+            graph["flamegraph"]["total"]
+                .as_str()
+                .and_then(|t| t.parse::<i64>().ok())
+                .is_some_and(|t| t > 0),
+            "{graph}"
+        );
+    }
+}
