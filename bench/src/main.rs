@@ -5,6 +5,7 @@
 //! reach into the server's internals: it drives the real binary over HTTP like any client, and
 //! reads only what a user could (its `/proc` entry, its data directory, the block files).
 
+mod cluster;
 mod push;
 mod report;
 mod run;
@@ -103,6 +104,10 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// The price of the network: the same workload on a monolith and on a cluster of one
+    /// process per role; latency ratios, bytes over the network, the work split between
+    /// queriers.
+    Cluster(cluster::ClusterArgs),
     /// Only its loading of seven days of history into a server with the default head size:
     /// peak resident memory and head size next to the head's limit.
     LoadHistory {
@@ -189,6 +194,10 @@ async fn main() {
             );
         }
         Command::Run(args) => run::run(args).await,
+        Command::Cluster(args) => {
+            let report = cluster::cluster(args).await;
+            println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+        }
         Command::FlushLatency { target, seconds } => {
             let report = run::push_latency_during_flushes(
                 &target.server,

@@ -78,7 +78,7 @@ struct Scale {
 }
 
 /// The flags every server of the benchmark runs with.
-const SERVER_FLAGS: &[&str] = &[
+pub(crate) const SERVER_FLAGS: &[&str] = &[
     "--validation.reject-older-than=0s",
     "--validation.reject-newer-than=0s",
     "--distributor.ingestion-rate-limit-mb=0",
@@ -115,7 +115,7 @@ async fn exposition(url: &str) -> String {
 }
 
 /// One sample of the server's `/metrics` (0 when absent).
-async fn metric(url: &str, sample: &str) -> f64 {
+pub(crate) async fn metric(url: &str, sample: &str) -> f64 {
     profusion_tests::metric_sample(&exposition(url).await, sample)
 }
 
@@ -199,7 +199,7 @@ fn mb(bytes: f64) -> f64 {
 }
 
 /// A querier-API call the benchmark cannot go on without.
-async fn rpc<Req: Message, Resp: Message + Default>(
+pub(crate) async fn rpc<Req: Message, Resp: Message + Default>(
     client: &ConnectClient,
     method: &str,
     req: &Req,
@@ -211,7 +211,7 @@ async fn rpc<Req: Message, Resp: Message + Default>(
 }
 
 /// p50 and p95 seconds of `runs` timed calls (the first one cold).
-async fn latency<F, Fut>(runs: usize, mut f: F) -> (f64, f64, f64)
+pub(crate) async fn latency<F, Fut>(runs: usize, mut f: F) -> (f64, f64, f64)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,

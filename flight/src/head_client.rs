@@ -17,6 +17,7 @@ use profusion_model::scan::{
 };
 use tonic::transport::{Channel, Endpoint};
 
+use crate::FlightStats;
 use crate::protocol::{
     PinnedSnapshot, RELEASE, ReleaseBody, SNAPSHOT, SUMMARY, ScanTicket, TenantBody, from_status,
 };
@@ -28,6 +29,7 @@ use crate::protocol::{
 #[derive(Debug)]
 pub struct RemoteHeads {
     ring: RingWatcher,
+    stats: Arc<FlightStats>,
     replication_factor: usize,
     timeout: Duration,
     channels: Mutex<HashMap<String, Channel>>,
@@ -37,10 +39,16 @@ impl RemoteHeads {
     pub fn new(ring: RingWatcher, replication_factor: usize, timeout: Duration) -> Self {
         Self {
             ring,
+            stats: Arc::default(),
             replication_factor: replication_factor.max(1),
             timeout,
             channels: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What this querier received from the ingesters.
+    pub fn stats(&self) -> Arc<FlightStats> {
+        Arc::clone(&self.stats)
     }
 
     fn client(&self, address: &str) -> Result<FlightServiceClient<Channel>, ScanError> {
@@ -150,6 +158,7 @@ impl HeadSource for RemoteHeads {
             for p in pinned {
                 snapshots.push(Arc::new(RemoteSnapshot {
                     client: self.client(&address)?,
+                    stats: Arc::clone(&self.stats),
                     address: address.clone(),
                     id: p.id,
                     cut: p.cut,
@@ -175,6 +184,7 @@ impl HeadSource for RemoteHeads {
 #[derive(Debug)]
 struct RemoteSnapshot {
     client: FlightServiceClient<Channel>,
+    stats: Arc<FlightStats>,
     address: String,
     id: u64,
     cut: HeadCut,
@@ -193,6 +203,7 @@ impl HeadSnapshot for RemoteSnapshot {
         })
         .map_err(|e| ScanError::Internal(e.to_string()))?;
         let address = self.address.clone();
+        let (received, rows) = (Arc::clone(&self.stats), Arc::clone(&self.stats));
         let data = self
             .client
             .clone()
@@ -202,13 +213,16 @@ impl HeadSnapshot for RemoteSnapshot {
             .await
             .map_err(|s| from_status(&address, s))?
             .into_inner()
+            .inspect_ok(move |d| received.add_data(d))
             .map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s)));
         let batches =
             FlightRecordBatchStream::new_from_flight_data(data).map_err(move |e| match e {
                 arrow_flight::error::FlightError::Tonic(status) => from_status(&address, *status),
                 other => ScanError::Unavailable(format!("reading the head at {address}: {other}")),
             });
-        Ok(batches.boxed())
+        Ok(batches
+            .inspect_ok(move |b| rows.add_rows(b.num_rows()))
+            .boxed())
     }
 }
 

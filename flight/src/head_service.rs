@@ -17,6 +17,7 @@ use futures_util::{Stream, TryStreamExt};
 use profusion_model::scan::{HeadSnapshot, HeadSource};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::FlightStats;
 use crate::protocol::{
     PinnedSnapshot, RELEASE, ReleaseBody, SNAPSHOT, SUMMARY, ScanTicket, TenantBody, to_status,
 };
@@ -34,6 +35,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 #[derive(Debug)]
 pub struct HeadFlightService {
     head: Arc<dyn HeadSource>,
+    stats: Arc<FlightStats>,
     next_id: AtomicU64,
     pinned: Mutex<Pinned>,
 }
@@ -42,6 +44,7 @@ impl HeadFlightService {
     pub fn new(head: Arc<dyn HeadSource>) -> Self {
         Self {
             head,
+            stats: Arc::default(),
             // Ids from the clock, so a restarted ingester never honours a ticket of its
             // previous life.
             next_id: AtomicU64::new(
@@ -58,6 +61,11 @@ impl HeadFlightService {
         FlightServiceServer::new(self)
             .max_decoding_message_size(16 << 20)
             .max_encoding_message_size(usize::MAX)
+    }
+
+    /// What this service sent.
+    pub fn stats(&self) -> Arc<FlightStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Snapshots pinned now (for tests and metrics).
@@ -127,9 +135,13 @@ impl FlightService for HeadFlightService {
             Arc::clone(&entry.0)
         };
         let batches = head.scan(&ticket.request).await.map_err(to_status)?;
-        let batches = batches.map_err(|e| FlightError::Tonic(Box::new(to_status(e))));
+        let (rows, sent) = (Arc::clone(&self.stats), Arc::clone(&self.stats));
+        let batches = batches
+            .inspect_ok(move |b| rows.add_rows(b.num_rows()))
+            .map_err(|e| FlightError::Tonic(Box::new(to_status(e))));
         let data = FlightDataEncoderBuilder::new()
             .build(batches)
+            .inspect_ok(move |d| sent.add_data(d))
             .map_err(|e| match e {
                 FlightError::Tonic(status) => *status,
                 other => Status::internal(other.to_string()),

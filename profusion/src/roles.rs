@@ -16,7 +16,7 @@ use profusion_engine::frontend::{
 use profusion_engine::querier::{Querier, QuerierConfig};
 use profusion_engine::remote::{RemoteScheduler, WorkerStats, start_remote_querier_workers};
 use profusion_engine::service::QueryApi;
-use profusion_flight::RemoteHeads;
+use profusion_flight::{FlightStats, HeadFlightService, RemoteHeads};
 use profusion_ingest::distributor::{Distributor, PushService};
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig, limiter};
 use profusion_ingest::metrics::IngestMetrics;
@@ -126,6 +126,8 @@ pub(crate) struct Shared {
 pub(crate) struct Parts {
     /// Takes writes from distributors; flushed at shutdown.
     pub(crate) ingester: Option<Arc<Ingester>>,
+    /// The ingester's head over Arrow Flight, for queriers of other processes.
+    pub(crate) head_service: Option<HeadFlightService>,
     pub(crate) push: Option<Arc<dyn PushService>>,
     pub(crate) read: Option<Arc<QueryApi<QueryFrontend>>>,
     /// The query scheduler, served to frontends and querier workers of other processes.
@@ -187,8 +189,10 @@ pub(crate) async fn monolith(shared: &mut Shared) -> Result<Parts, StartError> {
         heads: HeadsToFlush::Local(Arc::clone(&ingester)),
         compactor: Arc::clone(&compactor),
     });
+    let head_service = head_service(shared, &ingester);
     Ok(Parts {
         ingester: Some(ingester),
+        head_service: Some(head_service),
         push: Some(distributor),
         read: Some(read),
         scheduler: Some(scheduler),
@@ -219,6 +223,11 @@ pub(crate) async fn microservices(
             shared.config.ingester.replication_factor,
             shared.config.querier.remote_timeout,
         ));
+        shared.registry.register_collector(Box::new(FlightCounters {
+            stats: heads.stats(),
+            prefix: "profusion_querier_head_received",
+            what: "of ingesters' head data this querier received over Arrow Flight",
+        }));
         let blocks = store_gateway(shared)?;
         let querier = querier(shared, heads, blocks);
         let workers = shared.config.querier.querier_max_concurrent;
@@ -299,7 +308,9 @@ pub(crate) async fn microservices(
                             && shared.config.ring.config().is_healthy(m)
                     })
                     .count();
-                parts.ingester = Some(ingester(shared, others + 1).await?);
+                let ingester = ingester(shared, others + 1).await?;
+                parts.head_service = Some(head_service(shared, &ingester));
+                parts.ingester = Some(ingester);
             }
             Role::Distributor => {
                 let (distributor, watch, ready) = remote_distributor(shared).await?;
@@ -374,6 +385,17 @@ async fn ingester(shared: &Shared, ingesters: usize) -> Result<Arc<Ingester>, St
     )
     .await
     .map_err(StartError::Ingester)
+}
+
+/// The ingester's Flight service, its traffic in the metrics.
+fn head_service(shared: &mut Shared, ingester: &Arc<Ingester>) -> HeadFlightService {
+    let service = HeadFlightService::new(Arc::clone(ingester) as _);
+    shared.registry.register_collector(Box::new(FlightCounters {
+        stats: service.stats(),
+        prefix: "profusion_ingester_head_sent",
+        what: "of head data this ingester sent to queriers over Arrow Flight",
+    }));
+    service
 }
 
 /// The store-gateway: the blocks the catalog lists, their files read through its caches.
@@ -645,6 +667,37 @@ impl Collector for WorkerMetrics {
         )?)?;
         Ok(())
     }
+}
+
+/// `<prefix>_rows_total` and `<prefix>_bytes_total` of a Flight service or client.
+#[derive(Debug)]
+struct FlightCounters {
+    stats: Arc<FlightStats>,
+    prefix: &'static str,
+    what: &'static str,
+}
+
+impl Collector for FlightCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (unit, value) in [("rows", self.stats.rows()), ("bytes", self.stats.bytes())] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                &format!("{}_{unit}", self.prefix),
+                &format!("{} {}", capitalized(unit), self.what),
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// `profusion_query_scheduler_queue_length`: the scheduler's queues, read at each scrape.

@@ -141,9 +141,10 @@ impl Server {
             .for_roles(roles.iter().map(|r| r.name().to_owned()).collect())
             .with_ring(Arc::clone(&catalog), config.ring.heartbeat_timeout);
         if let Some(ingester) = &parts.ingester {
-            let heads = profusion_flight::HeadFlightService::new(Arc::clone(ingester) as _);
+            router = router.with_ingester(Arc::clone(ingester) as _);
+        }
+        if let Some(heads) = parts.head_service {
             router = router
-                .with_ingester(Arc::clone(ingester) as _)
                 .with_grpc_service("arrow.flight.protocol.FlightService", heads.into_server());
         }
         if let Some(scheduler) = &parts.scheduler {
