@@ -89,6 +89,17 @@ pub struct Row {
 }
 
 /// `count` random profiles with times spread over the `span_s` seconds before a minute ago.
+/// The random seed of a reference test: `$PROFUSION_REFERENCE_SEED`, to replay a failure, or
+/// the test's `default`.
+pub fn seed(default: u64) -> u64 {
+    let seed = std::env::var("PROFUSION_REFERENCE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    eprintln!("reference seed {seed} (set PROFUSION_REFERENCE_SEED to replay)");
+    seed
+}
+
 pub fn generate(seed: u64, now_s: i64, span_s: u64, count: usize) -> Vec<Generated> {
     let mut rng = Rng(seed);
     (0..count)

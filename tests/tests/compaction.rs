@@ -12,7 +12,7 @@ use profusion_proto::querier::v1::{AnalyzeQueryRequest, AnalyzeQueryResponse};
 use profusion_testing::postgres::PostgresServer;
 use profusion_tests::emulators::ObjectStoreEmulator;
 use profusion_tests::reference::{
-    Generated, Window, check_everything, check_totals, generate, rows, send,
+    Generated, Window, check_everything, check_totals, generate, rows, seed, send,
 };
 use profusion_tests::{
     ServerBuilder, TestServer, clients, connect_call, now_nanos, post, wait_until_compacted,
@@ -39,13 +39,6 @@ const COMPACTING: &[&str] = &[
 
 fn flags<'a>(parts: &[&[&'a str]]) -> Vec<&'a str> {
     parts.iter().flat_map(|p| p.iter().copied()).collect()
-}
-
-fn seed() -> u64 {
-    std::env::var("PROFUSION_REFERENCE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_261_201)
 }
 
 /// Once the deletion delay has passed, the object store holds exactly the blocks queries read:
@@ -100,15 +93,19 @@ fn every_query_matches_the_reference(server: ServerBuilder) {
         .spawn();
     let now_ms = now_nanos() / 1_000_000;
     let window = Window::covering(now_ms, SPAN_S);
-    let profiles = generate(seed(), now_ms / 1000, SPAN_S, 120);
+    let profiles = generate(seed(20_261_201), now_ms / 1000, SPAN_S, 120);
     // Tenant t3's Connect pushes go twice with the same profile id, as a retrying client's or
     // as replicas do; compaction keeps one. Their times are two hours old or more: compaction
     // merges a window once it has ended, and until then a query counts both copies.
-    let mut replayed: Vec<Generated> =
-        generate(seed() + 1, now_ms / 1000 - 2 * 3600, SPAN_S - 2 * 3600, 40)
-            .into_iter()
-            .filter(Generated::is_push)
-            .collect();
+    let mut replayed: Vec<Generated> = generate(
+        seed(20_261_201) + 1,
+        now_ms / 1000 - 2 * 3600,
+        SPAN_S - 2 * 3600,
+        40,
+    )
+    .into_iter()
+    .filter(Generated::is_push)
+    .collect();
     for (i, p) in replayed.iter_mut().enumerate() {
         p.tenant = "t3";
         p.id = format!("00000000-0000-4000-8000-{i:012}");
@@ -181,7 +178,7 @@ fn a_crash_at_any_step_of_compaction_changes_no_answer() {
             TestServer::start(&flags(&[HISTORY, &["--compactor.compaction-interval=1h"]]));
         let now_ms = now_nanos() / 1_000_000;
         let window = Window::covering(now_ms, SPAN_S);
-        let profiles = generate(seed() + 7, now_ms / 1000, SPAN_S, 40);
+        let profiles = generate(seed(20_261_201) + 7, now_ms / 1000, SPAN_S, 40);
         for p in &profiles {
             send(&server, p);
         }
@@ -264,7 +261,7 @@ fn deleted_series_leave_every_answer_at_once_and_the_blocks_at_compaction() {
     ]));
     let now_ms = now_nanos() / 1_000_000;
     let window = Window::covering(now_ms, SPAN_S);
-    let profiles = generate(seed() + 3, now_ms / 1000, SPAN_S, 120);
+    let profiles = generate(seed(20_261_201) + 3, now_ms / 1000, SPAN_S, 120);
     for p in &profiles {
         send(&server, p);
     }

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use profusion_proto::querier::v1::SelectMergeStacktracesResponse;
-use profusion_tests::reference::{Window, check_everything, generate, rows, send};
+use profusion_tests::reference::{Window, check_everything, generate, rows, seed, send};
 use profusion_tests::{
-    Cluster, ClusterBackends, TestServer, clients, cpu_pprof, decode_flamegraph, flood, get,
-    now_nanos, post, push_cpu, reference_tree,
+    Clients, Cluster, ClusterBackends, TestServer, clients, cpu_pprof, decode_flamegraph, flood,
+    get, now_nanos, post, push_cpu, reference_tree,
 };
 use prost::Message;
 
@@ -106,10 +106,7 @@ fn block_profiles(cluster: &Cluster) -> BTreeMap<String, i64> {
 #[test]
 fn writes_reach_every_replica_and_survive_an_ingester_killed_mid_stream() {
     let test = "writes_reach_every_replica";
-    let Some(clients) = clients(test) else {
-        return;
-    };
-    let Some(backends) = ClusterBackends::start(test, &clients) else {
+    let Some((_, backends)) = backends(test) else {
         return;
     };
     let mut cluster = Cluster::on(backends).seed();
@@ -250,10 +247,7 @@ fn writes_reach_every_replica_and_survive_an_ingester_killed_mid_stream() {
 #[test]
 fn a_dead_member_can_be_forgotten_from_the_ring_page() {
     let test = "a_dead_member_can_be_forgotten";
-    let Some(clients) = clients(test) else {
-        return;
-    };
-    let Some(backends) = ClusterBackends::start(test, &clients) else {
+    let Some((_, backends)) = backends(test) else {
         return;
     };
     let mut cluster = Cluster::on(backends);
@@ -281,23 +275,17 @@ fn a_dead_member_can_be_forgotten_from_the_ring_page() {
     );
 }
 
-/// The random seed: `$PROFUSION_REFERENCE_SEED`, to replay a failure, or a fixed default.
-fn seed() -> u64 {
-    let seed = std::env::var("PROFUSION_REFERENCE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_261_201);
-    eprintln!("reference seed {seed} (set PROFUSION_REFERENCE_SEED to replay)");
-    seed
+/// The test clients and a cluster's backends, or `None` (the test says why it is skipped).
+fn backends(test: &str) -> Option<(Clients, ClusterBackends)> {
+    let clients = clients(test)?;
+    let backends = ClusterBackends::start(test, &clients)?;
+    Some((clients, backends))
 }
 
 #[test]
 fn every_query_on_the_cluster_matches_the_reference_counting_replicas_once() {
     let test = "every_query_on_the_cluster_matches_the_reference";
-    let Some(clients) = clients(test) else {
-        return;
-    };
-    let Some(backends) = ClusterBackends::start(test, &clients) else {
+    let Some((_, backends)) = backends(test) else {
         return;
     };
     let mut cluster = Cluster::on(backends)
@@ -308,7 +296,7 @@ fn every_query_on_the_cluster_matches_the_reference_counting_replicas_once() {
         .seed();
     let now_ms = now_nanos() / 1_000_000;
     let span_s = 50 * 60;
-    let profiles = generate(seed(), now_ms / 1000, span_s, 40);
+    let profiles = generate(seed(20_261_201), now_ms / 1000, span_s, 40);
     for p in &profiles {
         send(cluster.node("distributor"), p);
     }
@@ -346,8 +334,7 @@ fn every_query_on_the_cluster_matches_the_reference_counting_replicas_once() {
 /// The seed cluster with tenants, one querier worker per querier, and room in the queues for
 /// a flood.
 fn flood_cluster(test: &str) -> Option<Cluster> {
-    let clients = clients(test)?;
-    let backends = ClusterBackends::start(test, &clients)?;
+    let (_, backends) = backends(test)?;
     Some(
         Cluster::on(backends)
             .with_args(&[
@@ -475,10 +462,7 @@ fn queriers_killed_and_added_while_queries_run_never_give_a_wrong_answer() {
 #[test]
 fn a_hung_ingester_holds_no_push_or_query_past_its_timeout() {
     let test = "a_hung_ingester_holds_no_push_or_query_past_its_timeout";
-    let Some(clients) = clients(test) else {
-        return;
-    };
-    let Some(backends) = ClusterBackends::start(test, &clients) else {
+    let Some((_, backends)) = backends(test) else {
         return;
     };
     let cluster = Cluster::on(backends)
@@ -523,10 +507,7 @@ fn a_hung_ingester_holds_no_push_or_query_past_its_timeout() {
 #[test]
 fn compaction_and_deletion_run_in_the_cluster() {
     let test = "compaction_and_deletion_run_in_the_cluster";
-    let Some(clients) = clients(test) else {
-        return;
-    };
-    let Some(backends) = ClusterBackends::start(test, &clients) else {
+    let Some((_, backends)) = backends(test) else {
         return;
     };
     // Twenty hours of history in many small blocks per ingester, compacted as they come.
@@ -543,7 +524,7 @@ fn compaction_and_deletion_run_in_the_cluster() {
         .seed();
     let now_ms = now_nanos() / 1_000_000;
     let span_s = 20 * 3600;
-    let profiles = generate(seed() + 3, now_ms / 1000, span_s, 60);
+    let profiles = generate(seed(20_261_201) + 3, now_ms / 1000, span_s, 60);
     for p in &profiles {
         send(cluster.node("distributor"), p);
     }
@@ -612,10 +593,7 @@ fn compaction_and_deletion_run_in_the_cluster() {
 #[test]
 fn the_real_agents_and_buf_curl_work_against_the_cluster() {
     let test = "the_real_agents_and_buf_curl_work_against_the_cluster";
-    let Some(clients) = clients(test) else {
-        return;
-    };
-    let Some(backends) = ClusterBackends::start(test, &clients) else {
+    let Some((clients, backends)) = backends(test) else {
         return;
     };
     let cluster = Cluster::on(backends).seed();

@@ -2,18 +2,8 @@
 //! [`profusion_tests::reference`]): everything is checked from the head, then again after a
 //! restart has flushed it all into blocks.
 
-use profusion_tests::reference::{Window, check_everything, generate, rows, send};
+use profusion_tests::reference::{Window, check_everything, generate, rows, seed, send};
 use profusion_tests::{TestServer, now_nanos};
-
-/// The random seed: `$PROFUSION_REFERENCE_SEED`, to replay a failure, or a fixed default.
-fn seed() -> u64 {
-    let seed = std::env::var("PROFUSION_REFERENCE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_261_121);
-    eprintln!("reference seed {seed} (set PROFUSION_REFERENCE_SEED to replay)");
-    seed
-}
 
 #[test]
 fn every_query_matches_the_reference_across_every_ingest_path() {
@@ -23,7 +13,7 @@ fn every_query_matches_the_reference_across_every_ingest_path() {
     ]);
     let now_ms = now_nanos() / 1_000_000;
     let span_s = 50 * 60;
-    let profiles = generate(seed(), now_ms / 1000, span_s, 40);
+    let profiles = generate(seed(20_261_121), now_ms / 1000, span_s, 40);
     for p in &profiles {
         send(&server, p);
     }

@@ -356,8 +356,16 @@ impl ProfileTable {
                 .collect(),
         );
         key_request.part = None;
-        let key = serde_json::to_string(&key_request)
-            .map_err(|e| DataFusionError::Internal(format!("replica choice key: {e}")))?;
+        // The choice holds for this window over exactly these blocks: a listing after a
+        // compaction makes its own.
+        let mut listed: Vec<&str> = blocks.iter().map(|b| b.id.as_str()).collect();
+        listed.sort_unstable();
+        let key = format!(
+            "{} {}",
+            serde_json::to_string(&key_request)
+                .map_err(|e| DataFusionError::Internal(format!("replica choice key: {e}")))?,
+            listed.join(",")
+        );
         let choice = self
             .heads
             .choice(key, async {
@@ -374,10 +382,13 @@ impl ProfileTable {
                         held.extend(replicas::key_hashes(&batch, [0, 1, 2])?);
                     }
                 }
-                let mut by_source: std::collections::BTreeMap<&str, Vec<BlockMeta>> =
+                let mut by_source: std::collections::BTreeMap<String, Vec<BlockMeta>> =
                     Default::default();
                 for b in blocks {
-                    by_source.entry(&b.source).or_default().push(b.clone());
+                    by_source
+                        .entry(replicas::block_origin(b))
+                        .or_default()
+                        .push(b.clone());
                 }
                 let profiles = scan_schema(Table::Profiles);
                 let columns: Vec<usize> = replicas::PROFILE_KEY_COLUMNS
@@ -397,7 +408,7 @@ impl ProfileTable {
                         None,
                     )
                     .await?;
-                    let held = keys.entry(source.to_owned()).or_default();
+                    let held = keys.entry(source).or_default();
                     for batch in datafusion::physical_plan::collect(plan, state.task_ctx()).await? {
                         held.extend(replicas::key_hashes(&batch, [0, 1, 2])?);
                     }
@@ -426,7 +437,7 @@ impl ProfileTable {
         }
         for b in blocks {
             origins
-                .entry(b.source.clone())
+                .entry(replicas::block_origin(b))
                 .or_default()
                 .1
                 .push(b.clone());

@@ -5,7 +5,7 @@
 //! aggregate its own rows.
 //!
 //! The choice, made per query and tenant, as Pyroscope's queriers make it: every origin of
-//! data (an ingester's head and blocks, or the compactor's blocks) lists the keys of its
+//! data (an ingester's head and blocks, or one compacted block) lists the keys of its
 //! profiles in the query's window (the small `profiles` table), and each profile goes to the
 //! first origin holding it, compacted blocks first, then ingesters by name. Each origin then
 //! reads only its own profiles, as a [`ProfileKeyFilter`] over its rows: usually "all" for one
@@ -28,6 +28,18 @@ use datafusion::physical_expr::PhysicalExpr;
 
 /// The block source name of compacted blocks; every other origin is an ingester's.
 const INGESTER_PREFIX: &str = "ingester-";
+
+/// The origin of a block: its ingester for an ingester's blocks (they never hold one profile
+/// twice, and its head cut already keeps them apart from its head), the block itself for a
+/// compacted one (two compactions of one window, before a later one merges them, may both
+/// hold copies of a profile).
+pub fn block_origin(block: &profusion_model::block::BlockMeta) -> String {
+    if block.source.starts_with(INGESTER_PREFIX) {
+        block.source.clone()
+    } else {
+        format!("{}/{}", block.source, block.id)
+    }
+}
 
 /// The columns that identify a profile, as the filter reads them.
 pub const PROFILE_KEY_COLUMNS: [&str; 3] = ["series_fingerprint", "time_nanos", "profile_id"];
