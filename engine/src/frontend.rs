@@ -209,9 +209,23 @@ fn split(range: TimeRange, interval_millis: i64, max_parts: usize) -> Result<Vec
 
 #[async_trait]
 impl JobQueue for QueryScheduler {
-    /// A caller that goes away costs no more work: before its turn the job is skipped, during
-    /// it the plan is dropped, which cancels it.
     async fn run(&self, ctx: &QueryContext, job: ReadJob) -> Result<ReadAnswer> {
+        match self.run_passing(ctx, job).await? {
+            ReadAnswer::Encoded(bytes) => crate::remote::wire::decode_answer(&bytes, &ctx.budget),
+            answer => Ok(answer),
+        }
+    }
+
+    fn max_outstanding(&self) -> usize {
+        self.max_outstanding
+    }
+}
+
+impl QueryScheduler {
+    /// Queues `job` and waits for its answer, which stays encoded when a querier of another
+    /// process ran it. A caller that goes away costs no more work: before its turn the job is
+    /// skipped, during it the plan is dropped, which cancels it.
+    pub(crate) async fn run_passing(&self, ctx: &QueryContext, job: ReadJob) -> Result<ReadAnswer> {
         let (reply, answer) = oneshot::channel();
         self.enqueue(
             &ctx.scope.key(),
@@ -225,10 +239,6 @@ impl JobQueue for QueryScheduler {
         answer
             .await
             .map_err(|_| QueryError::internal("a querier worker dropped the query"))?
-    }
-
-    fn max_outstanding(&self) -> usize {
-        self.max_outstanding
     }
 }
 

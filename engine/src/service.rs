@@ -96,6 +96,9 @@ pub enum ReadAnswer {
     ProfileTypes(Vec<String>),
     ProfileStats(Option<(i64, i64)>),
     Analysis(QueryAnalysis),
+    /// An answer as a querier of another process encoded it ([`crate::remote`]): a scheduler
+    /// passes it on to the frontend that asked without decoding it.
+    Encoded(Vec<u8>),
 }
 
 macro_rules! answer_as {

@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::error::StartError;
 
 /// The roles a process can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Role {
     Distributor,
     Ingester,
@@ -118,6 +118,8 @@ pub(crate) struct Shared {
     pub(crate) query_runtime: tokio::runtime::Handle,
     /// `host:port` the other processes of a cluster reach this one at.
     pub(crate) advertise_address: String,
+    /// The rings this process watches, by role (see [`watch_ring`]).
+    pub(crate) rings: std::collections::HashMap<Role, RingWatcher>,
 }
 
 /// The parts a process serves requests with, as its roles built them; a part is `None` when
@@ -329,14 +331,20 @@ pub(crate) async fn microservices(
 }
 
 /// The members of `role`'s ring, kept up to date.
-async fn watch_ring(shared: &Shared, role: Role) -> Result<RingWatcher, StartError> {
-    RingWatcher::start(
+async fn watch_ring(shared: &mut Shared, role: Role) -> Result<RingWatcher, StartError> {
+    if let Some(watcher) = shared.rings.get(&role) {
+        // One watcher per ring for the whole process: every role reading it shares one poll.
+        return Ok(watcher.clone());
+    }
+    let watcher = RingWatcher::start(
         Arc::clone(&shared.catalog),
         role.name(),
         shared.config.ring.config(),
     )
     .await
-    .map_err(StartError::Catalog)
+    .map_err(StartError::Catalog)?;
+    shared.rings.insert(role, watcher.clone());
+    Ok(watcher)
 }
 
 /// Registers this process in `role`'s ring (JOINING until the role is built). Ingesters are
@@ -472,7 +480,7 @@ fn distributor(shared: &Shared, ring: Ring) -> Arc<Distributor> {
 /// A distributor of a cluster: its ring is the ingester ring's members, reached over gRPC,
 /// rebuilt whenever the membership changes. Ready once a quorum of ingesters serves.
 async fn remote_distributor(
-    shared: &Shared,
+    shared: &mut Shared,
 ) -> Result<
     (
         Arc<Distributor>,
@@ -482,13 +490,7 @@ async fn remote_distributor(
     StartError,
 > {
     let ring_config = shared.config.ring.config();
-    let mut watcher = RingWatcher::start(
-        Arc::clone(&shared.catalog),
-        Role::Ingester.name(),
-        ring_config,
-    )
-    .await
-    .map_err(StartError::Catalog)?;
+    let mut watcher = watch_ring(shared, Role::Ingester).await?;
     let replication_factor = shared.config.ingester.replication_factor;
     let builder =
         RemoteRingBuilder::new(replication_factor, shared.config.distributor.push_timeout);

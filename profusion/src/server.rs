@@ -110,6 +110,7 @@ impl Server {
                 .handle()
                 .clone(),
             advertise_address,
+            rings: Default::default(),
         };
         let monolith = roles.len() == roles::Role::ALL.len();
         let parts = if monolith {

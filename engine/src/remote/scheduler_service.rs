@@ -19,7 +19,7 @@ use tonic_prost::ProstCodec;
 use super::{LOOP_PATH, RUN_PATH, from_status, to_status, wire};
 use crate::budget::QueryBudget;
 use crate::error::QueryError;
-use crate::frontend::{Job, JobQueue, QueryScheduler};
+use crate::frontend::{Job, QueryScheduler};
 use crate::service::QueryContext;
 
 /// Serves a [`QueryScheduler`] to frontends and querier workers in other processes.
@@ -90,7 +90,10 @@ impl tonic::server::UnaryService<RunRequest> for RunMethod {
                 scope,
                 budget: QueryBudget::new(request.memory_bytes as usize),
             };
-            let answer = scheduler.run(&ctx, job).await.map_err(|e| to_status(&e))?;
+            let answer = scheduler
+                .run_passing(&ctx, job)
+                .await
+                .map_err(|e| to_status(&e))?;
             Ok(Response::new(RunResponse {
                 answer: wire::encode_answer(&answer).into(),
             }))
@@ -167,7 +170,7 @@ async fn serve_worker(
                         if done.job_id == id =>
                     {
                         if !cancelled {
-                            let result = answer(&done, &job, &querier);
+                            let result = answer(&done, &querier);
                             let _ = job.reply.send(result);
                         }
                         break;
@@ -195,12 +198,9 @@ async fn serve_worker(
     }
 }
 
-/// The answer a worker reported, decoded for the job's caller.
-fn answer(
-    done: &JobDone,
-    job: &Job,
-    querier: &str,
-) -> crate::error::Result<crate::service::ReadAnswer> {
+/// The answer a worker reported, still encoded: a frontend of another process decodes it, one
+/// of this process when it takes it ([`crate::frontend::JobQueue::run`]).
+fn answer(done: &JobDone, querier: &str) -> crate::error::Result<crate::service::ReadAnswer> {
     if done.error_code != 0 {
         return Err(from_status(
             &format!("querier {querier}"),
@@ -210,7 +210,7 @@ fn answer(
             ),
         ));
     }
-    wire::decode_answer(&done.answer, &job.ctx.budget)
+    Ok(crate::service::ReadAnswer::Encoded(done.answer.to_vec()))
 }
 
 /// A job whose worker went away before answering: run again once, then failed as retryable.

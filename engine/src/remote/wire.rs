@@ -239,6 +239,7 @@ pub(crate) fn encode_answer(answer: &ReadAnswer) -> Vec<u8> {
         out
     };
     match answer {
+        ReadAnswer::Encoded(bytes) => bytes.clone(),
         ReadAnswer::Tree(tree) => {
             let mut out = vec![TREE];
             out.extend(tree.value.tree_bytes(0));
