@@ -4,6 +4,7 @@
 //! mode will run each alone, with network clients in place of the parts it lacks.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use object_store::ObjectStore;
 use profusion_api::routes::ops::ReadinessCheck;
@@ -254,7 +255,7 @@ pub(crate) async fn microservices(
                     .registry
                     .register_collector(Box::new(WorkerMetrics(Arc::clone(&stats))));
                 parts.readiness.push(Box::new(move || {
-                    if stats.connected.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    if stats.connected.load(Ordering::SeqCst) > 0 {
                         Ok(())
                     } else {
                         Err("waiting for a query-scheduler to take jobs from".to_owned())
@@ -506,17 +507,24 @@ async fn remote_distributor(
             })
             .collect()
     };
-    let distributor = distributor(shared, builder.build(&members(&watcher)));
+    // Readiness counts the healthy members of the ring writes go through, updated after it:
+    // never ready (or unready) ahead of the ring a write would meet.
+    let healthy = |members: &[IngesterMember]| members.iter().filter(|m| m.healthy).count();
+    let initial = members(&watcher);
+    let serving = Arc::new(AtomicUsize::new(healthy(&initial)));
+    let distributor = distributor(shared, builder.build(&initial));
     let ring = Arc::clone(distributor.ring());
-    let readiness_watcher = watcher.clone();
+    let ring_serving = Arc::clone(&serving);
     let watch = tokio::spawn(async move {
         while watcher.changed().await {
-            ring.replace(builder.build(&members(&watcher)));
+            let members = members(&watcher);
+            ring.replace(builder.build(&members));
+            ring_serving.store(healthy(&members), Ordering::Release);
         }
     });
     let quorum = replication_factor / 2 + 1;
     let ready: ReadinessCheck = Box::new(move || {
-        let serving = readiness_watcher.serving().len();
+        let serving = serving.load(Ordering::Acquire);
         if serving >= quorum {
             Ok(())
         } else {
@@ -652,7 +660,6 @@ struct WorkerMetrics(Arc<WorkerStats>);
 
 impl Collector for WorkerMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        use std::sync::atomic::Ordering;
         let streams = ConstGauge::new(self.0.connected.load(Ordering::SeqCst) as i64);
         streams.encode(encoder.encode_descriptor(
             "profusion_querier_worker_streams",
