@@ -1,10 +1,12 @@
 //! `profusion-bench cluster`: the price of the network. The same workload goes to a monolith
 //! and to a cluster of one process per role (three ingesters with replication factor 3, a
-//! distributor, a query-scheduler, queriers, a query-frontend) sharing a SQLite catalog and a
-//! local object store, so only the processes differ. It reports, in one run:
+//! distributor, a query-scheduler, queriers each with a store-gateway in its process, a
+//! query-frontend) sharing a SQLite catalog and a local object store, so only the processes
+//! differ. It reports, in one run:
 //! - flame-graph and series latency of the cluster against the monolith (a ratio);
-//! - the bytes that crossed the network per query (head data from the ingesters over Arrow
-//!   Flight, the answer from the querier) next to the bytes the query scanned;
+//! - the bytes that crossed the network per query (head rows read over Arrow Flight, partial
+//!   aggregates from the plan stages on ingesters and store-gateways, the answer) next to the
+//!   block bytes the query scanned;
 //! - how the work of a batch of queries splits between one and then two queriers.
 //!
 //! This machine has two cores: every process shares them, so wall-clock scaling with more
@@ -225,24 +227,29 @@ pub(crate) async fn cluster(args: ClusterArgs) -> Value {
         })
         .await;
         // One more run, measured: what crossed the network for it.
-        let querier = cluster.url("querier-1");
-        let head_before = total(&ingesters, "profusion_ingester_head_sent_bytes_total").await;
-        let rows_before = total(&ingesters, "profusion_ingester_head_sent_rows_total").await;
-        let blocks_before = metric(
-            &querier,
-            "profusion_store_gateway_object_store_read_bytes_total",
-        )
-        .await;
+        let queriers = cluster.urls("querier-");
+        let sums = [
+            (&ingesters, "profusion_ingester_head_sent_rows_total"),
+            (&ingesters, "profusion_ingester_head_sent_bytes_total"),
+            (&queriers, "profusion_querier_stage_received_rows_total"),
+            (&queriers, "profusion_querier_stage_received_bytes_total"),
+            (
+                &queriers,
+                "profusion_store_gateway_object_store_read_bytes_total",
+            ),
+        ];
+        let mut before = Vec::new();
+        for (nodes, sample) in sums {
+            before.push(total(nodes, sample).await);
+        }
         let answer = query(&cluster_client, which, start_ms, end_ms).await;
-        let head =
-            total(&ingesters, "profusion_ingester_head_sent_bytes_total").await - head_before;
-        let rows = total(&ingesters, "profusion_ingester_head_sent_rows_total").await - rows_before;
-        let blocks = metric(
-            &querier,
-            "profusion_store_gateway_object_store_read_bytes_total",
-        )
-        .await
-            - blocks_before;
+        let mut delta = Vec::new();
+        for ((nodes, sample), before) in sums.into_iter().zip(before) {
+            delta.push(total(nodes, sample).await - before);
+        }
+        let [rows, head, stage_rows, stage_bytes, blocks] = delta[..] else {
+            unreachable!("one delta per sum")
+        };
         latencies.push(json!({
             "query": which,
             "monolith_p50_ms": mono_p50 * 1e3,
@@ -252,6 +259,8 @@ pub(crate) async fn cluster(args: ClusterArgs) -> Value {
             "cluster_over_monolith_p50": cluster_p50 / mono_p50,
             "head_rows_over_flight": rows,
             "head_bytes_over_flight": head,
+            "stage_rows_received": stage_rows,
+            "stage_bytes_received_decoded": stage_bytes,
             "answer_bytes": answer,
             "block_bytes_read": blocks,
         }));
@@ -288,6 +297,8 @@ pub(crate) async fn cluster(args: ClusterArgs) -> Value {
                 "head_rows": after[1] - before[1],
                 "head_bytes": after[2] - before[2],
                 "block_bytes_read": after[3] - before[3],
+                "stage_rows_received": after[4] - before[4],
+                "stage_bytes_received_decoded": after[5] - before[5],
             }));
         }
         split.push(json!({"queriers": queriers, "per_querier": per_querier}));
@@ -309,13 +320,16 @@ pub(crate) async fn cluster(args: ClusterArgs) -> Value {
     report
 }
 
-/// A querier's jobs, head rows and bytes received, and block bytes read, so far.
-async fn work(url: &str) -> [f64; 4] {
+/// A querier's jobs, head rows and bytes received, block bytes read (by the store-gateway of
+/// its process), and stage rows and bytes received, so far.
+async fn work(url: &str) -> [f64; 6] {
     [
         metric(url, "profusion_querier_jobs_total").await,
         metric(url, "profusion_querier_head_received_rows_total").await,
         metric(url, "profusion_querier_head_received_bytes_total").await,
         metric(url, "profusion_store_gateway_object_store_read_bytes_total").await,
+        metric(url, "profusion_querier_stage_received_rows_total").await,
+        metric(url, "profusion_querier_stage_received_bytes_total").await,
     ]
 }
 

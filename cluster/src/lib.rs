@@ -4,15 +4,17 @@
 //! it needs. A member whose heartbeats stop is unhealthy after `heartbeat_timeout` and routed
 //! around; a clean shutdown leaves its ring at once.
 //!
-//! Owns: the lifecycle of this process's ring memberships ([`Lifecycler`]) and the cached view
-//! of a ring ([`RingWatcher`]). It does not decide what a ring is used for: the distributor
+//! Owns: the lifecycle of this process's ring memberships ([`Lifecycler`]), the cached view
+//! of a ring ([`RingWatcher`]) and how processes open channels to each other ([`PeerChannels`]). It does not decide what a ring is used for: the distributor
 //! builds its write ring from the ingester members, queriers find ingesters and store-gateways
 //! from theirs.
 
 mod lifecycler;
+mod peer;
 mod watcher;
 
 pub use lifecycler::Lifecycler;
+pub use peer::{CallDeadline, PeerAddressError, PeerChannels, Traffic, peer_channel};
 pub use profusion_catalog::{MemberState, RingMember};
 pub use watcher::RingWatcher;
 

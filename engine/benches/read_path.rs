@@ -147,6 +147,7 @@ async fn open(dir: &Path) -> (Arc<Ingester>, Querier) {
         QuerierConfig {
             query_memory_bytes: 8 << 30,
             target_partitions: 2,
+            distribution: None,
         },
     );
     (ingester, querier)

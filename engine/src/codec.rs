@@ -4,11 +4,13 @@
 //! datafusion-proto; this codec adds [`HeadScanExec`], [`SymbolizeExec`] and the
 //! `saturating_sum` aggregate.
 //!
-//! A head scan travels as its requests and the [`HeadCut`] each was planned against: the
-//! decoding side pins a fresh snapshot of the same tenants from its own [`HeadSource`] when the
-//! plan first runs, and reads only the cut's WAL segments, so the blocks the planner skipped
-//! and the head data the plan reads still meet exactly. A segment flushed in between fails the
-//! scan as unavailable (retryable) instead of reading a profile twice or not at all.
+//! A head scan travels as its requests, the [`HeadCut`] each was planned against and, for a
+//! snapshot taken over Arrow Flight, the pin its ingester holds it under: the decoding side
+//! reads that very snapshot (the ingester's own, or over Flight) through its [`HeadSource`].
+//! A scan without a pin pins a fresh snapshot when the plan first runs and reads only the
+//! cut's WAL segments, so the blocks the planner skipped and the head data the plan reads
+//! still meet exactly; a segment flushed in between fails the scan as unavailable (retryable)
+//! instead of reading a profile twice or not at all.
 
 use std::sync::Arc;
 
@@ -16,6 +18,9 @@ use async_trait::async_trait;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::AggregateUDF;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr_common::physical_expr::proto_decode::PhysicalExprDecodeCtx;
+use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use profusion_model::block::Table;
@@ -26,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::functions::{SATURATING_SUM, saturating_sum};
 use crate::symbolize::{StackFilter, SymbolizeExec, SymbolizeOutput};
+use crate::table::replicas::{ProfileKeyFilter, ProfileKeyFilterExec};
 use crate::table::{HeadScanExec, scan_schema};
 
 /// The codec of Profusion's plan nodes; decoded head scans read from `head`.
@@ -54,12 +60,19 @@ enum Node {
         output: SymbolizeOutput,
         filter: StackFilter,
     },
+    /// A replica choice's filter: the keys (see `ProfileKeyFilter::encode_keep`), over the
+    /// three key columns of its input.
+    ProfileKeys { keep: Vec<u8>, columns: [usize; 3] },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct EncodedScan {
     cut: HeadCut,
     request: ScanRequest,
+    /// The pin of the planner's snapshot on its ingester, when it has one: the decoding side
+    /// reads that very snapshot.
+    #[serde(default)]
+    pin: Option<u64>,
 }
 
 impl PhysicalExtensionCodec for ProfusionCodec {
@@ -95,6 +108,7 @@ impl PhysicalExtensionCodec for ProfusionCodec {
                             source: Arc::clone(&self.head),
                             tenant: request.tenant.clone(),
                             cut: s.cut,
+                            pin: s.pin,
                             pinned: tokio::sync::OnceCell::new(),
                         });
                         (head, request)
@@ -102,6 +116,27 @@ impl PhysicalExtensionCodec for ProfusionCodec {
                     .collect();
                 Ok(Arc::new(HeadScanExec::from_parts(
                     table, schema, scans, partitions,
+                )))
+            }
+            Node::ProfileKeys { keep, columns } => {
+                let [input] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "ProfileKeyFilterExec takes exactly one input".into(),
+                    ));
+                };
+                let schema = input.schema();
+                let children: Vec<Arc<dyn PhysicalExpr>> = columns
+                    .iter()
+                    .map(|&i| {
+                        Arc::new(datafusion::physical_expr::expressions::Column::new(
+                            schema.field(i).name(),
+                            i,
+                        )) as Arc<dyn PhysicalExpr>
+                    })
+                    .collect();
+                Ok(Arc::new(ProfileKeyFilterExec::new(
+                    ProfileKeyFilter::decode(&keep, &children)?,
+                    Arc::clone(input),
                 )))
             }
             Node::Symbolize { output, filter } => {
@@ -136,8 +171,14 @@ impl PhysicalExtensionCodec for ProfusionCodec {
                     .map(|(head, request)| EncodedScan {
                         cut: head.cut().clone(),
                         request: request.clone(),
+                        pin: head.pin(),
                     })
                     .collect(),
+            }
+        } else if let Some(keys) = node.downcast_ref::<ProfileKeyFilterExec>() {
+            Node::ProfileKeys {
+                keep: keys.filter().encode_keep(),
+                columns: keys.filter().column_indices()?,
             }
         } else if let Some(symbolize) = node.downcast_ref::<SymbolizeExec>() {
             Node::Symbolize {
@@ -152,6 +193,30 @@ impl PhysicalExtensionCodec for ProfusionCodec {
         };
         serde_json::to_writer(buf, &encoded)
             .map_err(|e| DataFusionError::Internal(format!("encoding a Profusion plan node: {e}")))
+    }
+
+    fn try_decode_expr(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn PhysicalExpr>],
+        _ctx: &PhysicalExprDecodeCtx<'_>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        Ok(Arc::new(ProfileKeyFilter::decode(buf, inputs)?))
+    }
+
+    fn try_encode_expr(
+        &self,
+        node: &Arc<dyn PhysicalExpr>,
+        buf: &mut Vec<u8>,
+        _ctx: &PhysicalExprEncodeCtx<'_>,
+    ) -> Result<()> {
+        let Some(filter) = node.downcast_ref::<ProfileKeyFilter>() else {
+            return Err(DataFusionError::NotImplemented(format!(
+                "no Profusion encoding for expression {node}"
+            )));
+        };
+        buf.extend(filter.encode_keep());
+        Ok(())
     }
 
     fn try_decode_udaf(&self, name: &str, _buf: &[u8]) -> Result<Arc<AggregateUDF>> {
@@ -170,14 +235,16 @@ impl PhysicalExtensionCodec for ProfusionCodec {
     }
 }
 
-/// The head of a decoded scan: pinned from the local head source the first time any
-/// partition reads it, then shared by every partition, and read only up to the cut the plan
-/// was made against.
+/// The head of a decoded scan, looked up in the local head source the first time any
+/// partition reads it, then shared by every partition: the planner's own snapshot when it has
+/// a pin (a snapshot taken over Flight, which its ingester keeps until the planner's query
+/// ends), else a fresh snapshot read only up to the cut the plan was made against.
 #[derive(Debug)]
 struct Resnapshot {
     source: Arc<dyn HeadSource>,
     tenant: String,
     cut: HeadCut,
+    pin: Option<u64>,
     pinned: tokio::sync::OnceCell<Arc<dyn HeadSnapshot>>,
 }
 
@@ -194,6 +261,9 @@ impl HeadSnapshot for Resnapshot {
         let head = self
             .pinned
             .get_or_try_init(|| async {
+                if let Some(pin) = self.pin {
+                    return self.source.pinned(&self.cut, pin).await;
+                }
                 // This process's snapshot of the ingester the plan was cut on.
                 let heads = self.source.snapshot(&self.tenant).await?;
                 heads

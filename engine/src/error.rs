@@ -57,9 +57,52 @@ impl ErrorExt for QueryError {
     }
 }
 
+/// The context a retryable failure carries across processes. A plan stage's error reaches the
+/// querier through datafusion-distributed, which keeps DataFusion's error variants and a
+/// context's text but turns every other error into its message; this context is how a source
+/// that could not be reached there still reads as unavailable here.
+const UNAVAILABLE_CONTEXT: &str = "unavailable; retry the query";
+
+/// `e`, marked as a retryable failure wherever it is classified (see [`UNAVAILABLE_CONTEXT`]).
+pub(crate) fn mark_unavailable(
+    e: datafusion::error::DataFusionError,
+) -> datafusion::error::DataFusionError {
+    e.context(UNAVAILABLE_CONTEXT)
+}
+
+/// Whether `e`, or an error under it, was marked by [`mark_unavailable`].
+fn marked_unavailable(e: &datafusion::error::DataFusionError) -> bool {
+    use datafusion::error::DataFusionError as E;
+    let mut error: &dyn std::error::Error = e;
+    loop {
+        let df = error
+            .downcast_ref::<E>()
+            .or_else(|| error.downcast_ref::<Arc<E>>().map(Arc::as_ref));
+        if let Some(E::Context(context, _)) = df
+            && context == UNAVAILABLE_CONTEXT
+        {
+            return true;
+        }
+        match error.source() {
+            Some(source) => error = source,
+            None => return false,
+        }
+    }
+}
+
 impl From<datafusion::error::DataFusionError> for QueryError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         use datafusion::error::DataFusionError as E;
+        if marked_unavailable(&e) {
+            return Self {
+                status: StatusCode::Unavailable,
+                message: match e.find_root() {
+                    E::External(inner) => inner.to_string(),
+                    root => root.to_string(),
+                },
+                source: Some(Arc::new(e)),
+            };
+        }
         let (status, message) = match e.find_root() {
             E::ResourcesExhausted(m) => (
                 StatusCode::ResourceExhausted,

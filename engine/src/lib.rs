@@ -13,6 +13,7 @@
 pub mod blocks;
 pub mod budget;
 pub mod codec;
+pub mod distributed;
 pub mod dot;
 pub mod error;
 pub mod frontend;

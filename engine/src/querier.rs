@@ -47,6 +47,9 @@ pub struct QuerierConfig {
     pub query_memory_bytes: usize,
     /// Parallelism of one query's plans.
     pub target_partitions: usize,
+    /// In a cluster, where the plans' stages run (see [`crate::distributed`]); `None` runs
+    /// every plan in this process.
+    pub distribution: Option<crate::distributed::Distribution>,
 }
 
 impl Default for QuerierConfig {
@@ -54,6 +57,7 @@ impl Default for QuerierConfig {
         Self {
             query_memory_bytes: 1 << 30,
             target_partitions: 2,
+            distribution: None,
         }
     }
 }
@@ -148,6 +152,14 @@ impl SeriesLabels {
     }
 }
 
+/// How every session of the read path scans blocks, in this process or on a worker: filters
+/// evaluated inside the Parquet scan, so row groups whose statistics prove every row matches
+/// (the usual case for profile type and time) skip the per-row check.
+pub(crate) fn scan_options(options: &mut datafusion::config::ConfigOptions) {
+    options.execution.parquet.pushdown_filters = true;
+    options.execution.parquet.reorder_filters = true;
+}
+
 #[derive(Debug)]
 pub struct Querier {
     head: Arc<dyn HeadSource>,
@@ -183,15 +195,20 @@ impl Querier {
         // `profile_type` then cost no copy per row. The head side is cast to match.
         let mut options =
             SessionConfig::new().with_target_partitions(config.target_partitions.max(1));
-        // Evaluate filters inside the Parquet scan: row groups whose statistics prove every
-        // row matches (the usual case for profile type and time) skip the per-row check.
-        options.options_mut().execution.parquet.pushdown_filters = true;
-        options.options_mut().execution.parquet.reorder_filters = true;
-        let base = symbolize::with_planner(
+        scan_options(options.options_mut());
+        let mut base = symbolize::with_planner(
             SessionStateBuilder::new()
                 .with_config(options)
                 .with_default_features(),
         );
+        if let Some(distribution) = &config.distribution {
+            base = crate::distributed::coordinator(
+                SessionStateBuilder::new_from_existing(base),
+                distribution,
+                crate::codec::ProfusionCodec::new(Arc::clone(&head)),
+            )
+            .build();
+        }
         Self {
             head,
             blocks,
@@ -479,7 +496,7 @@ impl Querier {
         let Some(plan) = self.merge_plan(budget, tenants, req, output).await? else {
             return Ok(Charged::new(Tree::new(), reservation));
         };
-        let bytes = symbolize::output_bytes(&plan.collect().await?)?;
+        let bytes = symbolize::output_bytes(&collect(plan).await?)?;
         let tree = Tree::from_tree_bytes_charged(&bytes, budget.tree_charge(&mut reservation))?;
         Ok(Charged::new(tree, reservation))
     }
@@ -552,6 +569,16 @@ impl Querier {
             return Ok("EmptyExec: no series match the selector".into());
         };
         let physical = plan.create_physical_plan().await?;
+        // A plan split into stages shows them, with their network boundaries.
+        if physical
+            .downcast_ref::<datafusion_distributed::DistributedExec>()
+            .is_some()
+        {
+            return Ok(datafusion_distributed::display_plan_ascii(
+                physical.as_ref(),
+                false,
+            ));
+        }
         Ok(datafusion::physical_plan::displayable(physical.as_ref())
             .indent(false)
             .to_string())
@@ -863,4 +890,36 @@ impl ReadExecutor for Querier {
             }
         })
     }
+}
+
+/// Runs a query's plan. A plan split into stages is encoded once here first, as each stage is
+/// sent to its worker: a stage that cannot travel fails the query with why, at once, instead of
+/// its worker waiting for a plan that never comes.
+async fn collect(plan: DataFrame) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    let task_ctx = Arc::new(plan.task_ctx());
+    let physical = plan.create_physical_plan().await?;
+    if let Some(distributed) = physical.downcast_ref::<datafusion_distributed::DistributedExec>() {
+        let codec = datafusion_distributed::DistributedCodec::new_combined_with_user(
+            task_ctx.session_config(),
+        );
+        for child in datafusion::physical_plan::ExecutionPlan::children(distributed) {
+            // Leaves split over tasks travel as each task's own part: check the whole.
+            use datafusion::common::tree_node::{Transformed, TreeNode};
+            let unsplit = Arc::clone(child)
+                .transform_up(|node| {
+                    Ok(
+                        match node.downcast_ref::<datafusion_distributed::DistributedLeafExec>() {
+                            Some(leaf) => Transformed::yes(Arc::clone(leaf.original())),
+                            None => Transformed::no(node),
+                        },
+                    )
+                })?
+                .data;
+            <datafusion_proto::protobuf::PhysicalPlanNode as datafusion_proto::physical_plan::AsExecutionPlan>::try_from_physical_plan(
+                unsplit,
+                &codec,
+            )?;
+        }
+    }
+    Ok(datafusion::physical_plan::collect(physical, task_ctx).await?)
 }

@@ -11,8 +11,10 @@ use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
 };
 use object_store::local::LocalFileSystem;
-use profusion_catalog::{Catalog, SqliteCatalog};
+use profusion_catalog::{Catalog, MemberState, RingMember, SqliteCatalog};
+use profusion_cluster::{RingConfig, RingWatcher};
 use profusion_engine::codec::ProfusionCodec;
+use profusion_engine::distributed::Distribution;
 use profusion_engine::querier::{MergeRequest, Querier, QuerierConfig, TimeRange};
 use profusion_engine::selector;
 use profusion_engine::symbolize::StackFilter;
@@ -71,6 +73,15 @@ fn write_for(service: &str, fingerprint: u64, i: u64, stack: &[&str], value: i64
 }
 
 async fn setup(dir: &Path) -> (Arc<Ingester>, Querier) {
+    let (ingester, querier, _) = setup_with(dir, QuerierConfig::default()).await;
+    (ingester, querier)
+}
+
+/// An ingester `a` and a querier over it and its blocks with `config`; the catalog too.
+async fn setup_with(
+    dir: &Path,
+    config: QuerierConfig,
+) -> (Arc<Ingester>, Querier, Arc<dyn Catalog>) {
     let objects = dir.join("objects");
     std::fs::create_dir_all(&objects).unwrap();
     let store = Arc::new(LocalFileSystem::new_with_prefix(&objects).unwrap());
@@ -96,11 +107,34 @@ async fn setup(dir: &Path) -> (Arc<Ingester>, Querier) {
     let querier = Querier::new(
         Arc::clone(&ingester) as _,
         Arc::new(profusion_store_gateway::StoreGateway::uncached(
-            catalog, store,
+            Arc::clone(&catalog),
+            store,
         )),
-        QuerierConfig::default(),
+        config,
     );
-    (ingester, querier)
+    (ingester, querier, catalog)
+}
+
+/// One profile of `svc` in a flushed block (`main;work` 3), one in the head (`main;idle` 1);
+/// the flame-graph request over both.
+async fn half_flushed(ingester: &Ingester) -> MergeRequest {
+    ingester
+        .write(write(1, &["main", "work"], 3))
+        .await
+        .unwrap();
+    ingester.flush().await.unwrap();
+    ingester
+        .write(write(2, &["main", "idle"], 1))
+        .await
+        .unwrap();
+    MergeRequest {
+        profile_type: CPU.into(),
+        selector: selector::parse(r#"{service_name="svc"}"#).unwrap(),
+        range: TimeRange::from_millis(0, 2_000),
+        profile_ids: Vec::new(),
+        span_ids: Vec::new(),
+        stacks: StackFilter::default(),
+    }
 }
 
 /// Block ids and temporary paths vary per run.
@@ -116,24 +150,7 @@ async fn flame_graph_plan_scans_filters_merges_by_stack_hash_and_symbolizes() {
     let dir = tempfile::tempdir().unwrap();
     let (ingester, querier) = setup(dir.path()).await;
     let tenants = ["t".to_owned()];
-    ingester
-        .write(write(1, &["main", "work"], 3))
-        .await
-        .unwrap();
-    ingester.flush().await.unwrap();
-    ingester
-        .write(write(2, &["main", "idle"], 1))
-        .await
-        .unwrap();
-
-    let req = MergeRequest {
-        profile_type: CPU.into(),
-        selector: selector::parse(r#"{service_name="svc"}"#).unwrap(),
-        range: TimeRange::from_millis(0, 2_000),
-        profile_ids: Vec::new(),
-        span_ids: Vec::new(),
-        stacks: StackFilter::default(),
-    };
+    let req = half_flushed(&ingester).await;
     let tree = querier
         .merge_tree(&querier.budget(), &tenants, &req, 0)
         .await
@@ -203,6 +220,75 @@ async fn flame_graph_plan_scans_filters_merges_by_stack_hash_and_symbolizes() {
         assert!(!original.is_empty());
         assert_eq!(shipped, original);
     }
+}
+
+/// In a cluster, the samples aggregation runs next to the data: a stage per origin (the
+/// ingester's head on the ingester, its blocks on a store-gateway) aggregates partially and
+/// shuffles by stack hash to the final aggregation on the queriers; EXPLAIN shows the stages
+/// and their network boundaries.
+#[tokio::test]
+async fn a_cluster_plan_aggregates_next_to_the_data_in_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let catalog: Arc<dyn Catalog> = Arc::new(
+        SqliteCatalog::open(dir.path().join("catalog.db"))
+            .await
+            .unwrap(),
+    );
+    let now = profusion_model::time::now_millis();
+    for (ring, instance, address) in [
+        ("ingester", "a", "127.0.0.1:7001"),
+        ("store-gateway", "store-gateway-1", "127.0.0.1:7002"),
+        ("querier", "querier-1", "127.0.0.1:7003"),
+    ] {
+        catalog
+            .heartbeat(&RingMember {
+                ring: ring.into(),
+                instance: instance.into(),
+                address: address.into(),
+                tokens: Vec::new(),
+                state: MemberState::Active,
+                registered_at_millis: now,
+                heartbeat_at_millis: now,
+            })
+            .await
+            .unwrap();
+    }
+    let ring = RingConfig {
+        heartbeat_period: Duration::from_secs(60),
+        heartbeat_timeout: Duration::from_secs(3600),
+    };
+    let watch = |name: &'static str| {
+        let catalog = Arc::clone(&catalog);
+        async move { RingWatcher::start(catalog, name, ring).await.unwrap() }
+    };
+    let distribution = Distribution {
+        ingesters: watch("ingester").await,
+        queriers: watch("querier").await,
+        store_gateways: watch("store-gateway").await,
+        timeout: Duration::from_secs(10),
+        traffic: Arc::default(),
+    };
+    drop(catalog);
+    let (ingester, querier, _) = setup_with(
+        dir.path(),
+        QuerierConfig {
+            distribution: Some(distribution),
+            ..QuerierConfig::default()
+        },
+    )
+    .await;
+    let req = half_flushed(&ingester).await;
+    insta::assert_snapshot!(
+        "cluster_flame_graph_plan",
+        redact(
+            &querier
+                .explain_merge(&["t".to_owned()], &req)
+                .await
+                .unwrap()
+        )
+    );
 }
 
 fn explain(plan: &dyn ExecutionPlan) -> String {

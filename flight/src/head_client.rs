@@ -1,8 +1,7 @@
 //! The querier's view of every ingester's head, over Arrow Flight: a [`HeadSource`] whose
 //! snapshot of a tenant is one pinned snapshot per ingester of the ring.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -10,17 +9,19 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, Ticket};
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
-use profusion_cluster::{MemberState, RingWatcher};
+use profusion_cluster::{CallDeadline, MemberState, PeerChannels, RingWatcher};
 use profusion_model::scan::{
     GenerationSummary, HeadCut, HeadSnapshot, HeadSnapshots, HeadSource, RecordBatchStream,
-    ScanError, ScanRequest,
+    ScanError, ScanRequest, ingester_source,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::FlightStats;
+use profusion_cluster::Traffic;
+
 use crate::protocol::{
     PinnedSnapshot, RELEASE, ReleaseBody, SNAPSHOT, SUMMARY, ScanTicket, TenantBody, from_status,
 };
+use crate::wire_bytes;
 
 /// Every ingester of the ring, read over Flight. A tenant's snapshot asks all of them; with
 /// replication factor `rf`, up to `(rf - 1) / 2` may be down or silent (each series is on a
@@ -29,10 +30,9 @@ use crate::protocol::{
 #[derive(Debug)]
 pub struct RemoteHeads {
     ring: RingWatcher,
-    stats: Arc<FlightStats>,
+    stats: Arc<Traffic>,
     replication_factor: usize,
-    timeout: Duration,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: PeerChannels,
 }
 
 impl RemoteHeads {
@@ -41,35 +41,20 @@ impl RemoteHeads {
             ring,
             stats: Arc::default(),
             replication_factor: replication_factor.max(1),
-            timeout,
-            channels: Mutex::new(HashMap::new()),
+            channels: PeerChannels::new(timeout, CallDeadline::Bounded),
         }
     }
 
     /// What this querier received from the ingesters.
-    pub fn stats(&self) -> Arc<FlightStats> {
+    pub fn stats(&self) -> Arc<Traffic> {
         Arc::clone(&self.stats)
     }
 
     fn client(&self, address: &str) -> Result<FlightServiceClient<Channel>, ScanError> {
-        let mut channels = self.channels.lock().expect("channel lock");
-        let channel = match channels.get(address) {
-            Some(c) => c.clone(),
-            None => {
-                let channel = Endpoint::from_shared(format!("http://{address}"))
-                    .map_err(|e| ScanError::Internal(format!("ingester address {address:?}: {e}")))?
-                    .connect_timeout(self.timeout)
-                    .timeout(self.timeout)
-                    // A peer that stops answering mid-stream is noticed, not waited on.
-                    .http2_keep_alive_interval(Duration::from_secs(5))
-                    .keep_alive_timeout(self.timeout)
-                    .keep_alive_while_idle(true)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
-                channels.insert(address.to_owned(), channel.clone());
-                channel
-            }
-        };
+        let channel = self
+            .channels
+            .get(address)
+            .map_err(|e| ScanError::Internal(e.to_string()))?;
         Ok(FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX))
     }
 
@@ -162,6 +147,7 @@ impl HeadSource for RemoteHeads {
                     address: address.clone(),
                     id: p.id,
                     cut: p.cut,
+                    owned: true,
                 }));
             }
         }
@@ -178,22 +164,51 @@ impl HeadSource for RemoteHeads {
         let answers: Vec<(String, Vec<GenerationSummary>)> = self.ask_all(SUMMARY, body).await?;
         Ok(answers.into_iter().flat_map(|(_, s)| s).collect())
     }
+
+    async fn pinned(&self, cut: &HeadCut, pin: u64) -> Result<Arc<dyn HeadSnapshot>, ScanError> {
+        let member = self
+            .ring
+            .members()
+            .iter()
+            .find(|m| ingester_source(&m.instance) == cut.source)
+            .cloned()
+            .ok_or_else(|| {
+                ScanError::Unavailable(format!(
+                    "{} is not in the ring; retry the query",
+                    cut.source
+                ))
+            })?;
+        Ok(Arc::new(RemoteSnapshot {
+            client: self.client(&member.address)?,
+            stats: Arc::clone(&self.stats),
+            address: member.address,
+            id: pin,
+            cut: cut.clone(),
+            // The process that pinned it releases it.
+            owned: false,
+        }))
+    }
 }
 
-/// One ingester's pinned snapshot, released when the query drops it.
+/// One ingester's pinned snapshot, released when the query that pinned it (`owned`) drops it.
 #[derive(Debug)]
 struct RemoteSnapshot {
     client: FlightServiceClient<Channel>,
-    stats: Arc<FlightStats>,
+    stats: Arc<Traffic>,
     address: String,
     id: u64,
     cut: HeadCut,
+    owned: bool,
 }
 
 #[async_trait]
 impl HeadSnapshot for RemoteSnapshot {
     fn cut(&self) -> &HeadCut {
         &self.cut
+    }
+
+    fn pin(&self) -> Option<u64> {
+        Some(self.id)
     }
 
     async fn scan(&self, request: &ScanRequest) -> Result<RecordBatchStream, ScanError> {
@@ -213,7 +228,7 @@ impl HeadSnapshot for RemoteSnapshot {
             .await
             .map_err(|s| from_status(&address, s))?
             .into_inner()
-            .inspect_ok(move |d| received.add_data(d))
+            .inspect_ok(move |d| received.add(0, wire_bytes(d)))
             .map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s)));
         let batches =
             FlightRecordBatchStream::new_from_flight_data(data).map_err(move |e| match e {
@@ -221,13 +236,16 @@ impl HeadSnapshot for RemoteSnapshot {
                 other => ScanError::Unavailable(format!("reading the head at {address}: {other}")),
             });
         Ok(batches
-            .inspect_ok(move |b| rows.add_rows(b.num_rows()))
+            .inspect_ok(move |b| rows.add(b.num_rows() as u64, 0))
             .boxed())
     }
 }
 
 impl Drop for RemoteSnapshot {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };

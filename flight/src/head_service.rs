@@ -14,13 +14,17 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use futures_util::{Stream, TryStreamExt};
-use profusion_model::scan::{HeadSnapshot, HeadSource};
+use profusion_model::scan::{
+    GenerationSummary, HeadCut, HeadSnapshot, HeadSnapshots, HeadSource, ScanError,
+};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::FlightStats;
+use profusion_cluster::Traffic;
+
 use crate::protocol::{
     PinnedSnapshot, RELEASE, ReleaseBody, SNAPSHOT, SUMMARY, ScanTicket, TenantBody, to_status,
 };
+use crate::wire_bytes;
 
 /// How long a pinned snapshot outlives its last use when its querier never releases it (a
 /// querier that died mid-query).
@@ -31,20 +35,16 @@ type Pinned = HashMap<u64, (Arc<dyn HeadSnapshot>, Instant)>;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Serves a [`HeadSource`] (the ingester of this process) over Arrow Flight.
+/// Snapshots this ingester holds pinned for queries of other processes, by id.
 #[derive(Debug)]
-pub struct HeadFlightService {
-    head: Arc<dyn HeadSource>,
-    stats: Arc<FlightStats>,
+struct Pins {
     next_id: AtomicU64,
     pinned: Mutex<Pinned>,
 }
 
-impl HeadFlightService {
-    pub fn new(head: Arc<dyn HeadSource>) -> Self {
+impl Pins {
+    fn new() -> Self {
         Self {
-            head,
-            stats: Arc::default(),
             // Ids from the clock, so a restarted ingester never honours a ticket of its
             // previous life.
             next_id: AtomicU64::new(
@@ -56,6 +56,63 @@ impl HeadFlightService {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pinned> {
+        let mut pinned = self.pinned.lock().expect("pinned lock");
+        pinned.retain(|_, (_, used)| used.elapsed() < SNAPSHOT_IDLE_EXPIRY);
+        pinned
+    }
+
+    fn pin(&self, heads: HeadSnapshots) -> Vec<PinnedSnapshot> {
+        let mut pinned = self.lock();
+        heads
+            .into_iter()
+            .map(|head| {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let cut = head.cut().clone();
+                pinned.insert(id, (head, Instant::now()));
+                PinnedSnapshot { id, cut }
+            })
+            .collect()
+    }
+
+    /// The snapshot pinned under `id`, its last use now.
+    fn get(&self, id: u64) -> Result<Arc<dyn HeadSnapshot>, ScanError> {
+        let mut pinned = self.lock();
+        let entry = pinned.get_mut(&id).ok_or_else(|| {
+            ScanError::Unavailable(format!(
+                "head snapshot {id} is not pinned here (released, expired, or the ingester \
+                 restarted); retry the query"
+            ))
+        })?;
+        entry.1 = Instant::now();
+        Ok(Arc::clone(&entry.0))
+    }
+
+    fn release(&self, ids: &[u64]) {
+        let mut pinned = self.lock();
+        for id in ids {
+            pinned.remove(id);
+        }
+    }
+}
+
+/// Serves a [`HeadSource`] (the ingester of this process) over Arrow Flight.
+#[derive(Debug)]
+pub struct HeadFlightService {
+    head: Arc<dyn HeadSource>,
+    stats: Arc<Traffic>,
+    pins: Arc<Pins>,
+}
+
+impl HeadFlightService {
+    pub fn new(head: Arc<dyn HeadSource>) -> Self {
+        Self {
+            head,
+            stats: Arc::default(),
+            pins: Arc::new(Pins::new()),
+        }
+    }
+
     /// The tonic service, to mount on the process's port.
     pub fn into_server(self) -> FlightServiceServer<Self> {
         FlightServiceServer::new(self)
@@ -64,32 +121,52 @@ impl HeadFlightService {
     }
 
     /// What this service sent.
-    pub fn stats(&self) -> Arc<FlightStats> {
+    pub fn stats(&self) -> Arc<Traffic> {
         Arc::clone(&self.stats)
     }
 
     /// Snapshots pinned now (for tests and metrics).
     pub fn pinned(&self) -> usize {
-        self.pinned.lock().expect("pinned lock").len()
+        self.pins.lock().len()
     }
 
-    fn expire(pinned: &mut Pinned) {
-        pinned.retain(|_, (_, used)| used.elapsed() < SNAPSHOT_IDLE_EXPIRY);
+    /// The head as plan fragments running in this process read it: the snapshots queriers
+    /// pinned here through this service, by their pins, and the ingester's own head.
+    pub fn local_heads(&self) -> Arc<dyn HeadSource> {
+        Arc::new(PinnedHeads {
+            head: Arc::clone(&self.head),
+            pins: Arc::clone(&self.pins),
+        })
+    }
+}
+
+/// See [`HeadFlightService::local_heads`].
+#[derive(Debug)]
+struct PinnedHeads {
+    head: Arc<dyn HeadSource>,
+    pins: Arc<Pins>,
+}
+
+#[async_trait::async_trait]
+impl HeadSource for PinnedHeads {
+    async fn snapshot(&self, tenant: &str) -> Result<HeadSnapshots, ScanError> {
+        self.head.snapshot(tenant).await
     }
 
-    async fn snapshot(&self, tenant: &str) -> Result<Vec<PinnedSnapshot>, Status> {
-        let heads = self.head.snapshot(tenant).await.map_err(to_status)?;
-        let mut pinned = self.pinned.lock().expect("pinned lock");
-        Self::expire(&mut pinned);
-        Ok(heads
-            .into_iter()
-            .map(|head| {
-                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let cut = head.cut().clone();
-                pinned.insert(id, (head, Instant::now()));
-                PinnedSnapshot { id, cut }
-            })
-            .collect())
+    async fn summary(&self, tenant: &str) -> Result<Vec<GenerationSummary>, ScanError> {
+        self.head.summary(tenant).await
+    }
+
+    async fn pinned(&self, cut: &HeadCut, pin: u64) -> Result<Arc<dyn HeadSnapshot>, ScanError> {
+        let head = self.pins.get(pin)?;
+        if head.cut() != cut {
+            return Err(ScanError::Internal(format!(
+                "head snapshot {pin} here is of {}, a plan asked for it as one of {}",
+                head.cut().source,
+                cut.source
+            )));
+        }
+        Ok(head)
     }
 }
 
@@ -122,26 +199,15 @@ impl FlightService for HeadFlightService {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let ticket: ScanTicket = parse("head scan ticket", &request.get_ref().ticket)?;
-        let head = {
-            let mut pinned = self.pinned.lock().expect("pinned lock");
-            let entry = pinned.get_mut(&ticket.id).ok_or_else(|| {
-                Status::unavailable(format!(
-                    "head snapshot {} is not pinned here (released, expired, or the ingester \
-                     restarted); retry the query",
-                    ticket.id
-                ))
-            })?;
-            entry.1 = Instant::now();
-            Arc::clone(&entry.0)
-        };
+        let head = self.pins.get(ticket.id).map_err(to_status)?;
         let batches = head.scan(&ticket.request).await.map_err(to_status)?;
         let (rows, sent) = (Arc::clone(&self.stats), Arc::clone(&self.stats));
         let batches = batches
-            .inspect_ok(move |b| rows.add_rows(b.num_rows()))
+            .inspect_ok(move |b| rows.add(b.num_rows() as u64, 0))
             .map_err(|e| FlightError::Tonic(Box::new(to_status(e))));
         let data = FlightDataEncoderBuilder::new()
             .build(batches)
-            .inspect_ok(move |d| sent.add_data(d))
+            .inspect_ok(move |d| sent.add(0, wire_bytes(d)))
             .map_err(|e| match e {
                 FlightError::Tonic(status) => *status,
                 other => Status::internal(other.to_string()),
@@ -157,7 +223,8 @@ impl FlightService for HeadFlightService {
         match action.r#type.as_str() {
             SNAPSHOT => {
                 let body: TenantBody = parse("head.snapshot body", &action.body)?;
-                json_result(&self.snapshot(&body.tenant).await?)
+                let heads = self.head.snapshot(&body.tenant).await.map_err(to_status)?;
+                json_result(&self.pins.pin(heads))
             }
             SUMMARY => {
                 let body: TenantBody = parse("head.summary body", &action.body)?;
@@ -166,11 +233,7 @@ impl FlightService for HeadFlightService {
             }
             RELEASE => {
                 let body: ReleaseBody = parse("head.release body", &action.body)?;
-                let mut pinned = self.pinned.lock().expect("pinned lock");
-                for id in body.ids {
-                    pinned.remove(&id);
-                }
-                Self::expire(&mut pinned);
+                self.pins.release(&body.ids);
                 json_result(&())
             }
             other => Err(Status::unimplemented(format!(

@@ -20,33 +20,7 @@ mod protocol;
 pub use head_client::RemoteHeads;
 pub use head_service::HeadFlightService;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Rows and bytes (Arrow IPC, as on the wire) of head data a service sent or a client
-/// received: what crossed the network for queries.
-#[derive(Debug, Default)]
-pub struct FlightStats {
-    rows: AtomicU64,
-    bytes: AtomicU64,
-}
-
-impl FlightStats {
-    pub fn rows(&self) -> u64 {
-        self.rows.load(Ordering::Relaxed)
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    fn add_rows(&self, rows: usize) {
-        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
-    }
-
-    fn add_data(&self, data: &arrow_flight::FlightData) {
-        self.bytes.fetch_add(
-            (data.data_header.len() + data.data_body.len()) as u64,
-            Ordering::Relaxed,
-        );
-    }
+/// The Arrow IPC bytes (as on the wire) of one Flight message.
+fn wire_bytes(data: &arrow_flight::FlightData) -> u64 {
+    (data.data_header.len() + data.data_body.len()) as u64
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use profusion_cluster::{CallDeadline, peer_channel};
 use profusion_model::status::StatusCode;
 use profusion_proto::ingester::v1::{FlushRequest, FlushResponse, WriteRequest, WriteResponse};
 
@@ -29,19 +30,12 @@ impl RemoteIngester {
     /// use; every write is bounded by `timeout`, connecting included, so a dead or stalled
     /// ingester fails a write instead of holding it.
     pub fn new(instance: &str, address: &str, timeout: Duration) -> Result<Self> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| {
-                IngestError::internal(format!(
-                    "ingester {instance:?} advertises an unusable address {address:?}: {e}"
-                ))
-            })?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .tcp_nodelay(true);
+        let channel = peer_channel(address, timeout, CallDeadline::Bounded)
+            .map_err(|e| IngestError::internal(format!("ingester {instance:?}: {e}")))?;
         Ok(Self {
             instance: instance.to_owned(),
             address: address.to_owned(),
-            channel: endpoint.connect_lazy(),
+            channel,
         })
     }
 }

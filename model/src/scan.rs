@@ -126,6 +126,12 @@ pub struct GenerationSummary {
     pub bytes: u64,
 }
 
+/// The block source name of ingester `id`: its head snapshots' [`HeadCut::source`] and its
+/// blocks' `source`.
+pub fn ingester_source(id: &str) -> String {
+    format!("ingester-{id}")
+}
+
 /// Where a head snapshot was cut: which blocks of the same ingester hold data the snapshot
 /// already has. A generation leaves the head only after its block is registered, so a reader
 /// that takes the snapshot first and skips the blocks it covers reads each profile once,
@@ -172,6 +178,13 @@ pub trait HeadSnapshot: Send + Sync + std::fmt::Debug {
 
     /// Rows of the snapshot a request selects, in scan-sized batches.
     async fn scan(&self, request: &ScanRequest) -> Result<RecordBatchStream, ScanError>;
+
+    /// The id its ingester holds it pinned under for other processes (a snapshot taken over
+    /// Arrow Flight), so a plan fragment run elsewhere reads this very snapshot
+    /// ([`HeadSource::pinned`]); `None` for a snapshot only this process holds.
+    fn pin(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Head data of ingesters: the ingester of this process (monolithic mode), or every ingester of
@@ -185,6 +198,17 @@ pub trait HeadSource: Send + Sync + std::fmt::Debug {
     /// Time bounds, profile types and sizes of `tenant`'s head per generation, read from the
     /// heads' metadata: for questions that need no samples (replicas are listed each).
     async fn summary(&self, tenant: &str) -> Result<Vec<GenerationSummary>, ScanError>;
+
+    /// The snapshot of `cut`'s ingester pinned under `pin` by the process that planned a query
+    /// ([`HeadSnapshot::pin`]): the data that plan's block listing was made against, which a
+    /// fresh snapshot may no longer hold after a flush. Unavailable (the query is retried) when
+    /// it was released, expired or its ingester restarted, or this source cannot reach it.
+    async fn pinned(&self, cut: &HeadCut, pin: u64) -> Result<Arc<dyn HeadSnapshot>, ScanError> {
+        Err(ScanError::Unavailable(format!(
+            "head snapshot {pin} of {} cannot be read in this process; retry the query",
+            cut.source
+        )))
+    }
 }
 
 /// The snapshots of one tenant's head on each ingester, in the order of their sources.

@@ -10,11 +10,6 @@ use profusion_ingest::IngestError;
 pub(crate) enum StartError {
     #[error("unknown target {target:?}; known targets: {known}")]
     UnknownTarget { target: String, known: String },
-    #[error(
-        "the store-gateway serves blocks to the querier of its own process so far: run it \
-         with --target=querier,store-gateway (a querier alone reads blocks itself)"
-    )]
-    StoreGatewayAlone,
     /// A file or directory of local state could not be used.
     #[error("{doing} {}: {source}", path.display())]
     LocalState {
@@ -48,6 +43,8 @@ pub(crate) enum StartError {
     Ingester(IngestError),
     #[error("starting the query runtime: {0}")]
     QueryRuntime(std::io::Error),
+    #[error("starting the plan-stage worker: {0}")]
+    StageWorker(datafusion::error::DataFusionError),
     #[error("invalid listen address {address}: {source}")]
     ListenAddress {
         address: String,

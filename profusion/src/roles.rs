@@ -9,15 +9,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use object_store::ObjectStore;
 use profusion_api::routes::ops::ReadinessCheck;
 use profusion_catalog::Catalog;
-use profusion_cluster::{Lifecycler, MemberState, RingWatcher};
+use profusion_cluster::{Lifecycler, MemberState, RingWatcher, Traffic};
 use profusion_compactor::{Compactor, CompactorConfig, CompactorMetrics, plan};
+use profusion_engine::distributed::Distribution;
 use profusion_engine::frontend::{
     FrontendConfig, JobQueue, QueryFrontend, QueryScheduler, start_querier_workers,
 };
 use profusion_engine::querier::{Querier, QuerierConfig};
 use profusion_engine::remote::{RemoteScheduler, WorkerStats, start_remote_querier_workers};
 use profusion_engine::service::QueryApi;
-use profusion_flight::{FlightStats, HeadFlightService, RemoteHeads};
+use profusion_flight::{HeadFlightService, RemoteHeads};
 use profusion_ingest::distributor::{Distributor, PushService};
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig, limiter};
 use profusion_ingest::metrics::IngestMetrics;
@@ -95,9 +96,6 @@ pub(crate) fn roles(targets: &[String]) -> Result<Vec<Role>, StartError> {
         };
         named.push(*role);
     }
-    if named.contains(&Role::StoreGateway) && !named.contains(&Role::Querier) {
-        return Err(StartError::StoreGatewayAlone);
-    }
     Ok(Role::ALL
         .into_iter()
         .filter(|r| named.contains(r))
@@ -131,6 +129,8 @@ pub(crate) struct Parts {
     pub(crate) ingester: Option<Arc<Ingester>>,
     /// The ingester's head over Arrow Flight, for queriers of other processes.
     pub(crate) head_service: Option<HeadFlightService>,
+    /// Runs the plan stages queriers of the cluster send this process (datafusion-distributed).
+    pub(crate) worker: Option<datafusion_distributed::Worker>,
     pub(crate) push: Option<Arc<dyn PushService>>,
     pub(crate) read: Option<Arc<QueryApi<QueryFrontend>>>,
     /// The query scheduler, served to frontends and querier workers of other processes.
@@ -164,7 +164,12 @@ pub(crate) async fn monolith(shared: &mut Shared) -> Result<Parts, StartError> {
     let ingester = ingester(shared, 1).await?;
     let blocks = store_gateway(shared)?;
     let scheduler = query_scheduler(shared);
-    let querier = querier(shared, Arc::clone(&ingester) as Arc<dyn HeadSource>, blocks);
+    let querier = querier(
+        shared,
+        Arc::clone(&ingester) as Arc<dyn HeadSource>,
+        blocks,
+        None,
+    );
     start_querier_workers(
         querier,
         Arc::clone(&scheduler),
@@ -214,6 +219,11 @@ pub(crate) async fn microservices(
 ) -> Result<Parts, StartError> {
     let runs = |role: Role| roles.contains(&role);
     let mut parts = Parts::default();
+    // What the plan stages other processes send here read (see `stage_worker`).
+    let mut stage_heads: Option<Arc<dyn HeadSource>> = None;
+    let mut stage_blocks: Option<Arc<dyn BlockSource>> = None;
+    // What this process's plans and stages receive from stages of other processes.
+    let stage_traffic = Arc::new(Traffic::default());
     let scheduler = runs(Role::QueryScheduler).then(|| query_scheduler(shared));
     let schedulers = if scheduler.is_none() && (runs(Role::Querier) || runs(Role::QueryFrontend)) {
         Some(watch_ring(shared, Role::QueryScheduler).await?)
@@ -226,13 +236,34 @@ pub(crate) async fn microservices(
             shared.config.ingester.replication_factor,
             shared.config.querier.remote_timeout,
         ));
-        shared.registry.register_collector(Box::new(FlightCounters {
-            stats: heads.stats(),
-            prefix: "profusion_querier_head_received",
-            what: "of ingesters' head data this querier received over Arrow Flight",
-        }));
+        shared
+            .registry
+            .register_collector(Box::new(TrafficCounters {
+                stats: heads.stats(),
+                prefix: "profusion_querier_head_received",
+                what: "of ingesters' head data this querier received over Arrow Flight",
+            }));
         let blocks = store_gateway(shared)?;
-        let querier = querier(shared, heads, blocks);
+        let distribution = Distribution {
+            ingesters: watch_ring(shared, Role::Ingester).await?,
+            queriers: watch_ring(shared, Role::Querier).await?,
+            store_gateways: watch_ring(shared, Role::StoreGateway).await?,
+            timeout: shared.config.querier.remote_timeout,
+            traffic: Arc::clone(&stage_traffic),
+        };
+        shared
+            .registry
+            .register_collector(Box::new(TrafficCounters {
+                stats: Arc::clone(&stage_traffic),
+                prefix: "profusion_querier_stage_received",
+                what: "of partial results this querier received from plan stages in other \
+                   processes (their size decoded; on the wire they are compressed Arrow IPC)",
+            }));
+        // Stages sent here read heads and blocks the way this querier does: the final
+        // aggregations, and those of an ingester or store-gateway that does not serve.
+        stage_heads = Some(Arc::clone(&heads) as _);
+        stage_blocks = Some(Arc::clone(&blocks));
+        let querier = querier(shared, heads, blocks, Some(distribution));
         let workers = shared.config.querier.querier_max_concurrent;
         match (&scheduler, &schedulers) {
             (Some(scheduler), _) => start_querier_workers(
@@ -312,7 +343,10 @@ pub(crate) async fn microservices(
                     })
                     .count();
                 let ingester = ingester(shared, others + 1).await?;
-                parts.head_service = Some(head_service(shared, &ingester));
+                let head_service = head_service(shared, &ingester);
+                // Head stages read the snapshots their queriers pinned here.
+                stage_heads.get_or_insert_with(|| head_service.local_heads());
+                parts.head_service = Some(head_service);
                 parts.ingester = Some(ingester);
             }
             Role::Distributor => {
@@ -322,11 +356,25 @@ pub(crate) async fn microservices(
                 parts.readiness.push(ready);
             }
             Role::Compactor => parts.compactor = Some(compactor(shared, true)?),
+            // Block stages of queriers, read through this store-gateway's caches.
+            Role::StoreGateway => {
+                if stage_blocks.is_none() {
+                    stage_blocks = Some(store_gateway(shared)?);
+                }
+            }
             // Built above, together, as they depend on each other.
-            Role::QueryFrontend | Role::QueryScheduler | Role::Querier | Role::StoreGateway => {}
+            Role::QueryFrontend | Role::QueryScheduler | Role::Querier => {}
         }
         member.set_active();
         parts.members.push(member);
+    }
+    if stage_heads.is_some() || stage_blocks.is_some() {
+        parts.worker = Some(stage_worker(
+            shared,
+            stage_heads,
+            stage_blocks,
+            stage_traffic,
+        )?);
     }
     Ok(parts)
 }
@@ -399,11 +447,13 @@ async fn ingester(shared: &Shared, ingesters: usize) -> Result<Arc<Ingester>, St
 /// The ingester's Flight service, its traffic in the metrics.
 fn head_service(shared: &mut Shared, ingester: &Arc<Ingester>) -> HeadFlightService {
     let service = HeadFlightService::new(Arc::clone(ingester) as _);
-    shared.registry.register_collector(Box::new(FlightCounters {
-        stats: service.stats(),
-        prefix: "profusion_ingester_head_sent",
-        what: "of head data this ingester sent to queriers over Arrow Flight",
-    }));
+    shared
+        .registry
+        .register_collector(Box::new(TrafficCounters {
+            stats: service.stats(),
+            prefix: "profusion_ingester_head_sent",
+            what: "of head data this ingester sent to queriers over Arrow Flight",
+        }));
     service
 }
 
@@ -437,21 +487,41 @@ fn query_scheduler(shared: &mut Shared) -> Arc<QueryScheduler> {
     scheduler
 }
 
-/// The querier: plans jobs over head data and blocks (its workers, which pull the jobs from a
-/// scheduler, are started by the caller).
+/// The querier: plans jobs over head data and blocks, its plans' stages spread over
+/// `distribution` in a cluster (its workers, which pull the jobs from a scheduler, are started
+/// by the caller).
 fn querier(
     shared: &Shared,
     head: Arc<dyn HeadSource>,
     blocks: Arc<dyn BlockSource>,
+    distribution: Option<Distribution>,
 ) -> Arc<Querier> {
     Arc::new(Querier::new(
         head,
         blocks,
         QuerierConfig {
             query_memory_bytes: shared.config.querier.query_memory_bytes,
+            distribution,
             ..Default::default()
         },
     ))
+}
+
+/// The worker running the plan stages other processes send here, reading heads from `head`
+/// and blocks through `blocks`.
+fn stage_worker(
+    shared: &Shared,
+    head: Option<Arc<dyn HeadSource>>,
+    blocks: Option<Arc<dyn BlockSource>>,
+    traffic: Arc<Traffic>,
+) -> Result<datafusion_distributed::Worker, StartError> {
+    profusion_engine::distributed::worker(
+        head,
+        blocks,
+        shared.config.querier.remote_timeout,
+        traffic,
+    )
+    .map_err(StartError::StageWorker)
 }
 
 /// The query frontend: the read service every read API calls, with its limits, splitting the
@@ -678,15 +748,15 @@ impl Collector for WorkerMetrics {
     }
 }
 
-/// `<prefix>_rows_total` and `<prefix>_bytes_total` of a Flight service or client.
+/// `<prefix>_rows_total` and `<prefix>_bytes_total` of query data that crossed the network.
 #[derive(Debug)]
-struct FlightCounters {
-    stats: Arc<FlightStats>,
+struct TrafficCounters {
+    stats: Arc<Traffic>,
     prefix: &'static str,
     what: &'static str,
 }
 
-impl Collector for FlightCounters {
+impl Collector for TrafficCounters {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         for (unit, value) in [("rows", self.stats.rows()), ("bytes", self.stats.bytes())] {
             let counter = ConstCounter::new(value);

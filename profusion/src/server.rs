@@ -144,6 +144,9 @@ impl Server {
         if let Some(ingester) = &parts.ingester {
             router = router.with_ingester(Arc::clone(ingester) as _);
         }
+        if let Some(worker) = parts.worker {
+            router = router.with_grpc_service("worker.WorkerService", worker.into_worker_server());
+        }
         if let Some(heads) = parts.head_service {
             router = router
                 .with_grpc_service("arrow.flight.protocol.FlightService", heads.into_server());

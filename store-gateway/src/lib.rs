@@ -4,8 +4,9 @@
 //! memory and optionally on local disk ([`CachingStore`]). Block files never change once
 //! written, so neither cache ever has to be invalidated; both are bounded by size.
 //!
-//! In monolithic mode queriers call it in process through
-//! [`profusion_model::scan::BlockSource`]; microservices mode will put it behind Arrow Flight.
+//! Queriers call it in process through [`profusion_model::scan::BlockSource`]; in
+//! microservices mode a store-gateway process also runs the block stages of queriers' plans
+//! (datafusion-distributed workers, `profusion_engine::distributed`), reading through it.
 //!
 //! Owns: reading block files for queries and the caches of what it read. Must not write or
 //! delete blocks (the ingester and the compactor do), nor plan queries (the engine does).

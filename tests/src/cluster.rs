@@ -42,9 +42,6 @@ pub struct Cluster {
 const HEARTBEAT_PERIOD: &str = "--ring.heartbeat-period=300ms";
 const HEARTBEAT_TIMEOUT: &str = "--ring.heartbeat-timeout=3s";
 
-/// A querier's roles: the store-gateway serves blocks to the querier of its own process so far.
-const QUERIER_ROLES: &str = "querier,store-gateway";
-
 impl Cluster {
     pub fn new() -> Self {
         Self::default()
@@ -67,8 +64,8 @@ impl Cluster {
 
     /// The seed cluster of microservices mode, each role its own process: three ingesters
     /// (`ingester-1..3`, replication factor 3), a distributor, a compactor, a query-scheduler,
-    /// two queriers (`querier-1`, `querier-2`, each with its store-gateway) and a
-    /// query-frontend.
+    /// two store-gateways (`store-gateway-1`, `store-gateway-2`), two queriers (`querier-1`,
+    /// `querier-2`) and a query-frontend.
     pub fn seed(mut self) -> Self {
         for i in 1..=3 {
             self.start_ingester(&format!("ingester-{i}"));
@@ -76,15 +73,18 @@ impl Cluster {
         self.start_role("distributor", "distributor", &[]);
         self.start_role("compactor", "compactor", &[]);
         self.start_role("query-scheduler", "query-scheduler", &[]);
+        for name in ["store-gateway-1", "store-gateway-2"] {
+            self.start_role(name, "store-gateway", &[]);
+        }
         self.start_querier("querier-1");
         self.start_querier("querier-2");
         self.start_role("query-frontend", "query-frontend", &[]);
         self
     }
 
-    /// Starts a querier (with the store-gateway it reads blocks through) named `name`.
+    /// Starts a querier named `name`.
     pub fn start_querier(&mut self, name: &str) -> &TestServer {
-        self.start_role(name, QUERIER_ROLES, &[])
+        self.start_role(name, "querier", &[])
     }
 
     /// Flags every process of the cluster takes: the shared catalog and store, the

@@ -373,12 +373,9 @@ fn a_flooding_tenant_does_not_starve_another_across_processes() {
     );
 }
 
-#[test]
-fn queriers_killed_and_added_while_queries_run_never_give_a_wrong_answer() {
-    let Some(mut cluster) = flood_cluster("queriers_killed_and_added_while_queries_run") else {
-        return;
-    };
-    let now = now_nanos();
+/// Pushes ten heavy profiles of tenant `busy` over the last ten seconds before `now`; their
+/// merged flame graph, by the reference.
+fn push_busy_tenant(cluster: &Cluster, now: i64) -> BTreeMap<String, (i64, i64)> {
     let mut want_stacks = Vec::new();
     for i in 0..10 {
         let stacks = flood::heavy_stacks(i);
@@ -394,8 +391,18 @@ fn queriers_killed_and_added_while_queries_run_never_give_a_wrong_answer() {
                 .map(|(s, v)| (s.split(';').map(str::to_owned).collect::<Vec<_>>(), v)),
         );
     }
-    let want = reference_tree(&want_stacks);
+    reference_tree(&want_stacks)
+}
 
+/// Thirty whole-range flame-graph queries of tenant `busy`, six at a time, with `during`
+/// run on the cluster mid-way: every answer is exactly `want`, or fails as unavailable (a
+/// retryable error), never partial. How many answered.
+fn queries_while(
+    cluster: &mut Cluster,
+    now: i64,
+    want: &BTreeMap<String, (i64, i64)>,
+    during: impl FnOnce(&mut Cluster),
+) -> usize {
     let frontend = cluster.node("query-frontend").url("");
     let queries: Vec<_> = (0..6)
         .map(|_| {
@@ -407,11 +414,8 @@ fn queriers_killed_and_added_while_queries_run_never_give_a_wrong_answer() {
             })
         })
         .collect();
-    // Mid-flood: one querier dies, another joins.
     std::thread::sleep(Duration::from_millis(300));
-    cluster.node_mut("querier-1").kill();
-    cluster.start_querier("querier-3");
-
+    during(cluster);
     let mut answered = 0;
     for t in queries {
         for (status, text, body) in t.join().unwrap() {
@@ -424,7 +428,7 @@ fn queriers_killed_and_added_while_queries_run_never_give_a_wrong_answer() {
                     let got = decode_flamegraph(&fg);
                     // Not the whole trees on failure: thousands of nodes each.
                     assert!(
-                        got == want,
+                        &got == want,
                         "a wrong answer: total {:?}, {} nodes; want {:?}, {} nodes",
                         got.get("total"),
                         got.len(),
@@ -433,25 +437,39 @@ fn queriers_killed_and_added_while_queries_run_never_give_a_wrong_answer() {
                     );
                     answered += 1;
                 }
-                // A querier lost twice over one job: retryable, never partial.
+                // Lost twice over one job: retryable, never partial.
                 503 => assert!(text.contains("unavailable"), "{text}"),
                 other => panic!("status {other}: {text}"),
             }
         }
     }
-    assert!(answered >= 28, "only {answered} of 30 queries answered");
     eprintln!(
-        "{answered} of 30 answered; jobs the scheduler ran again after querier-1 died: {}",
+        "{answered} of 30 answered; jobs the scheduler ran again: {}",
         cluster
             .node("query-scheduler")
             .log()
             .matches("running it again")
             .count()
     );
+    answered
+}
+
+#[test]
+fn queriers_killed_and_added_while_queries_run_never_give_a_wrong_answer() {
+    let Some(mut cluster) = flood_cluster("queriers_killed_and_added_while_queries_run") else {
+        return;
+    };
+    let now = now_nanos();
+    let want = push_busy_tenant(&cluster, now);
+    // Mid-flood: one querier dies, another joins.
+    let answered = queries_while(&mut cluster, now, &want, |cluster| {
+        cluster.node_mut("querier-1").kill();
+        cluster.start_querier("querier-3");
+    });
+    assert!(answered >= 28, "only {answered} of 30 queries answered");
 
     // The new querier takes work: another round of queries reaches it.
-    let jobs = |name: &str| cluster.node(name).metric("profusion_querier_jobs_total");
-    let before = jobs("querier-3");
+    let frontend = cluster.node("query-frontend").url("");
     let more: Vec<_> = (0..4)
         .map(|_| {
             let frontend = frontend.clone();
@@ -465,9 +483,58 @@ fn queriers_killed_and_added_while_queries_run_never_give_a_wrong_answer() {
         assert_eq!(status, 200, "{text}");
     }
     assert!(
-        jobs("querier-3") > before || before > 0.0,
+        cluster
+            .node("querier-3")
+            .metric("profusion_querier_jobs_total")
+            > 0.0,
         "querier-3 ran no job: {}",
         cluster.node("querier-3").log()
+    );
+}
+
+#[test]
+fn a_store_gateway_killed_mid_query_never_gives_a_wrong_answer() {
+    let Some(mut cluster) = flood_cluster("a_store_gateway_killed_mid_query") else {
+        return;
+    };
+    let now = now_nanos();
+    let want = push_busy_tenant(&cluster, now);
+    // Every head flushed: the profiles are in blocks only, read by the store-gateways.
+    for id in INGESTERS {
+        cluster.node_mut(id).stop();
+    }
+    // Block footers a store-gateway looked up: one per block file a stage there opened.
+    let read = |cluster: &Cluster, name: &str| {
+        ["hit", "miss"]
+            .iter()
+            .map(|r| {
+                cluster.node(name).metric(&format!(
+                    "profusion_store_gateway_metadata_cache_requests_total{{result=\"{r}\"}}"
+                ))
+            })
+            .sum::<f64>()
+    };
+    let frontend = cluster.node("query-frontend").url("");
+    let (status, text, _) = flood::query_at(&frontend, "busy", flood::whole_flame_request(now));
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        read(&cluster, "store-gateway-1") + read(&cluster, "store-gateway-2") > 0.0,
+        "the store-gateways read no block:\n{}\n{}",
+        get(&cluster.node("store-gateway-1").url("/metrics"), &[]).text(),
+        cluster.node("querier-1").log()
+    );
+    let answered = queries_while(&mut cluster, now, &want, |cluster| {
+        cluster.node_mut("store-gateway-1").kill();
+    });
+    assert!(answered >= 28, "only {answered} of 30 queries answered");
+    // The one left serves every block now.
+    let before = read(&cluster, "store-gateway-2");
+    let (status, text, _) = flood::query_at(&frontend, "busy", flood::whole_flame_request(now));
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        read(&cluster, "store-gateway-2") > before,
+        "store-gateway-2 read no block: {}",
+        cluster.node("querier-1").log()
     );
 }
 

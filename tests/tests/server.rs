@@ -155,16 +155,6 @@ fn yaml_file_and_environment_configure_the_server() {
     );
 
     let out = std::process::Command::new(binary())
-        .arg("--target=store-gateway")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("run it with --target=querier,store-gateway"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = std::process::Command::new(binary())
         .arg("--target=all,quarrier")
         .output()
         .unwrap();

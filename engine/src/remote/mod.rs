@@ -42,22 +42,3 @@ fn from_status(peer: &str, s: &tonic::Status) -> QueryError {
         },
     }
 }
-
-/// A client channel to a peer at `address`: connecting bounded by `timeout`, and a peer that
-/// stops answering noticed by HTTP/2 keepalive within about `timeout`, however long its calls
-/// legitimately run.
-fn channel(
-    address: &str,
-    timeout: std::time::Duration,
-) -> Result<tonic::transport::Channel, QueryError> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| QueryError::internal(format!("peer address {address:?}: {e}")))?
-            .connect_timeout(timeout)
-            .http2_keep_alive_interval(std::time::Duration::from_secs(5))
-            .keep_alive_timeout(timeout)
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect_lazy(),
-    )
-}

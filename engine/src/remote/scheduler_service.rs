@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
+use profusion_model::status::StatusCode;
 use profusion_model::tenant::TenantScope;
 use profusion_proto::scheduler::v1::{
     CancelJob, JobDone, JobToRun, QuerierMessage, RunRequest, RunResponse, SchedulerMessage,
@@ -170,8 +171,23 @@ async fn serve_worker(
                         if done.job_id == id =>
                     {
                         if !cancelled {
-                            let result = answer(&done, &querier);
-                            let _ = job.reply.send(result);
+                            match answer(&done, &querier) {
+                                // A peer of the querier (an ingester, a worker running a
+                                // stage) could not be reached: run the job again once, when
+                                // the rings may have routed around it.
+                                Err(e) if e.status == StatusCode::Unavailable && !job.retried => {
+                                    tracing::warn!(
+                                        querier,
+                                        error = %e,
+                                        "a query failed as unavailable; running it again"
+                                    );
+                                    job.retried = true;
+                                    scheduler.requeue(job);
+                                }
+                                result => {
+                                    let _ = job.reply.send(result);
+                                }
+                            }
                         }
                         break;
                     }
@@ -218,7 +234,7 @@ fn lost(scheduler: &QueryScheduler, mut job: Job, querier: &str) {
     if job.retried {
         let _ = job.reply.send(Err(QueryError {
             source: None,
-            status: profusion_model::status::StatusCode::Unavailable,
+            status: StatusCode::Unavailable,
             message: format!(
                 "the querier {querier} went away while running the query, after another one \
                  had; retry"

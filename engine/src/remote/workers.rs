@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use profusion_cluster::RingWatcher;
+use profusion_cluster::{CallDeadline, PeerChannels, RingWatcher, peer_channel};
 use profusion_proto::scheduler::v1::{
     JobDone, JobToRun, QuerierMessage, QuerierReady, RunRequest, RunResponse, SchedulerMessage,
     querier_message, scheduler_message,
@@ -15,7 +15,7 @@ use profusion_proto::scheduler::v1::{
 use tokio::sync::mpsc;
 use tonic_prost::ProstCodec;
 
-use super::{LOOP_PATH, RUN_PATH, channel, from_status, to_status, wire};
+use super::{LOOP_PATH, RUN_PATH, from_status, to_status, wire};
 use crate::budget::QueryBudget;
 use crate::error::{QueryError, Result};
 use crate::frontend::JobQueue;
@@ -29,10 +29,9 @@ use profusion_model::tenant::TenantScope;
 #[derive(Debug)]
 pub struct RemoteScheduler {
     schedulers: RingWatcher,
-    timeout: Duration,
     max_outstanding: usize,
     next: AtomicUsize,
-    channels: std::sync::Mutex<HashMap<String, tonic::transport::Channel>>,
+    channels: PeerChannels,
 }
 
 impl RemoteScheduler {
@@ -41,21 +40,16 @@ impl RemoteScheduler {
     pub fn new(schedulers: RingWatcher, timeout: Duration, max_outstanding: usize) -> Self {
         Self {
             schedulers,
-            timeout,
             max_outstanding,
             next: AtomicUsize::new(0),
-            channels: Default::default(),
+            channels: PeerChannels::new(timeout, CallDeadline::Unbounded),
         }
     }
 
     fn channel(&self, address: &str) -> Result<tonic::transport::Channel> {
-        let mut channels = self.channels.lock().expect("channel lock");
-        if let Some(c) = channels.get(address) {
-            return Ok(c.clone());
-        }
-        let c = channel(address, self.timeout)?;
-        channels.insert(address.to_owned(), c.clone());
-        Ok(c)
+        self.channels
+            .get(address)
+            .map_err(|e| QueryError::internal(e.to_string()))
     }
 }
 
@@ -196,7 +190,8 @@ async fn run_worker(
     runtime: tokio::runtime::Handle,
     stats: Arc<WorkerStats>,
 ) -> std::result::Result<(), tonic::Status> {
-    let channel = channel(address, timeout).map_err(|e| tonic::Status::internal(e.message))?;
+    let channel = peer_channel(address, timeout, CallDeadline::Unbounded)
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
     let mut grpc = tonic::client::Grpc::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);

@@ -188,8 +188,16 @@ impl ExecutionPlan for HeadScanExec {
     }
 }
 
+/// A head scan's failure as DataFusion's, an unavailable ingester marked retryable so it still
+/// reads as one when the scan ran in another process.
 fn external(e: profusion_model::scan::ScanError) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
+    let retryable = matches!(e, profusion_model::scan::ScanError::Unavailable(_));
+    let e = DataFusionError::External(Box::new(e));
+    if retryable {
+        crate::error::mark_unavailable(e)
+    } else {
+        e
+    }
 }
 
 /// A head batch (block schema: plain strings) in the scan schema (strings as views).

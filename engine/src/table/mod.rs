@@ -476,7 +476,7 @@ impl ProfileTable {
             branches.push(
                 match replicas::ProfileKeyFilter::new(choice.keep(&origin), &self.schema)? {
                     None => all,
-                    Some(filter) => Arc::new(FilterExec::try_new(Arc::new(filter), all)?),
+                    Some(filter) => Arc::new(replicas::ProfileKeyFilterExec::new(filter, all)),
                 },
             );
         }

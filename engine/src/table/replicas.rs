@@ -159,6 +159,63 @@ impl ProfileKeyFilter {
     }
 }
 
+impl ProfileKeyFilter {
+    /// The filter's keys as bytes, for the plan codec: whether it keeps only them, then the
+    /// keys.
+    pub fn encode_keep(&self) -> Vec<u8> {
+        let (only, keys) = match &self.keep {
+            Keep::All => return vec![2],
+            Keep::Only(keys) => (1u8, keys),
+            Keep::AllBut(keys) => (0u8, keys),
+        };
+        let mut out = Vec::with_capacity(1 + keys.len() * 8);
+        out.push(only);
+        for k in keys.iter() {
+            out.extend_from_slice(&k.to_le_bytes());
+        }
+        out
+    }
+
+    /// The input columns the filter reads, in [`PROFILE_KEY_COLUMNS`] order.
+    pub fn column_indices(&self) -> Result<[usize; 3]> {
+        let mut out = [0; 3];
+        for (slot, child) in out.iter_mut().zip(&self.children) {
+            let column = child
+                .downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                .ok_or_else(|| DataFusionError::Internal("a profile key is not a column".into()))?;
+            *slot = column.index();
+        }
+        Ok(out)
+    }
+
+    /// The filter [`Self::encode_keep`] wrote, over `children` (the three key columns).
+    pub fn decode(buf: &[u8], children: &[Arc<dyn PhysicalExpr>]) -> Result<Self> {
+        let Some((&kind, keys)) = buf.split_first() else {
+            return Err(DataFusionError::Internal(
+                "an empty profile key filter".into(),
+            ));
+        };
+        if keys.len() % 8 != 0 || children.len() != 3 {
+            return Err(DataFusionError::Internal(
+                "a malformed profile key filter".into(),
+            ));
+        }
+        let set: HashSet<u64> = keys
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        let keep = match kind {
+            0 => Keep::AllBut(Arc::new(set)),
+            1 => Keep::Only(Arc::new(set)),
+            _ => Keep::All,
+        };
+        Ok(Self {
+            keep,
+            children: children.to_vec(),
+        })
+    }
+}
+
 impl fmt::Display for ProfileKeyFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.keep {
@@ -312,5 +369,104 @@ mod tests {
         ));
         assert!(needs_choice(["ingester-a", "ingester-b"], []));
         assert!(needs_choice(["ingester-a", "compactor"], ["ingester-b"]));
+    }
+}
+
+/// The replica choice of one origin as a plan node: the rows of the profiles the origin keeps.
+/// A node rather than a filter expression, so it travels to other processes with Profusion's
+/// plan codec.
+#[derive(Debug)]
+pub struct ProfileKeyFilterExec {
+    filter: ProfileKeyFilter,
+    input: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    properties: Arc<datafusion::physical_plan::PlanProperties>,
+}
+
+impl ProfileKeyFilterExec {
+    pub fn new(
+        filter: ProfileKeyFilter,
+        input: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    ) -> Self {
+        let properties = Arc::clone(input.properties());
+        Self {
+            filter,
+            input,
+            properties,
+        }
+    }
+
+    pub fn filter(&self) -> &ProfileKeyFilter {
+        &self.filter
+    }
+}
+
+impl datafusion::physical_plan::DisplayAs for ProfileKeyFilterExec {
+    fn fmt_as(
+        &self,
+        _t: datafusion::physical_plan::DisplayFormatType,
+        f: &mut fmt::Formatter<'_>,
+    ) -> fmt::Result {
+        write!(f, "ProfileKeyFilterExec: {}", self.filter)
+    }
+}
+
+impl datafusion::physical_plan::ExecutionPlan for ProfileKeyFilterExec {
+    fn name(&self) -> &str {
+        "ProfileKeyFilterExec"
+    }
+
+    fn properties(&self) -> &Arc<datafusion::physical_plan::PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(
+            &Arc<dyn PhysicalExpr>,
+        ) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
+    ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        for child in &self.filter.children {
+            if f(child)? == datafusion::common::tree_node::TreeNodeRecursion::Stop {
+                return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(
+                "ProfileKeyFilterExec takes one input".into(),
+            ));
+        }
+        Ok(Arc::new(Self::new(self.filter.clone(), children.remove(0))))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<datafusion::execution::TaskContext>,
+    ) -> Result<datafusion::execution::SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let schema = input.schema();
+        let filter = self.filter.clone();
+        let kept = futures_util::StreamExt::map(input, move |batch| {
+            let batch = batch?;
+            let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let mask = mask.as_boolean();
+            Ok(datafusion::arrow::compute::filter_record_batch(
+                &batch, mask,
+            )?)
+        });
+        Ok(Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, kept),
+        ))
     }
 }

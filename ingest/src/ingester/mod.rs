@@ -180,7 +180,7 @@ impl Ingester {
                 IngestError::internal(format!("clearing {}: {e}", spool_dir.display()))
             })?;
         }
-        let source = format!("ingester-{}", config.id);
+        let source = profusion_model::scan::ingester_source(&config.id);
         let head = Arc::new(Mutex::new(Head::default()));
         let series = SeriesLimiter::new(config.max_series_per_tenant);
         let segments = wal::list_segments(&config.wal_dir)?;
