@@ -531,7 +531,7 @@ impl Querier {
             .await?
         {
             Some(plan) => {
-                let bytes = symbolize::output_bytes(&plan.collect().await?)?;
+                let bytes = symbolize::output_bytes(&collect(plan).await?)?;
                 pprof::Profile::decode(bytes.as_slice())
                     .map_err(|e| QueryError::internal(format!("symbolized pprof: {e}")))
             }
@@ -892,34 +892,11 @@ impl ReadExecutor for Querier {
     }
 }
 
-/// Runs a query's plan. A plan split into stages is encoded once here first, as each stage is
-/// sent to its worker: a stage that cannot travel fails the query with why, at once, instead of
-/// its worker waiting for a plan that never comes.
+/// Runs a query's plan; one split into stages is checked to travel first (see
+/// [`crate::distributed::check_stages_encode`]).
 async fn collect(plan: DataFrame) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
     let task_ctx = Arc::new(plan.task_ctx());
     let physical = plan.create_physical_plan().await?;
-    if let Some(distributed) = physical.downcast_ref::<datafusion_distributed::DistributedExec>() {
-        let codec = datafusion_distributed::DistributedCodec::new_combined_with_user(
-            task_ctx.session_config(),
-        );
-        for child in datafusion::physical_plan::ExecutionPlan::children(distributed) {
-            // Leaves split over tasks travel as each task's own part: check the whole.
-            use datafusion::common::tree_node::{Transformed, TreeNode};
-            let unsplit = Arc::clone(child)
-                .transform_up(|node| {
-                    Ok(
-                        match node.downcast_ref::<datafusion_distributed::DistributedLeafExec>() {
-                            Some(leaf) => Transformed::yes(Arc::clone(leaf.original())),
-                            None => Transformed::no(node),
-                        },
-                    )
-                })?
-                .data;
-            <datafusion_proto::protobuf::PhysicalPlanNode as datafusion_proto::physical_plan::AsExecutionPlan>::try_from_physical_plan(
-                unsplit,
-                &codec,
-            )?;
-        }
-    }
+    crate::distributed::check_stages_encode(&physical, &task_ctx)?;
     Ok(datafusion::physical_plan::collect(physical, task_ctx).await?)
 }

@@ -229,8 +229,7 @@ async fn flame_graph_plan_scans_filters_merges_by_stack_hash_and_symbolizes() {
 #[tokio::test]
 async fn a_cluster_plan_aggregates_next_to_the_data_in_stages() {
     let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("objects");
-    std::fs::create_dir_all(&objects).unwrap();
+    // The rings first: the querier's distribution watches them from its start.
     let catalog: Arc<dyn Catalog> = Arc::new(
         SqliteCatalog::open(dir.path().join("catalog.db"))
             .await

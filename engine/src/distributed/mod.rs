@@ -26,13 +26,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SessionStateBuilder, TaskContext};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion_distributed::{
-    DistributedExt, RouteTasksEvent, SessionStateBuilderExt, Worker, WorkerQueryContext,
+    DistributedCodec, DistributedExec, DistributedExt, DistributedLeafExec, RouteTasksEvent,
+    SessionStateBuilderExt, Worker, WorkerQueryContext,
 };
+use datafusion_proto::physical_plan::AsExecutionPlan;
+use datafusion_proto::protobuf::PhysicalPlanNode;
 use profusion_cluster::{RingWatcher, Traffic};
 use profusion_model::scan::{BlockSource, GenerationSummary, HeadSnapshots, HeadSource, ScanError};
 use url::Url;
@@ -133,6 +138,30 @@ pub fn worker(
     )
 }
 
+/// Fails with the codec's error when a stage of `plan` (split into stages by the distributed
+/// planner) cannot be encoded. datafusion-distributed encodes each stage as it sends it, inside
+/// a task whose error does not reach the query: the stage's worker would wait for a plan that
+/// never comes until its timeout. A plan not split into stages passes as it is.
+pub(crate) fn check_stages_encode(plan: &Arc<dyn ExecutionPlan>, ctx: &TaskContext) -> Result<()> {
+    let Some(distributed) = plan.downcast_ref::<DistributedExec>() else {
+        return Ok(());
+    };
+    let codec = DistributedCodec::new_combined_with_user(ctx.session_config());
+    for child in distributed.children() {
+        // A leaf split over tasks travels as each task's part: check the whole.
+        let unsplit = Arc::clone(child)
+            .transform_up(|node| {
+                Ok(match node.downcast_ref::<DistributedLeafExec>() {
+                    Some(leaf) => Transformed::yes(Arc::clone(leaf.original())),
+                    None => Transformed::no(node),
+                })
+            })?
+            .data;
+        PhysicalPlanNode::try_from_physical_plan(unsplit, &codec)?;
+    }
+    Ok(())
+}
+
 /// The head of a process that holds none and reaches none (a store-gateway): no stage that
 /// reads a head is ever routed to it.
 #[derive(Debug)]
@@ -159,12 +188,9 @@ mod tests {
     use std::collections::{BTreeMap, HashSet};
 
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::physical_plan::ExecutionPlan;
     use datafusion::physical_plan::empty::EmptyExec;
     use datafusion::physical_plan::filter::FilterExec;
     use datafusion::prelude::SessionContext;
-    use datafusion_proto::physical_plan::AsExecutionPlan;
-    use datafusion_proto::protobuf::PhysicalPlanNode;
 
     use super::*;
     use crate::table::replicas::{ProfileKeyFilter, ReplicaChoice};
