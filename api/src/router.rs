@@ -49,7 +49,7 @@ impl Family {
     fn describe(self) -> &'static str {
         match self {
             Family::Write => "the write APIs (Push, /ingest, OTLP)",
-            Family::Read => "the read APIs (querier, render, labels)",
+            Family::Read => "the read APIs (querier, render, labels, SQL)",
             Family::Settings => "the tenant settings API",
             Family::Admin => "the admin API",
         }
@@ -78,6 +78,7 @@ impl Family {
                 "/pyroscope/render-diff",
                 "/pyroscope/label-values",
                 "/pyroscope/labels",
+                "/api/v1/sql",
             ],
             Family::Settings => &["/settings.v1.SettingsService/{method}"],
             Family::Admin => &[
@@ -155,7 +156,8 @@ impl ApiRouter {
         self
     }
 
-    /// The read APIs (the querier API and the legacy `/pyroscope/*` reads), answered by `read`.
+    /// The read APIs (the querier API, SQL and the legacy `/pyroscope/*` reads), answered by
+    /// `read`.
     pub fn with_read(mut self, read: Arc<dyn ReadService>) -> Self {
         let api = Arc::new(ReadApi {
             rules: self.rules.clone(),
@@ -164,6 +166,7 @@ impl ApiRouter {
         self.router = self
             .router
             .merge(routes::querier::routes(Arc::clone(&api)))
+            .merge(routes::sql::routes(Arc::clone(&api)))
             .merge(routes::render::routes(api));
         self.served.push(Family::Read);
         self

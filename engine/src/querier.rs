@@ -152,6 +152,23 @@ impl SeriesLabels {
     }
 }
 
+/// The rows of a SQL query, in its schema (which a query with no rows still has).
+#[derive(Debug, Clone)]
+pub struct SqlTable {
+    pub schema: datafusion::arrow::datatypes::SchemaRef,
+    pub batches: Vec<datafusion::arrow::array::RecordBatch>,
+}
+
+/// What SQL may do: read. No DDL (`CREATE EXTERNAL TABLE` would read the server's files), no
+/// DML (`INSERT`, `COPY ... TO` would write them), no statements (`SET` would change the
+/// session's limits).
+fn read_only() -> datafusion::execution::context::SQLOptions {
+    datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
 /// How every session of the read path scans blocks, in this process or on a worker: filters
 /// evaluated inside the Parquet scan, so row groups whose statistics prove every row matches
 /// (the usual case for profile type and time) skip the per-row check.
@@ -539,6 +556,37 @@ impl Querier {
         }
     }
 
+    /// A read-only SQL query over the tables of `tenants`, its rows held against `budget`.
+    /// The tables prune blocks and head data by the query's own filters, as every read does.
+    pub async fn sql(
+        &self,
+        budget: &QueryBudget,
+        tenants: &[String],
+        query: &str,
+    ) -> Result<Charged<SqlTable>> {
+        let session = self.session(budget, tenants, ScanWindow::default())?;
+        // A query that does not parse or plan is the caller's mistake, said as DataFusion
+        // says it.
+        let df = session
+            .ctx
+            .sql_with_options(query, read_only())
+            .await
+            .map_err(|e| QueryError::invalid(format!("SQL: {}", e.strip_backtrace())))?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let task_ctx = Arc::new(df.task_ctx());
+        let plan = df.create_physical_plan().await?;
+        crate::distributed::check_stages_encode(&plan, &task_ctx)?;
+        let mut rows = datafusion::physical_plan::execute_stream(plan, task_ctx)?;
+        let mut reservation = budget.reservation("SQL answer");
+        let (mut batches, mut held) = (Vec::new(), 0);
+        while let Some(batch) = rows.next().await.transpose()? {
+            held += batch.get_array_memory_size();
+            budget.hold(&mut reservation, "the SQL answer", held)?;
+            batches.push(batch);
+        }
+        Ok(Charged::new(SqlTable { schema, batches }, reservation))
+    }
+
     /// The largest period of the profiles a request selects (0 when none).
     async fn max_period(session: &QuerySession, req: &MergeRequest) -> Result<i64> {
         let rows = session
@@ -888,6 +936,7 @@ impl ReadExecutor for Querier {
             ReadJob::Analyze { selector, range } => {
                 ReadAnswer::Analysis(self.analyze(budget, &tenants, &selector, range).await?)
             }
+            ReadJob::Sql { query } => ReadAnswer::Table(self.sql(budget, &tenants, &query).await?),
         })
     }
 }

@@ -32,7 +32,9 @@ use profusion_proto::types::v1::{
 
 use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, Result};
-use crate::querier::{MergeRequest, QueryAnalysis, SeriesLabels, SeriesQuery, TimeSeries};
+use crate::querier::{
+    MergeRequest, QueryAnalysis, SeriesLabels, SeriesQuery, SqlTable, TimeSeries,
+};
 use crate::selector::{self, MatchOp, Matcher, Selector};
 use crate::symbolize::{GoPgo, StackFilter};
 use profusion_model::status::StatusCode;
@@ -84,6 +86,8 @@ pub enum ReadJob {
         selector: Selector,
         range: TimeRange,
     },
+    /// A read-only SQL query over the tenants' tables.
+    Sql { query: String },
 }
 
 /// The answer of a [`ReadJob`], of the job's kind.
@@ -96,6 +100,8 @@ pub enum ReadAnswer {
     ProfileTypes(Vec<String>),
     ProfileStats(Option<(i64, i64)>),
     Analysis(QueryAnalysis),
+    /// The rows of a SQL query.
+    Table(Charged<SqlTable>),
     /// An answer as a querier of another process encoded it ([`crate::remote`]): a scheduler
     /// passes it on to the frontend that asked without decoding it.
     Encoded(Vec<u8>),
@@ -123,6 +129,7 @@ impl ReadAnswer {
     answer_as!(into_profile_types, ProfileTypes, Vec<String>);
     answer_as!(into_profile_stats, ProfileStats, Option<(i64, i64)>);
     answer_as!(into_analysis, Analysis, QueryAnalysis);
+    answer_as!(into_table, Table, Charged<SqlTable>);
 }
 
 /// Runs read jobs.
@@ -224,6 +231,8 @@ pub trait ReadService: Send + Sync + std::fmt::Debug {
         ctx: &QueryContext,
         req: GetProfileStatsRequest,
     ) -> Result<GetProfileStatsResponse>;
+    /// A read-only SQL query over the scope's tables, queued and budgeted as every read.
+    async fn sql(&self, ctx: &QueryContext, query: &str) -> Result<Charged<SqlTable>>;
 }
 
 /// The querier API over an executor: validation, limits, jobs and answer encodings.
@@ -878,6 +887,21 @@ impl<E: ReadExecutor> ReadService for QueryApi<E> {
                 l.max_nodes,
             )?),
         })
+    }
+
+    async fn sql(&self, ctx: &QueryContext, query: &str) -> Result<Charged<SqlTable>> {
+        if query.trim().is_empty() {
+            return Err(QueryError::invalid("SQL: the query is empty"));
+        }
+        self.executor
+            .execute(
+                ctx,
+                ReadJob::Sql {
+                    query: query.to_owned(),
+                },
+            )
+            .await?
+            .into_table()
     }
 
     async fn analyze_query(

@@ -381,6 +381,39 @@ impl Client<'_> {
     }
 }
 
+/// SQL over the samples table (`POST /api/v1/sql`): the value of each profile type in the
+/// range `[start, end]` (Unix milliseconds), every profile once.
+fn check_sql_totals(client: &Client<'_>, rows: &[&Row], start: i64, end: i64, ctx: &str) {
+    let query = format!(
+        "SELECT profile_type, sum(value) AS total FROM samples \
+         WHERE time_nanos BETWEEN {} AND {} GROUP BY profile_type",
+        start * 1_000_000,
+        end * 1_000_000 + 999_999
+    );
+    let r = post(
+        &client.server.url("/api/v1/sql"),
+        &[("x-scope-orgid", &client.scope)],
+        query.into_bytes(),
+        false,
+    );
+    assert_eq!(r.status, 200, "{ctx}: SQL: {}", r.text());
+    let answer: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap();
+    let got: BTreeMap<String, i64> = answer
+        .iter()
+        .map(|row| {
+            (
+                row["profile_type"].as_str().unwrap().to_owned(),
+                row["total"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    for r in rows.iter().filter(|r| (start..=end).contains(&r.time_ms)) {
+        *want.entry(r.profile_type.to_owned()).or_default() += r.value;
+    }
+    assert_eq!(got, want, "{ctx}: SQL totals per profile type");
+}
+
 fn tree_of<'a>(rows: impl Iterator<Item = &'a Row>) -> BTreeMap<String, (i64, i64)> {
     let stacks: Vec<(Vec<String>, i64)> = rows
         .map(|r| (r.stack.iter().map(|s| (*s).to_owned()).collect(), r.value))
@@ -445,6 +478,7 @@ fn check(server: &TestServer, all: &[Row], window: Window, depth: Depth, when: &
         };
         let rows: Vec<&Row> = all.iter().filter(|r| scope.contains(&r.tenant)).collect();
         let ctx = format!("{when}, tenants {}", client.scope);
+        check_sql_totals(&client, &rows, start, end, &ctx);
         if depth == Depth::Totals {
             for profile_type in [CPU, ALLOC_OBJECTS, ALLOC_SPACE] {
                 let typed: Vec<&Row> = rows

@@ -10,6 +10,7 @@ pub mod querier;
 pub mod render;
 pub mod ring;
 pub mod settings;
+pub mod sql;
 
 use std::sync::Arc;
 

@@ -11,6 +11,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::Partitioning;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
@@ -36,14 +37,20 @@ impl PhysicalOptimizerRule for OriginStages {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(plan
-            .transform_down(|node| {
-                let Some(stages) = origin_stages(&node)? else {
-                    return Ok(Transformed::no(node));
-                };
-                Ok(Transformed::new(stages, true, TreeNodeRecursion::Jump))
-            })?
-            .data)
+        let staged = plan.transform_down(|node| {
+            let Some(stages) = origin_stages(&node)? else {
+                return Ok(Transformed::no(node));
+            };
+            Ok(Transformed::new(stages, true, TreeNodeRecursion::Jump))
+        })?;
+        // A plan with stages runs as one partition on its coordinator (datafusion-distributed
+        // executes only partition 0 of it): merge the root's partitions there, as its
+        // planner does for the plans it splits itself.
+        let root = staged.data;
+        if staged.transformed && root.properties().partitioning.partition_count() > 1 {
+            return Ok(Arc::new(CoalescePartitionsExec::new(root)));
+        }
+        Ok(root)
     }
 
     fn name(&self) -> &str {

@@ -95,8 +95,9 @@ impl tonic::server::UnaryService<RunRequest> for RunMethod {
                 .run_passing(&ctx, job)
                 .await
                 .map_err(|e| to_status(&e))?;
+            let answer = wire::encode_answer(&answer).map_err(|e| to_status(&e))?;
             Ok(Response::new(RunResponse {
-                answer: wire::encode_answer(&answer).into(),
+                answer: answer.into(),
             }))
         })
     }

@@ -1,6 +1,8 @@
 //! Read jobs and their answers as bytes, for a querier in another process: jobs as JSON,
 //! answers as a kind byte followed by the tree bytes, the pprof protobuf, or JSON.
 
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
 use profusion_model::time::TimeRange;
 use profusion_model::tree::Tree;
 use prost::Message;
@@ -9,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, Result};
 use crate::querier::{
-    MergeRequest, QueryAnalysis, QueryScope, SeriesLabels, SeriesQuery, TimeSeries,
+    MergeRequest, QueryAnalysis, QueryScope, SeriesLabels, SeriesQuery, SqlTable, TimeSeries,
 };
 use crate::selector::{MatchOp, Matcher, Selector};
 use crate::service::{ReadAnswer, ReadJob};
@@ -128,6 +130,9 @@ enum WireJob {
         selector: WireSelector,
         range: TimeRange,
     },
+    Sql {
+        query: String,
+    },
 }
 
 /// A job's bytes.
@@ -163,6 +168,9 @@ pub(crate) fn encode_job(job: &ReadJob) -> Vec<u8> {
         ReadJob::Analyze { selector, range } => WireJob::Analyze {
             selector: selector.into(),
             range: *range,
+        },
+        ReadJob::Sql { query } => WireJob::Sql {
+            query: query.clone(),
         },
     };
     serde_json::to_vec(&wire).expect("jobs serialize")
@@ -207,6 +215,7 @@ pub(crate) fn decode_job(bytes: &[u8]) -> Result<ReadJob> {
             selector: selector.decode()?,
             range,
         },
+        WireJob::Sql { query } => ReadJob::Sql { query },
     })
 }
 
@@ -230,16 +239,39 @@ enum JsonAnswer {
 const TREE: u8 = 1;
 const PPROF: u8 = 2;
 const JSON: u8 = 3;
+const ARROW: u8 = 4;
+
+/// A table as an Arrow IPC stream (its schema, then its batches).
+pub(crate) fn table_ipc(table: &SqlTable) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut out, &table.schema)
+        .map_err(|e| QueryError::internal(format!("encoding an Arrow answer: {e}")))?;
+    for batch in &table.batches {
+        writer
+            .write(batch)
+            .map_err(|e| QueryError::internal(format!("encoding an Arrow answer: {e}")))?;
+    }
+    writer
+        .finish()
+        .map_err(|e| QueryError::internal(format!("encoding an Arrow answer: {e}")))?;
+    drop(writer);
+    Ok(out)
+}
 
 /// An answer's bytes.
-pub(crate) fn encode_answer(answer: &ReadAnswer) -> Vec<u8> {
+pub(crate) fn encode_answer(answer: &ReadAnswer) -> Result<Vec<u8>> {
     let json = |a: JsonAnswer| {
         let mut out = vec![JSON];
         serde_json::to_writer(&mut out, &a).expect("answers serialize");
         out
     };
-    match answer {
+    Ok(match answer {
         ReadAnswer::Encoded(bytes) => bytes.clone(),
+        ReadAnswer::Table(table) => {
+            let mut out = vec![ARROW];
+            out.extend(table_ipc(&table.value)?);
+            out
+        }
         ReadAnswer::Tree(tree) => {
             let mut out = vec![TREE];
             out.extend(tree.value.tree_bytes(0));
@@ -282,7 +314,7 @@ pub(crate) fn encode_answer(answer: &ReadAnswer) -> Vec<u8> {
                 .collect(),
             matching_series: a.matching_series,
         }),
-    }
+    })
 }
 
 /// The answer `bytes` encode; a tree is charged to `budget` as it is rebuilt.
@@ -295,6 +327,24 @@ pub(crate) fn decode_answer(bytes: &[u8], budget: &QueryBudget) -> Result<ReadAn
             let mut reservation = budget.reservation("flame-graph tree from a querier");
             let tree = Tree::from_tree_bytes_charged(body, budget.tree_charge(&mut reservation))?;
             Ok(ReadAnswer::Tree(Charged::new(tree, reservation)))
+        }
+        ARROW => {
+            let rows = StreamReader::try_new(body, None)
+                .map_err(|e| QueryError::internal(format!("an Arrow answer: {e}")))?;
+            let schema = rows.schema();
+            let mut reservation = budget.reservation("SQL answer from a querier");
+            let (mut batches, mut held) = (Vec::new(), 0);
+            for batch in rows {
+                let batch =
+                    batch.map_err(|e| QueryError::internal(format!("an Arrow answer: {e}")))?;
+                held += batch.get_array_memory_size();
+                budget.hold(&mut reservation, "the SQL answer", held)?;
+                batches.push(batch);
+            }
+            Ok(ReadAnswer::Table(Charged::new(
+                SqlTable { schema, batches },
+                reservation,
+            )))
         }
         PPROF => Ok(ReadAnswer::Pprof(
             profusion_proto::google::v1::Profile::decode(body)
@@ -386,7 +436,7 @@ mod tests {
         tree.insert(&["main", "work"], 30).unwrap();
         tree.insert(&["main", "idle"], 10).unwrap();
         let answer = ReadAnswer::Tree(Charged::new(tree.clone(), budget.reservation("t")));
-        let back = decode_answer(&encode_answer(&answer), &budget)
+        let back = decode_answer(&encode_answer(&answer).unwrap(), &budget)
             .unwrap()
             .into_tree()
             .unwrap();
@@ -395,7 +445,7 @@ mod tests {
             labels: vec![("service_name".into(), "a".into())],
             points: vec![(1000, 2.5)],
         }]);
-        let back = decode_answer(&encode_answer(&series), &budget)
+        let back = decode_answer(&encode_answer(&series).unwrap(), &budget)
             .unwrap()
             .into_series()
             .unwrap();

@@ -273,7 +273,7 @@ async fn run_job(querier: Arc<Querier>, job: JobToRun) -> JobDone {
         };
         let read = wire::decode_job(&job.job)?;
         let answer = querier.execute(&ctx, read).await?;
-        Ok::<_, QueryError>(wire::encode_answer(&answer))
+        wire::encode_answer(&answer)
     }
     .await;
     match result {
