@@ -15,16 +15,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use profusion_proto::querier::v1::{
-    SelectMergeStacktracesRequest, SelectMergeStacktracesResponse, SelectSeriesRequest,
-    SelectSeriesResponse,
-};
+use profusion_proto::querier::v1::{SelectSeriesRequest, SelectSeriesResponse};
 use profusion_testing::ConnectClient;
 use profusion_tests::TestServer;
 use serde_json::{Value, json};
 
 use crate::push::push_all;
-use crate::run::{SERVER_FLAGS, ServerArgs, latency, metric, rpc};
+use crate::run::{SERVER_FLAGS, ServerArgs, flame_graph, latency, metric, rpc};
 use crate::workload::{Fleet, FleetShape, Kind};
 
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
@@ -148,20 +145,7 @@ async fn query(client: &ConnectClient, which: &str, start: i64, end: i64) -> usi
             } else {
                 r#"{service_name="shop-0"}"#
             };
-            let r: SelectMergeStacktracesResponse = rpc(
-                client,
-                "SelectMergeStacktraces",
-                &SelectMergeStacktracesRequest {
-                    profile_type_id: CPU.into(),
-                    label_selector: selector.into(),
-                    start,
-                    end,
-                    max_nodes: Some(8192),
-                    ..Default::default()
-                },
-            )
-            .await;
-            prost::Message::encoded_len(&r)
+            prost::Message::encoded_len(&flame_graph(client, selector, start, end).await)
         }
         _ => {
             let r: SelectSeriesResponse = rpc(

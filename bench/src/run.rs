@@ -499,19 +499,7 @@ async fn measure_queries(
         let flame = |selector: &'static str| {
             let client = &client;
             move || async move {
-                let r: SelectMergeStacktracesResponse = rpc(
-                    client,
-                    "SelectMergeStacktraces",
-                    &SelectMergeStacktracesRequest {
-                        profile_type_id: CPU.into(),
-                        label_selector: selector.into(),
-                        start: start_ms,
-                        end: end_ms,
-                        max_nodes: Some(8192),
-                        ..Default::default()
-                    },
-                )
-                .await;
+                let r = flame_graph(client, selector, start_ms, end_ms).await;
                 std::hint::black_box(r.flamegraph.map(|f| f.total));
             }
         };
@@ -1009,4 +997,27 @@ fn machine() -> Value {
         "os": std::env::consts::OS,
         "date_unix": crate::now_nanos() / 1_000_000_000,
     })
+}
+
+/// The CPU flame graph of `selector` over `[start_ms, end_ms]`, at most 8,192 nodes, as Grafana
+/// asks for it.
+pub(crate) async fn flame_graph(
+    client: &ConnectClient,
+    selector: &str,
+    start_ms: i64,
+    end_ms: i64,
+) -> SelectMergeStacktracesResponse {
+    rpc(
+        client,
+        "SelectMergeStacktraces",
+        &SelectMergeStacktracesRequest {
+            profile_type_id: CPU.into(),
+            label_selector: selector.into(),
+            start: start_ms,
+            end: end_ms,
+            max_nodes: Some(8192),
+            ..Default::default()
+        },
+    )
+    .await
 }

@@ -10,10 +10,31 @@ use datafusion::common::HashMap;
 // re-exports another of the same name).
 use datafusion::common::TableReference;
 use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
-use datafusion::execution::cache::cache_manager::CachedFileMetadataEntry;
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, CachedFileMetadataEntry};
 use datafusion::execution::cache::{Cache, CacheEntryInfo};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use object_store::path::Path;
-use profusion_model::scan::ParquetMetadataCache;
+use profusion_model::scan::{BlockSource, ParquetMetadataCache};
+
+/// A runtime from `builder` that reads `blocks`' files: their store registered at
+/// [`crate::table::STORE_URL`], their decoded metadata kept in the block source's cache.
+pub fn block_runtime(
+    builder: RuntimeEnvBuilder,
+    blocks: &dyn BlockSource,
+) -> datafusion::error::Result<Arc<RuntimeEnv>> {
+    let builder = match blocks.metadata_cache() {
+        Some(cache) => builder.with_cache_manager(
+            CacheManagerConfig::default()
+                .with_file_metadata_cache(Some(Arc::new(BlockMetadataCache(cache)))),
+        ),
+        None => builder,
+    };
+    let runtime = builder.build_arc()?;
+    let url = url::Url::parse(crate::table::STORE_URL)
+        .map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))?;
+    runtime.register_object_store(&url, blocks.store());
+    Ok(runtime)
+}
 
 /// DataFusion's file-metadata cache over a block source's [`ParquetMetadataCache`]. Every
 /// query gets a runtime of its own (for its memory budget), so this is what lets metadata

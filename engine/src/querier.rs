@@ -15,7 +15,6 @@ use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
 };
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::expr_fn::max;
@@ -30,13 +29,13 @@ use profusion_model::tenant::{TenantId, TenantScope};
 pub use profusion_model::time::TimeRange;
 use profusion_model::tree::Tree;
 
-use crate::blocks::BlockMetadataCache;
+use crate::blocks::block_runtime;
 use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, Result};
 use crate::selector::Selector;
 use crate::service::{QueryContext, ReadAnswer, ReadExecutor, ReadJob};
 use crate::symbolize::{self, PprofHeader, StackFilter, Symbolize, SymbolizeOutput};
-use crate::table::{STORE_URL, ScanWindow, TenantSchema};
+use crate::table::{ScanWindow, TenantSchema};
 use profusion_proto::google::v1 as pprof;
 use prost::Message;
 
@@ -159,6 +158,45 @@ pub struct SqlTable {
     pub batches: Vec<datafusion::arrow::array::RecordBatch>,
 }
 
+/// A SQL answer being gathered, its rows held against the query's budget as they come.
+pub(crate) struct SqlRows<'a> {
+    table: SqlTable,
+    budget: &'a QueryBudget,
+    reservation: datafusion::execution::memory_pool::MemoryReservation,
+    held: usize,
+}
+
+impl<'a> SqlRows<'a> {
+    pub(crate) fn new(
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        budget: &'a QueryBudget,
+        holder: &str,
+    ) -> Self {
+        Self {
+            table: SqlTable {
+                schema,
+                batches: Vec::new(),
+            },
+            budget,
+            reservation: budget.reservation(holder),
+            held: 0,
+        }
+    }
+
+    /// Adds `batch`, or fails with `resource_exhausted` once the rows outgrow the budget.
+    pub(crate) fn push(&mut self, batch: datafusion::arrow::array::RecordBatch) -> Result<()> {
+        self.held += batch.get_array_memory_size();
+        self.budget
+            .hold(&mut self.reservation, "the SQL answer", self.held)?;
+        self.table.batches.push(batch);
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> Charged<SqlTable> {
+        Charged::new(self.table, self.reservation)
+    }
+}
+
 /// What SQL may do: read. No DDL (`CREATE EXTERNAL TABLE` would read the server's files), no
 /// DML (`INSERT`, `COPY ... TO` would write them), no statements (`SET` would change the
 /// session's limits).
@@ -250,18 +288,14 @@ impl Querier {
         let scope = scope_of(tenants)?;
         // The budget is a hard limit for now: no spilling to disk, so a query over it fails with
         // `resource_exhausted` instead of filling the disk.
-        let mut runtime = RuntimeEnvBuilder::new().with_memory_pool(budget.pool());
-        if let Some(cache) = self.blocks.metadata_cache() {
-            runtime = runtime.with_cache_manager(
-                CacheManagerConfig::default()
-                    .with_file_metadata_cache(Some(Arc::new(BlockMetadataCache(cache)))),
-            );
-        }
-        let runtime = runtime
-            .with_disk_manager_builder(
-                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-            )
-            .build_arc()?;
+        let runtime = block_runtime(
+            RuntimeEnvBuilder::new()
+                .with_memory_pool(budget.pool())
+                .with_disk_manager_builder(
+                    DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+                ),
+            self.blocks.as_ref(),
+        )?;
         let schema = Arc::new(TenantSchema::new(
             scope,
             window,
@@ -280,8 +314,6 @@ impl Querier {
             .with_runtime_env(runtime)
             .build();
         let ctx = SessionContext::new_with_state(state);
-        let url = url::Url::parse(STORE_URL).map_err(|e| QueryError::internal(e.to_string()))?;
-        ctx.register_object_store(&url, self.blocks.store());
         Ok(QuerySession {
             ctx,
             schema,
@@ -577,14 +609,11 @@ impl Querier {
         let plan = df.create_physical_plan().await?;
         crate::distributed::check_stages_encode(&plan, &task_ctx)?;
         let mut rows = datafusion::physical_plan::execute_stream(plan, task_ctx)?;
-        let mut reservation = budget.reservation("SQL answer");
-        let (mut batches, mut held) = (Vec::new(), 0);
+        let mut answer = SqlRows::new(schema, budget, "SQL answer");
         while let Some(batch) = rows.next().await.transpose()? {
-            held += batch.get_array_memory_size();
-            budget.hold(&mut reservation, "the SQL answer", held)?;
-            batches.push(batch);
+            answer.push(batch)?;
         }
-        Ok(Charged::new(SqlTable { schema, batches }, reservation))
+        Ok(answer.finish())
     }
 
     /// The largest period of the profiles a request selects (0 when none).

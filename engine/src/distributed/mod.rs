@@ -27,8 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::error::Result;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{SessionStateBuilder, TaskContext};
 use datafusion::physical_plan::ExecutionPlan;
@@ -40,14 +39,12 @@ use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
 use profusion_cluster::{RingWatcher, Traffic};
 use profusion_model::scan::{BlockSource, GenerationSummary, HeadSnapshots, HeadSource, ScanError};
-use url::Url;
 
 use self::channels::WorkerChannels;
 use self::routing::{QuerierUrls, Routes, Suspects};
-use crate::blocks::BlockMetadataCache;
+use crate::blocks::block_runtime;
 use crate::codec::ProfusionCodec;
 use crate::functions::saturating_sum;
-use crate::table::STORE_URL;
 
 /// Where a cluster's stages run: ingesters (head stages), store-gateways (block stages) and
 /// queriers (the rest), and how they are reached.
@@ -101,18 +98,10 @@ pub fn worker(
     timeout: Duration,
     traffic: Arc<Traffic>,
 ) -> Result<Worker> {
-    let mut runtime = RuntimeEnvBuilder::new();
-    if let Some(cache) = blocks.as_ref().and_then(|b| b.metadata_cache()) {
-        runtime = runtime.with_cache_manager(
-            CacheManagerConfig::default()
-                .with_file_metadata_cache(Some(Arc::new(BlockMetadataCache(cache)))),
-        );
-    }
-    let runtime = runtime.build_arc()?;
-    if let Some(blocks) = &blocks {
-        let url = Url::parse(STORE_URL).map_err(|e| DataFusionError::Internal(e.to_string()))?;
-        runtime.register_object_store(&url, blocks.store());
-    }
+    let runtime = match &blocks {
+        Some(blocks) => block_runtime(RuntimeEnvBuilder::new(), blocks.as_ref())?,
+        None => RuntimeEnvBuilder::new().build_arc()?,
+    };
     let head = head.unwrap_or_else(|| Arc::new(NoHead));
     let channels = WorkerChannels::new(timeout, Suspects::default(), traffic);
     Ok(

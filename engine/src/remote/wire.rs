@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, Result};
 use crate::querier::{
-    MergeRequest, QueryAnalysis, QueryScope, SeriesLabels, SeriesQuery, SqlTable, TimeSeries,
+    MergeRequest, QueryAnalysis, QueryScope, SeriesLabels, SeriesQuery, SqlRows, SqlTable,
+    TimeSeries,
 };
 use crate::selector::{MatchOp, Matcher, Selector};
 use crate::service::{ReadAnswer, ReadJob};
@@ -331,20 +332,13 @@ pub(crate) fn decode_answer(bytes: &[u8], budget: &QueryBudget) -> Result<ReadAn
         ARROW => {
             let rows = StreamReader::try_new(body, None)
                 .map_err(|e| QueryError::internal(format!("an Arrow answer: {e}")))?;
-            let schema = rows.schema();
-            let mut reservation = budget.reservation("SQL answer from a querier");
-            let (mut batches, mut held) = (Vec::new(), 0);
+            let mut answer = SqlRows::new(rows.schema(), budget, "SQL answer from a querier");
             for batch in rows {
-                let batch =
-                    batch.map_err(|e| QueryError::internal(format!("an Arrow answer: {e}")))?;
-                held += batch.get_array_memory_size();
-                budget.hold(&mut reservation, "the SQL answer", held)?;
-                batches.push(batch);
+                answer.push(
+                    batch.map_err(|e| QueryError::internal(format!("an Arrow answer: {e}")))?,
+                )?;
             }
-            Ok(ReadAnswer::Table(Charged::new(
-                SqlTable { schema, batches },
-                reservation,
-            )))
+            Ok(ReadAnswer::Table(answer.finish()))
         }
         PPROF => Ok(ReadAnswer::Pprof(
             profusion_proto::google::v1::Profile::decode(body)
