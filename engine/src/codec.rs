@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::AggregateUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr_common::physical_expr::proto_decode::PhysicalExprDecodeCtx;
 use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx;
@@ -29,7 +29,7 @@ use profusion_model::scan::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::functions::{SATURATING_SUM, saturating_sum};
+use crate::functions::{LABELS_MAP, SATURATING_SUM, labels_map, saturating_sum};
 use crate::symbolize::{StackFilter, SymbolizeExec, SymbolizeOutput};
 use crate::table::replicas::{ProfileKeyFilter, ProfileKeyFilterExec};
 use crate::table::{HeadScanExec, scan_schema};
@@ -217,6 +217,16 @@ impl PhysicalExtensionCodec for ProfusionCodec {
         };
         buf.extend(filter.encode_keep());
         Ok(())
+    }
+
+    fn try_decode_udf(&self, name: &str, _buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        if name == LABELS_MAP {
+            Ok(Arc::new(labels_map()))
+        } else {
+            Err(DataFusionError::NotImplemented(format!(
+                "no Profusion function named {name}"
+            )))
+        }
     }
 
     fn try_decode_udaf(&self, name: &str, _buf: &[u8]) -> Result<Arc<AggregateUDF>> {

@@ -112,10 +112,16 @@ impl From<datafusion::error::DataFusionError> for QueryError {
                 ),
             ),
             E::ObjectStore(o) => (StatusCode::Unavailable, format!("object store: {o}")),
-            E::External(inner) => match inner.downcast_ref::<ScanError>() {
-                Some(scan) => (scan.status_code(), scan.to_string()),
-                None => (StatusCode::Internal, inner.to_string()),
-            },
+            E::External(inner) => {
+                if let Some(scan) = inner.downcast_ref::<ScanError>() {
+                    (scan.status_code(), scan.to_string())
+                } else if let Some(query) = inner.downcast_ref::<QueryError>() {
+                    // A read run inside a plan (an analysis function of SQL) keeps its kind.
+                    (query.status, query.message.clone())
+                } else {
+                    (StatusCode::Internal, inner.to_string())
+                }
+            }
             other => (StatusCode::Internal, other.to_string()),
         };
         Self {

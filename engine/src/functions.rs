@@ -1,17 +1,30 @@
-//! Functions the read path's plans use beyond DataFusion's own.
+//! Functions the read path's plans and SQL use beyond DataFusion's own.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, MapArray, StructArray};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Int64Type};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::{AggregateOrderSensitivity, format_state_name};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, GroupsAccumulator, ReversedUDAF, Signature,
-    Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, GroupsAccumulator, ReversedUDAF,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion_functions_aggregate_common::aggregate::groups_accumulator::prim_op::PrimitiveGroupsAccumulator;
+
+/// Adds Profusion's functions to a session being built (a querier's, or a worker's that runs
+/// its plans' stages).
+pub fn register(builder: &mut datafusion::execution::SessionStateBuilder) {
+    builder
+        .aggregate_functions()
+        .get_or_insert_default()
+        .push(Arc::new(saturating_sum()));
+    builder
+        .scalar_functions()
+        .get_or_insert_default()
+        .push(Arc::new(labels_map()));
+}
 
 /// The name `saturating_sum` is known by in plans.
 pub const SATURATING_SUM: &str = "saturating_sum";
@@ -114,6 +127,111 @@ impl Accumulator for SumAccumulator {
 
     fn size(&self) -> usize {
         std::mem::size_of_val(self)
+    }
+}
+
+/// The name `labels_map` is known by in plans.
+pub const LABELS_MAP: &str = "labels_map";
+
+/// `labels_map(labels)`: a series' labels (`LIST<STRUCT<name, value>>`, sorted by name, as
+/// `series.labels` holds them) as a `MAP<name, value>`, so SQL reads a label as
+/// `labels['region']`. A map is physically that very list of pairs, so this reuses its buffers.
+pub fn labels_map() -> ScalarUDF {
+    ScalarUDF::new_from_impl(LabelsMap::default())
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LabelsMap {
+    signature: Signature,
+}
+
+impl Default for LabelsMap {
+    fn default() -> Self {
+        Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl LabelsMap {
+    /// The map type of a labels list type, its keys and values of the pairs' string types.
+    fn map_type(list: &DataType) -> Result<DataType> {
+        let DataType::List(item) = list else {
+            return Err(LabelsMap::wrong_type(list));
+        };
+        let DataType::Struct(fields) = item.data_type() else {
+            return Err(LabelsMap::wrong_type(list));
+        };
+        let [name, value] = fields.iter().collect::<Vec<_>>()[..] else {
+            return Err(LabelsMap::wrong_type(list));
+        };
+        Ok(DataType::Map(
+            Arc::new(Field::new(
+                "entries",
+                DataType::Struct(Fields::from(vec![
+                    Field::new("keys", name.data_type().clone(), false),
+                    Field::new("values", value.data_type().clone(), true),
+                ])),
+                false,
+            )),
+            true,
+        ))
+    }
+
+    fn wrong_type(t: &DataType) -> datafusion::error::DataFusionError {
+        datafusion::error::DataFusionError::Plan(format!(
+            "{LABELS_MAP} takes a list of (name, value) structs, such as series.labels, not {t}"
+        ))
+    }
+}
+
+impl ScalarUDFImpl for LabelsMap {
+    fn name(&self) -> &str {
+        LABELS_MAP
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Self::map_type(&arg_types[0])
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let DataType::Map(entries_field, sorted) = args.return_field.data_type().clone() else {
+            return Err(Self::wrong_type(args.return_field.data_type()));
+        };
+        let DataType::Struct(entry_fields) = entries_field.data_type().clone() else {
+            return Err(Self::wrong_type(args.return_field.data_type()));
+        };
+        let convert = |array: &ArrayRef| -> Result<ArrayRef> {
+            let list = array.as_list::<i32>();
+            let pairs = list.values().as_struct();
+            if pairs.null_count() > 0 || pairs.column(0).null_count() > 0 {
+                return Err(datafusion::error::DataFusionError::Execution(format!(
+                    "{LABELS_MAP}: a label without a name"
+                )));
+            }
+            let entries =
+                StructArray::try_new(entry_fields.clone(), pairs.columns().to_vec(), None)?;
+            Ok(Arc::new(MapArray::try_new(
+                Arc::clone(&entries_field),
+                list.offsets().clone(),
+                entries,
+                list.nulls().cloned(),
+                sorted,
+            )?))
+        };
+        match &args.args[0] {
+            ColumnarValue::Array(array) => Ok(ColumnarValue::Array(convert(array)?)),
+            ColumnarValue::Scalar(scalar) => {
+                let array = convert(&scalar.to_array()?)?;
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                    &array, 0,
+                )?))
+            }
+        }
     }
 }
 

@@ -22,5 +22,6 @@ pub mod querier;
 pub mod remote;
 pub mod selector;
 pub mod service;
+pub mod sql;
 pub mod symbolize;
 pub mod table;

@@ -197,16 +197,6 @@ impl<'a> SqlRows<'a> {
     }
 }
 
-/// What SQL may do: read. No DDL (`CREATE EXTERNAL TABLE` would read the server's files), no
-/// DML (`INSERT`, `COPY ... TO` would write them), no statements (`SET` would change the
-/// session's limits).
-fn read_only() -> datafusion::execution::context::SQLOptions {
-    datafusion::execution::context::SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false)
-}
-
 /// How every session of the read path scans blocks, in this process or on a worker: filters
 /// evaluated inside the Parquet scan, so row groups whose statistics prove every row matches
 /// (the usual case for profile type and time) skip the per-row check.
@@ -215,7 +205,7 @@ pub(crate) fn scan_options(options: &mut datafusion::config::ConfigOptions) {
     options.execution.parquet.reorder_filters = true;
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Querier {
     head: Arc<dyn HeadSource>,
     blocks: Arc<dyn BlockSource>,
@@ -251,11 +241,11 @@ impl Querier {
         let mut options =
             SessionConfig::new().with_target_partitions(config.target_partitions.max(1));
         scan_options(options.options_mut());
-        let mut base = symbolize::with_planner(
-            SessionStateBuilder::new()
-                .with_config(options)
-                .with_default_features(),
-        );
+        let mut builder = SessionStateBuilder::new()
+            .with_config(options)
+            .with_default_features();
+        crate::functions::register(&mut builder);
+        let mut base = symbolize::with_planner(builder);
         if let Some(distribution) = &config.distribution {
             base = crate::distributed::coordinator(
                 SessionStateBuilder::new_from_existing(base),
@@ -303,14 +293,8 @@ impl Querier {
             Arc::clone(&self.blocks),
             self.config.target_partitions,
         ));
-        // A fresh catalog per query: the base state's would be shared by every copy.
-        let defaults = &self.base.config().options().catalog;
-        let catalog = MemoryCatalogProvider::new();
-        catalog.register_schema(&defaults.default_schema, Arc::clone(&schema) as _)?;
-        let catalogs = MemoryCatalogProviderList::new();
-        catalogs.register_catalog(defaults.default_catalog.clone(), Arc::new(catalog));
         let state = SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_catalog_list(Arc::new(catalogs))
+            .with_catalog_list(self.catalogs(Arc::clone(&schema) as _)?)
             .with_runtime_env(runtime)
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -319,6 +303,20 @@ impl Querier {
             schema,
             budget: budget.clone(),
         })
+    }
+
+    /// A query's catalogs: one, holding `schema` as the default schema. A fresh one per query:
+    /// the base state's would be shared by every copy.
+    pub(crate) fn catalogs(
+        &self,
+        schema: Arc<dyn datafusion::catalog::SchemaProvider>,
+    ) -> Result<Arc<dyn CatalogProviderList>> {
+        let defaults = &self.base.config().options().catalog;
+        let catalog = MemoryCatalogProvider::new();
+        catalog.register_schema(&defaults.default_schema, schema)?;
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog(defaults.default_catalog.clone(), Arc::new(catalog));
+        Ok(Arc::new(catalogs))
     }
 
     /// Series of the tenant matching any of `selectors` (all series when there are none),
@@ -586,34 +584,6 @@ impl Querier {
             }
             None => Ok(symbolize::empty_pprof(&header)),
         }
-    }
-
-    /// A read-only SQL query over the tables of `tenants`, its rows held against `budget`.
-    /// The tables prune blocks and head data by the query's own filters, as every read does.
-    pub async fn sql(
-        &self,
-        budget: &QueryBudget,
-        tenants: &[String],
-        query: &str,
-    ) -> Result<Charged<SqlTable>> {
-        let session = self.session(budget, tenants, ScanWindow::default())?;
-        // A query that does not parse or plan is the caller's mistake, said as DataFusion
-        // says it.
-        let df = session
-            .ctx
-            .sql_with_options(query, read_only())
-            .await
-            .map_err(|e| QueryError::invalid(format!("SQL: {}", e.strip_backtrace())))?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let task_ctx = Arc::new(df.task_ctx());
-        let plan = df.create_physical_plan().await?;
-        crate::distributed::check_stages_encode(&plan, &task_ctx)?;
-        let mut rows = datafusion::physical_plan::execute_stream(plan, task_ctx)?;
-        let mut answer = SqlRows::new(schema, budget, "SQL answer");
-        while let Some(batch) = rows.next().await.transpose()? {
-            answer.push(batch)?;
-        }
-        Ok(answer.finish())
     }
 
     /// The largest period of the profiles a request selects (0 when none).

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
@@ -288,6 +290,35 @@ async fn a_cluster_plan_aggregates_next_to_the_data_in_stages() {
                 .unwrap()
         )
     );
+
+    // A join of two aggregations turned into stages (the `sample_stacks` view joins the
+    // samples to the stacks, frames and series, each grouped): the stages replacing a side are
+    // hashed again as the join expects, so both sides of every partitioned join stay
+    // co-partitioned.
+    let ctx = querier
+        .sql_session(&querier.budget(), &["t".to_owned()])
+        .unwrap();
+    let plan = ctx
+        .sql("SELECT stack, sum(value) FROM sample_stacks GROUP BY stack")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let mut joins = 0;
+    plan.apply(|node| {
+        if let Some(join) = node.downcast_ref::<HashJoinExec>()
+            && *join.partition_mode() == PartitionMode::Partitioned
+        {
+            joins += 1;
+            let [left, right] = [join.left(), join.right()]
+                .map(|side| side.properties().partitioning.partition_count());
+            assert_eq!(left, right, "{}", explain(plan.as_ref()));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .unwrap();
+    assert!(joins > 0, "{}", explain(plan.as_ref()));
 }
 
 fn explain(plan: &dyn ExecutionPlan) -> String {
@@ -345,5 +376,31 @@ async fn sql_over_the_tables_is_pruned_by_its_filters() {
         .unwrap()
         .value(0);
     // svc's profiles: 3 in the first block, 1 in the head.
+    assert_eq!(total, 3 + 1);
+
+    // The same through the tables SQL sees, filtering on `time`: the view's timestamp reaches
+    // the tables as a filter on `time_nanos`, which prunes the same way.
+    let ctx = querier.sql_session(&querier.budget(), &tenants).unwrap();
+    let sql = format!(
+        "SELECT sum(value) AS total FROM samples WHERE profile_type = '{CPU}' \
+         AND service_name = 'svc' \
+         AND time BETWEEN TIMESTAMP '1970-01-01T00:00:00Z' AND TIMESTAMP '1970-01-01T00:00:02Z'"
+    );
+    let df = ctx.sql(&sql).await.unwrap();
+    let plan = redact(&explain(
+        df.clone().create_physical_plan().await.unwrap().as_ref(),
+    ));
+    assert_eq!(plan.matches("samples.parquet").count(), 1, "{plan}");
+    assert!(
+        plan.contains("HeadScanExec: table=samples, tenants=[t], partitions=2, time=[0, 2000000000], profile_type=process_cpu:cpu:nanoseconds:cpu:nanoseconds, services=[svc]"),
+        "{plan}"
+    );
+    let rows = df.collect().await.unwrap();
+    let total = rows[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
     assert_eq!(total, 3 + 1);
 }

@@ -381,37 +381,97 @@ impl Client<'_> {
     }
 }
 
-/// SQL over the samples table (`POST /api/v1/sql`): the value of each profile type in the
-/// range `[start, end]` (Unix milliseconds), every profile once.
+/// SQL (`POST /api/v1/sql`) over the range `[start, end]` (Unix milliseconds), every profile
+/// once: each profile type's total from the samples table; each profile type's value per
+/// stack from the `sample_stacks` view (function names and labels joined in); and one profile
+/// type's `top_functions`.
 fn check_sql_totals(client: &Client<'_>, rows: &[&Row], start: i64, end: i64, ctx: &str) {
-    let query = format!(
-        "SELECT profile_type, sum(value) AS total FROM samples \
-         WHERE time_nanos BETWEEN {} AND {} GROUP BY profile_type",
-        start * 1_000_000,
-        end * 1_000_000 + 999_999
-    );
-    let r = post(
-        &client.server.url("/api/v1/sql"),
-        &[("x-scope-orgid", &client.scope)],
-        query.into_bytes(),
-        false,
-    );
-    assert_eq!(r.status, 200, "{ctx}: SQL: {}", r.text());
-    let answer: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap();
-    let got: BTreeMap<String, i64> = answer
+    let (start_ns, end_ns) = (start * 1_000_000, end * 1_000_000 + 999_999);
+    let in_range: Vec<&Row> = rows
         .iter()
-        .map(|row| {
-            (
-                row["profile_type"].as_str().unwrap().to_owned(),
-                row["total"].as_i64().unwrap(),
-            )
-        })
+        .copied()
+        .filter(|r| (start..=end).contains(&r.time_ms))
         .collect();
+    let query = |sql: String| -> Vec<serde_json::Value> {
+        let r = post(
+            &client.server.url("/api/v1/sql"),
+            &[("x-scope-orgid", &client.scope)],
+            sql.clone().into_bytes(),
+            false,
+        );
+        assert_eq!(r.status, 200, "{ctx}: {sql}: {}", r.text());
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    let text = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+
+    let got: BTreeMap<String, i64> = query(format!(
+        "SELECT profile_type, sum(value) AS total FROM samples \
+         WHERE time_nanos BETWEEN {start_ns} AND {end_ns} GROUP BY profile_type"
+    ))
+    .iter()
+    .map(|row| (text(&row["profile_type"]), row["total"].as_i64().unwrap()))
+    .collect();
     let mut want: BTreeMap<String, i64> = BTreeMap::new();
-    for r in rows.iter().filter(|r| (start..=end).contains(&r.time_ms)) {
+    for r in &in_range {
         *want.entry(r.profile_type.to_owned()).or_default() += r.value;
     }
     assert_eq!(got, want, "{ctx}: SQL totals per profile type");
+
+    let got: BTreeMap<(String, String), i64> = query(format!(
+        "SELECT profile_type, array_to_string(stack, ';') AS stack, sum(value) AS total \
+         FROM sample_stacks \
+         WHERE time BETWEEN to_timestamp_nanos({start_ns}) AND to_timestamp_nanos({end_ns}) \
+         GROUP BY 1, 2"
+    ))
+    .iter()
+    .map(|row| {
+        (
+            (text(&row["profile_type"]), text(&row["stack"])),
+            row["total"].as_i64().unwrap(),
+        )
+    })
+    .collect();
+    let mut want: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for r in &in_range {
+        *want
+            .entry((r.profile_type.to_owned(), r.stack.join(";")))
+            .or_default() += r.value;
+    }
+    assert_eq!(
+        got, want,
+        "{ctx}: SQL sample_stacks per profile type and stack"
+    );
+
+    // The analysis functions run the querier's own reads, as a nested query of the SQL job.
+    let Some(profile_type) = in_range.first().map(|r| r.profile_type) else {
+        return;
+    };
+    let got: BTreeMap<String, (i64, i64)> = query(format!(
+        "SELECT * FROM top_functions('{profile_type}', '{{}}', \
+         to_timestamp_nanos({start_ns}), to_timestamp_nanos({end_ns} + 1))"
+    ))
+    .iter()
+    .map(|row| {
+        (
+            text(&row["function_name"]),
+            (
+                row["self"].as_i64().unwrap(),
+                row["total"].as_i64().unwrap(),
+            ),
+        )
+    })
+    .collect();
+    let mut want: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for r in in_range.iter().filter(|r| r.profile_type == profile_type) {
+        want.entry(r.stack.last().unwrap().to_string())
+            .or_default()
+            .0 += r.value;
+        let distinct: std::collections::BTreeSet<&str> = r.stack.iter().copied().collect();
+        for name in distinct {
+            want.entry(name.to_owned()).or_default().1 += r.value;
+        }
+    }
+    assert_eq!(got, want, "{ctx}: SQL top_functions of {profile_type}");
 }
 
 fn tree_of<'a>(rows: impl Iterator<Item = &'a Row>) -> BTreeMap<String, (i64, i64)> {

@@ -44,7 +44,6 @@ use self::channels::WorkerChannels;
 use self::routing::{QuerierUrls, Routes, Suspects};
 use crate::blocks::block_runtime;
 use crate::codec::ProfusionCodec;
-use crate::functions::saturating_sum;
 
 /// Where a cluster's stages run: ingesters (head stages), store-gateways (block stages) and
 /// queriers (the rest), and how they are reached.
@@ -113,10 +112,7 @@ pub fn worker(
                 if let Some(config) = builder.config().as_mut() {
                     crate::querier::scan_options(config.options_mut());
                 }
-                builder
-                    .aggregate_functions()
-                    .get_or_insert_default()
-                    .push(Arc::new(saturating_sum()));
+                crate::functions::register(&mut builder);
                 Ok(builder
                     .with_distributed_user_codec(ProfusionCodec::new(head))
                     .with_distributed_channel_resolver(channels)

@@ -7,6 +7,7 @@ use datafusion::config::ConfigOptions;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
+use datafusion::physical_expr::Distribution;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::Partitioning;
@@ -37,12 +38,7 @@ impl PhysicalOptimizerRule for OriginStages {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let staged = plan.transform_down(|node| {
-            let Some(stages) = origin_stages(&node)? else {
-                return Ok(Transformed::no(node));
-            };
-            Ok(Transformed::new(stages, true, TreeNodeRecursion::Jump))
-        })?;
+        let staged = stage(plan, false)?;
         // A plan with stages runs as one partition on its coordinator (datafusion-distributed
         // executes only partition 0 of it): merge the root's partitions there, as its
         // planner does for the plans it splits itself.
@@ -60,6 +56,54 @@ impl PhysicalOptimizerRule for OriginStages {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// `plan` with every samples aggregation in it as origin stages. `keep_partitioning`: what
+/// reads `plan` requires its hash partitioning (a partitioned hash join, whose two sides must
+/// be hashed alike), so stages replacing it are hashed again the same way on the querier.
+fn stage(
+    plan: Arc<dyn ExecutionPlan>,
+    keep_partitioning: bool,
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    if let Some(stages) = origin_stages(&plan)? {
+        let partitioning = plan.properties().partitioning.clone();
+        if keep_partitioning && stages.properties().partitioning != partitioning {
+            return Ok(Transformed::yes(Arc::new(RepartitionExec::try_new(
+                stages,
+                partitioning,
+            )?)));
+        }
+        return Ok(Transformed::yes(stages));
+    }
+    let mut transformed = false;
+    let required = plan.input_distribution_requirements().into_per_child();
+    let partitions = plan.properties().partitioning.partition_count();
+    let passes_partitions = |child: &Arc<dyn ExecutionPlan>| {
+        plan.children().len() == 1
+            && child.properties().partitioning.partition_count() == partitions
+    };
+    let children = plan
+        .children()
+        .into_iter()
+        .zip(required)
+        .map(|(child, required)| {
+            // Required here, or above and passed through (a projection over the aggregation).
+            #[expect(deprecated, reason = "plans may still require the old name")]
+            let keep = matches!(
+                required,
+                Distribution::KeyPartitioned(_) | Distribution::HashPartitioned(_)
+            ) || (keep_partitioning && passes_partitions(child));
+            let child = stage(Arc::clone(child), keep)?;
+            transformed |= child.transformed;
+            Ok(child.data)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if !transformed {
+        return Ok(Transformed::no(plan));
+    }
+    Ok(Transformed::yes(
+        plan.replace_children(children, recompute())?,
+    ))
 }
 
 /// `node` as origin stages, when it is a final aggregation over a hash repartition of a

@@ -1,0 +1,147 @@
+//! The tables SQL sees: views over the block tables.
+//!
+//! `samples` and `profiles` gain `time`, a UTC timestamp of `time_nanos`; `series.labels` is a
+//! `MAP<name, value>`; `stacks` and `frames` are as stored; `sample_stacks` gives each sample
+//! its stack as function names with its series' labels. Views are inlined into the query's
+//! plan, so a filter on `time` reaches the block tables as one on `time_nanos` and prunes
+//! blocks and row groups as every other read does.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::catalog::{SchemaProvider, TableProvider, view::ViewTable};
+use datafusion::common::Column;
+use datafusion::error::Result;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{Expr, cast};
+use datafusion::prelude::{DataFrame, SessionContext, col};
+
+use crate::table::TenantSchema;
+
+/// The type of every `time` column: nanoseconds, UTC.
+pub fn time_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// `time`, from a `time_nanos` column.
+fn time_column() -> Expr {
+    cast(col("time_nanos"), time_type()).alias("time")
+}
+
+/// The view giving each sample its series' labels and its stack as function names, root
+/// first. Stacks, frames and series repeat across blocks and the head, hence the grouping;
+/// an unsymbolized frame is named after its binary and address, as in flame graphs.
+const SAMPLE_STACKS: &str = "
+WITH frame_names AS (
+    SELECT frame_id,
+           first_value(CASE WHEN function_name <> '' THEN function_name
+                            ELSE ltrim(concat(mapping_file, ' 0x', to_hex(address))) END) AS name
+    FROM frames GROUP BY frame_id
+), unique_stacks AS (
+    SELECT stack_hash, first_value(frame_ids) AS frame_ids FROM stacks GROUP BY stack_hash
+), positions AS (
+    SELECT stack_hash,
+           unnest(frame_ids) AS frame_id,
+           unnest(range(CAST(cardinality(frame_ids) AS BIGINT))) AS position
+    FROM unique_stacks
+), stack_names AS (
+    SELECT p.stack_hash, array_agg(n.name ORDER BY p.position) AS stack
+    FROM positions p JOIN frame_names n ON p.frame_id = n.frame_id
+    GROUP BY p.stack_hash
+), series_labels AS (
+    SELECT series_fingerprint, labels_map(first_value(labels)) AS labels
+    FROM series GROUP BY series_fingerprint
+)
+SELECT s.time_nanos, s.service_name, s.profile_type, l.labels, n.stack, s.value,
+       s.profile_id, s.span_id
+FROM samples s
+JOIN stack_names n ON s.stack_hash = n.stack_hash
+JOIN series_labels l ON s.series_fingerprint = l.series_fingerprint
+";
+
+/// The names SQL knows, in the order `SHOW TABLES`-like listings give them.
+pub const TABLES: [&str; 6] = [
+    "samples",
+    "profiles",
+    "series",
+    "stacks",
+    "frames",
+    "sample_stacks",
+];
+
+/// A tenant scope's tables as SQL sees them.
+#[derive(Debug)]
+pub struct SqlSchema {
+    tables: Arc<TenantSchema>,
+    /// A session whose default schema is `tables`, to plan the views in.
+    state: SessionState,
+}
+
+impl SqlSchema {
+    pub fn new(tables: Arc<TenantSchema>, state: SessionState) -> Self {
+        Self { tables, state }
+    }
+
+    /// The view named `name`, planned over the block tables.
+    async fn view(&self, name: &str) -> Result<Option<DataFrame>> {
+        let ctx = SessionContext::new_with_state(self.state.clone());
+        let columns = |df: &DataFrame, replace: &dyn Fn(&str) -> Option<Expr>| -> Vec<Expr> {
+            df.schema()
+                .fields()
+                .iter()
+                .map(|f| {
+                    replace(f.name())
+                        .unwrap_or_else(|| Expr::Column(Column::new_unqualified(f.name())))
+                })
+                .collect()
+        };
+        let view = match name {
+            "samples" | "profiles" => {
+                let df = ctx.table(name).await?;
+                let mut exprs = columns(&df, &|_| None);
+                exprs.push(time_column());
+                df.select(exprs)?
+            }
+            "series" => {
+                let df = ctx.table(name).await?;
+                let exprs = columns(&df, &|c| {
+                    (c == "labels").then(|| {
+                        crate::functions::labels_map()
+                            .call(vec![col("labels")])
+                            .alias("labels")
+                    })
+                });
+                df.select(exprs)?
+            }
+            "sample_stacks" => {
+                let df = ctx.sql(SAMPLE_STACKS).await?;
+                let exprs = columns(&df, &|c| (c == "time_nanos").then(time_column));
+                df.select(exprs)?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(view))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SqlSchema {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        // Tables shown as stored are the block tables themselves.
+        if matches!(name, "stacks" | "frames") {
+            return SchemaProvider::table(self.tables.as_ref(), name).await;
+        }
+        Ok(self.view(name).await?.map(|df| {
+            Arc::new(ViewTable::new(df.into_unoptimized_plan(), None)) as Arc<dyn TableProvider>
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        TABLES.contains(&name)
+    }
+}
