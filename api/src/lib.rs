@@ -9,6 +9,7 @@
 //! which the `profusion` binary wires per role.
 
 pub mod error;
+pub mod flight_sql;
 pub mod http_server;
 pub mod request;
 pub mod router;

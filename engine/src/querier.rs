@@ -238,8 +238,9 @@ impl Querier {
     ) -> Self {
         // Parquet strings are read as views (the default): dictionary-encoded columns such as
         // `profile_type` then cost no copy per row. The head side is cast to match.
-        let mut options =
-            SessionConfig::new().with_target_partitions(config.target_partitions.max(1));
+        let mut options = SessionConfig::new()
+            .with_target_partitions(config.target_partitions.max(1))
+            .with_default_catalog_and_schema(crate::sql::CATALOG, crate::sql::SCHEMA);
         scan_options(options.options_mut());
         let mut builder = SessionStateBuilder::new()
             .with_config(options)
@@ -935,7 +936,7 @@ impl ReadExecutor for Querier {
             ReadJob::Analyze { selector, range } => {
                 ReadAnswer::Analysis(self.analyze(budget, &tenants, &selector, range).await?)
             }
-            ReadJob::Sql { query } => ReadAnswer::Table(self.sql(budget, &tenants, &query).await?),
+            ReadJob::Sql(request) => ReadAnswer::Table(self.sql(budget, &tenants, &request).await?),
         })
     }
 }

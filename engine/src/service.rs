@@ -87,7 +87,7 @@ pub enum ReadJob {
         range: TimeRange,
     },
     /// A read-only SQL query over the tenants' tables.
-    Sql { query: String },
+    Sql(crate::sql::SqlRequest),
 }
 
 /// The answer of a [`ReadJob`], of the job's kind.
@@ -232,7 +232,11 @@ pub trait ReadService: Send + Sync + std::fmt::Debug {
         req: GetProfileStatsRequest,
     ) -> Result<GetProfileStatsResponse>;
     /// A read-only SQL query over the scope's tables, queued and budgeted as every read.
-    async fn sql(&self, ctx: &QueryContext, query: &str) -> Result<Charged<SqlTable>>;
+    async fn sql(
+        &self,
+        ctx: &QueryContext,
+        request: crate::sql::SqlRequest,
+    ) -> Result<Charged<SqlTable>>;
 }
 
 /// The querier API over an executor: validation, limits, jobs and answer encodings.
@@ -889,17 +893,16 @@ impl<E: ReadExecutor> ReadService for QueryApi<E> {
         })
     }
 
-    async fn sql(&self, ctx: &QueryContext, query: &str) -> Result<Charged<SqlTable>> {
-        if query.trim().is_empty() {
+    async fn sql(
+        &self,
+        ctx: &QueryContext,
+        request: crate::sql::SqlRequest,
+    ) -> Result<Charged<SqlTable>> {
+        if request.query.trim().is_empty() {
             return Err(QueryError::invalid("SQL: the query is empty"));
         }
         self.executor
-            .execute(
-                ctx,
-                ReadJob::Sql {
-                    query: query.to_owned(),
-                },
-            )
+            .execute(ctx, ReadJob::Sql(request))
             .await?
             .into_table()
     }

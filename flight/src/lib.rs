@@ -1,6 +1,7 @@
 //! Arrow Flight services of Profusion: the ingesters' head data for queriers in other
-//! processes ([`HeadFlightService`] on the ingester, [`RemoteHeads`] on the querier). Later,
-//! Flight SQL for external clients (issue 12).
+//! processes ([`HeadFlightService`] on the ingester, [`RemoteHeads`] on the querier), and the
+//! one Flight service of a port ([`FlightRouter`]), which routes each call to the head service
+//! or to Flight SQL (served by `profusion-api` for external clients).
 //!
 //! Owns: Flight wire handling only. What a head holds and how it is scanned belongs to the
 //! ingester (`profusion_model::scan::HeadSource`); how plans use it, to the engine.
@@ -16,9 +17,11 @@
 mod head_client;
 mod head_service;
 mod protocol;
+mod router;
 
 pub use head_client::RemoteHeads;
 pub use head_service::HeadFlightService;
+pub use router::FlightRouter;
 
 /// The Arrow IPC bytes (as on the wire) of one Flight message.
 fn wire_bytes(data: &arrow_flight::FlightData) -> u64 {

@@ -1,5 +1,5 @@
 //! The `profusion` binary: reads its configuration, wires the roles `--target` names, and
-//! serves them until SIGINT or SIGTERM.
+//! serves them until SIGINT or SIGTERM; or runs a command (`profusion export`).
 //!
 //! Owns: the configuration (one clap struct per component, `config`), one wiring function per
 //! role (`roles`), the process's storage and data-directory lock (`storage`), and startup and
@@ -8,6 +8,7 @@
 
 mod config;
 mod error;
+mod export;
 mod roles;
 mod server;
 mod storage;
@@ -24,8 +25,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let filter =
-        EnvFilter::try_new(&config.log.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The Delta kernel logs every snapshot it builds at info: only its warnings are news.
+    let filter = EnvFilter::try_new(format!("{},buoyant_kernel=warn", config.log.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -45,6 +47,26 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(config::Command::Export(args)) = &config.command {
+        return match runtime.block_on(export::run(&config, args)) {
+            Ok(report) => {
+                // Scripts read what was done from this line.
+                let (start, end) = report.range.unwrap_or_default();
+                println!(
+                    "{{\"exported\":{},\"start_nanos\":{start},\"end_nanos\":{end},\"rows\":{},\"files\":{},\"bytes\":{}}}",
+                    report.range.is_some(),
+                    report.rows,
+                    report.files,
+                    report.bytes
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("export failed: {message}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let code = runtime.block_on(async move {
         let server = match Server::start(config).await {
             Ok(s) => s,

@@ -4,9 +4,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use profusion_api::flight_sql::FlightSqlApi;
 use profusion_api::http_server::ConnectionLimits;
 use profusion_api::routes::ops::{HttpMetrics, OpsApi, Readiness};
 use profusion_api::{ApiRouter, RequestRules};
+use profusion_flight::FlightRouter;
 use profusion_ingest::ingester::Ingester;
 use profusion_ingest::metrics::IngestMetrics;
 use prometheus_client::registry::Registry;
@@ -14,7 +16,7 @@ use prometheus_client::registry::Registry;
 use crate::config::Config;
 use crate::error::{ShutdownError, StartError};
 use crate::roles::{self, Shared};
-use crate::storage::{DataDirLock, open_store};
+use crate::storage::{DataDirLock, open_catalog, open_store};
 
 /// A started server: its bound address, and what it needs to serve and stop.
 #[derive(Debug)]
@@ -57,17 +59,7 @@ impl Server {
         let roles = roles::roles(&config.target)?;
         let data_lock = DataDirLock::acquire(&config.storage.data_path)?;
         let (store, local_store_root) = open_store(&config.storage)?;
-        let catalog_url = if config.storage.catalog_url.is_empty() {
-            format!(
-                "sqlite:{}",
-                config.storage.data_path.join("catalog.db").display()
-            )
-        } else {
-            config.storage.catalog_url.clone()
-        };
-        let catalog = profusion_catalog::open(&catalog_url)
-            .await
-            .map_err(StartError::Catalog)?;
+        let catalog = open_catalog(&config.storage).await?;
         let query_runtime = QueryRuntime(Some(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(
@@ -138,6 +130,12 @@ impl Server {
         for check in parts.readiness {
             readiness.add_check(check);
         }
+        // Flight SQL where reads are served; it shares gRPC's Flight service name with the
+        // ingester's head service, so one router serves both.
+        let flight_sql = parts
+            .read
+            .as_ref()
+            .map(|read| FlightSqlApi::new(rules.clone(), Arc::clone(read) as _));
         let mut router = ApiRouter::new(rules)
             .for_roles(roles.iter().map(|r| r.name().to_owned()).collect())
             .with_ring(Arc::clone(&catalog), config.ring.heartbeat_timeout);
@@ -147,9 +145,11 @@ impl Server {
         if let Some(worker) = parts.worker {
             router = router.with_grpc_service("worker.WorkerService", worker.into_worker_server());
         }
-        if let Some(heads) = parts.head_service {
-            router = router
-                .with_grpc_service("arrow.flight.protocol.FlightService", heads.into_server());
+        if parts.head_service.is_some() || flight_sql.is_some() {
+            router = router.with_grpc_service(
+                "arrow.flight.protocol.FlightService",
+                FlightRouter::new(parts.head_service, flight_sql).into_server(),
+            );
         }
         if let Some(scheduler) = &parts.scheduler {
             router = router.with_grpc_service(

@@ -88,6 +88,21 @@ pub(crate) fn open_store(
     Ok((store, None))
 }
 
+/// The catalog `--catalog.url` names (the embedded SQLite file under the data path when
+/// empty).
+pub(crate) async fn open_catalog(
+    flags: &StorageFlags,
+) -> Result<std::sync::Arc<dyn profusion_catalog::Catalog>, StartError> {
+    let url = if flags.catalog_url.is_empty() {
+        format!("sqlite:{}", flags.data_path.join("catalog.db").display())
+    } else {
+        flags.catalog_url.clone()
+    };
+    profusion_catalog::open(&url)
+        .await
+        .map_err(StartError::Catalog)
+}
+
 fn local_store(dir: &Path) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), StartError> {
     std::fs::create_dir_all(dir).map_err(local_state("creating", dir))?;
     let dir = dir.canonicalize().map_err(local_state("resolving", dir))?;

@@ -48,14 +48,16 @@ fn files_match_the_catalog(server: &TestServer, step: &str) {
     loop {
         let mut matched = true;
         for tenant in ["t1", "t2"] {
+            // Every profile is within the last day: exactly a day, the longest query allowed
+            // (two readings of the clock could make it a millisecond longer).
+            let now_ms = now_nanos() / 1_000_000;
             let analysis: AnalyzeQueryResponse = connect_call(
                 server,
                 "/querier.v1.QuerierService/AnalyzeQuery",
                 Some(tenant),
                 &AnalyzeQueryRequest {
-                    // Every profile is within the last day.
-                    start: now_nanos() / 1_000_000 - 86_400_000,
-                    end: now_nanos() / 1_000_000,
+                    start: now_ms - 86_400_000,
+                    end: now_ms,
                     query: "{}".into(),
                 },
             )

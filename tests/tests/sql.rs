@@ -193,6 +193,24 @@ fn sql_that_writes_or_reaches_beyond_the_tenants_tables_is_refused() {
             "SELECT * FROM information_schema.tables".to_owned(),
             "not found",
         ),
+        ("SHOW TABLES".to_owned(), "information_schema"),
+        ("SELECT * FROM other.samples".to_owned(), "not found"),
+        (
+            "SELECT * FROM 'http://127.0.0.1:1/leak.parquet'".to_owned(),
+            "not found",
+        ),
+        (
+            "SELECT * FROM 's3://bucket/other/blocks/x/samples.parquet'".to_owned(),
+            "not found",
+        ),
+        (
+            "SELECT * FROM read_parquet('/etc/passwd')".to_owned(),
+            "not found",
+        ),
+        (
+            "SELECT * FROM read_csv('/etc/passwd')".to_owned(),
+            "not found",
+        ),
         ("SELEC 1".to_owned(), "SQL"),
         ("   ".to_owned(), "empty"),
     ] {

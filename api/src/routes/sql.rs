@@ -15,6 +15,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::{csv, ipc, json};
 use http::{HeaderMap, header};
 use profusion_engine::querier::SqlTable;
+use profusion_engine::sql::SqlRequest;
 
 use super::ReadApi;
 use crate::error::{ApiError, Code};
@@ -42,7 +43,7 @@ async fn sql(
     let format = Format::accepted(&headers)?;
     let query = query_of(&headers, &body)?;
     let ctx = api.read.context(scope);
-    let table = api.read.sql(&ctx, &query).await?;
+    let table = api.read.sql(&ctx, SqlRequest::query(query)).await?;
     format.encode(&table.value)
 }
 

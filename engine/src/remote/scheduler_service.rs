@@ -149,13 +149,20 @@ async fn serve_worker(
         if job.reply.is_closed() {
             continue;
         }
+        let encoded = match wire::encode_job(&job.job) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let _ = job.reply.send(Err(e));
+                continue;
+            }
+        };
         let id = NEXT_JOB_ID.fetch_add(1, Ordering::Relaxed);
         let sent = outbound
             .send(SchedulerMessage {
                 kind: Some(scheduler_message::Kind::Job(JobToRun {
                     job_id: id,
                     scope: serde_json::to_string(&job.ctx.scope).expect("scopes serialize"),
-                    job: wire::encode_job(&job.job).into(),
+                    job: encoded.into(),
                     memory_bytes: job.ctx.budget.bytes() as u64,
                 })),
             })

@@ -133,11 +133,16 @@ enum WireJob {
     },
     Sql {
         query: String,
+        /// The parameters as an Arrow IPC stream of one row; empty when none.
+        #[serde(default)]
+        params: Vec<u8>,
+        #[serde(default)]
+        schema_only: bool,
     },
 }
 
 /// A job's bytes.
-pub(crate) fn encode_job(job: &ReadJob) -> Vec<u8> {
+pub(crate) fn encode_job(job: &ReadJob) -> Result<Vec<u8>> {
     let wire = match job {
         ReadJob::MergeTree { request, max_nodes } => WireJob::MergeTree {
             request: request.into(),
@@ -170,11 +175,13 @@ pub(crate) fn encode_job(job: &ReadJob) -> Vec<u8> {
             selector: selector.into(),
             range: *range,
         },
-        ReadJob::Sql { query } => WireJob::Sql {
-            query: query.clone(),
+        ReadJob::Sql(request) => WireJob::Sql {
+            query: request.query.clone(),
+            params: crate::sql::params_ipc(&request.params)?,
+            schema_only: request.schema_only,
         },
     };
-    serde_json::to_vec(&wire).expect("jobs serialize")
+    Ok(serde_json::to_vec(&wire).expect("jobs serialize"))
 }
 
 /// The job `bytes` encode.
@@ -216,7 +223,15 @@ pub(crate) fn decode_job(bytes: &[u8]) -> Result<ReadJob> {
             selector: selector.decode()?,
             range,
         },
-        WireJob::Sql { query } => ReadJob::Sql { query },
+        WireJob::Sql {
+            query,
+            params,
+            schema_only,
+        } => ReadJob::Sql(crate::sql::SqlRequest {
+            query,
+            params: crate::sql::params_from_ipc(&params)?,
+            schema_only,
+        }),
     })
 }
 
@@ -422,8 +437,15 @@ mod tests {
             },
             max_nodes: 16,
         };
-        let bytes = encode_job(&job);
-        assert_eq!(encode_job(&decode_job(&bytes).unwrap()), bytes);
+        let bytes = encode_job(&job).unwrap();
+        assert_eq!(encode_job(&decode_job(&bytes).unwrap()).unwrap(), bytes);
+        let sql = ReadJob::Sql(crate::sql::SqlRequest {
+            query: "SELECT $1".into(),
+            params: vec![datafusion::common::ScalarValue::Int64(Some(3))],
+            schema_only: true,
+        });
+        let bytes = encode_job(&sql).unwrap();
+        assert_eq!(encode_job(&decode_job(&bytes).unwrap()).unwrap(), bytes);
 
         let budget = QueryBudget::new(1 << 20);
         let mut tree = Tree::new();

@@ -74,7 +74,7 @@ impl JobQueue for RemoteScheduler {
             .map_err(|e| unavailable(&peer, &e.to_string()))?;
         let request = RunRequest {
             scope: serde_json::to_string(&ctx.scope).expect("scopes serialize"),
-            job: wire::encode_job(&job).into(),
+            job: wire::encode_job(&job)?.into(),
             memory_bytes: ctx.budget.bytes() as u64,
         };
         let response: tonic::Response<RunResponse> = grpc

@@ -29,10 +29,14 @@ fn time_column() -> Expr {
     cast(col("time_nanos"), time_type()).alias("time")
 }
 
-/// The view giving each sample its series' labels and its stack as function names, root
-/// first. Stacks, frames and series repeat across blocks and the head, hence the grouping;
-/// an unsymbolized frame is named after its binary and address, as in flame graphs.
-const SAMPLE_STACKS: &str = "
+/// The names of stacks and the labels of series, as common table expressions of the block
+/// tables: `stack_names(stack_hash, stack)`, function names root first, and
+/// `series_labels(series_fingerprint, labels)`. Stacks, frames and series repeat across blocks
+/// and the head, hence the grouping; an unsymbolized frame is named after its binary and
+/// address, as in flame graphs.
+macro_rules! names_and_labels {
+    () => {
+        "
 WITH frame_names AS (
     SELECT frame_id,
            first_value(CASE WHEN function_name <> '' THEN function_name
@@ -52,13 +56,66 @@ WITH frame_names AS (
 ), series_labels AS (
     SELECT series_fingerprint, labels_map(first_value(labels)) AS labels
     FROM series GROUP BY series_fingerprint
-)
+)"
+    };
+}
+
+/// The view giving each sample its series' labels and its stack as function names.
+const SAMPLE_STACKS: &str = concat!(
+    names_and_labels!(),
+    "
 SELECT s.time_nanos, s.service_name, s.profile_type, l.labels, n.stack, s.value,
        s.profile_id, s.span_id
 FROM samples s
 JOIN stack_names n ON s.stack_hash = n.stack_hash
-JOIN series_labels l ON s.series_fingerprint = l.series_fingerprint
-";
+JOIN series_labels l ON s.series_fingerprint = l.series_fingerprint"
+);
+
+/// What an export writes: one row per profile and stack (its spans summed) with the
+/// profile's time in `[$1, $2)` (Unix nanoseconds), in the flat layout of `docs/export.md`.
+const EXPORT_ROWS: &str = concat!(
+    names_and_labels!(),
+    ", per_stack AS (
+    SELECT time_nanos, service_name, profile_type, profile_id, series_fingerprint, stack_hash,
+           saturating_sum(value) AS value
+    FROM samples WHERE time_nanos >= $1 AND time_nanos < $2
+    GROUP BY time_nanos, service_name, profile_type, profile_id, series_fingerprint, stack_hash
+)
+SELECT p.time_nanos, p.service_name, p.profile_type, p.profile_id, l.labels, n.stack, p.value
+FROM per_stack p
+JOIN stack_names n ON p.stack_hash = n.stack_hash
+JOIN series_labels l ON p.series_fingerprint = l.series_fingerprint"
+);
+
+/// The rows an export of `tables` writes for profiles with times in `[start, end)` (Unix
+/// nanoseconds), planned in `state` (a session over `tables`): `time` (microseconds, UTC, as
+/// data lakes store times), `date` (its UTC day), `service_name`, `profile_type`, `profile_id`,
+/// `labels`, `stack`, `value`.
+pub(super) async fn export_rows(state: SessionState, start: i64, end: i64) -> Result<DataFrame> {
+    let ctx = SessionContext::new_with_state(state);
+    let df = ctx.sql(EXPORT_ROWS).await?.with_param_values(vec![
+        datafusion::common::ScalarValue::Int64(Some(start)),
+        datafusion::common::ScalarValue::Int64(Some(end)),
+    ])?;
+    // A timestamp made by a function, not a cast: the optimizer folds a cast of a cast into
+    // one, and a cast of Int64 to a date or a timestamp in microseconds reads the integer in
+    // that unit.
+    let nanos = || datafusion::functions::expr_fn::to_timestamp_nanos(vec![col("time_nanos")]);
+    df.select(vec![
+        cast(
+            nanos(),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        )
+        .alias("time"),
+        cast(nanos(), DataType::Date32).alias("date"),
+        col("service_name"),
+        col("profile_type"),
+        col("profile_id"),
+        col("labels"),
+        col("stack"),
+        col("value"),
+    ])
+}
 
 /// The names SQL knows, in the order `SHOW TABLES`-like listings give them.
 pub const TABLES: [&str; 6] = [

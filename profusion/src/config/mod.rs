@@ -37,8 +37,12 @@ pub(crate) use store_gateway::StoreGatewayFlags;
 #[command(name = "profusion", version, about, long_about = None)]
 pub(crate) struct Config {
     /// YAML configuration file; flags and environment variables override its values.
-    #[arg(long = "config.file", env = "PROFUSION_CONFIG_FILE")]
+    #[arg(long = "config.file", env = "PROFUSION_CONFIG_FILE", global = true)]
     pub(crate) config_file: Option<PathBuf>,
+
+    /// A command to run instead of serving (`profusion export ...`).
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
 
     /// Comma-separated roles to run. `all` runs every role in this process (monolithic mode).
     #[arg(
@@ -87,6 +91,64 @@ pub(crate) struct Config {
 
     #[command(flatten)]
     pub(crate) log: LogFlags,
+}
+
+/// Commands run instead of the server, finding the data through the same flags and
+/// configuration file (`--pyroscopedb.data-path`, `--storage.url`, `--catalog.url`,
+/// `--config.file`).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub(crate) enum Command {
+    /// Exports a tenant's profiles to a data lake: a Delta Lake table or Hive-partitioned
+    /// Parquet, incrementally (a re-run appends what is new) and exactly once
+    /// (docs/export.md).
+    Export(ExportArgs),
+}
+
+/// `profusion export`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ExportArgs {
+    /// The tenant whose profiles are exported.
+    #[arg(long = "tenant")]
+    pub(crate) tenant: String,
+
+    /// Export profiles from this time on (inclusive): Unix seconds or RFC 3339.
+    #[arg(long = "start", value_parser = parse_time)]
+    pub(crate) start: i64,
+
+    /// Export profiles before this time (exclusive): Unix seconds or RFC 3339. Capped to what
+    /// the ingesters have surely flushed into blocks (older than --pyroscopedb.max-block-duration
+    /// and the flush check, and five minutes for agents' upload delay); a later run exports
+    /// the rest.
+    #[arg(long = "end", value_parser = parse_time)]
+    pub(crate) end: i64,
+
+    /// The table format: `delta` (a Delta Lake table) or `parquet` (Hive-partitioned files).
+    #[arg(long = "format", default_value = "delta")]
+    pub(crate) format: profusion_export::Format,
+
+    /// Where to write: a local directory, or an `s3://`, `az://` or `gs://` URL (credentials
+    /// from the usual environment variables of each cloud).
+    pub(crate) destination: String,
+
+    /// For crash tests: abort the process at this step (`written`: files written, nothing
+    /// committed; `renamed`: a Parquet file renamed into view).
+    #[arg(long = "fail-at", hide = true)]
+    pub(crate) fail_at: Option<profusion_export::FailPoint>,
+}
+
+/// A time flag's value as Unix nanoseconds: Unix seconds (fractions allowed) or RFC 3339.
+pub(crate) fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(seconds) = s.parse::<f64>() {
+        let nanos = seconds * 1e9;
+        if nanos.is_finite() && nanos.abs() < i64::MAX as f64 {
+            return Ok(nanos.round() as i64);
+        }
+        return Err(format!("{s}: out of range"));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("{s}: neither Unix seconds nor RFC 3339 ({e})"))?
+        .timestamp_nanos_opt()
+        .ok_or_else(|| format!("{s}: out of range"))
 }
 
 /// Why the configuration could not be read.
@@ -307,6 +369,35 @@ mod tests {
             flags, 64,
             "a flag was added or lost: update this count knowingly"
         );
+    }
+
+    #[test]
+    fn export_reads_its_arguments_and_the_servers_storage_flags() {
+        let args: Vec<OsString> = [
+            "profusion",
+            "export",
+            "--tenant=t",
+            "--start=1700000000",
+            "--end=2023-11-14T22:13:21.5Z",
+            "--format=parquet",
+            "--pyroscopedb.data-path=/srv/profusion",
+            "out",
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+        let c = Config::load_from(args).unwrap();
+        let Some(Command::Export(export)) = &c.command else {
+            panic!("no export command: {:?}", c.command);
+        };
+        assert_eq!(
+            (export.start, export.end),
+            (1_700_000_000_000_000_000, 1_700_000_001_500_000_000)
+        );
+        assert_eq!(export.format, profusion_export::Format::Parquet);
+        assert_eq!(export.destination, "out");
+        assert_eq!(c.storage.data_path, PathBuf::from("/srv/profusion"));
+        assert!(parse_time("yesterday").is_err());
     }
 
     #[test]

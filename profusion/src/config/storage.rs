@@ -11,6 +11,7 @@ pub(crate) struct StorageFlags {
     /// Directory for local state: the WAL, the embedded catalog and the default object store.
     #[arg(
         long = "pyroscopedb.data-path",
+        global = true,
         env = "PROFUSION_PYROSCOPEDB_DATA_PATH",
         default_value = "./data"
     )]
@@ -21,6 +22,7 @@ pub(crate) struct StorageFlags {
     /// come from the usual environment variables of each cloud (AWS_*, GOOGLE_*, AZURE_*).
     #[arg(
         long = "storage.url",
+        global = true,
         env = "PROFUSION_STORAGE_URL",
         default_value = ""
     )]
@@ -30,6 +32,7 @@ pub(crate) struct StorageFlags {
     /// `catalog.db` under the data path.
     #[arg(
         long = "catalog.url",
+        global = true,
         env = "PROFUSION_CATALOG_URL",
         default_value = ""
     )]

@@ -1,0 +1,312 @@
+//! `profusion export` against the real binary and real readers: a tenant's profiles written
+//! as a Delta Lake table (read by PyPI `deltalake`) and as Hive-partitioned Parquet (read by
+//! pyarrow), every row checked against what the test pushed; re-runs append only what is new;
+//! a run killed before its commit leaves the table as it was, and the next run writes the
+//! range once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use profusion_tests::{TestServer, clients, cpu_pprof, now_nanos, post, push_request};
+
+const MINUTE: i64 = 60_000_000_000;
+
+/// One pushed profile: service, region, minutes after the test's origin, root-first stacks.
+type Pushed = (
+    &'static str,
+    &'static str,
+    i64,
+    &'static [(&'static str, i64)],
+);
+
+/// The first batch of profiles, then the second, pushed after the first export.
+const FIRST: &[Pushed] = &[
+    (
+        "checkout",
+        "eu",
+        0,
+        &[("main;handle;db", 40), ("main;handle;parse", 25)],
+    ),
+    ("checkout", "us", 10, &[("main;gc", 5)]),
+    (
+        "search",
+        "eu",
+        20,
+        &[("main;query", 70), ("main;handle;db", 3)],
+    ),
+];
+const SECOND: &[Pushed] = &[
+    ("checkout", "eu", 90, &[("main;handle;db", 11)]),
+    ("search", "us", 95, &[("main;query", 8)]),
+];
+
+/// Pushes `profiles` for tenant `t`, `origin` being minute 0.
+fn push(server: &TestServer, profiles: &[Pushed], origin: i64) {
+    use prost::Message;
+    for (service, region, minutes, stacks) in profiles {
+        let frames: Vec<Vec<&str>> = stacks.iter().map(|(s, _)| s.split(';').collect()).collect();
+        let samples: Vec<(&[&str], i64)> = frames
+            .iter()
+            .zip(stacks.iter())
+            .map(|(f, (_, v))| (f.as_slice(), *v))
+            .collect();
+        let profile = cpu_pprof(origin + minutes * MINUTE, &samples);
+        let req = push_request(
+            &[
+                ("__name__", "process_cpu"),
+                ("service_name", service),
+                ("region", region),
+            ],
+            profile.encode_to_vec(),
+            "",
+        );
+        let r = post(
+            &server.url("/push.v1.PusherService/Push"),
+            &[
+                ("content-type", "application/proto"),
+                ("x-scope-orgid", "t"),
+            ],
+            req.encode_to_vec(),
+            false,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+/// Starts the server on `data`, pushes `profiles`, and stops it (which flushes the head).
+fn push_and_flush(data: &Path, profiles: &[Pushed], origin: i64) {
+    let mut server = TestServer::configure()
+        .arg("--auth.multitenancy-enabled")
+        // The profiles are hours old: older than what the ingesters may still hold.
+        .arg("--validation.reject-older-than=24h")
+        .data_dir(data)
+        .spawn();
+    push(&server, profiles, origin);
+    server.stop();
+}
+
+/// An exported row as the test compares it: time in µs, service, region, stack joined by
+/// `;`, value.
+type Row = (i64, String, String, String, i64);
+
+/// The rows an export of `profiles` holds, one per profile and stack, sorted.
+fn reference(profiles: &[&Pushed], origin: i64) -> Vec<Row> {
+    let mut rows: Vec<_> = profiles
+        .iter()
+        .flat_map(|(service, region, minutes, stacks)| {
+            stacks.iter().map(move |(stack, value)| {
+                (
+                    (origin + minutes * MINUTE) / 1000,
+                    (*service).to_owned(),
+                    (*region).to_owned(),
+                    (*stack).to_owned(),
+                    *value,
+                )
+            })
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Runs `profusion export` over the data directory `data`; its JSON report, or its stderr.
+fn export(
+    data: &Path,
+    format: &str,
+    destination: &Path,
+    start: i64,
+    end: i64,
+    extra: &[&str],
+) -> Result<serde_json::Value, String> {
+    let secs = |nanos: i64| format!("{}", nanos as f64 / 1e9);
+    let out = Command::new(profusion_tests::binary())
+        .args([
+            "export",
+            "--tenant=t",
+            &format!("--start={}", secs(start)),
+            &format!("--end={}", secs(end)),
+            &format!("--format={format}"),
+            &format!("--pyroscopedb.data-path={}", data.display()),
+        ])
+        .args(extra)
+        .arg(destination)
+        .output()
+        .expect("run profusion export");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok(serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}")))
+}
+
+/// Reads a Delta table with `deltalake` or a Parquet export with pyarrow's Hive dataset: the
+/// rows as (time µs, service, region, stack joined by `;`, value), sorted; and the columns.
+const READ: &str = r#"
+import json, sys
+kind, path = sys.argv[1], sys.argv[2]
+if kind == "delta":
+    from deltalake import DeltaTable
+    table = DeltaTable(path).to_pyarrow_table()
+else:
+    import pyarrow.dataset as ds
+    table = ds.dataset(path, format="parquet", partitioning="hive").to_table()
+rows = []
+for r in table.to_pylist():
+    labels = dict(r["labels"])
+    time = table.schema.field("time").type
+    rows.append([r["time"].timestamp() * 1e6 if hasattr(r["time"], "timestamp") else r["time"],
+                 r["service_name"], labels.get("region"), ";".join(r["stack"]), r["value"],
+                 str(r["date"]), r["profile_type"]])
+print(json.dumps({"columns": sorted(table.schema.names), "rows": rows}, default=str))
+"#;
+
+fn read(python: &Path, kind: &str, path: &Path) -> (Vec<String>, Vec<Row>) {
+    let out = Command::new(python)
+        .args(["-c", READ, kind, &path.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let columns = v["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    let mut rows: Vec<_> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let time = r[0].as_f64().unwrap().round() as i64;
+            // Each row's partition date is its time's UTC day.
+            let day = chrono::DateTime::from_timestamp_micros(time)
+                .unwrap()
+                .format("%Y-%m-%d")
+                .to_string();
+            assert_eq!(r[5].as_str().unwrap(), day, "{r}");
+            assert_eq!(
+                r[6].as_str().unwrap(),
+                "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+            );
+            (
+                time,
+                r[1].as_str().unwrap().to_owned(),
+                r[2].as_str().unwrap().to_owned(),
+                r[3].as_str().unwrap().to_owned(),
+                r[4].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    (columns, rows)
+}
+
+#[test]
+fn exports_are_read_by_real_readers_and_reruns_append_only_what_is_new() {
+    let Some(clients) = clients("export") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Four hours ago: far older than what ingesters may still hold.
+    let origin = (now_nanos() - 240 * MINUTE) / MINUTE * MINUTE;
+    push_and_flush(&data, FIRST, origin);
+
+    let first_end = origin + 60 * MINUTE;
+    let second_end = origin + 120 * MINUTE;
+    let all: Vec<&Pushed> = FIRST.iter().chain(SECOND).collect();
+    let mut by_format = BTreeMap::new();
+    for format in ["delta", "parquet"] {
+        let table = dir.path().join(format);
+        let report = export(&data, format, &table, origin - MINUTE, first_end, &[]).unwrap();
+        assert_eq!(report["exported"], true, "{report}");
+        let want = reference(&FIRST.iter().collect::<Vec<_>>(), origin);
+        assert_eq!(report["rows"], want.len(), "{report}");
+        let (columns, rows) = read(&clients.python, format, &table);
+        assert_eq!(
+            columns,
+            [
+                "date",
+                "labels",
+                "profile_id",
+                "profile_type",
+                "service_name",
+                "stack",
+                "time",
+                "value"
+            ]
+        );
+        assert_eq!(rows, want, "{format}");
+        // Nothing new: a re-run writes nothing.
+        let again = export(&data, format, &table, origin - MINUTE, first_end, &[]).unwrap();
+        assert_eq!(again["exported"], false, "{again}");
+        by_format.insert(format, table);
+    }
+
+    // New profiles, then a re-run up to a later end: only they are appended.
+    push_and_flush(&data, SECOND, origin);
+    for (format, table) in &by_format {
+        let report = export(&data, format, table, origin - MINUTE, second_end, &[]).unwrap();
+        assert_eq!(
+            report["rows"],
+            reference(&SECOND.iter().collect::<Vec<_>>(), origin).len(),
+            "{report}"
+        );
+        assert_eq!(
+            read(&clients.python, format, table).1,
+            reference(&all, origin)
+        );
+    }
+}
+
+#[test]
+fn an_export_killed_before_its_commit_leaves_the_table_as_it_was() {
+    let Some(clients) = clients("export") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let origin = (now_nanos() - 240 * MINUTE) / MINUTE * MINUTE;
+    let both: Vec<Pushed> = FIRST.iter().chain(SECOND).copied().collect();
+    push_and_flush(&data, &both, origin);
+    let first_end = origin + 60 * MINUTE;
+    let second_end = origin + 120 * MINUTE;
+    let first = reference(&FIRST.iter().collect::<Vec<_>>(), origin);
+    let all = reference(&both.iter().collect::<Vec<_>>(), origin);
+    for (format, fail_at) in [
+        ("delta", "written"),
+        ("parquet", "written"),
+        ("parquet", "renamed"),
+    ] {
+        let table = dir.path().join(format!("{format}-{fail_at}"));
+        export(&data, format, &table, origin - MINUTE, first_end, &[]).unwrap();
+        // A run over the second batch, killed before its commit.
+        let crashed = export(
+            &data,
+            format,
+            &table,
+            origin - MINUTE,
+            second_end,
+            &[&format!("--fail-at={fail_at}")],
+        );
+        assert!(crashed.is_err(), "{format} {fail_at}: the run was to abort");
+        if fail_at == "written" {
+            // Nothing of the killed run is visible.
+            assert_eq!(read(&clients.python, format, &table).1, first, "{format}");
+        }
+        // The next run writes the killed run's range once.
+        let report = export(&data, format, &table, origin - MINUTE, second_end, &[]).unwrap();
+        assert_eq!(report["exported"], true, "{report}");
+        assert_eq!(
+            read(&clients.python, format, &table).1,
+            all,
+            "{format} {fail_at}: every row once"
+        );
+    }
+}
