@@ -140,6 +140,11 @@ BlobServiceClient(account_url=url, credential={"account_name": "devstoreaccount1
         emulator
     }
 
+    /// The environment a process reaching this store needs (credentials, endpoint).
+    pub fn env(&self) -> &[(&'static str, String)] {
+        &self.env
+    }
+
     /// The `--storage.url` flag of this store.
     pub fn storage_flag(&self) -> String {
         format!("--storage.url={}", self.storage_url)

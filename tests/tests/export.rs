@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use profusion_tests::emulators::ObjectStoreEmulator;
 use profusion_tests::{TestServer, clients, cpu_pprof, now_nanos, post, push_request};
 
 const MINUTE: i64 = 60_000_000_000;
@@ -119,6 +120,27 @@ fn export(
     end: i64,
     extra: &[&str],
 ) -> Result<serde_json::Value, String> {
+    export_with(
+        data,
+        format,
+        &destination.display().to_string(),
+        start,
+        end,
+        extra,
+        &[],
+    )
+}
+
+/// [`export`] to any destination, with environment variables (a cloud's credentials).
+fn export_with(
+    data: &Path,
+    format: &str,
+    destination: &str,
+    start: i64,
+    end: i64,
+    extra: &[&str],
+    env: &[(&str, String)],
+) -> Result<serde_json::Value, String> {
     let secs = |nanos: i64| format!("{}", nanos as f64 / 1e9);
     let out = Command::new(profusion_tests::binary())
         .args([
@@ -131,6 +153,7 @@ fn export(
         ])
         .args(extra)
         .arg(destination)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("run profusion export");
     if !out.status.success() {
@@ -145,9 +168,10 @@ fn export(
 const READ: &str = r#"
 import json, sys
 kind, path = sys.argv[1], sys.argv[2]
+options = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
 if kind == "delta":
     from deltalake import DeltaTable
-    table = DeltaTable(path).to_pyarrow_table()
+    table = DeltaTable(path, storage_options=options).to_pyarrow_table()
 else:
     import pyarrow.dataset as ds
     table = ds.dataset(path, format="parquet", partitioning="hive").to_table()
@@ -162,10 +186,24 @@ print(json.dumps({"columns": sorted(table.schema.names), "rows": rows}, default=
 "#;
 
 fn read(python: &Path, kind: &str, path: &Path) -> (Vec<String>, Vec<Row>) {
-    let out = Command::new(python)
-        .args(["-c", READ, kind, &path.display().to_string()])
-        .output()
-        .unwrap();
+    read_from(python, kind, &path.display().to_string(), None)
+}
+
+/// [`read`] from any location, with the reader's storage options.
+fn read_from(
+    python: &Path,
+    kind: &str,
+    location: &str,
+    options: Option<serde_json::Value>,
+) -> (Vec<String>, Vec<Row>) {
+    let mut args = vec![
+        "-c".to_owned(),
+        READ.to_owned(),
+        kind.to_owned(),
+        location.to_owned(),
+    ];
+    args.extend(options.map(|o| o.to_string()));
+    let out = Command::new(python).args(&args).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -309,4 +347,51 @@ fn an_export_killed_before_its_commit_leaves_the_table_as_it_was() {
             "{format} {fail_at}: every row once"
         );
     }
+}
+
+#[test]
+fn an_export_reads_blocks_from_s3_and_writes_a_delta_table_to_s3() {
+    let Some(clients) = clients("export") else {
+        return;
+    };
+    let s3 = ObjectStoreEmulator::moto(&clients, "profiles", "blocks");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let origin = (now_nanos() - 240 * MINUTE) / MINUTE * MINUTE;
+    let mut server = s3
+        .configure(TestServer::configure())
+        .arg("--auth.multitenancy-enabled")
+        .arg("--validation.reject-older-than=24h")
+        .data_dir(&data)
+        .spawn();
+    push(&server, FIRST, origin);
+    server.stop();
+
+    let env: Vec<(&str, String)> = s3.env().to_vec();
+    let storage = s3.storage_flag();
+    let report = export_with(
+        &data,
+        "delta",
+        "s3://profiles/lake",
+        origin - MINUTE,
+        origin + 60 * MINUTE,
+        &[&storage],
+        &env,
+    )
+    .unwrap();
+    assert_eq!(report["exported"], true, "{report}");
+    let options = serde_json::json!({
+        "AWS_ENDPOINT_URL": s3.endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+    });
+    let (_, rows) = read_from(
+        &clients.python,
+        "delta",
+        "s3://profiles/lake",
+        Some(options),
+    );
+    assert_eq!(rows, reference(&FIRST.iter().collect::<Vec<_>>(), origin));
 }
