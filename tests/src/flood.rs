@@ -13,28 +13,14 @@ use crate::{TestServer, decode_flamegraph, get, now_nanos, post};
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
 
 pub fn push_tenant(server: &TestServer, tenant: &str, stacks: &[(String, i64)], time: i64) {
-    use crate::{cpu_pprof, push_request};
-    let frames: Vec<Vec<&str>> = stacks.iter().map(|(s, _)| s.split(';').collect()).collect();
-    let with_values: Vec<(&[&str], i64)> = frames
-        .iter()
-        .zip(stacks)
-        .map(|(f, (_, v))| (f.as_slice(), *v))
-        .collect();
-    let req = push_request(
+    let stacks: Vec<(&str, i64)> = stacks.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+    crate::push_cpu_as(
+        server,
+        Some(tenant),
         &[("__name__", "process_cpu"), ("service_name", tenant)],
-        cpu_pprof(time, &with_values).encode_to_vec(),
-        "",
+        &stacks,
+        time,
     );
-    let r = post(
-        &server.url("/push.v1.PusherService/Push"),
-        &[
-            ("content-type", "application/proto"),
-            ("x-scope-orgid", tenant),
-        ],
-        req.encode_to_vec(),
-        false,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 /// Many distinct deep stacks, so one merge keeps a worker busy for a while.

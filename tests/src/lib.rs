@@ -665,6 +665,17 @@ pub fn push_cpu(
     stacks: &[(&str, i64)],
     time_nanos: i64,
 ) {
+    push_cpu_as(server, None, labels, stacks, time_nanos);
+}
+
+/// [`push_cpu`] as `tenant` (the `x-scope-orgid` header), when given.
+pub fn push_cpu_as(
+    server: &TestServer,
+    tenant: Option<&str>,
+    labels: &[(&str, &str)],
+    stacks: &[(&str, i64)],
+    time_nanos: i64,
+) {
     use prost::Message;
     let frames: Vec<Vec<&str>> = stacks.iter().map(|(s, _)| s.split(';').collect()).collect();
     let stacks: Vec<(&[&str], i64)> = frames
@@ -673,9 +684,11 @@ pub fn push_cpu(
         .map(|(f, (_, v))| (f.as_slice(), *v))
         .collect();
     let req = push_request(labels, cpu_pprof(time_nanos, &stacks).encode_to_vec(), "");
+    let mut headers = vec![("content-type", "application/proto")];
+    headers.extend(tenant.map(|t| ("x-scope-orgid", t)));
     let r = post(
         &server.url("/push.v1.PusherService/Push"),
-        &[("content-type", "application/proto")],
+        &headers,
         req.encode_to_vec(),
         false,
     );

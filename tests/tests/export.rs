@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use profusion_tests::emulators::ObjectStoreEmulator;
-use profusion_tests::{TestServer, clients, cpu_pprof, now_nanos, post, push_request};
+use profusion_tests::{TestServer, clients, now_nanos, push_cpu_as};
 
 const MINUTE: i64 = 60_000_000_000;
 
@@ -44,34 +44,18 @@ const SECOND: &[Pushed] = &[
 
 /// Pushes `profiles` for tenant `t`, `origin` being minute 0.
 fn push(server: &TestServer, profiles: &[Pushed], origin: i64) {
-    use prost::Message;
     for (service, region, minutes, stacks) in profiles {
-        let frames: Vec<Vec<&str>> = stacks.iter().map(|(s, _)| s.split(';').collect()).collect();
-        let samples: Vec<(&[&str], i64)> = frames
-            .iter()
-            .zip(stacks.iter())
-            .map(|(f, (_, v))| (f.as_slice(), *v))
-            .collect();
-        let profile = cpu_pprof(origin + minutes * MINUTE, &samples);
-        let req = push_request(
+        push_cpu_as(
+            server,
+            Some("t"),
             &[
                 ("__name__", "process_cpu"),
                 ("service_name", service),
                 ("region", region),
             ],
-            profile.encode_to_vec(),
-            "",
+            stacks,
+            origin + minutes * MINUTE,
         );
-        let r = post(
-            &server.url("/push.v1.PusherService/Push"),
-            &[
-                ("content-type", "application/proto"),
-                ("x-scope-orgid", "t"),
-            ],
-            req.encode_to_vec(),
-            false,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
     }
 }
 

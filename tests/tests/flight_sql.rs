@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use profusion_tests::{TestServer, clients, cpu_pprof, now_nanos, post, push_request};
+use profusion_tests::{Clients, TestServer, clients, now_nanos, push_cpu_as};
 
 /// (tenant, service, root-first stack, value): one CPU profile each.
 const PUSHED: &[(&str, &str, &str, i64)] = &[
@@ -16,26 +16,15 @@ const PUSHED: &[(&str, &str, &str, i64)] = &[
 ];
 
 fn push_all(server: &TestServer) {
-    use prost::Message;
     let now = now_nanos();
     for (i, (tenant, service, stack, value)) in PUSHED.iter().enumerate() {
-        let frames: Vec<&str> = stack.split(';').collect();
-        let profile = cpu_pprof(now - i as i64 * 1_000_000_000, &[(&frames, *value)]);
-        let req = push_request(
+        push_cpu_as(
+            server,
+            Some(tenant),
             &[("__name__", "process_cpu"), ("service_name", service)],
-            profile.encode_to_vec(),
-            "",
+            &[(stack, *value)],
+            now - i as i64 * 1_000_000_000,
         );
-        let r = post(
-            &server.url("/push.v1.PusherService/Push"),
-            &[
-                ("content-type", "application/proto"),
-                ("x-scope-orgid", tenant),
-            ],
-            req.encode_to_vec(),
-            false,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
     }
 }
 
@@ -106,19 +95,30 @@ with flight_sql.connect(uri, db_kwargs=kwargs) as conn:
 print(json.dumps(out, default=str))
 "#;
 
-#[test]
-fn adbc_queries_prepares_and_lists_the_tenants_tables() {
-    let Some(clients) = clients("flight_sql") else {
-        return;
-    };
+/// A multi-tenant server holding [`PUSHED`], and its Flight URI (`grpc://127.0.0.1:PORT`).
+fn server_with_profiles() -> (TestServer, String) {
     let server = TestServer::configure()
         .arg("--auth.multitenancy-enabled")
         .spawn();
     push_all(&server);
     let uri = server.url("").replace("http://", "grpc://");
-    let uri = uri.trim_end_matches('/');
-    let out: serde_json::Value =
-        serde_json::from_str(clients.python(ADBC, &[uri, "team-a"]).trim()).unwrap();
+    let uri = uri.trim_end_matches('/').to_owned();
+    (server, uri)
+}
+
+/// The JSON a client script prints for `args`.
+fn run(clients: &Clients, script: &str, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(clients.python(script, args).trim()).unwrap()
+}
+
+#[test]
+fn adbc_queries_prepares_and_lists_the_tenants_tables() {
+    let Some(clients) = clients("flight_sql") else {
+        return;
+    };
+    let (_server, uri) = server_with_profiles();
+    let uri = uri.as_str();
+    let out = run(&clients, ADBC, &[uri, "team-a"]);
 
     let want: Vec<serde_json::Value> = totals(&["team-a"])
         .into_iter()
@@ -204,8 +204,7 @@ fn adbc_queries_prepares_and_lists_the_tenants_tables() {
 
     // Another tenant, and both at once; without the tenant header, refused.
     for scope in ["team-b", "team-a|team-b"] {
-        let out: serde_json::Value =
-            serde_json::from_str(clients.python(ADBC, &[uri, scope]).trim()).unwrap();
+        let out = run(&clients, ADBC, &[uri, scope]);
         let want: Vec<serde_json::Value> = totals(&scope.split('|').collect::<Vec<_>>())
             .into_iter()
             .map(|(service, total)| serde_json::json!([service, total]))
@@ -301,14 +300,8 @@ fn pyarrow_flight_runs_statements_reads_sql_info_and_cancels_a_running_query() {
     let Some(clients) = clients("flight_sql") else {
         return;
     };
-    let server = TestServer::configure()
-        .arg("--auth.multitenancy-enabled")
-        .spawn();
-    push_all(&server);
-    let uri = server.url("").replace("http://", "grpc://");
-    let uri = uri.trim_end_matches('/');
-    let out: serde_json::Value =
-        serde_json::from_str(clients.python(PYARROW, &[uri, "team-a"]).trim()).unwrap();
+    let (_server, uri) = server_with_profiles();
+    let out = run(&clients, PYARROW, &[&uri, "team-a"]);
 
     assert_eq!(out["schema"], serde_json::json!(["service_name", "v"]));
     let want: Vec<serde_json::Value> = totals(&["team-a"])

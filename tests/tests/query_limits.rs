@@ -3,28 +3,20 @@
 
 use profusion_proto::querier::v1::{SelectMergeStacktracesRequest, SelectMergeStacktracesResponse};
 use profusion_proto::types::v1::{LabelValuesRequest, LabelValuesResponse};
-use profusion_tests::{TestServer, cpu_pprof, decode_flamegraph, now_nanos, post, push_request};
+use profusion_tests::{TestServer, decode_flamegraph, now_nanos, post, push_request};
 use prost::Message;
 
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
 const HOUR_MS: i64 = 3_600_000;
 
 fn push(server: &TestServer, tenant: &str, service: &str, stack: &[&str], value: i64, time: i64) {
-    let req = push_request(
+    profusion_tests::push_cpu_as(
+        server,
+        Some(tenant),
         &[("__name__", "process_cpu"), ("service_name", service)],
-        cpu_pprof(time, &[(stack, value)]).encode_to_vec(),
-        "",
+        &[(&stack.join(";"), value)],
+        time,
     );
-    let r = post(
-        &server.url("/push.v1.PusherService/Push"),
-        &[
-            ("content-type", "application/proto"),
-            ("x-scope-orgid", tenant),
-        ],
-        req.encode_to_vec(),
-        false,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 fn call<Req: Message, Resp: Message + Default>(

@@ -424,8 +424,8 @@ impl Analysis {
                 rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                 vec![
                     strings(rows.iter().map(|r| r.0.as_str())),
-                    ints(rows.iter().map(|r| r.1.self_value)),
-                    ints(rows.iter().map(|r| r.1.total)),
+                    ints(rows.iter().map(|r| r.1.0)),
+                    ints(rows.iter().map(|r| r.1.1)),
                 ]
             }
             Analysis::FlameGraph(req, max_nodes) => {
@@ -490,21 +490,19 @@ impl Analysis {
                 let mut names: Vec<&String> = a.keys().chain(b.keys()).collect();
                 names.sort();
                 names.dedup();
-                let side = |values: &HashMap<String, FunctionValue>, name: &String| {
+                let side = |values: &HashMap<String, (i64, i64)>, name: &String| {
                     values.get(name).copied().unwrap_or_default()
                 };
                 // The largest changes of self first: what got slower or faster.
                 names.sort_by_key(|n| {
-                    std::cmp::Reverse(
-                        (side(&b, n).self_value - side(&a, n).self_value).unsigned_abs(),
-                    )
+                    std::cmp::Reverse(side(&b, n).0.saturating_sub(side(&a, n).0).unsigned_abs())
                 });
                 vec![
                     strings(names.iter().map(|n| n.as_str())),
-                    ints(names.iter().map(|n| side(&a, n).self_value)),
-                    ints(names.iter().map(|n| side(&b, n).self_value)),
-                    ints(names.iter().map(|n| side(&a, n).total)),
-                    ints(names.iter().map(|n| side(&b, n).total)),
+                    ints(names.iter().map(|n| side(&a, n).0)),
+                    ints(names.iter().map(|n| side(&b, n).0)),
+                    ints(names.iter().map(|n| side(&a, n).1)),
+                    ints(names.iter().map(|n| side(&b, n).1)),
                 ]
             }
         };
@@ -520,50 +518,10 @@ fn ints(values: impl Iterator<Item = i64>) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(values))
 }
 
-/// A function's values in a tree: `self_value`, what its own frames hold; `total`, what the
-/// stacks through it hold (a recursive function's inner calls are not counted again).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-struct FunctionValue {
-    self_value: i64,
-    total: i64,
-}
-
-fn function_values(tree: &Tree) -> HashMap<String, FunctionValue> {
-    let mut by_name: HashMap<u32, (&str, FunctionValue)> = HashMap::new();
-    // How often each name is on the path to the current node, and the path's names.
-    let mut on_path: HashMap<u32, u32> = HashMap::new();
-    let mut path: Vec<u32> = Vec::new();
-    tree.walk(|visit| match visit {
-        Visit::Enter {
-            name,
-            name_id,
-            self_value,
-            total,
-        } => {
-            let entry = &mut by_name
-                .entry(name_id)
-                .or_insert((name, FunctionValue::default()))
-                .1;
-            entry.self_value = entry.self_value.saturating_add(self_value);
-            let depth = on_path.entry(name_id).or_default();
-            if *depth == 0 {
-                entry.total = entry.total.saturating_add(total);
-            }
-            *depth += 1;
-            path.push(name_id);
-        }
-        Visit::Exit => {
-            if let Some(name_id) = path.pop()
-                && let Some(depth) = on_path.get_mut(&name_id)
-            {
-                *depth -= 1;
-            }
-        }
-    });
-    by_name
-        .into_values()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect()
+/// Each function's `(self, total)` in a tree: what its own frames hold, and what the stacks
+/// through it hold (a recursive function's inner calls are not counted again).
+fn function_values(tree: &Tree) -> HashMap<String, (i64, i64)> {
+    crate::dot::CallGraph::of(tree).functions
 }
 
 /// One node of a flame graph as a row.
@@ -653,38 +611,6 @@ mod tests {
             tree.insert(stack, *value).unwrap();
         }
         tree
-    }
-
-    #[test]
-    fn a_recursive_function_counts_its_stacks_once_in_total() {
-        let t = tree(&[
-            (&["main", "walk", "walk", "visit"], 5),
-            (&["main", "walk"], 2),
-            (&["main", "other"], 3),
-        ]);
-        let values = function_values(&t);
-        let get = |n: &str| values[n];
-        assert_eq!(
-            get("walk"),
-            FunctionValue {
-                self_value: 2,
-                total: 7
-            }
-        );
-        assert_eq!(
-            get("main"),
-            FunctionValue {
-                self_value: 0,
-                total: 10
-            }
-        );
-        assert_eq!(
-            get("visit"),
-            FunctionValue {
-                self_value: 5,
-                total: 5
-            }
-        );
     }
 
     #[test]
