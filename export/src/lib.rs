@@ -277,6 +277,12 @@ pub async fn export(
     })
 }
 
+/// `value` as one path segment: bytes other than ASCII letters, digits, `-`, `_` and `.`
+/// percent-encoded (for a tenant's folder, a partition's value).
+pub fn path_segment(value: &str) -> String {
+    parquet::segment(value)
+}
+
 /// The app id of a tenant's exports, in Delta's transactions and Parquet's state file.
 fn app_id(tenant: &str) -> String {
     format!("profusion-export:{tenant}")

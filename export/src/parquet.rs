@@ -52,7 +52,7 @@ struct Pending {
 }
 
 /// A tenant id as one path segment.
-fn segment(value: &str) -> String {
+pub(crate) fn segment(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {

@@ -1,4 +1,5 @@
-//! `profusion export`: a tenant's profiles from the blocks the catalog lists to a data lake.
+//! `profusion export` and the scheduled export: a tenant's profiles from the blocks the
+//! catalog lists to a data lake.
 //!
 //! It reads what the server reads, through the same flags and configuration file, but only
 //! the blocks: the ingesters' heads belong to the running server. So the range is capped to
@@ -14,6 +15,10 @@ use profusion_engine::budget::QueryBudget;
 use profusion_engine::querier::{Querier, QuerierConfig};
 use profusion_export::{Destination, ExportError, ExportReport, ExportRequest, Progress, Rows};
 use profusion_model::scan::{GenerationSummary, HeadSnapshots, HeadSource, ScanError};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
 use crate::config::{Config, ExportArgs};
 use crate::storage::{open_catalog, open_store};
@@ -38,14 +43,14 @@ impl HeadSource for BlocksOnly {
 }
 
 /// The export query of one tenant, within one query budget.
-struct QuerierRows {
-    querier: Querier,
+struct QuerierRows<'a> {
+    querier: &'a Querier,
     budget: QueryBudget,
     tenant: String,
 }
 
 #[async_trait]
-impl Rows for QuerierRows {
+impl Rows for QuerierRows<'_> {
     async fn rows(
         &self,
         start: i64,
@@ -70,6 +75,48 @@ fn show(nanos: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(nanos).to_rfc3339()
 }
 
+/// Exports of the blocks a catalog lists, from an object store, within the configured query
+/// memory.
+pub(crate) struct BlockExporter {
+    querier: Querier,
+}
+
+impl BlockExporter {
+    pub(crate) fn new(
+        config: &Config,
+        catalog: Arc<dyn profusion_catalog::Catalog>,
+        store: Arc<dyn object_store::ObjectStore>,
+    ) -> Self {
+        let blocks = profusion_store_gateway::StoreGateway::uncached(catalog, store);
+        Self {
+            querier: Querier::new(
+                Arc::new(BlocksOnly),
+                Arc::new(blocks),
+                QuerierConfig {
+                    query_memory_bytes: config.querier.query_memory_bytes,
+                    target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    distribution: None,
+                },
+            ),
+        }
+    }
+
+    /// Exports `request` to `destination`.
+    pub(crate) async fn export(
+        &self,
+        destination: &Destination,
+        request: &ExportRequest,
+        progress: impl FnMut(Progress) + Send,
+    ) -> Result<ExportReport, ExportError> {
+        let rows = QuerierRows {
+            budget: self.querier.budget(),
+            querier: &self.querier,
+            tenant: request.tenant.clone(),
+        };
+        profusion_export::export(destination, request, &rows, progress).await
+    }
+}
+
 /// Runs `profusion export`, printing progress to stderr and the result to stdout.
 pub(crate) async fn run(config: &Config, args: &ExportArgs) -> Result<ExportReport, String> {
     if args.end <= args.start {
@@ -92,21 +139,7 @@ pub(crate) async fn run(config: &Config, args: &ExportArgs) -> Result<ExportRepo
     let catalog = open_catalog(&config.storage)
         .await
         .map_err(|e| e.to_string())?;
-    let blocks = profusion_store_gateway::StoreGateway::uncached(catalog, store);
-    let querier = Querier::new(
-        Arc::new(BlocksOnly),
-        Arc::new(blocks),
-        QuerierConfig {
-            query_memory_bytes: config.querier.query_memory_bytes,
-            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            distribution: None,
-        },
-    );
-    let rows = QuerierRows {
-        budget: querier.budget(),
-        querier,
-        tenant: args.tenant.clone(),
-    };
+    let exporter = BlockExporter::new(config, catalog, store);
     let request = ExportRequest {
         tenant: args.tenant.clone(),
         format: args.format,
@@ -115,16 +148,17 @@ pub(crate) async fn run(config: &Config, args: &ExportArgs) -> Result<ExportRepo
         fail_at: args.fail_at,
     };
     let mut last_shown = Instant::now();
-    let report = profusion_export::export(&destination, &request, &rows, |p: Progress| {
-        if last_shown.elapsed() >= Duration::from_secs(1) {
-            last_shown = Instant::now();
-            let rate = p.rows as f64 / p.elapsed.as_secs_f64().max(1e-3);
-            eprint!("\r{} rows exported ({rate:.0} rows/s)", p.rows);
-            let _ = std::io::stderr().flush();
-        }
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let report = exporter
+        .export(&destination, &request, |p: Progress| {
+            if last_shown.elapsed() >= Duration::from_secs(1) {
+                last_shown = Instant::now();
+                let rate = p.rows as f64 / p.elapsed.as_secs_f64().max(1e-3);
+                eprint!("\r{} rows exported ({rate:.0} rows/s)", p.rows);
+                let _ = std::io::stderr().flush();
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
     match report.range {
         Some((start, end)) => eprintln!(
             "\rexported {} rows of {} from {} to {}: {} files, {} bytes",
@@ -142,4 +176,97 @@ pub(crate) async fn run(config: &Config, args: &ExportArgs) -> Result<ExportRepo
         ),
     }
     Ok(report)
+}
+
+/// The scheduled export's counters.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ExportMetrics {
+    rows: Counter,
+    runs: Family<Vec<(String, String)>, Counter>,
+}
+
+impl ExportMetrics {
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("profusion_export");
+        r.register("rows", "Rows the scheduled export wrote", self.rows.clone());
+        r.register(
+            "runs",
+            "Scheduled export runs of a tenant, by outcome (exported, nothing_new, failed)",
+            self.runs.clone(),
+        );
+    }
+
+    fn run(&self, outcome: &str) {
+        self.runs
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+            .inc();
+    }
+}
+
+/// Starts the scheduled export (`--export.destination`): every `--export.interval`, each
+/// tenant's new profiles, up to what is surely flushed, into `<destination>/<tenant>`. A run
+/// cut short (a failure, a shutdown) commits nothing, and the next one starts where the last
+/// committed one ended.
+pub(crate) fn start_scheduled(
+    config: &Config,
+    catalog: Arc<dyn profusion_catalog::Catalog>,
+    store: Arc<dyn object_store::ObjectStore>,
+    metrics: ExportMetrics,
+) {
+    let flags = config.export.clone();
+    let config = config.clone();
+    tokio::spawn(async move {
+        let exporter = BlockExporter::new(&config, Arc::clone(&catalog), store);
+        loop {
+            tokio::time::sleep(flags.interval).await;
+            let tenants = if flags.tenants.iter().any(|t| !t.is_empty()) {
+                flags.tenants.clone()
+            } else {
+                match catalog.tenants().await {
+                    Ok(tenants) => tenants,
+                    Err(e) => {
+                        tracing::error!(error = %e, "scheduled export: listing tenants failed");
+                        continue;
+                    }
+                }
+            };
+            for tenant in tenants {
+                let location = format!(
+                    "{}/{}",
+                    flags.destination.trim_end_matches('/'),
+                    profusion_export::path_segment(&tenant)
+                );
+                let request = ExportRequest {
+                    tenant: tenant.clone(),
+                    format: flags.format,
+                    start: 0,
+                    end: settled_nanos(&config),
+                    fail_at: None,
+                };
+                let result = match Destination::open(&location) {
+                    Ok(destination) => exporter.export(&destination, &request, |_| {}).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(report) if report.range.is_some() => {
+                        metrics.run("exported");
+                        metrics.rows.inc_by(report.rows);
+                        tracing::info!(
+                            tenant,
+                            destination = location,
+                            rows = report.rows,
+                            files = report.files,
+                            bytes = report.bytes,
+                            "scheduled export"
+                        );
+                    }
+                    Ok(_) => metrics.run("nothing_new"),
+                    Err(e) => {
+                        metrics.run("failed");
+                        tracing::error!(tenant, destination = location, error = %e, "scheduled export failed; retried next interval");
+                    }
+                }
+            }
+        }
+    });
 }

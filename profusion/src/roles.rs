@@ -642,6 +642,16 @@ fn compactor(shared: &mut Shared, run: bool) -> Result<Arc<Compactor>, StartErro
     ));
     if run {
         compactor.start();
+        if !shared.config.export.destination.is_empty() {
+            let metrics = crate::export::ExportMetrics::default();
+            metrics.register(&mut shared.registry);
+            crate::export::start_scheduled(
+                &shared.config,
+                Arc::clone(&shared.catalog),
+                Arc::clone(&shared.store),
+                metrics,
+            );
+        }
     }
     Ok(compactor)
 }

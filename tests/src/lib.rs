@@ -574,6 +574,8 @@ async fn reply(resp: ::reqwest::Response) -> Reply {
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub python: PathBuf,
+    /// The Python with DuckDB 1.4.4 and its Delta Lake extension (a venv of its own).
+    pub python_delta: PathBuf,
     pub node_modules: PathBuf,
     pub buf: PathBuf,
 }
@@ -586,11 +588,13 @@ pub fn clients(test: &str) -> Option<Clients> {
     };
     match (
         get("PROFUSION_PYTHON"),
+        get("PROFUSION_PYTHON_DELTA"),
         get("PROFUSION_NODE_MODULES"),
         get("PROFUSION_BUF"),
     ) {
-        (Some(python), Some(node_modules), Some(buf)) => Some(Clients {
+        (Some(python), Some(python_delta), Some(node_modules), Some(buf)) => Some(Clients {
             python,
+            python_delta,
             node_modules,
             buf,
         }),

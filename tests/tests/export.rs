@@ -229,6 +229,33 @@ fn read_from(
     (columns, rows)
 }
 
+/// Reads a Delta table with DuckDB's `delta` extension, loaded from the file its wheel ships
+/// (no download): the rows as [`read`] gives them.
+const DUCKDB: &str = r#"
+import duckdb, glob, json, sys, sysconfig
+extension = glob.glob(sysconfig.get_paths()["purelib"]
+                      + "/duckdb_ext/extensions/*/*/delta.duckdb_extension")[0]
+con = duckdb.connect()
+con.execute(f"LOAD '{extension}'")
+rows = con.execute(
+    "SELECT epoch_us(time), service_name, labels['region'], array_to_string(stack, ';'), value "
+    "FROM delta_scan(?) ORDER BY ALL", [sys.argv[1]]).fetchall()
+print(json.dumps(rows))
+"#;
+
+fn read_with_duckdb(python: &Path, table: &Path) -> Vec<Row> {
+    let out = Command::new(python)
+        .args(["-c", DUCKDB, &table.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn exports_are_read_by_real_readers_and_reruns_append_only_what_is_new() {
     let Some(clients) = clients("export") else {
@@ -265,6 +292,9 @@ fn exports_are_read_by_real_readers_and_reruns_append_only_what_is_new() {
             ]
         );
         assert_eq!(rows, want, "{format}");
+        if format == "delta" {
+            assert_eq!(read_with_duckdb(&clients.python_delta, &table), want);
+        }
         // Nothing new: a re-run writes nothing.
         let again = export(&data, format, &table, origin - MINUTE, first_end, &[]).unwrap();
         assert_eq!(again["exported"], false, "{again}");
@@ -284,6 +314,12 @@ fn exports_are_read_by_real_readers_and_reruns_append_only_what_is_new() {
             read(&clients.python, format, table).1,
             reference(&all, origin)
         );
+        if *format == "delta" {
+            assert_eq!(
+                read_with_duckdb(&clients.python_delta, table),
+                reference(&all, origin)
+            );
+        }
     }
 }
 
@@ -378,4 +414,51 @@ fn an_export_reads_blocks_from_s3_and_writes_a_delta_table_to_s3() {
         Some(options),
     );
     assert_eq!(rows, reference(&FIRST.iter().collect::<Vec<_>>(), origin));
+}
+
+#[test]
+fn the_server_exports_each_tenant_on_schedule() {
+    let Some(clients) = clients("export") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let origin = (now_nanos() - 240 * MINUTE) / MINUTE * MINUTE;
+    let server = TestServer::configure()
+        .arg("--auth.multitenancy-enabled")
+        .arg("--validation.reject-older-than=24h")
+        // Heads flushed within a second, so the blocks hold every profile at once.
+        .arg("--pyroscopedb.max-block-duration=1s")
+        .arg(format!("--export.destination={}", lake.display()))
+        .arg("--export.format=parquet")
+        .arg("--export.interval=1s")
+        .data_dir(dir.path().join("data"))
+        .spawn();
+    push(&server, FIRST, origin);
+    let want = reference(&FIRST.iter().collect::<Vec<_>>(), origin);
+    // Each tenant in its own folder; the state file is written once a run's files are in view.
+    let table = lake.join("t");
+    let started = std::time::Instant::now();
+    loop {
+        if table.join("_profusion_export/t.json").exists()
+            && read(&clients.python, "parquet", &table).1 == want
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "the scheduled export did not write the tenant's profiles: {:?}",
+            table
+                .exists()
+                .then(|| read(&clients.python, "parquet", &table).1)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let metrics = profusion_tests::get(&server.url("/metrics"), &[]).text();
+    let rows: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("profusion_export_rows_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no export rows metric:\n{metrics}"));
+    assert_eq!(rows, want.len() as u64);
 }

@@ -7,6 +7,7 @@
 
 mod compactor;
 mod distributor;
+mod export;
 mod ingester;
 mod querier;
 mod ring;
@@ -24,6 +25,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 
 pub(crate) use compactor::CompactorFlags;
 pub(crate) use distributor::{DistributorFlags, ValidationFlags};
+pub(crate) use export::ExportFlags;
 pub(crate) use ingester::IngesterFlags;
 pub(crate) use querier::{QuerierFlags, SchedulerFlags};
 pub(crate) use ring::RingFlags;
@@ -88,6 +90,9 @@ pub(crate) struct Config {
 
     #[command(flatten)]
     pub(crate) settings: SettingsFlags,
+
+    #[command(flatten)]
+    pub(crate) export: ExportFlags,
 
     #[command(flatten)]
     pub(crate) log: LogFlags,
@@ -366,7 +371,7 @@ mod tests {
             );
         }
         assert_eq!(
-            flags, 64,
+            flags, 68,
             "a flag was added or lost: update this count knowingly"
         );
     }
