@@ -28,12 +28,13 @@ use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use profusion_engine::service::{QueryContext, ReadService};
 use profusion_engine::sql::{self, SqlRequest};
+use profusion_engine::table::cast_to_schema;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -130,24 +131,6 @@ fn flight_schema(schema: &Schema) -> SchemaRef {
     ))
 }
 
-/// `batch` in `schema`, its columns cast where [`flight_type`] changed them.
-fn to_flight(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Status> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(Arc::clone(column))
-            } else {
-                datafusion::arrow::compute::cast(column, field.data_type())
-            }
-        })
-        .collect::<Result<Vec<ArrayRef>, _>>()
-        .map_err(arrow_status)?;
-    RecordBatch::try_new(Arc::clone(schema), columns).map_err(arrow_status)
-}
-
 /// A schema as Flight SQL carries it in messages (an IPC schema message).
 fn schema_bytes(schema: &Schema) -> Result<Bytes, Status> {
     let message: IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
@@ -163,6 +146,15 @@ fn rows_stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> DoGetStream {
         .build(futures_util::stream::iter(batches.into_iter().map(Ok)))
         .map_err(Status::from);
     Box::pin(stream)
+}
+
+/// A metadata command's answer: the one batch its builder built, in the builder's schema.
+fn metadata_rows<E: Into<Status>>(
+    schema: SchemaRef,
+    batch: Result<RecordBatch, E>,
+) -> Result<Response<DoGetStream>, Status> {
+    let batch = batch.map_err(Into::into)?;
+    Ok(Response::new(rows_stream(schema, vec![batch])))
 }
 
 /// What this server says of itself (`GetSqlInfo`).
@@ -367,8 +359,9 @@ impl FlightSqlService for FlightSqlApi {
             .value
             .batches
             .iter()
-            .map(|b| to_flight(b, &schema))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|b| cast_to_schema(b, &schema))
+            .collect::<datafusion::error::Result<Vec<_>>>()
+            .map_err(|e| Status::internal(format!("encoding the answer: {e}")))?;
         // The answer stays charged to the budget until it is sent.
         let stream = rows_stream(schema, batches).map(move |data| {
             let _held = &table;
@@ -504,9 +497,7 @@ impl FlightSqlService for FlightSqlApi {
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let builder = query.into_builder(sql_info());
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(rows_stream(schema, vec![batch])))
+        metadata_rows(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_catalogs(
@@ -525,9 +516,7 @@ impl FlightSqlService for FlightSqlApi {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let mut builder = query.into_builder();
         builder.append(sql::CATALOG);
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(rows_stream(schema, vec![batch])))
+        metadata_rows(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_schemas(
@@ -546,9 +535,7 @@ impl FlightSqlService for FlightSqlApi {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let mut builder = query.into_builder();
         builder.append(sql::CATALOG, sql::SCHEMA);
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(rows_stream(schema, vec![batch])))
+        metadata_rows(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_tables(
@@ -586,9 +573,7 @@ impl FlightSqlService for FlightSqlApi {
                 .append(sql::CATALOG, sql::SCHEMA, table, table_type(table), &schema)
                 .map_err(Status::from)?;
         }
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(rows_stream(schema, vec![batch])))
+        metadata_rows(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_table_types(
@@ -608,9 +593,7 @@ impl FlightSqlService for FlightSqlApi {
         let mut builder = query.into_builder();
         builder.append("TABLE");
         builder.append("VIEW");
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(rows_stream(schema, vec![batch])))
+        metadata_rows(builder.schema(), builder.build())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -211,8 +211,9 @@ pub struct Querier {
     blocks: Arc<dyn BlockSource>,
     config: QuerierConfig,
     /// Functions, options and planner, built once; each query copies it with its own memory
-    /// pool and tables.
-    base: datafusion::execution::SessionState,
+    /// pool and tables. Shared, so a querier is cheap to clone (SQL's analysis functions hold
+    /// one).
+    base: Arc<datafusion::execution::SessionState>,
 }
 
 /// One query's DataFusion session over a tenant scope's tables.
@@ -259,7 +260,7 @@ impl Querier {
             head,
             blocks,
             config,
-            base,
+            base: Arc::new(base),
         }
     }
 
@@ -294,7 +295,7 @@ impl Querier {
             Arc::clone(&self.blocks),
             self.config.target_partitions,
         ));
-        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+        let state = SessionStateBuilder::new_from_existing(self.base.as_ref().clone())
             .with_catalog_list(self.catalogs(Arc::clone(&schema) as _)?)
             .with_runtime_env(runtime)
             .build();

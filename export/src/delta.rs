@@ -52,7 +52,7 @@ fn log_store(destination: &Destination) -> LogStoreRef {
 }
 
 /// The table, or `None` when the destination holds none yet.
-async fn load(destination: &Destination) -> Result<Option<DeltaTable>> {
+pub(crate) async fn load(destination: &Destination) -> Result<Option<DeltaTable>> {
     let mut table = DeltaTable::new(log_store(destination));
     match table.load().await {
         Ok(()) => Ok(Some(table)),
@@ -61,9 +61,13 @@ async fn load(destination: &Destination) -> Result<Option<DeltaTable>> {
     }
 }
 
-/// The end of the tenant's last committed run.
-pub(crate) async fn watermark(destination: &Destination, tenant: &str) -> Result<Option<i64>> {
-    let Some(table) = load(destination).await? else {
+/// The end of the tenant's last committed run in `table` (loaded by [`load`]).
+pub(crate) async fn watermark(
+    destination: &Destination,
+    table: Option<&DeltaTable>,
+    tenant: &str,
+) -> Result<Option<i64>> {
+    let Some(table) = table else {
         return Ok(None);
     };
     let snapshot = table.snapshot().map_err(delta_error(destination))?;
@@ -124,14 +128,16 @@ fn conform(array: &ArrayRef, target: &DataType) -> Result<ArrayRef, ArrowError> 
 }
 
 impl DeltaSink {
-    /// Opens the table, creating it in the rows' schema when the destination has none.
+    /// A run over `table` (as [`load`] found it), creating the table in the rows' schema
+    /// when the destination has none.
     pub(crate) async fn open(
         destination: &Destination,
+        table: Option<DeltaTable>,
         tenant: &str,
         schema: &SchemaRef,
     ) -> Result<Self> {
         let error = delta_error(destination);
-        let table = match load(destination).await? {
+        let table = match table {
             Some(table) => table,
             None => {
                 let columns: StructType = schema.as_ref().try_into_kernel().map_err(|e| {

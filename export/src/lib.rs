@@ -214,18 +214,6 @@ trait Sink: Send {
     async fn commit(self: Box<Self>, end: i64, fail_at: Option<FailPoint>) -> Result<(u64, u64)>;
 }
 
-/// The watermark of `tenant` at `destination`: the end of the last committed run.
-pub async fn watermark(
-    destination: &Destination,
-    format: Format,
-    tenant: &str,
-) -> Result<Option<i64>> {
-    match format {
-        Format::Delta => delta::watermark(destination, tenant).await,
-        Format::Parquet => parquet::watermark(destination, tenant).await,
-    }
-}
-
 /// Exports the request's range less what was exported, calling `progress` as batches are
 /// written.
 pub async fn export(
@@ -234,7 +222,15 @@ pub async fn export(
     rows: &dyn Rows,
     mut progress: impl FnMut(Progress) + Send,
 ) -> Result<ExportReport> {
-    let exported = watermark(destination, request.format, &request.tenant).await?;
+    // The Delta table is loaded once: its watermark, then the run's writer.
+    let table = match request.format {
+        Format::Delta => delta::load(destination).await?,
+        Format::Parquet => None,
+    };
+    let exported = match request.format {
+        Format::Delta => delta::watermark(destination, table.as_ref(), &request.tenant).await?,
+        Format::Parquet => parquet::watermark(destination, &request.tenant).await?,
+    };
     let start = exported.map_or(request.start, |w| w.max(request.start));
     if start >= request.end {
         return Ok(ExportReport {
@@ -248,7 +244,7 @@ pub async fn export(
     let schema = stream.schema();
     let mut sink: Box<dyn Sink> = match request.format {
         Format::Delta => {
-            Box::new(delta::DeltaSink::open(destination, &request.tenant, &schema).await?)
+            Box::new(delta::DeltaSink::open(destination, table, &request.tenant, &schema).await?)
         }
         Format::Parquet => Box::new(
             parquet::ParquetSink::open(destination, &request.tenant, start, request.end).await?,

@@ -182,7 +182,7 @@ impl ExecutionPlan for HeadScanExec {
             .try_flatten()
             .and_then(move |batch| {
                 let schema = Arc::clone(&to_schema);
-                async move { conform(batch, &schema) }
+                async move { cast_to_schema(&batch, &schema) }
             });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
@@ -200,8 +200,10 @@ fn external(e: profusion_model::scan::ScanError) -> DataFusionError {
     }
 }
 
-/// A head batch (block schema: plain strings) in the scan schema (strings as views).
-fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+/// `batch` in `schema`, each column cast where its type differs: a head batch (block schema:
+/// plain strings) in the scan schema (strings as views), an answer in the types a client
+/// reads.
+pub fn cast_to_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = batch
         .columns()
         .iter()

@@ -44,7 +44,7 @@ use profusion_model::time::TimeRange;
 use profusion_model::tombstone::Tombstone;
 
 pub use filters::Narrowing;
-pub use head_scan::HeadScanExec;
+pub use head_scan::{HeadScanExec, cast_to_schema};
 pub use schema::{PinnedHeads, PinnedTombstones, TenantSchema};
 
 use replicas::ReplicaChoice;
