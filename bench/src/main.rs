@@ -9,6 +9,7 @@ mod cluster;
 mod push;
 mod report;
 mod run;
+mod sql;
 mod workload;
 
 use std::path::PathBuf;
@@ -108,6 +109,18 @@ enum Command {
     /// process per role; latency ratios, bytes over the network, the work split between
     /// queriers.
     Cluster(cluster::ClusterArgs),
+    /// Only its SQL phase, on a history of its own: top functions and totals over time through
+    /// Flight SQL, the querier API and DuckDB, then `profusion export` to Delta Lake and Parquet.
+    Sql {
+        #[command(flatten)]
+        target: run::ServerArgs,
+        /// Minutes between two CPU profiles of a pod in the seven days of history.
+        #[arg(long, default_value_t = 10)]
+        every_min: i64,
+        /// Timed runs of each query.
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+    },
     /// Only its loading of seven days of history into a server with the default head size:
     /// peak resident memory and head size next to the head's limit.
     LoadHistory {
@@ -206,6 +219,17 @@ async fn main() {
                 seconds,
             )
             .await;
+            println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+        }
+        Command::Sql {
+            target,
+            every_min,
+            runs,
+        } => {
+            let report = run::sql_and_export(&target, every_min, runs).await;
+            let mut md = String::new();
+            report::sql_section(&mut md, &report);
+            eprintln!("{md}");
             println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
         }
         Command::LoadHistory { target, every_min } => {

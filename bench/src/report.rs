@@ -48,6 +48,55 @@ fn query_table(md: &mut String, queries: &Value) {
     }
 }
 
+/// The SQL analyses and the export (`sql.rs`), after compaction.
+pub(crate) fn sql_section(md: &mut String, sql: &Value) {
+    let _ = writeln!(
+        md,
+        "\n## SQL analyses and export\n\nThe same questions three ways (ms, p50 / p95): as SQL table functions through Flight SQL, through the querier API (a whole flame graph whose top table the client derives; `SelectSeries` by service) and of DuckDB over the block files. `agree`: the querier API's and DuckDB's answers equal Flight SQL's, function by function and service by service.\n\n| window | analysis | Flight SQL | querier API | DuckDB | Flight SQL / querier API | Flight SQL / DuckDB | agree (API, DuckDB) |\n|---|---|---|---|---|---:|---:|---|"
+    );
+    let pair = |v: &Value| format!("{} / {}", ms(&v["p50_s"]), ms(&v["p95_s"]));
+    for w in sql["analyses"].as_array().into_iter().flatten() {
+        for (name, a) in [
+            ("top functions", &w["top_functions"]),
+            ("totals over time", &w["totals_over_time"]),
+        ] {
+            let _ = writeln!(
+                md,
+                "| {} | {name} | {} | {} | {} | {} | {} | {}, {} |",
+                w["window"].as_str().unwrap_or("?"),
+                pair(&a["flight_sql"]),
+                pair(&a["querier_api"]),
+                pair(&a["duckdb"]),
+                ratio(&a["ratio_flight_sql_to_querier_api"]),
+                ratio(&a["ratio_flight_sql_to_duckdb"]),
+                a["querier_api_agrees"],
+                a["duckdb_agrees"]
+            );
+        }
+    }
+    let e = &sql["export"];
+    let _ = writeln!(
+        md,
+        "\n`profusion export` of one day from the blocks (its own CPU time):\n\n| format | rows | files | s | rows/s per core | MB/s per core written | block MB/s per core read | bytes per row | block bytes per row | exported / block |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for x in e["formats"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            x["format"].as_str().unwrap_or("?"),
+            x["rows"],
+            x["files"],
+            f(&x["wall_s"]),
+            f(&x["rows_per_s_per_core"]),
+            f(&x["exported_mb_per_s_per_core"]),
+            f(&x["block_mb_per_s_per_core"]),
+            f(&x["exported_bytes_per_row"]),
+            f(&x["block_bytes_per_row"]),
+            ratio(&x["ratio_exported_to_block_bytes"])
+        );
+    }
+}
+
 /// Writes `report.md`, `ingest-throughput.svg` and `query-latency.svg` into `dir`.
 pub(crate) fn write(dir: &Path, r: &Value) {
     let mut md = String::new();
@@ -160,6 +209,7 @@ pub(crate) fn write(dir: &Path, r: &Value) {
         f(&fl["p50_ms_otherwise"]),
         ratio(&fl["ratio_p99_during_flush_to_otherwise"])
     );
+    sql_section(&mut md, &r["sql"]);
     let p = &r["peak_rss_bytes"];
     let _ = writeln!(
         md,

@@ -7,6 +7,9 @@
 //!    measures bytes on disk per sample next to the gzipped input;
 //! 4. times flame graphs over 1 h, 24 h and 7 d, `SelectSeries`, `LabelValues` and `Series`;
 //! 5. has DuckDB run the same flame-graph merge and series over the same block files;
+//! 6. after compaction, asks the top-functions and totals-over-time analyses as SQL through
+//!    Flight SQL, through the querier API and of DuckDB, and exports a day to Delta Lake and
+//!    Parquet with `profusion export` (see `sql.rs`);
 //!
 //! sampling the server's resident memory throughout, and writes `report.json`, `report.md` and
 //! two SVG plots.
@@ -267,7 +270,7 @@ pub(crate) async fn run(args: RunArgs) {
     );
 
     // 1. The reference: decode only.
-    eprintln!("[1/7] decode-only baseline");
+    eprintln!("[1/8] decode-only baseline");
     let payloads = cpu_payloads(&fleet, 200);
     let raw: usize = payloads.iter().map(|p| p.raw_bytes).sum();
     let gz: usize = payloads.iter().map(|p| p.gzipped.len()).sum();
@@ -290,7 +293,7 @@ pub(crate) async fn run(args: RunArgs) {
     eprintln!("  {decode_profiles:.0} profiles/s, {decode_mb:.1} MB/s per core");
 
     // 2. Ingest at rising concurrency.
-    eprintln!("[2/7] ingest over loopback at rising concurrency");
+    eprintln!("[2/8] ingest over loopback at rising concurrency");
     // Its own data directory, so the storage figures below hold only the history.
     let sweep_data = out.join("data-ingest");
     let mut server = start_server(&args.target.server, &sweep_data, &[]);
@@ -372,7 +375,7 @@ pub(crate) async fn run(args: RunArgs) {
     let _ = std::fs::remove_dir_all(&sweep_data);
 
     // 3. Push latency while the head flushes, against pushes while it does not.
-    eprintln!("[3/7] push latency while flushes write blocks");
+    eprintln!("[3/8] push latency while flushes write blocks");
     let flush_report = push_latency_during_flushes(
         &args.target.server,
         &out,
@@ -383,7 +386,7 @@ pub(crate) async fn run(args: RunArgs) {
     report.insert("push_during_flush".into(), flush_report);
 
     // 4. Seven days of history, then everything into blocks.
-    eprintln!("[4/7] seven days of fleet history");
+    eprintln!("[4/8] seven days of fleet history");
     let mut server = start_server(&args.target.server, &data, &[]);
     rss.watch(server.pid());
     let loaded = load_history(&server, &fleet, scale.history_every_min).await;
@@ -422,19 +425,19 @@ pub(crate) async fn run(args: RunArgs) {
     );
 
     // 5. Queries.
-    eprintln!("[5/7] queries over 1 h, 24 h and 7 d");
+    eprintln!("[5/8] queries over 1 h, 24 h and 7 d");
     let end_ms = end / 1_000_000;
     let mut queries = measure_queries(&url, end_ms, &cpu_pushed, &scale).await;
     let query_peak = rss.take_peak();
     server.stop();
 
     // 6. DuckDB over the same block files.
-    eprintln!("[6/7] DuckDB over the same block files");
+    eprintln!("[6/8] DuckDB over the same block files");
     let duck_ran = compare_with_duckdb(&data.join("objects"), &mut queries);
     report.insert("queries".into(), Value::Array(queries));
 
     // 7. The compactor merges the history; the same queries and DuckDB again.
-    eprintln!("[7/7] compaction, then the same queries");
+    eprintln!("[7/8] compaction, then the same queries");
     server.restart_with(&server_flags(&[
         "--compactor.compaction-interval=1s",
         "--compactor.first-level-compaction-wait-period=0s",
@@ -447,10 +450,21 @@ pub(crate) async fn run(args: RunArgs) {
     // Restarted with the usual flags: a cold cache, and a compactor with nothing left to do.
     server.restart_with(&server_flags(&[]));
     let url = server.url("");
-    let (compacted_bytes, _, compacted_blocks) = block_stats(&data.join("objects"));
+    let (compacted_bytes, compacted_rows, compacted_blocks) = block_stats(&data.join("objects"));
     eprintln!("  {blocks} blocks became {compacted_blocks} in {compaction_s:.0} s");
     let mut compacted = measure_queries(&url, end_ms, &cpu_pushed, &scale).await;
+
+    // 8. SQL analyses against their references, and the export, on the compacted blocks.
+    eprintln!("[8/8] SQL analyses by Flight SQL, the querier API and DuckDB; export");
+    let objects = data.join("objects");
+    let analyses = crate::sql::analyses(&url, &objects, end_ms, scale.query_runs).await;
     server.stop();
+    let block_bytes_per_row = compacted_bytes as f64 / compacted_rows.max(1) as f64;
+    let export = crate::sql::export(&args.target.server, &data, &out, end, block_bytes_per_row);
+    report.insert(
+        "sql".into(),
+        json!({"analyses": analyses, "export": export}),
+    );
     compare_with_duckdb(&data.join("objects"), &mut compacted);
     report.insert(
         "after_compaction".into(),
@@ -744,6 +758,35 @@ pub(crate) async fn load_history(
         cpu_pushed,
         peak_head_bytes,
     }
+}
+
+/// The SQL phase alone (`profusion-bench sql`): seven days of history in blocks, the SQL
+/// analyses next to the querier API and DuckDB, then the export.
+pub(crate) async fn sql_and_export(target: &ServerArgs, every_min: i64, runs: usize) -> Value {
+    let stamp = crate::now_nanos() / 1_000_000_000;
+    let out = target.out.join(format!("{stamp}-sql"));
+    let data = out.join("data");
+    let objects = data.join("objects");
+    let mut server = start_server(&target.server, &data, &[]);
+    let loaded = load_history(&server, &Fleet::new(FleetShape::default()), every_min).await;
+    assert_eq!(loaded.pushes.failures, 0, "history pushes failed");
+    eprintln!("restarting so the head flushes into blocks");
+    server.stop();
+    server.restart();
+    let (block_bytes, rows, blocks) = block_stats(&objects);
+    let analyses =
+        crate::sql::analyses(&server.url(""), &objects, loaded.end / 1_000_000, runs).await;
+    server.stop();
+    let export = crate::sql::export(
+        &target.server,
+        &data,
+        &out,
+        loaded.end,
+        block_bytes as f64 / rows.max(1) as f64,
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    json!({"blocks": blocks, "block_bytes": block_bytes, "stored_sample_rows": rows,
+           "analyses": analyses, "export": export})
 }
 
 /// Memory while loading the history alone (`profusion-bench load-history`): the server's

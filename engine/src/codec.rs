@@ -29,7 +29,9 @@ use profusion_model::scan::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::functions::{LABELS_MAP, SATURATING_SUM, labels_map, saturating_sum};
+use crate::functions::{
+    LABELS_MAP, NAMES_IN_ORDER, SATURATING_SUM, labels_map, names_in_order, saturating_sum,
+};
 use crate::symbolize::{StackFilter, SymbolizeExec, SymbolizeOutput};
 use crate::table::replicas::{ProfileKeyFilter, ProfileKeyFilterExec};
 use crate::table::{HeadScanExec, scan_schema};
@@ -222,6 +224,8 @@ impl PhysicalExtensionCodec for ProfusionCodec {
     fn try_decode_udf(&self, name: &str, _buf: &[u8]) -> Result<Arc<ScalarUDF>> {
         if name == LABELS_MAP {
             Ok(Arc::new(labels_map()))
+        } else if name == NAMES_IN_ORDER {
+            Ok(Arc::new(names_in_order()))
         } else {
             Err(DataFusionError::NotImplemented(format!(
                 "no Profusion function named {name}"

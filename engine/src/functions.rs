@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, MapArray, StructArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, ListBuilder, MapArray, StringBuilder, StructArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Int64Type};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -23,7 +25,7 @@ pub fn register(builder: &mut datafusion::execution::SessionStateBuilder) {
     builder
         .scalar_functions()
         .get_or_insert_default()
-        .push(Arc::new(labels_map()));
+        .extend([Arc::new(labels_map()), Arc::new(names_in_order())]);
 }
 
 /// The name `saturating_sum` is known by in plans.
@@ -227,6 +229,114 @@ impl ScalarUDFImpl for LabelsMap {
             ColumnarValue::Array(array) => Ok(ColumnarValue::Array(convert(array)?)),
             ColumnarValue::Scalar(scalar) => {
                 let array = convert(&scalar.to_array()?)?;
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                    &array, 0,
+                )?))
+            }
+        }
+    }
+}
+
+/// The name `names_in_order` is known by in plans.
+pub const NAMES_IN_ORDER: &str = "names_in_order";
+
+/// `names_in_order(pairs)`: the names of a `LIST<STRUCT<position, name>>` ordered by position,
+/// as a `LIST<name>`: a stack's function names root first from its frames named one by one.
+/// `array_agg(name ORDER BY position)` does the same, but keeps a scalar value and an ordering
+/// vector per name through its two aggregation stages, and a week of stacks then needed more than
+/// a query's whole memory budget; an `array_agg` of the pairs keeps Arrow arrays, and this sorts
+/// each list once at the end.
+pub fn names_in_order() -> ScalarUDF {
+    ScalarUDF::new_from_impl(NamesInOrder::default())
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NamesInOrder {
+    signature: Signature,
+}
+
+impl Default for NamesInOrder {
+    fn default() -> Self {
+        Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl NamesInOrder {
+    fn wrong_type(t: &DataType) -> datafusion::error::DataFusionError {
+        datafusion::error::DataFusionError::Plan(format!(
+            "{NAMES_IN_ORDER} takes a list of (position BIGINT, name VARCHAR) structs, not {t}"
+        ))
+    }
+
+    fn check(t: &DataType) -> Result<()> {
+        let DataType::List(item) = t else {
+            return Err(Self::wrong_type(t));
+        };
+        let DataType::Struct(fields) = item.data_type() else {
+            return Err(Self::wrong_type(t));
+        };
+        match fields.iter().map(|f| f.data_type()).collect::<Vec<_>>()[..] {
+            [
+                DataType::Int64,
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8,
+            ] => Ok(()),
+            _ => Err(Self::wrong_type(t)),
+        }
+    }
+
+    fn sort(array: &ArrayRef) -> Result<ArrayRef> {
+        let lists = array.as_list::<i32>();
+        let pairs = lists.values().as_struct();
+        let positions = pairs.column(0).as_primitive::<Int64Type>();
+        // Names may come as any string type; the list holds plain strings.
+        let names = datafusion::arrow::compute::cast(pairs.column(1), &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
+        let mut out = ListBuilder::new(StringBuilder::new());
+        let mut order: Vec<usize> = Vec::new();
+        for row in 0..lists.len() {
+            if lists.is_null(row) {
+                out.append_null();
+                continue;
+            }
+            let offsets = lists.value_offsets();
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            order.clear();
+            order.extend(start..end);
+            order.sort_unstable_by_key(|&i| positions.value(i));
+            for &i in &order {
+                out.values()
+                    .append_option(names.is_valid(i).then(|| names.value(i)));
+            }
+            out.append(true);
+        }
+        Ok(Arc::new(out.finish()))
+    }
+}
+
+impl ScalarUDFImpl for NamesInOrder {
+    fn name(&self) -> &str {
+        NAMES_IN_ORDER
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Self::check(&arg_types[0])?;
+        Ok(DataType::List(Arc::new(Field::new_list_field(
+            DataType::Utf8,
+            true,
+        ))))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        match &args.args[0] {
+            ColumnarValue::Array(array) => Ok(ColumnarValue::Array(Self::sort(array)?)),
+            ColumnarValue::Scalar(scalar) => {
+                let array = Self::sort(&scalar.to_array()?)?;
                 Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
                     &array, 0,
                 )?))

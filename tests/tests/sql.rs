@@ -621,3 +621,64 @@ fn an_analysis_function_called_wrongly_says_which_argument_and_how() {
         assert!(text(&body).contains(says), "{query}: {}", text(&body));
     }
 }
+
+/// Sixteen thousand stacks 40 frames deep named through `sample_stacks`, from the head and
+/// then from a block, every name in its place and every value as pushed, within a quarter of
+/// the default query budget. (The benchmark's week of history is what showed the old naming
+/// of stacks, with `first_value` of the frame lists and the samples joined first, asking for
+/// 11 GB; each stack's names are now sorted by `names_in_order`.)
+#[test]
+fn sample_stacks_names_thousands_of_deep_stacks_within_a_small_budget() {
+    let mut server = TestServer::configure()
+        .arg("--querier.max-query-memory=268435456")
+        .spawn();
+    let depth = 40;
+    let stacks: Vec<(String, i64)> = (0..16_000i64)
+        .map(|i| {
+            // Shared prefixes (a few callers per level), then a leaf of its own.
+            let mut frames: Vec<String> = (0..depth - 1)
+                .map(|d| format!("fn{d}_{}", (i >> (d % 12)) % 3))
+                .collect();
+            frames.push(format!("leaf{i}"));
+            (frames.join(";"), i + 1)
+        })
+        .collect();
+    // Eight profiles of 2,000 stacks each.
+    let now = now_nanos();
+    for (p, chunk) in stacks.chunks(2_000).enumerate() {
+        let borrowed: Vec<(&str, i64)> = chunk.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+        profusion_tests::push_cpu(
+            &server,
+            &[("__name__", "process_cpu"), ("service_name", "deep")],
+            &borrowed,
+            now - p as i64 * 1_000_000_000,
+        );
+    }
+    // The reference: what was pushed.
+    let want: BTreeMap<String, i64> = stacks.iter().cloned().collect();
+    let named = |server: &TestServer| -> BTreeMap<String, i64> {
+        let (status, body) = sql(
+            server,
+            "anonymous",
+            "application/json",
+            "SELECT array_to_string(stack, ';') AS stack, sum(value) AS value
+             FROM sample_stacks GROUP BY 1",
+        );
+        assert_eq!(status, 200, "{}", text(&body));
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).expect("JSON rows");
+        assert_eq!(rows.len(), want.len());
+        rows.iter()
+            .map(|r| {
+                (
+                    r["stack"].as_str().expect("stack").to_owned(),
+                    r["value"].as_i64().expect("value"),
+                )
+            })
+            .collect()
+    };
+    // From the head, then from the block the restart flushed.
+    assert_eq!(named(&server), want);
+    server.stop();
+    server.restart();
+    assert_eq!(named(&server), want);
+}

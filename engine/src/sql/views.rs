@@ -33,7 +33,10 @@ fn time_column() -> Expr {
 /// tables: `stack_names(stack_hash, stack)`, function names root first, and
 /// `series_labels(series_fingerprint, labels)`. Stacks, frames and series repeat across blocks
 /// and the head, hence the grouping; an unsymbolized frame is named after its binary and
-/// address, as in flame graphs.
+/// address, as in flame graphs. A stack's or a series' hash names its content, so the copies of
+/// one are equal and `DISTINCT` keeps one: `first_value` of a list column would keep a slice of
+/// a whole input batch per group, and DataFusion counts each slice as the whole batch against
+/// the query's memory budget (a week of stacks asked for 11 GB).
 macro_rules! names_and_labels {
     () => {
         "
@@ -43,32 +46,38 @@ WITH frame_names AS (
                             ELSE ltrim(concat(mapping_file, ' 0x', to_hex(address))) END) AS name
     FROM frames GROUP BY frame_id
 ), unique_stacks AS (
-    SELECT stack_hash, first_value(frame_ids) AS frame_ids FROM stacks GROUP BY stack_hash
+    SELECT DISTINCT stack_hash, frame_ids FROM stacks
 ), positions AS (
     SELECT stack_hash,
            unnest(frame_ids) AS frame_id,
            unnest(range(CAST(cardinality(frame_ids) AS BIGINT))) AS position
     FROM unique_stacks
 ), stack_names AS (
-    SELECT p.stack_hash, array_agg(n.name ORDER BY p.position) AS stack
+    SELECT p.stack_hash,
+           names_in_order(array_agg(named_struct('position', p.position, 'name', n.name))) AS stack
     FROM positions p JOIN frame_names n ON p.frame_id = n.frame_id
     GROUP BY p.stack_hash
 ), series_labels AS (
-    SELECT series_fingerprint, labels_map(first_value(labels)) AS labels
-    FROM series GROUP BY series_fingerprint
+    SELECT series_fingerprint, labels_map(labels) AS labels
+    FROM (SELECT DISTINCT series_fingerprint, labels FROM series)
 )"
     };
 }
 
 /// The view giving each sample its series' labels and its stack as function names.
+///
+/// The left input of a hash join is the one held in memory, so the small relations (series'
+/// labels, stacks' names) come first and the samples stream past them; the other way round,
+/// the second join held every sample with its whole stack and a week of history outgrew the
+/// query's memory budget. `EXPORT_ROWS` joins in the same order.
 const SAMPLE_STACKS: &str = concat!(
     names_and_labels!(),
     "
 SELECT s.time_nanos, s.service_name, s.profile_type, l.labels, n.stack, s.value,
        s.profile_id, s.span_id
-FROM samples s
-JOIN stack_names n ON s.stack_hash = n.stack_hash
-JOIN series_labels l ON s.series_fingerprint = l.series_fingerprint"
+FROM series_labels l
+JOIN (stack_names n JOIN samples s ON s.stack_hash = n.stack_hash)
+  ON s.series_fingerprint = l.series_fingerprint"
 );
 
 /// What an export writes: one row per profile and stack (its spans summed) with the
@@ -82,9 +91,9 @@ const EXPORT_ROWS: &str = concat!(
     GROUP BY time_nanos, service_name, profile_type, profile_id, series_fingerprint, stack_hash
 )
 SELECT p.time_nanos, p.service_name, p.profile_type, p.profile_id, l.labels, n.stack, p.value
-FROM per_stack p
-JOIN stack_names n ON p.stack_hash = n.stack_hash
-JOIN series_labels l ON p.series_fingerprint = l.series_fingerprint"
+FROM series_labels l
+JOIN (stack_names n JOIN per_stack p ON p.stack_hash = n.stack_hash)
+  ON p.series_fingerprint = l.series_fingerprint"
 );
 
 /// The rows an export of `tables` writes for profiles with times in `[start, end)` (Unix
