@@ -11,7 +11,7 @@ pub use profusion_model::status::StatusCode as Code;
 /// The Connect protocol's name of a code.
 pub fn connect_name(code: Code) -> &'static str {
     match code {
-        Code::InvalidArgument => "invalid_argument",
+        Code::InvalidArgument | Code::Unprocessable => "invalid_argument",
         Code::FailedPrecondition => "failed_precondition",
         Code::Unauthenticated => "unauthenticated",
         Code::ResourceExhausted | Code::PayloadTooLarge => "resource_exhausted",
@@ -29,12 +29,16 @@ pub fn grpc_status(code: Code) -> u8 {
 
 /// The HTTP status of a code: `plain` for Pyroscope's plain-HTTP endpoints, else for a
 /// Connect error. They differ only for an unsupported media type, which plain HTTP
-/// answers 415 and Connect, whose codes have fixed statuses, 501 (`unimplemented`).
+/// answers 415 and Connect, whose codes have fixed statuses, 501 (`unimplemented`), and for a
+/// corrupt recording, which plain HTTP answers 422 as Pyroscope does and Connect 400.
 /// A body over the limit is 413 for both (Connect's 429 would invite a retry that can
 /// never succeed), a body not received in time 408.
 pub fn http_status(code: Code, plain: bool) -> HttpStatus {
     match code {
-        Code::InvalidArgument | Code::FailedPrecondition => HttpStatus::BAD_REQUEST,
+        Code::Unprocessable if plain => HttpStatus::UNPROCESSABLE_ENTITY,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::Unprocessable => {
+            HttpStatus::BAD_REQUEST
+        }
         Code::Unauthenticated => HttpStatus::UNAUTHORIZED,
         Code::ResourceExhausted => HttpStatus::TOO_MANY_REQUESTS,
         Code::PayloadTooLarge => HttpStatus::PAYLOAD_TOO_LARGE,

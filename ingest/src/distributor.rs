@@ -311,7 +311,7 @@ impl PushService for Distributor {
 
 fn reason(e: &IngestError) -> &'static str {
     match e.status {
-        StatusCode::InvalidArgument => "invalid",
+        StatusCode::InvalidArgument | StatusCode::Unprocessable => "invalid",
         StatusCode::ResourceExhausted | StatusCode::PayloadTooLarge => "too_large",
         StatusCode::UnsupportedMediaType => "unsupported",
         _ => "internal",

@@ -27,6 +27,11 @@ impl IngestError {
         Self::new(StatusCode::InvalidArgument, message)
     }
 
+    /// A recording in a known format whose content is corrupt or truncated.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::Unprocessable, message)
+    }
+
     /// A limit on rate or size was hit.
     pub fn exhausted(message: impl Into<String>) -> Self {
         Self::new(StatusCode::ResourceExhausted, message)

@@ -7,6 +7,9 @@
 pub enum StatusCode {
     /// Malformed or invalid input: fix the request.
     InvalidArgument,
+    /// A body in a recognized format whose content is corrupt or truncated (a JFR recording,
+    /// a speedscope file): Pyroscope answers these 422 on plain HTTP.
+    Unprocessable,
     /// The request conflicts with the stored state (an older settings write).
     FailedPrecondition,
     /// No or an invalid tenant.
@@ -31,7 +34,7 @@ impl StatusCode {
     /// The gRPC status number of a code (the API's one mapping to the wire uses it).
     pub fn grpc(self) -> u8 {
         match self {
-            Self::InvalidArgument => 3,
+            Self::InvalidArgument | Self::Unprocessable => 3,
             Self::RequestTimeout => 4,
             Self::ResourceExhausted | Self::PayloadTooLarge => 8,
             Self::FailedPrecondition => 9,

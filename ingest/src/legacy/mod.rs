@@ -13,6 +13,7 @@ use crate::limits::Limits;
 use crate::pprof::ConvertOptions;
 use profusion_model::labels::{self, Labels};
 
+pub mod jfr;
 mod text;
 
 pub use text::{ParsedStacks, TextLimits, parse_folded, parse_tree, parse_trie};
@@ -401,9 +402,19 @@ pub fn decode(
         .unwrap_or(100);
 
     match detect_format(params.format.as_deref(), content_type)? {
-        Format::Jfr => Err(IngestError::unsupported(
-            "format jfr is not supported yet; send pprof, folded, lines, trie or tree",
-        )),
+        Format::Jfr => jfr::decode(
+            &jfr::JfrUpload {
+                app: &app,
+                tags: &tags,
+                spy,
+                from_nanos: from,
+                until_nanos: until,
+                sample_rate,
+            },
+            content_type,
+            &body,
+            limits,
+        ),
         Format::Speedscope => Err(IngestError::unsupported(
             "format speedscope is not supported yet; send pprof, folded, lines, trie or tree",
         )),
