@@ -14,6 +14,7 @@ use crate::pprof::ConvertOptions;
 use profusion_model::labels::{self, Labels};
 
 pub mod jfr;
+mod speedscope;
 mod text;
 
 pub use text::{ParsedStacks, TextLimits, parse_folded, parse_tree, parse_trie};
@@ -415,9 +416,6 @@ pub fn decode(
             &body,
             limits,
         ),
-        Format::Speedscope => Err(IngestError::unsupported(
-            "format speedscope is not supported yet; send pprof, folded, lines, trie or tree",
-        )),
         format @ (Format::Pprof | Format::Multipart) => {
             let (raw, options) = if format == Format::Multipart {
                 pprof_from_multipart(content_type, &body)?
@@ -453,23 +451,22 @@ pub fn decode(
                 },
             }])
         }
+        Format::Speedscope => speedscope::decode(
+            &TextUpload {
+                name,
+                app: &app,
+                tags: &tags,
+                spy,
+                sample_rate,
+                from,
+                until,
+            },
+            &body,
+            limits,
+        ),
         text => {
             if tags.iter().any(|(k, _)| k == "profile_id") {
                 return Ok(Vec::new());
-            }
-            let (app, suffix) = match app.rsplit_once('.') {
-                Some((a, s)) => (a.to_owned(), s),
-                None => (app.clone(), "cpu"),
-            };
-            let (metric, mut sample_type, mut unit) = suffix_type(suffix).ok_or_else(|| {
-                IngestError::invalid(format!("unknown profile type {suffix:?} in name {name:?}"))
-            })?;
-            let (mut period_type, mut period_unit, mut period) = (sample_type, unit, 0i64);
-            if matches!(metric, "process_cpu" | "wall") {
-                period = 1_000_000_000 / sample_rate;
-                sample_type = if metric == "wall" { "wall" } else { "cpu" };
-                unit = "nanoseconds";
-                (period_type, period_unit) = ("cpu", "nanoseconds");
             }
             if body.len() > limits.max_profile_size_bytes {
                 return Err(crate::pprof::too_big(
@@ -484,24 +481,78 @@ pub fn decode(
                 Format::Trie => parse_trie(&body, text_limits)?,
                 _ => parse_tree(&body, text_limits)?,
             };
-            let profile = stacks.to_pprof(
-                period.max(1),
-                (sample_type, unit),
-                (period_type, period_unit),
-                period,
+            let upload = TextUpload {
+                name,
+                app: &app,
+                tags: &tags,
+                spy,
+                sample_rate,
                 from,
-                until.saturating_sub(from).max(0),
-            );
-            Ok(vec![IncomingProfile {
-                labels: base_labels(&app, &tags, metric, spy),
-                body: ProfileBody::Decoded(Box::new(profile)),
-                id: String::new(),
-                options: ConvertOptions {
-                    fallback_time_nanos: from,
-                    ..ConvertOptions::default()
-                },
-            }])
+                until,
+            };
+            Ok(upload.profile(&stacks)?.into_iter().collect())
         }
+    }
+}
+
+/// What a text upload (folded, lines, trie, tree, and each profile of a speedscope file) says
+/// besides its stacks.
+#[derive(Debug, Clone, Copy)]
+struct TextUpload<'a> {
+    /// The `name` parameter, for messages.
+    name: &'a str,
+    app: &'a str,
+    tags: &'a [(String, String)],
+    spy: &'a str,
+    /// Samples per second (`sampleRate`, 100 by default).
+    sample_rate: i64,
+    from: i64,
+    until: i64,
+}
+
+impl TextUpload<'_> {
+    /// The profile of root-first `stacks`, as Pyroscope's text path makes it: the app name's
+    /// last `.`-suffix picks the profile type (none: CPU), CPU and wall-clock values are
+    /// samples times the period `10^9 / sampleRate`. None for a span's profile (a
+    /// `profile_id` tag), which Pyroscope drops.
+    fn profile(&self, stacks: &ParsedStacks) -> Result<Option<IncomingProfile>> {
+        if self.tags.iter().any(|(k, _)| k == "profile_id") {
+            return Ok(None);
+        }
+        let (app, suffix) = match self.app.rsplit_once('.') {
+            Some((a, s)) => (a, s),
+            None => (self.app, "cpu"),
+        };
+        let (metric, mut sample_type, mut unit) = suffix_type(suffix).ok_or_else(|| {
+            IngestError::invalid(format!(
+                "unknown profile type {suffix:?} in name {:?}",
+                self.name
+            ))
+        })?;
+        let (mut period_type, mut period_unit, mut period) = (sample_type, unit, 0i64);
+        if matches!(metric, "process_cpu" | "wall") && self.sample_rate > 0 {
+            period = 1_000_000_000 / self.sample_rate;
+            sample_type = if metric == "wall" { "wall" } else { "cpu" };
+            unit = "nanoseconds";
+            (period_type, period_unit) = ("cpu", "nanoseconds");
+        }
+        let profile = stacks.to_pprof(
+            period.max(1),
+            (sample_type, unit),
+            (period_type, period_unit),
+            period,
+            self.from,
+            self.until.saturating_sub(self.from).max(0),
+        );
+        Ok(Some(IncomingProfile {
+            labels: base_labels(app, self.tags, metric, self.spy),
+            body: ProfileBody::Decoded(Box::new(profile)),
+            id: String::new(),
+            options: ConvertOptions {
+                fallback_time_nanos: self.from,
+                ..ConvertOptions::default()
+            },
+        }))
     }
 }
 

@@ -88,7 +88,7 @@ impl ParsedStacks {
     }
 
     /// The stacks, or the error of a profile with more samples than the limit.
-    fn finish(self) -> Result<Self> {
+    pub(crate) fn finish(self) -> Result<Self> {
         if self.seen > self.limits.max_samples {
             return Err(IngestError::invalid(format!(
                 "profile has {} samples, more than the limit of {}",
@@ -109,6 +109,18 @@ impl ParsedStacks {
             out.push(&ids, *value)?;
         }
         out.finish()
+    }
+
+    /// Adds a stack of root-first frame names, within the limits.
+    pub(crate) fn add<S: AsRef<str>>(&mut self, stack: &[S], value: i64) -> Result<()> {
+        if value <= 0 || self.full() {
+            return self.push(&[], value);
+        }
+        let ids = stack
+            .iter()
+            .map(|f| self.intern(f.as_ref().as_bytes()))
+            .collect::<Result<Vec<_>>>()?;
+        self.push(&ids, value)
     }
 
     /// The index of a frame name, adding it if new.
