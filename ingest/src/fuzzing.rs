@@ -72,8 +72,40 @@ pub fn legacy(data: &[u8]) {
         4 => ("pprof", "multipart/form-data; boundary=B"),
         _ => ("pprof", "application/octet-stream"),
     };
-    let params =
-        crate::legacy::IngestParams::from_pairs([("name", "fuzz.cpu{a=b}"), ("format", format)]);
+    ingest("fuzz.cpu{a=b}", format, content_type, body);
+}
+
+/// `format=jfr` bodies: the recording raw, or (first byte odd) the agent's multipart whose
+/// `jfr` part is the rest, through the reader, the mapping and the pprof conversion.
+pub fn jfr(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    if selector % 2 == 0 {
+        ingest("fuzz{a=b}", "jfr", "application/octet-stream", body);
+        return;
+    }
+    let mut multipart =
+        b"--B\r\nContent-Disposition: form-data; name=\"jfr\"; filename=\"jfr\"\r\n\r\n".to_vec();
+    multipart.extend_from_slice(body);
+    multipart.extend_from_slice(b"\r\n--B--\r\n");
+    ingest(
+        "fuzz{a=b}",
+        "jfr",
+        "multipart/form-data; boundary=B",
+        &multipart,
+    );
+}
+
+/// `format=speedscope` bodies through the JSON reading, the replay of each profile and the
+/// text formats' path.
+pub fn speedscope(data: &[u8]) {
+    ingest("fuzz{a=b}", "speedscope", "application/json", data);
+}
+
+/// One `/ingest` request and the conversion of every profile it makes.
+fn ingest(name: &str, format: &str, content_type: &str, body: &[u8]) {
+    let params = crate::legacy::IngestParams::from_pairs([("name", name), ("format", format)]);
     let limits = limits();
     if let Ok(profiles) = crate::legacy::decode(
         &params,
@@ -177,9 +209,43 @@ pub fn seeds() -> Vec<Seed> {
         "one_service_per_sample",
         otlp_shared(1, 2_000).encode_to_vec(),
     ));
+    out.extend(jfr_seeds());
     out.push(("push_json", "labels_200000", push_json_labels(200_000)));
     out.push(("push_json", "labels_3", push_json_labels(3)));
     out
+}
+
+/// Recordings for the JFR target: a valid one with the agent's contexts, a type that contains
+/// itself (nesting without end, in no bytes), and an array of a trillion empty structures.
+fn jfr_seeds() -> Vec<Seed> {
+    use crate::legacy::jfr::writer::{chunk, cpu_recording, int};
+    let raw = |recording: Vec<u8>| [vec![0u8], recording].concat();
+    let mut many = Vec::new();
+    int(&mut many, 1 << 40);
+    vec![
+        ("jfr", "cpu_with_contexts", raw(cpu_recording())),
+        (
+            "jfr",
+            "self_nesting_type",
+            raw(chunk(
+                &[(40, "Loop", vec![("next", 40, false, false)])],
+                &[(40, vec![(1, Vec::new())])],
+                &[],
+            )),
+        ),
+        (
+            "jfr",
+            "trillion_empty_structures",
+            raw(chunk(
+                &[
+                    (41, "Empty", vec![]),
+                    (42, "Many", vec![("items", 41, false, true)]),
+                ],
+                &[(42, vec![(1, many)])],
+                &[],
+            )),
+        ),
+    ]
 }
 
 /// Builders of the hostile shapes.

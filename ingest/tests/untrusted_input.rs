@@ -94,3 +94,41 @@ fn push_json_decoder_survives_mutations() {
     hammer(&[raw.into_bytes()], fuzzing::push_json, 3000);
     hostile("push_json", fuzzing::push_json);
 }
+
+/// The gunzipped bytes of a fixture.
+fn gunzipped(path: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(fixture(path).as_slice())
+        .read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    out
+}
+
+#[test]
+fn jfr_reader_survives_mutations() {
+    // A real JDK recording (large: fewer rounds), raw and as the agent's multipart.
+    let recording = gunzipped("jfr/jdk17-workload.jfr.gz");
+    let seeds = vec![
+        [vec![0u8], recording.clone()].concat(),
+        [vec![1u8], recording].concat(),
+    ];
+    hammer(&seeds, fuzzing::jfr, 150);
+    hostile("jfr", fuzzing::jfr);
+    // The small synthetic recording, many times.
+    let synthetic: Vec<Vec<u8>> = fuzzing::seeds()
+        .into_iter()
+        .filter(|(t, name, _)| *t == "jfr" && *name == "cpu_with_contexts")
+        .map(|(_, _, bytes)| bytes)
+        .collect();
+    hammer(&synthetic, fuzzing::jfr, 3000);
+}
+
+#[test]
+fn speedscope_reader_survives_mutations() {
+    let seeds = vec![
+        fixture("speedscope/py-spy-0.4.3.speedscope.json"),
+        br#"{"$schema":"https://www.speedscope.app/file-format-schema.json","shared":{"frames":[{"name":"a"},{"name":"b"}]},"profiles":[{"type":"evented","name":"e","unit":"milliseconds","startValue":0,"endValue":9,"events":[{"type":"O","frame":0,"at":0},{"type":"O","frame":1,"at":2},{"type":"C","frame":1,"at":5},{"type":"C","frame":0,"at":9}]},{"type":"sampled","name":"s","unit":"bytes","startValue":0,"endValue":1,"samples":[[0,1],[1]],"weights":[100,7]}]}"#.to_vec(),
+    ];
+    hammer(&seeds, fuzzing::speedscope, 1500);
+}

@@ -472,3 +472,73 @@ fn to_pprof(kind: Kind, builder: &Builder, symbols: &Symbols, request: JfrReques
         ..Profile::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use super::super::labels::{Context, LabelsSnapshot};
+    use super::super::writer::cpu_recording;
+    use super::*;
+
+    /// Root-first stack and sorted labels of every sample, with its value.
+    fn samples(p: &Profile) -> BTreeMap<(String, Vec<(String, String)>), i64> {
+        let s = |i: i64| p.string_table[i as usize].clone();
+        p.sample
+            .iter()
+            .map(|sample| {
+                let names: Vec<String> = sample
+                    .location_id
+                    .iter()
+                    .rev()
+                    .map(|l| {
+                        let line = &p.location[*l as usize - 1].line[0];
+                        s(p.function[line.function_id as usize - 1].name)
+                    })
+                    .collect();
+                let mut labels: Vec<(String, String)> =
+                    sample.label.iter().map(|l| (s(l.key), s(l.str))).collect();
+                labels.sort();
+                ((names.join(";"), labels), sample.value[0])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_agents_contexts_and_spans_label_cpu_samples_of_runnable_threads() {
+        let snapshot = LabelsSnapshot {
+            contexts: HashMap::from([(
+                1,
+                Context {
+                    labels: HashMap::from([(1, 2)]),
+                },
+            )]),
+            strings: HashMap::from([(1, "region".into()), (2, "eu-west-1".into())]),
+        };
+        let request = JfrRequest {
+            period_nanos: 10_000_000,
+            from_nanos: 5,
+            until_nanos: 15,
+        };
+        let mapped = map_recording(&cpu_recording(), &snapshot, request).unwrap();
+        // The setting's name is a pooled string ("event").
+        assert_eq!(mapped.event.as_deref(), Some("itimer"));
+        let [(Kind::Cpu, cpu)] = mapped.profiles.as_slice() else {
+            panic!("one CPU profile: {:?}", mapped.profiles);
+        };
+        let stack = "com/example/Main.main;com/example/Main.work".to_owned();
+        let region = ("region".to_owned(), "eu-west-1".to_owned());
+        let span = ("profile_id".to_owned(), "0000000000001234".to_owned());
+        // Three runnable samples (the sleeping thread's is no CPU time), by labels.
+        assert_eq!(
+            samples(cpu),
+            BTreeMap::from([
+                ((stack.clone(), vec![]), 10_000_000),
+                ((stack.clone(), vec![region.clone()]), 10_000_000),
+                ((stack, vec![span, region]), 10_000_000),
+            ])
+        );
+        assert_eq!((cpu.time_nanos, cpu.duration_nanos), (5, 10));
+        assert_eq!(cpu.location[1].line[0].line, 5, "main's line");
+    }
+}

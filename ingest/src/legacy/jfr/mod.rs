@@ -10,6 +10,7 @@ mod labels;
 mod mapping;
 mod reader;
 mod symbols;
+pub mod writer;
 
 use bytes::Bytes;
 use prost::Message;
