@@ -6,6 +6,7 @@
 //! reads only what a user could (its `/proc` entry, its data directory, the block files).
 
 mod cluster;
+mod jfr;
 mod push;
 mod report;
 mod run;
@@ -121,6 +122,18 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         runs: usize,
     },
+    /// JFR ingest throughput per core on a real JDK recording, next to the pprof path's in
+    /// the same run.
+    Jfr {
+        #[command(flatten)]
+        target: run::ServerArgs,
+        /// Seconds of pushing, for each of JFR and pprof.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Seconds the Java workload is recorded for.
+        #[arg(long, default_value_t = 10)]
+        record_seconds: u32,
+    },
     /// Only its loading of seven days of history into a server with the default head size:
     /// peak resident memory and head size next to the head's limit.
     LoadHistory {
@@ -230,6 +243,17 @@ async fn main() {
             let mut md = String::new();
             report::sql_section(&mut md, &report);
             eprintln!("{md}");
+            println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+        }
+        Command::Jfr {
+            target,
+            seconds,
+            record_seconds,
+        } => {
+            let stamp = now_nanos() / 1_000_000_000;
+            let out = target.out.join(format!("{stamp}-jfr"));
+            let report = jfr::jfr_ingest(&target.server, &out, seconds, record_seconds).await;
+            let _ = std::fs::remove_dir_all(&out);
             println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
         }
         Command::LoadHistory { target, every_min } => {

@@ -98,7 +98,7 @@ fn server_flags<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 
 /// The server under test, started as the end-to-end tests start it, with the flags a
 /// benchmark needs and `extra`.
-fn start_server(binary: &Path, data: &Path, extra: &[&str]) -> TestServer {
+pub(crate) fn start_server(binary: &Path, data: &Path, extra: &[&str]) -> TestServer {
     TestServer::configure()
         .binary(binary)
         .data_dir(data)
@@ -133,7 +133,7 @@ async fn store_requests(url: &str) -> f64 {
 }
 
 /// User plus system CPU seconds the server has used.
-fn cpu_seconds(server: &TestServer) -> f64 {
+pub(crate) fn cpu_seconds(server: &TestServer) -> f64 {
     proc_cpu_seconds(server.pid())
 }
 

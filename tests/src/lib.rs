@@ -459,15 +459,16 @@ impl Drop for TestServer {
     }
 }
 
-/// Tiny blocking helpers over reqwest's async client, so tests stay plain `#[test]`s.
 pub mod agents;
 mod cluster;
 pub mod emulators;
 pub mod flood;
+pub mod jfr;
 pub mod reference;
 
 pub use cluster::{Cluster, ClusterBackends};
 
+/// Tiny blocking helpers over reqwest's async client, so tests stay plain `#[test]`s.
 pub mod blocking {
     pub fn runtime() -> &'static tokio::runtime::Runtime {
         static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
