@@ -51,6 +51,9 @@ public class Workload {
 }
 "#;
 
+/// Milliseconds between two execution samples of a recording made by [`record`].
+pub const SAMPLING_PERIOD_MS: i64 = 20;
+
 /// The JDK the tests record with, if one is installed (scripts/install-test-clients finds or
 /// installs it and exports `PROFUSION_JAVA_HOME`).
 pub fn jdk(test: &str) -> Option<PathBuf> {
@@ -67,20 +70,28 @@ pub fn jdk(test: &str) -> Option<PathBuf> {
 }
 
 /// Records the workload for `seconds` with the JDK's `profile` settings plus both TLAB
-/// allocation events, into `dir/recording.jfr`.
+/// allocation events, and execution samples every [`SAMPLING_PERIOD_MS`] ms (not the
+/// `sampleRate` default, so the recording's own period shows), into `dir/recording.jfr`.
 pub fn record(jdk: &Path, dir: &Path, seconds: u32) -> PathBuf {
     let mut settings =
         std::fs::read_to_string(jdk.join("lib/jfr/profile.jfc")).expect("profile.jfc");
-    for event in [
-        "jdk.ObjectAllocationInNewTLAB",
-        "jdk.ObjectAllocationOutsideTLAB",
-    ] {
+    let mut set = |event: &str, from: &str, to: &str| {
         let at = settings
             .find(&format!("<event name=\"{event}\">"))
             .unwrap_or_else(|| panic!("{event} in profile.jfc"));
-        let off = settings[at..].find(">false<").expect("its enabled setting") + at;
-        settings.replace_range(off..off + ">false<".len(), ">true<");
-    }
+        let off = settings[at..]
+            .find(from)
+            .unwrap_or_else(|| panic!("{from} of {event}"))
+            + at;
+        settings.replace_range(off..off + from.len(), to);
+    };
+    set("jdk.ObjectAllocationInNewTLAB", ">false<", ">true<");
+    set("jdk.ObjectAllocationOutsideTLAB", ">false<", ">true<");
+    set(
+        "jdk.ExecutionSample",
+        ">10 ms<",
+        &format!(">{SAMPLING_PERIOD_MS} ms<"),
+    );
     std::fs::write(dir.join("settings.jfc"), settings).unwrap();
     std::fs::write(dir.join("Workload.java"), WORKLOAD).unwrap();
     let recording = dir.join("recording.jfr");

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use profusion_proto::querier::v1::{SelectMergeStacktracesRequest, SelectMergeStacktracesResponse};
-use profusion_tests::jfr::{jdk, record};
+use profusion_tests::jfr::{SAMPLING_PERIOD_MS, jdk, record};
 use profusion_tests::{TestServer, connect_call, decode_flamegraph, get, post, reference_tree};
 use serde_json::Value;
 
@@ -242,10 +242,12 @@ const LABELS_SNAPSHOT: &[u8] = &[
     0x2d, 0x77, 0x65, 0x73, 0x74, 0x2d, 0x31,
 ];
 
-fn ingest_url(server: &TestServer, name: &str, from: i64, until: i64) -> String {
+/// The agent's URL: `sampleRate=100` (its default), or none (the recording's period counts).
+fn ingest_url(server: &TestServer, name: &str, from: i64, until: i64, rate: bool) -> String {
     let name: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+    let rate = if rate { "&sampleRate=100" } else { "" };
     server.url(&format!(
-        "/ingest?name={name}&format=jfr&from={from}&until={until}&spyName=javaspy&sampleRate=100&units=samples&aggregationType=sum"
+        "/ingest?name={name}&format=jfr&from={from}&until={until}&spyName=javaspy{rate}&units=samples&aggregationType=sum"
     ))
 }
 
@@ -277,7 +279,7 @@ fn jdk_recordings_pushed_raw_and_as_the_agent_read_back_as_the_jdk_reports_them(
     // Raw, and as the agent sends it (gzipped parts, its labels snapshot), and the recording
     // twice over (two chunks: every value doubles).
     let r = post(
-        &ingest_url(&server, "jfr-raw{env=test}", from, until),
+        &ingest_url(&server, "jfr-raw{env=test}", from, until, true),
         &[("content-type", "application/octet-stream")],
         recording.clone(),
         false,
@@ -285,15 +287,39 @@ fn jdk_recordings_pushed_raw_and_as_the_agent_read_back_as_the_jdk_reports_them(
     assert_eq!(r.status, 200, "{}", r.text());
     let (content_type, body) = agent_multipart(&recording, LABELS_SNAPSHOT);
     let r = post(
-        &ingest_url(&server, "jfr-agent{env=test}", from, until),
+        &ingest_url(&server, "jfr-agent{env=test}", from, until, true),
         &[("content-type", content_type.as_str())],
         body,
         false,
     );
     assert_eq!(r.status, 200, "{}", r.text());
+    // Without sampleRate, a CPU sample is worth the recording's own sampling period.
+    let r = post(
+        &ingest_url(&server, "jfr-own-period", from, until, false),
+        &[("content-type", "application/octet-stream")],
+        recording.clone(),
+        false,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cpu = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+    let own_cpu: Vec<(Vec<String>, i64)> = want[cpu]
+        .iter()
+        .map(|(s, v)| {
+            let samples = v / 10_000_000;
+            (
+                s.split(';').map(str::to_owned).collect(),
+                samples * SAMPLING_PERIOD_MS * 1_000_000,
+            )
+        })
+        .collect();
+    assert_same_tree(
+        &flame_graph(&server, cpu, r#"{service_name="jfr-own-period"}"#, range),
+        &reference_tree(&own_cpu),
+        "CPU at the recording's own period",
+    );
     let twice = [recording.as_slice(), recording.as_slice()].concat();
     let r = post(
-        &ingest_url(&server, "jfr-twice", from, until),
+        &ingest_url(&server, "jfr-twice", from, until, true),
         &[("content-type", "application/octet-stream")],
         gzip(&twice),
         false,
@@ -330,7 +356,6 @@ fn jdk_recordings_pushed_raw_and_as_the_agent_read_back_as_the_jdk_reports_them(
     }
 
     // As Grafana reads it: /pyroscope/render's flame graph total for the CPU profile.
-    let cpu = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
     let query: String = url::form_urlencoded::byte_serialize(
         format!(r#"{cpu}{{service_name="jfr-agent"}}"#).as_bytes(),
     )
@@ -356,7 +381,7 @@ fn corrupt_and_truncated_recordings_are_refused_with_422_naming_the_place() {
     let until = profusion_tests::now_nanos() / 1_000_000_000;
     let push = |body: Vec<u8>| {
         post(
-            &ingest_url(&server, "broken", until - 10, until),
+            &ingest_url(&server, "broken", until - 10, until, true),
             &[("content-type", "application/octet-stream")],
             body,
             false,

@@ -395,12 +395,13 @@ pub fn decode(
         .as_deref()
         .filter(|s| !s.is_empty())
         .unwrap_or("unknown");
-    let sample_rate = params
+    // A rate that is absent, not a number or not positive is the default, 100 per second.
+    let given_rate = params
         .sample_rate
         .as_deref()
         .and_then(|r| r.parse::<i64>().ok())
-        .filter(|r| *r > 0)
-        .unwrap_or(100);
+        .filter(|r| *r > 0);
+    let sample_rate = given_rate.unwrap_or(100);
 
     match detect_format(params.format.as_deref(), content_type)? {
         Format::Jfr => jfr::decode(
@@ -410,7 +411,7 @@ pub fn decode(
                 spy,
                 from_nanos: from,
                 until_nanos: until,
-                sample_rate,
+                sample_rate: given_rate,
             },
             content_type,
             &body,

@@ -82,8 +82,9 @@ impl Kind {
 /// How the request describes the recording.
 #[derive(Debug, Clone, Copy)]
 pub struct JfrRequest {
-    /// Nanoseconds a CPU or wall-clock sample stands for: 10^9 / `sampleRate`.
-    pub period_nanos: i64,
+    /// Nanoseconds a CPU or wall-clock sample stands for: 10^9 / `sampleRate` when the request
+    /// gives it; else the recording's `jdk.ExecutionSample` period setting, else 10 ms.
+    pub period_nanos: Option<i64>,
     pub from_nanos: i64,
     pub until_nanos: i64,
 }
@@ -139,6 +140,34 @@ pub fn map_recording(
     let mut events = 0u64;
     for (index, range) in chunk_starts(file)?.into_iter().enumerate() {
         let chunk = Chunk::read(file, index, range)?;
+        // The chunk's settings first: events may precede the settings they were recorded
+        // under in the file.
+        let mut recorded_period = None;
+        let sampling = chunk.class_id("jdk.ExecutionSample");
+        chunk.for_each_event(
+            |class| class.name == "jdk.ActiveSetting",
+            |class, fields| {
+                let ev = Event {
+                    chunk: &chunk,
+                    class,
+                    fields: &fields,
+                };
+                match ev.text("name") {
+                    Some("event") => event = ev.text("value").map(str::to_owned),
+                    Some("period")
+                        if sampling.is_some_and(|id| ev.int("id") == Some(id as i64)) =>
+                    {
+                        recorded_period = ev.text("value").and_then(parse_period);
+                    }
+                    _ => {}
+                }
+                Ok(())
+            },
+        )?;
+        let period = request
+            .period_nanos
+            .or(recorded_period)
+            .unwrap_or(DEFAULT_PERIOD_NANOS);
         let mut stacks: HashMap<u64, Option<Stack>> = HashMap::new();
         chunk.for_each_event(
             |class| MAPPED.contains(&class.name.as_str()),
@@ -148,12 +177,6 @@ pub fn map_recording(
                     class,
                     fields: &fields,
                 };
-                if class.name == "jdk.ActiveSetting" {
-                    if ev.text("name") == Some("event") {
-                        event = ev.text("value").map(str::to_owned);
-                    }
-                    return Ok(());
-                }
                 events += 1;
                 let Some(stack) = ev
                     .stack(&mut stacks, &mut symbols)
@@ -174,7 +197,6 @@ pub fn map_recording(
                     slot[0] = slot[0].saturating_add(values[0]);
                     slot[1] = slot[1].saturating_add(values[1]);
                 };
-                let period = request.period_nanos;
                 match class.name.as_str() {
                     "jdk.ExecutionSample" => {
                         let state = ev.thread_state();
@@ -239,9 +261,27 @@ pub fn map_recording(
     })
 }
 
+/// A CPU or wall-clock sample's worth when neither the request nor the recording says: the
+/// default `sampleRate` of 100 per second.
+const DEFAULT_PERIOD_NANOS: i64 = 10_000_000;
+
+/// A JFR period setting (`10 ms`, `20 ms`, `1 s`, `500 us`) in nanoseconds.
+fn parse_period(value: &str) -> Option<i64> {
+    let (number, unit) = value.trim().split_once(' ')?;
+    let n: i64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "ns" => 1,
+        "us" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(scale).filter(|p| *p > 0)
+}
+
 /// The event types the mapping reads; every other is skipped unread.
 const MAPPED: &[&str] = &[
-    "jdk.ActiveSetting",
     "jdk.ExecutionSample",
     "profiler.WallClockSample",
     "jdk.ObjectAllocationInNewTLAB",
@@ -516,7 +556,7 @@ mod tests {
             strings: HashMap::from([(1, "region".into()), (2, "eu-west-1".into())]),
         };
         let request = JfrRequest {
-            period_nanos: 10_000_000,
+            period_nanos: Some(10_000_000),
             from_nanos: 5,
             until_nanos: 15,
         };

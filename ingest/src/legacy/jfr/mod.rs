@@ -32,8 +32,9 @@ pub struct JfrUpload<'a> {
     pub spy: &'a str,
     pub from_nanos: i64,
     pub until_nanos: i64,
-    /// Samples per second of the CPU and wall-clock events (`sampleRate`, 100 by default).
-    pub sample_rate: i64,
+    /// Samples per second of the CPU and wall-clock events (`sampleRate`); without it, the
+    /// recording's own execution-sample period, else 100.
+    pub sample_rate: Option<i64>,
 }
 
 /// The recording and the labels snapshot of a request body.
@@ -83,7 +84,7 @@ pub fn decode(
         &recording,
         &labels,
         JfrRequest {
-            period_nanos: 1_000_000_000 / upload.sample_rate.max(1),
+            period_nanos: upload.sample_rate.map(|rate| 1_000_000_000 / rate.max(1)),
             from_nanos: upload.from_nanos,
             until_nanos: upload.until_nanos,
         },
