@@ -254,6 +254,9 @@ async fn main() {
             let out = target.out.join(format!("{stamp}-jfr"));
             let report = jfr::jfr_ingest(&target.server, &out, seconds, record_seconds).await;
             let _ = std::fs::remove_dir_all(&out);
+            let mut md = String::new();
+            report::jfr_section(&mut md, &report);
+            eprintln!("{md}");
             println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
         }
         Command::LoadHistory { target, every_min } => {

@@ -97,6 +97,27 @@ pub(crate) fn sql_section(md: &mut String, sql: &Value) {
     }
 }
 
+/// JFR ingest next to pprof (`jfr.rs`).
+pub(crate) fn jfr_section(md: &mut String, jfr: &Value) {
+    let (j, p) = (&jfr["jfr"], &jfr["pprof"]);
+    if j.is_null() {
+        let _ = writeln!(md, "\n## JFR ingest\n\n{jfr}\n");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## JFR ingest\n\nA JDK 17 recording of {:.2} MB ({} mapped events) pushed raw to `/ingest?format=jfr` from {} connections: {} uploads, **{:.1} MB/s and {:.0} events/s per core** of the server; pprof pushes to the same server: {:.1} MB/s of pprof per core. JFR / pprof: **{} ×** per core.\n",
+        f(&jfr["recording_bytes"]) / 1e6,
+        jfr["recording_events"],
+        jfr["concurrency"],
+        j["uploads"],
+        f(&j["mb_per_s_per_core"]),
+        f(&j["events_per_s_per_core"]),
+        f(&p["mb_per_s_per_core"]),
+        ratio(&jfr["ratio_jfr_to_pprof_mb_per_core"])
+    );
+}
+
 /// Writes `report.md`, `ingest-throughput.svg` and `query-latency.svg` into `dir`.
 pub(crate) fn write(dir: &Path, r: &Value) {
     let mut md = String::new();
@@ -210,6 +231,7 @@ pub(crate) fn write(dir: &Path, r: &Value) {
         ratio(&fl["ratio_p99_during_flush_to_otherwise"])
     );
     sql_section(&mut md, &r["sql"]);
+    jfr_section(&mut md, &r["jfr"]);
     let p = &r["peak_rss_bytes"];
     let _ = writeln!(
         md,

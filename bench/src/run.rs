@@ -10,6 +10,7 @@
 //! 6. after compaction, asks the top-functions and totals-over-time analyses as SQL through
 //!    Flight SQL, through the querier API and of DuckDB, and exports a day to Delta Lake and
 //!    Parquet with `profusion export` (see `sql.rs`);
+//! 7. pushes a real JDK recording as JFR uploads, next to pprof pushes (see `jfr.rs`);
 //!
 //! sampling the server's resident memory throughout, and writes `report.json`, `report.md` and
 //! two SVG plots.
@@ -270,7 +271,7 @@ pub(crate) async fn run(args: RunArgs) {
     );
 
     // 1. The reference: decode only.
-    eprintln!("[1/8] decode-only baseline");
+    eprintln!("[1/9] decode-only baseline");
     let payloads = cpu_payloads(&fleet, 200);
     let raw: usize = payloads.iter().map(|p| p.raw_bytes).sum();
     let gz: usize = payloads.iter().map(|p| p.gzipped.len()).sum();
@@ -293,7 +294,7 @@ pub(crate) async fn run(args: RunArgs) {
     eprintln!("  {decode_profiles:.0} profiles/s, {decode_mb:.1} MB/s per core");
 
     // 2. Ingest at rising concurrency.
-    eprintln!("[2/8] ingest over loopback at rising concurrency");
+    eprintln!("[2/9] ingest over loopback at rising concurrency");
     // Its own data directory, so the storage figures below hold only the history.
     let sweep_data = out.join("data-ingest");
     let mut server = start_server(&args.target.server, &sweep_data, &[]);
@@ -375,7 +376,7 @@ pub(crate) async fn run(args: RunArgs) {
     let _ = std::fs::remove_dir_all(&sweep_data);
 
     // 3. Push latency while the head flushes, against pushes while it does not.
-    eprintln!("[3/8] push latency while flushes write blocks");
+    eprintln!("[3/9] push latency while flushes write blocks");
     let flush_report = push_latency_during_flushes(
         &args.target.server,
         &out,
@@ -386,7 +387,7 @@ pub(crate) async fn run(args: RunArgs) {
     report.insert("push_during_flush".into(), flush_report);
 
     // 4. Seven days of history, then everything into blocks.
-    eprintln!("[4/8] seven days of fleet history");
+    eprintln!("[4/9] seven days of fleet history");
     let mut server = start_server(&args.target.server, &data, &[]);
     rss.watch(server.pid());
     let loaded = load_history(&server, &fleet, scale.history_every_min).await;
@@ -425,19 +426,19 @@ pub(crate) async fn run(args: RunArgs) {
     );
 
     // 5. Queries.
-    eprintln!("[5/8] queries over 1 h, 24 h and 7 d");
+    eprintln!("[5/9] queries over 1 h, 24 h and 7 d");
     let end_ms = end / 1_000_000;
     let mut queries = measure_queries(&url, end_ms, &cpu_pushed, &scale).await;
     let query_peak = rss.take_peak();
     server.stop();
 
     // 6. DuckDB over the same block files.
-    eprintln!("[6/8] DuckDB over the same block files");
+    eprintln!("[6/9] DuckDB over the same block files");
     let duck_ran = compare_with_duckdb(&data.join("objects"), &mut queries);
     report.insert("queries".into(), Value::Array(queries));
 
     // 7. The compactor merges the history; the same queries and DuckDB again.
-    eprintln!("[7/8] compaction, then the same queries");
+    eprintln!("[7/9] compaction, then the same queries");
     server.restart_with(&server_flags(&[
         "--compactor.compaction-interval=1s",
         "--compactor.first-level-compaction-wait-period=0s",
@@ -455,7 +456,7 @@ pub(crate) async fn run(args: RunArgs) {
     let mut compacted = measure_queries(&url, end_ms, &cpu_pushed, &scale).await;
 
     // 8. SQL analyses against their references, and the export, on the compacted blocks.
-    eprintln!("[8/8] SQL analyses by Flight SQL, the querier API and DuckDB; export");
+    eprintln!("[8/9] SQL analyses by Flight SQL, the querier API and DuckDB; export");
     let objects = data.join("objects");
     let analyses = crate::sql::analyses(&url, &objects, end_ms, scale.query_runs).await;
     server.stop();
@@ -465,6 +466,11 @@ pub(crate) async fn run(args: RunArgs) {
         "sql".into(),
         json!({"analyses": analyses, "export": export}),
     );
+
+    // 9. JFR uploads of a real JDK recording, next to pprof pushes, on a fresh server.
+    eprintln!("[9/9] JFR ingest next to pprof");
+    let jfr = crate::jfr::jfr_ingest(&args.target.server, &out, scale.ingest_seconds * 4, 10).await;
+    report.insert("jfr".into(), jfr);
     compare_with_duckdb(&data.join("objects"), &mut compacted);
     report.insert(
         "after_compaction".into(),

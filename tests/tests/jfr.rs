@@ -293,6 +293,17 @@ fn jdk_recordings_pushed_raw_and_as_the_agent_read_back_as_the_jdk_reports_them(
         false,
     );
     assert_eq!(r.status, 200, "{}", r.text());
+    // Compressed by Content-Encoding rather than recognized by its magic bytes.
+    let r = post(
+        &ingest_url(&server, "jfr-encoded", from, until, true),
+        &[
+            ("content-type", "application/octet-stream"),
+            ("content-encoding", "gzip"),
+        ],
+        gzip(&recording),
+        false,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
     // Without sampleRate, a CPU sample is worth the recording's own sampling period.
     let r = post(
         &ingest_url(&server, "jfr-own-period", from, until, false),
@@ -332,9 +343,13 @@ fn jdk_recordings_pushed_raw_and_as_the_agent_read_back_as_the_jdk_reports_them(
             .map(|(s, v)| (s.split(';').map(str::to_owned).collect(), *v))
             .collect();
         let tree = reference_tree(&stacks);
-        for service in ["jfr-raw", "jfr-agent"] {
-            let selector =
-                format!(r#"{{service_name="{service}", env="test", pyroscope_spy="javaspy"}}"#);
+        for service in ["jfr-raw", "jfr-agent", "jfr-encoded"] {
+            let env = if service == "jfr-encoded" {
+                ""
+            } else {
+                ", env=\"test\""
+            };
+            let selector = format!(r#"{{service_name="{service}"{env}, pyroscope_spy="javaspy"}}"#);
             assert_same_tree(
                 &flame_graph(&server, profile_type, &selector, range),
                 &tree,
