@@ -139,15 +139,28 @@ pub(crate) fn cpu_seconds(server: &TestServer) -> f64 {
 }
 
 fn proc_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"), 11)
+}
+
+/// CPU seconds from a `/proc/<pid>/stat` file: the sum of the two clock-tick fields at
+/// `first` and `first + 1` after the process name (11: its own user and system time; 13:
+/// those of its children that have ended and been waited for).
+pub(crate) fn stat_cpu_seconds(path: &str, first: usize) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
         .unwrap_or("")
         .split_whitespace()
         .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 = fields
+        .get(first)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(first + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -1005,7 +1018,6 @@ print(json.dumps(out))
 "#;
 
 fn duckdb(objects: &Path, queries: &[Value]) -> Option<Value> {
-    let python = std::env::var_os("PROFUSION_PYTHON")?;
     let windows: Vec<Value> = queries
         .iter()
         .map(|q| {
@@ -1013,10 +1025,18 @@ fn duckdb(objects: &Path, queries: &[Value]) -> Option<Value> {
                    "step_s": q["select_series"]["step_s"], "runs": 5})
         })
         .collect();
+    run_duckdb(DUCKDB_SCRIPT, objects, &windows)
+}
+
+/// Runs a DuckDB `script` with the pinned Python (`PROFUSION_PYTHON`) over the block files
+/// under `objects` for `windows`, and reads the JSON it prints; None without that Python or
+/// when the script fails (which it reports).
+pub(crate) fn run_duckdb(script: &str, objects: &Path, windows: &[Value]) -> Option<Value> {
+    let python = std::env::var_os("PROFUSION_PYTHON")?;
     let out = Command::new(python)
-        .args(["-c", DUCKDB_SCRIPT])
+        .args(["-c", script])
         .arg(objects)
-        .arg(Value::Array(windows).to_string())
+        .arg(Value::Array(windows.to_vec()).to_string())
         .output()
         .ok()?;
     if !out.status.success() {

@@ -308,7 +308,6 @@ print(json.dumps(out))
 "#;
 
 fn duckdb(objects: &Path, windows: &[Window], runs: usize) -> Option<Value> {
-    let python = std::env::var_os("PROFUSION_PYTHON")?;
     let args: Vec<Value> = windows
         .iter()
         .map(|w| {
@@ -316,17 +315,7 @@ fn duckdb(objects: &Path, windows: &[Window], runs: usize) -> Option<Value> {
                    "step_s": w.step_s, "runs": runs})
         })
         .collect();
-    let out = Command::new(python)
-        .args(["-c", DUCKDB_SCRIPT])
-        .arg(objects)
-        .arg(Value::Array(args).to_string())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("  duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    serde_json::from_slice(&out.stdout).ok()
+    crate::run::run_duckdb(DUCKDB_SCRIPT, objects, &args)
 }
 
 fn duckdb_functions(rows: &Value) -> FunctionTable {
@@ -462,18 +451,9 @@ pub(crate) async fn analyses(url: &str, objects: &Path, end_ms: i64, runs: usize
 }
 
 /// CPU seconds (user + system) of this process's children that have ended and been waited
-/// for: `/proc/self/stat`'s `cutime` and `cstime`.
+/// for.
 fn children_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(13).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(14).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
+    crate::run::stat_cpu_seconds("/proc/self/stat", 13)
 }
 
 /// Bytes of the files under `dir`, recursively.

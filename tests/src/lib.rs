@@ -717,6 +717,34 @@ pub fn connect_call<Req: prost::Message, Resp: prost::Message + Default>(
         .map_err(|e| (e.status, e.body))
 }
 
+/// The whole flame graph (every node) of `profile_type` for `selector` over `[start, end]`
+/// (Unix ms), as `path -> (total, self)`, decoded independently of the engine.
+pub fn whole_flame_graph(
+    server: &TestServer,
+    profile_type: &str,
+    selector: &str,
+    (start, end): (i64, i64),
+) -> std::collections::BTreeMap<String, (i64, i64)> {
+    use profusion_proto::querier::v1::{
+        SelectMergeStacktracesRequest, SelectMergeStacktracesResponse,
+    };
+    let resp: SelectMergeStacktracesResponse = connect_call(
+        server,
+        "/querier.v1.QuerierService/SelectMergeStacktraces",
+        None,
+        &SelectMergeStacktracesRequest {
+            profile_type_id: profile_type.into(),
+            label_selector: selector.into(),
+            start,
+            end,
+            max_nodes: Some(1_048_576),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{profile_type} {selector}: {e:?}"));
+    decode_flamegraph(&resp.flamegraph.unwrap_or_default())
+}
+
 /// A small fleet several query tests push: (service, env, root-first stack, value in ns).
 pub const SMALL_FLEET: &[(&str, &str, &str, i64)] = &[
     ("api", "prod", "main;handle;db", 50_000_000),

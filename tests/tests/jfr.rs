@@ -9,9 +9,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use profusion_proto::querier::v1::{SelectMergeStacktracesRequest, SelectMergeStacktracesResponse};
 use profusion_tests::jfr::{SAMPLING_PERIOD_MS, jdk, record};
-use profusion_tests::{TestServer, connect_call, decode_flamegraph, get, post, reference_tree};
+use profusion_tests::{TestServer, get, post, reference_tree, whole_flame_graph};
 use serde_json::Value;
 
 /// Root-first `;`-joined stack -> value, per profile type.
@@ -165,30 +164,6 @@ fn expected(jdk: &Path, recording: &Path, period: i64) -> Expected {
     want
 }
 
-/// `path -> (total, self)` of the flame graph of `profile_type` for `selector`.
-fn flame_graph(
-    server: &TestServer,
-    profile_type: &str,
-    selector: &str,
-    (start, end): (i64, i64),
-) -> BTreeMap<String, (i64, i64)> {
-    let resp: SelectMergeStacktracesResponse = connect_call(
-        server,
-        "/querier.v1.QuerierService/SelectMergeStacktraces",
-        None,
-        &SelectMergeStacktracesRequest {
-            profile_type_id: profile_type.into(),
-            label_selector: selector.into(),
-            start,
-            end,
-            max_nodes: Some(1_048_576),
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{profile_type} {selector}: {e:?}"));
-    decode_flamegraph(&resp.flamegraph.unwrap_or_default())
-}
-
 /// Asserts two flame-graph trees are equal, showing only the nodes that differ.
 fn assert_same_tree(
     got: &BTreeMap<String, (i64, i64)>,
@@ -324,7 +299,7 @@ fn jdk_recordings_pushed_raw_and_as_the_agent_read_back_as_the_jdk_reports_them(
         })
         .collect();
     assert_same_tree(
-        &flame_graph(&server, cpu, r#"{service_name="jfr-own-period"}"#, range),
+        &whole_flame_graph(&server, cpu, r#"{service_name="jfr-own-period"}"#, range),
         &reference_tree(&own_cpu),
         "CPU at the recording's own period",
     );
@@ -351,7 +326,7 @@ fn jdk_recordings_pushed_raw_and_as_the_agent_read_back_as_the_jdk_reports_them(
             };
             let selector = format!(r#"{{service_name="{service}"{env}, pyroscope_spy="javaspy"}}"#);
             assert_same_tree(
-                &flame_graph(&server, profile_type, &selector, range),
+                &whole_flame_graph(&server, profile_type, &selector, range),
                 &tree,
                 &format!("{profile_type} of {service}"),
             );
@@ -359,7 +334,7 @@ fn jdk_recordings_pushed_raw_and_as_the_agent_read_back_as_the_jdk_reports_them(
         let doubled: Vec<(Vec<String>, i64)> =
             stacks.iter().map(|(s, v)| (s.clone(), v * 2)).collect();
         assert_eq!(
-            flame_graph(
+            whole_flame_graph(
                 &server,
                 profile_type,
                 r#"{service_name="jfr-twice"}"#,

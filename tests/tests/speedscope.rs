@@ -5,10 +5,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use profusion_proto::querier::v1::{SelectMergeStacktracesRequest, SelectMergeStacktracesResponse};
-use profusion_tests::{
-    TestServer, clients, connect_call, decode_flamegraph, get, post, reference_tree,
-};
+use profusion_tests::{TestServer, clients, get, post, reference_tree, whole_flame_graph};
 use serde_json::{Value, json};
 
 const WORKLOAD: &str = r#"
@@ -31,29 +28,6 @@ while time.time() < deadline:
     left(2000)
     right(1000)
 "#;
-
-fn flame_graph(
-    server: &TestServer,
-    profile_type: &str,
-    selector: &str,
-    (start, end): (i64, i64),
-) -> BTreeMap<String, (i64, i64)> {
-    let resp: SelectMergeStacktracesResponse = connect_call(
-        server,
-        "/querier.v1.QuerierService/SelectMergeStacktraces",
-        None,
-        &SelectMergeStacktracesRequest {
-            profile_type_id: profile_type.into(),
-            label_selector: selector.into(),
-            start,
-            end,
-            max_nodes: Some(1_048_576),
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{profile_type} {selector}: {e:?}"));
-    decode_flamegraph(&resp.flamegraph.unwrap_or_default())
-}
 
 fn push(
     server: &TestServer,
@@ -151,7 +125,7 @@ fn a_py_spy_recording_reads_back_as_its_samples_and_weights() {
     );
     let cpu = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
     assert_eq!(
-        flame_graph(&server, cpu, &selector, range),
+        whole_flame_graph(&server, cpu, &selector, range),
         reference_tree(&want)
     );
     let query: String = url::form_urlencoded::byte_serialize(
@@ -219,7 +193,7 @@ fn several_profiles_in_one_file_become_series_by_name_and_unit() {
         ),
     ] {
         assert_eq!(
-            flame_graph(
+            whole_flame_graph(
                 &server,
                 wall,
                 &format!(r#"{{service_name="multi", profile_name="{profile}"}}"#),

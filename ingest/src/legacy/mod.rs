@@ -402,6 +402,15 @@ pub fn decode(
         .and_then(|r| r.parse::<i64>().ok())
         .filter(|r| *r > 0);
     let sample_rate = given_rate.unwrap_or(100);
+    let text_upload = TextUpload {
+        name,
+        app: &app,
+        tags: &tags,
+        spy,
+        sample_rate,
+        from,
+        until,
+    };
 
     match detect_format(params.format.as_deref(), content_type)? {
         Format::Jfr => jfr::decode(
@@ -452,19 +461,7 @@ pub fn decode(
                 },
             }])
         }
-        Format::Speedscope => speedscope::decode(
-            &TextUpload {
-                name,
-                app: &app,
-                tags: &tags,
-                spy,
-                sample_rate,
-                from,
-                until,
-            },
-            &body,
-            limits,
-        ),
+        Format::Speedscope => speedscope::decode(&text_upload, &body, limits),
         text => {
             if tags.iter().any(|(k, _)| k == "profile_id") {
                 return Ok(Vec::new());
@@ -482,16 +479,7 @@ pub fn decode(
                 Format::Trie => parse_trie(&body, text_limits)?,
                 _ => parse_tree(&body, text_limits)?,
             };
-            let upload = TextUpload {
-                name,
-                app: &app,
-                tags: &tags,
-                spy,
-                sample_rate,
-                from,
-                until,
-            };
-            Ok(upload.profile(&stacks)?.into_iter().collect())
+            Ok(text_upload.profile(&stacks)?.into_iter().collect())
         }
     }
 }
