@@ -745,6 +745,22 @@ pub fn whole_flame_graph(
     decode_flamegraph(&resp.flamegraph.unwrap_or_default())
 }
 
+/// `/pyroscope/render`'s flame-graph total (`numTicks`) for `query` over `[from, until]` (Unix
+/// ms), as Grafana reads it.
+pub fn render_total(server: &TestServer, query: &str, (from, until): (i64, i64)) -> i64 {
+    let query: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
+    let r = get(
+        &server.url(&format!(
+            "/pyroscope/render?query={query}&from={from}&until={until}"
+        )),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["flamebearer"]["numTicks"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("numTicks in {}", r.text()))
+}
+
 /// A small fleet several query tests push: (service, env, root-first stack, value in ns).
 pub const SMALL_FLEET: &[(&str, &str, &str, i64)] = &[
     ("api", "prod", "main;handle;db", 50_000_000),

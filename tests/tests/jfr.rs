@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use profusion_tests::jfr::{SAMPLING_PERIOD_MS, jdk, record};
-use profusion_tests::{TestServer, get, post, reference_tree, whole_flame_graph};
+use profusion_tests::{TestServer, post, reference_tree, render_total, whole_flame_graph};
 use serde_json::Value;
 
 /// Root-first `;`-joined stack -> value, per profile type.
@@ -346,20 +346,14 @@ fn jdk_recordings_pushed_raw_and_as_the_agent_read_back_as_the_jdk_reports_them(
     }
 
     // As Grafana reads it: /pyroscope/render's flame graph total for the CPU profile.
-    let query: String = url::form_urlencoded::byte_serialize(
-        format!(r#"{cpu}{{service_name="jfr-agent"}}"#).as_bytes(),
-    )
-    .collect();
-    let r = get(
-        &server.url(&format!(
-            "/pyroscope/render?query={query}&from={}&until={}",
-            range.0, range.1
-        )),
-        &[],
+    assert_eq!(
+        render_total(
+            &server,
+            &format!(r#"{cpu}{{service_name="jfr-agent"}}"#),
+            range
+        ),
+        want[cpu].values().sum::<i64>()
     );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let total: i64 = want[cpu].values().sum();
-    assert_eq!(r.json()["flamebearer"]["numTicks"], total);
 }
 
 #[test]
