@@ -121,6 +121,10 @@ enum Command {
         /// Timed runs of each query.
         #[arg(long, default_value_t = 7)]
         runs: usize,
+        /// A data directory an earlier run loaded (kept when it failed): reused as it is,
+        /// without loading the history again.
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
     /// JFR ingest throughput per core on a real JDK recording, next to the pprof path's in
     /// the same run.
@@ -238,8 +242,9 @@ async fn main() {
             target,
             every_min,
             runs,
+            data,
         } => {
-            let report = run::sql_and_export(&target, every_min, runs).await;
+            let report = run::sql_and_export(&target, every_min, runs, data.as_deref()).await;
             let mut md = String::new();
             report::sql_section(&mut md, &report);
             eprintln!("{md}");

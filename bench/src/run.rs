@@ -781,31 +781,61 @@ pub(crate) async fn load_history(
 
 /// The SQL phase alone (`profusion-bench sql`): seven days of history in blocks, the SQL
 /// analyses next to the querier API and DuckDB, then the export.
-pub(crate) async fn sql_and_export(target: &ServerArgs, every_min: i64, runs: usize) -> Value {
+pub(crate) async fn sql_and_export(
+    target: &ServerArgs,
+    every_min: i64,
+    runs: usize,
+    reuse: Option<&Path>,
+) -> Value {
     let stamp = crate::now_nanos() / 1_000_000_000;
     let out = target.out.join(format!("{stamp}-sql"));
-    let data = out.join("data");
+    let data = reuse.map_or_else(|| out.join("data"), Path::to_path_buf);
     let objects = data.join("objects");
     let mut server = start_server(&target.server, &data, &[]);
-    let loaded = load_history(&server, &Fleet::new(FleetShape::default()), every_min).await;
-    assert_eq!(loaded.pushes.failures, 0, "history pushes failed");
-    eprintln!("restarting so the head flushes into blocks");
-    server.stop();
-    server.restart();
+    let end = match reuse {
+        // A history loaded by an earlier run: it ends with its newest profile.
+        Some(_) => newest_profile_nanos(&objects),
+        None => {
+            let loaded = load_history(&server, &Fleet::new(FleetShape::default()), every_min).await;
+            assert_eq!(loaded.pushes.failures, 0, "history pushes failed");
+            eprintln!("restarting so the head flushes into blocks");
+            server.stop();
+            server.restart();
+            loaded.end
+        }
+    };
     let (block_bytes, rows, blocks) = block_stats(&objects);
-    let analyses =
-        crate::sql::analyses(&server.url(""), &objects, loaded.end / 1_000_000, runs).await;
+    let analyses = crate::sql::analyses(&server.url(""), &objects, end / 1_000_000, runs).await;
     server.stop();
     let export = crate::sql::export(
         &target.server,
         &data,
         &out,
-        loaded.end,
+        end,
         block_bytes as f64 / rows.max(1) as f64,
     );
     let _ = std::fs::remove_dir_all(&out);
     json!({"blocks": blocks, "block_bytes": block_bytes, "stored_sample_rows": rows,
            "analyses": analyses, "export": export})
+}
+
+/// The newest profile time of the blocks under `objects` (their `meta.json`).
+fn newest_profile_nanos(objects: &Path) -> i64 {
+    let mut newest = 0i64;
+    for tenant in std::fs::read_dir(objects).into_iter().flatten().flatten() {
+        for block in std::fs::read_dir(tenant.path().join("blocks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let meta: Value = std::fs::read(block.path().join("meta.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            newest = newest.max(meta["max_time_nanos"].as_i64().unwrap_or(0));
+        }
+    }
+    newest
 }
 
 /// Memory while loading the history alone (`profusion-bench load-history`): the server's

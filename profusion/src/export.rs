@@ -61,6 +61,13 @@ impl Rows for QuerierRows<'_> {
             .await
             .map_err(|e| ExportError::Rows(e.message))
     }
+
+    async fn extent(&self, start: i64, end: i64) -> profusion_export::Result<Option<(i64, i64)>> {
+        self.querier
+            .profile_times(&self.budget, &self.tenant, start, end)
+            .await
+            .map_err(|e| ExportError::Rows(e.message))
+    }
 }
 
 /// The newest time whose profiles are surely in blocks: older than a head's longest life

@@ -210,6 +210,51 @@ impl Querier {
         Ok(rows.execute_stream().await?)
     }
 
+    /// The first and the last profile time of `tenant` in `[start, end)` (Unix nanoseconds), if
+    /// it has profiles there: where an export's reads need to go.
+    pub async fn profile_times(
+        &self,
+        budget: &QueryBudget,
+        tenant: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        use datafusion::arrow::array::{Array, AsArray};
+        use datafusion::arrow::datatypes::Int64Type;
+        if end <= start {
+            return Ok(None);
+        }
+        let window = ScanWindow {
+            range: Some(profusion_model::time::TimeRange {
+                start,
+                end: end - 1,
+            }),
+            ..ScanWindow::default()
+        };
+        let session = self.session(budget, &[tenant.to_owned()], window)?;
+        let batches = session
+            .ctx
+            .sql(
+                "SELECT min(time_nanos), max(time_nanos) FROM profiles
+                 WHERE time_nanos >= $1 AND time_nanos < $2",
+            )
+            .await?
+            .with_param_values(vec![
+                datafusion::common::ScalarValue::Int64(Some(start)),
+                datafusion::common::ScalarValue::Int64(Some(end)),
+            ])?
+            .collect()
+            .await?;
+        let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+            return Ok(None);
+        };
+        let (first, last) = (
+            b.column(0).as_primitive::<Int64Type>(),
+            b.column(1).as_primitive::<Int64Type>(),
+        );
+        Ok((first.is_valid(0) && last.is_valid(0)).then(|| (first.value(0), last.value(0))))
+    }
+
     /// A read-only SQL query over the tables of `tenants`, its rows held against `budget`
     /// (or only its schema, when that is all the request wants).
     /// The tables prune blocks and head data by the query's own filters, as every read does.
