@@ -791,7 +791,13 @@ pub(crate) async fn sql_and_export(
     let out = target.out.join(format!("{stamp}-sql"));
     let data = reuse.map_or_else(|| out.join("data"), Path::to_path_buf);
     let objects = data.join("objects");
-    let mut server = start_server(&target.server, &data, &[]);
+    // No compaction during the run: DuckDB reads every block file, and a compacted block's
+    // sources stay on disk for the deletion delay, so it would count their rows twice.
+    let mut server = start_server(
+        &target.server,
+        &data,
+        &["--compactor.compaction-interval=1000h"],
+    );
     let end = match reuse {
         // A history loaded by an earlier run: it ends with its newest profile.
         Some(_) => newest_profile_nanos(&objects),
@@ -1036,7 +1042,8 @@ for w in windows:
     ORDER BY ALL"""
     res = {}
     for name, q in [("flame", flame), ("series", series), ("label_values", labels), ("series_sets", series_sets)]:
-        con = duckdb.connect()
+        # No progress bar: DuckDB draws it on stdout, where the answer is read as JSON.
+        con = duckdb.connect(config={"enable_progress_bar": False})
         times = []
         for _ in range(w["runs"]):
             t = time.perf_counter(); con.execute(q).fetchall(); times.append(time.perf_counter() - t)

@@ -288,7 +288,8 @@ for w in windows:
     WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end} GROUP BY ALL"""
     res = {}
     for name, q in [("top_functions", top), ("totals_over_time", over_time)]:
-        con = duckdb.connect()
+        # No progress bar: DuckDB draws it on stdout, where the answer is read as JSON.
+        con = duckdb.connect(config={"enable_progress_bar": False})
         times = []
         for _ in range(w["runs"]):
             t = time.perf_counter(); rows = con.execute(q).fetchall(); times.append(time.perf_counter() - t)
