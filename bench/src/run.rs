@@ -1043,7 +1043,8 @@ for w in windows:
     res = {}
     for name, q in [("flame", flame), ("series", series), ("label_values", labels), ("series_sets", series_sets)]:
         # No progress bar: DuckDB draws it on stdout, where the answer is read as JSON.
-        con = duckdb.connect(config={"enable_progress_bar": False})
+        con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
         times = []
         for _ in range(w["runs"]):
             t = time.perf_counter(); con.execute(q).fetchall(); times.append(time.perf_counter() - t)

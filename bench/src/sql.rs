@@ -289,7 +289,8 @@ for w in windows:
     res = {}
     for name, q in [("top_functions", top), ("totals_over_time", over_time)]:
         # No progress bar: DuckDB draws it on stdout, where the answer is read as JSON.
-        con = duckdb.connect(config={"enable_progress_bar": False})
+        con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
         times = []
         for _ in range(w["runs"]):
             t = time.perf_counter(); rows = con.execute(q).fetchall(); times.append(time.perf_counter() - t)
