@@ -29,7 +29,7 @@ pub use views::{SqlSchema, TABLES, time_type};
 
 use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, Result};
-use crate::querier::{Querier, SqlRows, SqlTable};
+use crate::querier::{Querier, QuerySession, SqlRows, SqlTable};
 use crate::table::ScanWindow;
 
 /// The catalog and schema every query's tables are in (one of each: a tenant scope's).
@@ -198,6 +198,19 @@ impl Querier {
                 "export: the end ({end}) must be after the start ({start})"
             )));
         }
+        let session = self.export_session(budget, tenant, start, end)?;
+        let rows = views::export_rows(session.ctx.state(), start, end).await?;
+        Ok(rows.execute_stream().await?)
+    }
+
+    /// A session over `tenant`'s blocks and head, pruned to `[start, end)` (Unix nanoseconds).
+    fn export_session(
+        &self,
+        budget: &QueryBudget,
+        tenant: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<QuerySession> {
         let window = ScanWindow {
             range: Some(profusion_model::time::TimeRange {
                 start,
@@ -205,9 +218,7 @@ impl Querier {
             }),
             ..ScanWindow::default()
         };
-        let session = self.session(budget, &[tenant.to_owned()], window)?;
-        let rows = views::export_rows(session.ctx.state(), start, end).await?;
-        Ok(rows.execute_stream().await?)
+        self.session(budget, &[tenant.to_owned()], window)
     }
 
     /// The first and the last profile time of `tenant` in `[start, end)` (Unix nanoseconds), if
@@ -224,14 +235,7 @@ impl Querier {
         if end <= start {
             return Ok(None);
         }
-        let window = ScanWindow {
-            range: Some(profusion_model::time::TimeRange {
-                start,
-                end: end - 1,
-            }),
-            ..ScanWindow::default()
-        };
-        let session = self.session(budget, &[tenant.to_owned()], window)?;
+        let session = self.export_session(budget, tenant, start, end)?;
         let batches = session
             .ctx
             .sql(

@@ -95,8 +95,6 @@ pub struct JfrRequest {
 pub struct JfrProfiles {
     pub profiles: Vec<(Kind, Profile)>,
     pub event: Option<String>,
-    /// Events read, of the kinds mapped (for metrics and benchmarks).
-    pub events: u64,
 }
 
 /// A stack: (function, line) from the leaf.
@@ -137,7 +135,6 @@ pub fn map_recording(
     let mut builders: HashMap<Kind, Builder> = HashMap::new();
     let mut symbols = Symbols::default();
     let mut event: Option<String> = None;
-    let mut events = 0u64;
     for (index, range) in chunk_starts(file)?.into_iter().enumerate() {
         let chunk = Chunk::read(file, index, range)?;
         // The chunk's settings first: events may precede the settings they were recorded
@@ -177,7 +174,6 @@ pub fn map_recording(
                     class,
                     fields: &fields,
                 };
-                events += 1;
                 let Some(stack) = ev
                     .stack(&mut stacks, &mut symbols)
                     .filter(|s| !s.is_empty())
@@ -254,11 +250,7 @@ pub fn map_recording(
         .into_iter()
         .map(|kind| (kind, to_pprof(kind, &builders[&kind], &symbols, request)))
         .collect();
-    Ok(JfrProfiles {
-        profiles,
-        event,
-        events,
-    })
+    Ok(JfrProfiles { profiles, event })
 }
 
 /// A CPU or wall-clock sample's worth when neither the request nor the recording says: the

@@ -38,11 +38,7 @@ pub struct JfrUpload<'a> {
 }
 
 /// The recording and the labels snapshot of a request body.
-pub fn unpack(
-    content_type: &str,
-    body: &Bytes,
-    limits: &Limits,
-) -> Result<(Vec<u8>, LabelsSnapshot)> {
+fn unpack(content_type: &str, body: &Bytes, limits: &Limits) -> Result<(Vec<u8>, LabelsSnapshot)> {
     let limit = limits.max_profile_size_bytes;
     let unzip = |what: &str, data: &[u8]| -> Result<Vec<u8>> {
         maybe_gunzip(data, limit)

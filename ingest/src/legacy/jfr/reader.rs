@@ -570,14 +570,6 @@ impl<'a> Chunk<'a> {
         Ok(())
     }
 
-    /// The pool entry a reference points at.
-    pub(crate) fn resolve(&self, value: &Value) -> Option<&Value> {
-        match value {
-            Value::Ref { ty, key } => self.pools.get(ty)?.get(key),
-            _ => None,
-        }
-    }
-
     /// A string field's text: inline, or from the string pool.
     pub(crate) fn text<'v>(&'v self, value: &'v Value) -> Option<&'v str> {
         match value {
@@ -589,14 +581,6 @@ impl<'a> Chunk<'a> {
                     _ => None,
                 }
             }
-            _ => None,
-        }
-    }
-
-    /// The type of the pool entries `value` refers to.
-    pub(crate) fn class_of(&self, value: &Value) -> Option<&Class> {
-        match value {
-            Value::Ref { ty, .. } => self.classes.get(ty),
             _ => None,
         }
     }
@@ -616,7 +600,10 @@ impl<'a> Chunk<'a> {
 
     /// The pool entry `reference` points at, with its type.
     pub(crate) fn deref<'v>(&'v self, reference: &Value) -> Option<(&'v Class, &'v Value)> {
-        Some((self.class_of(reference)?, self.resolve(reference)?))
+        let Value::Ref { ty, key } = reference else {
+            return None;
+        };
+        Some((self.classes.get(ty)?, self.pools.get(ty)?.get(key)?))
     }
 
     /// The chunk's ticks as nanoseconds.
