@@ -215,19 +215,32 @@ pub fn seeds() -> Vec<Seed> {
     out
 }
 
-/// Recordings for the JFR target: a valid one with the agent's contexts, a type that contains
-/// itself (nesting without end, in no bytes), and an array of a trillion empty structures.
+/// Recordings for the JFR target: a valid one with the agent's contexts in each integer form,
+/// a type that contains itself (nesting without end, in no bytes), and an array of a trillion
+/// empty structures.
 fn jfr_seeds() -> Vec<Seed> {
-    use crate::legacy::jfr::writer::{chunk, cpu_recording, int};
+    use crate::legacy::jfr::Integers;
+    use crate::legacy::jfr::writer::{Encoder, cpu_recording};
     let raw = |recording: Vec<u8>| [vec![0u8], recording].concat();
+    let e = Encoder(Integers::Compressed);
+    // A varint count past 32 bits: the long form of a compressed int.
     let mut many = Vec::new();
-    int(&mut many, 1 << 40);
+    e.long(&mut many, 1 << 40);
     vec![
-        ("jfr", "cpu_with_contexts", raw(cpu_recording())),
+        (
+            "jfr",
+            "cpu_with_contexts",
+            raw(cpu_recording(Integers::Compressed)),
+        ),
+        (
+            "jfr",
+            "cpu_fixed_width_integers",
+            raw(cpu_recording(Integers::FixedWidth)),
+        ),
         (
             "jfr",
             "self_nesting_type",
-            raw(chunk(
+            raw(e.chunk(
                 &[(40, "Loop", vec![("next", 40, false, false)])],
                 &[(40, vec![(1, Vec::new())])],
                 &[],
@@ -236,7 +249,7 @@ fn jfr_seeds() -> Vec<Seed> {
         (
             "jfr",
             "trillion_empty_structures",
-            raw(chunk(
+            raw(e.chunk(
                 &[
                     (41, "Empty", vec![]),
                     (42, "Many", vec![("items", 41, false, true)]),

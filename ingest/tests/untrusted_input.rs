@@ -115,10 +115,12 @@ fn jfr_reader_survives_mutations() {
     ];
     hammer(&seeds, fuzzing::jfr, 150);
     hostile("jfr", fuzzing::jfr);
-    // The small synthetic recording, many times.
+    // The small synthetic recording in both integer forms, many times.
     let synthetic: Vec<Vec<u8>> = fuzzing::seeds()
         .into_iter()
-        .filter(|(t, name, _)| *t == "jfr" && *name == "cpu_with_contexts")
+        .filter(|(t, name, _)| {
+            *t == "jfr" && ["cpu_with_contexts", "cpu_fixed_width_integers"].contains(name)
+        })
         .map(|(_, _, bytes)| bytes)
         .collect();
     hammer(&synthetic, fuzzing::jfr, 3000);

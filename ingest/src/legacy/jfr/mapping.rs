@@ -509,6 +509,7 @@ fn to_pprof(kind: Kind, builder: &Builder, symbols: &Symbols, request: JfrReques
 mod tests {
     use std::collections::{BTreeMap, HashMap};
 
+    use super::super::Integers;
     use super::super::labels::{Context, LabelsSnapshot};
     use super::super::writer::cpu_recording;
     use super::*;
@@ -536,8 +537,16 @@ mod tests {
             .collect()
     }
 
+    /// The same recording written both ways a chunk may hold its integers maps to the same
+    /// profile.
     #[test]
     fn the_agents_contexts_and_spans_label_cpu_samples_of_runnable_threads() {
+        for integers in [Integers::Compressed, Integers::FixedWidth] {
+            agents_contexts_and_spans_label_cpu_samples(integers);
+        }
+    }
+
+    fn agents_contexts_and_spans_label_cpu_samples(integers: Integers) {
         let snapshot = LabelsSnapshot {
             contexts: HashMap::from([(
                 1,
@@ -552,7 +561,7 @@ mod tests {
             from_nanos: 5,
             until_nanos: 15,
         };
-        let mapped = map_recording(&cpu_recording(), &snapshot, request).unwrap();
+        let mapped = map_recording(&cpu_recording(integers), &snapshot, request).unwrap();
         // The setting's name is a pooled string ("event").
         assert_eq!(mapped.event.as_deref(), Some("itimer"));
         let [(Kind::Cpu, cpu)] = mapped.profiles.as_slice() else {
@@ -571,6 +580,12 @@ mod tests {
             ])
         );
         assert_eq!((cpu.time_nanos, cpu.duration_nanos), (5, 10));
-        assert_eq!(cpu.location[1].line[0].line, 5, "main's line");
+        let line = |i: usize| cpu.location[i].line[0].line;
+        // work's -1 is read as an int (not as 4,294,967,295) and stored as no line, 0.
+        assert_eq!(
+            (line(0), line(1)),
+            (0, 5),
+            "{integers:?}: work's and main's lines"
+        );
     }
 }

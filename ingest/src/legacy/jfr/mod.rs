@@ -17,7 +17,7 @@ use prost::Message;
 
 pub use labels::{Context, LabelsSnapshot};
 pub use mapping::{JfrProfiles, JfrRequest, Kind, map_recording};
-pub use reader::JfrError;
+pub use reader::{Integers, JfrError};
 
 use crate::distributor::{IncomingProfile, ProfileBody};
 use crate::error::{IngestError, Result};

@@ -92,7 +92,10 @@ impl Class {
 enum Primitive {
     Bool,
     Byte,
-    Varint,
+    Short,
+    Char,
+    Int,
+    Long,
     Float,
     Double,
     String,
@@ -103,13 +106,32 @@ impl Primitive {
         Some(match name {
             "boolean" => Self::Bool,
             "byte" => Self::Byte,
-            "short" | "char" | "int" | "long" => Self::Varint,
+            "short" => Self::Short,
+            "char" => Self::Char,
+            "int" => Self::Int,
+            "long" => Self::Long,
             "float" => Self::Float,
             "double" => Self::Double,
             "java.lang.String" => Self::String,
             _ => return None,
         })
     }
+}
+
+/// How a chunk writes its `short`, `char`, `int` and `long` values: bit 0 of the header's
+/// flags.
+///
+/// HotSpot and async-profiler only write compressed chunks (HotSpot's switch is fixed in the
+/// VM), and the JDK's own reader knows no other form. Java Mission Control reads both, and its
+/// reader is the definition of the fixed-width form followed here: every integer big-endian at
+/// its Java width (two bytes for `short` and `char`, four for `int`, eight for `long`),
+/// structural integers at the widths the readers use for them (record sizes, counts and string
+/// indices are `int`, type ids, ticks, checkpoint deltas and pool keys `long`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integers {
+    /// LEB128 varints, each decoded as 64 bits and cut to the value's width, as the JDK does.
+    Compressed,
+    FixedWidth,
 }
 
 /// The field of a chunk header the mapping needs.
@@ -127,6 +149,7 @@ pub(crate) struct Chunk<'a> {
     file: &'a [u8],
     start: usize,
     end: usize,
+    integers: Integers,
     classes: HashMap<u64, Class>,
     class_by_name: HashMap<String, u64>,
     pools: HashMap<u64, HashMap<u64, Value>>,
@@ -138,6 +161,7 @@ struct Cursor<'a> {
     pos: usize,
     end: usize,
     chunk: usize,
+    integers: Integers,
 }
 
 impl<'a> Cursor<'a> {
@@ -183,9 +207,39 @@ impl<'a> Cursor<'a> {
         Ok(value | u64::from(self.u8()?) << 56)
     }
 
+    /// `N` big-endian bytes.
+    fn fixed<const N: usize>(&mut self) -> Result<[u8; N]> {
+        Ok(self.bytes(N)?.try_into().expect("N bytes"))
+    }
+
+    /// An integer the readers read as a Java `long`: type ids, ticks, pool keys.
+    fn long(&mut self) -> Result<u64> {
+        match self.integers {
+            Integers::Compressed => self.varint(),
+            Integers::FixedWidth => Ok(u64::from_be_bytes(self.fixed()?)),
+        }
+    }
+
+    /// An integer the readers read as a Java `int`: sizes, counts, string indices. A
+    /// compressed one is not cut to 32 bits, so an absurd count is caught as such.
+    fn int(&mut self) -> Result<u64> {
+        match self.integers {
+            Integers::Compressed => self.varint(),
+            Integers::FixedWidth => Ok(u64::from(u32::from_be_bytes(self.fixed()?))),
+        }
+    }
+
+    /// A Java `short` or `char`.
+    fn short(&mut self) -> Result<u64> {
+        match self.integers {
+            Integers::Compressed => self.varint(),
+            Integers::FixedWidth => Ok(u64::from(u16::from_be_bytes(self.fixed()?))),
+        }
+    }
+
     /// A count of things each at least one byte long, so never more than the bytes left.
     fn count(&mut self, what: &str) -> Result<usize> {
-        let n = self.varint()?;
+        let n = self.int()?;
         if n > self.left() as u64 {
             return Err(self.error(format!(
                 "{what} count {n} is more than the {} bytes left",
@@ -200,7 +254,7 @@ impl<'a> Cursor<'a> {
         match self.u8()? {
             0 => Ok(Value::Null),
             1 => Ok(Value::Str(String::new())),
-            2 => Ok(Value::StrRef(self.varint()?)),
+            2 => Ok(Value::StrRef(self.long()?)),
             3 => {
                 let n = self.count("UTF-8 string byte")?;
                 let bytes = self.bytes(n)?;
@@ -212,7 +266,7 @@ impl<'a> Cursor<'a> {
                 let n = self.count("UTF-16 string char")?;
                 let mut units = Vec::with_capacity(n);
                 for _ in 0..n {
-                    units.push(self.varint()? as u16);
+                    units.push(self.short()? as u16);
                 }
                 Ok(Value::Str(String::from_utf16_lossy(&units)))
             }
@@ -311,12 +365,11 @@ impl<'a> Chunk<'a> {
                 "no constant pools (an unfinished recording?)",
             ));
         }
-        if h[67] & 1 == 0 {
-            return Err(err(
-                start + 66,
-                "integers are not compressed; only compressed recordings (the JDK's and async-profiler's) are read",
-            ));
-        }
+        let integers = if h[67] & 1 == 1 {
+            Integers::Compressed
+        } else {
+            Integers::FixedWidth
+        };
         let header = Header {
             ticks_per_second: be_u64(&h[56..64]) as i64,
         };
@@ -326,6 +379,7 @@ impl<'a> Chunk<'a> {
             file,
             start,
             end,
+            integers,
             classes: HashMap::new(),
             class_by_name: HashMap::new(),
             pools: HashMap::new(),
@@ -342,8 +396,9 @@ impl<'a> Chunk<'a> {
             pos,
             end: self.end,
             chunk: self.index,
+            integers: self.integers,
         };
-        let size = c.varint()?;
+        let size = c.int()?;
         if size == 0 || size > (self.end - pos) as u64 {
             return Err(JfrError {
                 chunk: self.index,
@@ -360,11 +415,11 @@ impl<'a> Chunk<'a> {
 
     fn read_metadata(&mut self, pos: usize) -> Result<()> {
         let (mut c, _) = self.record(pos)?;
-        if c.varint()? != METADATA_EVENT {
+        if c.long()? != METADATA_EVENT {
             return Err(c.error("the header's metadata offset is not a metadata event"));
         }
         for _ in 0..3 {
-            c.varint()?; // start ticks, duration, metadata id
+            c.long()?; // start ticks, duration, metadata id
         }
         let n = c.count("metadata string")?;
         let mut strings = Vec::with_capacity(n);
@@ -430,20 +485,20 @@ impl<'a> Chunk<'a> {
                 });
             }
             let (mut c, _) = self.record(pos)?;
-            if c.varint()? != CHECKPOINT_EVENT {
+            if c.long()? != CHECKPOINT_EVENT {
                 return Err(c.error("a constant-pool offset does not point at a checkpoint event"));
             }
-            c.varint()?; // start ticks
-            c.varint()?; // duration
-            let delta = c.varint()? as i64;
-            c.varint()?; // checkpoint type flags
+            c.long()?; // start ticks
+            c.long()?; // duration
+            let delta = c.long()? as i64;
+            c.u8()?; // checkpoint type flags: one byte, as the JDK and JMC read them
             let pools = c.count("constant pool")?;
             for _ in 0..pools {
-                let ty = c.varint()?;
+                let ty = c.long()?;
                 let class = self.class(ty, &c)?.clone();
                 let entries = c.count("constant pool entry")?;
                 for _ in 0..entries {
-                    let key = c.varint()?;
+                    let key = c.long()?;
                     let value = self.value(&mut c, &class, 0, &mut budget)?;
                     self.pools.entry(ty).or_default().insert(key, value);
                 }
@@ -492,7 +547,11 @@ impl<'a> Chunk<'a> {
             return Ok(match p {
                 Primitive::Bool => Value::Bool(c.u8()? != 0),
                 Primitive::Byte => Value::Int(i64::from(c.u8()? as i8)),
-                Primitive::Varint => Value::Int(c.varint()? as i64),
+                // Cut to the Java type's width, as the JDK reads them (`(int) readLong()`).
+                Primitive::Short => Value::Int(i64::from(c.short()? as i16)),
+                Primitive::Char => Value::Int(i64::from(c.short()? as u16)),
+                Primitive::Int => Value::Int(i64::from(c.int()? as i32)),
+                Primitive::Long => Value::Int(c.long()? as i64),
                 Primitive::Float => Value::Float(f64::from(f32::from_be_bytes(
                     c.bytes(4)?.try_into().expect("4 bytes"),
                 ))),
@@ -524,7 +583,7 @@ impl<'a> Chunk<'a> {
                 budget.take(c)?;
                 Ok(Value::Ref {
                     ty: field.type_id,
-                    key: c.varint()?,
+                    key: c.long()?,
                 })
             } else {
                 let class = self.class(field.type_id, c)?;
@@ -535,7 +594,7 @@ impl<'a> Chunk<'a> {
             return one(c, budget);
         }
         // Elements may be empty structures, so the count is bounded by the value budget too.
-        let n = c.varint()?;
+        let n = c.int()?;
         budget.check(c, n)?;
         let mut items = Vec::with_capacity((n as usize).min(c.left()));
         for _ in 0..n {
@@ -555,7 +614,7 @@ impl<'a> Chunk<'a> {
         let mut budget = Budget::for_bytes(self.end - self.start);
         while pos < self.end {
             let (mut c, next) = self.record(pos)?;
-            let ty = c.varint()?;
+            let ty = c.long()?;
             if ty != METADATA_EVENT && ty != CHECKPOINT_EVENT {
                 let class = self.class(ty, &c)?;
                 if wanted(class) {
@@ -657,7 +716,7 @@ impl Element {
             return Err(c.error(format!("metadata nests deeper than {MAX_DEPTH}")));
         }
         let string = |c: &mut Cursor<'_>| -> Result<String> {
-            let i = c.varint()?;
+            let i = c.int()?;
             strings
                 .get(i as usize)
                 .cloned()
