@@ -5,6 +5,7 @@
 //! reach into the server's internals: it drives the real binary over HTTP like any client, and
 //! reads only what a user could (its `/proc` entry, its data directory, the block files).
 
+mod cadence;
 mod cluster;
 mod jfr;
 mod push;
@@ -138,6 +139,9 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         record_seconds: u32,
     },
+    /// Only its history at agent cadence: every pod sends each kind every 15 s for a day (or
+    /// `--hours`); flame graphs and series over it next to DuckDB and ClickHouse (chdb).
+    Cadence(cadence::CadenceArgs),
     /// Only its loading of seven days of history into a server with the default head size:
     /// peak resident memory and head size next to the head's limit.
     LoadHistory {
@@ -170,7 +174,7 @@ async fn main() {
                         let dir = out.join(&profile.service).join(&profile.pod);
                         std::fs::create_dir_all(&dir).expect("create output directory");
                         let file = dir.join(format!("{}-{}.pb.gz", kind.metric(), time));
-                        std::fs::write(&file, &profile.gzipped).expect("write profile");
+                        std::fs::write(&file, &profile.body).expect("write profile");
                         written += 1;
                     }
                 }
@@ -217,7 +221,7 @@ async fn main() {
                 serde_json::json!({
                     "profiles": stats.profiles,
                     "failures": stats.failures,
-                    "gzipped_bytes": stats.gzipped_bytes,
+                    "gzipped_bytes": stats.body_bytes,
                     "p50_ms": stats.percentile(0.5).as_secs_f64() * 1e3,
                     "p99_ms": stats.percentile(0.99).as_secs_f64() * 1e3,
                 })
@@ -261,6 +265,13 @@ async fn main() {
             let _ = std::fs::remove_dir_all(&out);
             let mut md = String::new();
             report::jfr_section(&mut md, &report);
+            eprintln!("{md}");
+            println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+        }
+        Command::Cadence(args) => {
+            let report = cadence::cadence(&args).await;
+            let mut md = String::new();
+            report::cadence_section(&mut md, &report);
             eprintln!("{md}");
             println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
         }

@@ -18,7 +18,8 @@ use crate::workload::GeneratedProfile;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PushStats {
     pub(crate) profiles: u64,
-    pub(crate) gzipped_bytes: u64,
+    /// Bytes of the pushed pprof bodies (gzipped, unless the workload pushes them plain).
+    pub(crate) body_bytes: u64,
     pub(crate) raw_bytes: u64,
     pub(crate) samples: u64,
     pub(crate) failures: u64,
@@ -55,7 +56,7 @@ pub(crate) fn request(p: &GeneratedProfile, id: u64) -> Vec<u8> {
                 })
                 .collect(),
             samples: vec![RawSample {
-                raw_profile: p.gzipped.clone().into(),
+                raw_profile: p.body.clone().into(),
                 id: format!("{:08x}-0000-4000-8000-{id:012x}", id >> 16),
             }],
             annotations: Vec::new(),
@@ -144,7 +145,7 @@ where
                     let mut s = stats.lock().await;
                     if ok {
                         s.profiles += 1;
-                        s.gzipped_bytes += profile.gzipped.len() as u64;
+                        s.body_bytes += profile.body.len() as u64;
                         s.raw_bytes += profile.raw_bytes as u64;
                         s.samples += profile.samples as u64;
                         s.latencies.push(latency);

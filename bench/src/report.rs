@@ -118,6 +118,59 @@ pub(crate) fn jfr_section(md: &mut String, jfr: &Value) {
     );
 }
 
+/// The history at agent cadence (`cadence.rs`): its size, then each window's latencies next
+/// to DuckDB's and ClickHouse's over the same block files.
+pub(crate) fn cadence_section(md: &mut String, cadence: &Value) {
+    let h = &cadence["history"];
+    let _ = writeln!(
+        md,
+        "\n## A history at agent cadence\n\n{} services × {} pods, each sending every profile kind every {} s for {} h: {} profiles ({:.1} M CPU samples) pushed in {:.0} s, compacted in {:.0} s into {} blocks of {:.1} MB ({:.1} M sample rows).\n\nms, p50 / p95 (cold); ratios are Profusion's p50 over the other engine's; `agree`: the flame graph's and the series' totals equal DuckDB's and ClickHouse's.\n\n| window | flame graph | one service | SelectSeries | DuckDB flame / series | chdb flame / series | flame ratio DuckDB / chdb | series ratio DuckDB / chdb | agree |\n|---|---|---|---|---|---|---:|---:|---|",
+        h["services"],
+        h["pods"],
+        h["every_s"],
+        h["hours"],
+        h["profiles"],
+        f(&h["cpu_samples"]) / 1e6,
+        f(&h["load_s"]),
+        f(&h["compaction_s"]),
+        h["blocks"],
+        f(&h["block_bytes"]) / 1e6,
+        f(&h["sample_rows"]) / 1e6,
+    );
+    for q in cadence["queries"].as_array().into_iter().flatten() {
+        let timed = |v: &Value| {
+            format!(
+                "{} / {} ({})",
+                ms(&v["p50_s"]),
+                ms(&v["p95_s"]),
+                ms(&v["cold_s"])
+            )
+        };
+        let other = |e: &Value| format!("{} / {}", ms(&e["flame_p50_s"]), ms(&e["series_p50_s"]));
+        let agree = |engine: &str| match q[format!("agrees_with_{engine}")].as_bool() {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {}, {} |",
+            q["window"].as_str().unwrap_or("?"),
+            timed(&q["flame_graph"]),
+            timed(&q["flame_graph_one_service"]),
+            timed(&q["select_series"]),
+            other(&q["duckdb"]),
+            other(&q["chdb"]),
+            ratio(&q["ratio_flame_graph_to_duckdb"]),
+            ratio(&q["ratio_flame_graph_to_chdb"]),
+            ratio(&q["ratio_series_to_duckdb"]),
+            ratio(&q["ratio_series_to_chdb"]),
+            agree("duckdb"),
+            agree("chdb"),
+        );
+    }
+}
+
 /// Writes `report.md`, `ingest-throughput.svg` and `query-latency.svg` into `dir`.
 pub(crate) fn write(dir: &Path, r: &Value) {
     let mut md = String::new();
@@ -232,6 +285,9 @@ pub(crate) fn write(dir: &Path, r: &Value) {
     );
     sql_section(&mut md, &r["sql"]);
     jfr_section(&mut md, &r["jfr"]);
+    if !r["cadence"].is_null() {
+        cadence_section(&mut md, &r["cadence"]);
+    }
     let p = &r["peak_rss_bytes"];
     let _ = writeln!(
         md,

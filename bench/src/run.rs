@@ -11,6 +11,8 @@
 //!    Flight SQL, through the querier API and of DuckDB, and exports a day to Delta Lake and
 //!    Parquet with `profusion export` (see `sql.rs`);
 //! 7. pushes a real JDK recording as JFR uploads, next to pprof pushes (see `jfr.rs`);
+//! 8. loads a day (a week with `--large`) at agent cadence and times flame graphs and series
+//!    over it next to DuckDB and ClickHouse (see `cadence.rs`);
 //!
 //! sampling the server's resident memory throughout, and writes `report.json`, `report.md` and
 //! two SVG plots.
@@ -35,8 +37,8 @@ use serde_json::{Value, json};
 use crate::push::{PushStats, percentile, push_all};
 use crate::workload::{Fleet, FleetShape, GeneratedProfile, Kind, decode_only};
 
-const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
-const HOUR_MS: i64 = 3_600_000;
+pub(crate) const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+pub(crate) const HOUR_MS: i64 = 3_600_000;
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RunArgs {
@@ -93,7 +95,7 @@ pub(crate) const SERVER_FLAGS: &[&str] = &[
 ];
 
 /// [`SERVER_FLAGS`] and `extra`, for a start or a restart.
-fn server_flags<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn server_flags<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     SERVER_FLAGS.iter().chain(extra).copied().collect()
 }
 
@@ -284,15 +286,15 @@ pub(crate) async fn run(args: RunArgs) {
     );
 
     // 1. The reference: decode only.
-    eprintln!("[1/9] decode-only baseline");
+    eprintln!("[1/10] decode-only baseline");
     let payloads = cpu_payloads(&fleet, 200);
     let raw: usize = payloads.iter().map(|p| p.raw_bytes).sum();
-    let gz: usize = payloads.iter().map(|p| p.gzipped.len()).sum();
+    let gz: usize = payloads.iter().map(|p| p.body.len()).sum();
     let t = Instant::now();
     let mut rounds = 0;
     while t.elapsed() < Duration::from_secs(2) || rounds == 0 {
         for p in &payloads {
-            std::hint::black_box(decode_only(&p.gzipped));
+            std::hint::black_box(decode_only(&p.body));
         }
         rounds += 1;
     }
@@ -307,7 +309,7 @@ pub(crate) async fn run(args: RunArgs) {
     eprintln!("  {decode_profiles:.0} profiles/s, {decode_mb:.1} MB/s per core");
 
     // 2. Ingest at rising concurrency.
-    eprintln!("[2/9] ingest over loopback at rising concurrency");
+    eprintln!("[2/10] ingest over loopback at rising concurrency");
     // Its own data directory, so the storage figures below hold only the history.
     let sweep_data = out.join("data-ingest");
     let mut server = start_server(&args.target.server, &sweep_data, &[]);
@@ -342,7 +344,7 @@ pub(crate) async fn run(args: RunArgs) {
             "profiles_per_s": per_s,
             "profiles_per_s_per_core": stats.profiles as f64 / cpu,
             "mb_per_s_per_core": mb(stats.raw_bytes as f64) / cpu,
-            "gzipped_mb_per_s": mb(stats.gzipped_bytes as f64) / wall,
+            "gzipped_mb_per_s": mb(stats.body_bytes as f64) / wall,
             "server_cores_busy": cpu / wall,
             "p50_ms": stats.percentile(0.5).as_secs_f64() * 1e3,
             "p99_ms": stats.percentile(0.99).as_secs_f64() * 1e3,
@@ -389,7 +391,7 @@ pub(crate) async fn run(args: RunArgs) {
     let _ = std::fs::remove_dir_all(&sweep_data);
 
     // 3. Push latency while the head flushes, against pushes while it does not.
-    eprintln!("[3/9] push latency while flushes write blocks");
+    eprintln!("[3/10] push latency while flushes write blocks");
     let flush_report = push_latency_during_flushes(
         &args.target.server,
         &out,
@@ -400,7 +402,7 @@ pub(crate) async fn run(args: RunArgs) {
     report.insert("push_during_flush".into(), flush_report);
 
     // 4. Seven days of history, then everything into blocks.
-    eprintln!("[4/9] seven days of fleet history");
+    eprintln!("[4/10] seven days of fleet history");
     let mut server = start_server(&args.target.server, &data, &[]);
     rss.watch(server.pid());
     let loaded = load_history(&server, &fleet, scale.history_every_min).await;
@@ -423,14 +425,14 @@ pub(crate) async fn run(args: RunArgs) {
         json!({
             "profiles": history.profiles,
             "pprof_samples": history.samples,
-            "gzipped_input_bytes": history.gzipped_bytes,
-            "gzipped_input_bytes_per_pprof_sample": history.gzipped_bytes as f64 / pprof_samples as f64,
+            "gzipped_input_bytes": history.body_bytes,
+            "gzipped_input_bytes_per_pprof_sample": history.body_bytes as f64 / pprof_samples as f64,
             "blocks": blocks,
             "block_bytes": block_bytes,
             "stored_sample_rows": block_samples,
             "block_bytes_per_stored_sample": block_bytes as f64 / block_samples.max(1) as f64,
             "block_bytes_per_pprof_sample": block_bytes as f64 / pprof_samples as f64,
-            "ratio_block_bytes_to_gzipped_input": block_bytes as f64 / history.gzipped_bytes.max(1) as f64,
+            "ratio_block_bytes_to_gzipped_input": block_bytes as f64 / history.body_bytes.max(1) as f64,
             "peak_rss_bytes_while_loading": history_peak,
             "peak_head_bytes_while_loading": loaded.peak_head_bytes,
             // The server's default --ingester.max-head-bytes, which the history runs with.
@@ -439,19 +441,19 @@ pub(crate) async fn run(args: RunArgs) {
     );
 
     // 5. Queries.
-    eprintln!("[5/9] queries over 1 h, 24 h and 7 d");
+    eprintln!("[5/10] queries over 1 h, 24 h and 7 d");
     let end_ms = end / 1_000_000;
     let mut queries = measure_queries(&url, end_ms, &cpu_pushed, &scale).await;
     let query_peak = rss.take_peak();
     server.stop();
 
     // 6. DuckDB over the same block files.
-    eprintln!("[6/9] DuckDB over the same block files");
+    eprintln!("[6/10] DuckDB over the same block files");
     let duck_ran = compare_with_duckdb(&data.join("objects"), &mut queries);
     report.insert("queries".into(), Value::Array(queries));
 
     // 7. The compactor merges the history; the same queries and DuckDB again.
-    eprintln!("[7/9] compaction, then the same queries");
+    eprintln!("[7/10] compaction, then the same queries");
     server.restart_with(&server_flags(&[
         "--compactor.compaction-interval=1s",
         "--compactor.first-level-compaction-wait-period=0s",
@@ -469,7 +471,7 @@ pub(crate) async fn run(args: RunArgs) {
     let mut compacted = measure_queries(&url, end_ms, &cpu_pushed, &scale).await;
 
     // 8. SQL analyses against their references, and the export, on the compacted blocks.
-    eprintln!("[8/9] SQL analyses by Flight SQL, the querier API and DuckDB; export");
+    eprintln!("[8/10] SQL analyses by Flight SQL, the querier API and DuckDB; export");
     let objects = data.join("objects");
     let analyses = crate::sql::analyses(&url, &objects, end_ms, scale.query_runs).await;
     server.stop();
@@ -481,9 +483,23 @@ pub(crate) async fn run(args: RunArgs) {
     );
 
     // 9. JFR uploads of a real JDK recording, next to pprof pushes, on a fresh server.
-    eprintln!("[9/9] JFR ingest next to pprof");
+    eprintln!("[9/10] JFR ingest next to pprof");
     let jfr = crate::jfr::jfr_ingest(&args.target.server, &out, scale.ingest_seconds * 4, 10).await;
     report.insert("jfr".into(), jfr);
+
+    // 10. A history at agent cadence: a day, or a week with --large, of the default fleet.
+    eprintln!("[10/10] a history at agent cadence, next to DuckDB and ClickHouse");
+    let cadence = crate::cadence::cadence(&crate::cadence::CadenceArgs {
+        target: args.target.clone(),
+        hours: if args.large { 168 } else { 24 },
+        every_s: 15,
+        runs: scale.query_runs,
+        data: None,
+        keep: false,
+        seed: args.seed,
+    })
+    .await;
+    report.insert("cadence".into(), cadence);
     compare_with_duckdb(&data.join("objects"), &mut compacted);
     report.insert(
         "after_compaction".into(),
@@ -662,7 +678,7 @@ fn compare_with_duckdb(objects: &Path, queries: &mut [Value]) -> bool {
 
 /// Waits until the compactor has merged everything it can and deleted every source block's
 /// files (the deletion delay is zero), so the files on disk are exactly the compacted blocks.
-async fn wait_until_compacted(url: &str) {
+pub(crate) async fn wait_until_compacted(url: &str) {
     use profusion_tests::{metric_sample, metric_sum};
     // Cycles and jobs of every outcome, from one reading of the metrics.
     let progress = |text: &str| {
@@ -983,7 +999,7 @@ pub(crate) async fn push_latency_during_flushes(
 
 /// Total bytes of the block files, stored sample rows (from each block's `meta.json`) and
 /// block count.
-fn block_stats(objects: &Path) -> (u64, u64, u64) {
+pub(crate) fn block_stats(objects: &Path) -> (u64, u64, u64) {
     let (mut bytes, mut samples, mut blocks) = (0u64, 0u64, 0u64);
     let Ok(tenants) = std::fs::read_dir(objects) else {
         return (0, 0, 0);
@@ -1070,15 +1086,31 @@ fn duckdb(objects: &Path, queries: &[Value]) -> Option<Value> {
 /// under `objects` for `windows`, and reads the JSON it prints; None without that Python or
 /// when the script fails (which it reports).
 pub(crate) fn run_duckdb(script: &str, objects: &Path, windows: &[Value]) -> Option<Value> {
+    run_python(script, &[], objects, windows)
+}
+
+/// Runs a Python `script` (DuckDB's or chdb's, installed with the test clients) with the
+/// arguments `args`, the block files' directory `objects` and the JSON of `windows`, and reads
+/// the JSON it prints; None without `PROFUSION_PYTHON` or when the script fails (reported).
+pub(crate) fn run_python(
+    script: &str,
+    args: &[&str],
+    objects: &Path,
+    windows: &[Value],
+) -> Option<Value> {
     let python = std::env::var_os("PROFUSION_PYTHON")?;
     let out = Command::new(python)
         .args(["-c", script])
+        .args(args)
         .arg(objects)
         .arg(Value::Array(windows.to_vec()).to_string())
         .output()
         .ok()?;
     if !out.status.success() {
-        eprintln!("  duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "  {args:?}: the script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()

@@ -145,8 +145,9 @@ pub(crate) struct GeneratedProfile {
     pub(crate) pod: String,
     /// Series labels, `__name__` first.
     pub(crate) labels: Vec<(String, String)>,
-    /// The pprof, gzip-compressed as agents send it.
-    pub(crate) gzipped: Vec<u8>,
+    /// The pprof as pushed: gzip-compressed as agents send it, or plain (the history at agent
+    /// cadence, whose harness could not gzip as fast as the server ingests).
+    pub(crate) body: Vec<u8>,
     /// Uncompressed pprof size.
     pub(crate) raw_bytes: usize,
     /// Samples in the pprof.
@@ -220,7 +221,6 @@ impl Fleet {
         kind: Kind,
         time_nanos: i64,
     ) -> GeneratedProfile {
-        let svc = &self.services[service];
         let mut rng = Rng::new(
             self.shape.seed
                 ^ (service as u64) << 48
@@ -228,20 +228,52 @@ impl Fleet {
                 ^ (time_nanos as u64).rotate_left(17)
                 ^ kind as u64,
         );
-        let samples = match kind {
+        let profile = build_pprof(
+            &self.services[service],
+            kind,
+            self.samples(kind),
+            time_nanos,
+            &mut rng,
+        );
+        let raw = prost::Message::encode_to_vec(&profile);
+        GeneratedProfile {
+            service: self.services[service].name.clone(),
+            pod: self.pod_name(service, pod),
+            labels: self.labels(service, pod, kind),
+            body: gzip(&raw),
+            raw_bytes: raw.len(),
+            samples: profile.sample.len(),
+        }
+    }
+
+    /// Samples in a profile of `kind`.
+    fn samples(&self, kind: Kind) -> usize {
+        match kind {
             Kind::Cpu => self.shape.samples,
             Kind::Memory => self.shape.samples / 2,
             Kind::Goroutine => self.shape.samples / 4,
             Kind::Mutex => self.shape.samples / 8,
         }
-        .max(1);
-        let pod_name = format!("{}-{:05x}", svc.name, pod * 7919 % 0xfffff);
-        let profile = build_pprof(svc, kind, samples, time_nanos, &mut rng);
-        let raw = prost::Message::encode_to_vec(&profile);
-        let labels = vec![
+        .max(1)
+    }
+
+    fn pod_name(&self, service: usize, pod: usize) -> String {
+        format!(
+            "{}-{:05x}",
+            self.services[service].name,
+            pod * 7919 % 0xfffff
+        )
+    }
+
+    /// The series labels of a pod's profiles of `kind`, `__name__` first.
+    pub(crate) fn labels(&self, service: usize, pod: usize, kind: Kind) -> Vec<(String, String)> {
+        vec![
             ("__name__".to_owned(), kind.metric().to_owned()),
-            ("service_name".to_owned(), svc.name.clone()),
-            ("pod".to_owned(), pod_name.clone()),
+            (
+                "service_name".to_owned(),
+                self.services[service].name.clone(),
+            ),
+            ("pod".to_owned(), self.pod_name(service, pod)),
             (
                 "namespace".to_owned(),
                 ["prod", "staging"][service % 2].to_owned(),
@@ -251,16 +283,51 @@ impl Fleet {
                 ["eu-west-1", "us-east-1", "ap-south-1"][pod % 3].to_owned(),
             ),
             ("version".to_owned(), format!("v1.{}.{}", service, pod % 4)),
-        ];
-        GeneratedProfile {
-            service: svc.name.clone(),
-            pod: pod_name,
-            labels,
-            gzipped: gzip(&raw),
-            raw_bytes: raw.len(),
-            samples: profile.sample.len(),
-        }
+        ]
     }
+
+    /// Variant `variant` of a profile of `kind` from service `service`, uncompressed and
+    /// without a time: [`timed`] gives it one. A pool of variants stands in for a fleet's
+    /// stream of profiles when generating each would cost more than ingesting it.
+    pub(crate) fn variant(&self, service: usize, kind: Kind, variant: u64) -> (Vec<u8>, usize) {
+        let mut rng = Rng::new(
+            self.shape.seed ^ (service as u64) << 48 ^ variant.rotate_left(23) ^ kind as u64,
+        );
+        let profile = build_pprof(
+            &self.services[service],
+            kind,
+            self.samples(kind),
+            0,
+            &mut rng,
+        );
+        (
+            prost::Message::encode_to_vec(&profile),
+            profile.sample.len(),
+        )
+    }
+}
+
+/// An encoded pprof `raw` with its `time_nanos` set to `time_nanos` and, when non-zero, its
+/// `duration_nanos` to `duration_nanos`: the fields are appended, and protobuf decoders keep
+/// the last value of a scalar field.
+pub(crate) fn timed(raw: &[u8], time_nanos: i64, duration_nanos: i64) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut out = Vec::with_capacity(raw.len() + 22);
+    out.extend_from_slice(raw);
+    // Field 9 (`time_nanos`) and 10 (`duration_nanos`), both varints (wire type 0).
+    out.push(9 << 3);
+    varint(&mut out, time_nanos as u64);
+    if duration_nanos != 0 {
+        out.push(10 << 3);
+        varint(&mut out, duration_nanos as u64);
+    }
+    out
 }
 
 fn build_pprof(
@@ -390,10 +457,23 @@ mod tests {
     fn decode(p: &GeneratedProfile) -> Profile {
         use std::io::Read;
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(p.gzipped.as_slice())
+        flate2::read::GzDecoder::new(p.body.as_slice())
             .read_to_end(&mut raw)
             .unwrap();
         prost::Message::decode(raw.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn a_timed_variant_decodes_with_its_new_time() {
+        let fleet = Fleet::new(FleetShape::default());
+        let (raw, samples) = fleet.variant(1, Kind::Cpu, 3);
+        let p: Profile = prost::Message::decode(timed(&raw, 1_234, 15).as_slice()).unwrap();
+        assert_eq!(
+            (p.time_nanos, p.duration_nanos, p.sample.len()),
+            (1_234, 15, samples)
+        );
+        let p: Profile = prost::Message::decode(timed(&raw, 7, 0).as_slice()).unwrap();
+        assert_eq!((p.time_nanos, p.duration_nanos), (7, 10_000_000_000));
     }
 
     #[test]
@@ -401,9 +481,9 @@ mod tests {
         let shape = FleetShape::default();
         let a = Fleet::new(shape.clone()).profile(1, 2, Kind::Cpu, 1_000);
         let b = Fleet::new(shape.clone()).profile(1, 2, Kind::Cpu, 1_000);
-        assert_eq!(a.gzipped, b.gzipped);
+        assert_eq!(a.body, b.body);
         let c = Fleet::new(FleetShape { seed: 2, ..shape }).profile(1, 2, Kind::Cpu, 1_000);
-        assert_ne!(a.gzipped, c.gzipped);
+        assert_ne!(a.body, c.body);
     }
 
     #[test]
@@ -456,6 +536,6 @@ mod tests {
             fleet.profile(0, 2, Kind::Cpu, 0).labels
         );
         let g = fleet.profile(1, 0, Kind::Cpu, 0);
-        assert_eq!(decode_only(&g.gzipped), g.samples);
+        assert_eq!(decode_only(&g.body), g.samples);
     }
 }
