@@ -148,6 +148,7 @@ async fn open(dir: &Path) -> (Arc<Ingester>, Querier) {
             query_memory_bytes: 8 << 30,
             target_partitions: 2,
             distribution: None,
+            ..QuerierConfig::default()
         },
     );
     (ingester, querier)

@@ -34,7 +34,9 @@ use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, Result};
 use crate::selector::Selector;
 use crate::service::{QueryContext, ReadAnswer, ReadExecutor, ReadJob};
-use crate::symbolize::{self, PprofHeader, StackFilter, Symbolize, SymbolizeOutput};
+use crate::symbolize::{
+    self, PprofHeader, StackFilter, SymbolCache, SymbolScope, Symbolize, SymbolizeOutput,
+};
 use crate::table::{ScanWindow, TenantSchema};
 use profusion_proto::google::v1 as pprof;
 use prost::Message;
@@ -49,6 +51,9 @@ pub struct QuerierConfig {
     /// In a cluster, where the plans' stages run (see [`crate::distributed`]); `None` runs
     /// every plan in this process.
     pub distribution: Option<crate::distributed::Distribution>,
+    /// Bytes of resolved stacks and frames kept between queries ([`SymbolCache`]); 0 keeps
+    /// none.
+    pub symbol_cache_bytes: usize,
 }
 
 impl Default for QuerierConfig {
@@ -57,6 +62,7 @@ impl Default for QuerierConfig {
             query_memory_bytes: 1 << 30,
             target_partitions: 2,
             distribution: None,
+            symbol_cache_bytes: 256 << 20,
         }
     }
 }
@@ -214,6 +220,8 @@ pub struct Querier {
     /// pool and tables. Shared, so a querier is cheap to clone (SQL's analysis functions hold
     /// one).
     base: Arc<datafusion::execution::SessionState>,
+    /// Stacks and frames resolved by earlier queries, shared by every session.
+    symbols: Arc<SymbolCache>,
 }
 
 /// One query's DataFusion session over a tenant scope's tables.
@@ -259,6 +267,7 @@ impl Querier {
         Self {
             head,
             blocks,
+            symbols: Arc::new(SymbolCache::new(config.symbol_cache_bytes)),
             config,
             base: Arc::new(base),
         }
@@ -295,10 +304,14 @@ impl Querier {
             Arc::clone(&self.blocks),
             self.config.target_partitions,
         ));
-        let state = SessionStateBuilder::new_from_existing(self.base.as_ref().clone())
+        let mut state = SessionStateBuilder::new_from_existing(self.base.as_ref().clone())
             .with_catalog_list(self.catalogs(Arc::clone(&schema) as _)?)
             .with_runtime_env(runtime)
             .build();
+        state.config_mut().set_extension(Arc::new(SymbolScope {
+            cache: Arc::clone(&self.symbols),
+            scope: tenants.join("|"),
+        }));
         let ctx = SessionContext::new_with_state(state);
         Ok(QuerySession {
             ctx,

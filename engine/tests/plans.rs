@@ -224,6 +224,84 @@ async fn flame_graph_plan_scans_filters_merges_by_stack_hash_and_symbolizes() {
     }
 }
 
+/// What a flame-graph or pprof plan of `req` answers, and how many stacks and frames its
+/// symbolize node read from the head and blocks (the rest came from the symbol cache).
+async fn symbolized(
+    querier: &Querier,
+    req: &MergeRequest,
+    output: SymbolizeOutput,
+) -> (Vec<u8>, usize, usize) {
+    let df = querier
+        .merge_plan(&querier.budget(), &["t".to_owned()], req, output)
+        .await
+        .unwrap()
+        .expect("the selector matches a series");
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await.unwrap();
+    let bytes = output_bytes(&collect(Arc::clone(&plan), task).await.unwrap()).unwrap();
+    let metrics = plan.metrics().expect("SymbolizeExec has metrics");
+    let read = |name: &str| metrics.sum_by_name(name).map_or(0, |v| v.as_usize());
+    (bytes, read("stacks_read"), read("frames_read"))
+}
+
+/// Stacks and frames are named by hashes of their content, so a querier keeps the ones it
+/// resolved: the same query again reads none from the blocks or the head, and answers the
+/// same. A pprof needs every column of a frame, which a flame graph did not read; without a
+/// cache every query reads them all.
+#[tokio::test]
+async fn resolved_symbols_are_kept_between_queries() {
+    let tree = SymbolizeOutput::Tree { max_nodes: 0 };
+    let pprof = SymbolizeOutput::Pprof(PprofHeader {
+        sample_type: "cpu".into(),
+        sample_unit: "nanoseconds".into(),
+        period_type: "cpu".into(),
+        period_unit: "nanoseconds".into(),
+        period: 1,
+        time_nanos: 0,
+        duration_nanos: 1,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (ingester, querier) = setup(dir.path()).await;
+    let req = half_flushed(&ingester).await;
+    // Two stacks (one in the block, one in the head) over three frames.
+    let (first, stacks, frames) = symbolized(&querier, &req, tree.clone()).await;
+    assert_eq!((stacks, frames), (2, 3));
+    let (again, stacks, frames) = symbolized(&querier, &req, tree.clone()).await;
+    assert_eq!((stacks, frames), (0, 0), "all from the cache");
+    assert_eq!(again, first);
+    let (profile, stacks, frames) = symbolized(&querier, &req, pprof.clone()).await;
+    assert_eq!(
+        (stacks, frames),
+        (0, 3),
+        "a pprof reads every column of its frames"
+    );
+    let (_, stacks, frames) = symbolized(&querier, &req, pprof.clone()).await;
+    assert_eq!((stacks, frames), (0, 0));
+    let (tree_after, _, _) = symbolized(&querier, &req, tree.clone()).await;
+    assert_eq!(tree_after, first);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ingester, querier, _) = setup_with(
+        dir.path(),
+        QuerierConfig {
+            symbol_cache_bytes: 0,
+            ..QuerierConfig::default()
+        },
+    )
+    .await;
+    let req = half_flushed(&ingester).await;
+    for output in [tree.clone(), tree, pprof.clone()] {
+        let (_, stacks, frames) = symbolized(&querier, &req, output).await;
+        assert_eq!(
+            (stacks, frames),
+            (2, 3),
+            "no cache: every query reads its symbols"
+        );
+    }
+    let (uncached, _, _) = symbolized(&querier, &req, pprof).await;
+    assert_eq!(uncached, profile);
+}
+
 /// In a cluster, the samples aggregation runs next to the data: a stage per origin (the
 /// ingester's head on the ingester, its blocks on a store-gateway) aggregates partially and
 /// shuffles by stack hash to the final aggregation on the queriers; EXPLAIN shows the stages

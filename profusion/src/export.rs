@@ -103,6 +103,7 @@ impl BlockExporter {
                     query_memory_bytes: config.querier.query_memory_bytes,
                     target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
                     distribution: None,
+                    symbol_cache_bytes: config.querier.symbol_cache_bytes,
                 },
             ),
         }

@@ -501,6 +501,7 @@ fn querier(
         blocks,
         QuerierConfig {
             query_memory_bytes: shared.config.querier.query_memory_bytes,
+            symbol_cache_bytes: shared.config.querier.symbol_cache_bytes,
             distribution,
             ..Default::default()
         },

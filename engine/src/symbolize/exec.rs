@@ -23,6 +23,7 @@ use futures_util::StreamExt;
 use profusion_model::hash::PrehashedMap;
 use prost::Message;
 
+use super::cache::SymbolScope;
 use super::name_tree::NameTree;
 use super::pprof::build_pprof;
 use super::{StackFilter, SymbolizeOutput, describe, output_schema};
@@ -123,22 +124,24 @@ impl ExecutionPlan for SymbolizeExec {
                 "SymbolizeExec has one partition, asked for {partition}"
             )));
         }
-        let streams = [
-            self.inputs[0].execute(0, Arc::clone(&context))?,
-            self.inputs[1].execute(0, Arc::clone(&context))?,
-            self.inputs[2].execute(0, Arc::clone(&context))?,
-        ];
+        let merged = self.inputs[0].execute(0, Arc::clone(&context))?;
         let reservation = MemoryConsumer::new("SymbolizeExec").register(context.memory_pool());
         let metric = |name: &'static str| MetricBuilder::new(&self.metrics).subset_time(name, 0);
+        let counter = |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, 0);
         let work = Symbolizer {
             output: self.output.clone(),
             filter: self.filter.clone(),
+            symbols: [Arc::clone(&self.inputs[1]), Arc::clone(&self.inputs[2])],
+            cache: context.session_config().get_extension::<SymbolScope>(),
+            context,
             reservation,
             resolve_time: metric("resolve_time"),
             build_time: metric("build_time"),
-            stacks: MetricBuilder::new(&self.metrics).counter("stacks", 0),
+            stacks: counter("stacks"),
+            stacks_read: counter("stacks_read"),
+            frames_read: counter("frames_read"),
         };
-        let once = futures_util::stream::once(work.run(streams));
+        let once = futures_util::stream::once(work.run(merged));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             output_schema(),
             once,
@@ -163,6 +166,11 @@ pub(super) struct FrameInfo {
 struct Symbolizer {
     output: SymbolizeOutput,
     filter: StackFilter,
+    /// The `stacks` and `frames` inputs, executed only for what the cache lacks.
+    symbols: [Arc<dyn ExecutionPlan>; 2],
+    context: Arc<TaskContext>,
+    /// The process's symbol cache and the query's tenant scope, when the session has them.
+    cache: Option<Arc<SymbolScope>>,
     reservation: MemoryReservation,
     /// Reading the stacks and frames of the merged stack hashes.
     resolve_time: Time,
@@ -170,14 +178,16 @@ struct Symbolizer {
     build_time: Time,
     /// Merged stacks symbolized.
     stacks: Count,
+    /// Stacks and frames read from blocks and heads, not found in the cache.
+    stacks_read: Count,
+    frames_read: Count,
 }
 
 /// Rough heap cost of one hash-map entry, for the memory budget.
 const ENTRY_BYTES: usize = 48;
 
 impl Symbolizer {
-    async fn run(mut self, streams: [SendableRecordBatchStream; 3]) -> Result<RecordBatch> {
-        let [mut merged, mut stacks, mut frames] = streams;
+    async fn run(mut self, mut merged: SendableRecordBatchStream) -> Result<RecordBatch> {
         let mut values: PrehashedMap<u64, i64> = PrehashedMap::default();
         while let Some(batch) = merged.next().await.transpose()? {
             self.reservation.try_grow(batch.num_rows() * ENTRY_BYTES)?;
@@ -190,30 +200,8 @@ impl Symbolizer {
         }
         let resolve_time = self.resolve_time.clone();
         let resolving = resolve_time.timer();
-        let mut frames_of: PrehashedMap<u64, Vec<u64>> = PrehashedMap::default();
-        if !values.is_empty() {
-            while let Some(batch) = stacks.next().await.transpose()? {
-                let hashes = column(&batch, "stack_hash")?.as_primitive::<UInt64Type>();
-                let lists = column(&batch, "frame_ids")?.as_list::<i32>();
-                for i in 0..batch.num_rows() {
-                    let h = hashes.value(i);
-                    if values.contains_key(&h) && !frames_of.contains_key(&h) {
-                        let ids = lists.value(i);
-                        let ids = ids.as_primitive::<UInt64Type>().values().to_vec();
-                        self.reservation.try_grow(ENTRY_BYTES + ids.len() * 8)?;
-                        frames_of.insert(h, ids);
-                    }
-                }
-            }
-        }
-        let wanted: PrehashedMap<u64, ()> =
-            frames_of.values().flatten().map(|f| (*f, ())).collect();
-        let mut resolved: PrehashedMap<u64, FrameInfo> = PrehashedMap::default();
-        if !wanted.is_empty() {
-            while let Some(batch) = frames.next().await.transpose()? {
-                self.read_frames(&batch, &wanted, &mut resolved)?;
-            }
-        }
+        let frames_of = self.resolve_stacks(&values).await?;
+        let resolved = self.resolve_frames(&frames_of).await?;
         resolving.done();
         let build_time = self.build_time.clone();
         let building = build_time.timer();
@@ -229,8 +217,8 @@ impl Symbolizer {
                 DataFusionError::Execution(format!("stack {hash:016x} has no symbols in any block"))
             })?;
             stack.clear();
-            for id in ids {
-                stack.push(resolved.get(id).ok_or_else(|| {
+            for id in ids.iter() {
+                stack.push(resolved.get(id).map(Arc::as_ref).ok_or_else(|| {
                     DataFusionError::Execution(format!(
                         "frame {id:016x} of stack {hash:016x} has no symbols in any block"
                     ))
@@ -278,11 +266,96 @@ impl Symbolizer {
         )?)
     }
 
+    /// The frames of every merged stack: from the cache, else from the `stacks` input (read
+    /// only when the cache lacks some).
+    async fn resolve_stacks(
+        &mut self,
+        values: &PrehashedMap<u64, i64>,
+    ) -> Result<PrehashedMap<u64, Arc<[u64]>>> {
+        let mut frames_of: PrehashedMap<u64, Arc<[u64]>> = PrehashedMap::default();
+        if let Some(c) = &self.cache {
+            c.cache
+                .stacks(&c.scope, values.keys().copied(), &mut frames_of);
+        }
+        if frames_of.len() == values.len() {
+            return Ok(frames_of);
+        }
+        let mut read: PrehashedMap<u64, Arc<[u64]>> = PrehashedMap::default();
+        let mut stacks = self.symbols[0].execute(0, Arc::clone(&self.context))?;
+        while let Some(batch) = stacks.next().await.transpose()? {
+            let hashes = column(&batch, "stack_hash")?.as_primitive::<UInt64Type>();
+            let lists = column(&batch, "frame_ids")?.as_list::<i32>();
+            for i in 0..batch.num_rows() {
+                let h = hashes.value(i);
+                if values.contains_key(&h) && !frames_of.contains_key(&h) {
+                    let ids = lists.value(i);
+                    let ids: Arc<[u64]> = Arc::from(&ids.as_primitive::<UInt64Type>().values()[..]);
+                    self.reservation.try_grow(ENTRY_BYTES + ids.len() * 8)?;
+                    frames_of.insert(h, Arc::clone(&ids));
+                    read.insert(h, ids);
+                }
+            }
+        }
+        self.stacks_read.add(read.len());
+        if let Some(c) = &self.cache {
+            c.cache
+                .insert_stacks(&c.scope, read.iter().map(|(h, f)| (*h, f)));
+        }
+        Ok(frames_of)
+    }
+
+    /// Every frame of `frames_of`'s stacks: from the cache, else from the `frames` input (read
+    /// only when the cache lacks some). For a tree, unsymbolized frames are named after their
+    /// binary and address, as Pyroscope names them.
+    async fn resolve_frames(
+        &mut self,
+        frames_of: &PrehashedMap<u64, Arc<[u64]>>,
+    ) -> Result<PrehashedMap<u64, Arc<FrameInfo>>> {
+        let wanted: PrehashedMap<u64, ()> = frames_of
+            .values()
+            .flat_map(|f| f.iter())
+            .map(|f| (*f, ()))
+            .collect();
+        let complete = matches!(self.output, SymbolizeOutput::Pprof(_));
+        let mut resolved: PrehashedMap<u64, Arc<FrameInfo>> = PrehashedMap::default();
+        if let Some(c) = &self.cache {
+            c.cache
+                .frames(&c.scope, wanted.keys().copied(), complete, &mut resolved);
+        }
+        if resolved.len() < wanted.len() {
+            let mut read: PrehashedMap<u64, Arc<FrameInfo>> = PrehashedMap::default();
+            let mut frames = self.symbols[1].execute(0, Arc::clone(&self.context))?;
+            while let Some(batch) = frames.next().await.transpose()? {
+                self.read_frames(&batch, &wanted, &resolved, &mut read)?;
+            }
+            self.frames_read.add(read.len());
+            if let Some(c) = &self.cache {
+                c.cache.insert_frames(&c.scope, read.values(), complete);
+            }
+            resolved.extend(read);
+        }
+        if !complete {
+            for info in resolved.values_mut() {
+                if info.name.is_empty() {
+                    let mut named = FrameInfo::clone(info);
+                    named.name = format!("{} 0x{:x}", named.mapping_file, named.address)
+                        .trim_start()
+                        .to_owned();
+                    *info = Arc::new(named);
+                }
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// The wanted frames of `batch` that neither `known` nor `read` holds yet, into `read`, as
+    /// they are stored.
     fn read_frames(
         &mut self,
         batch: &RecordBatch,
         wanted: &PrehashedMap<u64, ()>,
-        resolved: &mut PrehashedMap<u64, FrameInfo>,
+        known: &PrehashedMap<u64, Arc<FrameInfo>>,
+        read: &mut PrehashedMap<u64, Arc<FrameInfo>>,
     ) -> Result<()> {
         let ids = column(batch, "frame_id")?.as_primitive::<UInt64Type>();
         let text = |name: &str| batch.column_by_name(name).map(|c| Text::of(c.as_ref()));
@@ -304,10 +377,10 @@ impl Symbolizer {
             |c: Option<Text<'_>>, i: usize| c.map_or(String::new(), |c| c.value(i).to_owned());
         for i in 0..batch.num_rows() {
             let id = ids.value(i);
-            if !wanted.contains_key(&id) || resolved.contains_key(&id) {
+            if !wanted.contains_key(&id) || known.contains_key(&id) || read.contains_key(&id) {
                 continue;
             }
-            let mut info = FrameInfo {
+            let info = FrameInfo {
                 id,
                 name: get(function, i),
                 system_name: get(system, i),
@@ -318,16 +391,10 @@ impl Symbolizer {
                 build_id: get(build, i),
                 address: address.value(i),
             };
-            // Unsymbolized frames are named after their binary and address, as Pyroscope does.
-            if info.name.is_empty() && matches!(self.output, SymbolizeOutput::Tree { .. }) {
-                info.name = format!("{} 0x{:x}", info.mapping_file, info.address)
-                    .trim_start()
-                    .to_owned();
-            }
             self.reservation.try_grow(
                 ENTRY_BYTES + info.name.len() + info.filename.len() + info.mapping_file.len(),
             )?;
-            resolved.insert(id, info);
+            read.insert(id, Arc::new(info));
         }
         Ok(())
     }

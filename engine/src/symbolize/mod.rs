@@ -7,6 +7,7 @@
 //! Pyroscope tree bytes, or an encoded `google.v1.Profile`. Symbols are read after the merge so
 //! only the stacks that matter are resolved, whatever the number of samples.
 
+mod cache;
 mod exec;
 mod logical;
 mod name_tree;
@@ -22,6 +23,7 @@ use datafusion::error::{DataFusionError, Result};
 use profusion_proto::google::v1 as pprof_proto;
 use serde::{Deserialize, Serialize};
 
+pub use cache::{SymbolCache, SymbolScope};
 pub use exec::SymbolizeExec;
 pub use logical::Symbolize;
 pub use planner::{ProfusionQueryPlanner, SymbolizePlanner, with_planner};

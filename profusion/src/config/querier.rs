@@ -16,6 +16,12 @@ pub(crate) struct QuerierFlags {
     #[arg(long = "querier.max-query-memory", env = "PROFUSION_QUERIER_MAX_QUERY_MEMORY", default_value_t = 1024 * 1024 * 1024)]
     pub(crate) query_memory_bytes: usize,
 
+    /// Bytes of resolved stacks and frames a querier keeps between queries (they are named by
+    /// hashes of their content, so they never go stale); 0 keeps none and resolves every
+    /// query's symbols from the blocks.
+    #[arg(long = "querier.symbol-cache-size", env = "PROFUSION_QUERIER_SYMBOL_CACHE_SIZE", default_value_t = 256 * 1024 * 1024)]
+    pub(crate) symbol_cache_bytes: usize,
+
     /// Querier workers running queries at once.
     #[arg(
         long = "querier.max-concurrent",
