@@ -1,8 +1,8 @@
 //! Profusion's plan nodes to bytes and back: a [`PhysicalExtensionCodec`] for every custom
 //! node, so a physical plan (or a fragment of one) can be shipped to a querier in another
 //! process and run there. DataFusion's own nodes, Parquet scans included, are encoded by
-//! datafusion-proto; this codec adds [`HeadScanExec`], [`SymbolizeExec`] and the
-//! `saturating_sum` aggregate.
+//! datafusion-proto; this codec adds [`HeadScanExec`], [`SymbolizeExec`],
+//! [`BlockAggregateExec`] and the `saturating_sum` aggregate.
 //!
 //! A head scan travels as its requests, the [`HeadCut`] each was planned against and, for a
 //! snapshot taken over Arrow Flight, the pin its ingester holds it under: the decoding side
@@ -29,6 +29,7 @@ use profusion_model::scan::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::block_aggregates::BlockAggregateExec;
 use crate::functions::{
     LABELS_MAP, NAMES_IN_ORDER, SATURATING_SUM, labels_map, names_in_order, saturating_sum,
 };
@@ -65,6 +66,8 @@ enum Node {
     /// A replica choice's filter: the keys (see `ProfileKeyFilter::encode_keep`), over the
     /// three key columns of its input.
     ProfileKeys { keep: Vec<u8>, columns: [usize; 3] },
+    /// Per-file aggregates of block files: the files' plans are its inputs.
+    BlockAggregate { partitions: usize },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -141,6 +144,19 @@ impl PhysicalExtensionCodec for ProfusionCodec {
                     Arc::clone(input),
                 )))
             }
+            Node::BlockAggregate { partitions } => {
+                let schema = inputs
+                    .first()
+                    .ok_or_else(|| {
+                        DataFusionError::Internal("BlockAggregateExec without inputs".into())
+                    })?
+                    .schema();
+                Ok(Arc::new(BlockAggregateExec::new(
+                    inputs.to_vec(),
+                    schema,
+                    partitions,
+                )))
+            }
             Node::Symbolize { output, filter } => {
                 let inputs: [Arc<dyn ExecutionPlan>; 3] =
                     inputs.to_vec().try_into().map_err(|_| {
@@ -181,6 +197,10 @@ impl PhysicalExtensionCodec for ProfusionCodec {
             Node::ProfileKeys {
                 keep: keys.filter().encode_keep(),
                 columns: keys.filter().column_indices()?,
+            }
+        } else if node.downcast_ref::<BlockAggregateExec>().is_some() {
+            Node::BlockAggregate {
+                partitions: node.properties().partitioning.partition_count(),
             }
         } else if let Some(symbolize) = node.downcast_ref::<SymbolizeExec>() {
             Node::Symbolize {

@@ -10,6 +10,7 @@
 //! `profusion_model::scan::HeadSource`, blocks through the catalog and the object store, in
 //! the block format `profusion_model::block` defines (`docs/block-format.md`).
 
+pub mod block_aggregates;
 pub mod blocks;
 pub mod budget;
 pub mod codec;
@@ -18,6 +19,7 @@ pub mod dot;
 pub mod error;
 pub mod frontend;
 pub mod functions;
+mod generations;
 pub mod querier;
 pub mod remote;
 pub mod selector;

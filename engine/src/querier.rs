@@ -29,6 +29,7 @@ use profusion_model::tenant::{TenantId, TenantScope};
 pub use profusion_model::time::TimeRange;
 use profusion_model::tree::Tree;
 
+use crate::block_aggregates::{BlockAggregateCache, BlockAggregates};
 use crate::blocks::block_runtime;
 use crate::budget::{Charged, QueryBudget};
 use crate::error::{QueryError, Result};
@@ -54,6 +55,9 @@ pub struct QuerierConfig {
     /// Bytes of resolved stacks and frames kept between queries ([`SymbolCache`]); 0 keeps
     /// none.
     pub symbol_cache_bytes: usize,
+    /// Bytes of per-file aggregates of block files kept between queries
+    /// ([`BlockAggregateCache`]); 0 keeps none.
+    pub block_cache_bytes: usize,
 }
 
 impl Default for QuerierConfig {
@@ -63,6 +67,7 @@ impl Default for QuerierConfig {
             target_partitions: 2,
             distribution: None,
             symbol_cache_bytes: 256 << 20,
+            block_cache_bytes: 256 << 20,
         }
     }
 }
@@ -222,6 +227,8 @@ pub struct Querier {
     base: Arc<datafusion::execution::SessionState>,
     /// Stacks and frames resolved by earlier queries, shared by every session.
     symbols: Arc<SymbolCache>,
+    /// Per-file aggregates of block files computed by earlier queries.
+    block_aggregates: Arc<BlockAggregateCache>,
 }
 
 /// One query's DataFusion session over a tenant scope's tables.
@@ -255,6 +262,11 @@ impl Querier {
             .with_config(options)
             .with_default_features();
         crate::functions::register(&mut builder);
+        if config.distribution.is_none() {
+            // In a cluster the block scans run in the store-gateways' stages; caching there
+            // is not built yet.
+            builder = builder.with_physical_optimizer_rule(Arc::new(BlockAggregates));
+        }
         let mut base = symbolize::with_planner(builder);
         if let Some(distribution) = &config.distribution {
             base = crate::distributed::coordinator(
@@ -268,6 +280,7 @@ impl Querier {
             head,
             blocks,
             symbols: Arc::new(SymbolCache::new(config.symbol_cache_bytes)),
+            block_aggregates: Arc::new(BlockAggregateCache::new(config.block_cache_bytes)),
             config,
             base: Arc::new(base),
         }
@@ -308,10 +321,12 @@ impl Querier {
             .with_catalog_list(self.catalogs(Arc::clone(&schema) as _)?)
             .with_runtime_env(runtime)
             .build();
-        state.config_mut().set_extension(Arc::new(SymbolScope {
+        let config = state.config_mut();
+        config.set_extension(Arc::new(SymbolScope {
             cache: Arc::clone(&self.symbols),
             scope: tenants.join("|"),
         }));
+        config.set_extension(Arc::clone(&self.block_aggregates));
         let ctx = SessionContext::new_with_state(state);
         Ok(QuerySession {
             ctx,

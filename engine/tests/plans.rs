@@ -224,13 +224,27 @@ async fn flame_graph_plan_scans_filters_merges_by_stack_hash_and_symbolizes() {
     }
 }
 
-/// What a flame-graph or pprof plan of `req` answers, and how many stacks and frames its
-/// symbolize node read from the head and blocks (the rest came from the symbol cache).
-async fn symbolized(
+/// The sum of the metric `name` over the plan's nodes called `node`.
+fn metric(plan: &Arc<dyn ExecutionPlan>, node: &str, name: &str) -> usize {
+    let mut total = 0;
+    let _ = plan.apply(|n| {
+        if n.name() == node {
+            total += n
+                .metrics()
+                .and_then(|m| m.sum_by_name(name))
+                .map_or(0, |v| v.as_usize());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    total
+}
+
+/// What a flame-graph or pprof plan of `req` answers, and the executed plan.
+async fn merged(
     querier: &Querier,
     req: &MergeRequest,
     output: SymbolizeOutput,
-) -> (Vec<u8>, usize, usize) {
+) -> (Vec<u8>, Arc<dyn ExecutionPlan>) {
     let df = querier
         .merge_plan(&querier.budget(), &["t".to_owned()], req, output)
         .await
@@ -239,9 +253,69 @@ async fn symbolized(
     let task = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await.unwrap();
     let bytes = output_bytes(&collect(Arc::clone(&plan), task).await.unwrap()).unwrap();
-    let metrics = plan.metrics().expect("SymbolizeExec has metrics");
-    let read = |name: &str| metrics.sum_by_name(name).map_or(0, |v| v.as_usize());
+    (bytes, plan)
+}
+
+/// What a flame-graph or pprof plan of `req` answers, and how many stacks and frames its
+/// symbolize node read from the head and blocks (the rest came from the symbol cache).
+async fn symbolized(
+    querier: &Querier,
+    req: &MergeRequest,
+    output: SymbolizeOutput,
+) -> (Vec<u8>, usize, usize) {
+    let (bytes, plan) = merged(querier, req, output).await;
+    let read = |name: &str| metric(&plan, "SymbolizeExec", name);
     (bytes, read("stacks_read"), read("frames_read"))
+}
+
+/// What a flame graph of `req` answers, and how many block files its samples aggregation
+/// summed and how many it took from the block aggregate cache.
+async fn block_files(querier: &Querier, req: &MergeRequest) -> (Vec<u8>, usize, usize) {
+    let (bytes, plan) = merged(querier, req, SymbolizeOutput::Tree { max_nodes: 0 }).await;
+    let count = |name: &str| metric(&plan, "BlockAggregateExec", name);
+    (bytes, count("files_computed"), count("files_cached"))
+}
+
+/// A block never changes, so a querier keeps what each file gave a query's filter: the same
+/// query again sums no block file; a new block is summed once, next to the kept one; another
+/// range is another question. Without a cache every query sums every file.
+#[tokio::test]
+async fn block_files_are_summed_once_per_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ingester, querier) = setup(dir.path()).await;
+    let req = half_flushed(&ingester).await;
+    let (first, computed, cached) = block_files(&querier, &req).await;
+    assert_eq!((computed, cached), (1, 0));
+    let (again, computed, cached) = block_files(&querier, &req).await;
+    assert_eq!((computed, cached), (0, 1));
+    assert_eq!(again, first);
+    // The head's profile becomes a second block.
+    ingester.flush().await.unwrap();
+    let (flushed, computed, cached) = block_files(&querier, &req).await;
+    assert_eq!((computed, cached), (1, 1));
+    assert_eq!(flushed, first, "the same profiles, now all in blocks");
+    let narrower = MergeRequest {
+        range: TimeRange::from_millis(0, 1_500),
+        ..req.clone()
+    };
+    let (_, computed, cached) = block_files(&querier, &narrower).await;
+    assert_eq!((computed, cached), (2, 0));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ingester, querier, _) = setup_with(
+        dir.path(),
+        QuerierConfig {
+            block_cache_bytes: 0,
+            ..QuerierConfig::default()
+        },
+    )
+    .await;
+    let req = half_flushed(&ingester).await;
+    for _ in 0..2 {
+        let (uncached, computed, cached) = block_files(&querier, &req).await;
+        assert_eq!((computed, cached), (1, 0));
+        assert_eq!(uncached, first);
+    }
 }
 
 /// Stacks and frames are named by hashes of their content, so a querier keeps the ones it

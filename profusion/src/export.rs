@@ -104,6 +104,7 @@ impl BlockExporter {
                     target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
                     distribution: None,
                     symbol_cache_bytes: config.querier.symbol_cache_bytes,
+                    block_cache_bytes: config.querier.block_cache_bytes,
                 },
             ),
         }

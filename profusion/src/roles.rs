@@ -502,6 +502,7 @@ fn querier(
         QuerierConfig {
             query_memory_bytes: shared.config.querier.query_memory_bytes,
             symbol_cache_bytes: shared.config.querier.symbol_cache_bytes,
+            block_cache_bytes: shared.config.querier.block_cache_bytes,
             distribution,
             ..Default::default()
         },

@@ -160,7 +160,7 @@ fn origin_stages(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executi
 
 /// The branches of a union, with the filters and projections above it applied to each:
 /// `Filter(Union[a, b])` is `[Filter(a), Filter(b)]`. A plan with no union is itself.
-fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
+pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
     if plan.downcast_ref::<UnionExec>().is_some() {
         let mut parts = Vec::new();
         for child in plan.children() {

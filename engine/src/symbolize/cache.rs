@@ -8,16 +8,16 @@
 //! most of the cost.
 //!
 //! Entries are kept per tenant scope, so two tenants never share one even if their ids
-//! collided. Eviction is by generations: lookups promote an entry to the current generation;
-//! when the current one holds half the capacity, the previous one is dropped. That is an LRU
-//! to within a factor of two, with O(1) work per lookup.
+//! collided; eviction is [`Generations`]'.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::hash::BuildHasherDefault;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use profusion_model::hash::PrehashedMap;
+use profusion_model::hash::{Prehashed, PrehashedMap};
 
 use super::exec::FrameInfo;
+use crate::generations::Generations;
 
 /// A frame as read, and whether every column a pprof answer needs was read with it (a flame
 /// graph reads only the name, mapping and address).
@@ -27,32 +27,21 @@ pub(super) struct CachedFrame {
     pub(super) complete: bool,
 }
 
-/// Resolved stacks and frames, per tenant scope, up to a size in bytes.
+/// (tenant scope, stack hash or frame id).
+type Key = (u64, u64);
+type Hasher = BuildHasherDefault<Prehashed>;
+
+/// Resolved stacks and frames, per tenant scope, up to a size in bytes (half for each).
 #[derive(Debug)]
 pub struct SymbolCache {
-    capacity_bytes: usize,
-    state: Mutex<Generations>,
-}
-
-#[derive(Debug, Default)]
-struct Generations {
-    current: HashMap<String, Entries>,
-    previous: HashMap<String, Entries>,
-    current_bytes: usize,
-}
-
-#[derive(Debug, Default)]
-struct Entries {
-    stacks: PrehashedMap<u64, Arc<[u64]>>,
-    frames: PrehashedMap<u64, CachedFrame>,
+    stacks: Generations<Key, Arc<[u64]>, Hasher>,
+    frames: Generations<Key, CachedFrame, Hasher>,
+    /// A number per tenant scope, for the keys.
+    scopes: Mutex<HashMap<String, u64>>,
 }
 
 /// Rough heap cost of one map entry besides its payload.
 const ENTRY_BYTES: usize = 48;
-
-fn stack_bytes(frames: &[u64]) -> usize {
-    ENTRY_BYTES + frames.len() * 8
-}
 
 fn frame_bytes(f: &FrameInfo) -> usize {
     ENTRY_BYTES
@@ -68,16 +57,16 @@ impl SymbolCache {
     /// A cache of at most about `capacity_bytes`; 0 keeps nothing.
     pub fn new(capacity_bytes: usize) -> Self {
         Self {
-            capacity_bytes,
-            state: Mutex::new(Generations::default()),
+            stacks: Generations::new(capacity_bytes / 2),
+            frames: Generations::new(capacity_bytes / 2),
+            scopes: Mutex::default(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
-        // A panic while holding the lock leaves maps that are still valid maps.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn scope(&self, scope: &str) -> u64 {
+        let mut scopes = self.scopes.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = scopes.len() as u64;
+        *scopes.entry(scope.to_owned()).or_insert(next)
     }
 
     /// The frames of each of `hashes` the cache holds for `scope`, inserted into `out`.
@@ -87,12 +76,13 @@ impl SymbolCache {
         hashes: impl Iterator<Item = u64>,
         out: &mut PrehashedMap<u64, Arc<[u64]>>,
     ) {
-        if self.capacity_bytes == 0 {
+        if !self.stacks.enabled() {
             return;
         }
-        let mut state = self.lock();
+        let scope = self.scope(scope);
+        let mut cache = self.stacks.lock();
         for hash in hashes {
-            if let Some(frames) = state.stack(scope, hash) {
+            if let Some(frames) = cache.get((scope, hash)) {
                 out.insert(hash, frames);
             }
         }
@@ -107,12 +97,13 @@ impl SymbolCache {
         need_complete: bool,
         out: &mut PrehashedMap<u64, Arc<FrameInfo>>,
     ) {
-        if self.capacity_bytes == 0 {
+        if !self.frames.enabled() {
             return;
         }
-        let mut state = self.lock();
+        let scope = self.scope(scope);
+        let mut cache = self.frames.lock();
         for id in ids {
-            if let Some(frame) = state.frame(scope, id)
+            if let Some(frame) = cache.get((scope, id))
                 && (frame.complete || !need_complete)
             {
                 out.insert(id, frame.info);
@@ -126,20 +117,18 @@ impl SymbolCache {
         scope: &str,
         stacks: impl Iterator<Item = (u64, &'a Arc<[u64]>)>,
     ) {
-        if self.capacity_bytes == 0 {
+        if !self.stacks.enabled() {
             return;
         }
-        let mut state = self.lock();
+        let scope = self.scope(scope);
+        let mut cache = self.stacks.lock();
         for (hash, frames) in stacks {
-            state.current_bytes += stack_bytes(frames);
-            state
-                .current
-                .entry(scope.to_owned())
-                .or_default()
-                .stacks
-                .insert(hash, Arc::clone(frames));
+            cache.insert(
+                (scope, hash),
+                Arc::clone(frames),
+                ENTRY_BYTES + frames.len() * 8,
+            );
         }
-        state.rotate(self.capacity_bytes);
     }
 
     /// Remembers frames read from blocks.
@@ -149,63 +138,17 @@ impl SymbolCache {
         frames: impl Iterator<Item = &'a Arc<FrameInfo>>,
         complete: bool,
     ) {
-        if self.capacity_bytes == 0 {
+        if !self.frames.enabled() {
             return;
         }
-        let mut state = self.lock();
+        let scope = self.scope(scope);
+        let mut cache = self.frames.lock();
         for info in frames {
-            state.current_bytes += frame_bytes(info);
-            state
-                .current
-                .entry(scope.to_owned())
-                .or_default()
-                .frames
-                .insert(
-                    info.id,
-                    CachedFrame {
-                        info: Arc::clone(info),
-                        complete,
-                    },
-                );
-        }
-        state.rotate(self.capacity_bytes);
-    }
-}
-
-impl Generations {
-    fn stack(&mut self, scope: &str, hash: u64) -> Option<Arc<[u64]>> {
-        if let Some(frames) = self.current.get(scope).and_then(|e| e.stacks.get(&hash)) {
-            return Some(Arc::clone(frames));
-        }
-        let frames = self.previous.get_mut(scope)?.stacks.remove(&hash)?;
-        self.current_bytes += stack_bytes(&frames);
-        self.current
-            .entry(scope.to_owned())
-            .or_default()
-            .stacks
-            .insert(hash, Arc::clone(&frames));
-        Some(frames)
-    }
-
-    fn frame(&mut self, scope: &str, id: u64) -> Option<CachedFrame> {
-        if let Some(frame) = self.current.get(scope).and_then(|e| e.frames.get(&id)) {
-            return Some(frame.clone());
-        }
-        let frame = self.previous.get_mut(scope)?.frames.remove(&id)?;
-        self.current_bytes += frame_bytes(&frame.info);
-        self.current
-            .entry(scope.to_owned())
-            .or_default()
-            .frames
-            .insert(id, frame.clone());
-        Some(frame)
-    }
-
-    /// Starts a new generation once the current one holds half the capacity.
-    fn rotate(&mut self, capacity_bytes: usize) {
-        if self.current_bytes >= capacity_bytes / 2 {
-            self.previous = std::mem::take(&mut self.current);
-            self.current_bytes = 0;
+            let frame = CachedFrame {
+                info: Arc::clone(info),
+                complete,
+            };
+            cache.insert((scope, info.id), frame, frame_bytes(info));
         }
     }
 }
@@ -260,20 +203,10 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_stays_within_its_capacity_and_keeps_what_is_used() {
-        // Each stack costs 48 + 32 bytes: 100 fit in the capacity, 50 in a generation.
-        let cache = SymbolCache::new(8_000);
-        let hot = stack(0);
-        cache.insert_stacks("a", [(0, &hot)].into_iter());
-        for n in 1..1_000u64 {
-            let s = stack(n);
-            cache.insert_stacks("a", [(n, &s)].into_iter());
-            // Looked up all along, the hot stack survives every rotation.
-            assert_eq!(cached(&cache, "a", &[0]), [0], "after {n} inserts");
-        }
-        let held = cached(&cache, "a", &(0..1_000).collect::<Vec<_>>());
-        assert!(held.len() <= 101, "{} stacks held", held.len());
-        assert!(held.contains(&999) && !held.contains(&1));
-        assert!(cached(&SymbolCache::new(0), "a", &[0]).is_empty());
+    fn a_cache_of_no_bytes_keeps_nothing() {
+        let cache = SymbolCache::new(0);
+        let s = stack(1);
+        cache.insert_stacks("a", [(1, &s)].into_iter());
+        assert!(cached(&cache, "a", &[1]).is_empty());
     }
 }

@@ -22,6 +22,12 @@ pub(crate) struct QuerierFlags {
     #[arg(long = "querier.symbol-cache-size", env = "PROFUSION_QUERIER_SYMBOL_CACHE_SIZE", default_value_t = 256 * 1024 * 1024)]
     pub(crate) symbol_cache_bytes: usize,
 
+    /// Bytes of per-file flame-graph aggregates of block files a querier keeps between
+    /// queries: a block never changes, so the same range asked again (a dashboard refreshing)
+    /// reads only the head and the blocks it has not summed yet; 0 keeps none.
+    #[arg(long = "querier.block-cache-size", env = "PROFUSION_QUERIER_BLOCK_CACHE_SIZE", default_value_t = 256 * 1024 * 1024)]
+    pub(crate) block_cache_bytes: usize,
+
     /// Querier workers running queries at once.
     #[arg(
         long = "querier.max-concurrent",

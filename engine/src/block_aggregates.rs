@@ -1,0 +1,338 @@
+//! Per-file aggregates of block files, kept between queries.
+//!
+//! A block file never changes once it is registered (compaction writes new blocks under new
+//! ids), so what a query's filter selects from one file and sums by stack hash is the same
+//! every time that query, or any with the same filter, reads it: a dashboard refreshing a
+//! flame graph, or a user opening the same range again, need not decode and hash the samples
+//! of every block again. The [`BlockAggregates`] rule finds the partial `saturating_sum(value)
+//! GROUP BY stack_hash` of a merge, takes the branch of its input that reads only block files,
+//! and gives each file its own partial aggregation inside a [`BlockAggregateExec`], which
+//! answers from the [`BlockAggregateCache`] and computes (and keeps) only what it lacks.
+//! Head data changes with every push and is never cached.
+//!
+//! The cache key of a file is the whole per-file plan as EXPLAIN shows it (the file, its
+//! projection, and every predicate: profile type, time range, series, tombstones), so two
+//! queries share an entry only when they ask exactly the same of that file.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, displayable,
+};
+use futures_util::{StreamExt, TryStreamExt};
+
+use crate::functions::SATURATING_SUM;
+use crate::generations::Generations;
+
+/// The per-file aggregates a querier keeps, up to a size in bytes: a session extension.
+#[derive(Debug)]
+pub struct BlockAggregateCache {
+    entries: Generations<String, Arc<[RecordBatch]>>,
+}
+
+impl BlockAggregateCache {
+    /// A cache of about `capacity_bytes`; 0 keeps nothing.
+    pub fn new(capacity_bytes: usize) -> Self {
+        Self {
+            entries: Generations::new(capacity_bytes),
+        }
+    }
+}
+
+/// The rule: a merge's partial aggregation over block files becomes one aggregation per file,
+/// answered from the cache where it can be (see the module doc).
+#[derive(Debug)]
+pub struct BlockAggregates;
+
+impl PhysicalOptimizerRule for BlockAggregates {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let partitions = config.execution.target_partitions.max(1);
+        plan.transform_up(|node| per_file(node, partitions))
+            .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "profusion_block_aggregates"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// `node` rewritten when it is the partial stack-hash sum of a merge reading block files.
+fn per_file(
+    node: Arc<dyn ExecutionPlan>,
+    partitions: usize,
+) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+    let Some(partial) = node.downcast_ref::<AggregateExec>() else {
+        return Ok(Transformed::no(node));
+    };
+    let sums_by_stack = *partial.mode() == AggregateMode::Partial
+        && partial.group_expr().expr().len() == 1
+        && partial.group_expr().expr()[0].1 == "stack_hash"
+        && partial.aggr_expr().len() == 1
+        && partial.aggr_expr()[0].fun().name() == SATURATING_SUM
+        && partial.filter_expr().iter().all(Option::is_none);
+    if !sums_by_stack {
+        return Ok(Transformed::no(node));
+    }
+    let aggregate = |input: Arc<dyn ExecutionPlan>| -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(AggregateExec::try_new(
+            AggregateMode::Partial,
+            partial.group_expr().clone(),
+            partial.aggr_expr().to_vec(),
+            partial.filter_expr().to_vec(),
+            input,
+            partial.input_schema(),
+        )?))
+    };
+    let mut rewritten = false;
+    let mut branches = Vec::new();
+    for part in crate::distributed::split(partial.input())? {
+        match files_of(&part) {
+            Some(files) if !files.is_empty() => {
+                let per_file = files
+                    .into_iter()
+                    .map(|file| aggregate(with_files(&part, vec![file])?))
+                    .collect::<Result<Vec<_>>>()?;
+                branches.push(Arc::new(BlockAggregateExec::new(
+                    per_file,
+                    partial.schema(),
+                    partitions,
+                )) as Arc<dyn ExecutionPlan>);
+                rewritten = true;
+            }
+            _ => branches.push(aggregate(part)?),
+        }
+    }
+    if !rewritten {
+        return Ok(Transformed::no(node));
+    }
+    let plan = if branches.len() == 1 {
+        branches.remove(0)
+    } else {
+        UnionExec::try_new(branches)?
+    };
+    Ok(Transformed::new(plan, true, TreeNodeRecursion::Jump))
+}
+
+/// The files `part` reads, when it reads block files and nothing else, through filters and
+/// projections only.
+fn files_of(part: &Arc<dyn ExecutionPlan>) -> Option<Vec<PartitionedFile>> {
+    let mut files = Vec::new();
+    let mut plain = true;
+    let _ = part.apply(|node| {
+        if let Some(config) = scan_config(node) {
+            files.extend(
+                config
+                    .file_groups
+                    .iter()
+                    .flat_map(|g| g.files().iter().cloned()),
+            );
+        } else if node.downcast_ref::<FilterExec>().is_none()
+            && node.downcast_ref::<ProjectionExec>().is_none()
+        {
+            plain = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    plain.then_some(files)
+}
+
+fn scan_config(node: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
+    node.downcast_ref::<DataSourceExec>()?
+        .data_source()
+        .downcast_ref::<FileScanConfig>()
+}
+
+/// `part` reading only `files`, in one file group.
+fn with_files(
+    part: &Arc<dyn ExecutionPlan>,
+    files: Vec<PartitionedFile>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    Arc::clone(part)
+        .transform_down(|node| {
+            let Some(config) = scan_config(&node) else {
+                return Ok(Transformed::no(node));
+            };
+            let config = FileScanConfigBuilder::from(config.clone())
+                .with_file_groups(vec![FileGroup::new(files.clone())])
+                .build();
+            Ok(Transformed::new(
+                DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>,
+                true,
+                TreeNodeRecursion::Jump,
+            ))
+        })
+        .map(|t| t.data)
+}
+
+/// The partial aggregations of single block files, each answered from the
+/// [`BlockAggregateCache`] when it holds the same plan's answer, else run and kept.
+#[derive(Debug)]
+pub struct BlockAggregateExec {
+    /// One partial aggregation per file.
+    files: Vec<Arc<dyn ExecutionPlan>>,
+    /// Each file's cache key: its plan as EXPLAIN shows it.
+    keys: Vec<String>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl BlockAggregateExec {
+    pub fn new(files: Vec<Arc<dyn ExecutionPlan>>, schema: SchemaRef, partitions: usize) -> Self {
+        let keys = files
+            .iter()
+            .map(|f| displayable(f.as_ref()).indent(true).to_string())
+            .collect();
+        let partitions = partitions.clamp(1, files.len().max(1));
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self {
+            files,
+            keys,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+impl DisplayAs for BlockAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlockAggregateExec: files={}", self.files.len())
+    }
+}
+
+impl ExecutionPlan for BlockAggregateExec {
+    fn name(&self) -> &str {
+        "BlockAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.files.iter().collect()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != self.files.len() {
+            return Err(DataFusionError::Internal(format!(
+                "BlockAggregateExec has {} inputs, given {}",
+                self.files.len(),
+                children.len()
+            )));
+        }
+        Ok(Arc::new(Self::new(
+            children,
+            self.schema(),
+            self.properties.partitioning.partition_count(),
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let partitions = self.properties.partitioning.partition_count();
+        let cache = context
+            .session_config()
+            .get_extension::<BlockAggregateCache>();
+        let counter = |name: &'static str| -> Count {
+            MetricBuilder::new(&self.metrics).counter(name, partition)
+        };
+        let (cached, computed) = (counter("files_cached"), counter("files_computed"));
+        let mine: Vec<(Arc<dyn ExecutionPlan>, String)> = (partition..self.files.len())
+            .step_by(partitions)
+            .map(|i| (Arc::clone(&self.files[i]), self.keys[i].clone()))
+            .collect();
+        let batches = futures_util::stream::iter(mine)
+            .then(move |(plan, key)| {
+                let (cache, context) = (cache.clone(), Arc::clone(&context));
+                let (cached, computed) = (cached.clone(), computed.clone());
+                async move {
+                    let known = cache
+                        .as_ref()
+                        .and_then(|c| c.entries.lock().get(key.clone()));
+                    if let Some(batches) = known {
+                        cached.add(1);
+                        return Ok::<_, DataFusionError>(batches);
+                    }
+                    computed.add(1);
+                    let mut batches = Vec::new();
+                    for p in 0..plan.properties().partitioning.partition_count() {
+                        let stream = plan.execute(p, Arc::clone(&context))?;
+                        batches.extend(stream.try_collect::<Vec<_>>().await?);
+                    }
+                    let batches: Arc<[RecordBatch]> = batches.into();
+                    if let Some(cache) = &cache {
+                        let bytes = key.len()
+                            + batches
+                                .iter()
+                                .map(RecordBatch::get_array_memory_size)
+                                .sum::<usize>();
+                        cache
+                            .entries
+                            .lock()
+                            .insert(key, Arc::clone(&batches), bytes);
+                    }
+                    Ok(batches)
+                }
+            })
+            .map_ok(|batches| {
+                futures_util::stream::iter((0..batches.len()).map(move |i| Ok(batches[i].clone())))
+            })
+            .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            batches,
+        )))
+    }
+}
