@@ -19,13 +19,19 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfig, FileScanConfigBuilder, FileSource, ParquetSource,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+use datafusion::physical_expr::utils::{conjunction, split_conjunction};
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
@@ -182,9 +188,14 @@ fn with_files(
             let Some(config) = scan_config(&node) else {
                 return Ok(Transformed::no(node));
             };
-            let config = FileScanConfigBuilder::from(config.clone())
-                .with_file_groups(vec![FileGroup::new(files.clone())])
-                .build();
+            let mut builder = FileScanConfigBuilder::from(config.clone())
+                .with_file_groups(vec![FileGroup::new(files.clone())]);
+            if let [file] = files.as_slice()
+                && let Some(source) = without_proven_time_bounds(config, file)
+            {
+                builder = builder.with_source(source);
+            }
+            let config = builder.build();
             Ok(Transformed::new(
                 DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>,
                 true,
@@ -192,6 +203,61 @@ fn with_files(
             ))
         })
         .map(|t| t.data)
+}
+
+/// `config`'s Parquet source without the time bounds of its predicate that `file`'s statistics
+/// prove every row meets. A file inside a query's range then has the same plan, and so the
+/// same cache key, for every range that covers it, as a dashboard's sliding window does; and
+/// it gives the same rows, since the bounds dropped were true of all of them.
+fn without_proven_time_bounds(
+    config: &FileScanConfig,
+    file: &PartitionedFile,
+) -> Option<Arc<dyn FileSource>> {
+    let source = config.file_source().downcast_ref::<ParquetSource>()?;
+    let predicate = source.filter()?;
+    let column = config.file_schema().index_of("time_nanos").ok()?;
+    let stats = file.statistics.as_ref()?.column_statistics.get(column)?;
+    let (Some(&ScalarValue::Int64(Some(min))), Some(&ScalarValue::Int64(Some(max)))) =
+        (stats.min_value.get_value(), stats.max_value.get_value())
+    else {
+        return None;
+    };
+    let conjuncts = split_conjunction(&predicate);
+    let kept: Vec<Arc<dyn PhysicalExpr>> = conjuncts
+        .iter()
+        .filter(|c| !time_bound_holds(c, min, max))
+        .map(|c| Arc::clone(c))
+        .collect();
+    if kept.len() == conjuncts.len() {
+        return None;
+    }
+    Some(Arc::new(source.with_predicate(conjunction(kept))))
+}
+
+/// Whether `expr` is a bound on `time_nanos` that every time in `[min, max]` meets.
+fn time_bound_holds(expr: &Arc<dyn PhysicalExpr>, min: i64, max: i64) -> bool {
+    let Some(binary) = expr.downcast_ref::<BinaryExpr>() else {
+        return false;
+    };
+    let (Some(column), Some(literal)) = (
+        binary.left().downcast_ref::<Column>(),
+        binary.right().downcast_ref::<Literal>(),
+    ) else {
+        return false;
+    };
+    let ScalarValue::Int64(Some(bound)) = literal.value() else {
+        return false;
+    };
+    if column.name() != "time_nanos" {
+        return false;
+    }
+    match binary.op() {
+        Operator::GtEq => min >= *bound,
+        Operator::Gt => min > *bound,
+        Operator::LtEq => max <= *bound,
+        Operator::Lt => max < *bound,
+        _ => false,
+    }
 }
 
 /// The partial aggregations of single block files, each answered from the

@@ -294,12 +294,37 @@ async fn block_files_are_summed_once_per_filter() {
     let (flushed, computed, cached) = block_files(&querier, &req).await;
     assert_eq!((computed, cached), (1, 1));
     assert_eq!(flushed, first, "the same profiles, now all in blocks");
-    let narrower = MergeRequest {
-        range: TimeRange::from_millis(0, 1_500),
+    // Any range that covers a block whole asks it the same (a dashboard's sliding window).
+    let wider = MergeRequest {
+        range: TimeRange::from_millis(500, 1_500),
         ..req.clone()
     };
-    let (_, computed, cached) = block_files(&querier, &narrower).await;
-    assert_eq!((computed, cached), (2, 0));
+    let (_, computed, cached) = block_files(&querier, &wider).await;
+    assert_eq!((computed, cached), (0, 2));
+    // A third block of two profiles, 1 ns apart: a range ending between them asks it
+    // something else, and the other two blocks the same.
+    for i in [3, 4] {
+        ingester
+            .write(write(i, &["main", "work"], 5))
+            .await
+            .unwrap();
+    }
+    ingester.flush().await.unwrap();
+    let cut = MergeRequest {
+        range: TimeRange {
+            start: 0,
+            end: 1_000_000_003,
+        },
+        ..req.clone()
+    };
+    let (bytes, computed, cached) = block_files(&querier, &cut).await;
+    assert_eq!((computed, cached), (1, 2));
+    let tree = profusion_model::tree::Tree::from_tree_bytes(&bytes).unwrap();
+    assert_eq!(
+        tree.total(),
+        3 + 1 + 5,
+        "the third block's first profile only"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let (ingester, querier, _) = setup_with(
