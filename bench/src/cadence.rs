@@ -52,6 +52,10 @@ pub(crate) struct CadenceArgs {
     /// Seed of the workload.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
+    /// Another flag for the server the queries run on (repeatable), e.g.
+    /// `--server-arg=--querier.block-cache-size=0` to measure without that cache.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub(crate) server_args: Vec<String>,
 }
 
 /// What a loaded history is, kept next to its data so a later run can query it again.
@@ -89,17 +93,15 @@ pub(crate) async fn cadence(args: &CadenceArgs) -> Value {
         }
     };
     // No compaction while measuring: the other engines read every block file on disk.
-    let mut server = start_server(
-        &args.target.server,
-        &data,
-        &["--compactor.compaction-interval=1000h"],
-    );
+    let mut flags = vec!["--compactor.compaction-interval=1000h"];
+    flags.extend(args.server_args.iter().map(String::as_str));
+    let mut server = start_server(&args.target.server, &data, &flags);
     let queries = measure(&server.url(""), &data.join("objects"), &loaded, args.runs).await;
     server.stop();
     if !args.keep && args.data.is_none() {
         let _ = std::fs::remove_dir_all(&data);
     }
-    json!({"history": loaded, "queries": queries})
+    json!({"history": loaded, "server_args": args.server_args, "queries": queries})
 }
 
 /// Pushes the history, then lets the compactor merge it into time-aligned blocks.
@@ -235,11 +237,15 @@ async fn measure(url: &str, objects: &Path, loaded: &Loaded, runs: usize) -> Vec
                 std::hint::black_box(r.flamegraph.map(|f| f.total));
             }
         };
+        // The first run of each query is cold for the server's caches (the files are in the
+        // OS page cache: they were just written).
+        let started = Instant::now();
         let total = flame_graph(&client, "{}", start_ms, end_ms)
             .await
             .flamegraph
             .map_or(0, |f| f.total);
-        let (flame50, flame95, flame_cold) = latency(runs, flame("{}")).await;
+        let flame_cold = started.elapsed().as_secs_f64();
+        let (flame50, flame95, _) = latency(runs, flame("{}")).await;
         let (one50, one95, one_cold) = latency(runs, flame(r#"{service_name="shop-1"}"#)).await;
         let series = || async {
             let r: SelectSeriesResponse = rpc(
@@ -258,13 +264,15 @@ async fn measure(url: &str, objects: &Path, loaded: &Loaded, runs: usize) -> Vec
             .await;
             r
         };
+        let started = Instant::now();
         let series_total: f64 = series()
             .await
             .series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.value))
             .sum();
-        let (series50, series95, series_cold) = latency(runs, || async {
+        let series_cold = started.elapsed().as_secs_f64();
+        let (series50, series95, _) = latency(runs, || async {
             std::hint::black_box(series().await.series.len());
         })
         .await;

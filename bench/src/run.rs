@@ -497,6 +497,7 @@ pub(crate) async fn run(args: RunArgs) {
         data: None,
         keep: false,
         seed: args.seed,
+        server_args: Vec::new(),
     })
     .await;
     report.insert("cadence".into(), cadence);
