@@ -15,14 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use profusion_proto::querier::v1::{SelectSeriesRequest, SelectSeriesResponse};
 use profusion_testing::ConnectClient;
 use serde_json::{Value, json};
 
 use crate::push::push_all;
 use crate::run::{
-    CPU, HOUR_MS, ServerArgs, flame_graph, latency, rpc, run_python, server_flags, start_server,
-    wait_until_compacted,
+    HOUR_MS, ServerArgs, cpu_by_service, flame_graph, latency, run_python, server_flags,
+    start_server, wait_until_compacted,
 };
 use crate::workload::{Fleet, FleetShape, GeneratedProfile, Kind, timed};
 
@@ -247,23 +246,7 @@ async fn measure(url: &str, objects: &Path, loaded: &Loaded, runs: usize) -> Vec
         let flame_cold = started.elapsed().as_secs_f64();
         let (flame50, flame95, _) = latency(runs, flame("{}")).await;
         let (one50, one95, one_cold) = latency(runs, flame(r#"{service_name="shop-1"}"#)).await;
-        let series = || async {
-            let r: SelectSeriesResponse = rpc(
-                &client,
-                "SelectSeries",
-                &SelectSeriesRequest {
-                    profile_type_id: CPU.into(),
-                    label_selector: "{}".into(),
-                    start: start_ms,
-                    end: end_ms,
-                    group_by: vec!["service_name".into()],
-                    step,
-                    ..Default::default()
-                },
-            )
-            .await;
-            r
-        };
+        let series = || cpu_by_service(&client, start_ms, end_ms, step);
         let started = Instant::now();
         let series_total: f64 = series()
             .await

@@ -585,20 +585,7 @@ async fn measure_queries(
             latency(scale.query_runs, flame(r#"{service_name="shop-1"}"#)).await;
         let step = ((hours * 3600) as f64 / 300.0).max(15.0);
         let (ser50, ser95, _) = latency(scale.query_runs, || async {
-            let r: SelectSeriesResponse = rpc(
-                &client,
-                "SelectSeries",
-                &SelectSeriesRequest {
-                    profile_type_id: CPU.into(),
-                    label_selector: "{}".into(),
-                    start: start_ms,
-                    end: end_ms,
-                    group_by: vec!["service_name".into()],
-                    step,
-                    ..Default::default()
-                },
-            )
-            .await;
+            let r = cpu_by_service(&client, start_ms, end_ms, step).await;
             std::hint::black_box(r.series.len());
         })
         .await;
@@ -1137,6 +1124,30 @@ fn machine() -> Value {
         "os": std::env::consts::OS,
         "date_unix": crate::now_nanos() / 1_000_000_000,
     })
+}
+
+/// The CPU time series of every service over `[start_ms, end_ms]` at `step` seconds, as
+/// Grafana's timeline asks for it.
+pub(crate) async fn cpu_by_service(
+    client: &ConnectClient,
+    start_ms: i64,
+    end_ms: i64,
+    step: f64,
+) -> SelectSeriesResponse {
+    rpc(
+        client,
+        "SelectSeries",
+        &SelectSeriesRequest {
+            profile_type_id: CPU.into(),
+            label_selector: "{}".into(),
+            start: start_ms,
+            end: end_ms,
+            group_by: vec!["service_name".into()],
+            step,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 /// The CPU flame graph of `selector` over `[start_ms, end_ms]`, at most 8,192 nodes, as Grafana

@@ -139,6 +139,13 @@ async fn half_flushed(ingester: &Ingester) -> MergeRequest {
     }
 }
 
+/// A querier with `config` over [`half_flushed`] data, and its request.
+async fn half_flushed_with(dir: &Path, config: QuerierConfig) -> (Querier, MergeRequest) {
+    let (ingester, querier, _) = setup_with(dir, config).await;
+    let req = half_flushed(&ingester).await;
+    (querier, req)
+}
+
 /// Block ids and temporary paths vary per run.
 fn redact(plan: &str) -> String {
     regex::Regex::new(r"blocks/[0-9A-Z]{26}/")
@@ -327,7 +334,7 @@ async fn block_files_are_summed_once_per_filter() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let (ingester, querier, _) = setup_with(
+    let (querier, req) = half_flushed_with(
         dir.path(),
         QuerierConfig {
             block_cache_bytes: 0,
@@ -335,7 +342,6 @@ async fn block_files_are_summed_once_per_filter() {
         },
     )
     .await;
-    let req = half_flushed(&ingester).await;
     for _ in 0..2 {
         let (uncached, computed, cached) = block_files(&querier, &req).await;
         assert_eq!((computed, cached), (1, 0));
@@ -380,7 +386,7 @@ async fn resolved_symbols_are_kept_between_queries() {
     assert_eq!(tree_after, first);
 
     let dir = tempfile::tempdir().unwrap();
-    let (ingester, querier, _) = setup_with(
+    let (querier, req) = half_flushed_with(
         dir.path(),
         QuerierConfig {
             symbol_cache_bytes: 0,
@@ -388,7 +394,6 @@ async fn resolved_symbols_are_kept_between_queries() {
         },
     )
     .await;
-    let req = half_flushed(&ingester).await;
     for output in [tree.clone(), tree, pprof.clone()] {
         let (_, stacks, frames) = symbolized(&querier, &req, output).await;
         assert_eq!(
