@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 
 use crate::push::push_all;
 use crate::run::{
-    HOUR_MS, ServerArgs, cpu_by_service, flame_graph, latency, run_python, server_flags,
-    start_server, wait_until_compacted,
+    ENGINES_SCRIPT, HOUR_MS, ServerArgs, cpu_by_service, flame_graph, latency, run_python,
+    server_flags, start_server, wait_until_compacted,
 };
 use crate::workload::{Fleet, FleetShape, GeneratedProfile, Kind, timed};
 
@@ -278,12 +278,13 @@ async fn measure(url: &str, objects: &Path, loaded: &Loaded, runs: usize) -> Vec
         .iter()
         .map(|q| {
             json!({"window": q["window"], "start_ms": q["start_ms"], "end_ms": q["end_ms"],
-                   "step_s": q["select_series"]["step_s"], "runs": runs.min(5)})
+                   "step_s": q["select_series"]["step_s"], "runs": runs.min(5),
+                   "queries": ["flame", "series"]})
         })
         .collect();
     for engine in ["duckdb", "chdb"] {
         eprintln!("  {engine} over the same block files");
-        let Some(theirs) = run_python(OTHER_ENGINES, &[engine], objects, &engines) else {
+        let Some(theirs) = run_python(ENGINES_SCRIPT, &[engine], objects, &engines) else {
             continue;
         };
         for q in &mut out {
@@ -323,77 +324,3 @@ async fn measure(url: &str, objects: &Path, loaded: &Loaded, runs: usize) -> Vec
     }
     out
 }
-
-/// The flame-graph merge (every merged stack named by its functions, as a flame graph needs)
-/// and the per-service series of CPU totals, in DuckDB or ClickHouse (chdb) over the block
-/// files; prints per window the p50 and p95 and the answers' totals.
-const OTHER_ENGINES: &str = r#"
-import json, sys, time
-engine, blocks, windows = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-pt = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
-files = lambda table: f"{blocks}/*/blocks/*/{table}.parquet"
-if engine == "duckdb":
-    import duckdb
-    con = duckdb.connect()
-    # No progress bar: DuckDB draws it on stdout, where the answer is read as JSON.
-    con.execute("SET enable_progress_bar = false")
-    run = lambda q: con.execute(q).fetchall()
-    def flame(start, end):
-        return f"""
-        WITH m AS (SELECT stack_hash, sum(value) AS v FROM read_parquet('{files("samples")}')
-                   WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end} GROUP BY 1),
-             st AS (SELECT DISTINCT stack_hash, frame_ids FROM read_parquet('{files("stacks")}')
-                    WHERE stack_hash IN (SELECT stack_hash FROM m)),
-             fr AS (SELECT DISTINCT frame_id, function_name FROM read_parquet('{files("frames")}')),
-             named AS (SELECT st.stack_hash, string_agg(fr.function_name, ';' ORDER BY u.pos) AS stack
-                       FROM st, unnest(st.frame_ids) WITH ORDINALITY AS u(frame_id, pos)
-                       JOIN fr ON fr.frame_id = u.frame_id GROUP BY 1)
-        SELECT count(*), coalesce(sum(v), 0)::BIGINT FROM m JOIN named USING (stack_hash)"""
-    def series(start, end, step):
-        return f"""
-        SELECT count(*), coalesce(sum(t), 0)::BIGINT FROM (
-          SELECT service_name, time_nanos // {step} AS s, sum(total_value) AS t
-          FROM read_parquet('{files("profiles")}')
-          WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end} GROUP BY ALL)"""
-else:
-    import chdb
-    run = lambda q: json.loads(chdb.query(q, "JSONCompact").bytes())["data"]
-    def flame(start, end):
-        return f"""
-        WITH m AS (SELECT stack_hash, sum(value) AS v FROM file('{files("samples")}', Parquet)
-                   WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end}
-                   GROUP BY stack_hash),
-             st AS (SELECT DISTINCT stack_hash, frame_ids FROM file('{files("stacks")}', Parquet)
-                    WHERE stack_hash IN (SELECT stack_hash FROM m)),
-             fr AS (SELECT DISTINCT frame_id, function_name FROM file('{files("frames")}', Parquet)),
-             u AS (SELECT stack_hash, fid, pos FROM st
-                   ARRAY JOIN frame_ids AS fid, arrayEnumerate(frame_ids) AS pos),
-             named AS (SELECT u.stack_hash AS stack_hash,
-                              arrayStringConcat(arrayMap(x -> x.2, arraySort(x -> x.1,
-                                  groupArray((u.pos, fr.function_name)))), ';') AS stack
-                       FROM u JOIN fr ON fr.frame_id = u.fid GROUP BY u.stack_hash)
-        SELECT count(), toInt64(sum(v)) FROM m JOIN named USING (stack_hash)"""
-    def series(start, end, step):
-        return f"""
-        SELECT count(), toInt64(sum(t)) FROM (
-          SELECT service_name, intDiv(time_nanos, {step}) AS s, sum(total_value) AS t
-          FROM file('{files("profiles")}', Parquet)
-          WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end}
-          GROUP BY service_name, s)"""
-out = {}
-for w in windows:
-    start, end, step = w["start_ms"] * 1000000, w["end_ms"] * 1000000 + 999999, int(w["step_s"] * 1e9)
-    res = {}
-    for name, q in [("flame", flame(start, end)), ("series", series(start, end, step))]:
-        times = []
-        for _ in range(w["runs"]):
-            t = time.perf_counter(); rows = run(q); times.append(time.perf_counter() - t)
-        res[name + "_cold_s"] = times[0]
-        times.sort()
-        res[name + "_p50_s"] = times[len(times) // 2]
-        res[name + "_p95_s"] = times[min(len(times) - 1, round((len(times) - 1) * 0.95))]
-        res[name + "_rows"] = int(rows[0][0])
-        res[name + "_total"] = int(rows[0][1] or 0)
-    out[w["window"]] = res
-print(json.dumps(out))
-"#;

@@ -21,14 +21,14 @@ fn ratio(v: &Value) -> String {
 fn query_table(md: &mut String, queries: &Value) {
     let _ = writeln!(
         md,
-        "| window | CPU samples | flame graph | one service | SelectSeries | LabelValues | Series | DuckDB p50: flame / series / label values / series sets | ratios: flame / series / label values / series sets |\n|---|---:|---|---|---|---|---|---|---|"
+        "| window | CPU samples | flame graph | one service | SelectSeries | LabelValues | Series | DuckDB p50: flame / series / label values / series sets | ratios to DuckDB: flame / series / label values / series sets | ratios to ClickHouse (chdb): flame / series / label values / series sets |\n|---|---:|---|---|---|---|---|---|---|---|"
     );
     for q in queries.as_array().into_iter().flatten() {
         let pair = |v: &Value| format!("{} / {}", ms(&v["p50_s"]), ms(&v["p95_s"]));
         let duck = &q["duckdb"];
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} / {} / {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} / {} / {} / {} | {} / {} / {} / {} |",
             q["window"].as_str().unwrap_or("?"),
             q["cpu_samples"],
             pair(&q["flame_graph"]),
@@ -43,7 +43,11 @@ fn query_table(md: &mut String, queries: &Value) {
             ratio(&q["ratio_flame_graph_to_duckdb"]),
             ratio(&q["ratio_series_to_duckdb"]),
             ratio(&q["ratio_label_values_to_duckdb"]),
-            ratio(&q["ratio_series_sets_to_duckdb"])
+            ratio(&q["ratio_series_sets_to_duckdb"]),
+            ratio(&q["ratio_flame_graph_to_chdb"]),
+            ratio(&q["ratio_series_to_chdb"]),
+            ratio(&q["ratio_label_values_to_chdb"]),
+            ratio(&q["ratio_series_sets_to_chdb"])
         );
     }
 }

@@ -638,30 +638,42 @@ async fn measure_queries(
     queries
 }
 
-/// Runs the same queries in DuckDB over the block files in `objects` and records each
-/// window's times and Profusion's ratios to them; false when DuckDB could not run.
+/// Runs the same queries in DuckDB and ClickHouse (chdb) over the block files in `objects` and
+/// records each window's times and Profusion's ratios to them; false when DuckDB could not run.
 fn compare_with_duckdb(objects: &Path, queries: &mut [Value]) -> bool {
-    let Some(duck) = duckdb(objects, queries) else {
-        return false;
-    };
-    for q in queries.iter_mut() {
-        let window = q["window"].as_str().unwrap_or_default().to_owned();
-        if let Some(d) = duck.get(&window) {
+    let mut duck_ran = false;
+    for engine in ["duckdb", "chdb"] {
+        let Some(theirs) = other_engine(engine, objects, queries) else {
+            continue;
+        };
+        duck_ran |= engine == "duckdb";
+        for q in queries.iter_mut() {
+            let window = q["window"].as_str().unwrap_or_default().to_owned();
+            let Some(t) = theirs.get(&window) else {
+                continue;
+            };
             let ratio = |ours: &Value, theirs: &Value| {
                 ours.as_f64().zip(theirs.as_f64()).map(|(a, b)| a / b)
             };
-            q["duckdb"] = d.clone();
-            q["ratio_flame_graph_to_duckdb"] =
-                json!(ratio(&q["flame_graph"]["p50_s"], &d["flame_p50_s"]));
-            q["ratio_series_to_duckdb"] =
-                json!(ratio(&q["select_series"]["p50_s"], &d["series_p50_s"]));
-            q["ratio_label_values_to_duckdb"] =
-                json!(ratio(&q["label_values"]["p50_s"], &d["label_values_p50_s"]));
-            q["ratio_series_sets_to_duckdb"] =
-                json!(ratio(&q["series"]["p50_s"], &d["series_sets_p50_s"]));
+            let ratios: Vec<(String, Value)> = [
+                ("flame_graph", &q["flame_graph"], "flame"),
+                ("series", &q["select_series"], "series"),
+                ("label_values", &q["label_values"], "label_values"),
+                ("series_sets", &q["series"], "series_sets"),
+            ]
+            .into_iter()
+            .map(|(name, ours, theirs)| {
+                let r = ratio(&ours["p50_s"], &t[format!("{theirs}_p50_s")]);
+                (format!("ratio_{name}_to_{engine}"), json!(r))
+            })
+            .collect();
+            q[engine] = t.clone();
+            for (key, r) in ratios {
+                q[key] = r;
+            }
         }
     }
-    true
+    duck_ran
 }
 
 /// Waits until the compactor has merged everything it can and deleted every source block's
@@ -1015,51 +1027,97 @@ pub(crate) fn block_stats(objects: &Path) -> (u64, u64, u64) {
     (bytes, samples, blocks)
 }
 
-const DUCKDB_SCRIPT: &str = r#"
-import json, sys, time, duckdb
-blocks, windows = sys.argv[1], json.loads(sys.argv[2])
+/// The flame-graph merge (every merged stack named by its functions, as a flame graph needs),
+/// the per-service series of CPU totals, the values of `pod` and the (service, profile type)
+/// series sets, in DuckDB or ClickHouse (chdb) over the block files; prints per window each
+/// query's cold, p50 and p95 times and its answer's size and total. A window may name the
+/// queries it wants (`queries`); else all four run.
+pub(crate) const ENGINES_SCRIPT: &str = r#"
+import json, sys, time
+engine, blocks, windows = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 pt = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+files = lambda table: f"{blocks}/*/blocks/*/{table}.parquet"
+if engine == "duckdb":
+    import duckdb
+    con = duckdb.connect()
+    # No progress bar: DuckDB draws it on stdout, where the answer is read as JSON.
+    con.execute("SET enable_progress_bar = false")
+    run = lambda q: con.execute(q).fetchall()
+    def flame(start, end):
+        return f"""
+        WITH m AS (SELECT stack_hash, sum(value) AS v FROM read_parquet('{files("samples")}')
+                   WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end} GROUP BY 1),
+             st AS (SELECT DISTINCT stack_hash, frame_ids FROM read_parquet('{files("stacks")}')
+                    WHERE stack_hash IN (SELECT stack_hash FROM m)),
+             fr AS (SELECT DISTINCT frame_id, function_name FROM read_parquet('{files("frames")}')),
+             named AS (SELECT st.stack_hash, string_agg(fr.function_name, ';' ORDER BY u.pos) AS stack
+                       FROM st, unnest(st.frame_ids) WITH ORDINALITY AS u(frame_id, pos)
+                       JOIN fr ON fr.frame_id = u.frame_id GROUP BY 1)
+        SELECT count(*), coalesce(sum(v), 0)::BIGINT FROM m JOIN named USING (stack_hash)"""
+    def series(start, end, step):
+        return f"""
+        SELECT count(*), coalesce(sum(t), 0)::BIGINT FROM (
+          SELECT service_name, time_nanos // {step} AS s, sum(total_value) AS t
+          FROM read_parquet('{files("profiles")}')
+          WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end} GROUP BY ALL)"""
+else:
+    import chdb
+    run = lambda q: json.loads(chdb.query(q, "JSONCompact").bytes())["data"]
+    def flame(start, end):
+        return f"""
+        WITH m AS (SELECT stack_hash, sum(value) AS v FROM file('{files("samples")}', Parquet)
+                   WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end}
+                   GROUP BY stack_hash),
+             st AS (SELECT DISTINCT stack_hash, frame_ids FROM file('{files("stacks")}', Parquet)
+                    WHERE stack_hash IN (SELECT stack_hash FROM m)),
+             fr AS (SELECT DISTINCT frame_id, function_name FROM file('{files("frames")}', Parquet)),
+             u AS (SELECT stack_hash, fid, pos FROM st
+                   ARRAY JOIN frame_ids AS fid, arrayEnumerate(frame_ids) AS pos),
+             named AS (SELECT u.stack_hash AS stack_hash,
+                              arrayStringConcat(arrayMap(x -> x.2, arraySort(x -> x.1,
+                                  groupArray((u.pos, fr.function_name)))), ';') AS stack
+                       FROM u JOIN fr ON fr.frame_id = u.fid GROUP BY u.stack_hash)
+        SELECT count(), toInt64(sum(v)) FROM m JOIN named USING (stack_hash)"""
+    def series(start, end, step):
+        return f"""
+        SELECT count(), toInt64(sum(t)) FROM (
+          SELECT service_name, intDiv(time_nanos, {step}) AS s, sum(total_value) AS t
+          FROM file('{files("profiles")}', Parquet)
+          WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end}
+          GROUP BY service_name, s)"""
+if engine == "duckdb":
+    labels = f"""SELECT count(*), 0 FROM (SELECT DISTINCT l.value FROM read_parquet('{files("series")}') s,
+                 unnest(s.labels) AS u(l) WHERE l.name = 'pod')"""
+    series_sets = f"""SELECT count(*), 0 FROM (SELECT DISTINCT service_name, profile_type
+                      FROM read_parquet('{files("series")}'))"""
+else:
+    labels = f"""SELECT count(), 0 FROM (SELECT DISTINCT l.value FROM file('{files("series")}', Parquet)
+                 ARRAY JOIN labels AS l WHERE l.name = 'pod')"""
+    series_sets = f"""SELECT count(), 0 FROM (SELECT DISTINCT service_name, profile_type
+                      FROM file('{files("series")}', Parquet))"""
 out = {}
 for w in windows:
     start, end, step = w["start_ms"] * 1000000, w["end_ms"] * 1000000 + 999999, int(w["step_s"] * 1e9)
-    flame = f"""
-    WITH m AS (SELECT stack_hash, sum(value) AS v FROM read_parquet('{blocks}/*/blocks/*/samples.parquet')
-               WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end} GROUP BY 1),
-         st AS (SELECT DISTINCT stack_hash, frame_ids FROM read_parquet('{blocks}/*/blocks/*/stacks.parquet')
-                WHERE stack_hash IN (SELECT stack_hash FROM m)),
-         fr AS (SELECT DISTINCT frame_id, function_name FROM read_parquet('{blocks}/*/blocks/*/frames.parquet')),
-         named AS (SELECT st.stack_hash, string_agg(fr.function_name, ';' ORDER BY u.pos) AS stack
-                   FROM st, unnest(st.frame_ids) WITH ORDINALITY AS u(frame_id, pos)
-                   JOIN fr ON fr.frame_id = u.frame_id GROUP BY 1)
-    SELECT count(*), sum(v)::BIGINT FROM m JOIN named USING (stack_hash)"""
-    series = f"""
-    SELECT count(*) FROM (SELECT service_name, time_nanos // {step} AS s, sum(total_value)
-      FROM read_parquet('{blocks}/*/blocks/*/profiles.parquet')
-      WHERE profile_type = '{pt}' AND time_nanos BETWEEN {start} AND {end} GROUP BY ALL)"""
-    # LabelValues(pod) and Series(service_name, __profile_type__) over the series of blocks
-    # that overlap the window, as the catalog would pick them.
-    labels = f"""
-    SELECT DISTINCT l.value FROM read_parquet('{blocks}/*/blocks/*/series.parquet') s,
-      unnest(s.labels) AS u(l) WHERE l.name = 'pod' ORDER BY 1"""
-    series_sets = f"""
-    SELECT DISTINCT service_name, profile_type FROM read_parquet('{blocks}/*/blocks/*/series.parquet')
-    ORDER BY ALL"""
     res = {}
-    for name, q in [("flame", flame), ("series", series), ("label_values", labels), ("series_sets", series_sets)]:
-        # No progress bar: DuckDB draws it on stdout, where the answer is read as JSON.
-        con = duckdb.connect()
-        con.execute("SET enable_progress_bar = false")
+    wanted = w.get("queries", ["flame", "series", "label_values", "series_sets"])
+    queries = [("flame", flame(start, end)), ("series", series(start, end, step)),
+               ("label_values", labels), ("series_sets", series_sets)]
+    for name, q in [(n, q) for n, q in queries if n in wanted]:
         times = []
         for _ in range(w["runs"]):
-            t = time.perf_counter(); con.execute(q).fetchall(); times.append(time.perf_counter() - t)
+            t = time.perf_counter(); rows = run(q); times.append(time.perf_counter() - t)
+        res[name + "_cold_s"] = times[0]
         times.sort()
         res[name + "_p50_s"] = times[len(times) // 2]
         res[name + "_p95_s"] = times[min(len(times) - 1, round((len(times) - 1) * 0.95))]
+        res[name + "_rows"] = int(rows[0][0])
+        res[name + "_total"] = int(rows[0][1] or 0)
     out[w["window"]] = res
 print(json.dumps(out))
 "#;
 
-fn duckdb(objects: &Path, queries: &[Value]) -> Option<Value> {
+/// The other engine's (`duckdb` or `chdb`) times of the same queries over the block files.
+fn other_engine(engine: &str, objects: &Path, queries: &[Value]) -> Option<Value> {
     let windows: Vec<Value> = queries
         .iter()
         .map(|q| {
@@ -1067,7 +1125,7 @@ fn duckdb(objects: &Path, queries: &[Value]) -> Option<Value> {
                    "step_s": q["select_series"]["step_s"], "runs": 5})
         })
         .collect();
-    run_duckdb(DUCKDB_SCRIPT, objects, &windows)
+    run_python(ENGINES_SCRIPT, &[engine], objects, &windows)
 }
 
 /// Runs a DuckDB `script` with the pinned Python (`PROFUSION_PYTHON`) over the block files
