@@ -140,6 +140,8 @@ impl ExecutionPlan for SymbolizeExec {
             stacks: counter("stacks"),
             stacks_read: counter("stacks_read"),
             frames_read: counter("frames_read"),
+            new_stacks: PrehashedMap::default(),
+            new_frames: Vec::new(),
         };
         let once = futures_util::stream::once(work.run(merged));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -181,6 +183,9 @@ struct Symbolizer {
     /// Stacks and frames read from blocks and heads, not found in the cache.
     stacks_read: Count,
     frames_read: Count,
+    /// What this query read, for the cache once it succeeds.
+    new_stacks: PrehashedMap<u64, Arc<[u64]>>,
+    new_frames: Vec<Arc<FrameInfo>>,
 }
 
 /// Rough heap cost of one hash-map entry, for the memory budget.
@@ -259,6 +264,15 @@ impl Symbolizer {
         };
         self.reservation.try_grow(bytes.len())?;
         building.done();
+        // Only a query that got this far teaches the cache: one over its budget leaves it
+        // as it was.
+        if let Some(c) = &self.cache {
+            c.cache
+                .insert_stacks(&c.scope, self.new_stacks.iter().map(|(h, f)| (*h, f)));
+            let complete = matches!(self.output, SymbolizeOutput::Pprof(_));
+            c.cache
+                .insert_frames(&c.scope, self.new_frames.iter(), complete);
+        }
         self.reservation.free();
         Ok(RecordBatch::try_new(
             output_schema(),
@@ -297,10 +311,7 @@ impl Symbolizer {
             }
         }
         self.stacks_read.add(read.len());
-        if let Some(c) = &self.cache {
-            c.cache
-                .insert_stacks(&c.scope, read.iter().map(|(h, f)| (*h, f)));
-        }
+        self.new_stacks = read;
         Ok(frames_of)
     }
 
@@ -329,9 +340,7 @@ impl Symbolizer {
                 self.read_frames(&batch, &wanted, &resolved, &mut read)?;
             }
             self.frames_read.add(read.len());
-            if let Some(c) = &self.cache {
-                c.cache.insert_frames(&c.scope, read.values(), complete);
-            }
+            self.new_frames = read.values().cloned().collect();
             resolved.extend(read);
         }
         if !complete {
