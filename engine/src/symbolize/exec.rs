@@ -140,7 +140,7 @@ impl ExecutionPlan for SymbolizeExec {
             stacks: counter("stacks"),
             stacks_read: counter("stacks_read"),
             frames_read: counter("frames_read"),
-            new_stacks: PrehashedMap::default(),
+            new_stacks: Vec::new(),
             new_frames: Vec::new(),
         };
         let once = futures_util::stream::once(work.run(merged));
@@ -184,7 +184,7 @@ struct Symbolizer {
     stacks_read: Count,
     frames_read: Count,
     /// What this query read, for the cache once it succeeds.
-    new_stacks: PrehashedMap<u64, Arc<[u64]>>,
+    new_stacks: Vec<u64>,
     new_frames: Vec<Arc<FrameInfo>>,
 }
 
@@ -267,8 +267,12 @@ impl Symbolizer {
         // Only a query that got this far teaches the cache: one over its budget leaves it
         // as it was.
         if let Some(c) = &self.cache {
-            c.cache
-                .insert_stacks(&c.scope, self.new_stacks.iter().map(|(h, f)| (*h, f)));
+            c.cache.insert_stacks(
+                &c.scope,
+                self.new_stacks
+                    .iter()
+                    .filter_map(|h| frames_of.get(h).map(|f| (*h, f))),
+            );
             let complete = matches!(self.output, SymbolizeOutput::Pprof(_));
             c.cache
                 .insert_frames(&c.scope, self.new_frames.iter(), complete);
@@ -294,7 +298,7 @@ impl Symbolizer {
         if frames_of.len() == values.len() {
             return Ok(frames_of);
         }
-        let mut read: PrehashedMap<u64, Arc<[u64]>> = PrehashedMap::default();
+        let mut read = Vec::new();
         let mut stacks = self.symbols[0].execute(0, Arc::clone(&self.context))?;
         while let Some(batch) = stacks.next().await.transpose()? {
             let hashes = column(&batch, "stack_hash")?.as_primitive::<UInt64Type>();
@@ -304,9 +308,12 @@ impl Symbolizer {
                 if values.contains_key(&h) && !frames_of.contains_key(&h) {
                     let ids = lists.value(i);
                     let ids: Arc<[u64]> = Arc::from(&ids.as_primitive::<UInt64Type>().values()[..]);
-                    self.reservation.try_grow(ENTRY_BYTES + ids.len() * 8)?;
-                    frames_of.insert(h, Arc::clone(&ids));
-                    read.insert(h, ids);
+                    // The entry, the shared list (two counters and the ids), and its hash
+                    // kept for the cache.
+                    self.reservation
+                        .try_grow(ENTRY_BYTES + 16 + ids.len() * 8 + 8)?;
+                    frames_of.insert(h, ids);
+                    read.push(h);
                 }
             }
         }
