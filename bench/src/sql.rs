@@ -23,8 +23,7 @@ use arrow_array::types::{Int64Type, TimestampNanosecondType};
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures_util::TryStreamExt;
 use profusion_proto::querier::v1::{
-    SelectMergeStacktracesRequest, SelectMergeStacktracesResponse, SelectSeriesRequest,
-    SelectSeriesResponse,
+    SelectMergeStacktracesRequest, SelectMergeStacktracesResponse, SelectSeriesResponse,
 };
 use profusion_testing::ConnectClient;
 use serde_json::{Value, json};
@@ -234,22 +233,9 @@ async fn whole_flame_graph(client: &ConnectClient, w: &Window) -> SelectMergeSta
     )
     .await
 }
-
+/// `SelectSeries` of CPU by service over a window, at its step.
 async fn series_by_service(client: &ConnectClient, w: &Window) -> SelectSeriesResponse {
-    rpc(
-        client,
-        "SelectSeries",
-        &SelectSeriesRequest {
-            profile_type_id: CPU.into(),
-            label_selector: "{}".into(),
-            start: w.start_ms,
-            end: w.end_ms,
-            group_by: vec!["service_name".into()],
-            step: w.step_s as f64,
-            ..Default::default()
-        },
-    )
-    .await
+    crate::run::cpu_by_service(client, w.start_ms, w.end_ms, w.step_s as f64).await
 }
 
 /// The same two questions asked of DuckDB over the block files; per window the p50 and p95 of
