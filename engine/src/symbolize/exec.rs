@@ -211,9 +211,18 @@ impl Symbolizer {
         let build_time = self.build_time.clone();
         let building = build_time.timer();
         self.stacks.add(values.len());
-        // In stack-hash order, so the same data always gives the same pprof bytes.
+        // In stack-hash order, so the same data always gives the same pprof bytes; a tree
+        // (whose encoding orders children itself) in frame order, so each stack shares most
+        // of its path with the one before.
         let mut merged: Vec<(u64, i64)> = values.into_iter().collect();
         merged.sort_unstable();
+        if matches!(self.output, SymbolizeOutput::Tree { .. }) {
+            let empty: &[u64] = &[];
+            merged.sort_by(|a, b| {
+                let frames = |h: &u64| frames_of.get(h).map_or(empty, |f| &f[..]);
+                frames(&a.0).cmp(frames(&b.0))
+            });
+        }
         let mut tree = NameTree::default();
         let mut pprof_stacks: Vec<(Vec<&FrameInfo>, i64)> = Vec::new();
         let mut stack: Vec<&FrameInfo> = Vec::new();

@@ -22,6 +22,10 @@ pub(super) struct NameTree<'a> {
     nodes: Vec<NameNode>,
     /// Mixed (parent, name) → child.
     edges: PrehashedMap<u64, u32>,
+    /// The frame ids of the stack inserted last and the node each led to: the next stack
+    /// walks the prefix it shares with it without a lookup (stacks inserted in frame order
+    /// share most of their frames with the one before).
+    last: Vec<(u64, u32)>,
 }
 
 /// splitmix64's finalizer: a bijection of 64-bit values that spreads every input bit over
@@ -86,7 +90,19 @@ impl<'a> NameTree<'a> {
         let added = self.nodes.len();
         let mut node = 0u32;
         self.nodes[0].total = self.nodes[0].total.saturating_add(value);
-        for frame in stack {
+        let shared = self
+            .last
+            .iter()
+            .zip(stack)
+            .take_while(|((id, _), frame)| *id == frame.id)
+            .count();
+        self.last.truncate(shared);
+        for &(_, known) in &self.last {
+            node = known;
+            let n = &mut self.nodes[node as usize];
+            n.total = n.total.saturating_add(value);
+        }
+        for frame in &stack[shared..] {
             let name = self.name_id(frame);
             // The map uses the key as its hash, so the key must be uniform in every bit: a
             // bijective mix of (node, name), not a multiply, which leaves the low bits equal
@@ -102,6 +118,7 @@ impl<'a> NameTree<'a> {
                 self.nodes.push(new);
             }
             node = child;
+            self.last.push((frame.id, node));
             let n = &mut self.nodes[node as usize];
             n.total = n.total.saturating_add(value);
         }
