@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 
 use crate::push::push_all;
 use crate::run::{
-    ENGINES_SCRIPT, HOUR_MS, ServerArgs, cpu_by_service, flame_graph, latency, run_python,
-    server_flags, start_server, wait_until_compacted,
+    ENGINES_SCRIPT, HOUR_MS, ServerArgs, compact_everything, cpu_by_service, flame_graph, latency,
+    run_python, start_server,
 };
 use crate::workload::{Fleet, FleetShape, GeneratedProfile, Kind, timed};
 
@@ -179,15 +179,7 @@ async fn load(args: &CadenceArgs, data: &Path) -> Loaded {
         stats.profiles
     );
     server.stop();
-    server.restart_with(&server_flags(&[
-        "--compactor.compaction-interval=1s",
-        "--compactor.first-level-compaction-wait-period=0s",
-        "--compactor.deletion-delay=0s",
-    ]));
-    let started = Instant::now();
-    wait_until_compacted(&server.url("")).await;
-    let compaction_s = started.elapsed().as_secs_f64();
-    server.stop();
+    let compaction_s = compact_everything(&mut server).await;
     let (block_bytes, sample_rows, blocks) = crate::run::block_stats(&data.join("objects"));
     eprintln!("  compacted into {blocks} blocks in {compaction_s:.0} s");
     let cpu_samples = *cpu_samples.lock().expect("count");

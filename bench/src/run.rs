@@ -454,15 +454,7 @@ pub(crate) async fn run(args: RunArgs) {
 
     // 7. The compactor merges the history; the same queries and DuckDB again.
     eprintln!("[7/10] compaction, then the same queries");
-    server.restart_with(&server_flags(&[
-        "--compactor.compaction-interval=1s",
-        "--compactor.first-level-compaction-wait-period=0s",
-        "--compactor.deletion-delay=0s",
-    ]));
-    let compaction_started = Instant::now();
-    wait_until_compacted(&server.url("")).await;
-    let compaction_s = compaction_started.elapsed().as_secs_f64();
-    server.stop();
+    let compaction_s = compact_everything(&mut server).await;
     // Restarted with the usual flags: a cold cache, and a compactor with nothing left to do.
     server.restart_with(&server_flags(&[]));
     let url = server.url("");
@@ -676,9 +668,24 @@ fn compare_with_duckdb(objects: &Path, queries: &mut [Value]) -> bool {
     duck_ran
 }
 
+/// Restarts the stopped `server` with a compactor that merges at once and deletes sources at
+/// once, waits until it has compacted everything, stops it; the seconds that took.
+pub(crate) async fn compact_everything(server: &mut TestServer) -> f64 {
+    server.restart_with(&server_flags(&[
+        "--compactor.compaction-interval=1s",
+        "--compactor.first-level-compaction-wait-period=0s",
+        "--compactor.deletion-delay=0s",
+    ]));
+    let started = Instant::now();
+    wait_until_compacted(&server.url("")).await;
+    let seconds = started.elapsed().as_secs_f64();
+    server.stop();
+    seconds
+}
+
 /// Waits until the compactor has merged everything it can and deleted every source block's
 /// files (the deletion delay is zero), so the files on disk are exactly the compacted blocks.
-pub(crate) async fn wait_until_compacted(url: &str) {
+async fn wait_until_compacted(url: &str) {
     use profusion_tests::{metric_sample, metric_sum};
     // Cycles and jobs of every outcome, from one reading of the metrics.
     let progress = |text: &str| {

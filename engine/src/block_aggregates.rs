@@ -125,7 +125,7 @@ fn per_file(
             Some(files) if !files.is_empty() => {
                 let per_file = files
                     .into_iter()
-                    .map(|file| aggregate(with_files(&part, vec![file])?))
+                    .map(|file| aggregate(with_file(&part, file)?))
                     .collect::<Result<Vec<_>>>()?;
                 branches.push(Arc::new(BlockAggregateExec::new(
                     per_file,
@@ -172,16 +172,17 @@ fn files_of(part: &Arc<dyn ExecutionPlan>) -> Option<Vec<PartitionedFile>> {
     plain.then_some(files)
 }
 
-fn scan_config(node: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
+/// The file scan of a Parquet scan node.
+pub(crate) fn scan_config(node: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
     node.downcast_ref::<DataSourceExec>()?
         .data_source()
         .downcast_ref::<FileScanConfig>()
 }
 
-/// `part` reading only `files`, in one file group.
-fn with_files(
+/// `part` reading only `file`, with the time bounds its statistics prove dropped.
+fn with_file(
     part: &Arc<dyn ExecutionPlan>,
-    files: Vec<PartitionedFile>,
+    file: PartitionedFile,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     Arc::clone(part)
         .transform_down(|node| {
@@ -189,10 +190,8 @@ fn with_files(
                 return Ok(Transformed::no(node));
             };
             let mut builder = FileScanConfigBuilder::from(config.clone())
-                .with_file_groups(vec![FileGroup::new(files.clone())]);
-            if let [file] = files.as_slice()
-                && let Some(source) = without_proven_time_bounds(config, file)
-            {
+                .with_file_groups(vec![FileGroup::new(vec![file.clone()])]);
+            if let Some(source) = without_proven_time_bounds(config, &file) {
                 builder = builder.with_source(source);
             }
             let config = builder.build();

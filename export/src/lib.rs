@@ -253,14 +253,12 @@ pub async fn export(
     let (first, last) = rows
         .extent(start, request.end)
         .await?
-        .map_or((start, request.end - 1), |(first, last)| (first, last));
-    let windows = (first..=last)
+        .unwrap_or((start, request.end - 1));
+    let mut windows = (first..=last)
         .step_by(WINDOW_NANOS as usize)
         .map(|from| (from, from.saturating_add(WINDOW_NANOS).min(last + 1)));
-    let mut windows = windows.peekable();
-    let (first_from, first_to) = *windows.peek().expect("start < end");
-    let mut stream = rows.rows(first_from, first_to).await?;
-    windows.next();
+    let (from, to) = windows.next().expect("a non-empty range has a first hour");
+    let mut stream = rows.rows(from, to).await?;
     let schema = stream.schema();
     let mut sink: Box<dyn Sink> = match request.format {
         Format::Delta => {

@@ -4,8 +4,6 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
-use datafusion::datasource::physical_plan::FileScanConfig;
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::physical_expr::Distribution;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -217,10 +215,7 @@ pub(super) fn origin_of(stage: &Arc<dyn ExecutionPlan>) -> Option<Origin> {
         };
         if let Some(scan) = node.downcast_ref::<HeadScanExec>() {
             heads.extend(scan.scans().iter().map(|(h, _)| h.cut().source.clone()));
-        } else if let Some(config) = node
-            .downcast_ref::<DataSourceExec>()
-            .and_then(|d| d.data_source().downcast_ref::<FileScanConfig>())
-        {
+        } else if let Some(config) = crate::block_aggregates::scan_config(node) {
             files.extend(
                 config
                     .file_groups

@@ -215,13 +215,12 @@ impl Symbolizer {
         // (whose encoding orders children itself) in frame order, so each stack shares most
         // of its path with the one before.
         let mut merged: Vec<(u64, i64)> = values.into_iter().collect();
-        merged.sort_unstable();
-        if matches!(self.output, SymbolizeOutput::Tree { .. }) {
+        if self.needs_complete_frames() {
+            merged.sort_unstable();
+        } else {
             let empty: &[u64] = &[];
-            merged.sort_by(|a, b| {
-                let frames = |h: &u64| frames_of.get(h).map_or(empty, |f| &f[..]);
-                frames(&a.0).cmp(frames(&b.0))
-            });
+            let frames = |h: &u64| frames_of.get(h).map_or(empty, |f| &f[..]);
+            merged.sort_unstable_by(|a, b| frames(&a.0).cmp(frames(&b.0)).then(a.0.cmp(&b.0)));
         }
         let mut tree = NameTree::default();
         let mut pprof_stacks: Vec<(Vec<&FrameInfo>, i64)> = Vec::new();
@@ -282,15 +281,23 @@ impl Symbolizer {
                     .iter()
                     .filter_map(|h| frames_of.get(h).map(|f| (*h, f))),
             );
-            let complete = matches!(self.output, SymbolizeOutput::Pprof(_));
-            c.cache
-                .insert_frames(&c.scope, self.new_frames.iter(), complete);
+            c.cache.insert_frames(
+                &c.scope,
+                self.new_frames.iter(),
+                self.needs_complete_frames(),
+            );
         }
         self.reservation.free();
         Ok(RecordBatch::try_new(
             output_schema(),
             vec![Arc::new(BinaryArray::from_iter_values([bytes]))],
         )?)
+    }
+
+    /// Whether the answer needs every column of a frame (a pprof), not only its name, mapping
+    /// and address (a tree).
+    fn needs_complete_frames(&self) -> bool {
+        matches!(self.output, SymbolizeOutput::Pprof(_))
     }
 
     /// The frames of every merged stack: from the cache, else from the `stacks` input (read
@@ -343,7 +350,7 @@ impl Symbolizer {
             .flat_map(|f| f.iter())
             .map(|f| (*f, ()))
             .collect();
-        let complete = matches!(self.output, SymbolizeOutput::Pprof(_));
+        let complete = self.needs_complete_frames();
         let mut resolved: PrehashedMap<u64, Arc<FrameInfo>> = PrehashedMap::default();
         if let Some(c) = &self.cache {
             c.cache
