@@ -99,6 +99,15 @@ enum Command {
     },
     /// The whole benchmark against a server binary it starts itself (what `scripts/bench` runs).
     Run(run::RunArgs),
+    /// Only its ingest phases: the decode-only reference, then pushes at rising concurrency
+    /// (per core of the server, and the ratio to the reference).
+    Ingest {
+        #[command(flatten)]
+        target: run::ServerArgs,
+        /// Seconds each concurrency step runs.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Only its push-latency-during-flushes phase: prints that part of the report.
     FlushLatency {
         #[command(flatten)]
@@ -230,6 +239,20 @@ async fn main() {
         Command::Run(args) => run::run(args).await,
         Command::Cluster(args) => {
             let report = cluster::cluster(args).await;
+            println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+        }
+        Command::Ingest { target, seconds } => {
+            let stamp = now_nanos() / 1_000_000_000;
+            let out = target.out.join(format!("{stamp}-ingest"));
+            let payloads = run::cpu_payloads(&Fleet::new(FleetShape::default()), 200);
+            let rss = run::RssSampler::start();
+            let (decode, ingest) =
+                run::measure_ingest(&target.server, &out, &payloads, seconds, &rss).await;
+            let _ = std::fs::remove_dir_all(&out);
+            let report = serde_json::json!({"decode_only": decode, "ingest": ingest});
+            let mut md = String::new();
+            report::ingest_section(&mut md, &report);
+            eprintln!("{md}");
             println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
         }
         Command::FlushLatency { target, seconds } => {

@@ -175,20 +175,8 @@ pub(crate) fn cadence_section(md: &mut String, cadence: &Value) {
     }
 }
 
-/// Writes `report.md`, `ingest-throughput.svg` and `query-latency.svg` into `dir`.
-pub(crate) fn write(dir: &Path, r: &Value) {
-    let mut md = String::new();
-    let m = &r["machine"];
-    let _ = writeln!(md, "# Profusion benchmark\n");
-    let _ = writeln!(
-        md,
-        "Machine: {} cores ({}), {}, {}. Workload: {}.\n",
-        m["cores"],
-        m["cpu"].as_str().unwrap_or("?"),
-        m["memory"].as_str().unwrap_or("?"),
-        m["os"].as_str().unwrap_or("?"),
-        r["workload"]
-    );
+/// The ingest phases: the decode-only reference and the concurrency sweep.
+pub(crate) fn ingest_section(md: &mut String, r: &Value) {
     let d = &r["decode_only"];
     let i = &r["ingest"];
     let b = &i["best"];
@@ -223,6 +211,23 @@ pub(crate) fn write(dir: &Path, r: &Value) {
         ratio(&i["ratio_mb_per_core_to_decode_only"]),
         f(&i["peak_rss_bytes"]) / 1e6
     );
+}
+
+/// Writes `report.md`, `ingest-throughput.svg` and `query-latency.svg` into `dir`.
+pub(crate) fn write(dir: &Path, r: &Value) {
+    let mut md = String::new();
+    let m = &r["machine"];
+    let _ = writeln!(md, "# Profusion benchmark\n");
+    let _ = writeln!(
+        md,
+        "Machine: {} cores ({}), {}, {}. Workload: {}.\n",
+        m["cores"],
+        m["cpu"].as_str().unwrap_or("?"),
+        m["memory"].as_str().unwrap_or("?"),
+        m["os"].as_str().unwrap_or("?"),
+        r["workload"]
+    );
+    ingest_section(&mut md, r);
     let s = &r["storage"];
     let _ = writeln!(md, "## Storage\n");
     let _ = writeln!(
@@ -300,7 +305,7 @@ pub(crate) fn write(dir: &Path, r: &Value) {
     );
     std::fs::write(dir.join("report.md"), md).expect("write report.md");
 
-    let ingest: Vec<(f64, f64)> = i["steps"]
+    let ingest: Vec<(f64, f64)> = r["ingest"]["steps"]
         .as_array()
         .into_iter()
         .flatten()

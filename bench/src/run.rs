@@ -177,14 +177,14 @@ fn proc_rss_bytes(pid: u32) -> u64 {
 
 /// Peak resident memory of the server per phase, sampled every 50 ms.
 #[derive(Clone)]
-struct RssSampler {
+pub(crate) struct RssSampler {
     pid: Arc<AtomicU64>,
     peak: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl RssSampler {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let s = Self {
             pid: Arc::new(AtomicU64::new(0)),
             peak: Arc::new(AtomicU64::new(0)),
@@ -203,12 +203,12 @@ impl RssSampler {
         s
     }
 
-    fn watch(&self, pid: u32) {
+    pub(crate) fn watch(&self, pid: u32) {
         self.pid.store(u64::from(pid), Ordering::Relaxed);
     }
 
     /// The peak since the last call.
-    fn take_peak(&self) -> u64 {
+    pub(crate) fn take_peak(&self) -> u64 {
         self.peak.swap(0, Ordering::Relaxed)
     }
 }
@@ -285,110 +285,18 @@ pub(crate) async fn run(args: RunArgs) {
                "history_days": 7, "history_cpu_every_min": scale.history_every_min}),
     );
 
-    // 1. The reference: decode only.
-    eprintln!("[1/10] decode-only baseline");
+    // 1–2. The decode-only reference, then ingest at rising concurrency.
     let payloads = cpu_payloads(&fleet, 200);
-    let raw: usize = payloads.iter().map(|p| p.raw_bytes).sum();
-    let gz: usize = payloads.iter().map(|p| p.body.len()).sum();
-    let t = Instant::now();
-    let mut rounds = 0;
-    while t.elapsed() < Duration::from_secs(2) || rounds == 0 {
-        for p in &payloads {
-            std::hint::black_box(decode_only(&p.body));
-        }
-        rounds += 1;
-    }
-    let secs = t.elapsed().as_secs_f64();
-    let decode_profiles = (payloads.len() * rounds) as f64 / secs;
-    let decode_mb = mb((raw * rounds) as f64) / secs;
-    report.insert(
-        "decode_only".into(),
-        json!({"profiles_per_s_per_core": decode_profiles, "mb_per_s_per_core": decode_mb,
-               "avg_pprof_bytes": raw / payloads.len(), "avg_gzipped_bytes": gz / payloads.len()}),
-    );
-    eprintln!("  {decode_profiles:.0} profiles/s, {decode_mb:.1} MB/s per core");
-
-    // 2. Ingest at rising concurrency.
-    eprintln!("[2/10] ingest over loopback at rising concurrency");
-    // Its own data directory, so the storage figures below hold only the history.
-    let sweep_data = out.join("data-ingest");
-    let mut server = start_server(&args.target.server, &sweep_data, &[]);
-    let url = server.url("");
-    rss.watch(server.pid());
-    rss.take_peak();
-    let mut steps = Vec::new();
-    let mut best = 0.0f64;
-    let mut flat = 0;
-    for concurrency in [1usize, 2, 4, 8, 16, 32, 64] {
-        let cpu_before = cpu_seconds(&server);
-        let payloads = payloads.clone();
-        let mut i = 0usize;
-        let stats: PushStats = push_all(
-            &url,
-            None,
-            concurrency,
-            None,
-            Some(Instant::now() + Duration::from_secs(scale.ingest_seconds)),
-            None,
-            move || {
-                i += 1;
-                Some(payloads[i % payloads.len()].clone())
-            },
-        )
-        .await;
-        let cpu = (cpu_seconds(&server) - cpu_before).max(0.01);
-        let wall = stats.wall.as_secs_f64();
-        let per_s = stats.profiles as f64 / wall;
-        let step = json!({
-            "concurrency": concurrency,
-            "profiles_per_s": per_s,
-            "profiles_per_s_per_core": stats.profiles as f64 / cpu,
-            "mb_per_s_per_core": mb(stats.raw_bytes as f64) / cpu,
-            "gzipped_mb_per_s": mb(stats.body_bytes as f64) / wall,
-            "server_cores_busy": cpu / wall,
-            "p50_ms": stats.percentile(0.5).as_secs_f64() * 1e3,
-            "p99_ms": stats.percentile(0.99).as_secs_f64() * 1e3,
-            "failures": stats.failures,
-        });
-        eprintln!(
-            "  concurrency {concurrency:>2}: {per_s:.0} profiles/s, {:.0} per core, p50 {:.1} ms, p99 {:.1} ms",
-            stats.profiles as f64 / cpu,
-            stats.percentile(0.5).as_secs_f64() * 1e3,
-            stats.percentile(0.99).as_secs_f64() * 1e3
-        );
-        steps.push(step);
-        // Saturated once two steps in a row add less than 5 %.
-        if per_s < best * 1.05 {
-            flat += 1;
-            if flat == 2 {
-                break;
-            }
-        } else {
-            flat = 0;
-        }
-        best = best.max(per_s);
-    }
-    let ingest_peak = rss.take_peak();
-    let best_step = steps
-        .iter()
-        .max_by(|a, b| {
-            a["profiles_per_s_per_core"]
-                .as_f64()
-                .unwrap_or(0.0)
-                .total_cmp(&b["profiles_per_s_per_core"].as_f64().unwrap_or(0.0))
-        })
-        .cloned()
-        .unwrap_or(Value::Null);
-    report.insert(
-        "ingest".into(),
-        json!({"steps": steps, "best": best_step,
-               "ratio_mb_per_core_to_decode_only":
-                   best_step["mb_per_s_per_core"].as_f64().unwrap_or(0.0) / decode_mb,
-               "peak_rss_bytes": ingest_peak}),
-    );
-
-    server.stop();
-    let _ = std::fs::remove_dir_all(&sweep_data);
+    let (decode, ingest) = measure_ingest(
+        &args.target.server,
+        &out,
+        &payloads,
+        scale.ingest_seconds,
+        &rss,
+    )
+    .await;
+    report.insert("decode_only".into(), decode);
+    report.insert("ingest".into(), ingest);
 
     // 3. Push latency while the head flushes, against pushes while it does not.
     eprintln!("[3/10] push latency while flushes write blocks");
@@ -501,7 +409,7 @@ pub(crate) async fn run(args: RunArgs) {
     );
     report.insert(
         "peak_rss_bytes".into(),
-        json!({"ingest": ingest_peak, "loading_history": history_peak, "queries": query_peak}),
+        json!({"ingest": report["ingest"]["peak_rss_bytes"], "loading_history": history_peak, "queries": query_peak}),
     );
     if !duck_ran {
         report.insert(
@@ -519,6 +427,116 @@ pub(crate) async fn run(args: RunArgs) {
     let _ = std::fs::remove_dir_all(&data);
     eprintln!("report: {}", out.join("report.md").display());
     println!("{}", out.display());
+}
+
+/// Phases 1 and 2: decodes `payloads` without ingesting them (the reference), then pushes them
+/// to a server of its own at rising concurrency until throughput stops growing. Returns the
+/// reference's and the sweep's reports; `profusion-bench ingest` runs only this.
+pub(crate) async fn measure_ingest(
+    server_binary: &Path,
+    out: &Path,
+    payloads: &[GeneratedProfile],
+    step_seconds: u64,
+    rss: &RssSampler,
+) -> (Value, Value) {
+    // 1. The reference: decode only.
+    eprintln!("[1/10] decode-only baseline");
+    let raw: usize = payloads.iter().map(|p| p.raw_bytes).sum();
+    let gz: usize = payloads.iter().map(|p| p.body.len()).sum();
+    let t = Instant::now();
+    let mut rounds = 0;
+    while t.elapsed() < Duration::from_secs(2) || rounds == 0 {
+        for p in payloads {
+            std::hint::black_box(decode_only(&p.body));
+        }
+        rounds += 1;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let decode_profiles = (payloads.len() * rounds) as f64 / secs;
+    let decode_mb = mb((raw * rounds) as f64) / secs;
+    let decode = json!({"profiles_per_s_per_core": decode_profiles, "mb_per_s_per_core": decode_mb,
+               "avg_pprof_bytes": raw / payloads.len(), "avg_gzipped_bytes": gz / payloads.len()});
+    eprintln!("  {decode_profiles:.0} profiles/s, {decode_mb:.1} MB/s per core");
+
+    // 2. Ingest at rising concurrency.
+    eprintln!("[2/10] ingest over loopback at rising concurrency");
+    // Its own data directory, so the storage figures below hold only the history.
+    let sweep_data = out.join("data-ingest");
+    let mut server = start_server(&server_binary, &sweep_data, &[]);
+    let url = server.url("");
+    rss.watch(server.pid());
+    rss.take_peak();
+    let mut steps = Vec::new();
+    let mut best = 0.0f64;
+    let mut flat = 0;
+    for concurrency in [1usize, 2, 4, 8, 16, 32, 64] {
+        let cpu_before = cpu_seconds(&server);
+        let payloads = payloads.to_vec();
+        let mut i = 0usize;
+        let stats: PushStats = push_all(
+            &url,
+            None,
+            concurrency,
+            None,
+            Some(Instant::now() + Duration::from_secs(step_seconds)),
+            None,
+            move || {
+                i += 1;
+                Some(payloads[i % payloads.len()].clone())
+            },
+        )
+        .await;
+        let cpu = (cpu_seconds(&server) - cpu_before).max(0.01);
+        let wall = stats.wall.as_secs_f64();
+        let per_s = stats.profiles as f64 / wall;
+        let step = json!({
+            "concurrency": concurrency,
+            "profiles_per_s": per_s,
+            "profiles_per_s_per_core": stats.profiles as f64 / cpu,
+            "mb_per_s_per_core": mb(stats.raw_bytes as f64) / cpu,
+            "gzipped_mb_per_s": mb(stats.body_bytes as f64) / wall,
+            "server_cores_busy": cpu / wall,
+            "p50_ms": stats.percentile(0.5).as_secs_f64() * 1e3,
+            "p99_ms": stats.percentile(0.99).as_secs_f64() * 1e3,
+            "failures": stats.failures,
+        });
+        eprintln!(
+            "  concurrency {concurrency:>2}: {per_s:.0} profiles/s, {:.0} per core, p50 {:.1} ms, p99 {:.1} ms",
+            stats.profiles as f64 / cpu,
+            stats.percentile(0.5).as_secs_f64() * 1e3,
+            stats.percentile(0.99).as_secs_f64() * 1e3
+        );
+        steps.push(step);
+        // Saturated once two steps in a row add less than 5 %.
+        if per_s < best * 1.05 {
+            flat += 1;
+            if flat == 2 {
+                break;
+            }
+        } else {
+            flat = 0;
+        }
+        best = best.max(per_s);
+    }
+    let ingest_peak = rss.take_peak();
+    let best_step = steps
+        .iter()
+        .max_by(|a, b| {
+            a["profiles_per_s_per_core"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&b["profiles_per_s_per_core"].as_f64().unwrap_or(0.0))
+        })
+        .cloned()
+        .unwrap_or(Value::Null);
+    let ingest = json!({"steps": steps, "best": best_step,
+               "ratio_mb_per_core_to_decode_only":
+                   best_step["mb_per_s_per_core"].as_f64().unwrap_or(0.0) / decode_mb,
+               "peak_rss_bytes": ingest_peak});
+
+    server.stop();
+    let _ = std::fs::remove_dir_all(&sweep_data);
+    (decode, ingest)
 }
 
 /// Latencies of every query kind over 1 h, 24 h and 7 d before `end_ms`, with the blocks each

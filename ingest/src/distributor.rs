@@ -124,12 +124,19 @@ impl Distributor {
             options.fallback_time_nanos = now_nanos;
         }
         let max_size = self.limits.max_profile_size_bytes;
-        let decoded;
         let (profile, size) = match &body {
             ProfileBody::Raw(raw) => {
-                let (p, size) = pprof::decode(raw, &self.limits)?;
-                decoded = p;
-                (&decoded, size)
+                // Read in place: the hot path allocates per profile, not per sample.
+                let bytes = pprof::maybe_gunzip(raw, max_size)?;
+                return pprof::convert(
+                    &pprof::view(&bytes)?,
+                    &labels,
+                    &id,
+                    &options,
+                    &self.limits,
+                    now_nanos,
+                    bytes.len(),
+                );
             }
             ProfileBody::Decoded(p) => (p.as_ref(), prost::Message::encoded_len(p.as_ref())),
             ProfileBody::Shared { profile, symbols } => {
@@ -141,7 +148,7 @@ impl Distributor {
                     return Err(pprof::too_big(size, max_size));
                 }
                 return pprof::convert_shared(
-                    profile,
+                    profile.as_ref(),
                     symbols,
                     &labels,
                     &id,

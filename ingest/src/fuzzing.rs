@@ -16,21 +16,43 @@ fn limits() -> Limits {
     }
 }
 
-/// pprof bytes (gzip or plain) through decode, validation, normalization and series split.
+/// pprof bytes (gzip or plain) through decode, validation, normalization and series split,
+/// read both in place (the push path) and by `prost` (other decoders' path): the two must
+/// accept the same bytes, read the same profile and convert it alike.
 pub fn pprof(data: &[u8]) {
     let limits = limits();
-    if let Ok((profile, size)) = pprof::decode(data, &limits) {
-        let base = Labels::from_pairs([("__name__", "process_cpu"), ("service_name", "fuzz")]);
-        let _ = pprof::convert(
-            &profile,
+    let Ok(bytes) = pprof::maybe_gunzip(data, limits.max_profile_size_bytes) else {
+        return;
+    };
+    let by_prost = <profusion_proto::google::v1::Profile as prost::Message>::decode(&*bytes);
+    let in_place = pprof::ProfileView::decode(&bytes);
+    let (by_prost, in_place) = match (by_prost, in_place) {
+        (Ok(p), Ok(v)) => (p, v),
+        (Err(_), Err(_)) => return,
+        (p, v) => panic!(
+            "prost and the in-place decoder disagree on whether this is a pprof: prost {:?}, in place {:?}",
+            p.err(),
+            v.err()
+        ),
+    };
+    assert!(
+        in_place.to_profile() == by_prost,
+        "the in-place decoder read another profile than prost"
+    );
+    let base = Labels::from_pairs([("__name__", "process_cpu"), ("service_name", "fuzz")]);
+    let convert = |p: &dyn pprof::PprofSource| {
+        pprof::convert(
+            p,
             &base,
             "id",
             &ConvertOptions::default(),
             &limits,
             0,
-            size,
-        );
-    }
+            bytes.len(),
+        )
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(convert(&in_place), convert(&by_prost));
 }
 
 /// OTLP export requests, binary then JSON, through the Pyroscope mapping and pprof conversion.
@@ -50,7 +72,14 @@ pub fn otlp(data: &[u8]) {
             for p in profiles {
                 if let crate::distributor::ProfileBody::Shared { profile, symbols } = &p.body {
                     let _ = pprof::convert_shared(
-                        profile, symbols, &p.labels, "id", &p.options, &limits, 0, 0,
+                        profile.as_ref(),
+                        symbols,
+                        &p.labels,
+                        "id",
+                        &p.options,
+                        &limits,
+                        0,
+                        0,
                     );
                 }
             }
@@ -116,7 +145,8 @@ fn ingest(name: &str, format: &str, content_type: &str, body: &[u8]) {
     ) {
         for p in profiles {
             if let crate::distributor::ProfileBody::Decoded(profile) = &p.body {
-                let _ = pprof::convert(profile, &p.labels, "id", &p.options, &limits, 0, 0);
+                let _ =
+                    pprof::convert(profile.as_ref(), &p.labels, "id", &p.options, &limits, 0, 0);
             }
         }
     }

@@ -432,29 +432,39 @@ pub fn decode(
             } else {
                 (body, ConvertOptions::default())
             };
-            let (mut profile, _) = crate::pprof::decode(&raw, limits)?;
-            let types: Vec<String> = profile
+            let bytes = crate::pprof::maybe_gunzip(&raw, limits.max_profile_size_bytes)?;
+            let view = crate::pprof::view(&bytes)?;
+            let types: Vec<String> = view
                 .sample_type
                 .iter()
                 .map(|st| {
-                    let t = profile
-                        .string_table
-                        .get(st.r#type as usize)
-                        .cloned()
-                        .unwrap_or_default();
+                    let t = usize::try_from(st.r#type)
+                        .ok()
+                        .and_then(|i| view.string_table.get(i).copied())
+                        .unwrap_or_default()
+                        .to_owned();
                     options.sample_type_names.get(&t).cloned().unwrap_or(t)
                 })
                 .collect();
             let metric = infer_metric(&types.iter().map(String::as_str).collect::<Vec<_>>());
-            if profile.duration_nanos == 0 && until > from {
-                profile.duration_nanos = until.saturating_sub(from);
-            }
+            drop(view);
+            // The distributor reads it again in place; handing it over uncompressed saves a
+            // second gunzip.
+            let body = match bytes {
+                std::borrow::Cow::Borrowed(_) => raw.clone(),
+                std::borrow::Cow::Owned(v) => Bytes::from(v),
+            };
             Ok(vec![IncomingProfile {
                 labels: base_labels(&app, &tags, &metric, spy),
-                body: ProfileBody::Decoded(Box::new(profile)),
+                body: ProfileBody::Raw(body),
                 id: String::new(),
                 options: ConvertOptions {
                     fallback_time_nanos: from,
+                    fallback_duration_nanos: if until > from {
+                        until.saturating_sub(from)
+                    } else {
+                        0
+                    },
                     fix_1970: true,
                     prefix_function_with_filename: matches!(spy, "pyspy" | "rbspy" | "scripting"),
                     ..options

@@ -13,8 +13,11 @@ use profusion_proto::ingester::v1::{Frame, SeriesProfile, Stack, StackSample};
 use prost::Message;
 
 use crate::error::{IngestError, Result};
+
+mod view;
 use profusion_model::hash::PrehashedMap;
 use profusion_model::symbols;
+pub use view::{DecodeError, LocationRef, PprofSource, ProfileView, SampleRef};
 
 use crate::id_index::IdIndex;
 use crate::limits::Limits;
@@ -59,11 +62,19 @@ pub fn decode(raw: &[u8], limits: &Limits) -> Result<(Profile, usize)> {
     Ok((profile, bytes.len()))
 }
 
+/// Reads an uncompressed pprof in place (see [`ProfileView`]).
+pub fn view(bytes: &[u8]) -> Result<ProfileView<'_>> {
+    ProfileView::decode(bytes)
+        .map_err(|e| IngestError::invalid(format!("invalid pprof protobuf: {e}")))
+}
+
 /// How a pprof's symbols and times are interpreted.
 #[derive(Debug, Clone, Default)]
 pub struct ConvertOptions {
     /// Time for profiles whose `time_nanos` is 0 (or, with `fix_1970`, in 1970).
     pub fallback_time_nanos: i64,
+    /// Duration for profiles whose `duration_nanos` is 0 (the legacy `/ingest`'s `until - from`).
+    pub fallback_duration_nanos: i64,
     /// Old agents sent microseconds: replace a time in 1970 by the fallback.
     pub fix_1970: bool,
     /// pyspy/rbspy: function names become `<filename> <name>` unless the file is absolute.
@@ -93,6 +104,13 @@ impl Converted {
     /// their content id, stacks by hash), so profiles of one request that share symbols do
     /// not store them once each.
     pub fn append(&mut self, other: Converted) {
+        if self.profiles.is_empty() && self.frames.is_empty() && self.stacks.is_empty() {
+            // The first profile of a request (most requests hold one): nothing to merge with.
+            let bytes = self.bytes;
+            *self = other;
+            self.bytes += bytes;
+            return;
+        }
         if self.frame_index.len() != self.frames.len() {
             self.frame_index = self
                 .frames
@@ -125,9 +143,10 @@ impl Converted {
     }
 }
 
-struct Strings<'a>(&'a [String]);
+/// A pprof's string table, read with errors that say which reference was out of range.
+struct Strings<'a, S: ?Sized>(&'a S);
 
-impl Strings<'_> {
+impl<S: PprofSource + ?Sized> Strings<'_, S> {
     fn get(&self, idx: i64, what: &str) -> Result<&str> {
         self.get_lazy(idx, || what.to_owned())
     }
@@ -136,13 +155,12 @@ impl Strings<'_> {
     fn get_lazy(&self, idx: i64, what: impl FnOnce() -> String) -> Result<&str> {
         usize::try_from(idx)
             .ok()
-            .and_then(|i| self.0.get(i))
-            .map(String::as_str)
+            .and_then(|i| self.0.string(i))
             .ok_or_else(|| {
                 IngestError::invalid(format!(
                     "{} refers to string {idx}, but the string table has {} entries",
                     what(),
-                    self.0.len()
+                    self.0.num_strings()
                 ))
             })
     }
@@ -152,7 +170,7 @@ impl Strings<'_> {
 /// request carried (must include `__name__` and `service_name`); `now_nanos` anchors the
 /// ingestion time window.
 pub fn convert(
-    profile: &Profile,
+    profile: &(impl PprofSource + ?Sized),
     base: &Labels,
     profile_id: &str,
     options: &ConvertOptions,
@@ -203,7 +221,7 @@ impl SharedSymbols {
 /// reference are resolved, so a profile costs its samples, not the whole shared dictionary.
 #[allow(clippy::too_many_arguments)]
 pub fn convert_shared(
-    profile: &Profile,
+    profile: &(impl PprofSource + ?Sized),
     symbols: &SharedSymbols,
     base: &Labels,
     profile_id: &str,
@@ -230,9 +248,8 @@ pub fn convert_shared(
 }
 
 /// A profile's symbol tables and their index.
-#[derive(Clone, Copy)]
-struct Symbols<'a> {
-    profile: &'a Profile,
+struct Symbols<'a, S: ?Sized> {
+    profile: &'a S,
     index: &'a SymbolIndex,
     /// Shared by many profiles: resolve into a sparse map, not a table of every location.
     shared: bool,
@@ -247,7 +264,7 @@ struct SymbolIndex {
 }
 
 impl SymbolIndex {
-    fn build(profile: &Profile) -> Result<Self> {
+    fn build(profile: &(impl PprofSource + ?Sized)) -> Result<Self> {
         fn index<T>(items: &[T], id: impl Fn(&T) -> u64 + Clone, what: &str) -> Result<IdIndex> {
             if let Some(i) = items.iter().position(|item| id(item) == 0) {
                 return Err(IngestError::invalid(format!("{what}[{i}] has id 0")));
@@ -259,18 +276,21 @@ impl SymbolIndex {
                 ))
             })
         }
+        let locations: Vec<u64> = (0..profile.num_locations())
+            .map(|i| profile.location(i).id)
+            .collect();
         Ok(Self {
-            location: index(&profile.location, |l| l.id, "location")?,
-            function: index(&profile.function, |f| f.id, "function")?,
-            mapping: index(&profile.mapping, |m| m.id, "mapping")?,
+            location: index(&locations, |&id| id, "location")?,
+            function: index(profile.functions(), |f| f.id, "function")?,
+            mapping: index(profile.mappings(), |m| m.id, "mapping")?,
         })
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn convert_over(
-    profile: &Profile,
-    symbols: Symbols<'_>,
+fn convert_over<P: PprofSource + ?Sized, S: PprofSource + ?Sized>(
+    profile: &P,
+    symbols: Symbols<'_, S>,
     base: &Labels,
     profile_id: &str,
     options: &ConvertOptions,
@@ -278,37 +298,32 @@ fn convert_over(
     now_nanos: i64,
     decoded_size: usize,
 ) -> Result<Converted> {
-    let strings = Strings(&symbols.profile.string_table);
-    if symbols
-        .profile
-        .string_table
-        .first()
-        .is_some_and(|s| !s.is_empty())
-    {
+    let strings = Strings(symbols.profile);
+    if symbols.profile.string(0).is_some_and(|s| !s.is_empty()) {
         return Err(IngestError::invalid(
             "string_table[0] must be the empty string",
         ));
     }
-    if profile.sample_type.is_empty() {
+    if profile.sample_type().is_empty() {
         return Err(IngestError::invalid("profile has no sample types"));
     }
-    if profile.sample.len() > limits.max_profile_samples {
+    if profile.num_samples() > limits.max_profile_samples {
         return Err(IngestError::invalid(format!(
             "profile has {} samples, more than the limit of {}",
-            profile.sample.len(),
+            profile.num_samples(),
             limits.max_profile_samples
         )));
     }
 
-    let time_nanos = match profile.time_nanos {
+    let time_nanos = match profile.time_nanos() {
         0 => options.fallback_time_nanos,
         t if options.fix_1970 && t < 31_536_000_000_000_000 => options.fallback_time_nanos,
         t => t,
     };
     check_time_window(time_nanos, now_nanos, limits)?;
 
-    let mut sample_types = Vec::with_capacity(profile.sample_type.len());
-    for (i, st) in profile.sample_type.iter().enumerate() {
+    let mut sample_types = Vec::with_capacity(profile.sample_type().len());
+    for (i, st) in profile.sample_type().iter().enumerate() {
         let ty = strings.get(st.r#type, &format!("sample_type[{i}].type"))?;
         let unit = strings.get(st.unit, &format!("sample_type[{i}].unit"))?;
         if ty.contains('-') {
@@ -324,7 +339,7 @@ fn convert_over(
         let ty = options.sample_type_names.get(ty).map_or(ty, String::as_str);
         sample_types.push((ty.to_owned(), unit.to_owned()));
     }
-    let (period_type, period_unit) = match &profile.period_type {
+    let (period_type, period_unit) = match profile.period_type() {
         Some(pt) => (
             strings.get(pt.r#type, "period_type.type")?.to_owned(),
             strings.get(pt.unit, "period_type.unit")?.to_owned(),
@@ -346,7 +361,8 @@ fn convert_over(
     // allocates nothing per label); merge equal (stack, span) pairs within a group.
     type Group = PrehashedMap<(u64, u64), Vec<i64>>;
     let mut groups: HashMap<Vec<(i64, i64)>, Group> = HashMap::new();
-    for (si, sample) in profile.sample.iter().enumerate() {
+    for si in 0..profile.num_samples() {
+        let sample = profile.sample(si);
         if sample.value.len() != sample_types.len() {
             return Err(IngestError::invalid(format!(
                 "sample[{si}] has {} values but the profile has {} sample types",
@@ -381,14 +397,14 @@ fn convert_over(
         sample_labels.sort_unstable();
         sample_labels.dedup_by_key(|l| l.0);
         let stack_hash = symbols
-            .stack(&sample.location_id)
+            .stack(sample.location_id)
             .map_err(|e| e.at(format!("sample[{si}]")))?;
         let values = groups
             .entry(sample_labels)
             .or_default()
             .entry((stack_hash, span_id))
             .or_insert_with(|| vec![0; sample_types.len()]);
-        for (acc, v) in values.iter_mut().zip(&sample.value) {
+        for (acc, v) in values.iter_mut().zip(sample.value) {
             *acc = acc.saturating_add(*v);
         }
     }
@@ -439,8 +455,11 @@ fn convert_over(
                 fingerprint: labels.fingerprint(),
                 labels: labels.to_pairs(),
                 time_nanos,
-                duration_nanos: profile.duration_nanos,
-                period: profile.period,
+                duration_nanos: match profile.duration_nanos() {
+                    0 => options.fallback_duration_nanos,
+                    d => d,
+                },
+                period: profile.period(),
                 profile_id: profile_id.to_owned(),
                 samples: stack_samples,
             });
@@ -478,9 +497,9 @@ fn check_time_window(time_nanos: i64, now_nanos: i64, limits: &Limits) -> Result
 }
 
 /// Resolves locations to frames once each and hashes stacks, deduplicating both.
-struct SymbolTable<'a> {
-    profile: &'a Profile,
-    strings: &'a Strings<'a>,
+struct SymbolTable<'a, S: ?Sized> {
+    profile: &'a S,
+    strings: &'a Strings<'a, S>,
     options: &'a ConvertOptions,
     limits: &'a Limits,
     index: &'a SymbolIndex,
@@ -521,10 +540,10 @@ impl LocationFrames {
     }
 }
 
-impl<'a> SymbolTable<'a> {
+impl<'a, S: PprofSource + ?Sized> SymbolTable<'a, S> {
     fn new(
-        symbols: Symbols<'a>,
-        strings: &'a Strings<'a>,
+        symbols: Symbols<'a, S>,
+        strings: &'a Strings<'a, S>,
         options: &'a ConvertOptions,
         limits: &'a Limits,
     ) -> Self {
@@ -537,7 +556,7 @@ impl<'a> SymbolTable<'a> {
             location_frames: if symbols.shared {
                 LocationFrames::Sparse(PrehashedMap::default())
             } else {
-                LocationFrames::Dense(vec![None; symbols.profile.location.len()])
+                LocationFrames::Dense(vec![None; symbols.profile.num_locations()])
             },
             frames: Vec::new(),
             frame_index: PrehashedMap::default(),
@@ -586,7 +605,7 @@ impl<'a> SymbolTable<'a> {
     }
 
     fn resolve_location(&mut self, idx: usize) -> Result<Vec<u32>> {
-        let loc = &self.profile.location[idx];
+        let loc = self.profile.location(idx);
         let at = |what: &str| format!("location[{idx}].{what}");
         let (mapping_file, build_id) = match loc.mapping_id {
             0 => (String::new(), String::new()),
@@ -595,7 +614,7 @@ impl<'a> SymbolTable<'a> {
                     .index
                     .mapping
                     .get(id)
-                    .map(|i| &self.profile.mapping[i])
+                    .map(|i| &self.profile.mappings()[i])
                     .ok_or_else(|| {
                         IngestError::invalid(format!(
                             "{} refers to mapping {id}, which does not exist",
@@ -604,10 +623,10 @@ impl<'a> SymbolTable<'a> {
                     })?;
                 (
                     self.strings
-                        .get(m.filename, &at("mapping.filename"))?
+                        .get_lazy(m.filename, || at("mapping.filename"))?
                         .to_owned(),
                     self.strings
-                        .get(m.build_id, &at("mapping.build_id"))?
+                        .get_lazy(m.build_id, || at("mapping.build_id"))?
                         .to_owned(),
                 )
             }
@@ -628,7 +647,7 @@ impl<'a> SymbolTable<'a> {
                 .index
                 .function
                 .get(line.function_id)
-                .map(|i| &self.profile.function[i])
+                .map(|i| &self.profile.functions()[i])
                 .ok_or_else(|| {
                     IngestError::invalid(format!(
                         "{} refers to function {}, which does not exist",
