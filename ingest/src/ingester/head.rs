@@ -124,6 +124,27 @@ impl HeadData {
     }
 }
 
+impl HeadData {
+    /// Empties what `req` would add in vain: the strings of frames and the frame lists of
+    /// stacks this head holds (a frame keeps its id, so stack references into the request's
+    /// frames stay valid). Most of a push's symbols repeat the service's previous push.
+    pub(crate) fn trim_known(&self, req: &mut WriteRequest) {
+        for f in &mut req.frames {
+            if self.frames.contains_key(&f.id) {
+                *f = Frame {
+                    id: f.id,
+                    ..Frame::default()
+                };
+            }
+        }
+        for s in &mut req.stacks {
+            if self.stacks.contains_key(&s.hash) {
+                s.frame_refs = Vec::new();
+            }
+        }
+    }
+}
+
 /// Bytes a vector has allocated for its elements.
 fn vec_bytes<T>(v: &Vec<T>) -> usize {
     v.capacity() * std::mem::size_of::<T>()

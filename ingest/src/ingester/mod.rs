@@ -139,6 +139,42 @@ pub trait IngesterClient: Send + Sync + std::fmt::Debug {
     async fn flush(&self) -> Result<()>;
 }
 
+/// The WAL thread's view of the head: appends go to the open segment's generation, so this is
+/// where it fills up and where a batch learns which symbols the generation already holds.
+struct HeadSink {
+    head: Arc<Mutex<Head>>,
+    metrics: IngestMetrics,
+    wake: Arc<Notify>,
+    flush_at_bytes: usize,
+}
+
+impl wal::WalSink for HeadSink {
+    fn trim(&mut self, seq: u64, requests: &mut [&mut WriteRequest]) {
+        let h = self.head.lock().expect("head lock");
+        let Some(generation) = h.generations.get(&seq) else {
+            return;
+        };
+        for r in requests.iter_mut() {
+            if let Some(tenant) = generation.tenants.get(&r.tenant) {
+                tenant.trim_known(r);
+            }
+        }
+    }
+
+    fn apply(&mut self, seq: u64, created_millis: i64, requests: Vec<WriteRequest>) {
+        let mut h = self.head.lock().expect("head lock");
+        let generation = h.generation(seq, created_millis);
+        for r in requests {
+            self.metrics.head_profiles.inc_by(r.profiles.len() as u64);
+            generation.append(r);
+        }
+        if generation.bytes >= self.flush_at_bytes {
+            self.wake.notify_one();
+        }
+        self.metrics.head_bytes.set(h.bytes() as i64);
+    }
+}
+
 /// An ingester running in this process.
 #[derive(Debug)]
 pub struct Ingester {
@@ -223,25 +259,14 @@ impl Ingester {
         }
         let next = segments.last().map_or(1, |s| s + 1);
         let wake = Arc::new(Notify::new());
-        let apply_head = Arc::clone(&head);
-        let apply_metrics = metrics.clone();
-        let apply_wake = Arc::clone(&wake);
-        let flush_at_bytes = config.flush_at_bytes();
         let wal = WalHandle::start(
             config.wal_dir.clone(),
             next,
-            // Appends go to the open segment's generation, so this is where it fills up.
-            Box::new(move |seq, created, requests| {
-                let mut h = apply_head.lock().expect("head lock");
-                let generation = h.generation(seq, created);
-                for r in requests {
-                    apply_metrics.head_profiles.inc_by(r.profiles.len() as u64);
-                    generation.append(r);
-                }
-                if generation.bytes >= flush_at_bytes {
-                    apply_wake.notify_one();
-                }
-                apply_metrics.head_bytes.set(h.bytes() as i64);
+            Box::new(HeadSink {
+                head: Arc::clone(&head),
+                metrics: metrics.clone(),
+                wake: Arc::clone(&wake),
+                flush_at_bytes: config.flush_at_bytes(),
             }),
         )?;
         let blocks = BlockStore {

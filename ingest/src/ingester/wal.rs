@@ -136,8 +136,18 @@ pub(crate) enum Command {
     Rotate { done: oneshot::Sender<Result<u64>> },
 }
 
-/// Called by the WAL thread with each durable batch, before acknowledging it.
-pub(crate) type Apply = Box<dyn FnMut(u64, i64, Vec<WriteRequest>) + Send>;
+/// The head the WAL thread feeds: asked what a batch need not repeat before it is encoded,
+/// then given the batch once it is durable, before the batch is acknowledged.
+pub(crate) trait WalSink: Send {
+    /// Strips from `requests` the symbols segment `seq`'s head already holds for their tenant:
+    /// an earlier record of the same segment added them, so a replay has them before it reaches
+    /// these records (the frames keep their ids, so stack references stay valid).
+    fn trim(&mut self, seq: u64, requests: &mut [&mut WriteRequest]);
+    /// Applies a durable batch to segment `seq`'s head.
+    fn apply(&mut self, seq: u64, created_millis: i64, requests: Vec<WriteRequest>);
+}
+
+pub(crate) type Apply = Box<dyn WalSink>;
 
 /// Cloneable handle to the WAL thread.
 #[derive(Debug, Clone)]
@@ -249,6 +259,8 @@ fn commit(
         return;
     }
     buf.clear();
+    let mut requests: Vec<&mut WriteRequest> = appends.iter_mut().map(|(r, _)| r).collect();
+    apply.trim(segment.seq, &mut requests);
     for (request, _) in appends.iter() {
         let start = buf.len();
         buf.extend_from_slice(&[0u8; 8]);
@@ -266,7 +278,7 @@ fn commit(
         Ok(()) => {
             segment.len += buf.len() as u64;
             let (requests, dones): (Vec<_>, Vec<_>) = appends.drain(..).unzip();
-            apply(segment.seq, segment.created_millis, requests);
+            apply.apply(segment.seq, segment.created_millis, requests);
             for done in dones {
                 let _ = done.send(Ok(()));
             }
