@@ -443,17 +443,22 @@ pub(crate) async fn measure_ingest(
     eprintln!("[1/10] decode-only baseline");
     let raw: usize = payloads.iter().map(|p| p.raw_bytes).sum();
     let gz: usize = payloads.iter().map(|p| p.body.len()).sum();
-    let t = Instant::now();
-    let mut rounds = 0;
-    while t.elapsed() < Duration::from_secs(2) || rounds == 0 {
-        for p in payloads {
-            std::hint::black_box(decode_only(&p.body));
+    // The best of three 2 s runs: the sweep below reports its best step, so the reference is
+    // a best too, and one slow run on a noisy machine does not flatter the ratio.
+    let mut decode_profiles = 0.0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut rounds = 0;
+        while t.elapsed() < Duration::from_secs(2) || rounds == 0 {
+            for p in payloads {
+                std::hint::black_box(decode_only(&p.body));
+            }
+            rounds += 1;
         }
-        rounds += 1;
+        decode_profiles =
+            decode_profiles.max((payloads.len() * rounds) as f64 / t.elapsed().as_secs_f64());
     }
-    let secs = t.elapsed().as_secs_f64();
-    let decode_profiles = (payloads.len() * rounds) as f64 / secs;
-    let decode_mb = mb((raw * rounds) as f64) / secs;
+    let decode_mb = mb(raw as f64 / payloads.len() as f64 * decode_profiles);
     let decode = json!({"profiles_per_s_per_core": decode_profiles, "mb_per_s_per_core": decode_mb,
                "avg_pprof_bytes": raw / payloads.len(), "avg_gzipped_bytes": gz / payloads.len()});
     eprintln!("  {decode_profiles:.0} profiles/s, {decode_mb:.1} MB/s per core");

@@ -92,23 +92,30 @@ fn wal_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// The tenant's frames, stacks (as frame ids) and profiles in the head, in a comparable form.
-type HeadContents = (Vec<(u64, Frame)>, Vec<(u64, Vec<u64>)>, Vec<SeriesProfile>);
+/// The tenant's frames, stacks (as frame ids), profiles and series in the head, in a comparable form.
+type HeadContents = (
+    Vec<(u64, Frame)>,
+    Vec<(u64, Vec<u64>)>,
+    Vec<SeriesProfile>,
+    Vec<(u64, Vec<LabelPair>)>,
+);
 
 fn contents(ingester: &Ingester) -> HeadContents {
     let head = ingester.head().lock().unwrap();
     let mut frames = Vec::new();
     let mut stacks = Vec::new();
     let mut profiles = Vec::new();
+    let mut series = Vec::new();
     for generation in head.generations.values() {
         let t = &generation.tenants["t"];
         frames.extend(t.frames.iter().map(|(k, v)| (*k, v.clone())));
         stacks.extend(t.stacks.iter().map(|(k, v)| (*k, v.clone())));
         profiles.extend(t.profiles.iter().cloned());
+        series.extend(t.series.iter().map(|(k, v)| (*k, v.clone())));
     }
     frames.sort_by_key(|f| f.0);
     stacks.sort_by_key(|s| s.0);
-    (frames, stacks, profiles)
+    (frames, stacks, profiles, series)
 }
 
 #[tokio::test]
@@ -127,6 +134,8 @@ async fn records_leave_out_the_symbols_their_segment_holds_and_replay_rebuilds_t
     );
     let before = contents(&ingester);
     assert_eq!((before.0.len(), before.1.len()), (222, 220));
+    assert_eq!(before.3.len(), 1);
+    assert_eq!(before.3[0].1.len(), 2, "the series keeps its labels");
     assert!(
         before.0.iter().all(|(_, f)| !f.function_name.is_empty()),
         "every frame keeps its name"

@@ -125,10 +125,15 @@ impl HeadData {
 }
 
 impl HeadData {
-    /// Empties what `req` would add in vain: the strings of frames and the frame lists of
-    /// stacks this head holds (a frame keeps its id, so stack references into the request's
+    /// Empties what `req` would add in vain: the labels of series, the strings of frames and the
+    /// frame lists of stacks this head holds (a frame keeps its id, so stack references into the request's
     /// frames stay valid). Most of a push's symbols repeat the service's previous push.
     pub(crate) fn trim_known(&self, req: &mut WriteRequest) {
+        for p in &mut req.profiles {
+            if self.series.contains_key(&p.fingerprint) {
+                p.labels = Vec::new();
+            }
+        }
         for f in &mut req.frames {
             if self.frames.contains_key(&f.id) {
                 *f = Frame {

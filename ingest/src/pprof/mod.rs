@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::ops::Range;
 
 use profusion_proto::google::v1::Profile;
 use profusion_proto::ingester::v1::{Frame, SeriesProfile, Stack, StackSample};
@@ -503,8 +504,10 @@ struct SymbolTable<'a, S: ?Sized> {
     options: &'a ConvertOptions,
     limits: &'a Limits,
     index: &'a SymbolIndex,
-    /// Per location index: its frames (indexes into `frames`), leaf first, once resolved.
+    /// Per location index: its frames (indexes into `frames`), leaf first, once resolved, as
+    /// a range of `location_pool`: one vector for every location, not one each.
     location_frames: LocationFrames,
+    location_pool: Vec<u32>,
     /// Distinct frames in first-seen order, and the position of each frame id.
     frames: Vec<Frame>,
     frame_index: PrehashedMap<u64, u32>,
@@ -518,19 +521,19 @@ struct SymbolTable<'a, S: ?Sized> {
 /// symbols, a map of the referenced ones for shared symbols (a table per profile would cost
 /// the whole shared dictionary per profile).
 enum LocationFrames {
-    Dense(Vec<Option<Vec<u32>>>),
-    Sparse(PrehashedMap<u64, Vec<u32>>),
+    Dense(Vec<Option<Range<u32>>>),
+    Sparse(PrehashedMap<u64, Range<u32>>),
 }
 
 impl LocationFrames {
-    fn get(&self, idx: usize) -> Option<&Vec<u32>> {
+    fn get(&self, idx: usize) -> Option<Range<u32>> {
         match self {
-            Self::Dense(v) => v[idx].as_ref(),
-            Self::Sparse(m) => m.get(&(idx as u64)),
+            Self::Dense(v) => v[idx].clone(),
+            Self::Sparse(m) => m.get(&(idx as u64)).cloned(),
         }
     }
 
-    fn set(&mut self, idx: usize, frames: Vec<u32>) {
+    fn set(&mut self, idx: usize, frames: Range<u32>) {
         match self {
             Self::Dense(v) => v[idx] = Some(frames),
             Self::Sparse(m) => {
@@ -558,6 +561,7 @@ impl<'a, S: PprofSource + ?Sized> SymbolTable<'a, S> {
             } else {
                 LocationFrames::Dense(vec![None; symbols.profile.num_locations()])
             },
+            location_pool: Vec::new(),
             frames: Vec::new(),
             frame_index: PrehashedMap::default(),
             stacks: PrehashedMap::default(),
@@ -581,16 +585,18 @@ impl<'a, S: PprofSource + ?Sized> SymbolTable<'a, S> {
             let idx = self.index.location.get(id).ok_or_else(|| {
                 IngestError::invalid(format!("refers to location {id}, which does not exist"))
             })?;
-            if self.location_frames.get(idx).is_none() {
-                let resolved = self.resolve_location(idx)?;
-                self.location_frames.set(idx, resolved);
-            }
+            let resolved = match self.location_frames.get(idx) {
+                Some(r) => r,
+                None => {
+                    let r = self.resolve_location(idx)?;
+                    self.location_frames.set(idx, r.clone());
+                    r
+                }
+            };
             let room = max - frames.len();
             frames.extend(
-                self.location_frames
-                    .get(idx)
-                    .into_iter()
-                    .flatten()
+                self.location_pool[resolved.start as usize..resolved.end as usize]
+                    .iter()
                     .take(room),
             );
         }
@@ -604,11 +610,12 @@ impl<'a, S: PprofSource + ?Sized> SymbolTable<'a, S> {
         Ok(hash)
     }
 
-    fn resolve_location(&mut self, idx: usize) -> Result<Vec<u32>> {
+    /// Resolves location `idx` into frames appended to `location_pool`; returns their range.
+    fn resolve_location(&mut self, idx: usize) -> Result<Range<u32>> {
         let loc = self.profile.location(idx);
         let at = |what: &str| format!("location[{idx}].{what}");
         let (mapping_file, build_id) = match loc.mapping_id {
-            0 => (String::new(), String::new()),
+            0 => ("", ""),
             id => {
                 let m = self
                     .index
@@ -623,24 +630,23 @@ impl<'a, S: PprofSource + ?Sized> SymbolTable<'a, S> {
                     })?;
                 (
                     self.strings
-                        .get_lazy(m.filename, || at("mapping.filename"))?
-                        .to_owned(),
+                        .get_lazy(m.filename, || at("mapping.filename"))?,
                     self.strings
-                        .get_lazy(m.build_id, || at("mapping.build_id"))?
-                        .to_owned(),
+                        .get_lazy(m.build_id, || at("mapping.build_id"))?,
                 )
             }
         };
-        let mut ids = Vec::with_capacity(loc.line.len().max(1));
+        let start = self.location_pool.len() as u32;
         if loc.line.is_empty() {
             // Unsymbolized: the address is the only identity the frame has.
-            ids.push(self.intern(Frame {
-                mapping_file,
-                build_id,
+            let frame = self.intern(Frame {
+                mapping_file: mapping_file.to_owned(),
+                build_id: build_id.to_owned(),
                 address: loc.address,
                 ..Frame::default()
-            }));
-            return Ok(ids);
+            });
+            self.location_pool.push(frame);
+            return Ok(start..start + 1);
         }
         for (li, line) in loc.line.iter().enumerate() {
             let f = self
@@ -673,18 +679,19 @@ impl<'a, S: PprofSource + ?Sized> SymbolTable<'a, S> {
             for s in [&mut name, &mut system_name, &mut filename] {
                 validation::keep_tail(s, self.limits.max_symbol_length);
             }
-            ids.push(self.intern(Frame {
+            let frame = self.intern(Frame {
                 function_name: name,
                 system_name,
                 filename,
                 line: line.line,
                 start_line: f.start_line,
-                mapping_file: mapping_file.clone(),
-                build_id: build_id.clone(),
+                mapping_file: mapping_file.to_owned(),
+                build_id: build_id.to_owned(),
                 ..Frame::default()
-            }));
+            });
+            self.location_pool.push(frame);
         }
-        Ok(ids)
+        Ok(start..self.location_pool.len() as u32)
     }
 
     /// The index of `frame` in `frames`, adding it if new.
