@@ -467,7 +467,7 @@ pub(crate) async fn measure_ingest(
     eprintln!("[2/10] ingest over loopback at rising concurrency");
     // Its own data directory, so the storage figures below hold only the history.
     let sweep_data = out.join("data-ingest");
-    let mut server = start_server(&server_binary, &sweep_data, &[]);
+    let mut server = start_server(server_binary, &sweep_data, &[]);
     let url = server.url("");
     rss.watch(server.pid());
     rss.take_peak();

@@ -122,12 +122,11 @@ impl HeadData {
             + vec_bytes(&self.profiles);
         self.bytes - before
     }
-}
 
-impl HeadData {
     /// Empties what `req` would add in vain: the labels of series, the strings of frames and the
-    /// frame lists of stacks this head holds (a frame keeps its id, so stack references into the request's
-    /// frames stay valid). Most of a push's symbols repeat the service's previous push.
+    /// frame lists of stacks this head holds (a frame keeps its id, so stack references into
+    /// the request's frames stay valid). Most of a push's symbols repeat the service's previous
+    /// push.
     pub(crate) fn trim_known(&self, req: &mut WriteRequest) {
         for p in &mut req.profiles {
             if self.series.contains_key(&p.fingerprint) {
