@@ -26,6 +26,8 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
+impl std::error::Error for DecodeError {}
+
 /// What conversion reads of a pprof, whichever decoder built it: a [`ProfileView`] of raw
 /// bytes (the push path) or a `prost` [`Profile`] (built by the JFR, speedscope and OTLP
 /// decoders, or by tests).
