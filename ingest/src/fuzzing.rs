@@ -171,7 +171,12 @@ pub fn push_json(data: &[u8]) {
                 .map(|l| (l.name.as_str(), l.value.as_str())),
         );
         for sample in series.samples {
-            if let Ok((profile, size)) = pprof::decode(&sample.raw_profile, &limits) {
+            // As the push path reads it: in place.
+            let Ok(bytes) = pprof::maybe_gunzip(&sample.raw_profile, limits.max_profile_size_bytes)
+            else {
+                continue;
+            };
+            if let Ok(profile) = pprof::view(&bytes) {
                 let _ = pprof::convert(
                     &profile,
                     &labels,
@@ -179,7 +184,7 @@ pub fn push_json(data: &[u8]) {
                     &ConvertOptions::default(),
                     &limits,
                     0,
-                    size,
+                    bytes.len(),
                 );
             }
         }

@@ -11,7 +11,6 @@ use std::ops::Range;
 
 use profusion_proto::google::v1::Profile;
 use profusion_proto::ingester::v1::{Frame, SeriesProfile, Stack, StackSample};
-use prost::Message;
 
 use crate::error::{IngestError, Result};
 
@@ -53,14 +52,6 @@ pub(crate) fn too_big(size: usize, limit: usize) -> IngestError {
         "profile is {}{size} bytes uncompressed, more than the limit of {limit} bytes",
         if size > limit { "over " } else { "" }
     ))
-}
-
-/// Decodes a pprof, gzip-compressed or plain, within the size limit.
-pub fn decode(raw: &[u8], limits: &Limits) -> Result<(Profile, usize)> {
-    let bytes = maybe_gunzip(raw, limits.max_profile_size_bytes)?;
-    let profile = Profile::decode(bytes.as_ref())
-        .map_err(|e| IngestError::invalid(format!("invalid pprof protobuf: {e}")))?;
-    Ok((profile, bytes.len()))
 }
 
 /// Reads an uncompressed pprof in place (see [`ProfileView`]).
@@ -266,24 +257,24 @@ struct SymbolIndex {
 
 impl SymbolIndex {
     fn build(profile: &(impl PprofSource + ?Sized)) -> Result<Self> {
-        fn index<T>(items: &[T], id: impl Fn(&T) -> u64 + Clone, what: &str) -> Result<IdIndex> {
-            if let Some(i) = items.iter().position(|item| id(item) == 0) {
+        fn index(ids: impl ExactSizeIterator<Item = u64> + Clone, what: &str) -> Result<IdIndex> {
+            if let Some(i) = ids.clone().position(|id| id == 0) {
                 return Err(IngestError::invalid(format!("{what}[{i}] has id 0")));
             }
-            IdIndex::build(items.iter().map(id)).map_err(|d| {
+            IdIndex::build(ids).map_err(|d| {
                 IngestError::invalid(format!(
                     "{what}[{}] has id {}, the same as {what}[{}]: ids must be unique",
                     d.repeat, d.id, d.first
                 ))
             })
         }
-        let locations: Vec<u64> = (0..profile.num_locations())
-            .map(|i| profile.location(i).id)
-            .collect();
         Ok(Self {
-            location: index(&locations, |&id| id, "location")?,
-            function: index(profile.functions(), |f| f.id, "function")?,
-            mapping: index(profile.mappings(), |m| m.id, "mapping")?,
+            location: index(
+                (0..profile.num_locations()).map(|i| profile.location(i).id),
+                "location",
+            )?,
+            function: index(profile.functions().iter().map(|f| f.id), "function")?,
+            mapping: index(profile.mappings().iter().map(|m| m.id), "mapping")?,
         })
     }
 }
