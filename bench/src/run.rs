@@ -53,6 +53,10 @@ pub(crate) struct RunArgs {
     /// Minutes between two CPU profiles of a pod in the seven days of history.
     #[arg(long, env = "PROFUSION_BENCH_HISTORY_EVERY_MIN")]
     history_every_min: Option<i64>,
+    /// Hours of the history at agent cadence (phase 10): 24 by default, a week with `--large`;
+    /// fewer for a quicker run whose other phases are what is being measured.
+    #[arg(long, env = "PROFUSION_BENCH_CADENCE_HOURS")]
+    cadence_hours: Option<u32>,
     /// Seed of the workload.
     #[arg(long, env = "PROFUSION_BENCH_SEED", default_value_t = 1)]
     seed: u64,
@@ -391,7 +395,9 @@ pub(crate) async fn run(args: RunArgs) {
     eprintln!("[10/10] a history at agent cadence, next to DuckDB and ClickHouse");
     let cadence = crate::cadence::cadence(&crate::cadence::CadenceArgs {
         target: args.target.clone(),
-        hours: if args.large { 168 } else { 24 },
+        hours: args
+            .cadence_hours
+            .unwrap_or(if args.large { 168 } else { 24 }),
         every_s: 15,
         runs: scale.query_runs,
         data: None,

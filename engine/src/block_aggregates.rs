@@ -1,14 +1,16 @@
 //! Per-file aggregates of block files, kept between queries.
 //!
 //! A block file never changes once it is registered (compaction writes new blocks under new
-//! ids), so what a query's filter selects from one file and sums by stack hash is the same
-//! every time that query, or any with the same filter, reads it: a dashboard refreshing a
-//! flame graph, or a user opening the same range again, need not decode and hash the samples
-//! of every block again. The [`BlockAggregates`] rule finds the partial `saturating_sum(value)
-//! GROUP BY stack_hash` of a merge, takes the branch of its input that reads only block files,
-//! and gives each file its own partial aggregation inside a [`BlockAggregateExec`], which
-//! answers from the [`BlockAggregateCache`] and computes (and keeps) only what it lacks.
-//! Head data changes with every push and is never cached.
+//! ids), so what a query's filter selects from one file and aggregates is the same every time
+//! that query, or any with the same filter, reads it: a dashboard refreshing a flame graph or
+//! a timeline, or a user opening the same range again, need not decode the rows of every
+//! block again. The [`BlockAggregates`] rule finds a partial aggregation whose answer depends
+//! only on the rows (a merge's `saturating_sum(value) GROUP BY stack_hash`, a time series'
+//! sums of profile totals by series and step, SQL's `GROUP BY` of the same functions; see
+//! [`cacheable`]), takes the branch of its input that reads only block files, and gives each
+//! file its own partial aggregation inside a [`BlockAggregateExec`], which answers from the
+//! [`BlockAggregateCache`] and computes (and keeps) only what it lacks. Head data changes
+//! with every push and is never cached.
 //!
 //! The cache key of a file is the whole per-file plan as EXPLAIN shows it (the file, its
 //! projection, and every predicate: profile type, time range, series, tombstones), so two
@@ -29,10 +31,12 @@ use datafusion::datasource::physical_plan::{
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::Operator;
+use datafusion::logical_expr::{Operator, Volatility};
 use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
 use datafusion::physical_expr::utils::{conjunction, split_conjunction};
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_expr::{
+    EquivalenceProperties, Partitioning, PhysicalExpr, ScalarFunctionExpr,
+};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -99,13 +103,7 @@ fn per_file(
     let Some(partial) = node.downcast_ref::<AggregateExec>() else {
         return Ok(Transformed::no(node));
     };
-    let sums_by_stack = *partial.mode() == AggregateMode::Partial
-        && partial.group_expr().expr().len() == 1
-        && partial.group_expr().expr()[0].1 == "stack_hash"
-        && partial.aggr_expr().len() == 1
-        && partial.aggr_expr()[0].fun().name() == SATURATING_SUM
-        && partial.filter_expr().iter().all(Option::is_none);
-    if !sums_by_stack {
+    if !cacheable(partial) {
         return Ok(Transformed::no(node));
     }
     let aggregate = |input: Arc<dyn ExecutionPlan>| -> Result<Arc<dyn ExecutionPlan>> {
@@ -148,22 +146,74 @@ fn per_file(
     Ok(Transformed::new(plan, true, TreeNodeRecursion::Jump))
 }
 
+/// Aggregate functions whose partial state over a file depends on nothing but the file's rows.
+const PER_FILE_AGGREGATES: &[&str] = &[SATURATING_SUM, "sum", "count", "min", "max"];
+
+/// Whether `partial`'s answer over one block file can be kept for the next query with the same
+/// plan: a partial aggregation with plain groups (no grouping sets, no per-aggregate filters),
+/// of functions whose state depends only on the rows, over expressions that give the same
+/// answer every time. A flame graph's sum by stack hash and a time series' sums by series
+/// and step are such; so is SQL's `GROUP BY` of these functions, and not `random()`.
+fn cacheable(partial: &AggregateExec) -> bool {
+    *partial.mode() == AggregateMode::Partial
+        && partial.group_expr().is_single()
+        && !partial.group_expr().expr().is_empty()
+        && partial.filter_expr().iter().all(Option::is_none)
+        && partial
+            .group_expr()
+            .expr()
+            .iter()
+            .all(|(e, _)| immutable(e))
+        && partial.aggr_expr().iter().all(|a| {
+            PER_FILE_AGGREGATES.contains(&a.fun().name())
+                && a.order_bys().is_empty()
+                && a.expressions().iter().all(immutable)
+        })
+}
+
+/// Whether `expr` gives the same answer for the same rows in every query: no volatile node,
+/// and no function that is not immutable (a stable one such as `now()` changes between
+/// queries).
+fn immutable(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    let mut fixed = true;
+    let _ = expr.apply(|e| {
+        let function_varies = e
+            .downcast_ref::<ScalarFunctionExpr>()
+            .is_some_and(|f| f.fun().signature().volatility != Volatility::Immutable);
+        if function_varies || e.is_volatile_node() {
+            fixed = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    fixed
+}
+
 /// The files `part` reads, when it reads block files and nothing else, through filters and
-/// projections only.
+/// projections of [`immutable`] expressions only.
 fn files_of(part: &Arc<dyn ExecutionPlan>) -> Option<Vec<PartitionedFile>> {
     let mut files = Vec::new();
     let mut plain = true;
     let _ = part.apply(|node| {
-        if let Some(config) = scan_config(node) {
+        let fixed = if let Some(config) = scan_config(node) {
             files.extend(
                 config
                     .file_groups
                     .iter()
                     .flat_map(|g| g.files().iter().cloned()),
             );
-        } else if node.downcast_ref::<FilterExec>().is_none()
-            && node.downcast_ref::<ProjectionExec>().is_none()
-        {
+            config
+                .file_source()
+                .downcast_ref::<ParquetSource>()
+                .is_some_and(|p| p.filter().as_ref().is_none_or(immutable))
+        } else if let Some(filter) = node.downcast_ref::<FilterExec>() {
+            immutable(filter.predicate())
+        } else if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+            projection.expr().iter().all(|e| immutable(&e.expr))
+        } else {
+            false
+        };
+        if !fixed {
             plain = false;
             return Ok(TreeNodeRecursion::Stop);
         }

@@ -22,10 +22,11 @@ pub fn register(builder: &mut datafusion::execution::SessionStateBuilder) {
         .aggregate_functions()
         .get_or_insert_default()
         .push(Arc::new(saturating_sum()));
-    builder
-        .scalar_functions()
-        .get_or_insert_default()
-        .extend([Arc::new(labels_map()), Arc::new(names_in_order())]);
+    builder.scalar_functions().get_or_insert_default().extend([
+        Arc::new(labels_map()),
+        Arc::new(names_in_order()),
+        Arc::new(step_start_ms()),
+    ]);
 }
 
 /// The name `saturating_sum` is known by in plans.
@@ -394,5 +395,100 @@ mod tests {
             whole[0].column(0).as_primitive::<Int64Type>().value(0),
             i64::MAX
         );
+    }
+}
+
+/// The name `step_start_ms` is known by in plans.
+pub const STEP_START_MS: &str = "step_start_ms";
+
+/// `step_start_ms(time_nanos, step_ms)`: the start, in Unix milliseconds, of the step of
+/// `step_ms` milliseconds (epoch-aligned) that a time in nanoseconds falls in; where a time
+/// series puts a profile. Rounds down for times before 1970 too, and cannot overflow: the
+/// time is brought to milliseconds before it is rounded. A step below 1 ms counts as 1 ms.
+pub fn step_start_ms() -> ScalarUDF {
+    ScalarUDF::new_from_impl(StepStartMs::default())
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct StepStartMs {
+    signature: Signature,
+}
+
+impl Default for StepStartMs {
+    fn default() -> Self {
+        Self {
+            signature: Signature::exact(
+                vec![DataType::Int64, DataType::Int64],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+/// The start of `time_nanos`'s step of `step_ms` (see [`step_start_ms`]).
+fn step_start(time_nanos: i64, step_ms: i64) -> i64 {
+    let t = time_nanos.div_euclid(1_000_000);
+    t - t.rem_euclid(step_ms.max(1))
+}
+
+impl ScalarUDFImpl for StepStartMs {
+    fn name(&self) -> &str {
+        STEP_START_MS
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [times, step] = &args.args[..] else {
+            return Err(datafusion::error::DataFusionError::Plan(format!(
+                "{STEP_START_MS} takes a time in nanoseconds and a step in milliseconds"
+            )));
+        };
+        let ColumnarValue::Scalar(ScalarValue::Int64(Some(step_ms))) = step else {
+            return Err(datafusion::error::DataFusionError::Plan(format!(
+                "{STEP_START_MS}: the step must be a constant"
+            )));
+        };
+        let step_ms = *step_ms;
+        match times {
+            ColumnarValue::Array(times) => {
+                let starts: datafusion::arrow::array::Int64Array = times
+                    .as_primitive::<Int64Type>()
+                    .unary(|t| step_start(t, step_ms));
+                Ok(ColumnarValue::Array(Arc::new(starts)))
+            }
+            ColumnarValue::Scalar(ScalarValue::Int64(t)) => Ok(ColumnarValue::Scalar(
+                ScalarValue::Int64(t.map(|t| step_start(t, step_ms))),
+            )),
+            ColumnarValue::Scalar(other) => Err(datafusion::error::DataFusionError::Plan(format!(
+                "{STEP_START_MS} takes a time in nanoseconds, not {other}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod step_start_tests {
+    use super::step_start;
+
+    #[test]
+    fn steps_start_at_epoch_multiples_and_round_down() {
+        assert_eq!(step_start(61_999_999_999, 15_000), 60_000);
+        assert_eq!(step_start(60_000_000_000, 15_000), 60_000);
+        assert_eq!(
+            step_start(-1, 15_000),
+            -15_000,
+            "before 1970 rounds down too"
+        );
+        assert_eq!(step_start(1_500_000, 0), 1, "a step under 1 ms is 1 ms");
+        // The extremes do not overflow.
+        assert_eq!(step_start(i64::MIN, 1), i64::MIN.div_euclid(1_000_000));
+        assert_eq!(step_start(i64::MAX, i64::MAX), 0);
     }
 }

@@ -17,7 +17,7 @@ use datafusion::catalog::{
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::functions_aggregate::expr_fn::max;
+use datafusion::functions_aggregate::expr_fn::{count, max};
 use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, col, lit};
 use futures_util::StreamExt;
 use profusion_model::block::Table;
@@ -709,42 +709,29 @@ impl Querier {
             })
             .collect();
         let narrowed = (!query.selector.matchers.is_empty()).then_some(series.as_slice());
-        let mut rows = session
-            .ctx
-            .table("profiles")
+        let mut rows = Self::series_points_plan(&session, query, narrowed)
             .await?
-            .filter(Self::sample_filter(
-                &query.profile_type,
-                query.range,
-                narrowed,
-            ))?
-            .select(vec![
-                col("series_fingerprint"),
-                col("time_nanos"),
-                col("total_value"),
-            ])?
             .execute_stream()
             .await?;
-        let step = query.step_millis.max(1);
         // (group, step start) -> (sum, profiles); a point per group and step with data, held
         // against the budget (a tiny step over a long range makes many).
-        let mut buckets: HashMap<(usize, i64), (f64, u64)> = HashMap::new();
+        let mut buckets: HashMap<(usize, i64), (i64, i64)> = HashMap::new();
         let mut reservation = budget.reservation("time series points");
-        const BUCKET_BYTES: usize = 64;
+        const BUCKET_BYTES: usize = 48;
         while let Some(b) = rows.next().await.transpose()? {
-            let (fps, times, totals) = (
+            let (fps, steps, sums, profiles) = (
                 b.column(0).as_primitive::<UInt64Type>(),
                 b.column(1).as_primitive::<Int64Type>(),
                 b.column(2).as_primitive::<Int64Type>(),
+                b.column(3).as_primitive::<Int64Type>(),
             );
             for i in 0..b.num_rows() {
                 let Some(&group) = group_of.get(&fps.value(i)) else {
                     continue;
                 };
-                let t = times.value(i).div_euclid(1_000_000);
-                let e = buckets.entry((group, t - t.rem_euclid(step))).or_default();
-                e.0 += totals.value(i) as f64;
-                e.1 += 1;
+                let e = buckets.entry((group, steps.value(i))).or_default();
+                e.0 = e.0.saturating_add(sums.value(i));
+                e.1 += profiles.value(i);
             }
             budget.hold(
                 &mut reservation,
@@ -754,7 +741,11 @@ impl Querier {
         }
         let mut by_group: HashMap<usize, Vec<(i64, f64)>> = HashMap::new();
         for ((group, ts), (sum, n)) in buckets {
-            let value = if query.average { sum / n as f64 } else { sum };
+            let value = if query.average {
+                sum as f64 / n as f64
+            } else {
+                sum as f64
+            };
             by_group.entry(group).or_default().push((ts, value));
         }
         let out: Vec<TimeSeries> = by_group
@@ -768,6 +759,38 @@ impl Querier {
             })
             .collect();
         Ok(top_series(out, query.limit))
+    }
+
+    /// The plan of a time series' points before series are grouped: per series and step
+    /// (see [`crate::functions::step_start_ms`]), the saturating sum of the selected profiles'
+    /// totals and their count; `series_fingerprint`, `step_ms`, `total`, `profiles`. Profiles'
+    /// totals, never samples, and a partial aggregation over block files that
+    /// [`BlockAggregates`] keeps per file: a dashboard's refresh aggregates only new data.
+    pub async fn series_points_plan(
+        session: &QuerySession,
+        query: &SeriesQuery,
+        narrowed: Option<&[SeriesLabels]>,
+    ) -> Result<DataFrame> {
+        let step_start = crate::functions::step_start_ms()
+            .call(vec![col("time_nanos"), lit(query.step_millis.max(1))]);
+        Ok(session
+            .ctx
+            .table("profiles")
+            .await?
+            .filter(Self::sample_filter(
+                &query.profile_type,
+                query.range,
+                narrowed,
+            ))?
+            .aggregate(
+                vec![col("series_fingerprint"), step_start.alias("step_ms")],
+                vec![
+                    crate::functions::saturating_sum()
+                        .call(vec![col("total_value")])
+                        .alias("total"),
+                    count(lit(1)).alias("profiles"),
+                ],
+            )?)
     }
 
     async fn summaries(&self, tenants: &[String]) -> Result<Vec<GenerationSummary>> {

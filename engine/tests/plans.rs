@@ -17,7 +17,9 @@ use profusion_catalog::{Catalog, MemberState, RingMember, SqliteCatalog};
 use profusion_cluster::{RingConfig, RingWatcher};
 use profusion_engine::codec::ProfusionCodec;
 use profusion_engine::distributed::Distribution;
-use profusion_engine::querier::{MergeRequest, Querier, QuerierConfig, TimeRange};
+use profusion_engine::querier::{
+    MergeRequest, Querier, QuerierConfig, SeriesQuery, TimeRange, TimeSeries,
+};
 use profusion_engine::selector;
 use profusion_engine::symbolize::StackFilter;
 use profusion_engine::symbolize::{PprofHeader, SymbolizeOutput, output_bytes};
@@ -349,6 +351,119 @@ async fn block_files_are_summed_once_per_filter() {
     }
 }
 
+/// A time series' points before grouping, `(series, step start, total, profiles)` sorted,
+/// and how many block files the query aggregated and how many it took from the cache.
+async fn series_points(
+    querier: &Querier,
+    query: &SeriesQuery,
+) -> (Vec<(u64, i64, i64, i64)>, usize, usize) {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
+    let window = ScanWindow {
+        range: Some(query.range),
+        ..ScanWindow::default()
+    };
+    let session = querier
+        .session(&querier.budget(), &["t".to_owned()], window)
+        .unwrap();
+    let df = Querier::series_points_plan(&session, query, None)
+        .await
+        .unwrap();
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await.unwrap();
+    let mut rows = Vec::new();
+    for b in collect(Arc::clone(&plan), task).await.unwrap() {
+        let int = |c: usize| b.column(c).as_primitive::<Int64Type>().clone();
+        let fps = b.column(0).as_primitive::<UInt64Type>();
+        let (steps, totals, profiles) = (int(1), int(2), int(3));
+        for i in 0..b.num_rows() {
+            rows.push((
+                fps.value(i),
+                steps.value(i),
+                totals.value(i),
+                profiles.value(i),
+            ));
+        }
+    }
+    rows.sort();
+    let count = |name: &str| metric(&plan, "BlockAggregateExec", name);
+    (rows, count("files_computed"), count("files_cached"))
+}
+
+/// A timeline reads profiles' totals, and keeps what each block file gave its filter and
+/// step as a flame graph does: the same query again aggregates no block file, and a flush
+/// adds one file to aggregate. The points are those of the profiles, whichever way they came.
+#[tokio::test]
+async fn series_points_of_block_files_are_aggregated_once_per_filter_and_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ingester, querier) = setup(dir.path()).await;
+    // 3 at 1 s + 1 ns in a block, 1 at 1 s + 2 ns in the head; then 5 at 2.5 s in the head.
+    let req = half_flushed(&ingester).await;
+    let late = WriteRequest {
+        profiles: vec![SeriesProfile {
+            time_nanos: 2_500_000_000,
+            ..write(3, &["main", "work"], 5).profiles[0].clone()
+        }],
+        ..write(3, &["main", "work"], 5)
+    };
+    ingester.write(late).await.unwrap();
+    let query = SeriesQuery {
+        profile_type: CPU.into(),
+        selector: req.selector.clone(),
+        range: TimeRange::from_millis(0, 3_000),
+        step_millis: 1_000,
+        group_by: vec!["service_name".into()],
+        average: false,
+        limit: None,
+    };
+    let want = vec![(7, 1_000, 4, 2), (7, 2_000, 5, 1)];
+    assert_eq!(series_points(&querier, &query).await, (want.clone(), 1, 0));
+    assert_eq!(series_points(&querier, &query).await, (want.clone(), 0, 1));
+    ingester.flush().await.unwrap();
+    assert_eq!(
+        series_points(&querier, &query).await,
+        (want.clone(), 1, 1),
+        "the flushed head is a new file"
+    );
+    // Another step is another question of the same file.
+    let minute = SeriesQuery {
+        step_millis: 60_000,
+        ..query.clone()
+    };
+    assert_eq!(
+        series_points(&querier, &minute).await,
+        (vec![(7, 0, 9, 3)], 2, 0)
+    );
+    let series = |average: bool| {
+        let q = SeriesQuery {
+            average,
+            ..query.clone()
+        };
+        let querier = &querier;
+        async move {
+            querier
+                .select_series(&querier.budget(), &["t".to_owned()], &q)
+                .await
+                .unwrap()
+        }
+    };
+    let svc = vec![("service_name".to_owned(), "svc".to_owned())];
+    assert_eq!(
+        series(false).await,
+        [TimeSeries {
+            labels: svc.clone(),
+            points: vec![(1_000, 4.0), (2_000, 5.0)],
+        }]
+    );
+    assert_eq!(
+        series(true).await,
+        [TimeSeries {
+            labels: svc,
+            points: vec![(1_000, 2.0), (2_000, 5.0)],
+        }]
+    );
+}
+
 /// Stacks and frames are named by hashes of their content, so a querier keeps the ones it
 /// resolved: the same query again reads none from the blocks or the head, and answers the
 /// same. A pprof needs every column of a frame, which a flame graph did not read; without a
@@ -555,6 +670,57 @@ async fn sql_over_the_tables_is_pruned_by_its_filters() {
          AND time BETWEEN TIMESTAMP '1970-01-01T00:00:00Z' AND TIMESTAMP '1970-01-01T00:00:02Z'"
     );
     assert_eq!(pruned_svc_total(ctx.sql(&sql).await.unwrap()).await, 3 + 1);
+}
+
+/// SQL's aggregations over block files share the per-file cache when their answer depends only
+/// on the rows; a volatile function such as `random()` keeps a query out of it, its next run
+/// may differ. `now()` is folded into a constant when the query is planned: a bound on time
+/// like any other, dropped from a file's key when the file's times all meet it.
+#[tokio::test]
+async fn sql_aggregations_are_kept_per_block_file_only_when_repeatable() {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let dir = tempfile::tempdir().unwrap();
+    let (ingester, querier) = setup(dir.path()).await;
+    half_flushed(&ingester).await;
+    let tenants = ["t".to_owned()];
+    // (query, block files aggregated per file, from the cache) for a first and a second run.
+    let cases = [
+        (
+            "SELECT stack_hash, sum(value) AS v FROM samples GROUP BY stack_hash",
+            [(1, 0), (0, 1)],
+        ),
+        (
+            "SELECT stack_hash, sum(value) AS v FROM samples \
+             WHERE random() < 2.0 GROUP BY stack_hash",
+            [(0, 0), (0, 0)],
+        ),
+        (
+            "SELECT stack_hash, sum(value) AS v FROM samples \
+             WHERE time < now() GROUP BY stack_hash",
+            [(1, 0), (0, 1)],
+        ),
+    ];
+    for (sql, runs) in cases {
+        for (run, want) in runs.into_iter().enumerate() {
+            let ctx = querier.sql_session(&querier.budget(), &tenants).unwrap();
+            let df = ctx.sql(sql).await.unwrap();
+            let task = Arc::new(df.task_ctx());
+            let plan = df.create_physical_plan().await.unwrap();
+            let mut sums: Vec<i64> = Vec::new();
+            for b in collect(Arc::clone(&plan), task).await.unwrap() {
+                sums.extend(b.column(1).as_primitive::<Int64Type>().values());
+            }
+            sums.sort();
+            assert_eq!(sums, [1, 3], "{sql}, run {run}");
+            let count = |name: &str| metric(&plan, "BlockAggregateExec", name);
+            assert_eq!(
+                (count("files_computed"), count("files_cached")),
+                want,
+                "{sql}, run {run}"
+            );
+        }
+    }
 }
 
 /// The total of a query over `svc`'s first two seconds, checking its plan: of the two blocks,

@@ -39,6 +39,22 @@ pub fn pprof(data: &[u8]) {
         in_place.to_profile() == by_prost,
         "the in-place decoder read another profile than prost"
     );
+    // What the legacy `/ingest` reads first to name the profile: the same sample types.
+    let names: Vec<&str> = in_place
+        .sample_type
+        .iter()
+        .map(|st| {
+            usize::try_from(st.r#type)
+                .ok()
+                .and_then(|i| in_place.string_table.get(i).copied())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        pprof::ProfileView::sample_type_names(&bytes).ok(),
+        Some(names),
+        "the sample types read alone differ from the whole profile's"
+    );
     let base = Labels::from_pairs([("__name__", "process_cpu"), ("service_name", "fuzz")]);
     let convert = |p: &dyn pprof::PprofSource| {
         pprof::convert(

@@ -1,8 +1,11 @@
 //! The read path against a deliberately simple reference implementation (see
 //! [`profusion_tests::reference`]): everything is checked from the head, then again after a
-//! restart has flushed it all into blocks.
+//! restart has flushed it all into blocks, and then once more, when the querier's caches
+//! answer.
 
-use profusion_tests::reference::{Window, check_everything, generate, rows, seed, send};
+use profusion_tests::reference::{
+    Window, check_everything, check_totals, generate, rows, seed, send,
+};
 use profusion_tests::{TestServer, now_nanos};
 
 #[test]
@@ -24,4 +27,7 @@ fn every_query_matches_the_reference_across_every_ingest_path() {
     server.restart();
     assert!(!server.blocks("t1").is_empty() && !server.blocks("t2").is_empty());
     check_everything(&server, &all, window, "from blocks");
+    // The same questions again are answered from the querier's per-file aggregates and
+    // resolved symbols, which must not change a single answer.
+    check_totals(&server, &all, window, "from blocks, again from the caches");
 }

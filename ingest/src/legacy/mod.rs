@@ -433,21 +433,13 @@ pub fn decode(
                 (body, ConvertOptions::default())
             };
             let bytes = crate::pprof::maybe_gunzip(&raw, limits.max_profile_size_bytes)?;
-            let view = crate::pprof::view(&bytes)?;
-            let types: Vec<String> = view
-                .sample_type
-                .iter()
-                .map(|st| {
-                    let t = usize::try_from(st.r#type)
-                        .ok()
-                        .and_then(|i| view.string_table.get(i).copied())
-                        .unwrap_or_default()
-                        .to_owned();
-                    options.sample_type_names.get(&t).cloned().unwrap_or(t)
-                })
+            let names = crate::pprof::ProfileView::sample_type_names(&bytes)
+                .map_err(|e| IngestError::invalid(format!("invalid pprof protobuf: {e}")))?;
+            let types: Vec<&str> = names
+                .into_iter()
+                .map(|t| options.sample_type_names.get(t).map_or(t, String::as_str))
                 .collect();
-            let metric = infer_metric(&types.iter().map(String::as_str).collect::<Vec<_>>());
-            drop(view);
+            let metric = infer_metric(&types);
             // The distributor reads it again in place; handing it over uncompressed saves a
             // second gunzip.
             let body = match bytes {

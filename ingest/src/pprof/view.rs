@@ -439,6 +439,33 @@ impl<'a> ProfileView<'a> {
         Ok(p)
     }
 
+    /// The names of a serialized pprof's sample types (`""` for an index past the string
+    /// table), reading only its sample types and string table: what the legacy `/ingest`
+    /// needs to name a profile before the distributor reads it whole. Every other field is
+    /// skipped by its length, so a malformed sample is found by that whole read, not here.
+    pub fn sample_type_names(bytes: &'a [u8]) -> Decoded<Vec<&'a str>> {
+        let mut p = ProfileView::default();
+        let mut r = Reader::new(bytes);
+        while !r.done() {
+            let at = r.pos;
+            let (field, wire) = r.key()?;
+            match field {
+                1 | 6 => p.field(&mut r, field, wire, RECURSION_LIMIT),
+                _ => r.skip(field, wire, RECURSION_LIMIT),
+            }
+            .map_err(|e| error(format!("{} (field {field} at byte {at})", e.0)))?;
+        }
+        Ok(p.sample_type
+            .iter()
+            .map(|st| {
+                usize::try_from(st.r#type)
+                    .ok()
+                    .and_then(|i| p.string_table.get(i).copied())
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
     fn field(&mut self, r: &mut Reader<'a>, field: u32, wire: u8, budget: u32) -> Decoded<()> {
         match field {
             1 => {
