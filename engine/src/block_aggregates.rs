@@ -172,15 +172,16 @@ fn cacheable(partial: &AggregateExec) -> bool {
 }
 
 /// Whether `expr` gives the same answer for the same rows in every query: no volatile node,
-/// and no function that is not immutable (a stable one such as `now()` changes between
-/// queries).
+/// no function that is not immutable (a stable one such as `now()` changes between queries),
+/// and no dynamic filter (one a `TopK` or a join tightens while the query runs: what it let
+/// through answered that run only).
 fn immutable(expr: &Arc<dyn PhysicalExpr>) -> bool {
     let mut fixed = true;
     let _ = expr.apply(|e| {
         let function_varies = e
             .downcast_ref::<ScalarFunctionExpr>()
             .is_some_and(|f| f.fun().signature().volatility != Volatility::Immutable);
-        if function_varies || e.is_volatile_node() {
+        if function_varies || e.is_volatile_node() || e.snapshot_generation() != 0 {
             fixed = false;
             return Ok(TreeNodeRecursion::Stop);
         }
@@ -315,18 +316,15 @@ fn time_bound_holds(expr: &Arc<dyn PhysicalExpr>, min: i64, max: i64) -> bool {
 pub struct BlockAggregateExec {
     /// One partial aggregation per file.
     files: Vec<Arc<dyn ExecutionPlan>>,
-    /// Each file's cache key: its plan as EXPLAIN shows it.
-    keys: Vec<String>,
+    /// Each file's cache key: its plan as EXPLAIN shows it. Made when the plan first runs:
+    /// optimizer rules rebuild the node, and a key made before them would be made again.
+    keys: std::sync::OnceLock<Vec<String>>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl BlockAggregateExec {
     pub fn new(files: Vec<Arc<dyn ExecutionPlan>>, schema: SchemaRef, partitions: usize) -> Self {
-        let keys = files
-            .iter()
-            .map(|f| displayable(f.as_ref()).indent(true).to_string())
-            .collect();
         let partitions = partitions.clamp(1, files.len().max(1));
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema),
@@ -336,7 +334,7 @@ impl BlockAggregateExec {
         ));
         Self {
             files,
-            keys,
+            keys: std::sync::OnceLock::new(),
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
@@ -404,9 +402,15 @@ impl ExecutionPlan for BlockAggregateExec {
             MetricBuilder::new(&self.metrics).counter(name, partition)
         };
         let (cached, computed) = (counter("files_cached"), counter("files_computed"));
+        let keys = self.keys.get_or_init(|| {
+            self.files
+                .iter()
+                .map(|f| displayable(f.as_ref()).indent(true).to_string())
+                .collect()
+        });
         let mine: Vec<(Arc<dyn ExecutionPlan>, String)> = (partition..self.files.len())
             .step_by(partitions)
-            .map(|i| (Arc::clone(&self.files[i]), self.keys[i].clone()))
+            .map(|i| (Arc::clone(&self.files[i]), keys[i].clone()))
             .collect();
         let batches = futures_util::stream::iter(mine)
             .then(move |(plan, key)| {

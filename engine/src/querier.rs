@@ -366,10 +366,17 @@ impl Querier {
         // Label sets are the query's to hold: a tenant may have churned through many series.
         let mut reservation = session.budget.reservation("series labels");
         let mut held = 0usize;
-        let mut batches = df
-            .select(vec![col("series_fingerprint"), col("labels")])?
-            .execute_stream()
-            .await?;
+        let columns = vec![col("series_fingerprint"), col("labels")];
+        let df = if self.config.distribution.is_none() {
+            // Grouped rather than selected: a block file's distinct series are then a partial
+            // aggregation that [`BlockAggregates`] keeps per file, and every query after the
+            // first reads only the head's series. (In a cluster the rule is not applied, and a
+            // grouping would only add a shuffle between stages.)
+            df.aggregate(columns, vec![])?
+        } else {
+            df.select(columns)?
+        };
+        let mut batches = df.execute_stream().await?;
         while let Some(batch) = batches.next().await.transpose()? {
             let fps = batch.column(0).as_primitive::<UInt64Type>();
             let lists = batch.column(1).as_list::<i32>();
