@@ -10,25 +10,32 @@ use datafusion::common::HashMap;
 // re-exports another of the same name).
 use datafusion::common::TableReference;
 use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
-use datafusion::execution::cache::cache_manager::{CacheManagerConfig, CachedFileMetadataEntry};
+use datafusion::execution::cache::cache_manager::{
+    CacheManagerConfig, CachedFileMetadataEntry, FileMetadataCache, FileStatisticsCache,
+};
 use datafusion::execution::cache::{Cache, CacheEntryInfo};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use object_store::path::Path;
 use profusion_model::scan::{BlockSource, ParquetMetadataCache};
 
 /// A runtime from `builder` that reads `blocks`' files: their store registered at
-/// [`crate::table::STORE_URL`], their decoded metadata kept in the block source's cache.
+/// [`crate::table::STORE_URL`], their decoded metadata kept in the block source's cache, and
+/// the statistics DataFusion derives from it kept in `statistics` (every query gets a runtime
+/// of its own, for its memory budget; a block file never changes, so what was derived from it
+/// once holds for every later query).
 pub fn block_runtime(
     builder: RuntimeEnvBuilder,
     blocks: &dyn BlockSource,
+    statistics: Option<Arc<FileStatisticsCache>>,
 ) -> datafusion::error::Result<Arc<RuntimeEnv>> {
-    let builder = match blocks.metadata_cache() {
-        Some(cache) => builder.with_cache_manager(
-            CacheManagerConfig::default()
-                .with_file_metadata_cache(Some(Arc::new(BlockMetadataCache(cache)))),
-        ),
-        None => builder,
-    };
+    let caches = CacheManagerConfig::default()
+        .with_file_statistics_cache(statistics)
+        .with_file_metadata_cache(
+            blocks
+                .metadata_cache()
+                .map(|cache| Arc::new(BlockMetadataCache(cache)) as Arc<FileMetadataCache>),
+        );
+    let builder = builder.with_cache_manager(caches);
     let runtime = builder.build_arc()?;
     let url = url::Url::parse(crate::table::STORE_URL)
         .map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))?;

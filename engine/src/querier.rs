@@ -39,6 +39,8 @@ use crate::symbolize::{
     self, PprofHeader, StackFilter, SymbolCache, SymbolScope, Symbolize, SymbolizeOutput,
 };
 use crate::table::{ScanWindow, TenantSchema};
+use datafusion::execution::cache::cache_manager::FileStatisticsCache;
+use datafusion::execution::cache::default_cache::DefaultCache;
 use profusion_proto::google::v1 as pprof;
 use prost::Message;
 
@@ -105,6 +107,10 @@ pub struct QueryAnalysis {
     pub scopes: Vec<QueryScope>,
     pub matching_series: u64,
 }
+
+/// Bytes of derived block-file statistics a querier keeps (a few KiB per file: its row count
+/// and each column's bounds).
+const FILE_STATISTICS_BYTES: usize = 16 << 20;
 
 /// What [`Querier::select_series`] computes.
 #[derive(Debug, Clone)]
@@ -229,6 +235,10 @@ pub struct Querier {
     symbols: Arc<SymbolCache>,
     /// Per-file aggregates of block files computed by earlier queries.
     block_aggregates: Arc<BlockAggregateCache>,
+    /// The statistics DataFusion derives from each block file's metadata (row counts, each
+    /// column's bounds), kept across queries: deriving them again cost every query a tenth of
+    /// its time per file.
+    file_statistics: Arc<FileStatisticsCache>,
 }
 
 /// One query's DataFusion session over a tenant scope's tables.
@@ -281,6 +291,7 @@ impl Querier {
             blocks,
             symbols: Arc::new(SymbolCache::new(config.symbol_cache_bytes)),
             block_aggregates: Arc::new(BlockAggregateCache::new(config.block_cache_bytes)),
+            file_statistics: Arc::new(DefaultCache::new(FILE_STATISTICS_BYTES)),
             config,
             base: Arc::new(base),
         }
@@ -309,6 +320,7 @@ impl Querier {
                     DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
                 ),
             self.blocks.as_ref(),
+            Some(Arc::clone(&self.file_statistics)),
         )?;
         let schema = Arc::new(TenantSchema::new(
             scope,

@@ -99,7 +99,7 @@ pub fn worker(
     traffic: Arc<Traffic>,
 ) -> Result<Worker> {
     let runtime = match &blocks {
-        Some(blocks) => block_runtime(RuntimeEnvBuilder::new(), blocks.as_ref())?,
+        Some(blocks) => block_runtime(RuntimeEnvBuilder::new(), blocks.as_ref(), None)?,
         None => RuntimeEnvBuilder::new().build_arc()?,
     };
     let head = head.unwrap_or_else(|| Arc::new(NoHead));

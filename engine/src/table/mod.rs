@@ -560,7 +560,9 @@ async fn parquet_scan(
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .with_schema(Arc::clone(schema));
+    // The runtime's statistics cache outlives the query (`crate::blocks::block_runtime`).
     ListingTable::try_new(config)?
+        .with_cache(state.runtime_env().cache_manager.get_file_statistic_cache())
         .scan(state, projection, filters, limit)
         .await
 }
