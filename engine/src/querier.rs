@@ -15,6 +15,8 @@ use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
 };
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::cache::cache_manager::FileStatisticsCache;
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_aggregate::expr_fn::{count, max};
@@ -39,8 +41,6 @@ use crate::symbolize::{
     self, PprofHeader, StackFilter, SymbolCache, SymbolScope, Symbolize, SymbolizeOutput,
 };
 use crate::table::{ScanWindow, TenantSchema};
-use datafusion::execution::cache::cache_manager::FileStatisticsCache;
-use datafusion::execution::cache::default_cache::DefaultCache;
 use profusion_proto::google::v1 as pprof;
 use prost::Message;
 
