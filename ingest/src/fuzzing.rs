@@ -39,15 +39,16 @@ pub fn pprof(data: &[u8]) {
         in_place.to_profile() == by_prost,
         "the in-place decoder read another profile than prost"
     );
-    // What the legacy `/ingest` reads first to name the profile: the same sample types.
-    let names: Vec<&str> = in_place
+    // What the legacy `/ingest` reads first to name the profile: the same sample types as
+    // prost's whole profile names.
+    let names: Vec<&str> = by_prost
         .sample_type
         .iter()
         .map(|st| {
             usize::try_from(st.r#type)
                 .ok()
-                .and_then(|i| in_place.string_table.get(i).copied())
-                .unwrap_or_default()
+                .and_then(|i| by_prost.string_table.get(i))
+                .map_or("", String::as_str)
         })
         .collect();
     assert_eq!(
