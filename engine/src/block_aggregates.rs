@@ -12,13 +12,17 @@
 //! [`BlockAggregateCache`] and computes (and keeps) only what it lacks. Head data changes
 //! with every push and is never cached.
 //!
-//! The cache key of a file is the whole per-file plan as EXPLAIN shows it (the file, its
-//! projection, and every predicate: profile type, time range, series, tombstones), so two
-//! queries share an entry only when they ask exactly the same of that file.
+//! The cache key of a file is what its rows and the plan above them make of it: the
+//! aggregation, filters and projections as EXPLAIN shows them, the columns read, the file (and
+//! byte range), and every predicate its scan applies (profile type, time range, series,
+//! tombstones), so two queries share an entry only when they ask exactly the same of that
+//! file. A file's own plan is made only when the cache lacks its answer: a warm query over
+//! many blocks plans one scan, not one per file.
 
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::arrow::compute::BatchCoalescer;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
@@ -82,8 +86,14 @@ impl PhysicalOptimizerRule for BlockAggregates {
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let partitions = config.execution.target_partitions.max(1);
-        plan.transform_up(|node| per_file(node, partitions))
-            .map(|t| t.data)
+        plan.transform_down(|node| {
+            if node.downcast_ref::<BlockAggregateExec>().is_some() {
+                // Already split (the rule ran on this plan before).
+                return Ok(Transformed::new(node, false, TreeNodeRecursion::Jump));
+            }
+            per_file(node, partitions)
+        })
+        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
@@ -95,7 +105,9 @@ impl PhysicalOptimizerRule for BlockAggregates {
     }
 }
 
-/// `node` rewritten when it is the partial stack-hash sum of a merge reading block files.
+/// `node` rewritten when it is a [`cacheable`] partial aggregation over block files: each
+/// branch of its input that reads only block files gets its own partial aggregation inside a
+/// [`BlockAggregateExec`], which splits it per file when it runs.
 fn per_file(
     node: Arc<dyn ExecutionPlan>,
     partitions: usize,
@@ -116,27 +128,30 @@ fn per_file(
             partial.input_schema(),
         )?))
     };
-    let mut rewritten = false;
-    let mut branches = Vec::new();
-    for part in crate::distributed::split(partial.input())? {
-        match files_of(&part) {
-            Some(files) if !files.is_empty() => {
-                let per_file = files
-                    .into_iter()
-                    .map(|file| aggregate(with_file(&part, file)?))
-                    .collect::<Result<Vec<_>>>()?;
-                branches.push(Arc::new(BlockAggregateExec::new(
-                    per_file,
-                    partial.schema(),
-                    partitions,
-                )) as Arc<dyn ExecutionPlan>);
-                rewritten = true;
-            }
-            _ => branches.push(aggregate(part)?),
-        }
-    }
-    if !rewritten {
+    let parts: Vec<_> = crate::distributed::split(partial.input())?
+        .into_iter()
+        .map(|part| {
+            let files = files_of(&part).filter(|f| !f.is_empty());
+            (part, files)
+        })
+        .collect();
+    if parts.iter().all(|(_, files)| files.is_none()) {
         return Ok(Transformed::no(node));
+    }
+    // One part is the input itself: the aggregation stays as planned.
+    let whole = parts.len() == 1;
+    let mut branches = Vec::new();
+    for (part, files) in parts {
+        let branch = if whole {
+            Arc::clone(&node)
+        } else {
+            aggregate(part)?
+        };
+        branches.push(match files {
+            Some(files) => Arc::new(BlockAggregateExec::with_files(branch, files, partitions))
+                as Arc<dyn ExecutionPlan>,
+            None => branch,
+        });
     }
     let plan = if branches.len() == 1 {
         branches.remove(0)
@@ -233,7 +248,7 @@ pub(crate) fn scan_config(node: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConf
 /// `part` reading only `file`, with the time bounds its statistics prove dropped.
 fn with_file(
     part: &Arc<dyn ExecutionPlan>,
-    file: PartitionedFile,
+    file: &PartitionedFile,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     Arc::clone(part)
         .transform_down(|node| {
@@ -242,8 +257,10 @@ fn with_file(
             };
             let mut builder = FileScanConfigBuilder::from(config.clone())
                 .with_file_groups(vec![FileGroup::new(vec![file.clone()])]);
-            if let Some(source) = without_proven_time_bounds(config, &file) {
-                builder = builder.with_source(source);
+            if let Some(source) = config.file_source().downcast_ref::<ParquetSource>()
+                && let Some(kept) = without_proven_time_bounds(config, file)
+            {
+                builder = builder.with_source(Arc::new(source.with_predicate(kept)));
             }
             let config = builder.build();
             Ok(Transformed::new(
@@ -255,14 +272,29 @@ fn with_file(
         .map(|t| t.data)
 }
 
-/// `config`'s Parquet source without the time bounds of its predicate that `file`'s statistics
-/// prove every row meets. A file inside a query's range then has the same plan, and so the
-/// same cache key, for every range that covers it, as a dashboard's sliding window does; and
-/// it gives the same rows, since the bounds dropped were true of all of them.
+/// The predicate `config`'s Parquet source applies to `file`: its own, less the time bounds
+/// `file`'s statistics prove every row meets.
+fn file_predicate(
+    config: &FileScanConfig,
+    file: &PartitionedFile,
+) -> Option<Arc<dyn PhysicalExpr>> {
+    without_proven_time_bounds(config, file).or_else(|| {
+        config
+            .file_source()
+            .downcast_ref::<ParquetSource>()?
+            .filter()
+    })
+}
+
+/// `config`'s predicate without the time bounds that `file`'s statistics prove every row
+/// meets, when there are such bounds (`None` when nothing would be dropped). A file inside a
+/// query's range then has the same plan, and so the same cache key, for every range that
+/// covers it, as a dashboard's sliding window does; and it gives the same rows, since the
+/// bounds dropped were true of all of them.
 fn without_proven_time_bounds(
     config: &FileScanConfig,
     file: &PartitionedFile,
-) -> Option<Arc<dyn FileSource>> {
+) -> Option<Arc<dyn PhysicalExpr>> {
     let source = config.file_source().downcast_ref::<ParquetSource>()?;
     let predicate = source.filter()?;
     let column = config.file_schema().index_of("time_nanos").ok()?;
@@ -281,7 +313,7 @@ fn without_proven_time_bounds(
     if kept.len() == conjuncts.len() {
         return None;
     }
-    Some(Arc::new(source.with_predicate(conjunction(kept))))
+    Some(conjunction(kept))
 }
 
 /// Whether `expr` is a bound on `time_nanos` that every time in `[min, max]` meets.
@@ -310,34 +342,107 @@ fn time_bound_holds(expr: &Arc<dyn PhysicalExpr>, min: i64, max: i64) -> bool {
     }
 }
 
-/// The partial aggregations of single block files, each answered from the
-/// [`BlockAggregateCache`] when it holds the same plan's answer, else run and kept.
+/// A partial aggregation over block files, run per file: each file's answer comes from the
+/// [`BlockAggregateCache`] when it holds the same plan's, else the file's own plan runs and
+/// its answer is kept.
+///
+/// Files' plans are made only for the files the cache lacks, when the node runs: planning a
+/// scan and an aggregation per file for every query would cost a warm query over many blocks
+/// more than answering it.
 #[derive(Debug)]
 pub struct BlockAggregateExec {
-    /// One partial aggregation per file.
-    files: Vec<Arc<dyn ExecutionPlan>>,
-    /// Each file's cache key: its plan as EXPLAIN shows it. Made when the plan first runs:
-    /// optimizer rules rebuild the node, and a key made before them would be made again.
+    /// The partial aggregation over every file; a file's own plan is this with its scan
+    /// reading only that file (see [`with_file`]).
+    input: Arc<dyn ExecutionPlan>,
+    /// The files (or byte ranges of files) `input` reads.
+    files: Vec<PartitionedFile>,
+    /// Each file's cache key: made when the plan first runs, since optimizer rules may still
+    /// rebuild the node.
     keys: std::sync::OnceLock<Vec<String>>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl BlockAggregateExec {
-    pub fn new(files: Vec<Arc<dyn ExecutionPlan>>, schema: SchemaRef, partitions: usize) -> Self {
+    /// Runs `input`, a partial aggregation reading block files only (through filters and
+    /// projections), per file in at most `partitions` partitions.
+    pub fn new(input: Arc<dyn ExecutionPlan>, partitions: usize) -> Result<Self> {
+        let files = input
+            .downcast_ref::<AggregateExec>()
+            .and_then(|aggregate| files_of(aggregate.input()))
+            .ok_or_else(|| {
+                DataFusionError::Internal(
+                    "BlockAggregateExec takes a partial aggregation of block files".into(),
+                )
+            })?;
+        Ok(Self::with_files(input, files, partitions))
+    }
+
+    fn with_files(
+        input: Arc<dyn ExecutionPlan>,
+        files: Vec<PartitionedFile>,
+        partitions: usize,
+    ) -> Self {
         let partitions = partitions.clamp(1, files.len().max(1));
         let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema),
+            EquivalenceProperties::new(input.schema()),
             Partitioning::UnknownPartitioning(partitions),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
         Self {
+            input,
             files,
             keys: std::sync::OnceLock::new(),
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// The cache key of each file: the aggregation, filters and projections above the scan as
+    /// EXPLAIN shows them, the columns the scan reads, the file and byte range, and the
+    /// predicate the file's scan applies ([`file_predicate`]). (The scan node's own EXPLAIN
+    /// text would derive its pruning predicate again, per file and query.)
+    fn keys(&self) -> Vec<String> {
+        use std::fmt::Write as _;
+        let mut shape = String::new();
+        let mut scan = None;
+        let _ = self.input.apply(|node| {
+            if let Some(config) = scan_config(node) {
+                let schema = node.schema();
+                let columns: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
+                let _ = writeln!(shape, "scan of {columns:?}, limit {:?}", config.limit);
+                scan = Some(config);
+            } else {
+                let _ = writeln!(shape, "{}", displayable(node.as_ref()).one_line());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        self.files
+            .iter()
+            .map(|file| {
+                let predicate = scan
+                    .and_then(|config| file_predicate(config, file))
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                format!(
+                    "{shape}file {} {:?}\npredicate {predicate}",
+                    file.object_meta.location, file.range
+                )
+            })
+            .collect()
+    }
+
+    /// `input` reading only `file`.
+    fn file_plan(&self, file: &PartitionedFile) -> Result<Arc<dyn ExecutionPlan>> {
+        let children = self.input.children();
+        let [part] = children.as_slice() else {
+            return Err(DataFusionError::Internal(
+                "BlockAggregateExec's aggregation has one input".into(),
+            ));
+        };
+        let part = with_file(part, file)?;
+        Arc::clone(&self.input).replace_children(vec![part], crate::distributed::recompute())
     }
 }
 
@@ -357,7 +462,7 @@ impl ExecutionPlan for BlockAggregateExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        self.files.iter().collect()
+        vec![&self.input]
     }
 
     fn apply_expressions(
@@ -371,18 +476,16 @@ impl ExecutionPlan for BlockAggregateExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != self.files.len() {
-            return Err(DataFusionError::Internal(format!(
-                "BlockAggregateExec has {} inputs, given {}",
-                self.files.len(),
-                children.len()
-            )));
-        }
+        let [input] = <[_; 1]>::try_from(children).map_err(|c| {
+            DataFusionError::Internal(format!(
+                "BlockAggregateExec has one input, given {}",
+                c.len()
+            ))
+        })?;
         Ok(Arc::new(Self::new(
-            children,
-            self.schema(),
+            input,
             self.properties.partitioning.partition_count(),
-        )))
+        )?))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -395,6 +498,7 @@ impl ExecutionPlan for BlockAggregateExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let partitions = self.properties.partitioning.partition_count();
+        let context_batch_size = context.session_config().batch_size();
         let cache = context
             .session_config()
             .get_extension::<BlockAggregateCache>();
@@ -402,28 +506,30 @@ impl ExecutionPlan for BlockAggregateExec {
             MetricBuilder::new(&self.metrics).counter(name, partition)
         };
         let (cached, computed) = (counter("files_cached"), counter("files_computed"));
-        let keys = self.keys.get_or_init(|| {
-            self.files
-                .iter()
-                .map(|f| displayable(f.as_ref()).indent(true).to_string())
-                .collect()
-        });
-        let mine: Vec<(Arc<dyn ExecutionPlan>, String)> = (partition..self.files.len())
-            .step_by(partitions)
-            .map(|i| (Arc::clone(&self.files[i]), keys[i].clone()))
-            .collect();
+        let keys = self.keys.get_or_init(|| self.keys());
+        let mut mine = Vec::new();
+        for i in (partition..self.files.len()).step_by(partitions) {
+            let known = cache
+                .as_ref()
+                .and_then(|c| c.entries.lock().get(keys[i].clone()));
+            let answer = match known {
+                Some(batches) => {
+                    cached.add(1);
+                    Ok(batches)
+                }
+                None => Err((self.file_plan(&self.files[i])?, keys[i].clone())),
+            };
+            mine.push(answer);
+        }
         let batches = futures_util::stream::iter(mine)
-            .then(move |(plan, key)| {
-                let (cache, context) = (cache.clone(), Arc::clone(&context));
-                let (cached, computed) = (cached.clone(), computed.clone());
+            .then(move |answer| {
+                let (cache, context, computed) =
+                    (cache.clone(), Arc::clone(&context), computed.clone());
                 async move {
-                    let known = cache
-                        .as_ref()
-                        .and_then(|c| c.entries.lock().get(key.clone()));
-                    if let Some(batches) = known {
-                        cached.add(1);
-                        return Ok::<_, DataFusionError>(batches);
-                    }
+                    let (plan, key) = match answer {
+                        Ok(batches) => return Ok::<_, DataFusionError>(batches),
+                        Err(missing) => missing,
+                    };
                     computed.add(1);
                     let mut batches = Vec::new();
                     for p in 0..plan.properties().partitioning.partition_count() {
@@ -449,9 +555,48 @@ impl ExecutionPlan for BlockAggregateExec {
                 futures_util::stream::iter((0..batches.len()).map(move |i| Ok(batches[i].clone())))
             })
             .try_flatten();
+        let target_rows = context_batch_size;
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
-            batches,
+            coalesced(Box::pin(batches), self.schema(), target_rows),
         )))
     }
+}
+
+/// `batches` joined into batches of about `target_rows`: a file's kept answer is often a few
+/// rows (a block's series, its points in a step), and every batch costs the aggregation and
+/// repartition above a fixed amount (row encoders, hash buffers), which over hundreds of
+/// files' small batches outweighed the rows.
+fn coalesced(
+    batches: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<RecordBatch>> + Send>>,
+    schema: SchemaRef,
+    target_rows: usize,
+) -> impl futures_util::Stream<Item = Result<RecordBatch>> + Send {
+    // Batches of half the target or more pass as they are: copying them would gain nothing.
+    let coalescer = BatchCoalescer::new(schema, target_rows.max(1))
+        .with_biggest_coalesce_batch_size(Some(target_rows / 2));
+    futures_util::stream::unfold(Some((batches, coalescer)), |state| async move {
+        let (mut batches, mut coalescer) = state?;
+        loop {
+            if let Some(batch) = coalescer.next_completed_batch() {
+                return Some((Ok(batch), Some((batches, coalescer))));
+            }
+            match batches.next().await {
+                Some(Ok(batch)) => {
+                    if let Err(e) = coalescer.push_batch(batch) {
+                        return Some((Err(e.into()), None));
+                    }
+                }
+                Some(Err(e)) => return Some((Err(e), None)),
+                None => {
+                    if let Err(e) = coalescer.finish_buffered_batch() {
+                        return Some((Err(e.into()), None));
+                    }
+                    return coalescer
+                        .next_completed_batch()
+                        .map(|batch| (Ok(batch), None));
+                }
+            }
+        }
+    })
 }

@@ -145,17 +145,15 @@ impl PhysicalExtensionCodec for ProfusionCodec {
                 )))
             }
             Node::BlockAggregate { partitions } => {
-                let schema = inputs
-                    .first()
-                    .ok_or_else(|| {
-                        DataFusionError::Internal("BlockAggregateExec without inputs".into())
-                    })?
-                    .schema();
+                let [input] = inputs else {
+                    return Err(DataFusionError::Internal(
+                        "BlockAggregateExec takes exactly one input".into(),
+                    ));
+                };
                 Ok(Arc::new(BlockAggregateExec::new(
-                    inputs.to_vec(),
-                    schema,
+                    Arc::clone(input),
                     partitions,
-                )))
+                )?))
             }
             Node::Symbolize { output, filter } => {
                 let inputs: [Arc<dyn ExecutionPlan>; 3] =

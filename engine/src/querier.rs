@@ -379,16 +379,21 @@ impl Querier {
         let mut reservation = session.budget.reservation("series labels");
         let mut held = 0usize;
         let columns = vec![col("series_fingerprint"), col("labels")];
-        let df = if self.config.distribution.is_none() {
+        let mut batches = if self.config.distribution.is_none() {
             // Grouped rather than selected: a block file's distinct series are then a partial
             // aggregation that [`BlockAggregates`] keeps per file, and every query after the
-            // first reads only the head's series. (In a cluster the rule is not applied, and a
-            // grouping would only add a shuffle between stages.)
-            df.aggregate(columns, vec![])?
+            // first reads only the head's series (selected, a week's series lookup over 25
+            // blocks took 2.2 times as long). Only the partial groupings run: the loop below
+            // drops a series seen in another part by its fingerprint, which a final grouping
+            // of every label set would do at far more cost. (In a cluster the rule is not
+            // applied, and a grouping would only add a shuffle between stages.)
+            let df = df.aggregate(columns, vec![])?;
+            let task = Arc::new(df.task_ctx());
+            let plan = partial_groupings(df.create_physical_plan().await?);
+            datafusion::physical_plan::execute_stream(plan, task)?
         } else {
-            df.select(columns)?
+            df.select(columns)?.execute_stream().await?
         };
-        let mut batches = df.execute_stream().await?;
         while let Some(batch) = batches.next().await.transpose()? {
             let fps = batch.column(0).as_primitive::<UInt64Type>();
             let lists = batch.column(1).as_list::<i32>();
@@ -1010,6 +1015,34 @@ impl ReadExecutor for Querier {
             ReadJob::Sql(request) => ReadAnswer::Table(self.sql(budget, &tenants, &request).await?),
         })
     }
+}
+
+/// The partial groupings under `plan` when it is a final grouping without aggregates: the same
+/// columns, a group once per part that holds it (the head, each block file) instead of once.
+fn partial_groupings(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) -> Arc<dyn datafusion::physical_plan::ExecutionPlan> {
+    use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    let Some(aggregate) = plan.downcast_ref::<AggregateExec>() else {
+        return plan;
+    };
+    let final_grouping = matches!(
+        aggregate.mode(),
+        AggregateMode::Final | AggregateMode::FinalPartitioned
+    ) && aggregate.aggr_expr().is_empty();
+    if !final_grouping {
+        return plan;
+    }
+    let mut input = Arc::clone(aggregate.input());
+    // The exchange feeding the final grouping has nothing left to do.
+    while input.downcast_ref::<RepartitionExec>().is_some()
+        || input.downcast_ref::<CoalescePartitionsExec>().is_some()
+    {
+        input = Arc::clone(input.children()[0]);
+    }
+    input
 }
 
 /// Runs a query's plan; one split into stages is checked to travel first (see

@@ -21,7 +21,7 @@ mod routing;
 mod stages;
 
 pub use stages::OriginStages;
-pub(crate) use stages::split;
+pub(crate) use stages::{recompute, split};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -182,7 +182,7 @@ pub(crate) fn split(plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<Arc<dyn Executi
 }
 
 /// Children replaced by ones with other properties (other partitioning, other inputs).
-fn recompute() -> ReplaceChildrenOptions {
+pub(crate) fn recompute() -> ReplaceChildrenOptions {
     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
 }
 
