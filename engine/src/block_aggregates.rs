@@ -498,7 +498,7 @@ impl ExecutionPlan for BlockAggregateExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let partitions = self.properties.partitioning.partition_count();
-        let context_batch_size = context.session_config().batch_size();
+        let batch_size = context.session_config().batch_size();
         let cache = context
             .session_config()
             .get_extension::<BlockAggregateCache>();
@@ -507,19 +507,27 @@ impl ExecutionPlan for BlockAggregateExec {
         };
         let (cached, computed) = (counter("files_cached"), counter("files_computed"));
         let keys = self.keys.get_or_init(|| self.keys());
-        let mut mine = Vec::new();
-        for i in (partition..self.files.len()).step_by(partitions) {
-            let known = cache
-                .as_ref()
-                .and_then(|c| c.entries.lock().get(keys[i].clone()));
-            let answer = match known {
+        let files: Vec<usize> = (partition..self.files.len()).step_by(partitions).collect();
+        // This partition's kept answers, looked up under one lock.
+        let known: Vec<Option<Arc<[RecordBatch]>>> = match &cache {
+            Some(cache) => {
+                let mut entries = cache.entries.lock();
+                files
+                    .iter()
+                    .map(|&i| entries.get(keys[i].clone()))
+                    .collect()
+            }
+            None => vec![None; files.len()],
+        };
+        let mut mine = Vec::with_capacity(files.len());
+        for (i, known) in files.into_iter().zip(known) {
+            mine.push(match known {
                 Some(batches) => {
                     cached.add(1);
                     Ok(batches)
                 }
                 None => Err((self.file_plan(&self.files[i])?, keys[i].clone())),
-            };
-            mine.push(answer);
+            });
         }
         let batches = futures_util::stream::iter(mine)
             .then(move |answer| {
@@ -555,10 +563,9 @@ impl ExecutionPlan for BlockAggregateExec {
                 futures_util::stream::iter((0..batches.len()).map(move |i| Ok(batches[i].clone())))
             })
             .try_flatten();
-        let target_rows = context_batch_size;
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
-            coalesced(Box::pin(batches), self.schema(), target_rows),
+            coalesced(Box::pin(batches), self.schema(), batch_size),
         )))
     }
 }
