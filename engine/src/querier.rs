@@ -476,23 +476,15 @@ impl Querier {
         range: TimeRange,
         series: Option<&[SeriesLabels]>,
     ) -> Expr {
-        let mut filter = col("profile_type")
+        let filter = col("profile_type")
             .eq(lit(profile_type))
             .and(col("time_nanos").gt_eq(lit(range.start)))
             .and(col("time_nanos").lt_eq(lit(range.end)));
-        if let Some(series) = series {
-            let services: HashSet<&str> = series
-                .iter()
-                .filter_map(|s| s.get(labels::SERVICE_NAME))
-                .collect();
-            filter = filter
-                .and(col("service_name").in_list(services.into_iter().map(lit).collect(), false))
-                .and(
-                    col("series_fingerprint")
-                        .in_list(series.iter().map(|s| lit(s.fingerprint)).collect(), false),
-                );
-        }
-        filter
+        series
+            .map(series_filter)
+            .unwrap_or_default()
+            .into_iter()
+            .fold(filter, Expr::and)
     }
 
     /// The plan of a flame-graph or pprof query: the selected samples' `sum(value)` by stack
@@ -534,22 +526,28 @@ impl Querier {
         req: &MergeRequest,
         output: SymbolizeOutput,
     ) -> Result<Option<DataFrame>> {
-        let series = if req.selector.matchers.is_empty() {
-            None
-        } else {
-            let s = self
-                .series(
-                    session,
-                    std::slice::from_ref(&req.selector),
-                    Some(&req.profile_type),
-                )
-                .await?;
-            if s.is_empty() {
-                return Ok(None);
+        // A selector on `service_name` alone filters the samples' own column; any other is
+        // resolved to the series it matches.
+        let narrowing = match service_column_filter(&req.selector) {
+            Some(filters) => filters,
+            None => {
+                let series = self
+                    .series(
+                        session,
+                        std::slice::from_ref(&req.selector),
+                        Some(&req.profile_type),
+                    )
+                    .await?;
+                if series.is_empty() {
+                    return Ok(None);
+                }
+                series_filter(&series)
             }
-            Some(s)
         };
-        let mut filter = Self::sample_filter(&req.profile_type, req.range, series.as_deref());
+        let mut filter = narrowing.into_iter().fold(
+            Self::sample_filter(&req.profile_type, req.range, None),
+            Expr::and,
+        );
         if !req.profile_ids.is_empty() {
             filter = filter
                 .and(col("profile_id").in_list(req.profile_ids.iter().map(lit).collect(), false));
@@ -703,6 +701,72 @@ impl Querier {
                 services: selector_services(&query.selector),
             },
         )?;
+        let mut points = SeriesPoints::new(budget);
+        // A selector and grouping over `service_name` alone read the profiles' own column:
+        // no series lookup, and a block file's answer is a row per service and step, not per
+        // series and step (a dashboard's usual timeline; 1,100 series of 10 services kept 110
+        // times the rows).
+        if let Some(filter) = service_column_filter(&query.selector)
+            .filter(|_| query.group_by.iter().all(|n| n == labels::SERVICE_NAME))
+        {
+            let grouped = !query.group_by.is_empty();
+            let filter = filter.into_iter().fold(
+                Self::sample_filter(&query.profile_type, query.range, None),
+                Expr::and,
+            );
+            let mut rows = Self::points_plan(
+                &session,
+                query,
+                filter,
+                grouped.then(|| col(labels::SERVICE_NAME)),
+            )
+            .await?
+            .execute_stream()
+            .await?;
+            let mut group_of: HashMap<String, usize> = HashMap::new();
+            while let Some(b) = rows.next().await.transpose()? {
+                // Without a group the rows start at the step.
+                let services = match grouped {
+                    true => Some(
+                        datafusion::arrow::compute::cast(
+                            b.column(0),
+                            &datafusion::arrow::datatypes::DataType::Utf8,
+                        )
+                        .map_err(datafusion::error::DataFusionError::from)?,
+                    ),
+                    false => None,
+                };
+                let services = services.as_ref().map(|s| s.as_string::<i32>());
+                let first = usize::from(grouped);
+                let (steps, sums, profiles) = (
+                    b.column(first).as_primitive::<Int64Type>(),
+                    b.column(first + 1).as_primitive::<Int64Type>(),
+                    b.column(first + 2).as_primitive::<Int64Type>(),
+                );
+                for i in 0..b.num_rows() {
+                    let service = services.map_or("", |s| s.value(i));
+                    let group = match group_of.get(service) {
+                        Some(&g) => g,
+                        None => {
+                            // An absent label reads as "" and is left out of the key, as a
+                            // series lacking a `group_by` label is grouped.
+                            let key: GroupKey = query
+                                .group_by
+                                .iter()
+                                .filter(|_| !service.is_empty())
+                                .map(|n| (n.clone(), service.to_owned()))
+                                .collect();
+                            let g = points.group(key);
+                            group_of.insert(service.to_owned(), g);
+                            g
+                        }
+                    };
+                    points.add(group, steps.value(i), sums.value(i), profiles.value(i));
+                }
+                points.hold()?;
+            }
+            return Ok(top_series(points.series(query.average), query.limit));
+        }
         let series = self
             .series(
                 &session,
@@ -713,9 +777,6 @@ impl Querier {
         if series.is_empty() {
             return Ok(Vec::new());
         }
-        // Each distinct group once; rows carry its index.
-        let mut groups: Vec<GroupKey> = Vec::new();
-        let mut group_index: HashMap<GroupKey, usize> = HashMap::new();
         let group_of: PrehashedMap<u64, usize> = series
             .iter()
             .map(|s| {
@@ -724,12 +785,7 @@ impl Querier {
                     .iter()
                     .filter_map(|name| s.get(name).map(|v| (name.clone(), v.to_owned())))
                     .collect();
-                let next = groups.len();
-                let i = *group_index.entry(key.clone()).or_insert(next);
-                if i == next {
-                    groups.push(key);
-                }
-                (s.fingerprint, i)
+                (s.fingerprint, points.group(key))
             })
             .collect();
         let narrowed = (!query.selector.matchers.is_empty()).then_some(series.as_slice());
@@ -737,11 +793,6 @@ impl Querier {
             .await?
             .execute_stream()
             .await?;
-        // (group, step start) -> (sum, profiles); a point per group and step with data, held
-        // against the budget (a tiny step over a long range makes many).
-        let mut buckets: HashMap<(usize, i64), (i64, i64)> = HashMap::new();
-        let mut reservation = budget.reservation("time series points");
-        const BUCKET_BYTES: usize = 48;
         while let Some(b) = rows.next().await.transpose()? {
             let (fps, steps, sums, profiles) = (
                 b.column(0).as_primitive::<UInt64Type>(),
@@ -750,39 +801,13 @@ impl Querier {
                 b.column(3).as_primitive::<Int64Type>(),
             );
             for i in 0..b.num_rows() {
-                let Some(&group) = group_of.get(&fps.value(i)) else {
-                    continue;
-                };
-                let e = buckets.entry((group, steps.value(i))).or_default();
-                e.0 = e.0.saturating_add(sums.value(i));
-                e.1 += profiles.value(i);
-            }
-            budget.hold(
-                &mut reservation,
-                "the time series' points",
-                buckets.capacity() * BUCKET_BYTES,
-            )?;
-        }
-        let mut by_group: HashMap<usize, Vec<(i64, f64)>> = HashMap::new();
-        for ((group, ts), (sum, n)) in buckets {
-            let value = if query.average {
-                sum as f64 / n as f64
-            } else {
-                sum as f64
-            };
-            by_group.entry(group).or_default().push((ts, value));
-        }
-        let out: Vec<TimeSeries> = by_group
-            .into_iter()
-            .map(|(group, mut points)| {
-                points.sort_by_key(|p| p.0);
-                TimeSeries {
-                    labels: groups[group].clone(),
-                    points,
+                if let Some(&group) = group_of.get(&fps.value(i)) {
+                    points.add(group, steps.value(i), sums.value(i), profiles.value(i));
                 }
-            })
-            .collect();
-        Ok(top_series(out, query.limit))
+            }
+            points.hold()?;
+        }
+        Ok(top_series(points.series(query.average), query.limit))
     }
 
     /// The plan of a time series' points before series are grouped: per series and step
@@ -795,19 +820,29 @@ impl Querier {
         query: &SeriesQuery,
         narrowed: Option<&[SeriesLabels]>,
     ) -> Result<DataFrame> {
+        let filter = Self::sample_filter(&query.profile_type, query.range, narrowed);
+        Self::points_plan(session, query, filter, Some(col("series_fingerprint"))).await
+    }
+
+    /// Per `key` (none: one row per step) and step, the saturating sum of the totals of the
+    /// profiles that pass `filter`, and their count: `key`, `step_ms`, `total`, `profiles`.
+    async fn points_plan(
+        session: &QuerySession,
+        query: &SeriesQuery,
+        filter: Expr,
+        key: Option<Expr>,
+    ) -> Result<DataFrame> {
         let step_start = crate::functions::step_start_ms()
             .call(vec![col("time_nanos"), lit(query.step_millis.max(1))]);
         Ok(session
             .ctx
             .table("profiles")
             .await?
-            .filter(Self::sample_filter(
-                &query.profile_type,
-                query.range,
-                narrowed,
-            ))?
+            .filter(filter)?
             .aggregate(
-                vec![col("series_fingerprint"), step_start.alias("step_ms")],
+                key.into_iter()
+                    .chain([step_start.alias("step_ms")])
+                    .collect(),
                 vec![
                     crate::functions::saturating_sum()
                         .call(vec![col("total_value")])
@@ -946,6 +981,127 @@ pub fn top_series(mut series: Vec<TimeSeries>, limit: Option<usize>) -> Vec<Time
     }
     series.sort_by(|a, b| a.labels.cmp(&b.labels));
     series
+}
+
+/// Filters keeping the rows of `series`: their services (which blocks are sorted by, so
+/// pages and row groups prune; "" for a series without the label) and their fingerprints,
+/// both in a stable order, since a filter's text keys what [`BlockAggregates`] keeps.
+fn series_filter(series: &[SeriesLabels]) -> Vec<Expr> {
+    let services: std::collections::BTreeSet<&str> = series
+        .iter()
+        .map(|s| s.get(labels::SERVICE_NAME).unwrap_or(""))
+        .collect();
+    vec![
+        col(labels::SERVICE_NAME).in_list(services.into_iter().map(lit).collect(), false),
+        col("series_fingerprint")
+            .in_list(series.iter().map(|s| lit(s.fingerprint)).collect(), false),
+    ]
+}
+
+/// A selector as filters on the profiles' `service_name` column, when it names no other
+/// label (no filters when it has no matchers). The column holds the label's value, "" when a
+/// series lacks it, which is the value a matcher compares then.
+fn service_column_filter(selector: &Selector) -> Option<Vec<Expr>> {
+    use crate::selector::MatchOp;
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    selector
+        .matchers
+        .iter()
+        .map(|m| {
+            if m.name != labels::SERVICE_NAME {
+                return None;
+            }
+            let column = col(labels::SERVICE_NAME);
+            // The matcher's own anchoring: RE2 syntax through the same `regex` crate.
+            let anchored = || lit(format!("^(?:{})$", m.value));
+            let regex = |op| {
+                Expr::BinaryExpr(BinaryExpr::new(
+                    Box::new(column.clone()),
+                    op,
+                    Box::new(anchored()),
+                ))
+            };
+            Some(match m.op {
+                MatchOp::Equal => column.clone().eq(lit(m.value.as_str())),
+                MatchOp::NotEqual => column.clone().not_eq(lit(m.value.as_str())),
+                MatchOp::Regex => regex(Operator::RegexMatch),
+                MatchOp::NotRegex => regex(Operator::RegexNotMatch),
+            })
+        })
+        .collect()
+}
+
+/// A time series' points as they are summed: each distinct group once, and per group and
+/// step the sum of the profiles' totals and their count, held against the query's budget (a
+/// tiny step over a long range makes many).
+struct SeriesPoints<'a> {
+    budget: &'a QueryBudget,
+    reservation: datafusion::execution::memory_pool::MemoryReservation,
+    groups: Vec<GroupKey>,
+    group_index: HashMap<GroupKey, usize>,
+    /// (group, step start) -> (sum, profiles)
+    buckets: HashMap<(usize, i64), (i64, i64)>,
+}
+
+impl<'a> SeriesPoints<'a> {
+    fn new(budget: &'a QueryBudget) -> Self {
+        Self {
+            budget,
+            reservation: budget.reservation("time series points"),
+            groups: Vec::new(),
+            group_index: HashMap::new(),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// The index of a group, added when new.
+    fn group(&mut self, key: GroupKey) -> usize {
+        let next = self.groups.len();
+        let i = *self.group_index.entry(key.clone()).or_insert(next);
+        if i == next {
+            self.groups.push(key);
+        }
+        i
+    }
+
+    fn add(&mut self, group: usize, step_ms: i64, total: i64, profiles: i64) {
+        let e = self.buckets.entry((group, step_ms)).or_default();
+        e.0 = e.0.saturating_add(total);
+        e.1 += profiles;
+    }
+
+    /// Holds the points so far against the budget.
+    fn hold(&mut self) -> Result<()> {
+        const BUCKET_BYTES: usize = 48;
+        self.budget.hold(
+            &mut self.reservation,
+            "the time series' points",
+            self.buckets.capacity() * BUCKET_BYTES,
+        )
+    }
+
+    /// One series per group with points, sums or averages per profile, in time order.
+    fn series(self, average: bool) -> Vec<TimeSeries> {
+        let mut by_group: HashMap<usize, Vec<(i64, f64)>> = HashMap::new();
+        for ((group, ts), (sum, n)) in self.buckets {
+            let value = if average {
+                sum as f64 / n as f64
+            } else {
+                sum as f64
+            };
+            by_group.entry(group).or_default().push((ts, value));
+        }
+        by_group
+            .into_iter()
+            .map(|(group, mut points)| {
+                points.sort_by_key(|p| p.0);
+                TimeSeries {
+                    labels: self.groups[group].clone(),
+                    points,
+                }
+            })
+            .collect()
+    }
 }
 
 /// The services an exact `service_name` matcher pins, for catalog pruning.

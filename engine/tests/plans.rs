@@ -464,6 +464,129 @@ async fn series_points_of_block_files_are_aggregated_once_per_filter_and_step() 
     );
 }
 
+/// A timeline grouped by and selecting on `service_name` alone reads the profiles' own column
+/// instead of looking series up; its series and points are those of a reference summing the
+/// written profiles, for every kind of matcher, a series without the label, an empty and a
+/// repeated grouping, profiles in blocks and in the head; and the same as a selector over
+/// another label takes them, through the series lookup.
+#[tokio::test]
+async fn timelines_by_service_match_the_reference_whichever_way_they_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ingester, querier) = setup(dir.path()).await;
+    // (service, "" when the series lacks the label; ms; total)
+    let mut written: Vec<(&str, i64, i64)> = Vec::new();
+    let services = ["api", "apiary", "", "db"];
+    for i in 0..48u64 {
+        let service = services[i as usize % services.len()];
+        let (ms, value) = (1_000 + (i as i64 * 377) % 5_000, 1 + (i as i64 * 7) % 11);
+        let mut labels = vec![
+            LabelPair {
+                name: "__name__".into(),
+                value: "process_cpu".into(),
+            },
+            LabelPair {
+                name: "__profile_type__".into(),
+                value: CPU.into(),
+            },
+            LabelPair {
+                name: "zone".into(),
+                value: "z1".into(),
+            },
+        ];
+        if !service.is_empty() {
+            labels.push(LabelPair {
+                name: "service_name".into(),
+                value: service.into(),
+            });
+        }
+        let mut req = write_for(service, 1_000 + i % 8, i, &["main"], value);
+        req.profiles[0].labels = labels;
+        req.profiles[0].fingerprint = 10 + (i as usize % services.len()) as u64;
+        req.profiles[0].time_nanos = ms * 1_000_000;
+        ingester.write(req).await.unwrap();
+        written.push((service, ms, value));
+        if i % 16 == 15 {
+            ingester.flush().await.unwrap();
+        }
+    }
+    type Keep = fn(&str) -> bool;
+    let cases: [(&str, Keep); 9] = [
+        ("{}", |_| true),
+        (r#"{service_name="api"}"#, |s| s == "api"),
+        (r#"{service_name!="api"}"#, |s| s != "api"),
+        (r#"{service_name=~"api.*"}"#, |s| s.starts_with("api")),
+        (r#"{service_name=~"api|"}"#, |s| s == "api" || s.is_empty()),
+        (r#"{service_name!~"api"}"#, |s| s != "api"),
+        (r#"{service_name=~".+", service_name!="db"}"#, |s| {
+            !s.is_empty() && s != "db"
+        }),
+        (r#"{zone="z1", service_name=~"a.*"}"#, |s| {
+            s.starts_with('a')
+        }),
+        (r#"{zone="z1"}"#, |_| true),
+    ];
+    for (selector, keep) in cases {
+        for group_by in [
+            &[][..],
+            &["service_name"],
+            &["service_name", "service_name"],
+        ] {
+            for average in [false, true] {
+                let query = SeriesQuery {
+                    profile_type: CPU.into(),
+                    selector: selector::parse(selector).unwrap(),
+                    range: TimeRange::from_millis(0, 10_000),
+                    step_millis: 2_000,
+                    group_by: group_by.iter().map(|n| n.to_string()).collect(),
+                    average,
+                    limit: None,
+                };
+                let got = querier
+                    .select_series(&querier.budget(), &["t".to_owned()], &query)
+                    .await
+                    .unwrap();
+                // group labels -> step -> (sum, profiles)
+                let mut sums: std::collections::BTreeMap<
+                    Vec<(String, String)>,
+                    std::collections::BTreeMap<i64, (i64, i64)>,
+                > = Default::default();
+                for &(service, ms, value) in written.iter().filter(|w| keep(w.0)) {
+                    let labels = group_by
+                        .iter()
+                        .filter(|_| !service.is_empty())
+                        .map(|n| (n.to_string(), service.to_owned()))
+                        .collect();
+                    let point = sums
+                        .entry(labels)
+                        .or_default()
+                        .entry(ms - ms % 2_000)
+                        .or_default();
+                    point.0 += value;
+                    point.1 += 1;
+                }
+                let want: Vec<TimeSeries> = sums
+                    .into_iter()
+                    .map(|(labels, points)| TimeSeries {
+                        labels,
+                        points: points
+                            .into_iter()
+                            .map(|(t, (sum, n))| {
+                                let v = if average {
+                                    sum as f64 / n as f64
+                                } else {
+                                    sum as f64
+                                };
+                                (t, v)
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                assert_eq!(got, want, "{selector} by {group_by:?}, average {average}");
+            }
+        }
+    }
+}
+
 /// Stacks and frames are named by hashes of their content, so a querier keeps the ones it
 /// resolved: the same query again reads none from the blocks or the head, and answers the
 /// same. A pprof needs every column of a frame, which a flame graph did not read; without a
