@@ -48,6 +48,11 @@ pub(crate) struct CadenceArgs {
     /// Keep the data directory, to query it again with `--data`.
     #[arg(long)]
     pub(crate) keep: bool,
+    /// Pods of each of the fleet's four services. Fewer than the default's 5 load a week at
+    /// real cadence in a fraction of the time (the blocks cover the same windows; each holds
+    /// fewer profiles).
+    #[arg(long, env = "PROFUSION_BENCH_CADENCE_PODS", default_value_t = FleetShape::default().pods)]
+    pub(crate) pods_per_service: usize,
     /// Seed of the workload.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
@@ -107,6 +112,7 @@ pub(crate) async fn cadence(args: &CadenceArgs) -> Value {
 async fn load(args: &CadenceArgs, data: &Path) -> Loaded {
     let shape = FleetShape {
         seed: args.seed,
+        pods: args.pods_per_service.max(1),
         ..FleetShape::default()
     };
     let fleet = Fleet::new(shape.clone());

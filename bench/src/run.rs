@@ -402,6 +402,7 @@ pub(crate) async fn run(args: RunArgs) {
         runs: scale.query_runs,
         data: None,
         keep: false,
+        pods_per_service: crate::workload::FleetShape::default().pods,
         seed: args.seed,
         server_args: Vec::new(),
     })
