@@ -706,76 +706,99 @@ impl Querier {
         // no series lookup, and a block file's answer is a row per service and step, not per
         // series and step (a dashboard's usual timeline; 1,100 series of 10 services kept 110
         // times the rows).
-        if let Some(filter) = service_column_filter(&query.selector)
+        match service_column_filter(&query.selector)
             .filter(|_| query.group_by.iter().all(|n| n == labels::SERVICE_NAME))
         {
-            let grouped = !query.group_by.is_empty();
-            let filter = filter.into_iter().fold(
-                Self::sample_filter(&query.profile_type, query.range, None),
-                Expr::and,
-            );
-            let mut rows = Self::points_plan(
-                &session,
-                query,
-                filter,
-                grouped.then(|| col(labels::SERVICE_NAME)),
-            )
-            .await?
-            .execute_stream()
-            .await?;
-            let mut group_of: HashMap<String, usize> = HashMap::new();
-            while let Some(b) = rows.next().await.transpose()? {
-                // Without a group the rows start at the step.
-                let services = match grouped {
-                    true => Some(
-                        datafusion::arrow::compute::cast(
-                            b.column(0),
-                            &datafusion::arrow::datatypes::DataType::Utf8,
-                        )
-                        .map_err(datafusion::error::DataFusionError::from)?,
-                    ),
-                    false => None,
-                };
-                let services = services.as_ref().map(|s| s.as_string::<i32>());
-                let first = usize::from(grouped);
-                let (steps, sums, profiles) = (
-                    b.column(first).as_primitive::<Int64Type>(),
-                    b.column(first + 1).as_primitive::<Int64Type>(),
-                    b.column(first + 2).as_primitive::<Int64Type>(),
-                );
-                for i in 0..b.num_rows() {
-                    let service = services.map_or("", |s| s.value(i));
-                    let group = match group_of.get(service) {
-                        Some(&g) => g,
-                        None => {
-                            // An absent label reads as "" and is left out of the key, as a
-                            // series lacking a `group_by` label is grouped.
-                            let key: GroupKey = query
-                                .group_by
-                                .iter()
-                                .filter(|_| !service.is_empty())
-                                .map(|n| (n.clone(), service.to_owned()))
-                                .collect();
-                            let g = points.group(key);
-                            group_of.insert(service.to_owned(), g);
-                            g
-                        }
-                    };
-                    points.add(group, steps.value(i), sums.value(i), profiles.value(i));
-                }
-                points.hold()?;
-            }
-            return Ok(top_series(points.series(query.average), query.limit));
+            Some(filters) => Self::service_points(&session, query, filters, &mut points).await?,
+            None => self.series_points(&session, query, &mut points).await?,
         }
+        Ok(top_series(points.series(query.average), query.limit))
+    }
+
+    /// Adds the points of a query whose selector is `filters` on `service_name` and whose
+    /// groups are by `service_name` (or none), read from the profiles' own column.
+    async fn service_points(
+        session: &QuerySession,
+        query: &SeriesQuery,
+        filters: Vec<Expr>,
+        points: &mut SeriesPoints<'_>,
+    ) -> Result<()> {
+        let grouped = !query.group_by.is_empty();
+        let filter = filters.into_iter().fold(
+            Self::sample_filter(&query.profile_type, query.range, None),
+            Expr::and,
+        );
+        let mut rows = Self::points_plan(
+            session,
+            query,
+            filter,
+            grouped.then(|| col(labels::SERVICE_NAME)),
+        )
+        .await?
+        .execute_stream()
+        .await?;
+        let mut group_of: HashMap<String, usize> = HashMap::new();
+        while let Some(b) = rows.next().await.transpose()? {
+            // Without a group the rows start at the step.
+            let services = match grouped {
+                true => Some(
+                    datafusion::arrow::compute::cast(
+                        b.column(0),
+                        &datafusion::arrow::datatypes::DataType::Utf8,
+                    )
+                    .map_err(datafusion::error::DataFusionError::from)?,
+                ),
+                false => None,
+            };
+            let services = services.as_ref().map(|s| s.as_string::<i32>());
+            let first = usize::from(grouped);
+            let (steps, sums, profiles) = (
+                b.column(first).as_primitive::<Int64Type>(),
+                b.column(first + 1).as_primitive::<Int64Type>(),
+                b.column(first + 2).as_primitive::<Int64Type>(),
+            );
+            for i in 0..b.num_rows() {
+                let service = services.map_or("", |s| s.value(i));
+                let group = match group_of.get(service) {
+                    Some(&g) => g,
+                    None => {
+                        // An absent label reads as "" and is left out of the key, as a
+                        // series lacking a `group_by` label is grouped.
+                        let key: GroupKey = query
+                            .group_by
+                            .iter()
+                            .filter(|_| !service.is_empty())
+                            .map(|n| (n.clone(), service.to_owned()))
+                            .collect();
+                        let g = points.group(key);
+                        group_of.insert(service.to_owned(), g);
+                        g
+                    }
+                };
+                points.add(group, steps.value(i), sums.value(i), profiles.value(i));
+            }
+            points.hold()?;
+        }
+        Ok(())
+    }
+
+    /// Adds the points of a query through the series lookup: per series and step, then each
+    /// series to its `group_by` labels.
+    async fn series_points(
+        &self,
+        session: &QuerySession,
+        query: &SeriesQuery,
+        points: &mut SeriesPoints<'_>,
+    ) -> Result<()> {
         let series = self
             .series(
-                &session,
+                session,
                 std::slice::from_ref(&query.selector),
                 Some(query.profile_type.as_str()),
             )
             .await?;
         if series.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let group_of: PrehashedMap<u64, usize> = series
             .iter()
@@ -789,7 +812,7 @@ impl Querier {
             })
             .collect();
         let narrowed = (!query.selector.matchers.is_empty()).then_some(series.as_slice());
-        let mut rows = Self::series_points_plan(&session, query, narrowed)
+        let mut rows = Self::series_points_plan(session, query, narrowed)
             .await?
             .execute_stream()
             .await?;
@@ -807,7 +830,7 @@ impl Querier {
             }
             points.hold()?;
         }
-        Ok(top_series(points.series(query.average), query.limit))
+        Ok(())
     }
 
     /// The plan of a time series' points before series are grouped: per series and step

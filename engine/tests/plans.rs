@@ -2,6 +2,7 @@
 //! data is half in a flushed block (SQLite catalog, local object-store directory) and half in
 //! the head.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -510,6 +511,7 @@ async fn timelines_by_service_match_the_reference_whichever_way_they_are_read() 
         }
     }
     type Keep = fn(&str) -> bool;
+    type Point = (i64, i64);
     let cases: [(&str, Keep); 9] = [
         ("{}", |_| true),
         (r#"{service_name="api"}"#, |s| s == "api"),
@@ -546,10 +548,8 @@ async fn timelines_by_service_match_the_reference_whichever_way_they_are_read() 
                     .await
                     .unwrap();
                 // group labels -> step -> (sum, profiles)
-                let mut sums: std::collections::BTreeMap<
-                    Vec<(String, String)>,
-                    std::collections::BTreeMap<i64, (i64, i64)>,
-                > = Default::default();
+                let mut sums: BTreeMap<Vec<(String, String)>, BTreeMap<i64, Point>> =
+                    BTreeMap::new();
                 for &(service, ms, value) in written.iter().filter(|w| keep(w.0)) {
                     let labels = group_by
                         .iter()

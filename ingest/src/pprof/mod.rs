@@ -416,15 +416,15 @@ fn convert_over<P: PprofSource + ?Sized, S: PprofSource + ?Sized>(
         let mut ordered: Vec<_> = samples.into_iter().collect();
         ordered.sort_unstable_by_key(|(key, _)| *key);
         for (ti, (ty, unit)) in sample_types.iter().enumerate() {
-            let stack_samples: Vec<StackSample> = ordered
-                .iter()
-                .filter(|(_, values)| values[ti] != 0)
-                .map(|((stack_hash, span_id), values)| StackSample {
-                    stack_hash: *stack_hash,
-                    value: values[ti],
-                    span_id: *span_id,
-                })
-                .collect();
+            // Sized exactly: the head keeps the vector for an hour, and one grown by doubling
+            // would be copied again to shed its spare capacity.
+            let nonzero = ordered.iter().filter(|(_, values)| values[ti] != 0);
+            let mut stack_samples = Vec::with_capacity(nonzero.clone().count());
+            stack_samples.extend(nonzero.map(|((stack_hash, span_id), values)| StackSample {
+                stack_hash: *stack_hash,
+                value: values[ti],
+                span_id: *span_id,
+            }));
             if stack_samples.is_empty() {
                 continue;
             }
