@@ -355,6 +355,11 @@ fn cases() -> Vec<Case> {
             selector: r#"{service_name!="svc-b", env!~"st.*"}"#,
             keep: |r| r.service != "svc-b" && r.env != "staging",
         },
+        // Service matchers alone read the rows' service column, with no series lookup.
+        Case {
+            selector: r#"{service_name=~"svc-[ac]", service_name!~"svc-c"}"#,
+            keep: |r| r.service == "svc-a",
+        },
     ]
 }
 
