@@ -189,16 +189,18 @@ pub(crate) fn ingest_section(md: &mut String, r: &Value) {
     );
     let _ = writeln!(
         md,
-        "| concurrency | profiles/s | profiles/s per core | MB/s per core | server cores busy | p50 ms | p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|"
+        "| concurrency | profiles/s | profiles/s per core | MB/s per core | reference just before, MB/s | ratio | server cores busy | p50 ms | p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for s in i["steps"].as_array().into_iter().flatten() {
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.0} | {:.1} | {:.2} | {:.1} | {:.1} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {} | {:.2} | {:.1} | {:.1} |",
             s["concurrency"],
             f(&s["profiles_per_s"]),
             f(&s["profiles_per_s_per_core"]),
             f(&s["mb_per_s_per_core"]),
+            f(&s["reference_mb_per_s_per_core"]),
+            ratio(&s["ratio_to_reference"]),
             f(&s["server_cores_busy"]),
             f(&s["p50_ms"]),
             f(&s["p99_ms"])
@@ -206,9 +208,11 @@ pub(crate) fn ingest_section(md: &mut String, r: &Value) {
     }
     let _ = writeln!(
         md,
-        "\nBest per core: {:.1} MB/s of pprof, **{} × the decode-only reference**. Peak RSS {:.0} MB.\n",
+        "\nBest per core: {:.1} MB/s of pprof, **{} × the decode-only reference** (its best of three); \
+         best step against the reference run just before it: **{} ×**. Peak RSS {:.0} MB.\n",
         f(&b["mb_per_s_per_core"]),
         ratio(&i["ratio_mb_per_core_to_decode_only"]),
+        ratio(&i["best_ratio_to_step_reference"]),
         f(&i["peak_rss_bytes"]) / 1e6
     );
 }

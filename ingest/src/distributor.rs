@@ -2,6 +2,7 @@
 //! series, applies the tenant's rate limit, and routes each series to its ingesters on the ring,
 //! acknowledging once a quorum of replicas has it durably.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -126,16 +127,19 @@ impl Distributor {
         let max_size = self.limits.max_profile_size_bytes;
         let (profile, size) = match &body {
             ProfileBody::Raw(raw) => {
-                // Read in place: the hot path allocates per profile, not per sample.
-                let bytes = pprof::maybe_gunzip(raw, max_size)?;
-                return pprof::convert(
-                    &pprof::view(&bytes)?,
+                // Read in place: the hot path allocates per profile, not per sample, and the
+                // frames' strings stay in the pprof until an ingester needs them.
+                let bytes = match pprof::maybe_gunzip(raw, max_size)? {
+                    Cow::Borrowed(_) => raw.clone(),
+                    Cow::Owned(gunzipped) => Bytes::from(gunzipped),
+                };
+                return pprof::convert_in_place(
+                    bytes,
                     &labels,
                     &id,
                     &options,
                     &self.limits,
                     now_nanos,
-                    bytes.len(),
                 );
             }
             ProfileBody::Decoded(p) => (p.as_ref(), prost::Message::encoded_len(p.as_ref())),
@@ -223,8 +227,10 @@ impl Distributor {
             profiles,
             stacks,
             frames,
+            text,
             ..
         } = converted;
+        let text = Arc::new(text);
         if single {
             let (&instance, _) = per_instance.iter().next().expect("one instance");
             requests.push((
@@ -261,8 +267,14 @@ impl Distributor {
                 ));
             }
         }
-        let results = join_all(requests.into_iter().map(|(instance, req)| async move {
-            (instance, ring.instance(instance).write(req).await)
+        let results = join_all(requests.into_iter().map(|(instance, req)| {
+            let text = Arc::clone(&text);
+            async move {
+                (
+                    instance,
+                    ring.instance(instance).write_with_text(req, text).await,
+                )
+            }
         }))
         .await;
         let mut failed = HashMap::new();

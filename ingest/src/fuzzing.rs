@@ -70,6 +70,22 @@ pub fn pprof(data: &[u8]) {
         .map_err(|e| e.to_string())
     };
     assert_eq!(convert(&in_place), convert(&by_prost));
+    // The push path leaves frames' strings in the pprof: filled in, its conversion is the same.
+    let left_in_place = pprof::convert_in_place(
+        bytes::Bytes::copy_from_slice(&bytes),
+        &base,
+        "id",
+        &ConvertOptions::default(),
+        &limits,
+        0,
+    )
+    .map(|mut c| {
+        let text = std::mem::take(&mut c.text);
+        text.fill_all(&mut c.frames);
+        c
+    })
+    .map_err(|e| e.to_string());
+    assert_eq!(left_in_place, convert(&in_place));
 }
 
 /// OTLP export requests, binary then JSON, through the Pyroscope mapping and pprof conversion.

@@ -11,6 +11,7 @@
 
 pub mod distributor;
 pub mod error;
+pub mod frame_text;
 pub mod fuzzing;
 mod id_index;
 pub mod ingester;

@@ -88,13 +88,21 @@ pub fn check_profile_type_part(what: &str, value: &str) -> Result<()> {
 
 /// Keeps the last `max` bytes of `s` (at a char boundary), as Pyroscope does for long symbols.
 pub fn keep_tail(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = s.len() - max;
-        while !s.is_char_boundary(cut) {
-            cut += 1;
-        }
-        s.drain(..cut);
+    let cut = s.len() - tail(s, max).len();
+    s.drain(..cut);
+}
+
+/// The last `max` bytes of `s` or fewer, cut at a character boundary: [`keep_tail`] of a
+/// borrowed string.
+pub fn tail(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
     }
+    let mut cut = s.len() - max;
+    while !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    &s[cut..]
 }
 
 #[cfg(test)]

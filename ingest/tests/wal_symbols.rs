@@ -1,6 +1,7 @@
 //! A WAL record does not repeat the symbols its segment's head already holds, and a replay
 //! still rebuilds the head exactly: the frames and stacks a later record leaves out come from
-//! the earlier record of the same segment that brought them.
+//! the earlier record of the same segment that brought them. Frames pushed as pprof reach the
+//! head with every string, though the conversion leaves the strings in the request.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,8 +9,13 @@ use std::time::Duration;
 
 use object_store::local::LocalFileSystem;
 use profusion_catalog::SqliteCatalog;
+use profusion_ingest::distributor::{Distributor, IncomingProfile, ProfileBody};
 use profusion_ingest::ingester::{Ingester, IngesterClient, IngesterConfig};
+use profusion_ingest::limits::Limits;
 use profusion_ingest::metrics::IngestMetrics;
+use profusion_ingest::pprof::ConvertOptions;
+use profusion_ingest::ring::Ring;
+use profusion_model::labels::Labels;
 use profusion_proto::ingester::v1::{Frame, SeriesProfile, Stack, StackSample, WriteRequest};
 use profusion_proto::types::v1::LabelPair;
 
@@ -140,6 +146,84 @@ async fn records_leave_out_the_symbols_their_segment_holds_and_replay_rebuilds_t
         before.0.iter().all(|(_, f)| !f.function_name.is_empty()),
         "every frame keeps its name"
     );
+    drop(ingester);
+
+    let replayed = open(dir.path()).await;
+    assert_eq!(contents(&replayed), before);
+}
+
+/// Pushes through a distributor a gzipped CPU pprof whose stacks are runs of three consecutive
+/// functions of `svc.handlerNNN` for NNN below `functions`.
+async fn push_pprof(distributor: &Distributor, functions: usize) {
+    let names: Vec<String> = (0..functions)
+        .map(|i| format!("svc.handler{i:03}"))
+        .collect();
+    let stacks: Vec<Vec<&str>> = names
+        .windows(3)
+        .map(|w| w.iter().map(String::as_str).collect())
+        .collect();
+    let samples: Vec<(&[&str], i64)> = stacks.iter().map(|s| (s.as_slice(), 10)).collect();
+    let profile = profusion_testing::cpu_pprof(profusion_testing::now_nanos(), &samples);
+    let body = profusion_testing::gzip(&prost::Message::encode_to_vec(&profile));
+    distributor
+        .push(
+            "t",
+            vec![IncomingProfile {
+                labels: Labels::from_pairs([("__name__", "process_cpu"), ("service_name", "svc")]),
+                body: ProfileBody::Raw(body.into()),
+                id: String::new(),
+                options: ConvertOptions::default(),
+            }],
+        )
+        .await
+        .unwrap();
+}
+
+/// What the head must hold for the functions below `functions`, as `cpu_pprof` writes them.
+fn expected_frames(functions: usize) -> Vec<(u64, Frame)> {
+    let mut frames: Vec<(u64, Frame)> = (0..functions)
+        .map(|i| {
+            let name = format!("svc.handler{i:03}");
+            let mut frame = Frame {
+                function_name: name.clone(),
+                system_name: name,
+                filename: "main.go".into(),
+                line: 10,
+                start_line: 1,
+                ..Frame::default()
+            };
+            frame.id = profusion_model::symbols::frame_id(&frame);
+            (frame.id, frame)
+        })
+        .collect();
+    frames.sort_by_key(|f| f.0);
+    frames
+}
+
+/// A pushed pprof's frames leave their strings in the request until the ingester finds it
+/// lacks them: the head gets every string of every new frame, in the generation that saw them
+/// first and again in a fresh one after a flush, and a replay rebuilds the same head.
+#[tokio::test]
+async fn frames_left_in_a_pushed_pprof_reach_the_head_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingester = open(dir.path()).await;
+    let distributor = Distributor::new(
+        Ring::new(vec![Arc::clone(&ingester) as Arc<dyn IngesterClient>], 1),
+        Limits::default(),
+        IngestMetrics::default(),
+    );
+    push_pprof(&distributor, 50).await;
+    assert_eq!(contents(&ingester).0, expected_frames(50));
+    // Ten new functions among fifty the head holds.
+    push_pprof(&distributor, 60).await;
+    assert_eq!(contents(&ingester).0, expected_frames(60));
+    // A flush drops the generation that held them: the next push brings them all again.
+    ingester.flush().await.unwrap();
+    push_pprof(&distributor, 60).await;
+    let before = contents(&ingester);
+    assert_eq!(before.0, expected_frames(60));
+    assert_eq!(before.2.len(), 1, "one profile since the flush");
+    drop(distributor);
     drop(ingester);
 
     let replayed = open(dir.path()).await;

@@ -12,6 +12,8 @@ use profusion_proto::types::v1::LabelPair;
 
 use profusion_model::hash::PrehashedMap;
 
+use crate::frame_text::FrameText;
+
 /// One tenant's data in one generation. The data is behind an `Arc` so that a flush can
 /// write a sealed generation's block without holding the head's lock: appends go only to the
 /// open generation, whose data nothing else holds, so they change it in place.
@@ -126,19 +128,21 @@ impl HeadData {
     /// Empties what `req` would add in vain: the labels of series, the strings of frames and the
     /// frame lists of stacks this head holds (a frame keeps its id, so stack references into
     /// the request's frames stay valid). Most of a push's symbols repeat the service's previous
-    /// push.
-    pub(crate) fn trim_known(&self, req: &mut WriteRequest) {
+    /// push. The frames this head lacks get the strings they left in `text`.
+    pub(crate) fn trim_known(&self, req: &mut WriteRequest, text: &FrameText) {
         for p in &mut req.profiles {
             if self.series.contains_key(&p.fingerprint) {
                 p.labels = Vec::new();
             }
         }
-        for f in &mut req.frames {
+        for (i, f) in req.frames.iter_mut().enumerate() {
             if self.frames.contains_key(&f.id) {
                 *f = Frame {
                     id: f.id,
                     ..Frame::default()
                 };
+            } else {
+                text.fill(i, f);
             }
         }
         for s in &mut req.stacks {

@@ -31,6 +31,7 @@ use profusion_proto::ingester::v1::WriteRequest;
 use tokio::sync::Notify;
 
 use crate::error::{IngestError, Result};
+use crate::frame_text::FrameText;
 use crate::metrics::IngestMetrics;
 use head::Head;
 use limiter::SeriesLimiter;
@@ -135,6 +136,14 @@ pub trait IngesterClient: Send + Sync + std::fmt::Debug {
     /// Durably stores a write; returns once it is in the WAL and queryable.
     async fn write(&self, request: WriteRequest) -> Result<()>;
 
+    /// [`Self::write`] of a request whose frames may have left their strings in `text`. An
+    /// ingester in this process copies out only the strings its head lacks; any other gets
+    /// them all.
+    async fn write_with_text(&self, mut request: WriteRequest, text: Arc<FrameText>) -> Result<()> {
+        text.fill_all(&mut request.frames);
+        self.write(request).await
+    }
+
     /// Writes the whole head into registered blocks.
     async fn flush(&self) -> Result<()>;
 }
@@ -149,14 +158,13 @@ struct HeadSink {
 }
 
 impl wal::WalSink for HeadSink {
-    fn trim(&mut self, seq: u64, requests: &mut [&mut WriteRequest]) {
+    fn trim(&mut self, seq: u64, requests: &mut [(&mut WriteRequest, &FrameText)]) {
         let h = self.head.lock().expect("head lock");
-        let Some(generation) = h.generations.get(&seq) else {
-            return;
-        };
-        for r in requests.iter_mut() {
-            if let Some(tenant) = generation.tenants.get(&r.tenant) {
-                tenant.trim_known(r);
+        let generation = h.generations.get(&seq);
+        for (r, text) in requests.iter_mut() {
+            match generation.and_then(|g| g.tenants.get(&r.tenant)) {
+                Some(tenant) => tenant.trim_known(r, text),
+                None => text.fill_all(&mut r.frames),
             }
         }
     }
@@ -581,13 +589,17 @@ impl IngesterClient for Ingester {
     }
 
     async fn write(&self, request: WriteRequest) -> Result<()> {
+        self.write_with_text(request, Arc::default()).await
+    }
+
+    async fn write_with_text(&self, request: WriteRequest, text: Arc<FrameText>) -> Result<()> {
         check_write(&request)?;
         self.wait_for_head_room().await?;
         self.series.admit(&request).inspect_err(|_| {
             self.metrics.reject("series_limit");
         })?;
         // Applying the write nudges the flush loop once the open generation is due.
-        self.wal.append(request).await
+        self.wal.append(request, text).await
     }
 
     async fn flush(&self) -> Result<()> {

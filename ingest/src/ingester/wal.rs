@@ -13,12 +13,17 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use profusion_proto::ingester::v1::WriteRequest;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{IngestError, Result};
+use crate::frame_text::FrameText;
+
+/// A queued append: the request, the strings its frames left behind, and its acknowledgement.
+type Append = (WriteRequest, Arc<FrameText>, oneshot::Sender<Result<()>>);
 
 const MAGIC: &[u8; 8] = b"PFWAL\0\0\x01";
 const HEADER_LEN: u64 = 16;
@@ -130,6 +135,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 pub(crate) enum Command {
     Append {
         request: WriteRequest,
+        text: Arc<FrameText>,
         done: oneshot::Sender<Result<()>>,
     },
     /// Seal the open segment and start the next; answers with the sealed segment's number.
@@ -142,7 +148,8 @@ pub(crate) trait WalSink: Send {
     /// Strips from `requests` the symbols segment `seq`'s head already holds for their tenant:
     /// an earlier record of the same segment added them, so a replay has them before it reaches
     /// these records (the frames keep their ids, so stack references stay valid).
-    fn trim(&mut self, seq: u64, requests: &mut [&mut WriteRequest]);
+    /// The frames the head lacks get the strings they left in their request's text.
+    fn trim(&mut self, seq: u64, requests: &mut [(&mut WriteRequest, &FrameText)]);
     /// Applies a durable batch to segment `seq`'s head.
     fn apply(&mut self, seq: u64, created_millis: i64, requests: Vec<WriteRequest>);
 }
@@ -168,10 +175,16 @@ impl WalHandle {
         Ok(Self { tx })
     }
 
-    pub(crate) async fn append(&self, request: WriteRequest) -> Result<()> {
+    /// Appends `request`, whose frames may have left their strings in `text` (copied out
+    /// before encoding for the frames the head lacks).
+    pub(crate) async fn append(&self, request: WriteRequest, text: Arc<FrameText>) -> Result<()> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(Command::Append { request, done })
+            .send(Command::Append {
+                request,
+                text,
+                done,
+            })
             .await
             .map_err(|_| IngestError::unavailable("the write-ahead log is closed"))?;
         rx.await
@@ -231,7 +244,11 @@ fn run(dir: PathBuf, mut segment: Segment, mut rx: mpsc::Receiver<Command>, mut 
         let mut appends = Vec::new();
         for cmd in batch {
             match cmd {
-                Command::Append { request, done } => appends.push((request, done)),
+                Command::Append {
+                    request,
+                    text,
+                    done,
+                } => appends.push((request, text, done)),
                 Command::Rotate { done } => {
                     // Everything queued before the rotation belongs to the old segment.
                     commit(&mut segment, &mut appends, &mut buf, &mut apply);
@@ -251,7 +268,7 @@ fn run(dir: PathBuf, mut segment: Segment, mut rx: mpsc::Receiver<Command>, mut 
 
 fn commit(
     segment: &mut Segment,
-    appends: &mut Vec<(WriteRequest, oneshot::Sender<Result<()>>)>,
+    appends: &mut Vec<Append>,
     buf: &mut Vec<u8>,
     apply: &mut Apply,
 ) {
@@ -259,9 +276,10 @@ fn commit(
         return;
     }
     buf.clear();
-    let mut requests: Vec<&mut WriteRequest> = appends.iter_mut().map(|(r, _)| r).collect();
+    let mut requests: Vec<(&mut WriteRequest, &FrameText)> =
+        appends.iter_mut().map(|(r, text, _)| (r, &**text)).collect();
     apply.trim(segment.seq, &mut requests);
-    for (request, _) in appends.iter() {
+    for (request, _, _) in appends.iter() {
         let start = buf.len();
         buf.extend_from_slice(&[0u8; 8]);
         request.encode(buf).expect("Vec grows as needed");
@@ -277,7 +295,8 @@ fn commit(
     match written {
         Ok(()) => {
             segment.len += buf.len() as u64;
-            let (requests, dones): (Vec<_>, Vec<_>) = appends.drain(..).unzip();
+            let (requests, dones): (Vec<_>, Vec<_>) =
+                appends.drain(..).map(|(r, _, done)| (r, done)).unzip();
             apply.apply(segment.seq, segment.created_millis, requests);
             for done in dones {
                 let _ = done.send(Ok(()));
@@ -290,7 +309,7 @@ fn commit(
                 .set_len(segment.len)
                 .and_then(|()| segment.file.seek(SeekFrom::Start(segment.len)));
             tracing::error!(error = %e, segment = segment.seq, "write-ahead log append failed");
-            for (_, done) in appends.drain(..) {
+            for (_, _, done) in appends.drain(..) {
                 let _ = done.send(Err(IngestError::internal(format!(
                     "write-ahead log append failed: {e}"
                 ))));

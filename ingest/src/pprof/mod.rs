@@ -12,11 +12,14 @@ use std::ops::Range;
 use profusion_proto::google::v1::Profile;
 use profusion_proto::ingester::v1::{Frame, SeriesProfile, Stack, StackSample};
 
+use bytes::Bytes;
+
 use crate::error::{IngestError, Result};
+use crate::frame_text::FrameText;
 
 mod view;
 use profusion_model::hash::PrehashedMap;
-use profusion_model::symbols;
+use profusion_model::symbols::{self, FrameKey};
 pub use view::{DecodeError, LocationRef, PprofSource, ProfileView, SampleRef};
 
 use crate::id_index::IdIndex;
@@ -35,7 +38,17 @@ pub fn maybe_gunzip(data: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u
         }
         return Ok(std::borrow::Cow::Borrowed(data));
     }
-    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(limit));
+    // A gzip member ends with its uncompressed size (mod 2^32): exact for the one-member bodies
+    // agents send, so the output is allocated once, with no slack to carry while its frames'
+    // strings wait for the WAL thread. Only a hint: a lying trailer costs no more than the
+    // limit (untouched pages of it no memory at all), and a wrong one a regrowth.
+    let trailer = data.len().checked_sub(4).map(|at| {
+        u32::from_le_bytes(data[at..].try_into().expect("4 bytes")) as usize
+    });
+    let hint = trailer
+        .filter(|&n| n > 0)
+        .unwrap_or(data.len().saturating_mul(4));
+    let mut out = Vec::with_capacity(hint.min(limit));
     flate2::read::MultiGzDecoder::new(data)
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
@@ -83,6 +96,8 @@ pub struct Converted {
     pub profiles: Vec<SeriesProfile>,
     pub stacks: Vec<Stack>,
     pub frames: Vec<Frame>,
+    /// Where frames without their strings left them.
+    pub text: FrameText,
     /// What the profile costs, for rate limiting and metrics: its uncompressed bytes and
     /// labels, or one byte per stored frame reference when that is more.
     pub bytes: usize,
@@ -113,10 +128,12 @@ impl Converted {
             self.stack_index = self.stacks.iter().map(|s| (s.hash, ())).collect();
         }
         let mut remap = Vec::with_capacity(other.frames.len());
-        for f in other.frames {
+        let buffers = self.text.add_buffers_of(&other.text);
+        for (i, f) in other.frames.into_iter().enumerate() {
             let next = self.frames.len() as u32;
             let at = *self.frame_index.entry(f.id).or_insert(next);
             if at == next {
+                self.text.take_from(next as usize, &other.text, i, buffers);
                 self.frames.push(f);
             }
             remap.push(at);
@@ -175,6 +192,7 @@ pub fn convert(
         profile,
         index: &index,
         shared: false,
+        buffer: None,
     };
     convert_over(
         profile,
@@ -185,6 +203,36 @@ pub fn convert(
         limits,
         now_nanos,
         decoded_size,
+    )
+}
+
+/// [`convert`] of an uncompressed pprof read in place: its frames leave their strings in
+/// `bytes`, for the ingester to copy out only those its head lacks (see [`FrameText`]).
+pub fn convert_in_place(
+    bytes: Bytes,
+    base: &Labels,
+    profile_id: &str,
+    options: &ConvertOptions,
+    limits: &Limits,
+    now_nanos: i64,
+) -> Result<Converted> {
+    let profile = view(&bytes)?;
+    let index = SymbolIndex::build(&profile)?;
+    let symbols = Symbols {
+        profile: &profile,
+        index: &index,
+        shared: false,
+        buffer: Some(&bytes),
+    };
+    convert_over(
+        &profile,
+        symbols,
+        base,
+        profile_id,
+        options,
+        limits,
+        now_nanos,
+        bytes.len(),
     )
 }
 
@@ -226,6 +274,7 @@ pub fn convert_shared(
         profile: &symbols.profile,
         index: &symbols.index,
         shared: true,
+        buffer: None,
     };
     convert_over(
         profile,
@@ -245,6 +294,9 @@ struct Symbols<'a, S: ?Sized> {
     index: &'a SymbolIndex,
     /// Shared by many profiles: resolve into a sparse map, not a table of every location.
     shared: bool,
+    /// The decoded pprof the strings are slices of, when they are: frames then leave their
+    /// strings there ([`FrameText`]).
+    buffer: Option<&'a Bytes>,
 }
 
 /// Position of each location, function and mapping id in a pprof's tables.
@@ -350,9 +402,12 @@ fn convert_over<P: PprofSource + ?Sized, S: PprofSource + ?Sized>(
     let mut symbols = SymbolTable::new(symbols, &strings, options, limits);
 
     // Group samples by their string-label set (as string-table indexes, so the hot loop
-    // allocates nothing per label); merge equal (stack, span) pairs within a group.
-    type Group = PrehashedMap<(u64, u64), Vec<i64>>;
+    // allocates nothing per label); merge equal (stack, span) pairs within a group. Their
+    // values are rows of one table, `types` wide, not a vector each.
+    let types = sample_types.len();
+    type Group = PrehashedMap<(u64, u64), usize>;
     let mut groups: HashMap<Vec<(i64, i64)>, Group> = HashMap::new();
+    let mut values: Vec<i64> = Vec::with_capacity(profile.num_samples() * types);
     for si in 0..profile.num_samples() {
         let sample = profile.sample(si);
         if sample.value.len() != sample_types.len() {
@@ -391,12 +446,15 @@ fn convert_over<P: PprofSource + ?Sized, S: PprofSource + ?Sized>(
         let stack_hash = symbols
             .stack(sample.location_id)
             .map_err(|e| e.at(format!("sample[{si}]")))?;
-        let values = groups
+        let row = *groups
             .entry(sample_labels)
             .or_default()
             .entry((stack_hash, span_id))
-            .or_insert_with(|| vec![0; sample_types.len()]);
-        for (acc, v) in values.iter_mut().zip(sample.value) {
+            .or_insert_with(|| {
+                values.resize(values.len() + types, 0);
+                values.len() / types - 1
+            });
+        for (acc, v) in values[row * types..][..types].iter_mut().zip(sample.value) {
             *acc = acc.saturating_add(*v);
         }
     }
@@ -418,11 +476,12 @@ fn convert_over<P: PprofSource + ?Sized, S: PprofSource + ?Sized>(
         for (ti, (ty, unit)) in sample_types.iter().enumerate() {
             // Sized exactly: the head keeps the vector for an hour, and one grown by doubling
             // would be copied again to shed its spare capacity.
-            let nonzero = ordered.iter().filter(|(_, values)| values[ti] != 0);
+            let value = |row: usize| values[row * types + ti];
+            let nonzero = ordered.iter().filter(|(_, row)| value(*row) != 0);
             let mut stack_samples = Vec::with_capacity(nonzero.clone().count());
-            stack_samples.extend(nonzero.map(|((stack_hash, span_id), values)| StackSample {
+            stack_samples.extend(nonzero.map(|((stack_hash, span_id), row)| StackSample {
                 stack_hash: *stack_hash,
-                value: values[ti],
+                value: value(*row),
                 span_id: *span_id,
             }));
             if stack_samples.is_empty() {
@@ -457,7 +516,7 @@ fn convert_over<P: PprofSource + ?Sized, S: PprofSource + ?Sized>(
             });
         }
     }
-    let (stacks, frames) = symbols.finish();
+    let (stacks, frames, text) = symbols.finish();
     // A stack is stored as its list of frames, so inlined lines referenced by many samples
     // store far more than their bytes on the wire: charge at least one byte per stored frame
     // reference, so the rate limit bounds what a small push makes the head hold.
@@ -465,6 +524,7 @@ fn convert_over<P: PprofSource + ?Sized, S: PprofSource + ?Sized>(
     out.bytes = out.bytes.max(stored_frames);
     out.stacks = stacks;
     out.frames = frames;
+    out.text = text;
     Ok(out)
 }
 
@@ -502,6 +562,11 @@ struct SymbolTable<'a, S: ?Sized> {
     /// Distinct frames in first-seen order, and the position of each frame id.
     frames: Vec<Frame>,
     frame_index: PrehashedMap<u64, u32>,
+    /// The id of each frame of `frames`: hashing a stack reads these, packed, not the frames.
+    frame_ids: Vec<u64>,
+    /// Where frames left their strings, and the number of `symbols.buffer` in it.
+    text: FrameText,
+    buffer: Option<u32>,
     /// Root-first frame indexes by stack hash.
     stacks: PrehashedMap<u64, Vec<u32>>,
     scratch: Vec<u32>,
@@ -541,6 +606,19 @@ impl<'a, S: PprofSource + ?Sized> SymbolTable<'a, S> {
         options: &'a ConvertOptions,
         limits: &'a Limits,
     ) -> Self {
+        let mut text = FrameText::default();
+        let buffer = symbols.buffer.map(|b| text.add_buffer(b.clone()));
+        // A profile's own locations are nearly all referenced, most as one frame each: sized
+        // for them, the frame tables are not copied as they grow. Shared symbols are a whole
+        // request's dictionary, of which one profile uses a part.
+        let frames = if symbols.shared {
+            0
+        } else {
+            symbols.profile.num_locations()
+        };
+        if buffer.is_some() {
+            text.reserve(frames);
+        }
         Self {
             profile: symbols.profile,
             strings,
@@ -552,9 +630,12 @@ impl<'a, S: PprofSource + ?Sized> SymbolTable<'a, S> {
             } else {
                 LocationFrames::Dense(vec![None; symbols.profile.num_locations()])
             },
-            location_pool: Vec::new(),
-            frames: Vec::new(),
-            frame_index: PrehashedMap::default(),
+            location_pool: Vec::with_capacity(frames),
+            frames: Vec::with_capacity(frames),
+            frame_ids: Vec::with_capacity(frames),
+            frame_index: PrehashedMap::with_capacity_and_hasher(frames, Default::default()),
+            text,
+            buffer,
             stacks: PrehashedMap::default(),
             scratch: Vec::new(),
             hash_input: Vec::new(),
@@ -593,7 +674,7 @@ impl<'a, S: PprofSource + ?Sized> SymbolTable<'a, S> {
         }
         frames.reverse();
         let hash = symbols::stack_hash(
-            frames.iter().map(|&f| self.frames[f as usize].id),
+            frames.iter().map(|&f| self.frame_ids[f as usize]),
             &mut self.hash_input,
         );
         self.stacks.entry(hash).or_insert_with(|| frames.clone());
@@ -630,15 +711,16 @@ impl<'a, S: PprofSource + ?Sized> SymbolTable<'a, S> {
         let start = self.location_pool.len() as u32;
         if loc.line.is_empty() {
             // Unsymbolized: the address is the only identity the frame has.
-            let frame = self.intern(Frame {
-                mapping_file: mapping_file.to_owned(),
-                build_id: build_id.to_owned(),
+            let frame = self.intern(FrameKey {
+                mapping_file,
+                build_id,
                 address: loc.address,
-                ..Frame::default()
+                ..FrameKey::default()
             });
             self.location_pool.push(frame);
             return Ok(start..start + 1);
         }
+        let max = self.limits.max_symbol_length;
         for (li, line) in loc.line.iter().enumerate() {
             let f = self
                 .index
@@ -652,58 +734,84 @@ impl<'a, S: PprofSource + ?Sized> SymbolTable<'a, S> {
                         line.function_id
                     ))
                 })?;
-            let mut name = self.strings.get(f.name, "function.name")?.to_owned();
-            let mut system_name = self
-                .strings
-                .get(f.system_name, "function.system_name")?
-                .to_owned();
-            let mut filename = self
-                .strings
-                .get(f.filename, "function.filename")?
-                .to_owned();
-            if self.options.prefix_function_with_filename
+            let name = self.strings.get(f.name, "function.name")?;
+            let system_name = self.strings.get(f.system_name, "function.system_name")?;
+            let filename = self.strings.get(f.filename, "function.filename")?;
+            let prefixed;
+            let name = if self.options.prefix_function_with_filename
                 && !filename.is_empty()
                 && !filename.starts_with('/')
             {
-                name = format!("{filename} {name}");
-            }
-            for s in [&mut name, &mut system_name, &mut filename] {
-                validation::keep_tail(s, self.limits.max_symbol_length);
-            }
-            let frame = self.intern(Frame {
-                function_name: name,
-                system_name,
-                filename,
+                prefixed = format!("{filename} {name}");
+                prefixed.as_str()
+            } else {
+                name
+            };
+            let frame = self.intern(FrameKey {
+                function_name: validation::tail(name, max),
+                system_name: validation::tail(system_name, max),
+                filename: validation::tail(filename, max),
                 line: line.line,
                 start_line: f.start_line,
-                mapping_file: mapping_file.to_owned(),
-                build_id: build_id.to_owned(),
-                ..Frame::default()
+                mapping_file,
+                build_id,
+                address: 0,
             });
             self.location_pool.push(frame);
         }
         Ok(start..self.location_pool.len() as u32)
     }
 
-    /// The index of `frame` in `frames`, adding it if new.
-    fn intern(&mut self, mut frame: Frame) -> u32 {
-        frame.id = symbols::frame_id(&frame);
+    /// The index of the frame `key` names in `frames`, adding it if new: with its strings left
+    /// in the pprof when they are all slices of it, copied otherwise.
+    fn intern(&mut self, key: FrameKey<'_>) -> u32 {
+        let id = key.id_with(&mut self.hash_input);
         let next = self.frames.len() as u32;
-        let idx = *self.frame_index.entry(frame.id).or_insert(next);
-        if idx == next {
-            self.frames.push(frame);
+        let idx = *self.frame_index.entry(id).or_insert(next);
+        if idx != next {
+            return idx;
         }
+        let numbers = Frame {
+            id,
+            line: key.line,
+            start_line: key.start_line,
+            address: key.address,
+            ..Frame::default()
+        };
+        let fields = [
+            key.function_name,
+            key.system_name,
+            key.filename,
+            key.mapping_file,
+            key.build_id,
+        ];
+        self.frame_ids.push(id);
+        let left_in_place = self
+            .buffer
+            .is_some_and(|b| self.text.set(next as usize, b, fields));
+        self.frames.push(if left_in_place {
+            numbers
+        } else {
+            Frame {
+                function_name: key.function_name.to_owned(),
+                system_name: key.system_name.to_owned(),
+                filename: key.filename.to_owned(),
+                mapping_file: key.mapping_file.to_owned(),
+                build_id: key.build_id.to_owned(),
+                ..numbers
+            }
+        });
         idx
     }
 
-    fn finish(self) -> (Vec<Stack>, Vec<Frame>) {
+    fn finish(self) -> (Vec<Stack>, Vec<Frame>, FrameText) {
         let mut stacks: Vec<Stack> = self
             .stacks
             .into_iter()
             .map(|(hash, frame_refs)| Stack { hash, frame_refs })
             .collect();
         stacks.sort_unstable_by_key(|s| s.hash);
-        (stacks, self.frames)
+        (stacks, self.frames, self.text)
     }
 }
 
@@ -936,6 +1044,52 @@ mod tests {
         )
         .unwrap();
         assert_eq!(flat(&c)[0].1, "mid;eaf");
+    }
+
+    #[test]
+    fn frames_left_in_the_pprof_fill_in_as_copied_frames() {
+        let mut p = profile(
+            &[
+                "",
+                "root",
+                "mid",
+                "a.very.long.leaf",
+                "cpu",
+                "nanoseconds",
+                "lib/x.py",
+                "/abs/y.py",
+            ],
+            &[(4, 5)],
+            vec![sample(&[3, 2, 1], &[1], &[]), sample(&[2, 1], &[2], &[])],
+        );
+        p.function[0].filename = 6;
+        p.function[1].filename = 7;
+        let limits = Limits {
+            max_symbol_length: 8,
+            ..limits()
+        };
+        let bytes = Bytes::from(prost::Message::encode_to_vec(&p));
+        for prefix in [false, true] {
+            let options = ConvertOptions {
+                prefix_function_with_filename: prefix,
+                ..ConvertOptions::default()
+            };
+            let copied = convert(&p, &base(), "id", &options, &limits, 1_000, 0).unwrap();
+            let mut left = convert_in_place(bytes.clone(), &base(), "id", &options, &limits, 1_000)
+                .unwrap();
+            // The leaf (the first frame seen) has its name cut to its tail, still a slice of
+            // the pprof: left there.
+            assert_eq!(left.frames[0].id, copied.frames[0].id);
+            assert_eq!(left.frames[0].function_name, "");
+            assert_eq!(copied.frames[0].function_name, "ong.leaf");
+            let text = std::mem::take(&mut left.text);
+            assert!(!text.is_empty());
+            text.fill_all(&mut left.frames);
+            assert_eq!(
+                (left.profiles, left.stacks, left.frames),
+                (copied.profiles, copied.stacks, copied.frames)
+            );
+        }
     }
 
     #[test]
