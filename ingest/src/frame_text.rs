@@ -51,6 +51,9 @@ impl FrameText {
     pub(crate) fn set(&mut self, frame: usize, buffer: u32, fields: [&str; 5]) -> bool {
         let base = self.buffers[buffer as usize].as_ptr() as usize;
         let len = self.buffers[buffer as usize].len();
+        if u32::try_from(len).is_err() {
+            return false; // ranges are u32s; no limit lets a profile be this large anyway
+        }
         let mut ranges = [(0u32, 0u32); 5];
         for (range, s) in ranges.iter_mut().zip(fields) {
             if s.is_empty() {

@@ -86,14 +86,8 @@ pub fn check_profile_type_part(what: &str, value: &str) -> Result<()> {
     }
 }
 
-/// Keeps the last `max` bytes of `s` (at a char boundary), as Pyroscope does for long symbols.
-pub fn keep_tail(s: &mut String, max: usize) {
-    let cut = s.len() - tail(s, max).len();
-    s.drain(..cut);
-}
-
-/// The last `max` bytes of `s` or fewer, cut at a character boundary: [`keep_tail`] of a
-/// borrowed string.
+/// The last `max` bytes of `s` or fewer, cut at a character boundary, as Pyroscope keeps the
+/// tail of long symbols.
 pub fn tail(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -110,9 +104,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keep_tail_respects_char_boundaries() {
-        let mut s = "aé".repeat(3);
-        keep_tail(&mut s, 4);
-        assert_eq!(s, "aé");
+    fn tail_respects_char_boundaries() {
+        let s = "aé".repeat(3);
+        assert_eq!(tail(&s, 4), "aé");
+        assert_eq!(tail(&s, 9), s);
     }
 }

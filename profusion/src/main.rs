@@ -68,6 +68,7 @@ fn main() -> std::process::ExitCode {
         };
     }
     let code = runtime.block_on(async move {
+        let shutdown = shutdown_signal();
         let server = match Server::start(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -78,7 +79,7 @@ fn main() -> std::process::ExitCode {
         tracing::info!(address = %server.addr, "profusion is listening");
         // Tests and scripts read the bound port from this line.
         println!("profusion listening on http://{}", server.addr);
-        match server.run(shutdown_signal()).await {
+        match server.run(shutdown).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "shutdown failed");
@@ -92,23 +93,31 @@ fn main() -> std::process::ExitCode {
     code
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT or SIGTERM, whichever comes first. The handlers are installed when this is called,
+/// not when the future is first polled: the server announces it is listening before it polls
+/// it, and a SIGTERM sent in between must start a graceful shutdown, not kill the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let handlers = signal(SignalKind::interrupt())
+            .and_then(|int| Ok((int, signal(SignalKind::terminate())?)));
+        async move {
+            match handlers {
+                Ok((mut int, mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

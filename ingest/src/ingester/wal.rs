@@ -266,18 +266,15 @@ fn run(dir: PathBuf, mut segment: Segment, mut rx: mpsc::Receiver<Command>, mut 
     let _ = segment.file.sync_all();
 }
 
-fn commit(
-    segment: &mut Segment,
-    appends: &mut Vec<Append>,
-    buf: &mut Vec<u8>,
-    apply: &mut Apply,
-) {
+fn commit(segment: &mut Segment, appends: &mut Vec<Append>, buf: &mut Vec<u8>, apply: &mut Apply) {
     if appends.is_empty() {
         return;
     }
     buf.clear();
-    let mut requests: Vec<(&mut WriteRequest, &FrameText)> =
-        appends.iter_mut().map(|(r, text, _)| (r, &**text)).collect();
+    let mut requests: Vec<(&mut WriteRequest, &FrameText)> = appends
+        .iter_mut()
+        .map(|(r, text, _)| (r, &**text))
+        .collect();
     apply.trim(segment.seq, &mut requests);
     for (request, _, _) in appends.iter() {
         let start = buf.len();

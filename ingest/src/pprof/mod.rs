@@ -42,9 +42,10 @@ pub fn maybe_gunzip(data: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u
     // agents send, so the output is allocated once, with no slack to carry while its frames'
     // strings wait for the WAL thread. Only a hint: a lying trailer costs no more than the
     // limit (untouched pages of it no memory at all), and a wrong one a regrowth.
-    let trailer = data.len().checked_sub(4).map(|at| {
-        u32::from_le_bytes(data[at..].try_into().expect("4 bytes")) as usize
-    });
+    let trailer = data
+        .len()
+        .checked_sub(4)
+        .map(|at| u32::from_le_bytes(data[at..].try_into().expect("4 bytes")) as usize);
     let hint = trailer
         .filter(|&n| n > 0)
         .unwrap_or(data.len().saturating_mul(4));
@@ -407,7 +408,10 @@ fn convert_over<P: PprofSource + ?Sized, S: PprofSource + ?Sized>(
     let types = sample_types.len();
     type Group = PrehashedMap<(u64, u64), usize>;
     let mut groups: HashMap<Vec<(i64, i64)>, Group> = HashMap::new();
-    let mut values: Vec<i64> = Vec::with_capacity(profile.num_samples() * types);
+    // Reserved for every sample being distinct, within a bound: the samples' value counts are
+    // checked only as they are read.
+    let mut values: Vec<i64> =
+        Vec::with_capacity(profile.num_samples().saturating_mul(types).min(1 << 20));
     for si in 0..profile.num_samples() {
         let sample = profile.sample(si);
         if sample.value.len() != sample_types.len() {
@@ -611,10 +615,11 @@ impl<'a, S: PprofSource + ?Sized> SymbolTable<'a, S> {
         // A profile's own locations are nearly all referenced, most as one frame each: sized
         // for them, the frame tables are not copied as they grow. Shared symbols are a whole
         // request's dictionary, of which one profile uses a part.
+        // Bounded, as a hostile pprof may list millions of locations no sample references.
         let frames = if symbols.shared {
             0
         } else {
-            symbols.profile.num_locations()
+            symbols.profile.num_locations().min(1 << 16)
         };
         if buffer.is_some() {
             text.reserve(frames);
@@ -1075,8 +1080,8 @@ mod tests {
                 ..ConvertOptions::default()
             };
             let copied = convert(&p, &base(), "id", &options, &limits, 1_000, 0).unwrap();
-            let mut left = convert_in_place(bytes.clone(), &base(), "id", &options, &limits, 1_000)
-                .unwrap();
+            let mut left =
+                convert_in_place(bytes.clone(), &base(), "id", &options, &limits, 1_000).unwrap();
             // The leaf (the first frame seen) has its name cut to its tail, still a slice of
             // the pprof: left there.
             assert_eq!(left.frames[0].id, copied.frames[0].id);
