@@ -14,6 +14,7 @@ use profusion_proto::google::v1::{Function, Line, Location, Profile, Sample, Val
 
 use crate::error::{IngestError, Result};
 use crate::limits::Limits;
+use crate::validation::tail;
 use profusion_model::labels;
 
 /// What a text upload may expand into, checked while it is parsed.
@@ -250,18 +251,6 @@ impl ParsedStacks {
             ..Profile::default()
         }
     }
-}
-
-/// The last `max` bytes of `s`, at a character boundary.
-fn tail(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut cut = s.len() - max;
-    while !s.is_char_boundary(cut) {
-        cut += 1;
-    }
-    &s[cut..]
 }
 
 /// Folded text: `a;b;c 10` per line (value after the last space); with `lines`, each line is
