@@ -68,8 +68,17 @@ fn main() -> std::process::ExitCode {
         };
     }
     let code = runtime.block_on(async move {
-        let shutdown = shutdown_signal();
-        let server = match Server::start(config).await {
+        let mut shutdown = Box::pin(shutdown_signal());
+        // A start-up waiting on a store or catalog that does not answer gives way to SIGTERM:
+        // what it had done is durable (the WAL) or redone on the next start.
+        let started = tokio::select! {
+            started = Server::start(config) => started,
+            () = &mut shutdown => {
+                tracing::info!("shutdown requested during start-up; exiting without serving");
+                return std::process::ExitCode::SUCCESS;
+            }
+        };
+        let server = match started {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "startup failed");
@@ -94,8 +103,8 @@ fn main() -> std::process::ExitCode {
 }
 
 /// SIGINT or SIGTERM, whichever comes first. The handlers are installed when this is called,
-/// not when the future is first polled: the server announces it is listening before it polls
-/// it, and a SIGTERM sent in between must start a graceful shutdown, not kill the process.
+/// not when the future is first polled: a SIGTERM during start-up, or between the "listening"
+/// line and the server's first poll of it, must stop the process cleanly, not kill it.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {

@@ -210,3 +210,25 @@ fn a_postgres_catalog_receives_the_blocks() {
         "no SQLite catalog when PostgreSQL is configured"
     );
 }
+
+/// A SIGTERM while start-up waits on a catalog that accepts the connection and never answers
+/// ends the process at once and cleanly. The signal handlers are installed before start-up
+/// (when they were installed only once the server polled its shutdown future, after printing
+/// that it listens, a SIGTERM before that killed the process), and start-up gives way to them.
+#[test]
+fn a_sigterm_during_a_stuck_start_up_ends_the_process_cleanly() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("postgres://u:p@{}/db", silent.local_addr().unwrap());
+    let mut server = TestServer::start(&[]);
+    server.stop();
+    server.restart_to_crash(&["--catalog.url", &url]);
+    // The server is inside its start-up once it connects to the catalog.
+    let (_connection, _) = silent.accept().unwrap();
+    // Asserts a successful exit, as after any graceful stop.
+    server.stop();
+    assert!(
+        server.log().contains("shutdown requested during start-up"),
+        "{}",
+        server.log()
+    );
+}
