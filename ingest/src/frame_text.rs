@@ -65,14 +65,19 @@ impl FrameText {
             }
             *range = (start as u32, s.len() as u32);
         }
-        if self.pending.len() <= frame {
-            self.pending.resize(frame + 1, None);
-        }
-        self.pending[frame] = Some(TextRanges {
+        *self.slot(frame) = Some(TextRanges {
             buffer,
             fields: ranges,
         });
         true
+    }
+
+    /// Frame `frame`'s entry, the table grown to hold it.
+    fn slot(&mut self, frame: usize) -> &mut Option<TextRanges> {
+        if self.pending.len() <= frame {
+            self.pending.resize(frame + 1, None);
+        }
+        &mut self.pending[frame]
     }
 
     /// Takes `other`'s buffers; returns the number to add to its buffer numbers
@@ -87,10 +92,7 @@ impl FrameText {
     /// [`Self::add_buffers_of`] added at `offset`.
     pub(crate) fn take_from(&mut self, frame: usize, other: &FrameText, from: usize, offset: u32) {
         if let Some(Some(r)) = other.pending.get(from) {
-            if self.pending.len() <= frame {
-                self.pending.resize(frame + 1, None);
-            }
-            self.pending[frame] = Some(TextRanges {
+            *self.slot(frame) = Some(TextRanges {
                 buffer: r.buffer + offset,
                 ..*r
             });
