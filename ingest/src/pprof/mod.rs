@@ -189,15 +189,9 @@ pub fn convert(
     decoded_size: usize,
 ) -> Result<Converted> {
     let index = SymbolIndex::build(profile)?;
-    let symbols = Symbols {
-        profile,
-        index: &index,
-        shared: false,
-        buffer: None,
-    };
     convert_over(
         profile,
-        symbols,
+        Symbols::own(profile, &index, None),
         base,
         profile_id,
         options,
@@ -219,15 +213,9 @@ pub fn convert_in_place(
 ) -> Result<Converted> {
     let profile = view(&bytes)?;
     let index = SymbolIndex::build(&profile)?;
-    let symbols = Symbols {
-        profile: &profile,
-        index: &index,
-        shared: false,
-        buffer: Some(&bytes),
-    };
     convert_over(
         &profile,
-        symbols,
+        Symbols::own(&profile, &index, Some(&bytes)),
         base,
         profile_id,
         options,
@@ -298,6 +286,18 @@ struct Symbols<'a, S: ?Sized> {
     /// The decoded pprof the strings are slices of, when they are: frames then leave their
     /// strings there ([`FrameText`]).
     buffer: Option<&'a Bytes>,
+}
+
+impl<'a, S: ?Sized> Symbols<'a, S> {
+    /// The symbol tables of `profile` itself, whose strings are slices of `buffer` if given.
+    fn own(profile: &'a S, index: &'a SymbolIndex, buffer: Option<&'a Bytes>) -> Self {
+        Self {
+            profile,
+            index,
+            shared: false,
+            buffer,
+        }
+    }
 }
 
 /// Position of each location, function and mapping id in a pprof's tables.
