@@ -14,6 +14,7 @@ pub fn connect_name(code: Code) -> &'static str {
         Code::InvalidArgument | Code::Unprocessable => "invalid_argument",
         Code::FailedPrecondition => "failed_precondition",
         Code::Unauthenticated => "unauthenticated",
+        Code::PermissionDenied => "permission_denied",
         Code::ResourceExhausted | Code::PayloadTooLarge => "resource_exhausted",
         Code::RequestTimeout => "deadline_exceeded",
         Code::UnsupportedMediaType | Code::Unimplemented => "unimplemented",
@@ -40,6 +41,7 @@ pub fn http_status(code: Code, plain: bool) -> HttpStatus {
             HttpStatus::BAD_REQUEST
         }
         Code::Unauthenticated => HttpStatus::UNAUTHORIZED,
+        Code::PermissionDenied => HttpStatus::FORBIDDEN,
         Code::ResourceExhausted => HttpStatus::TOO_MANY_REQUESTS,
         Code::PayloadTooLarge => HttpStatus::PAYLOAD_TOO_LARGE,
         Code::RequestTimeout => HttpStatus::REQUEST_TIMEOUT,

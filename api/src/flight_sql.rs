@@ -25,7 +25,8 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightData,
-    FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, Ticket,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
@@ -295,9 +296,34 @@ impl Drop for Running {
     }
 }
 
+type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl FlightSqlService for FlightSqlApi {
     type FlightService = FlightSqlApi;
+
+    /// Flight's authentication step, which clients given a user and password (ADBC, JDBC)
+    /// take first: the credentials are checked as every call's are, and the token is handed
+    /// back as the `authorization: Bearer` header the client then sends on each call.
+    async fn do_handshake(
+        &self,
+        request: Request<tonic::Streaming<HandshakeRequest>>,
+    ) -> Result<Response<HandshakeStream>, Status> {
+        let headers = request.metadata().clone().into_headers();
+        self.rules.read_scope(&headers).map_err(status)?;
+        let answer = HandshakeResponse {
+            protocol_version: 0,
+            payload: Bytes::new(),
+        };
+        let mut response: Response<HandshakeStream> =
+            Response::new(Box::pin(futures_util::stream::once(async { Ok(answer) })));
+        if let Some(token) = crate::auth::presented_token(&headers)
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
+    }
 
     async fn get_flight_info_statement(
         &self,

@@ -8,6 +8,7 @@
 //! serves: handlers decode requests and call a `PushService`, a `ReadService` or the catalog,
 //! which the `profusion` binary wires per role.
 
+pub mod auth;
 pub mod error;
 pub mod flight_sql;
 pub mod http_server;

@@ -41,10 +41,17 @@ enum Family {
     Read,
     Settings,
     Admin,
+    Tokens,
 }
 
 impl Family {
-    const ALL: [Family; 4] = [Family::Write, Family::Read, Family::Settings, Family::Admin];
+    const ALL: [Family; 5] = [
+        Family::Write,
+        Family::Read,
+        Family::Settings,
+        Family::Admin,
+        Family::Tokens,
+    ];
 
     fn describe(self) -> &'static str {
         match self {
@@ -52,6 +59,7 @@ impl Family {
             Family::Read => "the read APIs (querier, render, labels, SQL)",
             Family::Settings => "the tenant settings API",
             Family::Admin => "the admin API",
+            Family::Tokens => "the access-token API",
         }
     }
 
@@ -59,7 +67,7 @@ impl Family {
     fn role(self) -> &'static str {
         match self {
             Family::Write => "distributor",
-            Family::Read | Family::Settings | Family::Admin => "query-frontend",
+            Family::Read | Family::Settings | Family::Admin | Family::Tokens => "query-frontend",
         }
     }
 
@@ -85,6 +93,7 @@ impl Family {
                 "/api/v1/admin/tsdb/delete_series",
                 "/api/v1/admin/tsdb/clean_tombstones",
             ],
+            Family::Tokens => &["/api/v1/admin/tokens", "/api/v1/admin/tokens/{id}"],
         }
     }
 }
@@ -184,6 +193,17 @@ impl ApiRouter {
         self
     }
 
+    /// The access-token API, keeping tokens in `catalog`.
+    pub fn with_tokens(mut self, catalog: Arc<dyn Catalog>) -> Self {
+        let api = routes::tokens::TokensApi {
+            rules: self.rules.clone(),
+            catalog,
+        };
+        self.router = self.router.merge(routes::tokens::routes(api));
+        self.served.push(Family::Tokens);
+        self
+    }
+
     /// The admin calls (deleting series), resolving selectors through `read`, recording
     /// tombstones in `catalog`, and cleaning them with `cleaner`.
     pub fn with_admin(
@@ -228,12 +248,29 @@ impl ApiRouter {
                 );
             }
         }
+        if self.rules.auth.is_some() {
+            router = router.layer(axum::middleware::map_response(challenge));
+        }
         metrics
             .instrument(router)
             .fallback(fallback)
             // Bodies are limited where they are read, by `RequestRules`.
             .layer(DefaultBodyLimit::disable())
     }
+}
+
+/// With access control on, a 401 says how to authenticate, so a browser asks for the tenant
+/// and token (the web UI behind auth) and clients learn the scheme.
+async fn challenge(mut response: Response) -> Response {
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(
+                "Basic realm=\"profusion: the tenant as user, a token as password\", charset=\"UTF-8\"",
+            ),
+        );
+    }
+    response
 }
 
 /// A request for a family another role serves: `unimplemented` in the caller's protocol.

@@ -210,11 +210,13 @@ where
     }
 }
 
-/// Runs a unary RPC for one tenant (writes and per-tenant state): resolves the tenant, reads
+/// Runs a unary RPC for one tenant (writes and per-tenant state): resolves the tenant (allowed
+/// to do what `need` names), reads
 /// and decodes the request in the protocol its content type names, calls `handler`, and
 /// encodes the answer or error the same way.
 pub(crate) async fn unary<Req, Resp, F, Fut>(
     rules: &RequestRules,
+    need: crate::auth::Scope,
     headers: &HeaderMap,
     body: Body,
     handler: F,
@@ -225,7 +227,7 @@ where
     F: FnOnce(String, Req) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, ApiError>>,
 {
-    unary_as(rules, headers, body, |h| rules.write_tenant(h), handler).await
+    unary_as(rules, headers, body, |h| rules.tenant(h, need), handler).await
 }
 
 /// [`unary`] for reads, which may cover several tenants (`a|b`).

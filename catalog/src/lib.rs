@@ -41,6 +41,22 @@ pub struct Setting {
     pub modified_at_millis: i64,
 }
 
+/// An access token as the catalog keeps it: never the secret, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The public part of the token, shown in lists and logs and used to revoke it.
+    pub id: String,
+    pub tenant: String,
+    /// Comma-separated scopes (`read`, `write`, `admin`).
+    pub scopes: String,
+    /// The hash of the whole token, hex-encoded, as the server compares it.
+    pub secret_hash: String,
+    pub description: String,
+    pub created_at_millis: i64,
+    /// When it was revoked; `None` while it is valid.
+    pub revoked_at_millis: Option<i64>,
+}
+
 /// The catalog interface shared by every backend.
 #[async_trait]
 pub trait Catalog: Send + Sync + std::fmt::Debug {
@@ -129,6 +145,22 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// Drops `tenant`'s tombstones whose range ends before `before_nanos`: retention has
     /// removed everything they could hide.
     async fn expire_tombstones(&self, tenant: &str, before_nanos: i64) -> Result<()>;
+
+    /// Records a new token. Refused with [`CatalogError::Conflict`] when its id or hash exists.
+    async fn create_token(&self, token: &TokenRecord) -> Result<()>;
+
+    /// Tokens, revoked ones included, of `tenant` (or of every tenant), oldest first.
+    async fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRecord>>;
+
+    /// Revokes token `id` at `at_millis` if it belongs to `tenant` (any tenant when `None`);
+    /// returns the token as it now stands, or `None` when there is no such token. Revoking a
+    /// revoked token keeps its first revocation time.
+    async fn revoke_token(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        at_millis: i64,
+    ) -> Result<Option<TokenRecord>>;
 
     /// Settings of `tenant`, sorted by name.
     async fn settings(&self, tenant: &str) -> Result<Vec<Setting>>;
@@ -289,6 +321,14 @@ impl BlockState {
 }
 
 /// The error of a new setting past a tenant's limit.
+/// The columns of a token, in the order both backends read them.
+const TOKEN_COLUMNS: &str =
+    "id, tenant, scopes, secret_hash, description, created_at_millis, revoked_at_millis";
+
+fn duplicate_token(token: &TokenRecord) -> CatalogError {
+    CatalogError::Conflict(format!("a token with id {:?} or its hash exists", token.id))
+}
+
 fn limit_reached(count: i64, max_settings: usize) -> CatalogError {
     CatalogError::Limit(format!(
         "tenant already has {count} settings, the limit (--settings.max-per-tenant is \

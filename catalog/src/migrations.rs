@@ -116,6 +116,21 @@ CREATE TABLE ring_members (
 );
 ";
 
+/// Access tokens (`--auth.enabled`): only a hash of each secret, its tenant and scopes; a
+/// revoked token stays, so a request presenting it is told it was revoked.
+const V5_COMMON: &str = "
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    secret_hash TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    created_at_millis BIGINT NOT NULL,
+    revoked_at_millis BIGINT
+);
+CREATE INDEX api_tokens_by_tenant ON api_tokens (tenant, created_at_millis);
+";
+
 /// All migrations, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -141,6 +156,12 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "ring membership",
         sqlite: &[V4_COMMON],
         postgres: &[V4_COMMON],
+    },
+    Migration {
+        version: 5,
+        description: "access tokens",
+        sqlite: &[V5_COMMON],
+        postgres: &[V5_COMMON],
     },
 ];
 

@@ -7,9 +7,9 @@ use profusion_model::block::BlockMeta;
 
 use crate::{
     BlockState, Catalog, CatalogError, FlushedTenants, MEMBER_COLUMNS, MemberRow, Result,
-    RingMember, Setting, fingerprints_to_json, limit_reached, lineage_from_json, lineage_to_json,
-    member_from_columns, not_replaceable, strings_from_json, strings_to_json, tokens_to_json,
-    tombstone_from_columns,
+    RingMember, Setting, TOKEN_COLUMNS, TokenRecord, duplicate_token, fingerprints_to_json,
+    limit_reached, lineage_from_json, lineage_to_json, member_from_columns, not_replaceable,
+    strings_from_json, strings_to_json, tokens_to_json, tombstone_from_columns,
 };
 use profusion_model::tombstone::Tombstone;
 
@@ -638,6 +638,68 @@ impl Catalog for PostgresCatalog {
         Ok(())
     }
 
+    async fn create_token(&self, token: &TokenRecord) -> Result<()> {
+        let t = token;
+        let inserted = self
+            .client
+            .execute(
+                &format!(
+                    "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT DO NOTHING"
+                ),
+                &[
+                    &t.id,
+                    &t.tenant,
+                    &t.scopes,
+                    &t.secret_hash,
+                    &t.description,
+                    &t.created_at_millis,
+                    &t.revoked_at_millis,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Err(duplicate_token(t));
+        }
+        Ok(())
+    }
+
+    async fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRecord>> {
+        Ok(self
+            .client
+            .query(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE $1::text IS NULL OR tenant = $1
+                     ORDER BY created_at_millis, id"
+                ),
+                &[&tenant],
+            )
+            .await?
+            .iter()
+            .map(token_from_row)
+            .collect())
+    }
+
+    async fn revoke_token(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        at_millis: i64,
+    ) -> Result<Option<TokenRecord>> {
+        Ok(self
+            .client
+            .query_opt(
+                &format!(
+                    "UPDATE api_tokens SET revoked_at_millis = coalesce(revoked_at_millis, $3)
+                     WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) RETURNING {TOKEN_COLUMNS}"
+                ),
+                &[&id, &tenant, &at_millis],
+            )
+            .await?
+            .as_ref()
+            .map(token_from_row))
+    }
+
     async fn heartbeat(&self, member: &RingMember) -> Result<RingMember> {
         let row = self
             .client
@@ -684,6 +746,18 @@ impl Catalog for PostgresCatalog {
             )
             .await?;
         Ok(())
+    }
+}
+
+fn token_from_row(r: &Row) -> TokenRecord {
+    TokenRecord {
+        id: r.get(0),
+        tenant: r.get(1),
+        scopes: r.get(2),
+        secret_hash: r.get(3),
+        description: r.get(4),
+        created_at_millis: r.get(5),
+        revoked_at_millis: r.get(6),
     }
 }
 

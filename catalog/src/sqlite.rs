@@ -9,9 +9,9 @@ use profusion_model::block::BlockMeta;
 
 use crate::{
     BlockState, Catalog, CatalogError, FlushedTenants, MEMBER_COLUMNS, MemberRow, Result,
-    RingMember, Setting, fingerprints_to_json, limit_reached, lineage_from_json, lineage_to_json,
-    member_from_columns, not_replaceable, strings_from_json, strings_to_json, tokens_to_json,
-    tombstone_from_columns,
+    RingMember, Setting, TOKEN_COLUMNS, TokenRecord, duplicate_token, fingerprints_to_json,
+    limit_reached, lineage_from_json, lineage_to_json, member_from_columns, not_replaceable,
+    strings_from_json, strings_to_json, tokens_to_json, tombstone_from_columns,
 };
 use profusion_model::tombstone::Tombstone;
 
@@ -658,6 +658,66 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    async fn create_token(&self, token: &TokenRecord) -> Result<()> {
+        let t = token.clone();
+        self.with(move |c| {
+            let inserted = c.execute(
+                &format!(
+                    "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT DO NOTHING"
+                ),
+                params![
+                    t.id,
+                    t.tenant,
+                    t.scopes,
+                    t.secret_hash,
+                    t.description,
+                    t.created_at_millis,
+                    t.revoked_at_millis
+                ],
+            )?;
+            if inserted == 0 {
+                return Err(duplicate_token(&t));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenRecord>> {
+        let tenant = tenant.map(str::to_owned);
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE ?1 IS NULL OR tenant = ?1
+                 ORDER BY created_at_millis, id"
+            ))?;
+            let rows = stmt.query_map(params![tenant], token_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        at_millis: i64,
+    ) -> Result<Option<TokenRecord>> {
+        let (id, tenant) = (id.to_owned(), tenant.map(str::to_owned));
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!(
+                    "UPDATE api_tokens SET revoked_at_millis = coalesce(revoked_at_millis, ?3)
+                     WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2) RETURNING {TOKEN_COLUMNS}"
+                ),
+                params![id, tenant, at_millis],
+                token_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     async fn heartbeat(&self, member: &RingMember) -> Result<RingMember> {
         let m = member.clone();
         self.with(move |c| {
@@ -710,6 +770,18 @@ impl Catalog for SqliteCatalog {
         })
         .await
     }
+}
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        scopes: r.get(2)?,
+        secret_hash: r.get(3)?,
+        description: r.get(4)?,
+        created_at_millis: r.get(5)?,
+        revoked_at_millis: r.get(6)?,
+    })
 }
 
 fn member_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MemberRow> {

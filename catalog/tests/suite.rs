@@ -1,7 +1,9 @@
 //! One catalog suite, run against SQLite (a real file) and PostgreSQL (a private server started
 //! from the installed binaries in a temporary directory).
 
-use profusion_catalog::{Catalog, CatalogError, FlushedTenants, MemberState, RingMember, Setting};
+use profusion_catalog::{
+    Catalog, CatalogError, FlushedTenants, MemberState, RingMember, Setting, TokenRecord,
+};
 use profusion_model::block::BlockMeta;
 use profusion_model::time::TimeRange;
 use profusion_model::tombstone::Tombstone;
@@ -369,6 +371,52 @@ async fn tombstones(c: &dyn Catalog) {
     assert_eq!(c.blocks("del", 0, 100).await.unwrap(), vec![applied]);
 }
 
+/// Tokens: created once, listed per tenant or all, revoked only within their tenant, and the
+/// first revocation time kept.
+async fn tokens(c: &dyn Catalog) {
+    let t = |id: &str, tenant: &str, created: i64| TokenRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        scopes: "read,write".into(),
+        secret_hash: format!("hash-of-{id}"),
+        description: format!("token {id}"),
+        created_at_millis: created,
+        revoked_at_millis: None,
+    };
+    let (a, b, other) = (t("a1", "ta", 20), t("a2", "ta", 10), t("b1", "tb", 30));
+    for token in [&a, &b, &other] {
+        c.create_token(token).await.unwrap();
+    }
+    let mut same_hash = t("a3", "ta", 40);
+    same_hash.secret_hash = a.secret_hash.clone();
+    for duplicate in [a.clone(), same_hash] {
+        let err = c.create_token(&duplicate).await.unwrap_err();
+        assert!(matches!(err, CatalogError::Conflict(_)), "{err}");
+    }
+    assert_eq!(c.tokens(Some("ta")).await.unwrap(), [b.clone(), a.clone()]);
+    assert_eq!(
+        c.tokens(None).await.unwrap(),
+        [b.clone(), a.clone(), other.clone()]
+    );
+    // Another tenant's token is not found, and not revoked.
+    assert_eq!(c.revoke_token("b1", Some("ta"), 50).await.unwrap(), None);
+    assert_eq!(c.revoke_token("absent", None, 50).await.unwrap(), None);
+    let revoked = TokenRecord {
+        revoked_at_millis: Some(50),
+        ..a.clone()
+    };
+    assert_eq!(
+        c.revoke_token("a1", Some("ta"), 50).await.unwrap(),
+        Some(revoked.clone())
+    );
+    assert_eq!(
+        c.revoke_token("a1", None, 60).await.unwrap(),
+        Some(revoked.clone())
+    );
+    assert_eq!(c.tokens(Some("ta")).await.unwrap(), [b, revoked]);
+    assert_eq!(c.tokens(Some("tb")).await.unwrap(), [other]);
+}
+
 #[tokio::test]
 async fn sqlite_catalog() {
     let dir = tempfile::tempdir().unwrap();
@@ -377,6 +425,7 @@ async fn sqlite_catalog() {
         .await
         .unwrap();
     suite(catalog.as_ref()).await;
+    tokens(catalog.as_ref()).await;
     drop(catalog);
     // Reopening applies no migration twice and keeps the data.
     let catalog = profusion_catalog::open(&format!("sqlite://{}", path.display()))
@@ -398,6 +447,7 @@ async fn postgres_catalog() {
     let (a, b) = tokio::join!(profusion_catalog::open(&url), profusion_catalog::open(&url));
     let (a, b) = (a.unwrap(), b.unwrap());
     suite(a.as_ref()).await;
+    tokens(a.as_ref()).await;
     assert_eq!(
         b.tenants().await.unwrap(),
         ["del", "life", "t1", "t2"],

@@ -12,8 +12,11 @@ pub enum StatusCode {
     Unprocessable,
     /// The request conflicts with the stored state (an older settings write).
     FailedPrecondition,
-    /// No or an invalid tenant.
+    /// No or an invalid tenant, or (with `--auth.enabled`) no, an unknown or a revoked token.
     Unauthenticated,
+    /// A valid token that does not allow the request: another tenant's data, or a scope it
+    /// lacks.
+    PermissionDenied,
     /// A limit on rate, size or memory was hit: retry later or ask for less.
     ResourceExhausted,
     /// The request body is larger than allowed: retrying will not help.
@@ -39,6 +42,7 @@ impl StatusCode {
             Self::ResourceExhausted | Self::PayloadTooLarge => 8,
             Self::FailedPrecondition => 9,
             Self::UnsupportedMediaType | Self::Unimplemented => 12,
+            Self::PermissionDenied => 7,
             Self::Internal => 13,
             Self::Unavailable => 14,
             Self::Unauthenticated => 16,
@@ -51,6 +55,7 @@ impl StatusCode {
     pub fn from_grpc(code: i32) -> Self {
         match code {
             3 => Self::InvalidArgument,
+            7 => Self::PermissionDenied,
             8 => Self::ResourceExhausted,
             9 => Self::FailedPrecondition,
             12 => Self::Unimplemented,

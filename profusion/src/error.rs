@@ -39,6 +39,8 @@ pub(crate) enum StartError {
     },
     #[error("opening catalog: {0}")]
     Catalog(CatalogError),
+    #[error("loading the access tokens from the catalog: {0}")]
+    AccessTokens(CatalogError),
     #[error("starting the ingester: {0}")]
     Ingester(IngestError),
     #[error("starting the query runtime: {0}")]

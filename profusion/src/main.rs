@@ -12,6 +12,7 @@ mod export;
 mod roles;
 mod server;
 mod storage;
+mod tokens;
 
 use config::Config;
 use server::Server;
@@ -63,6 +64,15 @@ fn main() -> std::process::ExitCode {
             }
             Err(message) => {
                 eprintln!("export failed: {message}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(config::Command::Tokens(command)) = &config.command {
+        return match runtime.block_on(tokens::run(&config, command)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("profusion tokens: {message}");
                 std::process::ExitCode::FAILURE
             }
         };

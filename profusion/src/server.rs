@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use profusion_api::auth::Authenticator;
 use profusion_api::flight_sql::FlightSqlApi;
 use profusion_api::http_server::ConnectionLimits;
 use profusion_api::routes::ops::{HttpMetrics, OpsApi, Readiness};
@@ -118,13 +119,28 @@ impl Server {
         let Shared {
             config,
             catalog,
-            registry,
+            mut registry,
             ..
         } = shared;
+        let mut tasks = parts.tasks;
+        let auth = if config.auth.enabled {
+            let auth = Authenticator::load(
+                Arc::clone(&catalog),
+                config.auth.multitenancy_enabled,
+                &mut registry,
+            )
+            .await
+            .map_err(StartError::AccessTokens)?;
+            tasks.push(auth.spawn_refresh(config.auth.refresh_interval));
+            Some(auth)
+        } else {
+            None
+        };
         let rules = RequestRules {
             multitenancy_enabled: config.auth.multitenancy_enabled,
             body_limit_bytes: config.distributor.body_limit_bytes(),
             body_timeout: config.server.body_timeout(),
+            auth,
         };
         let readiness = Arc::new(Readiness::ready());
         for check in parts.readiness {
@@ -163,7 +179,8 @@ impl Server {
         if let Some(read) = &parts.read {
             router = router
                 .with_read(Arc::clone(read) as _)
-                .with_settings(Arc::clone(&catalog), config.settings.limits());
+                .with_settings(Arc::clone(&catalog), config.settings.limits())
+                .with_tokens(Arc::clone(&catalog));
             if let Some(cleaner) = parts.cleaner {
                 router = router.with_admin(Arc::clone(read) as _, Arc::clone(&catalog), cleaner);
             }
@@ -186,7 +203,7 @@ impl Server {
             ingester: parts.ingester,
             compactor: parts.compactor,
             members: parts.members,
-            tasks: parts.tasks,
+            tasks,
             query_runtime,
             _data_lock: data_lock,
         })

@@ -24,6 +24,7 @@ use profusion_model::tenant::{TenantId, TenantScope};
 use profusion_model::time::{TimeRange, now_millis};
 use profusion_model::tombstone::Tombstone;
 
+use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::request::RequestRules;
 
@@ -139,7 +140,7 @@ async fn delete(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(), ApiError> {
-    let tenant = api.rules.write_tenant(headers)?;
+    let tenant = api.rules.tenant(headers, Scope::Admin)?;
     let form = api.rules.read_body(body).await?;
     let params = DeleteParams::parse(query, &form)?;
     let scope = TenantScope::single(
@@ -184,7 +185,7 @@ async fn delete(
 /// `POST /api/v1/admin/tsdb/clean_tombstones`.
 async fn clean_tombstones(State(api): State<Arc<AdminApi>>, headers: HeaderMap) -> Response {
     let cleaned = async {
-        let tenant = api.rules.write_tenant(&headers)?;
+        let tenant = api.rules.tenant(&headers, Scope::Admin)?;
         api.cleaner.clean(&tenant).await?;
         tracing::info!(tenant, "cleaned tombstones");
         Ok::<_, ApiError>(())

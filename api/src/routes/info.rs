@@ -15,6 +15,7 @@ use profusion_proto::capabilities::v1::{
 use profusion_proto::status::v1::{GetBuildInfoData, GetBuildInfoResponse};
 use profusion_proto::version::v1::{VersionRequest, VersionResponse};
 
+use crate::auth::Scope;
 use crate::error::{ApiError, Code};
 use crate::request::RequestRules;
 use crate::rpc;
@@ -44,11 +45,17 @@ async fn version(
     if method != "Version" {
         return rpc::unimplemented(&headers, &format!("version.v1.Version/{method}"));
     }
-    rpc::unary(&rules, &headers, body, |_, _: VersionRequest| async {
-        Ok(VersionResponse {
-            querier_api: QUERIER_API_VERSION,
-        })
-    })
+    rpc::unary(
+        &rules,
+        Scope::Read,
+        &headers,
+        body,
+        |_, _: VersionRequest| async {
+            Ok(VersionResponse {
+                querier_api: QUERIER_API_VERSION,
+            })
+        },
+    )
     .await
 }
 
@@ -96,6 +103,7 @@ async fn feature_flags_route(
     }
     rpc::unary(
         &rules,
+        Scope::Read,
         &headers,
         body,
         |_, _: GetFeatureFlagsRequest| async {

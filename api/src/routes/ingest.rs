@@ -19,6 +19,7 @@ use profusion_proto::otlp::collector::{
 };
 use profusion_proto::push::v1::{PushRequest, PushResponse};
 
+use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::request::RequestRules;
 use crate::rpc::{self, Protocol};
@@ -52,7 +53,7 @@ impl IngestApi {
         headers: &HeaderMap,
         body: Body,
     ) -> Result<(String, Bytes), ApiError> {
-        let tenant = self.rules.write_tenant(headers)?;
+        let tenant = self.rules.tenant(headers, Scope::Write)?;
         let bytes = self.rules.read_body(body).await?;
         Ok((tenant, bytes))
     }
@@ -103,6 +104,7 @@ async fn push(State(api): State<Arc<IngestApi>>, headers: HeaderMap, body: Body)
     let st = &*api;
     rpc::unary(
         &st.rules,
+        Scope::Write,
         &headers,
         body,
         |tenant, request: PushRequest| async move {
@@ -200,6 +202,7 @@ async fn otlp_export(state: State<Arc<IngestApi>>, headers: HeaderMap, body: Bod
             let st = &*state;
             rpc::unary(
                 &st.rules,
+                Scope::Write,
                 &headers,
                 body,
                 |tenant, request: ExportProfilesServiceRequest| async move {

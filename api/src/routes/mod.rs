@@ -11,6 +11,7 @@ pub mod render;
 pub mod ring;
 pub mod settings;
 pub mod sql;
+pub mod tokens;
 
 use std::sync::Arc;
 

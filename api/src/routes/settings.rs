@@ -12,6 +12,7 @@ use http::HeaderMap;
 use profusion_catalog::{Catalog, Setting};
 use profusion_proto::settings::v1 as settings_v1;
 
+use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::request::RequestRules;
 use crate::rpc;
@@ -63,6 +64,7 @@ async fn settings(
         "Get" => {
             rpc::unary(
                 &api.rules,
+                Scope::Read,
                 &headers,
                 body,
                 |tenant, _: settings_v1::GetSettingsRequest| async move {
@@ -77,6 +79,7 @@ async fn settings(
         "Set" => {
             rpc::unary(
                 &api.rules,
+                Scope::Admin,
                 &headers,
                 body,
                 |tenant, req: settings_v1::SetSettingsRequest| async move {
@@ -105,6 +108,7 @@ async fn settings(
         "Delete" => {
             rpc::unary(
                 &api.rules,
+                Scope::Admin,
                 &headers,
                 body,
                 |tenant, req: settings_v1::DeleteSettingsRequest| async move {

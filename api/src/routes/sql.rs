@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -36,11 +36,13 @@ pub fn routes(api: Arc<ReadApi>) -> Router {
 async fn sql(
     State(api): State<Arc<ReadApi>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    // The tenant (and the token) first, so a refused request's body is never read.
     let scope = api.rules.read_scope(&headers)?;
     // Chosen before the query runs: an unsupported format costs no query.
     let format = Format::accepted(&headers)?;
+    let body = api.rules.read_body(body).await?;
     let query = query_of(&headers, &body)?;
     let ctx = api.read.context(scope);
     let table = api.read.sql(&ctx, SqlRequest::query(query)).await?;

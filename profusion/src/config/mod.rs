@@ -107,6 +107,43 @@ pub(crate) enum Command {
     /// Parquet, incrementally (a re-run appends what is new) and exactly once
     /// (docs/export.md).
     Export(ExportArgs),
+    /// Creates, lists and revokes the access tokens `--auth.enabled` requires, in the catalog
+    /// the server uses: servers see a change within `--auth.refresh-interval`.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+/// `profusion tokens`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Creates a token and prints it, once: the catalog keeps only its hash.
+    Create {
+        /// The tenant the token belongs to (`anonymous` when multi-tenancy is off).
+        #[arg(long = "tenant")]
+        tenant: String,
+        /// What it allows, comma-separated: `read` (queries, SQL), `write` (ingest), `admin`
+        /// (deleting series, settings, tokens).
+        #[arg(long = "scope", value_parser = parse_scopes)]
+        scope: profusion_api::auth::Scopes,
+        /// What the token is for, shown by `list`.
+        #[arg(long = "description", default_value = "")]
+        description: String,
+    },
+    /// Lists tokens (ids, tenants, scopes, when created and revoked), never their secrets.
+    List {
+        /// Only this tenant's.
+        #[arg(long = "tenant")]
+        tenant: Option<String>,
+    },
+    /// Revokes a token by its id: requests presenting it are refused from then on.
+    Revoke {
+        /// The id `create` and `list` show.
+        id: String,
+    },
+}
+
+fn parse_scopes(s: &str) -> Result<profusion_api::auth::Scopes, String> {
+    profusion_api::auth::Scopes::parse(s)
 }
 
 /// `profusion export`.

@@ -86,14 +86,28 @@ impl ServerFlags {
     }
 }
 
-/// Who a request belongs to.
+/// Who a request belongs to, and whether it may do what it asks.
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Tenancy")]
+#[command(next_help_heading = "Tenancy and access control")]
 pub(crate) struct AuthFlags {
     /// Require the `X-Scope-OrgID` header and keep each tenant's data apart. When off, every
-    /// request belongs to tenant `anonymous`.
+    /// request belongs to tenant `anonymous`. With --auth.enabled, the header may be left out:
+    /// the token's tenant is the request's.
     #[arg(long = "auth.multitenancy-enabled", env = "PROFUSION_AUTH_MULTITENANCY_ENABLED", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     pub(crate) multitenancy_enabled: bool,
+
+    /// Require a token on every API (push, OTLP, /ingest, querier, render, SQL, Flight SQL,
+    /// settings, admin, the web UI): `Authorization: Bearer <token>`, or HTTP Basic with the
+    /// tenant as user and the token as password. Tokens belong to one tenant and carry scopes
+    /// (read, write, admin); make them with `profusion tokens create`. `/ready`, `/metrics` and
+    /// the cluster's own calls stay open: keep the port of a cluster's internal traffic private.
+    #[arg(long = "auth.enabled", env = "PROFUSION_AUTH_ENABLED", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    pub(crate) enabled: bool,
+
+    /// How often the tokens are reloaded from the catalog: a token created or revoked by
+    /// another process (or `profusion tokens`) takes effect here within this interval.
+    #[arg(long = "auth.refresh-interval", env = "PROFUSION_AUTH_REFRESH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) refresh_interval: Duration,
 }
 
 /// What the process logs, and how.

@@ -1,0 +1,511 @@
+//! Access control (`--auth.enabled`) against the real binary: tokens made with `profusion
+//! tokens` and the admin API; every API called without a token, with an unknown one, a
+//! malformed header, a revoked token, another tenant's token and a token lacking the scope,
+//! each refused with its code and no data, and stores nothing; the refusals counted in
+//! `/metrics` by reason and logged without secrets; Flight SQL through ADBC with a token; the
+//! real agents and Grafana's data-source sequence with credentials.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine;
+use profusion_proto::otlp::collector::ExportProfilesServiceRequest;
+use profusion_proto::querier::v1::{SelectMergeStacktracesRequest, SelectMergeStacktracesResponse};
+use profusion_tests::{
+    Reply, TestServer, binary, cpu_pprof, decode_flamegraph, fixtures_dir, get, now_nanos, post,
+    push_request, reference_tree,
+};
+use prost::Message;
+
+const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+
+/// Runs `profusion tokens …` on the server's data directory; its stdout, trimmed.
+fn tokens_cli(data: &Path, args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .arg(format!("--pyroscopedb.data-path={}", data.display()))
+        .arg("--log.level=warn")
+        .arg("tokens")
+        .args(args)
+        .output()
+        .expect("run profusion tokens");
+    assert!(
+        out.status.success(),
+        "profusion tokens {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A new token (printed once by the CLI).
+fn create(data: &Path, tenant: &str, scopes: &str) -> String {
+    let token = tokens_cli(data, &["create", "--tenant", tenant, "--scope", scopes]);
+    assert!(token.starts_with("pfs_"), "{token}");
+    token
+}
+
+/// A token's id: the part between the prefix and the secret.
+fn id_of(token: &str) -> &str {
+    token.split('_').nth(1).unwrap()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn basic(user: &str, password: &str) -> String {
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {pair}")
+}
+
+/// The tokens of the matrix: team-a's with each scope alone, team-b's with every scope, and a
+/// revoked one of team-a with every scope.
+struct Tokens {
+    a_read: String,
+    a_write: String,
+    a_admin: String,
+    b_all: String,
+    revoked: String,
+}
+
+impl Tokens {
+    fn make(data: &Path) -> Self {
+        let tokens = Self {
+            a_read: create(data, "team-a", "read"),
+            a_write: create(data, "team-a", "write"),
+            a_admin: create(data, "team-a", "admin"),
+            b_all: create(data, "team-b", "read,write,admin"),
+            revoked: create(data, "team-a", "read,write,admin"),
+        };
+        let said = tokens_cli(data, &["revoke", id_of(&tokens.revoked)]);
+        assert_eq!(
+            said,
+            format!(
+                "revoked token {} of tenant \"team-a\"",
+                id_of(&tokens.revoked)
+            )
+        );
+        tokens
+    }
+
+    fn of_team_a(&self, scope: &str) -> &str {
+        match scope {
+            "read" => &self.a_read,
+            "write" => &self.a_write,
+            "admin" => &self.a_admin,
+            other => panic!("no scope {other}"),
+        }
+    }
+
+    /// A team-a token without `scope`.
+    fn team_a_without(&self, scope: &str) -> &str {
+        match scope {
+            "read" => &self.a_write,
+            _ => &self.a_read,
+        }
+    }
+
+    fn all(&self) -> [&str; 5] {
+        [
+            &self.a_read,
+            &self.a_write,
+            &self.a_admin,
+            &self.b_all,
+            &self.revoked,
+        ]
+    }
+}
+
+/// Function names only one tenant's profiles hold: no refused answer may contain them.
+const A_SECRET: &str = "team_a_secret_fn";
+const B_SECRET: &str = "team_b_secret_fn";
+
+fn push_body(service: &str, function: &str, value: i64, time: i64) -> Vec<u8> {
+    let profile = cpu_pprof(time, &[(&["main", function][..], value)]);
+    push_request(
+        &[("__name__", "process_cpu"), ("service_name", service)],
+        profile.encode_to_vec(),
+        "",
+    )
+    .encode_to_vec()
+}
+
+/// The recorded OTLP request, moved to `now`.
+fn otlp_body(now: i64) -> Vec<u8> {
+    let raw = std::fs::read(fixtures_dir().join("captures/otlp-synthetic/otlp_profiles_v1.10.pb"))
+        .unwrap();
+    let mut req = ExportProfilesServiceRequest::decode(raw.as_slice()).unwrap();
+    for p in req
+        .resource_profiles
+        .iter_mut()
+        .flat_map(|r| r.scope_profiles.iter_mut())
+        .flat_map(|s| s.profiles.iter_mut())
+    {
+        p.time_unix_nano = now as u64;
+    }
+    req.encode_to_vec()
+}
+
+/// One API of the matrix: its name, the scope it needs, and how to call it with extra headers.
+struct Api<'a> {
+    name: &'static str,
+    need: &'static str,
+    call: Box<dyn Fn(&[(&str, &str)]) -> Reply + 'a>,
+}
+
+fn with<'h>(
+    extra: &[(&'h str, &'h str)],
+    headers: &[(&'h str, &'h str)],
+) -> Vec<(&'h str, &'h str)> {
+    headers.iter().chain(extra).copied().collect()
+}
+
+/// Every tenant-facing API family, called as team-a.
+fn apis(server: &TestServer, now: i64) -> Vec<Api<'_>> {
+    let (start_ms, end_ms) = (now / 1_000_000 - 3_600_000, now / 1_000_000 + 60_000);
+    let connect_json = [("content-type", "application/json")];
+    let merge = format!(
+        r#"{{"profileTypeID":"{CPU}","labelSelector":"{{}}","start":"{start_ms}","end":"{end_ms}"}}"#
+    );
+    vec![
+        Api {
+            name: "Push",
+            need: "write",
+            call: Box::new(move |h| {
+                post(
+                    &server.url("/push.v1.PusherService/Push"),
+                    &with(h, &[("content-type", "application/proto")]),
+                    push_body("matrix", "matrix_fn", 7, now),
+                    false,
+                )
+            }),
+        },
+        Api {
+            name: "/ingest",
+            need: "write",
+            call: Box::new(move |h| {
+                post(
+                    &server.url(&format!(
+                        "/ingest?name=matrix-legacy.cpu&from={}&until={}",
+                        now / 1_000_000_000 - 10,
+                        now / 1_000_000_000
+                    )),
+                    h,
+                    b"main;legacy_fn 3\n".to_vec(),
+                    false,
+                )
+            }),
+        },
+        Api {
+            name: "OTLP",
+            need: "write",
+            call: Box::new(move |h| {
+                post(
+                    &server.url("/v1development/profiles"),
+                    &with(h, &[("content-type", "application/x-protobuf")]),
+                    otlp_body(now),
+                    false,
+                )
+            }),
+        },
+        Api {
+            name: "SelectMergeStacktraces",
+            need: "read",
+            call: Box::new(move |h| {
+                post(
+                    &server.url("/querier.v1.QuerierService/SelectMergeStacktraces"),
+                    &with(h, &connect_json),
+                    merge.clone().into_bytes(),
+                    false,
+                )
+            }),
+        },
+        Api {
+            name: "render",
+            need: "read",
+            call: Box::new(move |h| {
+                get(
+                    &server.url(&format!(
+                        "/pyroscope/render?query={CPU}%7B%7D&from={start_ms}&until={end_ms}"
+                    )),
+                    h,
+                )
+            }),
+        },
+        Api {
+            name: "label-values",
+            need: "read",
+            call: Box::new(move |h| {
+                get(&server.url("/pyroscope/label-values?label=service_name"), h)
+            }),
+        },
+        Api {
+            name: "SQL",
+            need: "read",
+            call: Box::new(move |h| {
+                post(
+                    &server.url("/api/v1/sql"),
+                    h,
+                    b"SELECT service_name, stack FROM sample_stacks".to_vec(),
+                    false,
+                )
+            }),
+        },
+        Api {
+            name: "settings Get",
+            need: "read",
+            call: Box::new(move |h| {
+                post(
+                    &server.url("/settings.v1.SettingsService/Get"),
+                    &with(h, &connect_json),
+                    b"{}".to_vec(),
+                    false,
+                )
+            }),
+        },
+        Api {
+            name: "settings Set",
+            need: "admin",
+            call: Box::new(move |h| {
+                post(
+                    &server.url("/settings.v1.SettingsService/Set"),
+                    &with(h, &connect_json),
+                    br#"{"setting":{"name":"theme","value":"dark"}}"#.to_vec(),
+                    false,
+                )
+            }),
+        },
+        Api {
+            name: "delete_series",
+            need: "admin",
+            call: Box::new(move |h| {
+                post(
+                    &server.url(
+                        "/api/v1/admin/tsdb/delete_series?match[]=%7Bservice_name%3D%22nothing%22%7D",
+                    ),
+                    h,
+                    Vec::new(),
+                    false,
+                )
+            }),
+        },
+        Api {
+            name: "tokens list",
+            need: "admin",
+            call: Box::new(move |h| get(&server.url("/api/v1/admin/tokens"), h)),
+        },
+    ]
+}
+
+/// Each way of asking, with the status and the failure reason it must get.
+fn cases<'t>(
+    tokens: &'t Tokens,
+    need: &str,
+) -> Vec<(
+    &'static str,
+    Vec<(String, String)>,
+    u16,
+    Option<&'static str>,
+)> {
+    let unknown = format!("pfs_{}_{}", "0".repeat(12), "0".repeat(64));
+    let auth = |v: String| ("authorization".to_owned(), v);
+    let team_a = ("x-scope-orgid".to_owned(), "team-a".to_owned());
+    vec![
+        ("no token", vec![team_a.clone()], 401, Some("missing")),
+        (
+            "unknown token",
+            vec![team_a.clone(), auth(bearer(&unknown))],
+            401,
+            Some("unknown"),
+        ),
+        (
+            "another scheme",
+            vec![team_a.clone(), auth(format!("Token {}", tokens.a_admin))],
+            401,
+            Some("malformed"),
+        ),
+        (
+            "revoked token",
+            vec![team_a.clone(), auth(bearer(&tokens.revoked))],
+            401,
+            Some("revoked"),
+        ),
+        (
+            "team-b's token",
+            vec![team_a.clone(), auth(bearer(&tokens.b_all))],
+            403,
+            Some("wrong_tenant"),
+        ),
+        (
+            "team-a's token as Basic user team-b",
+            vec![auth(basic("team-b", tokens.of_team_a(need)))],
+            403,
+            Some("wrong_tenant"),
+        ),
+        (
+            "too small a scope",
+            vec![team_a.clone(), auth(bearer(tokens.team_a_without(need)))],
+            403,
+            Some("scope"),
+        ),
+        (
+            "the right token",
+            vec![team_a.clone(), auth(bearer(tokens.of_team_a(need)))],
+            200,
+            None,
+        ),
+        (
+            "the right token as Basic, no tenant header",
+            vec![auth(basic("team-a", tokens.of_team_a(need)))],
+            200,
+            None,
+        ),
+    ]
+}
+
+/// The CPU flame graph of `selector`, read with the `authorization` header `auth` (so as its
+/// token's tenant).
+fn flame_graph(
+    server: &TestServer,
+    auth: &str,
+    selector: &str,
+    now: i64,
+) -> BTreeMap<String, (i64, i64)> {
+    let req = SelectMergeStacktracesRequest {
+        profile_type_id: CPU.into(),
+        label_selector: selector.into(),
+        start: now / 1_000_000 - 3_600_000,
+        end: now / 1_000_000 + 60_000,
+        max_nodes: Some(65_536),
+        ..Default::default()
+    };
+    let r = post(
+        &server.url("/querier.v1.QuerierService/SelectMergeStacktraces"),
+        &[
+            ("content-type", "application/proto"),
+            ("authorization", auth),
+        ],
+        req.encode_to_vec(),
+        false,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp = SelectMergeStacktracesResponse::decode(r.body.as_slice()).unwrap();
+    decode_flamegraph(&resp.flamegraph.unwrap_or_default())
+}
+
+#[test]
+fn every_api_refuses_what_a_token_does_not_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tokens = Tokens::make(&data);
+    let server = TestServer::configure()
+        .data_dir(&data)
+        .args(&["--auth.enabled", "--auth.multitenancy-enabled"])
+        .spawn();
+    let now = now_nanos();
+
+    // Each tenant's own data, pushed with its token: Bearer for team-a, Basic for team-b.
+    for (auth, service, function, value) in [
+        (bearer(&tokens.a_write), "svc-a", A_SECRET, 40),
+        (basic("team-b", &tokens.b_all), "svc-b", B_SECRET, 60),
+    ] {
+        let r = post(
+            &server.url("/push.v1.PusherService/Push"),
+            &[
+                ("content-type", "application/proto"),
+                ("authorization", &auth),
+            ],
+            push_body(service, function, value, now),
+            false,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    let mut refusals: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut pushes_allowed = 0;
+    for api in apis(&server, now) {
+        for (case, headers, status, reason) in cases(&tokens, api.need) {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let r = (api.call)(&headers);
+            let what = format!("{} with {case}", api.name);
+            match reason {
+                Some(reason) => {
+                    *refusals.entry(reason).or_default() += 1.0;
+                    assert_eq!(r.status, status, "{what}: {}", r.text());
+                    let text = r.text();
+                    for secret in [A_SECRET, B_SECRET, "svc-a", "svc-b"] {
+                        assert!(!text.contains(secret), "{what} answered data: {text}");
+                    }
+                    if status == 401 {
+                        assert!(
+                            r.header("www-authenticate")
+                                .is_some_and(|v| v.starts_with("Basic ")),
+                            "{what}: {:?}",
+                            r.headers
+                        );
+                    }
+                    // Connect callers get the code by name.
+                    if r.header("content-type") == Some("application/json") {
+                        let want = if status == 401 {
+                            "unauthenticated"
+                        } else {
+                            "permission_denied"
+                        };
+                        assert_eq!(r.json()["code"], want, "{what}");
+                    }
+                }
+                None => {
+                    assert!(
+                        (200..300).contains(&r.status),
+                        "{what}: {} {}",
+                        r.status,
+                        r.text()
+                    );
+                    assert!(!r.text().contains(B_SECRET), "{what}: {}", r.text());
+                    if api.name == "Push" {
+                        pushes_allowed += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    // What the allowed reads see: each tenant its own data only, and of the matrix's pushes
+    // only the allowed ones (two per write API: Bearer and Basic).
+    assert_eq!(pushes_allowed, 2);
+    let pushed = r#"{service_name=~"svc-.|matrix"}"#;
+    assert_eq!(
+        flame_graph(&server, &bearer(&tokens.a_read), pushed, now),
+        reference_tree(&[
+            (vec!["main".into(), A_SECRET.into()], 40),
+            (vec!["main".into(), "matrix_fn".into()], 7 * pushes_allowed),
+        ])
+    );
+    assert_eq!(
+        flame_graph(&server, &basic("team-b", &tokens.b_all), pushed, now),
+        reference_tree(&[(vec!["main".into(), B_SECRET.into()], 60)])
+    );
+
+    // Every refusal counted by reason; no secret in the log.
+    for (reason, count) in &refusals {
+        assert_eq!(
+            server.metric(&format!(
+                "profusion_auth_failures_total{{reason=\"{reason}\"}}"
+            )),
+            *count,
+            "{reason}"
+        );
+    }
+    let log = server.log();
+    for token in tokens.all() {
+        let secret = token.rsplit('_').next().unwrap();
+        assert!(!log.contains(secret), "the log holds a token's secret");
+    }
+    assert!(
+        log.contains("request refused by access control"),
+        "refusals are logged"
+    );
+}
