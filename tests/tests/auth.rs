@@ -8,13 +8,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use profusion_proto::otlp::collector::ExportProfilesServiceRequest;
 use profusion_proto::querier::v1::{SelectMergeStacktracesRequest, SelectMergeStacktracesResponse};
+use profusion_tests::agents::buf_curl_with;
 use profusion_tests::{
-    Reply, TestServer, binary, cpu_pprof, decode_flamegraph, fixtures_dir, get, now_nanos, post,
-    push_request, reference_tree,
+    Cluster, ClusterBackends, Reply, TestServer, binary, clients, cpu_pprof, decode_flamegraph,
+    fixtures_dir, get, now_nanos, post, push_request, reference_tree,
 };
 use prost::Message;
 
@@ -22,8 +24,13 @@ const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
 
 /// Runs `profusion tokens …` on the server's data directory; its stdout, trimmed.
 fn tokens_cli(data: &Path, args: &[&str]) -> String {
+    tokens_cli_with(&format!("--pyroscopedb.data-path={}", data.display()), args)
+}
+
+/// Runs `profusion tokens …` finding the catalog through `flag`; its stdout, trimmed.
+fn tokens_cli_with(flag: &str, args: &[&str]) -> String {
     let out = Command::new(binary())
-        .arg(format!("--pyroscopedb.data-path={}", data.display()))
+        .arg(flag)
         .arg("--log.level=warn")
         .arg("tokens")
         .args(args)
@@ -508,4 +515,320 @@ fn every_api_refuses_what_a_token_does_not_allow() {
         log.contains("request refused by access control"),
         "refusals are logged"
     );
+}
+
+/// DELETE with an `authorization` header.
+fn delete(url: &str, auth: &str) -> Reply {
+    profusion_tests::blocking::runtime().block_on(async {
+        let r = reqwest::Client::new()
+            .delete(url)
+            .header("authorization", auth)
+            .send()
+            .await
+            .expect("request");
+        Reply {
+            status: r.status().as_u16(),
+            headers: Vec::new(),
+            body: r.bytes().await.expect("body").to_vec(),
+        }
+    })
+}
+
+/// Polls `check` until it holds, for at most `within`; how long it took.
+fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+/// Tokens made and revoked through one process's admin API (the query-frontend) take effect
+/// on another (the distributor) within seconds, through the shared PostgreSQL catalog; the API
+/// never shows a secret or another tenant's tokens; `profusion tokens list` sees the same.
+#[test]
+fn tokens_made_and_revoked_on_one_process_take_effect_on_another_within_seconds() {
+    let test = "tokens_take_effect_across_a_cluster";
+    let Some(clients) = clients(test) else {
+        return;
+    };
+    let Some(backends) = ClusterBackends::start(test, &clients) else {
+        return;
+    };
+    let catalog = format!("--catalog.url={}", backends.postgres.url());
+    let mut cluster = Cluster::on(backends).with_args(&[
+        "--auth.enabled",
+        "--auth.multitenancy-enabled",
+        "--auth.refresh-interval=1s",
+    ]);
+    for i in 1..=3 {
+        cluster.start_ingester(&format!("ingester-{i}"));
+    }
+    cluster.start_role("distributor", "distributor", &[]);
+    cluster.start_role("frontend", "query-scheduler,query-frontend", &[]);
+    let (distributor, frontend) = (cluster.node("distributor"), cluster.node("frontend"));
+    let a_admin = tokens_cli_with(
+        &catalog,
+        &["create", "--tenant", "team-a", "--scope", "admin"],
+    );
+    let b_admin = tokens_cli_with(
+        &catalog,
+        &["create", "--tenant", "team-b", "--scope", "admin"],
+    );
+    let admin = |token: &str| ("authorization", bearer(token));
+    let tokens_url = frontend.url("/api/v1/admin/tokens");
+    let create_as = |token: &str, body: &str| {
+        let (k, v) = admin(token);
+        post(
+            &tokens_url,
+            &[(k, &v), ("content-type", "application/json")],
+            body.into(),
+            false,
+        )
+    };
+    let list_as = |token: &str| {
+        let (k, v) = admin(token);
+        get(&tokens_url, &[(k, &v)])
+    };
+
+    // Wait until the frontend knows the admin tokens (made after it started).
+    eventually(
+        Duration::from_secs(10),
+        "the frontend learns the CLI's tokens",
+        || list_as(&a_admin).status == 200,
+    );
+
+    // Refusals of the token API itself.
+    let r = create_as(&a_admin, r#"{"scopes":"write,superuser"}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("superuser"), "{}", r.text());
+    let a_write_only = tokens_cli_with(
+        &catalog,
+        &["create", "--tenant", "team-a", "--scope", "write"],
+    );
+    eventually(
+        Duration::from_secs(10),
+        "a write token cannot make tokens",
+        || create_as(&a_write_only, r#"{"scopes":"read"}"#).status == 403,
+    );
+
+    // A write token made through the API: its secret shown once, never listed.
+    let r = create_as(&a_admin, r#"{"scopes":"write","description":"ci agent"}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let created = r.json();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (
+            created["tenant"].as_str(),
+            created["scopes"].as_str(),
+            created["description"].as_str()
+        ),
+        (Some("team-a"), Some("write"), Some("ci agent"))
+    );
+    assert_eq!(id_of(&token), id);
+    let listed = list_as(&a_admin);
+    assert_eq!(listed.status, 200);
+    let secret = token.rsplit('_').next().unwrap();
+    assert!(
+        !listed.text().contains(secret) && !listed.text().contains("hash"),
+        "{}",
+        listed.text()
+    );
+    let ids: Vec<String> = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        ids.contains(&id) && ids.iter().any(|i| i == id_of(&a_admin)),
+        "{ids:?}"
+    );
+    assert!(
+        !ids.iter().any(|i| i == id_of(&b_admin)),
+        "team-b's token listed to team-a: {ids:?}"
+    );
+    // team-b's admin can neither see nor revoke it.
+    let b_list = list_as(&b_admin);
+    assert!(!b_list.text().contains(&id), "{}", b_list.text());
+    let revoke_as = |token: &str| delete(&format!("{tokens_url}/{id}"), &bearer(token));
+    assert_eq!(revoke_as(&b_admin).status, 404);
+
+    // The distributor takes the new token within seconds.
+    let push = |auth: &str| {
+        post(
+            &distributor.url("/push.v1.PusherService/Push"),
+            &[
+                ("content-type", "application/proto"),
+                ("authorization", auth),
+            ],
+            push_body("cluster", "cluster_fn", 5, now_nanos()),
+            false,
+        )
+    };
+    let took = eventually(
+        Duration::from_secs(10),
+        "the distributor accepts the new token",
+        || push(&bearer(&token)).status == 200,
+    );
+    eprintln!("a new token took effect on another process in {took:?}");
+
+    // Revoked on the frontend: the distributor refuses it within seconds, saying why.
+    let revoked = revoke_as(&a_admin);
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert!(
+        revoked.json()["revoked_at_millis"].as_i64().is_some(),
+        "{}",
+        revoked.text()
+    );
+    let took = eventually(
+        Duration::from_secs(10),
+        "the distributor refuses the revoked token",
+        || {
+            let r = push(&basic("team-a", &token));
+            r.status == 401 && r.text().contains("revoked")
+        },
+    );
+    eprintln!("a revocation took effect on another process in {took:?}");
+
+    // The CLI reads the same catalog.
+    let list = tokens_cli_with(&catalog, &["list", "--tenant", "team-a"]);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{list}"));
+    let columns: Vec<&str> = line
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(columns.len(), 6, "{line}");
+    assert_eq!(
+        (columns[1], columns[2], columns[5]),
+        ("team-a", "write", "ci agent")
+    );
+    assert_ne!(columns[4], "-", "listed as not revoked: {line}");
+    assert!(!list.contains(&id_of(&b_admin).to_owned()), "{list}");
+}
+
+/// Flight SQL through ADBC: a user and password (the handshake hands back a Bearer token), or
+/// the `authorization` header set directly. Prints the services as JSON, or the error.
+const ADBC: &str = r#"
+import json, sys
+import adbc_driver_flightsql.dbapi as flight_sql
+from adbc_driver_flightsql import DatabaseOptions
+
+uri, mode, tenant, token = sys.argv[1:5]
+if mode == "basic":
+    kwargs = {"username": tenant, "password": token}
+elif mode == "bearer":
+    kwargs = {DatabaseOptions.AUTHORIZATION_HEADER.value: "Bearer " + token}
+else:
+    kwargs = {}
+try:
+    with flight_sql.connect(uri, db_kwargs=kwargs) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT DISTINCT service_name FROM profiles ORDER BY service_name")
+            print(json.dumps({"services": [r[0] for r in cur.fetchall()]}))
+except Exception as e:
+    print(json.dumps({"error": str(e)}))
+"#;
+
+/// The real agents push with their users' credentials (pyroscope-io: Basic and the tenant
+/// header; @pyroscope/nodejs: a Bearer token); Grafana's data-source sequence (`buf curl`,
+/// HTTP Basic as the data source sends it) and ADBC's Flight SQL read them back with a read
+/// token; a write token reads nothing and no token gets nothing.
+#[test]
+fn the_real_agents_grafana_and_flight_sql_work_with_tokens() {
+    let Some(clients) = clients("the_real_agents_grafana_and_flight_sql_work_with_tokens") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let write = create(&data, "team-a", "write");
+    let read = create(&data, "team-a", "read");
+    let other = create(&data, "team-b", "read");
+    let server = TestServer::configure()
+        .data_dir(&data)
+        .args(&["--auth.enabled", "--auth.multitenancy-enabled"])
+        .spawn();
+    let base = server.url("");
+    profusion_tests::agents::run_python_agent_as(&clients, &base, Some(("team-a", &write)));
+    profusion_tests::agents::run_node_agent_as(&clients, &base, Some(("team-a", &write)));
+
+    // Grafana's sequence as team-a's data source: the agents' services and functions.
+    let grafana = format!("Authorization: {}", basic("team-a", &read));
+    let buf = |method: &str, body: String| -> serde_json::Value {
+        let out = buf_curl_with(&clients, &base, method, &body, &[&grafana]);
+        serde_json::from_slice(&out).unwrap()
+    };
+    let now_ms = now_nanos() / 1_000_000;
+    let (start, end) = (now_ms - 3_600_000, now_ms + 60_000);
+    let types = buf(
+        "ProfileTypes",
+        format!(r#"{{"start":"{start}","end":"{end}"}}"#),
+    );
+    assert!(
+        types["profileTypes"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["ID"] == CPU)),
+        "{types}"
+    );
+    let services = buf(
+        "LabelValues",
+        format!(r#"{{"name":"service_name","start":"{start}","end":"{end}"}}"#),
+    );
+    assert_eq!(
+        services["names"],
+        serde_json::json!(["agent-node", "agent.python"])
+    );
+    let merged = buf(
+        "SelectMergeStacktraces",
+        format!(
+            r#"{{"profileTypeID":"{CPU}","labelSelector":"{{service_name=\"agent.python\"}}","start":"{start}","end":"{end}"}}"#
+        ),
+    );
+    assert!(
+        merged["flamegraph"]["names"].as_array().is_some_and(|n| n
+            .iter()
+            .any(|n| n.as_str().is_some_and(|n| n.contains("crunch_numbers")))),
+        "{merged}"
+    );
+
+    // Flight SQL: both ways of sending the token see team-a's services; the others nothing.
+    let adbc = |mode: &str, tenant: &str, token: &str| -> serde_json::Value {
+        let uri = format!("grpc://{}", server.addr);
+        serde_json::from_str(&clients.python(ADBC, &[&uri, mode, tenant, token])).unwrap()
+    };
+    let want = serde_json::json!({"services": ["agent-node", "agent.python"]});
+    assert_eq!(adbc("basic", "team-a", &read), want);
+    assert_eq!(adbc("bearer", "", &read), want);
+    assert_eq!(
+        adbc("bearer", "", &other),
+        serde_json::json!({"services": []})
+    );
+    for (mode, tenant, token, why) in [
+        (
+            "bearer",
+            "",
+            write.as_str(),
+            "has scopes write; this API needs read",
+        ),
+        (
+            "basic",
+            "team-b",
+            read.as_str(),
+            "belongs to tenant \"team-a\", not \"team-b\"",
+        ),
+        ("none", "", "", "no credentials"),
+    ] {
+        let refused = adbc(mode, tenant, token);
+        let error = refused["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{mode} {tenant}: {refused}"));
+        assert!(error.contains(why), "{mode} {tenant}: {error}");
+    }
 }
