@@ -39,8 +39,10 @@ pub(crate) async fn run(config: &Config, command: &TokensCommand) -> Result<(), 
                 .await
                 .map_err(|e| e.to_string())?;
             let time = |millis: i64| {
-                chrono::DateTime::from_timestamp_millis(millis)
-                    .map_or_else(|| millis.to_string(), |t| t.to_rfc3339())
+                chrono::DateTime::from_timestamp_millis(millis).map_or_else(
+                    || millis.to_string(),
+                    |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                )
             };
             writeln!(
                 out,
