@@ -65,6 +65,17 @@ impl RequestRules {
         }
     }
 
+    /// Checks the credentials alone, for what belongs to no tenant (the web UI's page): any
+    /// tenant's token with `need`; anyone when access control is off.
+    pub fn authenticate(&self, headers: &HeaderMap, need: Scope) -> Result<(), ApiError> {
+        match &self.auth {
+            Some(auth) => auth
+                .authorize(headers, Requested::TokenTenant, need)
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     /// A request whose tenant could not be resolved: with a token and no `X-Scope-OrgID`, the
     /// token's tenant (agents and Grafana send credentials alone); else the credentials are
     /// checked first, so a request without them is refused (and counted) as such, then the

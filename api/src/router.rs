@@ -87,6 +87,8 @@ impl Family {
                 "/pyroscope/label-values",
                 "/pyroscope/labels",
                 "/api/v1/sql",
+                "/",
+                "/ui/{asset}",
             ],
             Family::Settings => &["/settings.v1.SettingsService/{method}"],
             Family::Admin => &[
@@ -166,7 +168,7 @@ impl ApiRouter {
     }
 
     /// The read APIs (the querier API, SQL and the legacy `/pyroscope/*` reads), answered by
-    /// `read`.
+    /// `read`, and the web UI, their client.
     pub fn with_read(mut self, read: Arc<dyn ReadService>) -> Self {
         let api = Arc::new(ReadApi {
             rules: self.rules.clone(),
@@ -176,7 +178,8 @@ impl ApiRouter {
             .router
             .merge(routes::querier::routes(Arc::clone(&api)))
             .merge(routes::sql::routes(Arc::clone(&api)))
-            .merge(routes::render::routes(api));
+            .merge(routes::render::routes(api))
+            .merge(routes::ui::routes(self.rules.clone()));
         self.served.push(Family::Read);
         self
     }

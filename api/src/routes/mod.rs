@@ -12,6 +12,7 @@ pub mod ring;
 pub mod settings;
 pub mod sql;
 pub mod tokens;
+pub mod ui;
 
 use std::sync::Arc;
 
