@@ -151,6 +151,7 @@ export class FlameGraph {
   }
 
   setData(flamegraph, unit) {
+    this.source = flamegraph;
     this.rows = layout(flamegraph, this.diff);
     this.unit = unit;
     this.zoom = null;

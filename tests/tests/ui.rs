@@ -237,6 +237,34 @@ fn the_web_ui_renders_what_the_api_holds() {
     for f in frames_of(&report["frames"]) {
         assert_eq!(f.5, hex_rgb(&f.4), "{} is drawn in its colour", f.1);
     }
+    // A drag across the middle half of the timeline narrows the range to it.
+    let dragged = &report["dragged"];
+    assert_eq!(
+        dragged["before"],
+        json!([from.to_string(), until.to_string()])
+    );
+    let after: Vec<i64> = dragged["after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().parse().unwrap())
+        .collect();
+    let span = (until - from) as f64;
+    assert!(
+        (after[0] as f64 - (from as f64 + span / 4.0)).abs() < span * 0.02,
+        "{dragged}"
+    );
+    assert!(
+        (after[1] as f64 - (from as f64 + span * 3.0 / 4.0)).abs() < span * 0.02,
+        "{dragged}"
+    );
+    assert!(
+        dragged["url"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("from={}", after[0])),
+        "{dragged}"
+    );
     // The timeline sums to the flame graph's total.
     let timeline: f64 = report["timeline_points"]
         .as_array()
@@ -540,6 +568,35 @@ fn the_web_ui_is_behind_access_control() {
         report["table"],
         json!([["a_work", 10 * MS, 10 * MS], ["main", 0, 10 * MS]])
     );
+
+    // With multi-tenancy and no access control, the tenant field is the X-Scope-OrgID header.
+    let server = TestServer::configure()
+        .data_dir(dir.path().join("open"))
+        .args(&["--auth.multitenancy-enabled"])
+        .spawn();
+    for (tenant, service, stack) in [
+        ("team-a", "shop-a", "main;a_work"),
+        ("team-b", "shop-b", "main;b_work"),
+    ] {
+        push_cpu_as(
+            &server,
+            Some(tenant),
+            &[("__name__", "process_cpu"), ("service_name", service)],
+            &[(stack, 10 * MS)],
+            now,
+        );
+    }
+    let scenario = json!({
+        "mode": "tenant",
+        "single": format!("{}&tenant=team-b", scenario["single"].as_str().unwrap()),
+    });
+    let report = browse(&clients, &chromium, &server, out.path(), &scenario);
+    assert_eq!(report["tenant_field"], "team-b");
+    assert_eq!(report["services"], json!(["", "shop-b"]));
+    assert_eq!(
+        report["table"],
+        json!([["b_work", 10 * MS, 10 * MS], ["main", 0, 10 * MS]])
+    );
 }
 
 /// A flame graph of 16,384 nodes (the UI's limit) renders, with the table capped; the time of
@@ -583,7 +640,7 @@ fn the_web_ui_draws_a_16384_node_flame_graph() {
     assert!(report["drawn"].as_i64().unwrap() > 0);
     assert_eq!(report["table_rows"], 1000);
     eprintln!(
-        "one draw of a {nodes}-node flame graph took {} ms",
-        report["draw_ms"]
+        "a {nodes}-node flame graph: one draw {} ms, layout and draw {} ms",
+        report["draw_ms"], report["layout_and_draw_ms"]
     );
 }
