@@ -392,6 +392,22 @@ impl Authenticator {
     }
 }
 
+/// The fuzz target's entry (`fuzz/fuzz_targets/authorization.rs`): `bytes` as an
+/// `Authorization` header, parsed as every request's is. It must not panic, and a token it
+/// finds is never empty.
+#[doc(hidden)]
+pub fn fuzz_authorization(bytes: &[u8]) {
+    let Ok(value) = http::HeaderValue::from_bytes(bytes) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::AUTHORIZATION, value);
+    match credentials(&headers) {
+        Ok(c) => assert!(!c.token.is_empty()),
+        Err((reason, message)) => assert!(reason != Reason::missing && !message.is_empty()),
+    }
+}
+
 /// Base64 of HTTP Basic credentials, padded or not: Arrow Flight's Go client (ADBC) leaves
 /// the padding out.
 const BASIC_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
@@ -439,6 +455,11 @@ fn credentials(headers: &HeaderMap) -> Result<Credentials, (Reason, String)> {
         let (user, password) = decoded
             .split_once(':')
             .ok_or_else(|| malformed("has Basic credentials without a ':'"))?;
+        if password.is_empty() {
+            return Err(malformed(
+                "has Basic credentials without a password: send the token as the password",
+            ));
+        }
         return Ok(Credentials {
             token: password.to_owned(),
             user: (!user.is_empty()).then(|| user.to_owned()),
@@ -500,6 +521,8 @@ mod tests {
             ("Bearer", Reason::malformed),
             ("Basic !!!", Reason::malformed),
             ("Basic dGVhbS1h", Reason::malformed),
+            // "team-a:", no token.
+            ("Basic dGVhbS1hOg==", Reason::malformed),
         ] {
             assert_eq!(
                 credentials(&with(bad)).err().map(|e| e.0),
