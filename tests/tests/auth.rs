@@ -16,7 +16,7 @@ use profusion_proto::querier::v1::{SelectMergeStacktracesRequest, SelectMergeSta
 use profusion_tests::agents::buf_curl_with;
 use profusion_tests::{
     Cluster, ClusterBackends, Reply, TestServer, binary, clients, cpu_pprof, decode_flamegraph,
-    fixtures_dir, get, now_nanos, post, push_request, reference_tree,
+    fixtures_dir, get, grpc_frame, now_nanos, post, push_request, reference_tree,
 };
 use prost::Message;
 
@@ -483,12 +483,37 @@ fn every_api_refuses_what_a_token_does_not_allow() {
     // What the allowed reads see: each tenant its own data only, and of the matrix's pushes
     // only the allowed ones (two per write API: Bearer and Basic).
     assert_eq!(pushes_allowed, 2);
-    let pushed = r#"{service_name=~"svc-.|matrix"}"#;
+
+    // gRPC callers get the status number: gRPC-Web carries it in the body's trailer frame.
+    for (auth, status, reason) in [
+        (None, 16, "missing"),
+        (Some(bearer(&tokens.a_read)), 7, "scope"),
+        (Some(bearer(&tokens.a_write)), 0, ""),
+    ] {
+        let mut headers = vec![("content-type", "application/grpc-web+proto")];
+        headers.extend(auth.as_deref().map(|a| ("authorization", a)));
+        let r = post(
+            &server.url("/push.v1.PusherService/Push"),
+            &headers,
+            grpc_frame(&push_body("grpc-web", "grpc_fn", 1, now)),
+            false,
+        );
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(
+            body.contains(&format!("grpc-status: {status}\r\n")),
+            "{auth:?}: {body}"
+        );
+        if !reason.is_empty() {
+            *refusals.entry(reason).or_default() += 1.0;
+        }
+    }
+    let pushed = r#"{service_name=~"svc-.|matrix|grpc-web"}"#;
     assert_eq!(
         flame_graph(&server, &bearer(&tokens.a_read), pushed, now),
         reference_tree(&[
             (vec!["main".into(), A_SECRET.into()], 40),
             (vec!["main".into(), "matrix_fn".into()], 7 * pushes_allowed),
+            (vec!["main".into(), "grpc_fn".into()], 1),
         ])
     );
     assert_eq!(

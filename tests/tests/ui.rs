@@ -220,6 +220,11 @@ fn the_web_ui_renders_what_the_api_holds() {
             ("view", "diff".into()), ("query", query.clone()), ("from", from.to_string()), ("until", until.to_string()),
             ("leftFrom", left.0), ("leftUntil", left.1), ("rightFrom", right.0), ("rightUntil", right.1),
         ]),
+        "diff_selectors": query_string(&[
+            ("view", "diff".into()), ("query", query.clone()), ("from", from.to_string()), ("until", until.to_string()),
+            ("leftQuery", "{service_name=\"shop\", env=\"dev\"}".into()), ("leftFrom", from.to_string()), ("leftUntil", until.to_string()),
+            ("rightQuery", "{service_name=\"shop\", env=\"prod\"}".into()), ("rightFrom", from.to_string()), ("rightUntil", until.to_string()),
+        ]),
         "tags": query_string(&[("view", "tags".into()), ("label", "env".into()), ("query", query.clone()),
             ("from", from.to_string()), ("until", until.to_string())]),
         "zoom": "checkout",
@@ -390,38 +395,14 @@ fn the_web_ui_renders_what_the_api_holds() {
     let png = std::fs::read(out.path().join("export.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 
-    // The diff: red where the comparison's share grew, green where it shrank, grey where equal.
+    // The diff of two ranges: red where the comparison's share grew, green where it shrank,
+    // grey where equal; the diff of two selectors (dev against prod over the whole range) too.
     let left = frame_totals(&[BEFORE], all);
     let right = frame_totals(&[AFTER], all);
-    let (lw, rw) = (
-        left[&(0, "total".to_owned())],
-        right[&(0, "total".to_owned())],
-    );
-    for f in frames_of(&report["diff_frames"]) {
-        let key = (f.0, f.1.clone());
-        let share = |m: &BTreeMap<(usize, String), i64>, w: i64| {
-            *m.get(&key).unwrap_or(&0) as f64 / w as f64
-        };
-        let (l, r) = (share(&left, lw), share(&right, rw));
-        let [red, green, blue] = [f.5[0], f.5[1], f.5[2]];
-        if (l - r).abs() < 1e-12 {
-            assert_eq!(f.5, vec![189, 189, 189], "{} is unchanged: grey", f.1);
-        } else if r > l {
-            assert!(
-                red > green + 40 && red > blue + 40,
-                "{} grew: red, drawn {:?}",
-                f.1,
-                f.5
-            );
-        } else {
-            assert!(
-                green > red + 20 && green > blue + 20,
-                "{} shrank: green, drawn {:?}",
-                f.1,
-                f.5
-            );
-        }
-    }
+    assert_diff_colours(&report["diff_frames"], &left, &right);
+    let dev = frame_totals(&[BEFORE, AFTER], |e| e == "dev");
+    let prod = frame_totals(&[BEFORE, AFTER], |e| e == "prod");
+    assert_diff_colours(&report["diff_selector_frames"], &dev, &prod);
     let diff_names: Vec<String> = frames_of(&report["diff_frames"])
         .into_iter()
         .map(|f| f.1)
@@ -472,6 +453,45 @@ fn the_web_ui_renders_what_the_api_holds() {
             "sql.png",
         ],
     );
+}
+
+/// Checks a diff's drawn colours (the pixel under each frame) against each side's shares.
+fn assert_diff_colours(
+    frames: &Value,
+    left: &BTreeMap<(usize, String), i64>,
+    right: &BTreeMap<(usize, String), i64>,
+) {
+    let (lw, rw) = (
+        left[&(0, "total".to_owned())],
+        right[&(0, "total".to_owned())],
+    );
+    let frames = frames_of(frames);
+    assert!(!frames.is_empty());
+    for f in frames {
+        let key = (f.0, f.1.clone());
+        let share = |m: &BTreeMap<(usize, String), i64>, w: i64| {
+            *m.get(&key).unwrap_or(&0) as f64 / w as f64
+        };
+        let (l, r) = (share(left, lw), share(right, rw));
+        let [red, green, blue] = [f.5[0], f.5[1], f.5[2]];
+        if (l - r).abs() < 1e-12 {
+            assert_eq!(f.5, vec![189, 189, 189], "{} is unchanged: grey", f.1);
+        } else if r > l {
+            assert!(
+                red > green + 40 && red > blue + 40,
+                "{} grew: red, drawn {:?}",
+                f.1,
+                f.5
+            );
+        } else {
+            assert!(
+                green > red + 20 && green > blue + 20,
+                "{} shrank: green, drawn {:?}",
+                f.1,
+                f.5
+            );
+        }
+    }
 }
 
 /// With `PROFUSION_UPDATE_SCREENSHOTS=1`, copies the screenshots to `docs/ui/` for the README.

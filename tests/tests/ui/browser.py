@@ -194,6 +194,9 @@ with sync_playwright() as p:
     ready(page)
     report["diff_frames"] = drawn(page, "diff-flamegraph", "diffGraph")
     page.screenshot(path=os.path.join(out, "diff.png"))
+    page.goto(base + "/?" + scenario["diff_selectors"])
+    ready(page)
+    report["diff_selector_frames"] = drawn(page, "diff-flamegraph", "diffGraph")
 
     # The tag explorer.
     page.goto(base + "/?" + scenario["tags"])
