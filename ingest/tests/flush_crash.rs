@@ -62,6 +62,26 @@ impl Catalog for RefusingCatalog {
     async fn delete_setting(&self, t: &str, n: &str) -> profusion_catalog::Result<()> {
         self.inner.delete_setting(t, n).await
     }
+    async fn create_token(
+        &self,
+        t: &profusion_catalog::TokenRecord,
+    ) -> profusion_catalog::Result<()> {
+        self.inner.create_token(t).await
+    }
+    async fn tokens(
+        &self,
+        t: Option<&str>,
+    ) -> profusion_catalog::Result<Vec<profusion_catalog::TokenRecord>> {
+        self.inner.tokens(t).await
+    }
+    async fn revoke_token(
+        &self,
+        id: &str,
+        t: Option<&str>,
+        at: i64,
+    ) -> profusion_catalog::Result<Option<profusion_catalog::TokenRecord>> {
+        self.inner.revoke_token(id, t, at).await
+    }
     async fn heartbeat(
         &self,
         m: &profusion_catalog::RingMember,

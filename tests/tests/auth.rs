@@ -153,11 +153,14 @@ fn otlp_body(now: i64) -> Vec<u8> {
     req.encode_to_vec()
 }
 
+/// Calls an API with extra headers.
+type Call<'a> = Box<dyn Fn(&[(&str, &str)]) -> Reply + 'a>;
+
 /// One API of the matrix: its name, the scope it needs, and how to call it with extra headers.
 struct Api<'a> {
     name: &'static str,
     need: &'static str,
-    call: Box<dyn Fn(&[(&str, &str)]) -> Reply + 'a>,
+    call: Call<'a>,
 }
 
 fn with<'h>(
@@ -304,16 +307,17 @@ fn apis(server: &TestServer, now: i64) -> Vec<Api<'_>> {
     ]
 }
 
-/// Each way of asking, with the status and the failure reason it must get.
-fn cases<'t>(
-    tokens: &'t Tokens,
-    need: &str,
-) -> Vec<(
+/// A way of asking: its name, its headers, the status it gets and the failure reason counted
+/// (`None`: allowed).
+type Case = (
     &'static str,
     Vec<(String, String)>,
     u16,
     Option<&'static str>,
-)> {
+);
+
+/// Each way of asking, with the status and the failure reason it must get.
+fn cases(tokens: &Tokens, need: &str) -> Vec<Case> {
     let unknown = format!("pfs_{}_{}", "0".repeat(12), "0".repeat(64));
     let auth = |v: String| ("authorization".to_owned(), v);
     let team_a = ("x-scope-orgid".to_owned(), "team-a".to_owned());
