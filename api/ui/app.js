@@ -16,7 +16,7 @@ const TABLE_ROWS = 1000;
 const defaults = {
   view: 'single', query: '', from: 'now-1h', until: 'now', search: '',
   leftQuery: '', leftFrom: '', leftUntil: '', rightQuery: '', rightFrom: '', rightUntil: '',
-  label: '', sql: '', sort: 'self', tenant: '',
+  label: '', sql: '', sort: 'self', tenant: '', zoom: '',
 };
 const state = { ...defaults };
 
@@ -315,6 +315,8 @@ async function renderSingle() {
   const fg = merged.flamegraph || { names: [], levels: [] };
   flamegraph.setData(fg, unit);
   flamegraph.setSearch(state.search);
+  const zoomed = state.zoom && flamegraph.findPath(state.zoom);
+  if (zoomed) flamegraph.zoomTo(zoomed);
   $('timeline-caption').textContent = `${selector} · total ${formatValue(Number(fg.total || 0), unit)}`;
   totals = functionTotals(flamegraph.rows);
   renderTable();
@@ -465,6 +467,7 @@ async function start() {
   readURL();
   flamegraph = new FlameGraph($('flamegraph'), $('flame-tooltip'), {
     onFocus: (text) => { $('flame-focus').textContent = text; },
+    onZoom: (path) => { state.zoom = path; writeURL(); },
   });
   diffGraph = new FlameGraph($('diff-flamegraph'), $('diff-tooltip'), { diff: true });
   timeline = new Timeline($('timeline'), { onSelect: setRange });

@@ -123,11 +123,12 @@ export function formatValue(value, unit) {
 }
 
 export class FlameGraph {
-  constructor(canvas, tooltip, { diff = false, onFocus = () => {} } = {}) {
+  constructor(canvas, tooltip, { diff = false, onFocus = () => {}, onZoom = () => {} } = {}) {
     this.canvas = canvas;
     this.tooltip = tooltip;
     this.diff = diff;
     this.onFocus = onFocus;
+    this.onZoom = onZoom;
     this.rows = [];
     this.unit = '';
     this.search = '';
@@ -173,11 +174,32 @@ export class FlameGraph {
     this.zoom = node === root ? null : node;
     this.focus = { depth: this.depthOf(node), node };
     this.draw();
+    this.onZoom(this.zoom ? this.pathOf(this.zoom) : '');
   }
 
   resetZoom() {
     this.zoom = null;
     this.draw();
+    this.onZoom('');
+  }
+
+  /// A frame's names from below the root down to it, `;`-joined: how a link names a zoom.
+  pathOf(node) {
+    const names = [];
+    for (let n = node; n && n.parent; n = n.parent) names.unshift(n.name);
+    return names.join(';');
+  }
+
+  /// The frame `path` names (the widest where names repeat), or null.
+  findPath(path) {
+    let node = this.rows[0] && this.rows[0][0];
+    const names = path ? path.split(';') : [];
+    names.forEach((name, i) => {
+      if (!node) return;
+      const candidates = (this.rows[i + 1] || []).filter((c) => c.parent === node && c.name === name);
+      node = candidates.sort((a, b) => b.w - a.w)[0] || null;
+    });
+    return node;
   }
 
   depthOf(node) {

@@ -350,12 +350,29 @@ fn the_web_ui_renders_what_the_api_holds() {
         "zoomed by a click",
     );
 
-    // Search: matches keep their colour, the rest fade; the link reproduces it.
+    // Search (in the zoomed view): matches keep their colour, the rest fade; the link
+    // reproduces both, and resetting the zoom takes it out of the link.
+    assert_widths(
+        &report["searched"],
+        &zoomed,
+        checkout,
+        canvas,
+        "zoomed and searched",
+    );
     for f in frames_of(&report["searched"]) {
         let faded = f.4 == "#e6e6e6";
         assert_eq!(faded, !f.1.contains("db"), "{} after searching db", f.1);
         assert_eq!(f.5, hex_rgb(&f.4));
     }
+    assert!(
+        report["link"]
+            .as_str()
+            .unwrap()
+            .contains("zoom=main%3Bcheckout"),
+        "{}",
+        report["link"]
+    );
+    assert!(!report["unzoomed_url"].as_str().unwrap().contains("zoom="));
     assert!(
         report["link"].as_str().unwrap().contains("search=db"),
         "{}",

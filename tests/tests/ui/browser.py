@@ -165,9 +165,8 @@ with sync_playwright() as p:
     box = page.locator("#flamegraph").bounding_box()
     page.mouse.click(box["x"] + target["x"] + target["width"] / 2, box["y"] + target["depth"] * 18 + 9)
     report["zoomed"] = drawn(page)
-    page.click("#reset-zoom")
 
-    # Search highlights matches and fades the rest; the link keeps it.
+    # Search highlights matches and fades the rest; the link keeps it and the zoom.
     page.fill("#search", scenario["search"])
     report["searched"] = drawn(page)
     link = page.url
@@ -181,6 +180,8 @@ with sync_playwright() as p:
     reopened.close()
     page.fill("#search", "")
     page.dispatch_event("#search", "input")
+    page.click("#reset-zoom")
+    report["unzoomed_url"] = page.url
 
     # Exports: each saved where the test reads it.
     for fmt in ["pprof", "json", "svg", "png"]:
