@@ -798,3 +798,51 @@ pub fn small_fleet_tree(
         .collect();
     reference_tree(&stacks)
 }
+
+/// Runs `profusion tokens …` finding the catalog through `catalog_flag`
+/// (`--pyroscopedb.data-path=…` or `--catalog.url=…`); its stdout, trimmed.
+pub fn tokens_cli(catalog_flag: &str, args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .arg(catalog_flag)
+        .arg("--log.level=warn")
+        .arg("tokens")
+        .args(args)
+        .output()
+        .expect("run profusion tokens");
+    assert!(
+        out.status.success(),
+        "profusion tokens {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8 output")
+        .trim()
+        .to_owned()
+}
+
+/// A new token of `tenant` with `scopes` (`read,write`) in the catalog of data directory
+/// `data`, as `profusion tokens create` prints it once.
+pub fn create_token(data: &Path, tenant: &str, scopes: &str) -> String {
+    let flag = format!("--pyroscopedb.data-path={}", data.display());
+    let token = tokens_cli(&flag, &["create", "--tenant", tenant, "--scope", scopes]);
+    assert!(token.starts_with("pfs_"), "{token}");
+    token
+}
+
+/// The recorded OTLP request (`captures/otlp-synthetic`), its profiles moved to `now`.
+pub fn otlp_capture_pb(now: i64) -> Vec<u8> {
+    use profusion_proto::otlp::collector::ExportProfilesServiceRequest;
+    use prost::Message;
+    let raw = std::fs::read(fixtures_dir().join("captures/otlp-synthetic/otlp_profiles_v1.10.pb"))
+        .expect("the OTLP capture");
+    let mut req = ExportProfilesServiceRequest::decode(raw.as_slice()).expect("an OTLP request");
+    for p in req
+        .resource_profiles
+        .iter_mut()
+        .flat_map(|r| r.scope_profiles.iter_mut())
+        .flat_map(|s| s.profiles.iter_mut())
+    {
+        p.time_unix_nano = now as u64;
+    }
+    req.encode_to_vec()
+}

@@ -7,49 +7,19 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use profusion_proto::otlp::collector::ExportProfilesServiceRequest;
 use profusion_proto::querier::v1::{SelectMergeStacktracesRequest, SelectMergeStacktracesResponse};
 use profusion_tests::agents::buf_curl_with;
 use profusion_tests::{
-    Cluster, ClusterBackends, Reply, TestServer, binary, clients, cpu_pprof, decode_flamegraph,
-    fixtures_dir, get, grpc_frame, now_nanos, post, push_request, reference_tree,
+    Cluster, ClusterBackends, Reply, TestServer, clients, cpu_pprof, create_token,
+    decode_flamegraph, get, grpc_frame, now_nanos, otlp_capture_pb, post, push_request,
+    reference_tree, tokens_cli,
 };
 use prost::Message;
 
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
-
-/// Runs `profusion tokens …` on the server's data directory; its stdout, trimmed.
-fn tokens_cli(data: &Path, args: &[&str]) -> String {
-    tokens_cli_with(&format!("--pyroscopedb.data-path={}", data.display()), args)
-}
-
-/// Runs `profusion tokens …` finding the catalog through `flag`; its stdout, trimmed.
-fn tokens_cli_with(flag: &str, args: &[&str]) -> String {
-    let out = Command::new(binary())
-        .arg(flag)
-        .arg("--log.level=warn")
-        .arg("tokens")
-        .args(args)
-        .output()
-        .expect("run profusion tokens");
-    assert!(
-        out.status.success(),
-        "profusion tokens {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// A new token (printed once by the CLI).
-fn create(data: &Path, tenant: &str, scopes: &str) -> String {
-    let token = tokens_cli(data, &["create", "--tenant", tenant, "--scope", scopes]);
-    assert!(token.starts_with("pfs_"), "{token}");
-    token
-}
 
 /// A token's id: the part between the prefix and the secret.
 fn id_of(token: &str) -> &str {
@@ -78,13 +48,14 @@ struct Tokens {
 impl Tokens {
     fn make(data: &Path) -> Self {
         let tokens = Self {
-            a_read: create(data, "team-a", "read"),
-            a_write: create(data, "team-a", "write"),
-            a_admin: create(data, "team-a", "admin"),
-            b_all: create(data, "team-b", "read,write,admin"),
-            revoked: create(data, "team-a", "read,write,admin"),
+            a_read: create_token(data, "team-a", "read"),
+            a_write: create_token(data, "team-a", "write"),
+            a_admin: create_token(data, "team-a", "admin"),
+            b_all: create_token(data, "team-b", "read,write,admin"),
+            revoked: create_token(data, "team-a", "read,write,admin"),
         };
-        let said = tokens_cli(data, &["revoke", id_of(&tokens.revoked)]);
+        let flag = format!("--pyroscopedb.data-path={}", data.display());
+        let said = tokens_cli(&flag, &["revoke", id_of(&tokens.revoked)]);
         assert_eq!(
             said,
             format!(
@@ -137,22 +108,6 @@ fn push_body(service: &str, function: &str, value: i64, time: i64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// The recorded OTLP request, moved to `now`.
-fn otlp_body(now: i64) -> Vec<u8> {
-    let raw = std::fs::read(fixtures_dir().join("captures/otlp-synthetic/otlp_profiles_v1.10.pb"))
-        .unwrap();
-    let mut req = ExportProfilesServiceRequest::decode(raw.as_slice()).unwrap();
-    for p in req
-        .resource_profiles
-        .iter_mut()
-        .flat_map(|r| r.scope_profiles.iter_mut())
-        .flat_map(|s| s.profiles.iter_mut())
-    {
-        p.time_unix_nano = now as u64;
-    }
-    req.encode_to_vec()
-}
-
 /// Calls an API with extra headers.
 type Call<'a> = Box<dyn Fn(&[(&str, &str)]) -> Reply + 'a>;
 
@@ -163,147 +118,108 @@ struct Api<'a> {
     call: Call<'a>,
 }
 
-fn with<'h>(
-    extra: &[(&'h str, &'h str)],
-    headers: &[(&'h str, &'h str)],
-) -> Vec<(&'h str, &'h str)> {
-    headers.iter().chain(extra).copied().collect()
+impl<'a> Api<'a> {
+    /// POSTs `body()` to `path`, with `content_type` when given.
+    fn post(
+        server: &'a TestServer,
+        name: &'static str,
+        need: &'static str,
+        path: &str,
+        content_type: Option<&'static str>,
+        body: impl Fn() -> Vec<u8> + 'a,
+    ) -> Self {
+        let url = server.url(path);
+        Self {
+            name,
+            need,
+            call: Box::new(move |h| {
+                let mut headers = h.to_vec();
+                headers.extend(content_type.map(|c| ("content-type", c)));
+                post(&url, &headers, body(), false)
+            }),
+        }
+    }
+
+    fn get(server: &'a TestServer, name: &'static str, need: &'static str, path: &str) -> Self {
+        let url = server.url(path);
+        Self {
+            name,
+            need,
+            call: Box::new(move |h| get(&url, h)),
+        }
+    }
 }
 
 /// Every tenant-facing API family, called as team-a.
 fn apis(server: &TestServer, now: i64) -> Vec<Api<'_>> {
     let (start_ms, end_ms) = (now / 1_000_000 - 3_600_000, now / 1_000_000 + 60_000);
-    let connect_json = [("content-type", "application/json")];
     let merge = format!(
         r#"{{"profileTypeID":"{CPU}","labelSelector":"{{}}","start":"{start_ms}","end":"{end_ms}"}}"#
     );
+    let (proto, json) = (Some("application/proto"), Some("application/json"));
+    let ingest = format!(
+        "/ingest?name=matrix-legacy.cpu&from={}&until={}",
+        now / 1_000_000_000 - 10,
+        now / 1_000_000_000
+    );
+    let render = format!("/pyroscope/render?query={CPU}%7B%7D&from={start_ms}&until={end_ms}");
+    let nothing = "/api/v1/admin/tsdb/delete_series?match[]=%7Bservice_name%3D%22nothing%22%7D";
     vec![
-        Api {
-            name: "Push",
-            need: "write",
-            call: Box::new(move |h| {
-                post(
-                    &server.url("/push.v1.PusherService/Push"),
-                    &with(h, &[("content-type", "application/proto")]),
-                    push_body("matrix", "matrix_fn", 7, now),
-                    false,
-                )
-            }),
-        },
-        Api {
-            name: "/ingest",
-            need: "write",
-            call: Box::new(move |h| {
-                post(
-                    &server.url(&format!(
-                        "/ingest?name=matrix-legacy.cpu&from={}&until={}",
-                        now / 1_000_000_000 - 10,
-                        now / 1_000_000_000
-                    )),
-                    h,
-                    b"main;legacy_fn 3\n".to_vec(),
-                    false,
-                )
-            }),
-        },
-        Api {
-            name: "OTLP",
-            need: "write",
-            call: Box::new(move |h| {
-                post(
-                    &server.url("/v1development/profiles"),
-                    &with(h, &[("content-type", "application/x-protobuf")]),
-                    otlp_body(now),
-                    false,
-                )
-            }),
-        },
-        Api {
-            name: "SelectMergeStacktraces",
-            need: "read",
-            call: Box::new(move |h| {
-                post(
-                    &server.url("/querier.v1.QuerierService/SelectMergeStacktraces"),
-                    &with(h, &connect_json),
-                    merge.clone().into_bytes(),
-                    false,
-                )
-            }),
-        },
-        Api {
-            name: "render",
-            need: "read",
-            call: Box::new(move |h| {
-                get(
-                    &server.url(&format!(
-                        "/pyroscope/render?query={CPU}%7B%7D&from={start_ms}&until={end_ms}"
-                    )),
-                    h,
-                )
-            }),
-        },
-        Api {
-            name: "label-values",
-            need: "read",
-            call: Box::new(move |h| {
-                get(&server.url("/pyroscope/label-values?label=service_name"), h)
-            }),
-        },
-        Api {
-            name: "SQL",
-            need: "read",
-            call: Box::new(move |h| {
-                post(
-                    &server.url("/api/v1/sql"),
-                    h,
-                    b"SELECT service_name, stack FROM sample_stacks".to_vec(),
-                    false,
-                )
-            }),
-        },
-        Api {
-            name: "settings Get",
-            need: "read",
-            call: Box::new(move |h| {
-                post(
-                    &server.url("/settings.v1.SettingsService/Get"),
-                    &with(h, &connect_json),
-                    b"{}".to_vec(),
-                    false,
-                )
-            }),
-        },
-        Api {
-            name: "settings Set",
-            need: "admin",
-            call: Box::new(move |h| {
-                post(
-                    &server.url("/settings.v1.SettingsService/Set"),
-                    &with(h, &connect_json),
-                    br#"{"setting":{"name":"theme","value":"dark"}}"#.to_vec(),
-                    false,
-                )
-            }),
-        },
-        Api {
-            name: "delete_series",
-            need: "admin",
-            call: Box::new(move |h| {
-                post(
-                    &server.url(
-                        "/api/v1/admin/tsdb/delete_series?match[]=%7Bservice_name%3D%22nothing%22%7D",
-                    ),
-                    h,
-                    Vec::new(),
-                    false,
-                )
-            }),
-        },
-        Api {
-            name: "tokens list",
-            need: "admin",
-            call: Box::new(move |h| get(&server.url("/api/v1/admin/tokens"), h)),
-        },
+        Api::post(
+            server,
+            "Push",
+            "write",
+            "/push.v1.PusherService/Push",
+            proto,
+            move || push_body("matrix", "matrix_fn", 7, now),
+        ),
+        Api::post(server, "/ingest", "write", &ingest, None, || {
+            b"main;legacy_fn 3\n".to_vec()
+        }),
+        Api::post(
+            server,
+            "OTLP",
+            "write",
+            "/v1development/profiles",
+            Some("application/x-protobuf"),
+            move || otlp_capture_pb(now),
+        ),
+        Api::post(
+            server,
+            "SelectMergeStacktraces",
+            "read",
+            "/querier.v1.QuerierService/SelectMergeStacktraces",
+            json,
+            move || merge.clone().into_bytes(),
+        ),
+        Api::get(server, "render", "read", &render),
+        Api::get(
+            server,
+            "label-values",
+            "read",
+            "/pyroscope/label-values?label=service_name",
+        ),
+        Api::post(server, "SQL", "read", "/api/v1/sql", None, || {
+            b"SELECT service_name, stack FROM sample_stacks".to_vec()
+        }),
+        Api::post(
+            server,
+            "settings Get",
+            "read",
+            "/settings.v1.SettingsService/Get",
+            json,
+            || b"{}".to_vec(),
+        ),
+        Api::post(
+            server,
+            "settings Set",
+            "admin",
+            "/settings.v1.SettingsService/Set",
+            json,
+            || br#"{"setting":{"name":"theme","value":"dark"}}"#.to_vec(),
+        ),
+        Api::post(server, "delete_series", "admin", nothing, None, Vec::new),
+        Api::get(server, "tokens list", "admin", "/api/v1/admin/tokens"),
     ]
 }
 
@@ -597,11 +513,11 @@ fn tokens_made_and_revoked_on_one_process_take_effect_on_another_within_seconds(
     cluster.start_role("distributor", "distributor", &[]);
     cluster.start_role("frontend", "query-scheduler,query-frontend", &[]);
     let (distributor, frontend) = (cluster.node("distributor"), cluster.node("frontend"));
-    let a_admin = tokens_cli_with(
+    let a_admin = tokens_cli(
         &catalog,
         &["create", "--tenant", "team-a", "--scope", "admin"],
     );
-    let b_admin = tokens_cli_with(
+    let b_admin = tokens_cli(
         &catalog,
         &["create", "--tenant", "team-b", "--scope", "admin"],
     );
@@ -632,7 +548,7 @@ fn tokens_made_and_revoked_on_one_process_take_effect_on_another_within_seconds(
     let r = create_as(&a_admin, r#"{"scopes":"write,superuser"}"#);
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("superuser"), "{}", r.text());
-    let a_write_only = tokens_cli_with(
+    let a_write_only = tokens_cli(
         &catalog,
         &["create", "--tenant", "team-a", "--scope", "write"],
     );
@@ -724,7 +640,7 @@ fn tokens_made_and_revoked_on_one_process_take_effect_on_another_within_seconds(
     eprintln!("a revocation took effect on another process in {took:?}");
 
     // The CLI reads the same catalog.
-    let list = tokens_cli_with(&catalog, &["list", "--tenant", "team-a"]);
+    let list = tokens_cli(&catalog, &["list", "--tenant", "team-a"]);
     let line = list
         .lines()
         .find(|l| l.starts_with(&id))
@@ -777,9 +693,9 @@ fn the_real_agents_grafana_and_flight_sql_work_with_tokens() {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let write = create(&data, "team-a", "write");
-    let read = create(&data, "team-a", "read");
-    let other = create(&data, "team-b", "read");
+    let write = create_token(&data, "team-a", "write");
+    let read = create_token(&data, "team-a", "read");
+    let other = create_token(&data, "team-b", "read");
     let server = TestServer::configure()
         .data_dir(&data)
         .args(&["--auth.enabled", "--auth.multitenancy-enabled"])

@@ -1,29 +1,12 @@
 //! OTLP profiles over HTTP (protobuf, JSON) and gRPC, mapped as Pyroscope maps them.
 
-use profusion_proto::otlp::collector::ExportProfilesServiceRequest;
 use profusion_tests::{
-    Clients, TestServer, clients, fixtures_dir, gzip, now_nanos, post, stacks_sql,
+    Clients, TestServer, clients, fixtures_dir, gzip, now_nanos, otlp_capture_pb, post, stacks_sql,
 };
-use prost::Message;
 use serde_json::{Value, json};
 
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
 const EXPORT: &str = "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
-
-fn capture_pb(now: i64) -> Vec<u8> {
-    let raw = std::fs::read(fixtures_dir().join("captures/otlp-synthetic/otlp_profiles_v1.10.pb"))
-        .unwrap();
-    let mut req = ExportProfilesServiceRequest::decode(raw.as_slice()).unwrap();
-    for p in req
-        .resource_profiles
-        .iter_mut()
-        .flat_map(|r| r.scope_profiles.iter_mut())
-        .flat_map(|s| s.profiles.iter_mut())
-    {
-        p.time_unix_nano = now as u64;
-    }
-    req.encode_to_vec()
-}
 
 /// The capture's JSON twin, moved to `now`, with the link ids in OTLP/JSON's hex form.
 fn capture_json(now: i64) -> Vec<u8> {
@@ -94,7 +77,7 @@ fn otlp_http_protobuf_json_and_grpc() {
             ("content-type", "application/x-protobuf"),
             ("x-scope-orgid", "pb"),
         ],
-        capture_pb(now),
+        otlp_capture_pb(now),
         false,
     );
     assert_eq!(
@@ -117,7 +100,7 @@ fn otlp_http_protobuf_json_and_grpc() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({}));
 
-    let frame = profusion_tests::grpc_frame(&capture_pb(now));
+    let frame = profusion_tests::grpc_frame(&otlp_capture_pb(now));
     let r = post(
         &server.url(EXPORT),
         &[

@@ -9,11 +9,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use profusion_proto::google::v1::Profile;
 use profusion_tests::{
-    Clients, TestServer, binary, clients, cpu_pprof, now_nanos, post, push_cpu, push_cpu_as,
+    Clients, TestServer, clients, cpu_pprof, create_token, now_nanos, post, push_cpu, push_cpu_as,
     push_request,
 };
 use prost::Message;
@@ -532,27 +531,7 @@ fn the_web_ui_is_behind_access_control() {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let token = |tenant: &str, scope: &str| -> String {
-        let out = Command::new(binary())
-            .arg(format!("--pyroscopedb.data-path={}", data.display()))
-            .args([
-                "--log.level=warn",
-                "tokens",
-                "create",
-                "--tenant",
-                tenant,
-                "--scope",
-                scope,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let token = |tenant: &str, scope: &str| create_token(&data, tenant, scope);
     let (a_read, a_write, b_write) = (
         token("team-a", "read"),
         token("team-a", "write"),
