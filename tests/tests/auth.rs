@@ -696,6 +696,10 @@ fn the_real_agents_grafana_and_flight_sql_work_with_tokens() {
     let write = create_token(&data, "team-a", "write");
     let read = create_token(&data, "team-a", "read");
     let other = create_token(&data, "team-b", "read");
+    let revoked = create_token(&data, "team-a", "read");
+    let flag = format!("--pyroscopedb.data-path={}", data.display());
+    tokens_cli(&flag, &["revoke", id_of(&revoked)]);
+    let unknown = format!("pfs_{}_{}", "1".repeat(12), "2".repeat(64));
     let server = TestServer::configure()
         .data_dir(&data)
         .args(&["--auth.enabled", "--auth.multitenancy-enabled"])
@@ -769,6 +773,8 @@ fn the_real_agents_grafana_and_flight_sql_work_with_tokens() {
             "belongs to tenant \"team-a\", not \"team-b\"",
         ),
         ("none", "", "", "no credentials"),
+        ("bearer", "", revoked.as_str(), "was revoked"),
+        ("basic", "team-a", unknown.as_str(), "invalid token"),
     ] {
         let refused = adbc(mode, tenant, token);
         let error = refused["error"]
