@@ -401,6 +401,8 @@ mod tests {
             "compactor.deletion-delay",
             "compactor.blocks-retention-period",
             "log.level",
+            "auth.enabled",
+            "auth.refresh-interval",
         ] {
             assert!(
                 command.get_arguments().any(|a| a.get_long() == Some(long)),
@@ -408,9 +410,54 @@ mod tests {
             );
         }
         assert_eq!(
-            flags, 70,
+            flags, 72,
             "a flag was added or lost: update this count knowingly"
         );
+    }
+
+    #[test]
+    fn tokens_read_their_arguments_and_the_servers_catalog_flags() {
+        let parse = |args: &[&str]| {
+            let args: Vec<OsString> = std::iter::once("profusion")
+                .chain(args.iter().copied())
+                .map(Into::into)
+                .collect();
+            Config::load_from(args)
+        };
+        // The catalog's flags before the command or after it.
+        for args in [
+            &[
+                "--catalog.url=postgres://h/db",
+                "tokens",
+                "create",
+                "--tenant=t",
+                "--scope=read,admin",
+            ][..],
+            &[
+                "tokens",
+                "create",
+                "--tenant=t",
+                "--scope=read,admin",
+                "--catalog.url=postgres://h/db",
+            ],
+        ] {
+            let c = parse(args).unwrap();
+            let Some(Command::Tokens(TokensCommand::Create { tenant, scope, .. })) = &c.command
+            else {
+                panic!("no tokens create: {:?}", c.command);
+            };
+            assert_eq!(
+                (tenant.as_str(), scope.to_string().as_str()),
+                ("t", "read,admin")
+            );
+            assert_eq!(c.storage.catalog_url, "postgres://h/db");
+        }
+        let c = parse(&["tokens", "revoke", "abc123"]).unwrap();
+        assert!(
+            matches!(&c.command, Some(Command::Tokens(TokensCommand::Revoke { id })) if id == "abc123")
+        );
+        let err = parse(&["tokens", "create", "--tenant=t", "--scope=read,root"]).unwrap_err();
+        assert!(err.to_string().contains("unknown scope \"root\""), "{err}");
     }
 
     #[test]
