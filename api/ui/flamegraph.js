@@ -173,6 +173,8 @@ export class FlameGraph {
     const root = this.rows[0] && this.rows[0][0];
     this.zoom = node === root ? null : node;
     this.focus = { depth: this.depthOf(node), node };
+    // What was under the pointer has moved.
+    this.tooltip.hidden = true;
     this.draw();
     this.onZoom(this.zoom ? this.pathOf(this.zoom) : '');
   }
