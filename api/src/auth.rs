@@ -214,7 +214,8 @@ struct KnownToken {
 /// The tenants a request asks for, as the tenancy rules resolved them.
 #[derive(Debug)]
 pub enum Requested<'a> {
-    /// `X-Scope-OrgID` was not sent (multi-tenancy on): the token's tenant.
+    /// None named (no `X-Scope-OrgID` with multi-tenancy on, or a call that belongs to no
+    /// tenant, such as the web UI's page): the token's own.
     TokenTenant,
     /// These tenants: the header's, or `anonymous` when multi-tenancy is off.
     Tenants(&'a [&'a str]),
@@ -225,7 +226,7 @@ pub enum Requested<'a> {
 pub struct Authenticator {
     catalog: Arc<dyn Catalog>,
     /// By hash; replaced whole on each refresh.
-    tokens: RwLock<Arc<HashMap<String, Arc<KnownToken>>>>,
+    tokens: RwLock<HashMap<String, Arc<KnownToken>>>,
     multitenancy: bool,
     failures: Family<FailureLabels, Counter>,
     known: Gauge,
@@ -293,7 +294,7 @@ impl Authenticator {
         }
         let valid = tokens.values().filter(|t| !t.revoked).count();
         self.known.set(i64::try_from(valid).unwrap_or(i64::MAX));
-        *self.tokens.write().expect("token table lock") = Arc::new(tokens);
+        *self.tokens.write().expect("token table lock") = tokens;
         Ok(())
     }
 

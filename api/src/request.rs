@@ -40,7 +40,7 @@ impl RequestRules {
             Ok(tenant) => auth
                 .authorize(headers, Requested::Tenants(&[&tenant]), need)
                 .map(|_| tenant),
-            Err(e) => self.without_tenant_header(auth, headers, need, e),
+            Err(e) => self.unresolved_tenant(auth, headers, need, e),
         }
     }
 
@@ -57,7 +57,7 @@ impl RequestRules {
                     .map(|_| scope)
             }
             Err(e) => {
-                let tenant = self.without_tenant_header(auth, headers, Scope::Read, e)?;
+                let tenant = self.unresolved_tenant(auth, headers, Scope::Read, e)?;
                 Ok(TenantScope::single(TenantId::new(tenant).map_err(|e| {
                     ApiError::new(crate::error::Code::Internal, e.to_string())
                 })?))
@@ -80,7 +80,7 @@ impl RequestRules {
     /// token's tenant (agents and Grafana send credentials alone); else the credentials are
     /// checked first, so a request without them is refused (and counted) as such, then the
     /// tenant's error stands.
-    fn without_tenant_header(
+    fn unresolved_tenant(
         &self,
         auth: &Authenticator,
         headers: &HeaderMap,
