@@ -66,7 +66,7 @@ function unitOf(profileType) {
 }
 
 /// `now`, `now-15m`, Unix seconds or milliseconds, or a date: milliseconds.
-export function parseTime(text, now = Date.now()) {
+function parseTime(text, now = Date.now()) {
   const t = String(text).trim();
   const rel = t.match(/^now(?:-(\d+(?:\.\d+)?)([smhdw]))?$/);
   if (rel) {

@@ -12,7 +12,7 @@ const PALETTE = [
   '#b5d6a7', '#f5cf87', '#8fc1e3', '#e3b5a4', '#d4e09b', '#f6bd60', '#c3aed6', '#a3c4bc',
 ];
 const FADED = '#e6e6e6';
-export const DIFF_SAME = '#bdbdbd';
+const DIFF_SAME = '#bdbdbd';
 
 /// The package of a frame name: what comes before its last `.`, `/` or `::` (Go, Java, Python,
 /// Rust and C++ names), or the name itself.
@@ -30,13 +30,13 @@ function hash(text) {
   return h >>> 0;
 }
 
-export function colorOf(name) {
+function colorOf(name) {
   return PALETTE[hash(packageOf(name)) % PALETTE.length];
 }
 
 /// Colour of a diff node: its share of each side's total, compared. Red when the comparison
 /// (right) spends more, green when less, more saturated the larger the change; grey when equal.
-export function diffColor(leftShare, rightShare) {
+function diffColor(leftShare, rightShare) {
   if (leftShare === rightShare) return DIFF_SAME;
   const base = Math.max(leftShare, 1e-9);
   const change = Math.max(-1, Math.min(1, (rightShare - leftShare) / base));
@@ -47,7 +47,7 @@ export function diffColor(leftShare, rightShare) {
 
 /// Lays out a flame graph (`width` 4) or a diff (`width` 7) from the API's levels: one entry per
 /// node with its absolute position. For a diff the width of a node is left + right.
-export function layout(flamegraph, diff) {
+function layout(flamegraph, diff) {
   const names = flamegraph.names || [];
   const levels = (flamegraph.levels || []).map((l) => (l.values || []).map(Number));
   const width = diff ? 7 : 4;

@@ -554,6 +554,17 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
     })
 }
 
+/// DELETEs `url` with headers.
+pub fn delete(url: &str, headers: &[(&str, &str)]) -> Reply {
+    blocking::runtime().block_on(async {
+        let mut req = ::reqwest::Client::new().delete(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        reply(req.send().await.expect("request")).await
+    })
+}
+
 async fn reply(resp: ::reqwest::Response) -> Reply {
     let status = resp.status().as_u16();
     let headers = resp

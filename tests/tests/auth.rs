@@ -14,7 +14,7 @@ use profusion_proto::querier::v1::{SelectMergeStacktracesRequest, SelectMergeSta
 use profusion_tests::agents::buf_curl_with;
 use profusion_tests::{
     Cluster, ClusterBackends, Reply, TestServer, clients, cpu_pprof, create_token,
-    decode_flamegraph, get, grpc_frame, now_nanos, otlp_capture_pb, post, push_request,
+    decode_flamegraph, delete, get, grpc_frame, now_nanos, otlp_capture_pb, post, push_request,
     reference_tree, tokens_cli,
 };
 use prost::Message;
@@ -462,23 +462,6 @@ fn every_api_refuses_what_a_token_does_not_allow() {
     );
 }
 
-/// DELETE with an `authorization` header.
-fn delete(url: &str, auth: &str) -> Reply {
-    profusion_tests::blocking::runtime().block_on(async {
-        let r = reqwest::Client::new()
-            .delete(url)
-            .header("authorization", auth)
-            .send()
-            .await
-            .expect("request");
-        Reply {
-            status: r.status().as_u16(),
-            headers: Vec::new(),
-            body: r.bytes().await.expect("body").to_vec(),
-        }
-    })
-}
-
 /// Polls `check` until it holds, for at most `within`; how long it took.
 fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -599,7 +582,12 @@ fn tokens_made_and_revoked_on_one_process_take_effect_on_another_within_seconds(
     // team-b's admin can neither see nor revoke it.
     let b_list = list_as(&b_admin);
     assert!(!b_list.text().contains(&id), "{}", b_list.text());
-    let revoke_as = |token: &str| delete(&format!("{tokens_url}/{id}"), &bearer(token));
+    let revoke_as = |token: &str| {
+        delete(
+            &format!("{tokens_url}/{id}"),
+            &[("authorization", &bearer(token))],
+        )
+    };
     assert_eq!(revoke_as(&b_admin).status, 404);
 
     // The distributor takes the new token within seconds.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use profusion_proto::google::v1::Profile;
 use profusion_tests::{
     Clients, TestServer, clients, cpu_pprof, create_token, now_nanos, post, push_cpu, push_cpu_as,
-    push_request,
+    push_request, reference_tree,
 };
 use prost::Message;
 use serde_json::{Value, json};
@@ -79,21 +79,22 @@ fn query_string(pairs: &[(&str, String)]) -> String {
         .finish()
 }
 
-/// Per (row, frame name): the total each frame must have, from the pushed stacks (in this data
-/// a name appears once per row).
+/// Per (row, frame name): the total each frame must have, from the harness's reference tree of
+/// the pushed stacks (in this data a name appears once per row).
 fn frame_totals(
     pushed: &[&[(&str, &str, i64)]],
     keep: impl Fn(&str) -> bool,
 ) -> BTreeMap<(usize, String), i64> {
+    let stacks: Vec<(Vec<String>, i64)> = pushed
+        .iter()
+        .flat_map(|p| p.iter())
+        .filter(|(env, _, _)| keep(env))
+        .map(|(_, stack, value)| (stack.split(';').map(str::to_owned).collect(), value * MS))
+        .collect();
     let mut totals = BTreeMap::new();
-    for (env, stack, value) in pushed.iter().flat_map(|p| p.iter()) {
-        if !keep(env) {
-            continue;
-        }
-        *totals.entry((0, "total".to_owned())).or_default() += value * MS;
-        for (depth, name) in stack.split(';').enumerate() {
-            *totals.entry((depth + 1, name.to_owned())).or_default() += value * MS;
-        }
+    for (path, (total, _)) in reference_tree(&stacks) {
+        let name = path.rsplit(';').next().unwrap_or_default().to_owned();
+        *totals.entry((path.matches(';').count(), name)).or_default() += total;
     }
     totals
 }
